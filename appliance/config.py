@@ -67,6 +67,9 @@ class DoaConfig(_Section):
     grid_deg: float = Field(1.0, gt=0.0, le=10.0, title="Azimuth grid step (degrees)")
     speech_snr_db: float = Field(9.0, ge=0.0, le=60.0, title="Speech gate above the noise floor (dB)")
     min_level_db: float = Field(-65.0, ge=-120.0, le=0.0, title="Quietest block considered (dBFS)")
+    min_confidence: float = Field(0.1, ge=0.0, le=1.0, title="Least DOA confidence reported",
+                                  description="Speech blocks whose SRP-PHAT peak stands out less than "
+                                  "this (0..1) get no azimuth.")
 
 
 class DetectorConfig(_Section):

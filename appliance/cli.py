@@ -1,0 +1,147 @@
+"""The command line: ``roombox demo|process|doa|faces|bench|render|score``.
+
+This is the contract other tools and our benchmarks drive the box through; keep it stable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from appliance.config import Config, ConfigError, load_config, write_atomic
+
+DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "drivers" / "simroom" / "scenarios" / "default.toml"
+
+
+def _print_lines(records: Iterable[dict[str, Any]]) -> None:
+    for r in records:
+        sys.stdout.write(json.dumps(r) + "\n")
+    sys.stdout.flush()
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from appliance.box import run_demo
+
+    cfg = load_config(a.config)
+    panel = cfg.panel.model_copy(update={k: v for k, v in (("host", a.host), ("port", a.port)) if v is not None})
+    cfg = cfg.model_copy(update={"panel": panel})
+    return run_demo(Path(a.scenario), cfg, config_path=Path(a.config) if a.config else None)
+
+
+def cmd_process(a: argparse.Namespace) -> int:
+    from appliance.process import run_offline
+
+    cfg = load_config(a.config)
+    lines = [json.dumps(r) for r in run_offline(Path(a.video), Path(a.audio), cfg,
+                                                Path(a.out) if a.out else None)]
+    write_atomic(a.track, "\n".join(lines) + "\n")
+    print(f"roombox: {len(lines)} frames -> {a.track}" + (f", framed video -> {a.out}" if a.out else ""),
+          file=sys.stderr)
+    return 0
+
+
+def cmd_doa(a: argparse.Namespace) -> int:
+    from appliance.perception.hearing import iter_doa_records
+
+    _print_lines(iter_doa_records(Path(a.audio), load_config(a.config)))
+    return 0
+
+
+def cmd_faces(a: argparse.Namespace) -> int:
+    from appliance.perception.faces import iter_face_records
+
+    if (a.image is None) == (a.video is None):
+        raise ValueError("give exactly one of --image or --video")
+    cfg = load_config(a.config)
+    _print_lines(iter_face_records(Path(a.image) if a.image else None, Path(a.video) if a.video else None,
+                                   cfg.detector, every=a.every))
+    return 0
+
+
+def cmd_render(a: argparse.Namespace) -> int:
+    from drivers.simroom.export import render_to_dir
+
+    out = render_to_dir(Path(a.scenario), Path(a.out), duration_s=a.duration)
+    print(f"roombox: rendered {a.scenario} -> {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_score(a: argparse.Namespace) -> int:
+    from appliance.score import format_table, read_jsonl, score
+
+    s = score(read_jsonl(a.track), read_jsonl(a.truth))
+    print(json.dumps(s.to_json()) if a.json else format_table(s))
+    return 0
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    from appliance.bench import run_bench
+
+    return run_bench(quick=a.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="roombox", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="run the box on the simulated room; panel at http://HOST:PORT/")
+    d.add_argument("--host", default=None, help="listen address (default from config: 127.0.0.1)")
+    d.add_argument("--port", type=int, default=None, help="listen port (default from config: 8080)")
+    d.add_argument("--scenario", default=str(DEFAULT_SCENARIO), help="simulated room scenario (TOML)")
+    d.add_argument("--config", default=None, help="roombox config (TOML); default: the scenario's devices")
+    d.set_defaults(func=cmd_demo)
+
+    pr = sub.add_parser("process", help="offline run over a recording; writes the track as JSON lines")
+    pr.add_argument("--video", required=True)
+    pr.add_argument("--audio", required=True, help="multichannel WAV; channel k is microphone k")
+    pr.add_argument("--config", required=True)
+    pr.add_argument("--track", required=True, help="output JSON lines, one per video frame")
+    pr.add_argument("--out", default=None, help="also write the framed video here")
+    pr.set_defaults(func=cmd_process)
+
+    o = sub.add_parser("doa", help="direction of arrival per analysis block, as JSON lines")
+    o.add_argument("--audio", required=True)
+    o.add_argument("--config", required=True)
+    o.set_defaults(func=cmd_doa)
+
+    f = sub.add_parser("faces", help="faces per image or video frame, as JSON lines")
+    f.add_argument("--image", default=None)
+    f.add_argument("--video", default=None)
+    f.add_argument("--config", default=None)
+    f.add_argument("--every", type=int, default=1, help="with --video: every Nth frame")
+    f.set_defaults(func=cmd_faces)
+
+    b = sub.add_parser("bench", help="print a table of speed figures")
+    b.add_argument("--quick", action="store_true", help="fewer repetitions")
+    b.set_defaults(func=cmd_bench)
+
+    r = sub.add_parser("render", help="render a simulated-room scenario to room.mp4, array.wav, config, truth")
+    r.add_argument("--scenario", default=str(DEFAULT_SCENARIO))
+    r.add_argument("--out", required=True)
+    r.add_argument("--duration", type=float, default=None, help="seconds (default: the scenario's)")
+    r.set_defaults(func=cmd_render)
+
+    s = sub.add_parser("score", help="score a track against the simulated room's ground truth")
+    s.add_argument("--track", required=True)
+    s.add_argument("--truth", required=True)
+    s.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    s.set_defaults(func=cmd_score)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, ValueError, FileNotFoundError, OSError) as e:
+        print(f"roombox {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+__all__ = ["main", "build_parser", "Config"]

@@ -1,0 +1,132 @@
+"""Hearing: mic-array chunks in, one :class:`Doa` per analysis block out.
+
+:class:`Hearing` is pure (no clock, no driver): it takes chunks of any length with the time of their
+first sample, cuts them into ``block_ms`` blocks every ``hop_ms`` and runs the voice-activity gate and
+SRP-PHAT on each. :func:`iter_doa_records` runs it over a WAV file for ``roombox doa``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from appliance.config import Config, DoaConfig, MicArrayConfig
+from appliance.messages import Doa
+from appliance.perception.doa import SrpPhat
+from appliance.perception.vad import EnergyVad
+
+
+class Hearing:
+    """Voice activity and direction of arrival of a mic-array stream, block by block.
+
+    Chunks are expected back to back; a chunk whose ``t0`` is more than one block away from where
+    the previous one ended starts the stream afresh (a gap in the audio, a restarted device).
+    """
+
+    def __init__(self, mic: MicArrayConfig, cfg: DoaConfig) -> None:
+        self.mic = mic
+        self.cfg = cfg
+        self.sample_rate = int(mic.sample_rate)
+        self.n_mics = len(mic.positions)
+        self.srp = SrpPhat(np.asarray(mic.positions, dtype=np.float64), self.sample_rate, cfg)
+        self.vad = EnergyVad(cfg, self.sample_rate)
+        self.block_len = self.srp.block_len
+        self.hop_len = max(1, round(cfg.hop_ms * self.sample_rate / 1000.0))
+        self._buf = np.zeros((0, self.n_mics), dtype=np.float32)
+        self._buf_t0: float | None = None  # time of the first buffered sample
+        self._skip = 0  # samples still to drop when the hop is longer than the block
+
+    def reset(self) -> None:
+        """Forget the buffered audio (not the learnt noise floor)."""
+        self._buf = np.zeros((0, self.n_mics), dtype=np.float32)
+        self._buf_t0 = None
+        self._skip = 0
+
+    def feed(self, samples: npt.ArrayLike, t0: float) -> list[Doa]:
+        """Add a chunk (frames, channels) whose first sample is at ``t0`` seconds; returns the Doa of
+        every block completed by it, each stamped with the time of the block's end."""
+        x = np.asarray(samples, dtype=np.float32)
+        if x.ndim == 1 and self.n_mics == 1:
+            x = x[:, None]
+        if x.ndim != 2 or x.shape[1] != self.n_mics:
+            got = x.shape[1] if x.ndim == 2 else f"shape {x.shape}"
+            raise ValueError(f"audio has the wrong number of channels: expected {self.n_mics} "
+                             f"(one per microphone in [mic_array] positions), got {got}")
+        if x.shape[0] == 0:
+            return []
+        if self._buf_t0 is not None:
+            # _buf_t0 already counts the samples still to skip, hence the minus
+            expected = self._buf_t0 + (self._buf.shape[0] - self._skip) / self.sample_rate
+            if abs(t0 - expected) > self.block_len / self.sample_rate:
+                self.reset()
+        if self._buf_t0 is None:
+            self._buf_t0 = float(t0)
+        if self._skip:
+            drop = min(self._skip, x.shape[0])
+            x = x[drop:]
+            self._skip -= drop
+        self._buf = np.concatenate([self._buf, x]) if self._buf.size else x.copy()
+
+        out: list[Doa] = []
+        while self._buf.shape[0] >= self.block_len:
+            block = self._buf[: self.block_len]
+            out.append(self._analyse(block, self._buf_t0 + self.block_len / self.sample_rate))
+            step = min(self.hop_len, self._buf.shape[0])
+            self._skip = self.hop_len - step
+            self._buf = self._buf[step:]
+            self._buf_t0 += self.hop_len / self.sample_rate
+        return out
+
+    def _analyse(self, block: npt.NDArray[np.float32], t_end: float) -> Doa:
+        speech, level = self.vad.update(block)
+        azimuth: float | None = None
+        confidence = 0.0
+        if speech:
+            az, confidence = self.srp.estimate(block)
+            if confidence >= self.cfg.min_confidence:
+                azimuth = az
+        return Doa(t=t_end, azimuth_deg=azimuth, speech=speech, level_db=level, confidence=confidence)
+
+
+def _to_float(data: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    if data.dtype == np.uint8:
+        return ((data.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
+    if data.dtype == np.int16:
+        return (data.astype(np.float32) / 32768.0).astype(np.float32)
+    if data.dtype == np.int32:
+        return (data.astype(np.float64) / 2147483648.0).astype(np.float32)
+    if data.dtype.kind == "f":
+        return data.astype(np.float32)
+    raise ValueError(f"unsupported WAV sample type {data.dtype}")
+
+
+def iter_doa_records(audio: Path, config: Config, chunk_s: float = 0.1) -> Iterator[dict[str, Any]]:
+    """The Doa records of a WAV file as JSON-ready dicts (``t`` is the end of each block).
+
+    Raises ValueError when the file's sample rate or channel count does not match ``[mic_array]``.
+    """
+    from scipy.io import wavfile  # only the file edge needs scipy's reader
+
+    try:
+        rate, data = wavfile.read(str(audio))
+    except FileNotFoundError:
+        raise ValueError(f"{audio}: no such audio file") from None
+    except ValueError as e:
+        raise ValueError(f"{audio}: not a WAV file scipy can read: {e}") from None
+    mic = config.mic_array
+    if rate != mic.sample_rate:
+        raise ValueError(f"{audio}: sample rate is {rate} Hz but [mic_array] sample_rate is "
+                         f"{mic.sample_rate} Hz")
+    samples = _to_float(data if data.ndim == 2 else data[:, None])
+    if samples.shape[1] != len(mic.positions):
+        raise ValueError(f"{audio}: has {samples.shape[1]} channels but [mic_array] positions has "
+                         f"{len(mic.positions)} microphones")
+    hearing = Hearing(mic, config.doa)
+    step = max(1, round(chunk_s * rate))
+    for start in range(0, samples.shape[0], step):
+        for doa in hearing.feed(samples[start:start + step], start / rate):
+            yield doa.to_json()

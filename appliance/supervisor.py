@@ -1,0 +1,45 @@
+"""Each device is a supervised task: it reports, waits and reconnects; the box never dies because a cable moved."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from appliance.messages import DeviceState, DeviceStatus
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[DeviceStatus], None]
+
+
+async def supervise(name: str, run: Callable[[], Awaitable[None]], report: Report,
+                    clock: Callable[[], float], retry_s: float = 2.0, max_retry_s: float = 30.0) -> None:
+    """Run ``run()`` until cancelled; when it raises or returns, report the loss, wait and start it again.
+
+    The pause doubles after each quick failure, up to ``max_retry_s``, and starts over after a run that
+    lasted longer than the pause.
+    """
+    pause = retry_s
+    failures = 0
+
+    def say(state: DeviceState, detail: str = "") -> None:
+        report(DeviceStatus(name=name, state=state, detail=detail, t=clock(), counters={"failures": failures}))
+
+    while True:
+        say("starting")
+        began = clock()
+        try:
+            await run()
+            detail = "ended"
+        except asyncio.CancelledError:
+            say("stopped")
+            raise
+        except Exception as e:  # noqa: BLE001 - any device fault is reported and retried
+            detail = f"{type(e).__name__}: {e}"
+            log.warning("%s lost: %s", name, detail)
+        failures += 1
+        pause = retry_s if clock() - began > pause else min(pause * 2, max_retry_s)
+        say("lost", detail)
+        await asyncio.sleep(pause)
+        say("retrying", f"after {pause:.0f} s")

@@ -1,0 +1,202 @@
+"""The simulated room's scenario: a room, a camera, a mic array and people who talk, read from TOML.
+
+Room coordinates: x across the room, y away from the front wall, z up (metres, origin at a floor corner).
+The camera stands at ``camera.position_m`` and looks along +y of the room, level, so that the camera
+frame (x right, y up, z forward; see :mod:`appliance.geometry`) is the room frame shifted and turned:
+camera (x, y, z) = room (x - cx, z - cz, y - cy).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from appliance.config import CameraConfig, Config, MicArrayConfig
+
+Vec3 = tuple[float, float, float]
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot be used; the message names the file, the key and the reason."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RoomSpec(_Model):
+    size_m: Vec3 = Field((7.0, 6.0, 3.0), title="Room size (width x, depth y, height z) (m)")
+    rt60_s: float = Field(0.45, ge=0.1, le=2.0, title="Reverberation time RT60 (s)")
+    noise_db: float = Field(-55.0, ge=-120.0, le=-10.0, title="Diffuse noise level (dBFS RMS)",
+                            description="At each microphone, with the speech peak-normalised to -6 dBFS.")
+    seed: int = Field(0, ge=0, title="Random seed (noise, head motion)")
+
+    @field_validator("size_m")
+    @classmethod
+    def _size(cls, v: Vec3) -> Vec3:
+        if not all(1.5 <= c <= 50.0 for c in v):
+            raise ValueError(f"each side must be between 1.5 and 50 m, got {v}")
+        return v
+
+
+class CameraSpec(_Model):
+    position_m: Vec3 = Field((3.5, 0.05, 1.25), title="Camera position in the room (m)",
+                             description="It looks along +y of the room, level.")
+    hfov_deg: float = Field(90.0, gt=10.0, lt=170.0, title="Horizontal field of view (degrees)")
+    width: int = Field(1920, ge=160, le=7680, title="Width (px)")
+    height: int = Field(1080, ge=120, le=4320, title="Height (px)")
+    fps: float = Field(15.0, gt=0.0, le=60.0, title="Frame rate (frames/s)")
+
+
+class MicArraySpec(_Model):
+    sample_rate: int = Field(16000, ge=8000, le=48000, title="Sample rate (Hz)")
+    positions: list[Vec3] = Field(default_factory=lambda: list(MicArrayConfig().positions),
+                                  min_length=2, max_length=64, title="Microphone positions (m)",
+                                  description="In the camera's frame, as in the roombox config.")
+
+
+class Utterance(_Model):
+    start_s: float = Field(ge=0.0, title="Start time (s)")
+    text: str | None = Field(None, min_length=1, max_length=2000, title="Text spoken by espeak-ng")
+    clip: Literal["arctic"] | None = Field(None, title="A recorded clip instead of text")
+    voice: str = Field("en-us", pattern=r"^[A-Za-z0-9_+\-]+$", title="espeak-ng voice")
+    speed_wpm: int = Field(160, ge=80, le=400, title="espeak-ng speed (words/min)")
+    gain_db: float = Field(0.0, ge=-30.0, le=20.0, title="Level relative to normal speech (dB)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Utterance:
+        if (self.text is None) == (self.clip is None):
+            raise ValueError("give exactly one of text or clip")
+        return self
+
+
+class Person(_Model):
+    id: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_\-]+$", title="Name")
+    seat_m: tuple[float, float] = Field(title="Seat position in the room (x, y) (m)")
+    head_height_m: float = Field(1.2, ge=0.5, le=2.2, title="Height of the head centre (m)")
+    face: str = Field("astronaut", pattern=r"^(astronaut|lfw:\d{1,3})$",
+                      title="Face photo: astronaut or lfw:N (0-199)")
+    shirt_rgb: tuple[int, int, int] = Field((60, 90, 160), title="Shirt colour (RGB 0-255)")
+    utterances: list[Utterance] = Field(default_factory=list, title="What the person says, and when")
+
+    @field_validator("face")
+    @classmethod
+    def _lfw_index(cls, v: str) -> str:
+        if v.startswith("lfw:") and not 0 <= int(v[4:]) < 200:
+            raise ValueError("lfw faces are numbered 0 to 199")
+        return v
+
+    @field_validator("shirt_rgb")
+    @classmethod
+    def _rgb(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
+        if not all(0 <= c <= 255 for c in v):
+            raise ValueError("colour components are 0-255")
+        return v
+
+
+class Scenario(_Model):
+    duration_s: float = Field(60.0, gt=0.0, le=3600.0, title="Length (s)")
+    room: RoomSpec = Field(default_factory=RoomSpec)
+    camera: CameraSpec = Field(default_factory=CameraSpec)
+    mic_array: MicArraySpec = Field(default_factory=MicArraySpec)
+    people: list[Person] = Field(default_factory=list, max_length=20)
+
+    @model_validator(mode="after")
+    def _inside(self) -> Scenario:
+        w, d, h = self.room.size_m
+        if not (0 < self.camera.position_m[0] < w and 0 < self.camera.position_m[1] < d
+                and 0 < self.camera.position_m[2] < h):
+            raise ValueError(f"camera.position_m {self.camera.position_m} is outside the room")
+        for k, m in enumerate(self.mic_positions_room()):
+            if not (0 < m[0] < w and 0 < m[1] < d and 0 < m[2] < h):
+                raise ValueError(f"mic_array.positions.{k} is outside the room")
+        ids = [p.id for p in self.people]
+        for i, p in enumerate(self.people):
+            if ids.index(p.id) != i:
+                raise ValueError(f"people.{i}.id {p.id!r} is used twice")
+            x, y = p.seat_m
+            if not (0.2 < x < w - 0.2 and 0.2 < y < d - 0.2) or p.head_height_m > h - 0.1:
+                raise ValueError(f"people.{i} ({p.id}) is outside the room")
+            if self.to_camera((x, y, p.head_height_m))[2] < 0.5:
+                raise ValueError(f"people.{i} ({p.id}) is less than 0.5 m in front of the camera")
+        return self
+
+    def to_camera(self, p: Vec3) -> Vec3:
+        """Camera-frame coordinates of the room point ``p``."""
+        cx, cy, cz = self.camera.position_m
+        return (p[0] - cx, p[2] - cz, p[1] - cy)
+
+    def to_room(self, p: Vec3) -> Vec3:
+        """Room coordinates of the camera-frame point ``p``."""
+        cx, cy, cz = self.camera.position_m
+        return (p[0] + cx, p[2] + cy, p[1] + cz)
+
+    def mic_positions_room(self) -> list[Vec3]:
+        return [self.to_room(p) for p in self.mic_array.positions]
+
+    def head_room(self, person: Person) -> Vec3:
+        return (person.seat_m[0], person.seat_m[1], person.head_height_m)
+
+    def mouth_room(self, person: Person) -> Vec3:
+        """Where the person's voice comes from: 8 cm below the head centre, 8 cm towards the camera."""
+        x, y, z = self.head_room(person)
+        cx, cy, _ = self.camera.position_m
+        dx, dy = cx - x, cy - y
+        n = math.hypot(dx, dy) or 1.0
+        return (x + 0.08 * dx / n, y + 0.08 * dy / n, z - 0.08)
+
+    def mouth_azimuth_deg(self, person: Person) -> float:
+        x, _, z = self.to_camera(self.mouth_room(person))
+        return math.degrees(math.atan2(x, z))
+
+
+def roombox_config(scn: Scenario) -> Config:
+    """The roombox config (camera and mic array sections) that matches the scenario."""
+    cam = scn.camera
+    return Config(
+        camera=CameraConfig(hfov_deg=cam.hfov_deg, width=cam.width, height=cam.height, fps=cam.fps),
+        mic_array=MicArrayConfig(sample_rate=scn.mic_array.sample_rate,
+                                 positions=list(scn.mic_array.positions)),
+    )
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"{source}: [{key}] {msg}")
+    return "\n".join(lines)
+
+
+def parse_scenario(data: dict[str, Any], source: str = "scenario") -> Scenario:
+    """Validate a parsed TOML document; raises ScenarioError naming each bad key."""
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as e:
+        raise ScenarioError(_describe(e, source)) from None
+
+
+def load_scenario(path: str | os.PathLike[str]) -> Scenario:
+    """Read and validate a scenario TOML file."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ScenarioError(f"{p}: no such scenario file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(f"{p}: not valid TOML: {e}") from None
+    return parse_scenario(data, str(p))
+
+
+def builtin_scenario(name: str) -> Path:
+    """Path of a scenario shipped with roombox (``default``, ``short``)."""
+    p = Path(__file__).parent / "scenarios" / f"{name}.toml"
+    if not p.is_file():
+        raise ScenarioError(f"no built-in scenario named {name!r}")
+    return p
