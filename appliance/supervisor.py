@@ -13,9 +13,10 @@ log = logging.getLogger(__name__)
 Report = Callable[[DeviceStatus], None]
 
 
-async def supervise(name: str, run: Callable[[], Awaitable[None]], report: Report,
+async def supervise(name: str, run: Callable[[Callable[[], None]], Awaitable[None]], report: Report,
                     clock: Callable[[], float], retry_s: float = 2.0, max_retry_s: float = 30.0) -> None:
-    """Run ``run()`` until cancelled; when it raises or returns, report the loss, wait and start it again.
+    """Run ``run(started)`` until cancelled; when it raises or returns, report the loss, wait and start it
+    again. ``run`` calls ``started()`` once its device delivers, which reports the device as running.
 
     The pause doubles after each quick failure, up to ``max_retry_s``, and starts over after a run that
     lasted longer than the pause.
@@ -30,7 +31,7 @@ async def supervise(name: str, run: Callable[[], Awaitable[None]], report: Repor
         say("starting")
         began = clock()
         try:
-            await run()
+            await run(lambda: say("running"))
             detail = "ended"
         except asyncio.CancelledError:
             say("stopped")

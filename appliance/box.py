@@ -1,0 +1,188 @@
+"""The live box: pulls the camera and the mic array, runs perception, directs, frames and streams.
+
+Devices are supervised tasks; face detection runs in a worker thread so the event loop keeps framing at
+the camera's rate; the framed picture goes to ``LatestFrame`` (a slow viewer drops stale frames, counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.config import Config
+from appliance.director import Director
+from appliance.framing import render_crop
+from appliance.geometry import PinholeCamera
+from appliance.messages import Doa, Faces
+from appliance.supervisor import supervise
+from drivers.base import AudioSource, VideoSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Counters:
+    frames: int = 0
+    detections: int = 0
+    detection_ms: float = 0.0
+    audio_blocks: int = 0
+    doa_blocks: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"frames": self.frames, "detections": self.detections,
+                "detection_ms": round(self.detection_ms, 1), "audio_blocks": self.audio_blocks,
+                "doa_blocks": self.doa_blocks}
+
+
+class RoomBox:
+    """Wires sources -> perception -> director -> framed output. Construct, then ``await run()``."""
+
+    def __init__(self, cfg: Config, camera: VideoSource, mics: AudioSource, detector: Any,
+                 frames: Any, audio_out: Any, events: Any, clock: Callable[[], float] = time.monotonic) -> None:
+        from appliance.perception.hearing import Hearing
+
+        self.cfg = cfg
+        self.camera, self.mics, self.detector = camera, mics, detector
+        self.frames, self.audio_out, self.events = frames, audio_out, events
+        self.clock = clock
+        self.hearing = Hearing(cfg.mic_array, cfg.doa)
+        self.director: Director | None = None
+        self.counters = Counters()
+        self._doas: list[Doa] = []
+        self._faces: Faces | None = None
+        self._detecting: asyncio.Future[Faces] | None = None
+        self._next_detect = 0.0
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="detect")
+
+    # -- devices ---------------------------------------------------------------------------------
+    async def _camera_loop(self, started: Callable[[], None]) -> None:
+        await self.camera.start()
+        try:
+            first = True
+            while True:
+                frame = await self.camera.recv()
+                if first:
+                    started()
+                    first = False
+                self._on_frame(frame.image, frame.t)
+        finally:
+            await self.camera.stop()
+
+    async def _mic_loop(self, started: Callable[[], None]) -> None:
+        await self.mics.start()
+        try:
+            first = True
+            while True:
+                block = await self.mics.recv()
+                if first:
+                    started()
+                    first = False
+                self.counters.audio_blocks += 1
+                for d in self.hearing.feed(block.samples, block.t):
+                    self._doas.append(d)
+                    self.counters.doa_blocks += 1
+                    self.events.publish("doa", d.to_json())
+                if self.audio_out is not None:
+                    self.audio_out.put(block.samples.mean(axis=1).astype(np.float32), block.sample_rate, block.t)
+        finally:
+            await self.mics.stop()
+
+    # -- per frame -------------------------------------------------------------------------------
+    def _on_frame(self, image: np.ndarray, t: float) -> None:
+        if self.director is None:
+            cam = PinholeCamera(image.shape[1], image.shape[0], self.cfg.camera.hfov_deg)
+            self.director = Director(cam, self.cfg.director, self.cfg.stream.width / self.cfg.stream.height)
+        self.counters.frames += 1
+        faces: Faces | None = None
+        if self._detecting is not None and self._detecting.done():
+            try:
+                faces = self._detecting.result()
+                self._faces = faces
+                self.events.publish("faces", {**faces.to_json(), "width": faces.width, "height": faces.height})
+            except Exception as e:  # noqa: BLE001 - a failed detection is logged, the next one retried
+                log.warning("face detection failed: %s", e)
+            self._detecting = None
+        if self._detecting is None and t >= self._next_detect:
+            self._next_detect = t + self.cfg.detector.interval_s
+            self._detecting = asyncio.get_running_loop().run_in_executor(self._pool, self._detect, image, t)
+        doas, self._doas = self._doas, []
+        shot = self.director.step(faces, doas, t)
+        self.events.publish("shot", shot.to_json())
+        s = self.cfg.stream
+        self.frames.put(render_crop(image, shot.crop, s.width, s.height), t)
+
+    def _detect(self, image: np.ndarray, t: float) -> Faces:
+        began = time.perf_counter()
+        faces: Faces = self.detector.detect(image, t)
+        ms = 1000 * (time.perf_counter() - began)
+        self.counters.detections += 1
+        self.counters.detection_ms = ms if self.counters.detections == 1 else 0.8 * self.counters.detection_ms + 0.2 * ms
+        return faces
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.events.publish("stats", self.counters.to_json())
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        def report(status: Any) -> None:
+            self.events.publish(f"device:{status.name}", status.to_json())
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(supervise("camera", self._camera_loop, report, self.clock))
+                tg.create_task(supervise("mic_array", self._mic_loop, report, self.clock))
+                tg.create_task(self._stats_loop())
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def run_demo(scenario: Path, cfg: Config, config_path: Path | None = None) -> int:
+    """``roombox demo``: the box on the simulated room, with the panel served at cfg.panel."""
+    return asyncio.run(_demo(scenario, cfg, config_path))
+
+
+async def _demo(scenario_path: Path, cfg: Config, config_path: Path | None) -> int:
+    from appliance.perception.faces import FaceDetector
+    from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
+    from appliance.streaming.server import create_app, run_server
+    from drivers.simroom.room import SimulatedRoom
+    from drivers.simroom.scenario import load_scenario, scenario_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    scenario = load_scenario(scenario_path)
+    if config_path is None:  # the devices are the scenario's; the rest of cfg stays as given
+        devices = scenario_config(scenario)
+        cfg = cfg.model_copy(update={"camera": devices.camera, "mic_array": devices.mic_array})
+    log.info("rendering the simulated room from %s", scenario_path)
+    room = await asyncio.to_thread(SimulatedRoom, scenario)
+    frames, audio, events = LatestFrame(), AudioHub(), EventBus()
+    detector = FaceDetector(cfg=cfg.detector)
+    box = RoomBox(cfg, room.camera(), room.mic_array(), detector, frames, audio, events)
+    app = create_app(frames, audio, events, cfg.stream)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with run_server(app, cfg.panel.host, cfg.panel.port):
+        print(f"roombox: panel at http://{cfg.panel.host}:{cfg.panel.port}/", flush=True)
+        task = asyncio.create_task(box.run())
+        await stop.wait()
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    detector.close()
+    return 0

@@ -1,0 +1,236 @@
+"""The panel's web server: the page, WebRTC offers from viewers, the event WebSocket and a state API.
+
+Runs on the box's own asyncio loop (:class:`PanelServer`). One aiortc ``RTCPeerConnection`` per
+viewer, host candidates only (``iceServers=[]``): the panel is reached on the room's network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from appliance.config import StreamConfig
+from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
+from appliance.streaming.tracks import FramedVideoTrack, RoomAudioTrack
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+CommandHandler = Callable[[dict[str, Any]], "dict[str, Any] | Awaitable[dict[str, Any]]"]
+
+
+class _Parts:
+    """What the handlers share; one per application."""
+
+    def __init__(self, frames: LatestFrame, audio: AudioHub | None, events: EventBus, stream: StreamConfig,
+                 on_command: CommandHandler | None) -> None:
+        self.frames = frames
+        self.audio = audio
+        self.events = events
+        self.stream = stream
+        self.on_command = on_command
+        self.peers: set[RTCPeerConnection] = set()
+        self.sockets: set[web.WebSocketResponse] = set()
+
+    async def close_peer(self, pc: RTCPeerConnection) -> None:
+        self.peers.discard(pc)
+        await pc.close()
+
+
+PARTS = web.AppKey("roombox_streaming", _Parts)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def _index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def _state(request: web.Request) -> web.Response:
+    p = request.app[PARTS]
+    stream: dict[str, Any] = {
+        "viewers": len(p.peers),
+        "panels": len(p.sockets),
+        "frames_published": p.frames.published,
+        "frames_dropped": p.frames.dropped,
+        "width": p.stream.width,
+        "height": p.stream.height,
+        "fps": p.stream.fps,
+    }
+    if p.audio is not None:
+        stream["audio_chunks_published"] = p.audio.published
+        stream["audio_chunks_dropped"] = p.audio.dropped
+    return web.json_response({
+        "events": p.events.snapshot(),
+        "events_published": p.events.published,
+        "events_dropped": p.events.dropped,
+        "stream": stream,
+    })
+
+
+async def _offer(request: web.Request) -> web.Response:
+    p = request.app[PARTS]
+    try:
+        body = await request.json()
+        offer = RTCSessionDescription(sdp=str(body["sdp"]), type=str(body["type"]))
+    except (ValueError, KeyError, TypeError):
+        return _error(400, 'expected JSON {"sdp": ..., "type": "offer"}')
+    if offer.type != "offer":
+        return _error(400, f'expected an offer, got "{offer.type}"')
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    p.peers.add(pc)
+
+    @pc.on("connectionstatechange")
+    async def _on_state() -> None:
+        log.info("viewer %s: %s", request.remote, pc.connectionState)
+        if pc.connectionState in ("failed", "closed"):
+            await p.close_peer(pc)
+
+    try:
+        await pc.setRemoteDescription(offer)
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind == "video":
+                pc.addTrack(FramedVideoTrack(p.frames, p.stream))
+            elif transceiver.kind == "audio" and p.audio is not None:
+                pc.addTrack(RoomAudioTrack(p.audio))
+        await pc.setLocalDescription(await pc.createAnswer())
+    except Exception as e:  # a malformed SDP surfaces as any of several aiortc errors
+        await p.close_peer(pc)
+        return _error(400, f"cannot answer this offer: {e}")
+    answer = pc.localDescription
+    return web.json_response({"sdp": answer.sdp, "type": answer.type})
+
+
+def _reply(kind: str, data: dict[str, Any]) -> str:
+    return json.dumps({"kind": kind, "data": data})
+
+
+async def _run_command(p: _Parts, text: str) -> str:
+    """One command from a panel: a JSON object with a string ``cmd`` (and an optional ``id``, echoed)."""
+    try:
+        cmd = json.loads(text)
+    except ValueError:
+        return _reply("error", {"error": "not JSON"})
+    if not isinstance(cmd, dict) or not isinstance(cmd.get("cmd"), str):
+        return _reply("error", {"error": 'expected a JSON object with a string "cmd"'})
+    echo = {k: cmd[k] for k in ("cmd", "id") if k in cmd}
+    if p.on_command is None:
+        return _reply("error", {**echo, "error": "this box takes no commands"})
+    try:
+        result = p.on_command(cmd)
+        if inspect.isawaitable(result):
+            result = await result
+    except (ValueError, KeyError, TypeError) as e:
+        return _reply("error", {**echo, "error": str(e) or type(e).__name__})
+    except Exception as e:
+        log.exception("command %r failed", cmd)
+        return _reply("error", {**echo, "error": f"command failed: {type(e).__name__}: {e}"})
+    return _reply("reply", {**echo, "result": result})
+
+
+async def _ws(request: web.Request) -> web.WebSocketResponse:
+    p = request.app[PARTS]
+    ws = web.WebSocketResponse(heartbeat=20.0)
+    await ws.prepare(request)
+    p.sockets.add(ws)
+    queue = p.events.subscribe()
+
+    async def forward() -> None:
+        for kind, payload in p.events.snapshot_messages():
+            await ws.send_str(_reply(kind, payload))
+        while True:
+            kind, payload = await queue.get()
+            await ws.send_str(_reply(kind, payload))
+
+    sender = asyncio.create_task(forward())
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                await ws.send_str(await _run_command(p, msg.data))
+            elif msg.type == WSMsgType.BINARY:
+                await ws.send_str(_reply("error", {"error": "binary messages are not understood"}))
+    except ConnectionError:
+        pass
+    finally:
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+        p.events.unsubscribe(queue)
+        p.sockets.discard(ws)
+    return ws
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    p = app[PARTS]
+    for ws in list(p.sockets):
+        await ws.close(code=1001, message=b"server shutdown")
+    await asyncio.gather(*(p.close_peer(pc) for pc in list(p.peers)))
+
+
+def create_app(frames: LatestFrame, audio: AudioHub | None, events: EventBus, stream: StreamConfig,
+               on_command: CommandHandler | None = None) -> web.Application:
+    """The panel application.
+
+    ``on_command(cmd)`` gets each command a panel sends (a dict with a string ``"cmd"``) and returns a
+    JSON-able dict (or an awaitable of one), sent back as ``{"kind": "reply", "data": {"cmd", "id",
+    "result"}}``. It raises ``ValueError`` (or ``KeyError``/``TypeError``) for an unknown or invalid
+    command; the panel then gets ``{"kind": "error", "data": {"cmd", "id", "error": str(e)}}``.
+    """
+    app = web.Application()
+    app[PARTS] = _Parts(frames, audio, events, stream, on_command)
+    app.router.add_get("/", _index)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/api/state", _state)
+    app.router.add_post("/offer", _offer)
+    app.router.add_get("/ws", _ws)
+    app.router.add_static("/static/", STATIC_DIR)
+    app.on_shutdown.append(_on_shutdown)
+    return app
+
+
+class PanelServer:
+    """Serves an application on the running loop: ``await start()``, later ``await stop()``."""
+
+    def __init__(self, app: web.Application, host: str, port: int) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> int:
+        """Bind and serve; returns the port (useful with ``port=0``)."""
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        log.info("panel on http://%s:%d/", self.host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        """Close viewers and panels, stop listening. Safe to call twice."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+
+async def run_server(app: web.Application, host: str, port: int) -> PanelServer:
+    """Start serving ``app`` on the running loop; the caller awaits ``.stop()`` on the result."""
+    server = PanelServer(app, host, port)
+    await server.start()
+    return server
