@@ -126,7 +126,8 @@ class RoomBox:
         faces: Faces = self.detector.detect(image, t)
         ms = 1000 * (time.perf_counter() - began)
         self.counters.detections += 1
-        self.counters.detection_ms = ms if self.counters.detections == 1 else 0.8 * self.counters.detection_ms + 0.2 * ms
+        c = self.counters
+        c.detection_ms = ms if c.detections == 1 else 0.8 * c.detection_ms + 0.2 * ms
         return faces
 
     async def _stats_loop(self) -> None:
@@ -154,10 +155,11 @@ def run_demo(scenario: Path, cfg: Config, config_path: Path | None = None) -> in
 
 
 async def _demo(scenario_path: Path, cfg: Config, config_path: Path | None) -> int:
+    from drivers.simroom.room import SimulatedRoom
+
     from appliance.perception.faces import FaceDetector
     from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
     from appliance.streaming.server import create_app, run_server
-    from drivers.simroom.room import SimulatedRoom
     from drivers.simroom.scenario import load_scenario, scenario_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

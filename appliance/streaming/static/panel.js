@@ -1,0 +1,271 @@
+// Roombox panel: the framed video over WebRTC, the box's events over a WebSocket, a small room map.
+// window.roombox exposes the page's state for tests and debugging.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const video = $("video");
+
+const state = (window.roombox = {
+  framesDecoded: 0,      // frames presented by the <video>, counted with requestVideoFrameCallback
+  fps: 0,                // presented frames per second over the last second
+  videoWidth: 0,
+  videoHeight: 0,
+  pcState: "new",
+  connected: false,      // WebRTC connected
+  wsConnected: false,
+  reconnects: 0,
+  lastShot: null,
+  lastFaces: null,
+  lastDoa: null,
+  devices: {},
+  camera: { width: 1920, height: 1080, hfov_deg: 90 },  // replaced by a "camera" event if the box sends one
+  lastReply: null,
+  send: sendCommand,     // send({cmd: ...}) -> Promise of the reply's data
+});
+
+// ---------- WebRTC video ----------
+let pc = null;
+let retryTimer = null;
+let retryDelay = 1000;
+let lastFrameAt = 0;
+
+function setConn(cls, text) {
+  const el = $("conn");
+  el.className = "item " + cls;
+  $("conn-text").textContent = text;
+}
+
+function waitForIce(conn, timeoutMs) {
+  if (conn.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { conn.removeEventListener("icegatheringstatechange", check); resolve(); };
+    const check = () => { if (conn.iceGatheringState === "complete") done(); };
+    conn.addEventListener("icegatheringstatechange", check);
+    setTimeout(done, timeoutMs);
+  });
+}
+
+function scheduleReconnect(why) {
+  if (retryTimer) return;
+  state.connected = false;
+  setConn("bad", why + " – reconnecting…");
+  if (pc) { try { pc.close(); } catch (e) { /* already closed */ } pc = null; }
+  retryTimer = setTimeout(() => { retryTimer = null; state.reconnects += 1; connectVideo(); }, retryDelay);
+  retryDelay = Math.min(retryDelay * 2, 10000);
+}
+
+async function connectVideo() {
+  setConn("wait", "connecting…");
+  const conn = new RTCPeerConnection({ iceServers: [] });
+  pc = conn;
+  conn.addTransceiver("video", { direction: "recvonly" });
+  conn.addTransceiver("audio", { direction: "recvonly" });
+  const stream = new MediaStream();
+  conn.ontrack = (ev) => {
+    if (conn !== pc) return;
+    stream.addTrack(ev.track);
+    if (video.srcObject !== stream) video.srcObject = stream;
+    video.play().catch(() => { /* muted autoplay is allowed; a refusal only delays the picture */ });
+  };
+  conn.onconnectionstatechange = () => {
+    if (conn !== pc) return;
+    state.pcState = conn.connectionState;
+    if (conn.connectionState === "connected") {
+      state.connected = true;
+      retryDelay = 1000;
+      lastFrameAt = performance.now();
+      setConn("ok", "live");
+    } else if (conn.connectionState === "failed" || conn.connectionState === "closed") {
+      scheduleReconnect("connection " + conn.connectionState);
+    } else if (conn.connectionState === "disconnected") {
+      setConn("wait", "interrupted…");
+      setTimeout(() => { if (conn === pc && conn.connectionState === "disconnected") scheduleReconnect("lost"); },
+        4000);
+    }
+  };
+  try {
+    await conn.setLocalDescription(await conn.createOffer());
+    await waitForIce(conn, 3000);
+    const res = await fetch("/offer", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ sdp: conn.localDescription.sdp, type: conn.localDescription.type }),
+    });
+    if (!res.ok) throw new Error("offer refused: " + res.status);
+    const answer = await res.json();
+    if (conn !== pc) return;
+    await conn.setRemoteDescription(answer);
+  } catch (e) {
+    if (conn === pc) scheduleReconnect(String(e.message || e));
+  }
+}
+
+// Count presented frames and measure the frame rate.
+const frameTimes = [];
+let lastPresented = null;
+function onVideoFrame(now, meta) {
+  const presented = meta && typeof meta.presentedFrames === "number" ? meta.presentedFrames : null;
+  let n = 1;
+  if (presented !== null && lastPresented !== null && presented > lastPresented) n = presented - lastPresented;
+  lastPresented = presented;
+  state.framesDecoded += n;
+  for (let i = 0; i < n; i++) frameTimes.push(now);
+  lastFrameAt = performance.now();
+  state.videoWidth = video.videoWidth;
+  state.videoHeight = video.videoHeight;
+  $("overlay").classList.add("hidden");
+  video.requestVideoFrameCallback(onVideoFrame);
+}
+if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
+  video.requestVideoFrameCallback(onVideoFrame);
+}
+video.addEventListener("emptied", () => { lastPresented = null; });
+
+setInterval(() => {
+  const now = performance.now();
+  while (frameTimes.length && frameTimes[0] < now - 1000) frameTimes.shift();
+  state.fps = frameTimes.length;
+  $("fps").textContent = state.connected ? String(state.fps) : "–";
+  // a connection that says "connected" but shows nothing for long is restarted
+  if (state.connected && pc && now - lastFrameAt > 8000) scheduleReconnect("no video");
+  if (!state.connected || now - lastFrameAt > 2000) {
+    $("overlay").classList.remove("hidden");
+    $("overlay").textContent = state.connected ? "waiting for video…" : "no connection";
+  }
+}, 500);
+
+$("sound").addEventListener("click", () => {
+  video.muted = !video.muted;
+  if (!video.muted) video.play().catch(() => {});
+  $("sound").textContent = video.muted ? "Sound off" : "Sound on";
+  $("sound").setAttribute("aria-pressed", String(!video.muted));
+});
+
+// ---------- events over the WebSocket ----------
+let ws = null;
+let nextId = 1;
+const pending = new Map();
+
+function connectEvents() {
+  const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+  ws = new WebSocket(url);
+  ws.onopen = () => { state.wsConnected = true; };
+  ws.onclose = () => {
+    state.wsConnected = false;
+    for (const [, p] of pending) p.reject(new Error("connection closed"));
+    pending.clear();
+    setTimeout(connectEvents, 1500);
+  };
+  ws.onmessage = (ev) => {
+    let msg;
+    try { msg = JSON.parse(ev.data); } catch (e) { return; }
+    handleEvent(msg.kind, msg.data || {});
+  };
+}
+
+function sendCommand(cmd) {
+  return new Promise((resolve, reject) => {
+    if (!ws || ws.readyState !== WebSocket.OPEN) { reject(new Error("not connected")); return; }
+    const id = nextId++;
+    pending.set(id, { resolve, reject });
+    ws.send(JSON.stringify({ ...cmd, id }));
+  });
+}
+
+function handleEvent(kind, data) {
+  switch (kind) {
+    case "shot":
+      state.lastShot = data;
+      $("shot-mode").textContent = data.mode || "–";
+      $("shot-reason").textContent = data.reason || "";
+      drawMap();
+      break;
+    case "faces": state.lastFaces = data; drawMap(); break;
+    case "doa": state.lastDoa = data; drawMap(); break;
+    case "camera": state.camera = { ...state.camera, ...data }; drawMap(); break;
+    case "device": state.devices[data.name] = data; drawDevices(); break;
+    case "reply":
+    case "error": {
+      state.lastReply = { kind, ...data };
+      const p = pending.get(data.id);
+      if (p) { pending.delete(data.id); (kind === "reply" ? p.resolve : p.reject)(kind === "reply" ? data : new Error(data.error)); }
+      break;
+    }
+    default: break;
+  }
+}
+
+function drawDevices() {
+  const box = $("devices");
+  box.textContent = "";
+  for (const name of Object.keys(state.devices).sort()) {
+    const d = state.devices[name];
+    const chip = document.createElement("span");
+    chip.className = "chip " + d.state;
+    chip.title = d.detail || "";
+    const dot = document.createElement("i");
+    dot.className = "dot";
+    const label = document.createElement("span");
+    label.textContent = name + " ";
+    const st = document.createElement("small");
+    st.textContent = d.state;
+    label.appendChild(st);
+    chip.append(dot, label);
+    box.appendChild(chip);
+  }
+}
+
+// ---------- room map: the camera at the bottom, looking up into the room ----------
+function faceAzimuth(box) {
+  const cam = state.camera;
+  const half = cam.width / 2;
+  const cx = box[0] + box[2] / 2;
+  return Math.atan(((cx - half) / half) * Math.tan((cam.hfov_deg * Math.PI) / 360)) * 180 / Math.PI;
+}
+
+function drawMap() {
+  const cv = $("map");
+  const g = cv.getContext("2d");
+  const W = cv.width, H = cv.height;
+  const ox = W / 2, oy = H - 24, R = Math.min(W / 2 - 20, H - 50);
+  const half = state.camera.hfov_deg / 2;
+  const at = (az, r) => [ox + r * Math.sin(az * Math.PI / 180), oy - r * Math.cos(az * Math.PI / 180)];
+  const arcAngle = (az) => -Math.PI / 2 + az * Math.PI / 180;
+  g.clearRect(0, 0, W, H);
+  // field of view wedge and the arc the faces sit on
+  g.fillStyle = "rgba(108,182,255,0.06)";
+  g.beginPath(); g.moveTo(ox, oy); g.arc(ox, oy, R + 14, arcAngle(-half), arcAngle(half)); g.closePath(); g.fill();
+  g.strokeStyle = "#2a2f3a"; g.lineWidth = 2;
+  g.beginPath(); g.arc(ox, oy, R, arcAngle(-half), arcAngle(half)); g.stroke();
+  for (const a of [-half, half]) { const [x, y] = at(a, R + 14); g.beginPath(); g.moveTo(ox, oy); g.lineTo(x, y); g.stroke(); }
+  // framed direction
+  const shot = state.lastShot;
+  if (shot && shot.target_azimuth_deg !== null && shot.target_azimuth_deg !== undefined) {
+    const [x, y] = at(shot.target_azimuth_deg, R);
+    g.strokeStyle = "#3ecf8e"; g.lineWidth = 4;
+    g.beginPath(); g.arc(x, y, 18, 0, 2 * Math.PI); g.stroke();
+  }
+  // voice direction
+  const doa = state.lastDoa;
+  if (doa && doa.speech && doa.azimuth_deg !== null && doa.azimuth_deg !== undefined) {
+    const [x, y] = at(doa.azimuth_deg, R + 10);
+    g.strokeStyle = "#ff9f43"; g.lineWidth = 4; g.lineCap = "round";
+    g.beginPath(); g.moveTo(ox, oy); g.lineTo(x, y); g.stroke();
+  }
+  // faces
+  const faces = (state.lastFaces && state.lastFaces.faces) || [];
+  g.fillStyle = "#6cb6ff";
+  for (const f of faces) {
+    const [x, y] = at(faceAzimuth(f.box), R);
+    g.beginPath(); g.arc(x, y, 10, 0, 2 * Math.PI); g.fill();
+  }
+  // the camera
+  g.fillStyle = "#e6e8ee";
+  g.fillRect(ox - 14, oy - 6, 28, 16);
+  g.fillStyle = "#8a91a0"; g.font = "13px system-ui, sans-serif"; g.textAlign = "center";
+  g.fillText(faces.length + (faces.length === 1 ? " face" : " faces"), ox, 18);
+}
+
+drawMap();
+connectEvents();
+connectVideo();

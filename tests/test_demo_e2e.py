@@ -1,0 +1,106 @@
+"""End to end: ``roombox demo`` on the simulated room, watched in a real headless Chromium over WebRTC."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHORT = ROOT / "drivers" / "simroom" / "scenarios" / "short.toml"
+
+GRAB = """() => {
+  const v = document.querySelector('video');
+  const c = document.createElement('canvas');
+  c.width = v.videoWidth; c.height = v.videoHeight;
+  c.getContext('2d').drawImage(v, 0, 0);
+  return c.toDataURL('image/png');
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture()
+def demo() -> tuple[str, list[str]]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "demo", "--port", str(port),
+                             "--scenario", str(SHORT)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    out: list[str] = []
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.append(line)
+            if "panel at" in line:
+                ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        if not ready.wait(180):
+            raise AssertionError("roombox demo did not start:\n" + "".join(out[-40:]))
+        yield f"http://127.0.0.1:{port}", out
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def state(url: str) -> dict:
+    with urllib.request.urlopen(url + "/api/state", timeout=5) as r:
+        return json.loads(r.read())
+
+
+@pytest.mark.e2e
+def test_demo_plays_the_framed_room_in_chromium(demo, chromium, artifacts_dir: Path) -> None:
+    url, out = demo
+    page = chromium.new_page()
+    try:
+        page.goto(url + "/")
+        page.wait_for_function("window.roombox && window.roombox.framesDecoded > 30", timeout=60_000)
+        size = page.evaluate("() => [document.querySelector('video').videoWidth, "
+                             "document.querySelector('video').videoHeight]")
+        assert size == [1280, 720]
+        deadline = time.monotonic() + 40
+        while state(url)["shot"]["mode"] != "speaker":
+            assert time.monotonic() < deadline, "the director never framed a talker"
+            time.sleep(0.5)
+        time.sleep(1.0)  # let the cut reach the browser
+        png = base64.b64decode(page.evaluate(GRAB).split(",", 1)[1])
+        (artifacts_dir / "demo-framed.png").write_bytes(png)
+        page.screenshot(path=str(artifacts_dir / "demo-panel.png"))
+        picture = cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    finally:
+        page.close()
+
+    from appliance.perception.faces import FaceDetector
+
+    from appliance.config import DetectorConfig
+
+    detector = FaceDetector(cfg=DetectorConfig())
+    try:
+        faces = detector.detect(picture, 0.0).faces
+    finally:
+        detector.close()
+    # a person framed: a face large in the decoded picture, not a speck in the whole room
+    assert faces, "no face in the decoded frame"
+    assert max(f.box[2] for f in faces) >= 80
+    assert not any("Traceback" in line for line in out), "".join(out)

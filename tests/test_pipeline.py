@@ -1,0 +1,102 @@
+"""The command-line contract end to end on a rendered simulated room: render -> doa / faces / process -> score."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHORT = ROOT / "drivers" / "simroom" / "scenarios" / "short.toml"
+
+
+def roombox(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run([sys.executable, "-m", "appliance.cli", *args], capture_output=True, text=True,
+                       cwd=ROOT, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"roombox {args[0]} failed ({p.returncode}):\n{p.stderr}")
+    return p
+
+
+def lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def room(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("room")
+    roombox("render", "--scenario", str(SHORT), "--out", str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def truth(room: Path) -> list[dict]:
+    return lines((room / "truth.jsonl").read_text())
+
+
+def test_render_writes_a_recording(room: Path, truth: list[dict]) -> None:
+    for name in ("room.mp4", "array.wav", "config.toml", "truth.jsonl"):
+        assert (room / name).stat().st_size > 0, name
+    assert any(r["talkers"] for r in truth)
+
+
+def test_doa_points_at_the_talker(room: Path, truth: list[dict]) -> None:
+    recs = lines(roombox("doa", "--audio", str(room / "array.wav"), "--config", str(room / "config.toml")).stdout)
+    assert recs and all(set(r) >= {"t", "azimuth_deg", "speech"} for r in recs)
+    tt = np.array([r["t"] for r in truth])
+    errors = []
+    for r in recs:
+        g = truth[int(np.argmin(np.abs(tt - r["t"])))]
+        if r["speech"] and r["azimuth_deg"] is not None and len(g["talkers"]) == 1:
+            talker = next(p for p in g["people"] if p["id"] == g["talkers"][0])
+            errors.append(abs(r["azimuth_deg"] - talker["azimuth_deg"]))
+    assert len(errors) > 50
+    assert float(np.median(errors)) < 5.0
+
+
+def test_faces_finds_the_people_in_the_video(room: Path, truth: list[dict]) -> None:
+    recs = lines(roombox("faces", "--video", str(room / "room.mp4"), "--every", "30").stdout)
+    assert len(recs) >= 3
+    tt = np.array([r["t"] for r in truth])
+    found = total = 0
+    for r in recs:
+        g = truth[int(np.argmin(np.abs(tt - r["t"])))]
+        for p in g["people"]:
+            x, y, w, h = p["box"]
+            total += 1
+            found += any(abs(f["box"][0] + f["box"][2] / 2 - (x + w / 2)) < w / 2
+                         and abs(f["box"][1] + f["box"][3] / 2 - (y + h / 2)) < h / 2 for f in r["faces"])
+    assert found / total >= 0.8
+
+
+def test_process_frames_the_talkers_most_of_the_time(room: Path, tmp_path: Path) -> None:
+    track = tmp_path / "track.jsonl"
+    framed = tmp_path / "framed.mp4"
+    roombox("process", "--video", str(room / "room.mp4"), "--audio", str(room / "array.wav"),
+            "--config", str(room / "config.toml"), "--track", str(track), "--out", str(framed))
+    recs = lines(track.read_text())
+    assert all(len(r["crop"]) == 4 and "t" in r for r in recs)
+    assert framed.stat().st_size > 10_000
+    s = json.loads(roombox("score", "--track", str(track), "--truth", str(room / "truth.jsonl"), "--json").stdout)
+    assert s["framed_fraction"] >= 0.6, s
+    assert s["switch_latency_median_s"] is not None and s["switch_latency_median_s"] < 2.0, s
+
+
+def test_a_bad_config_is_refused_naming_the_key(room: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text((room / "config.toml").read_text() + "\n[director]\nmin_hold_s = -1\nzoom = 2\n")
+    p = roombox("doa", "--audio", str(room / "array.wav"), "--config", str(bad), check=False)
+    assert p.returncode == 2
+    assert "director.min_hold_s" in p.stderr and "director.zoom" in p.stderr and "unknown key" in p.stderr
+
+
+def test_a_wav_that_does_not_match_the_array_is_refused(room: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "two.toml"
+    cfg.write_text('[camera]\nhfov_deg = 90\n[mic_array]\nsample_rate = 16000\n'
+                   'positions = [[-0.05, 0.0, 0.0], [0.05, 0.0, 0.0]]\n')
+    p = roombox("doa", "--audio", str(room / "array.wav"), "--config", str(cfg), check=False)
+    assert p.returncode == 2 and "channel" in p.stderr
