@@ -31,7 +31,7 @@ FloatArray = npt.NDArray[np.float64]
 
 def _subframe_len(block_len: int, sample_rate: int) -> int:
     """A power of two near SUBFRAME_S, never longer than the block."""
-    n = 2 ** round(math.log2(max(8.0, SUBFRAME_S * sample_rate)))
+    n = int(2 ** round(math.log2(max(8.0, SUBFRAME_S * sample_rate))))
     while n > block_len:
         n //= 2
     return max(n, 8)
@@ -62,7 +62,7 @@ class SrpPhat:
         if sel.size == 0:
             raise ValueError(f"no FFT bin between {cfg.fmin_hz} and {cfg.fmax_hz} Hz at {sample_rate} Hz")
         self._bins = sel
-        self.freqs_hz: FloatArray = freqs[sel]
+        self.freqs_hz: FloatArray = np.asarray(freqs[sel], dtype=np.float64)
 
         n_grid = int(math.floor(180.0 / cfg.grid_deg + 1e-9)) + 1
         self.grid_deg: FloatArray = -90.0 + cfg.grid_deg * np.arange(n_grid, dtype=np.float64)
