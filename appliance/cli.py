@@ -145,3 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["main", "build_parser", "Config"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

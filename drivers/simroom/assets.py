@@ -114,7 +114,8 @@ def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     if rate_in == rate_out:
         return x.astype(np.float32)
     g = gcd(rate_in, rate_out)
-    return scipy.signal.resample_poly(x, rate_out // g, rate_in // g).astype(np.float32)
+    y: np.ndarray = scipy.signal.resample_poly(x, rate_out // g, rate_in // g)
+    return y.astype(np.float32)
 
 
 def arctic_clip(rate: int, root: Path | None = None) -> np.ndarray:
@@ -127,12 +128,19 @@ def arctic_clip(rate: int, root: Path | None = None) -> np.ndarray:
 
 
 def speech_cache_dir() -> Path:
-    """Where synthesised speech is cached: ``ROOMBOX_SPEECH_CACHE`` or ``~/.cache/roombox/speech``.
-
-    The data dir may be read-only, so the cache is kept apart from it.
-    """
+    """Where synthesised speech is cached: ``ROOMBOX_SPEECH_CACHE``, else ``<data_dir>/cache/speech`` when
+    that can be written, else ``~/.cache/roombox/speech`` (an installed data dir may be read-only)."""
     env = os.environ.get("ROOMBOX_SPEECH_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "roombox" / "speech"
+    if env:
+        return Path(env)
+    preferred = data_dir() / "cache" / "speech"
+    try:
+        preferred.mkdir(parents=True, exist_ok=True)
+        if os.access(preferred, os.W_OK):
+            return preferred
+    except OSError:
+        pass
+    return Path.home() / ".cache" / "roombox" / "speech"
 
 
 def synthesize(text: str, voice: str, rate: int, speed_wpm: int = 160,

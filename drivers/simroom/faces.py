@@ -38,19 +38,22 @@ class HeadPatch:
 
 @lru_cache(maxsize=1)
 def _lfw() -> np.ndarray:
-    return np.load(os.path.join(skimage.data.data_dir, "lfw_subset.npy"))
+    faces: np.ndarray = np.load(os.path.join(skimage.data.data_dir, "lfw_subset.npy"))
+    return faces
 
 
 @lru_cache(maxsize=1)
 def _astronaut() -> np.ndarray:
-    return skimage.data.astronaut()
+    photo: np.ndarray = skimage.data.astronaut()  # type: ignore[no-untyped-call]
+    return photo
 
 
 def _soft_ellipse(h: int, w: int, cx: float, cy: float, ax: float, ay: float, feather: float) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     r = np.sqrt(((xx - cx) / max(ax, 1e-3)) ** 2 + ((yy - cy) / max(ay, 1e-3)) ** 2)
     edge = feather / max(min(ax, ay), 1e-3)
-    return np.clip((1.0 - r) / edge + 0.5, 0.0, 1.0)
+    out: np.ndarray = np.clip((1.0 - r) / edge + 0.5, 0.0, 1.0)
+    return out
 
 
 def _sharpen(img: np.ndarray, amount: float = 0.8, sigma: float = 1.5) -> np.ndarray:

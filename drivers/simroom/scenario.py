@@ -155,7 +155,7 @@ class Scenario(_Model):
         return math.degrees(math.atan2(x, z))
 
 
-def roombox_config(scn: Scenario) -> Config:
+def scenario_config(scn: Scenario) -> Config:
     """The roombox config (camera and mic array sections) that matches the scenario."""
     cam = scn.camera
     return Config(
@@ -163,6 +163,9 @@ def roombox_config(scn: Scenario) -> Config:
         mic_array=MicArrayConfig(sample_rate=scn.mic_array.sample_rate,
                                  positions=list(scn.mic_array.positions)),
     )
+
+
+roombox_config = scenario_config
 
 
 def _describe(err: ValidationError, source: str) -> str:

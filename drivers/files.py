@@ -1,0 +1,230 @@
+"""Sources over files: a video file as a camera, a multichannel WAV as a mic array.
+
+``FileCamera`` and ``WavMicArray`` honour the pulled-source contract of :mod:`drivers.base` and raise
+:class:`drivers.base.SourceLost` at the end of the file. With ``realtime=True`` they pace themselves on the
+event loop's clock like a device; with ``realtime=False`` they go as fast as the reader pulls.
+``iter_video_frames`` and ``read_wav`` serve offline processing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.io.wavfile
+
+from drivers.base import AudioBlock, Frame, SourceLost
+
+
+class MediaFileError(RuntimeError):
+    """A media file that is missing or cannot be read; the message names the file and the reason."""
+
+
+def _existing(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise MediaFileError(f"{p}: no such file")
+    if not p.is_file():
+        raise MediaFileError(f"{p}: not a file")
+    return p
+
+
+def iter_video_frames(path: str | os.PathLike[str]) -> Iterator[Frame]:
+    """Each frame of a video file as a :class:`Frame` (RGB uint8), ``t`` in seconds from its pts.
+
+    The file is opened at once, so a missing or unreadable file fails here, not at the first frame.
+    """
+    import av
+
+    p = _existing(path)
+    try:
+        container = av.open(str(p))
+    except (av.error.FFmpegError, OSError) as e:
+        raise MediaFileError(f"{p}: cannot open as video: {e}") from None
+    if not container.streams.video:
+        container.close()
+        raise MediaFileError(f"{p}: has no video stream")
+    return _decode(container, p)
+
+
+def _decode(container: Any, p: Path) -> Iterator[Frame]:
+    import av
+
+    with container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        start = stream.start_time or 0
+        rate = float(stream.average_rate or 25)
+        index = 0
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is not None and frame.time_base is not None:
+                    t = float((frame.pts - start) * frame.time_base)
+                else:
+                    t = index / rate
+                index += 1
+                yield Frame(t=t, image=frame.to_ndarray(format="rgb24"))
+        except av.error.FFmpegError as e:
+            raise MediaFileError(f"{p}: cannot decode frame {index}: {e}") from None
+
+
+def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
+    """All samples of a WAV file as float32 (frames, channels) in [-1, 1], and the sample rate."""
+    p = _existing(path)
+    try:
+        rate, data = scipy.io.wavfile.read(p)
+    except (ValueError, OSError) as e:
+        raise MediaFileError(f"{p}: cannot read as WAV: {e}") from None
+    if data.dtype == np.int16:
+        x = data.astype(np.float32) / 32768.0
+    elif data.dtype == np.int32:
+        x = data.astype(np.float32) / 2147483648.0
+    elif data.dtype == np.uint8:
+        x = (data.astype(np.float32) - 128.0) / 128.0
+    elif data.dtype in (np.float32, np.float64):
+        x = data.astype(np.float32)
+    else:
+        raise MediaFileError(f"{p}: unsupported sample type {data.dtype}")
+    if x.ndim == 1:
+        x = x[:, None]
+    return x, int(rate)
+
+
+class VideoFileWriter:
+    """Writes RGB frames to an H.264 (yuv420p) MP4 file; it appears under its name only when closed."""
+
+    def __init__(self, path: str | os.PathLike[str], width: int, height: int, fps: float,
+                 crf: int = 20, preset: str = "veryfast") -> None:
+        import av
+
+        if width % 2 or height % 2:
+            raise ValueError(f"yuv420p wants an even size, got {width}x{height}")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.part")
+        self.width, self.height = width, height
+        self.frames = 0
+        self._container: Any = av.open(str(self._tmp), mode="w", format="mp4")
+        self._stream = self._container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
+        self._stream.options = {"preset": preset, "crf": str(crf)}
+
+    def write(self, rgb: np.ndarray) -> None:
+        """Append one RGB uint8 (height, width, 3) picture."""
+        import av
+
+        if rgb.shape != (self.height, self.width, 3):
+            raise ValueError(f"{self.path}: frame {rgb.shape}, writer is {self.width}x{self.height}")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts = self.frames
+        self.frames += 1
+        self._container.mux(self._stream.encode(frame))
+
+    def close(self) -> None:
+        """Flush the encoder and move the file into place."""
+        if self._container is None:
+            return
+        try:
+            self._container.mux(self._stream.encode(None))
+            self._container.close()
+            os.replace(self._tmp, self.path)
+        finally:
+            self._container = None
+            self._tmp.unlink(missing_ok=True)
+
+    def abort(self) -> None:
+        """Give up: close and delete the partial file."""
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoFileWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class FileCamera:
+    """A VideoSource over a video file; frame times come from the file's timestamps."""
+
+    def __init__(self, path: str | os.PathLike[str], realtime: bool = True, name: str | None = None) -> None:
+        self.path = Path(path)
+        self.realtime = realtime
+        self.name = name or f"file:{self.path.name}"
+        self._frames: Iterator[Frame] | None = None
+        self._epoch = 0.0
+
+    async def start(self) -> None:
+        self._frames = await asyncio.to_thread(iter_video_frames, self.path)
+        self._epoch = asyncio.get_running_loop().time()
+
+    def _next(self) -> Frame | None:
+        assert self._frames is not None
+        return next(self._frames, None)
+
+    async def recv(self) -> Frame:
+        if self._frames is None:
+            raise RuntimeError(f"{self.name}: recv() before start()")
+        frame = await asyncio.to_thread(self._next)
+        if frame is None:
+            raise SourceLost(f"{self.name}: end of file")
+        if self.realtime:
+            wait = self._epoch + frame.t - asyncio.get_running_loop().time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        return frame
+
+    async def stop(self) -> None:
+        if self._frames is not None:
+            self._frames.close()  # type: ignore[attr-defined]
+        self._frames = None
+
+
+class WavMicArray:
+    """An AudioSource over a multichannel WAV file in blocks of ``block_s`` seconds."""
+
+    def __init__(self, path: str | os.PathLike[str], block_s: float = 0.02, realtime: bool = True,
+                 name: str | None = None) -> None:
+        if block_s <= 0:
+            raise ValueError(f"block_s must be positive, got {block_s}")
+        self.path = Path(path)
+        self.block_s = block_s
+        self.realtime = realtime
+        self.name = name or f"wav:{self.path.name}"
+        self.sample_rate = 0
+        self._samples: np.ndarray | None = None
+        self._pos = 0
+        self._epoch = 0.0
+
+    async def start(self) -> None:
+        self._samples, self.sample_rate = await asyncio.to_thread(read_wav, self.path)
+        self._pos = 0
+        self._epoch = asyncio.get_running_loop().time()
+
+    async def recv(self) -> AudioBlock:
+        if self._samples is None:
+            raise RuntimeError(f"{self.name}: recv() before start()")
+        n = max(1, round(self.block_s * self.sample_rate))
+        start = self._pos
+        if start >= len(self._samples):
+            raise SourceLost(f"{self.name}: end of file")
+        block = self._samples[start:start + n]
+        self._pos = start + len(block)
+        if self.realtime:
+            wait = self._epoch + self._pos / self.sample_rate - asyncio.get_running_loop().time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        return AudioBlock(t=start / self.sample_rate, samples=block, sample_rate=self.sample_rate)
+
+    async def stop(self) -> None:
+        self._samples = None

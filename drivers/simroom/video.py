@@ -1,0 +1,178 @@
+"""The simulated room's picture: a pinhole compositor of a drawn room and the people in it.
+
+The room (walls, floor, ceiling, window, whiteboard, table) is drawn once. Each person is a torso in their
+shirt colour and a head picture (:mod:`drivers.simroom.faces`) placed where the camera model projects the
+head; heads sway gently and deterministically with time. Patches are made once at the person's distance,
+so a frame costs a copy of the background and a few small alpha blends.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from appliance.geometry import PinholeCamera
+from drivers.simroom.faces import HeadPatch, head_patch
+from drivers.simroom.scenario import Person, Scenario, Vec3
+
+FACE_WIDTH_M = 0.16
+SHOULDER_WIDTH_M = 0.44
+TABLE_HEIGHT_M = 0.74
+
+
+@dataclass(frozen=True)
+class _Sprite:
+    person: Person
+    head_cam: Vec3  # camera frame, at rest
+    head: HeadPatch
+    anchor: tuple[float, float]  # face-box centre in the head patch
+    body_rgb: np.ndarray
+    body_alpha: np.ndarray
+    body_xy: tuple[int, int]
+    sway: tuple[float, float, float, float]  # phases and frequencies
+
+
+def camera_of(scn: Scenario) -> PinholeCamera:
+    return PinholeCamera(scn.camera.width, scn.camera.height, scn.camera.hfov_deg)
+
+
+def table_rect(scn: Scenario) -> tuple[float, float, float, float]:
+    """The table (x0, y0, x1, y1) in the room: inside the seats, 0.45 m from each."""
+    if not scn.people:
+        w, d, _ = scn.room.size_m
+        return (w / 2 - 0.6, d / 2 - 1.0, w / 2 + 0.6, d / 2 + 1.0)
+    xs = [p.seat_m[0] for p in scn.people]
+    ys = [p.seat_m[1] for p in scn.people]
+    x0, x1 = min(xs) + 0.45, max(xs) - 0.45
+    y0, y1 = min(ys) + 0.2, max(ys) - 0.45
+    cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+    if x1 - x0 < 0.9:
+        x0, x1 = cx - 0.45, cx + 0.45
+    if y1 - y0 < 1.2:
+        y0, y1 = cy - 0.6, cy + 0.6
+    return (x0, y0, x1, y1)
+
+
+class RoomRenderer:
+    """Renders the scenario's camera picture at any time ``t`` (seconds)."""
+
+    def __init__(self, scn: Scenario) -> None:
+        self.scn = scn
+        self.cam = camera_of(scn)
+        self.background = self._draw_room()
+        sprites = [self._sprite(i, p) for i, p in enumerate(scn.people)]
+        self._sprites = sorted(sprites, key=lambda s: -s.head_cam[2])  # far to near
+
+    # -- geometry -------------------------------------------------------------------------------------
+    def _project_room(self, p: Vec3) -> tuple[float, float]:
+        x, y, z = self.scn.to_camera(p)
+        return self.cam.project(x, y, max(z, 0.05))
+
+    def _head_offset(self, s: _Sprite, t: float) -> tuple[float, float]:
+        ph1, ph2, f1, f2 = s.sway
+        return 0.015 * math.sin(2 * math.pi * f1 * t + ph1), 0.006 * math.sin(2 * math.pi * f2 * t + ph2)
+
+    def _head_origin(self, s: _Sprite, t: float) -> tuple[int, int]:
+        dx, dy = self._head_offset(s, t)
+        x, y, z = s.head_cam
+        u, v = self.cam.project(x + dx, y + dy, z)
+        return round(u - s.anchor[0]), round(v - s.anchor[1])
+
+    def face_boxes(self, t: float) -> dict[str, tuple[float, float, float, float]]:
+        """Ground-truth face box (x, y, w, h) of each person in source pixels at time ``t``."""
+        out = {}
+        for s in self._sprites:
+            x0, y0 = self._head_origin(s, t)
+            bx, by, bw, bh = s.head.face_box
+            out[s.person.id] = (x0 + bx, y0 + by, bw, bh)
+        return out
+
+    # -- drawing --------------------------------------------------------------------------------------
+    def _poly(self, img: np.ndarray, pts: list[Vec3], colour: tuple[int, int, int]) -> None:
+        uv = np.array([self._project_room(p) for p in pts], np.float64)
+        uv = np.clip(uv, -20000, 20000)
+        cv2.fillPoly(img, [np.round(uv * 16).astype(np.int32)], colour, cv2.LINE_AA, shift=4)
+
+    def _draw_room(self) -> np.ndarray:
+        w, d, h = self.scn.room.size_m
+        cy = self.scn.camera.position_m[1] + 0.06  # a near plane just in front of the camera
+        img = np.zeros((self.cam.height, self.cam.width, 3), np.uint8)
+        self._poly(img, [(0, cy, h), (w, cy, h), (w, d, h), (0, d, h)], (225, 225, 220))  # ceiling
+        self._poly(img, [(0, cy, 0), (w, cy, 0), (w, d, 0), (0, d, 0)], (95, 90, 100))  # floor
+        self._poly(img, [(0, cy, 0), (0, d, 0), (0, d, h), (0, cy, h)], (200, 195, 180))  # left wall
+        self._poly(img, [(w, cy, 0), (w, d, 0), (w, d, h), (w, cy, h)], (205, 200, 185))  # right wall
+        self._poly(img, [(0, d, 0), (w, d, 0), (w, d, h), (0, d, h)], (185, 190, 195))  # back wall
+        y0, y1 = max(cy + 0.8, 1.0), min(d - 0.8, 4.5)
+        self._poly(img, [(0, y0, 0.9), (0, y1, 0.9), (0, y1, 2.3), (0, y0, 2.3)], (170, 205, 235))  # window
+        for yy in np.linspace(y0, y1, 4):
+            self._poly(img, [(0, yy - 0.03, 0.9), (0, yy + 0.03, 0.9), (0, yy + 0.03, 2.3),
+                             (0, yy - 0.03, 2.3)], (240, 240, 240))
+        self._poly(img, [(w / 2 - 1.0, d, 1.0), (w / 2 + 1.0, d, 1.0), (w / 2 + 1.0, d, 2.0),
+                         (w / 2 - 1.0, d, 2.0)], (245, 245, 248))  # whiteboard
+        self._poly(img, [(w - 0.3, d, 0.0), (w - 1.2, d, 0.0), (w - 1.2, d, 2.1), (w - 0.3, d, 2.1)],
+                   (140, 100, 70))  # door
+        tx0, ty0, tx1, ty1 = table_rect(self.scn)
+        th = TABLE_HEIGHT_M
+        self._poly(img, [(tx0, ty0, th - 0.05), (tx1, ty0, th - 0.05), (tx1, ty0, th), (tx0, ty0, th)],
+                   (90, 60, 40))  # table edge facing the camera
+        self._poly(img, [(tx0, ty0, th), (tx1, ty0, th), (tx1, ty1, th), (tx0, ty1, th)], (150, 110, 75))
+        rng = np.random.default_rng(self.scn.room.seed)
+        grain = cv2.GaussianBlur(rng.normal(0, 6, img.shape[:2]).astype(np.float32), (0, 0), 1.2)
+        shade = np.linspace(1.04, 0.92, img.shape[0], dtype=np.float32)[:, None]
+        out = img.astype(np.float32) * shade[..., None] + grain[..., None] * 1.5
+        return np.clip(out, 0, 255).astype(np.uint8)
+
+    def _sprite(self, index: int, p: Person) -> _Sprite:
+        head_cam = self.scn.to_camera(self.scn.head_room(p))
+        x, y, z = head_cam
+        f = self.cam.focal_px
+        face_w = max(4, round(f * FACE_WIDTH_M / z))
+        head = head_patch(p.face, face_w)
+        bx, by, bw, bh = head.face_box
+        anchor = (bx + bw / 2, by + bh / 2)
+        # torso: shoulders 0.16 m below the head centre, down to the table top
+        sw = f * SHOULDER_WIDTH_M / z
+        top = self.cam.project(x, y - 0.16, z)[1]
+        bottom = self.cam.project(x, TABLE_HEIGHT_M - self.scn.camera.position_m[2], z)[1]
+        bottom = max(bottom, top + sw * 0.6)
+        bw_px, bh_px = round(sw * 1.05) + 4, round(bottom - top + sw * 0.15) + 2
+        alpha = np.zeros((bh_px, bw_px), np.float32)
+        c = bw_px / 2
+        cap = 0.22 * sw  # rounded shoulders
+        cv2.ellipse(alpha, (round(c * 16), round(cap * 16)), (round(sw / 2 * 16), round(cap * 16)),
+                    0, 180, 360, 1.0, -1, cv2.LINE_AA, shift=4)
+        alpha[round(cap):, round(c - sw / 2):round(c + sw / 2)] = 1.0
+        shirt = np.array(p.shirt_rgb, np.float32)
+        light = np.linspace(1.1, 0.85, bw_px, dtype=np.float32)[None, :, None]
+        rgb = np.clip(shirt * light * np.ones((bh_px, 1, 1), np.float32), 0, 255)
+        u, _ = self.cam.project(x, y, z)
+        body_xy = (round(u - c), round(top - cap * 0.5))
+        rng = np.random.default_rng([self.scn.room.seed, index])
+        sway = (float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(0, 2 * math.pi)),
+                float(rng.uniform(0.12, 0.3)), float(rng.uniform(0.2, 0.45)))
+        return _Sprite(p, head_cam, head, anchor, rgb * alpha[..., None], alpha[..., None], body_xy, sway)
+
+    @staticmethod
+    def _blit(frame: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, x: int, y: int) -> None:
+        h, w = alpha.shape[:2]
+        H, W = frame.shape[:2]
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
+        if x0 >= x1 or y0 >= y1:
+            return
+        a = alpha[y0 - y:y1 - y, x0 - x:x1 - x]
+        dst = frame[y0:y1, x0:x1]
+        out = dst * (1.0 - a) + rgb[y0 - y:y1 - y, x0 - x:x1 - x]
+        np.clip(out, 0, 255, out=out)
+        dst[:] = out
+
+    def render_frame(self, t: float) -> np.ndarray:
+        """The RGB uint8 picture (height, width, 3) at scenario time ``t``."""
+        frame = self.background.copy()
+        for s in self._sprites:
+            self._blit(frame, s.body_rgb, s.body_alpha, *s.body_xy)
+            x0, y0 = self._head_origin(s, t)
+            self._blit(frame, s.head.rgb, s.head.alpha, x0, y0)
+        return frame
