@@ -82,11 +82,11 @@ class DetectorConfig(_Section):
 
 
 class DirectorConfig(_Section):
-    min_hold_s: float = Field(2.0, ge=0.0, le=60.0, title="Least time on a shot before a cut (s)")
-    switch_after_s: float = Field(0.6, ge=0.0, le=10.0, title="Speech needed to cut to a new talker (s)")
+    min_hold_s: float = Field(1.5, ge=0.0, le=60.0, title="Least time on a shot before a cut (s)")
+    switch_after_s: float = Field(0.25, ge=0.0, le=10.0, title="Localized speech needed to cut to a new talker (s)")
     silence_to_group_s: float = Field(5.0, ge=0.5, le=600.0, title="Silence before the group shot (s)")
     match_deg: float = Field(10.0, ge=1.0, le=45.0, title="Largest DOA-to-face distance (degrees)")
-    evidence_tau_s: float = Field(0.8, gt=0.0, le=10.0, title="Memory of speech evidence (s)")
+    evidence_tau_s: float = Field(0.5, gt=0.0, le=10.0, title="Memory of speech evidence (s)")
     face_widths: float = Field(5.5, ge=2.0, le=20.0, title="Speaker shot width in face widths")
     group_margin: float = Field(0.6, ge=0.0, le=5.0, title="Group shot margin in face widths")
     smooth_tau_s: float = Field(0.5, ge=0.0, le=10.0, title="Framing smoothing time constant (s)")
