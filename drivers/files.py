@@ -21,7 +21,7 @@ import scipy.io.wavfile
 from drivers.base import AudioBlock, Frame, SourceLost
 
 
-class MediaFileError(RuntimeError):
+class MediaFileError(ValueError):
     """A media file that is missing or cannot be read; the message names the file and the reason."""
 
 
@@ -71,6 +71,17 @@ def _decode(container: Any, p: Path) -> Iterator[Frame]:
                 yield Frame(t=t, image=frame.to_ndarray(format="rgb24"))
         except av.error.FFmpegError as e:
             raise MediaFileError(f"{p}: cannot decode frame {index}: {e}") from None
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """An image file (PNG, JPEG, ...) as RGB uint8 (height, width, 3)."""
+    import cv2
+
+    p = _existing(path)
+    bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise MediaFileError(f"{p}: not a readable image (PNG, JPEG, ...)")
+    return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
 def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:

@@ -18,13 +18,13 @@ from appliance.config import DetectorConfig
 from appliance.messages import Box, Face
 from appliance.perception.faces import (
     FaceDetector,
-    MediaError,
     bench_faces,
     iter_face_records,
     merge_faces,
     room_picture,
     tile_grid,
 )
+from drivers.files import MediaFileError
 
 ASTRONAUT_FACE = (174.0, 70.0, 104.0, 104.0)  # x, y, w, h of the face in skimage.data.astronaut()
 
@@ -162,11 +162,11 @@ def test_iter_face_records_on_a_video(tmp_path: Path) -> None:
 def test_unreadable_inputs_are_clear_errors(tmp_path: Path) -> None:
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"no picture here")
-    with pytest.raises(MediaError, match="junk.png: not a readable image"):
+    with pytest.raises(MediaFileError, match="junk.png: not a readable image"):
         list(iter_face_records(junk, None, DetectorConfig()))
-    with pytest.raises(MediaError, match="junk.mp4: not a readable video"):
+    with pytest.raises(MediaFileError, match="junk.mp4: cannot open as video"):
         list(iter_face_records(None, junk.rename(tmp_path / "junk.mp4"), DetectorConfig()))
-    with pytest.raises(MediaError, match="nothere.png: no such image file"):
+    with pytest.raises(MediaFileError, match="nothere.png: no such file"):
         list(iter_face_records(tmp_path / "nothere.png", None, DetectorConfig()))
     with pytest.raises(ValueError, match="exactly one"):
         list(iter_face_records(None, None, DetectorConfig()))

@@ -24,10 +24,6 @@ MIN_TILE_PX = 256  # smaller tiles would be upscaled to the model's input: no ga
 _EDGE_PX = 2.0  # a box this close to a tile's inner edge is probably a cut face
 
 
-class MediaError(ValueError):
-    """A picture or video file that cannot be read; the message names the file."""
-
-
 def default_model_path(cfg: DetectorConfig) -> Path:
     """The provisioned model for ``cfg.model`` under the data directory."""
     return data_dir() / "models" / f"blazeface_{cfg.model}.tflite"
@@ -167,51 +163,17 @@ def _clip(box: Box, width: int, height: int) -> Box:
     return (x0, y0, max(0.0, x1 - x0), max(0.0, y1 - y0))
 
 
-def read_image(path: Path) -> np.ndarray:
-    """An image file as RGB uint8 (height, width, 3); raises :class:`MediaError`."""
-    import cv2
-
-    if not Path(path).is_file():
-        raise MediaError(f"{path}: no such image file")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise MediaError(f"{path}: not a readable image (PNG, JPEG, ...)")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
-
-
-def iter_video(path: Path, every: int = 1) -> Iterator[tuple[float, np.ndarray]]:
-    """(t seconds, RGB uint8 picture) for every ``every``-th frame of a video file; raises MediaError."""
-    import av
-
-    if every < 1:
-        raise ValueError(f"every must be at least 1, got {every}")
-    if not Path(path).is_file():
-        raise MediaError(f"{path}: no such video file")
-    try:
-        container = av.open(str(path))
-    except av.error.FFmpegError as e:
-        raise MediaError(f"{path}: not a readable video: {e}") from None
-    with container:
-        if not container.streams.video:
-            raise MediaError(f"{path}: has no video stream")
-        stream = container.streams.video[0]
-        rate = float(stream.average_rate or 0) or 25.0
-        try:
-            for i, frame in enumerate(container.decode(stream)):
-                if i % every == 0:
-                    t = float(frame.time) if frame.time is not None else i / rate
-                    yield t, frame.to_ndarray(format="rgb24")
-        except av.error.FFmpegError as e:
-            raise MediaError(f"{path}: video decoding failed: {e}") from None
-
-
 def iter_face_records(image: Path | None, video: Path | None, cfg: DetectorConfig | None = None,
                       every: int = 1, model_path: Path | None = None) -> Iterator[dict[str, Any]]:
     """``Faces.to_json()`` records for one image (t = 0) or every ``every``-th frame of a video."""
+    from drivers.files import iter_video_frames, read_image
+
+    if every < 1:
+        raise ValueError(f"every must be at least 1, got {every}")
     if image is not None and video is None:
         frames: Iterator[tuple[float, np.ndarray]] = iter([(0.0, read_image(image))])
     elif video is not None and image is None:
-        frames = iter_video(video, every)
+        frames = ((f.t, f.image) for i, f in enumerate(iter_video_frames(video)) if i % every == 0)
     else:
         raise ValueError("give exactly one of an image or a video")
     with FaceDetector(model_path, cfg) as detector:

@@ -92,36 +92,18 @@ class Hearing:
         return Doa(t=t_end, azimuth_deg=azimuth, speech=speech, level_db=level, confidence=confidence)
 
 
-def _to_float(data: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
-    if data.dtype == np.uint8:
-        return ((data.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
-    if data.dtype == np.int16:
-        return (data.astype(np.float32) / 32768.0).astype(np.float32)
-    if data.dtype == np.int32:
-        return (data.astype(np.float64) / 2147483648.0).astype(np.float32)
-    if data.dtype.kind == "f":
-        return data.astype(np.float32)
-    raise ValueError(f"unsupported WAV sample type {data.dtype}")
-
-
 def iter_doa_records(audio: Path, config: Config, chunk_s: float = 0.1) -> Iterator[dict[str, Any]]:
     """The Doa records of a WAV file as JSON-ready dicts (``t`` is the end of each block).
 
     Raises ValueError when the file's sample rate or channel count does not match ``[mic_array]``.
     """
-    from scipy.io import wavfile  # only the file edge needs scipy's reader
+    from drivers.files import read_wav  # the file edge
 
-    try:
-        rate, data = wavfile.read(str(audio))
-    except FileNotFoundError:
-        raise ValueError(f"{audio}: no such audio file") from None
-    except ValueError as e:
-        raise ValueError(f"{audio}: not a WAV file scipy can read: {e}") from None
+    samples, rate = read_wav(audio)
     mic = config.mic_array
     if rate != mic.sample_rate:
         raise ValueError(f"{audio}: sample rate is {rate} Hz but [mic_array] sample_rate is "
                          f"{mic.sample_rate} Hz")
-    samples = _to_float(data if data.ndim == 2 else data[:, None])
     if samples.shape[1] != len(mic.positions):
         raise ValueError(f"{audio}: has {samples.shape[1]} channels but [mic_array] positions has "
                          f"{len(mic.positions)} microphones")
