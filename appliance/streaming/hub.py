@@ -109,7 +109,7 @@ class AudioHub:
         self._chunks.append(AudioChunk(self._seq, pcm, int(sample_rate), float(t)))
         self._held_s += len(pcm) / sample_rate
         self.published += 1
-        while len(self._chunks) > 1 and self._held_s > self.max_seconds:
+        while len(self._chunks) > 1 and self._held_s > self.max_seconds + 1e-9:
             old = self._chunks.popleft()
             self._held_s -= len(old.samples) / old.sample_rate
 

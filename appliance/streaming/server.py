@@ -10,7 +10,7 @@ import asyncio
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +75,8 @@ async def _state(request: web.Request) -> web.Response:
     if p.audio is not None:
         stream["audio_chunks_published"] = p.audio.published
         stream["audio_chunks_dropped"] = p.audio.dropped
-    return web.json_response({
-        "events": p.events.snapshot(),
-        "events_published": p.events.published,
-        "events_dropped": p.events.dropped,
-        "stream": stream,
-    })
+    bus = {"published": p.events.published, "dropped": p.events.dropped, "subscribers": p.events.subscribers}
+    return web.json_response({**p.events.snapshot(), "stream": stream, "bus": bus})
 
 
 async def _offer(request: web.Request) -> web.Response:
@@ -95,10 +91,11 @@ async def _offer(request: web.Request) -> web.Response:
 
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     p.peers.add(pc)
+    remote = request.remote
 
     @pc.on("connectionstatechange")
     async def _on_state() -> None:
-        log.info("viewer %s: %s", request.remote, pc.connectionState)
+        log.info("viewer %s: %s", remote, pc.connectionState)
         if pc.connectionState in ("failed", "closed"):
             await p.close_peer(pc)
 
@@ -141,7 +138,11 @@ async def _run_command(p: _Parts, text: str) -> str:
     except Exception as e:
         log.exception("command %r failed", cmd)
         return _reply("error", {**echo, "error": f"command failed: {type(e).__name__}: {e}"})
-    return _reply("reply", {**echo, "result": result})
+    try:
+        return _reply("reply", {**echo, "result": result})
+    except (TypeError, ValueError):
+        log.error("command %r gave a reply that is not JSON: %r", cmd, result)
+        return _reply("error", {**echo, "error": "command failed: its result is not JSON"})
 
 
 async def _ws(request: web.Request) -> web.WebSocketResponse:
@@ -204,7 +205,11 @@ def create_app(frames: LatestFrame, audio: AudioHub | None, events: EventBus, st
 
 
 class PanelServer:
-    """Serves an application on the running loop: ``await start()``, later ``await stop()``."""
+    """Serves an application on the running loop.
+
+    Either ``port = await server.start()`` ... ``await server.stop()``, or
+    ``async with PanelServer(app, host, port) as server: ...``.
+    """
 
     def __init__(self, app: web.Application, host: str, port: int) -> None:
         self.app = app
@@ -228,9 +233,21 @@ class PanelServer:
             runner, self._runner = self._runner, None
             await runner.cleanup()
 
+    async def _started(self) -> PanelServer:
+        await self.start()
+        return self
 
-async def run_server(app: web.Application, host: str, port: int) -> PanelServer:
-    """Start serving ``app`` on the running loop; the caller awaits ``.stop()`` on the result."""
-    server = PanelServer(app, host, port)
-    await server.start()
-    return server
+    def __await__(self) -> Generator[Any, None, PanelServer]:
+        return self._started().__await__()
+
+    async def __aenter__(self) -> PanelServer:
+        return await self._started()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def run_server(app: web.Application, host: str, port: int) -> PanelServer:
+    """Serve ``app`` on the running loop: ``async with run_server(app, host, port): ...``, or
+    ``server = await run_server(app, host, port)`` and later ``await server.stop()``."""
+    return PanelServer(app, host, port)

@@ -79,7 +79,7 @@ class FramedVideoTrack(MediaStreamTrack):
             self.resent += 1
         if self.readyState != "live":
             raise MediaStreamError
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         frame.pts = pts
         frame.time_base = VIDEO_TIME_BASE
         self._last_pts = pts

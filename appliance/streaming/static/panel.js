@@ -14,13 +14,16 @@ const state = (window.roombox = {
   connected: false,      // WebRTC connected
   wsConnected: false,
   reconnects: 0,
+  lastDrop: null,        // why the last connection was given up
   lastShot: null,
   lastFaces: null,
   lastDoa: null,
   devices: {},
   camera: { width: 1920, height: 1080, hfov_deg: 90 },  // replaced by a "camera" event if the box sends one
   lastReply: null,
+  stats: {},             // the box's counters, from "stats" events
   send: sendCommand,     // send({cmd: ...}) -> Promise of the reply's data
+  rtcSummary,            // () -> Promise of {video: {...}, audio: {...}} from the receiver's getStats
 });
 
 // ---------- WebRTC video ----------
@@ -48,6 +51,7 @@ function waitForIce(conn, timeoutMs) {
 function scheduleReconnect(why) {
   if (retryTimer) return;
   state.connected = false;
+  state.lastDrop = why;
   setConn("bad", why + " – reconnecting…");
   if (pc) { try { pc.close(); } catch (e) { /* already closed */ } pc = null; }
   retryTimer = setTimeout(() => { retryTimer = null; state.reconnects += 1; connectVideo(); }, retryDelay);
@@ -100,6 +104,24 @@ async function connectVideo() {
   }
 }
 
+async function rtcSummary() {
+  const out = { video: null, audio: null };
+  if (!pc) return out;
+  const stats = await pc.getStats();
+  stats.forEach((r) => {
+    if (r.type !== "inbound-rtp") return;
+    const codec = r.codecId && stats.get(r.codecId) ? stats.get(r.codecId).mimeType : null;
+    if (r.kind === "video") {
+      out.video = { codec, framesDecoded: r.framesDecoded, framesDropped: r.framesDropped,
+        framesPerSecond: r.framesPerSecond, frameWidth: r.frameWidth, frameHeight: r.frameHeight };
+    } else if (r.kind === "audio") {
+      out.audio = { codec, packetsReceived: r.packetsReceived, audioLevel: r.audioLevel,
+        totalSamplesReceived: r.totalSamplesReceived, concealedSamples: r.concealedSamples };
+    }
+  });
+  return out;
+}
+
 // Count presented frames and measure the frame rate.
 const frameTimes = [];
 let lastPresented = null;
@@ -113,6 +135,7 @@ function onVideoFrame(now, meta) {
   lastFrameAt = performance.now();
   state.videoWidth = video.videoWidth;
   state.videoHeight = video.videoHeight;
+  $("res").textContent = video.videoWidth + "×" + video.videoHeight;
   $("overlay").classList.add("hidden");
   video.requestVideoFrameCallback(onVideoFrame);
 }
@@ -126,8 +149,11 @@ setInterval(() => {
   while (frameTimes.length && frameTimes[0] < now - 1000) frameTimes.shift();
   state.fps = frameTimes.length;
   $("fps").textContent = state.connected ? String(state.fps) : "–";
-  // a connection that says "connected" but shows nothing for long is restarted
-  if (state.connected && pc && now - lastFrameAt > 8000) scheduleReconnect("no video");
+  // The box sends a picture at least every two frame intervals, so a visible page that has shown nothing
+  // for 4 s has lost the box (a box that drops the viewer is not noticed by the browser's ICE for long).
+  if (state.connected && pc && document.visibilityState === "visible" && now - lastFrameAt > 4000) {
+    scheduleReconnect("no video");
+  }
   if (!state.connected || now - lastFrameAt > 2000) {
     $("overlay").classList.remove("hidden");
     $("overlay").textContent = state.connected ? "waiting for video…" : "no connection";
@@ -183,7 +209,7 @@ function handleEvent(kind, data) {
     case "faces": state.lastFaces = data; drawMap(); break;
     case "doa": state.lastDoa = data; drawMap(); break;
     case "camera": state.camera = { ...state.camera, ...data }; drawMap(); break;
-    case "device": state.devices[data.name] = data; drawDevices(); break;
+    case "stats": state.stats = data; drawStats(); break;
     case "reply":
     case "error": {
       state.lastReply = { kind, ...data };
@@ -191,7 +217,25 @@ function handleEvent(kind, data) {
       if (p) { pending.delete(data.id); (kind === "reply" ? p.resolve : p.reject)(kind === "reply" ? data : new Error(data.error)); }
       break;
     }
-    default: break;
+    default:
+      if (kind === "device" || kind.startsWith("device:")) {  // one DeviceStatus, as "device" or "device:NAME"
+        state.devices[data.name || kind.slice(7)] = data;
+        drawDevices();
+      }
+      break;
+  }
+}
+
+function drawStats() {
+  const box = $("stats");
+  box.textContent = "";
+  for (const [k, v] of Object.entries(state.stats || {})) {
+    if (typeof v === "object") continue;
+    const dt = document.createElement("dt");
+    dt.textContent = k.replace(/_/g, " ");
+    const dd = document.createElement("dd");
+    dd.textContent = String(v);
+    box.append(dt, dd);
   }
 }
 
@@ -218,16 +262,19 @@ function drawDevices() {
 // ---------- room map: the camera at the bottom, looking up into the room ----------
 function faceAzimuth(box) {
   const cam = state.camera;
-  const half = cam.width / 2;
+  const half = ((state.lastFaces && state.lastFaces.width) || cam.width) / 2;
   const cx = box[0] + box[2] / 2;
   return Math.atan(((cx - half) / half) * Math.tan((cam.hfov_deg * Math.PI) / 360)) * 180 / Math.PI;
 }
 
 function drawMap() {
   const cv = $("map");
+  const dpr = window.devicePixelRatio || 1;
+  const W = cv.clientWidth || 300, H = Math.round(W * 0.56);
+  if (cv.width !== Math.round(W * dpr)) { cv.width = Math.round(W * dpr); cv.height = Math.round(H * dpr); }
   const g = cv.getContext("2d");
-  const W = cv.width, H = cv.height;
-  const ox = W / 2, oy = H - 24, R = Math.min(W / 2 - 20, H - 50);
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  const ox = W / 2, oy = H - 16, R = Math.min(W / 2 - 24, H - 40);
   const half = state.camera.hfov_deg / 2;
   const at = (az, r) => [ox + r * Math.sin(az * Math.PI / 180), oy - r * Math.cos(az * Math.PI / 180)];
   const arcAngle = (az) => -Math.PI / 2 + az * Math.PI / 180;
@@ -262,9 +309,13 @@ function drawMap() {
   // the camera
   g.fillStyle = "#e6e8ee";
   g.fillRect(ox - 14, oy - 6, 28, 16);
-  g.fillStyle = "#8a91a0"; g.font = "13px system-ui, sans-serif"; g.textAlign = "center";
-  g.fillText(faces.length + (faces.length === 1 ? " face" : " faces"), ox, 18);
+  g.fillStyle = "#8a91a0"; g.font = "13px system-ui, sans-serif"; g.textAlign = "left";
+  g.fillText(faces.length + (faces.length === 1 ? " face" : " faces"), 10, 20);
 }
+window.addEventListener("resize", drawMap);
+
+// leave politely: the box frees this viewer at once instead of after ICE consent runs out (~30 s)
+window.addEventListener("pagehide", () => { if (pc) pc.close(); });
 
 drawMap();
 connectEvents();
