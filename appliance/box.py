@@ -140,6 +140,8 @@ class RoomBox:
         def report(status: Any) -> None:
             self.events.publish(f"device:{status.name}", status.to_json())
 
+        c = self.cfg.camera
+        self.events.publish("camera", {"hfov_deg": c.hfov_deg, "width": c.width, "height": c.height})
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(supervise("camera", self._camera_loop, report, self.clock))

@@ -62,6 +62,8 @@ def demo() -> tuple[str, list[str]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 def state(url: str) -> dict:
@@ -86,7 +88,7 @@ def test_demo_plays_the_framed_room_in_chromium(demo, chromium, artifacts_dir: P
         time.sleep(1.0)  # let the cut reach the browser
         png = base64.b64decode(page.evaluate(GRAB).split(",", 1)[1])
         (artifacts_dir / "demo-framed.png").write_bytes(png)
-        page.screenshot(path=str(artifacts_dir / "demo-panel.png"))
+        (artifacts_dir / "demo-panel.png").write_bytes(page.screenshot())
         picture = cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     finally:
         page.close()
