@@ -97,6 +97,9 @@ class StreamConfig(_Section):
     width: int = Field(1280, ge=160, le=3840, title="Output width (px)")
     height: int = Field(720, ge=90, le=2160, title="Output height (px)")
     fps: float = Field(15.0, gt=0.0, le=60.0, title="Output frame rate (frames/s)")
+    ice_loopback: bool = Field(True, title="Offer a loopback candidate",
+                               description="So that a browser on the box itself (the kiosk panel, the demo "
+                               "page) connects over 127.0.0.1.")
 
 
 class PanelConfig(_Section):

@@ -20,6 +20,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # the tests run in a network namespace with loopback only: WebRTC candidates must be 127.0.0.1
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
     "--autoplay-policy=no-user-gesture-required",
 ]
 
@@ -33,11 +36,12 @@ def chromium() -> Iterator[Any]:
     test module that uses ``asyncio.run``. Launching costs about half a second.
 
     Playwright's ``launch`` gives the browser a fresh temporary user-data-dir and removes it on close.
-    Skips when Chromium or Playwright is missing. Checks that no child process outlives it.
+    Fails when Chromium or Playwright is missing (scripts/setup installs both). Checks that no child
+    process outlives it.
     """
     if shutil.which(CHROMIUM) is None:
-        pytest.skip(f"{CHROMIUM} is not installed")
-    sync_api = pytest.importorskip("playwright.sync_api")
+        pytest.fail(f"{CHROMIUM} is not installed: run scripts/setup")
+    import playwright.sync_api as sync_api
     pw = sync_api.sync_playwright().start()
     try:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

@@ -19,6 +19,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from appliance.config import StreamConfig
 from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
+from appliance.streaming.ice import offer_loopback
 from appliance.streaming.tracks import FramedVideoTrack, RoomAudioTrack
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,8 @@ def create_app(frames: LatestFrame, audio: AudioHub | None, events: EventBus, st
     "result"}}``. It raises ``ValueError`` (or ``KeyError``/``TypeError``) for an unknown or invalid
     command; the panel then gets ``{"kind": "error", "data": {"cmd", "id", "error": str(e)}}``.
     """
+    if stream.ice_loopback:
+        offer_loopback()
     app = web.Application()
     app[PARTS] = _Parts(frames, audio, events, stream, on_command)
     app.router.add_get("/", _index)
