@@ -58,10 +58,9 @@ def bench_framing(repeat: int) -> list[Row]:
 
 
 def run_bench(quick: bool = False) -> int:
-    from drivers.simroom.bench import bench_simroom
-
     from appliance.perception.doa_bench import bench_doa
     from appliance.perception.faces import bench_faces
+    from drivers.simroom.bench import bench_simroom
 
     repeat = 3 if quick else 10
     sections: list[tuple[str, Callable[[], list[Row]]]] = [

@@ -157,11 +157,10 @@ def run_demo(scenario: Path, cfg: Config, config_path: Path | None = None) -> in
 
 
 async def _demo(scenario_path: Path, cfg: Config, config_path: Path | None) -> int:
-    from drivers.simroom.room import SimulatedRoom
-
     from appliance.perception.faces import FaceDetector
     from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
     from appliance.streaming.server import create_app, run_server
+    from drivers.simroom.room import SimulatedRoom
     from drivers.simroom.scenario import load_scenario, scenario_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

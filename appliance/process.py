@@ -21,10 +21,9 @@ from appliance.messages import Doa, Faces
 def run_offline(video: Path, audio: Path, cfg: Config, out: Path | None = None) -> Iterator[dict[str, Any]]:
     """Yield one track record per video frame: ``{"t", "crop", "mode", ...}``; write the framed video to
     ``out`` when given."""
-    from drivers.files import VideoFileWriter, iter_video_frames, read_wav
-
     from appliance.perception.faces import FaceDetector
     from appliance.perception.hearing import Hearing
+    from drivers.files import VideoFileWriter, iter_video_frames, read_wav
 
     samples, rate = read_wav(audio)
     if rate != cfg.mic_array.sample_rate:

@@ -93,9 +93,8 @@ def test_demo_plays_the_framed_room_in_chromium(demo, chromium, artifacts_dir: P
     finally:
         page.close()
 
-    from appliance.perception.faces import FaceDetector
-
     from appliance.config import DetectorConfig
+    from appliance.perception.faces import FaceDetector
 
     detector = FaceDetector(cfg=DetectorConfig())
     try:
