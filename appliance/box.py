@@ -48,13 +48,14 @@ class RoomBox:
     """Wires sources -> perception -> director -> framed output. Construct, then ``await run()``."""
 
     def __init__(self, cfg: Config, camera: VideoSource, mics: AudioSource, detector: Any,
-                 frames: Any, audio_out: Any, events: Any, clock: Callable[[], float] = time.monotonic) -> None:
+                 frames: Any, audio_out: Any, events: Any, clock: Callable[[], float] = time.monotonic,
+                 retry_s: float = 2.0) -> None:
         from appliance.perception.hearing import Hearing
 
         self.cfg = cfg
         self.camera, self.mics, self.detector = camera, mics, detector
         self.frames, self.audio_out, self.events = frames, audio_out, events
-        self.clock = clock
+        self.clock, self.retry_s = clock, retry_s
         self.hearing = Hearing(cfg.mic_array, cfg.doa)
         self.director: Director | None = None
         self.counters = Counters()
@@ -144,8 +145,8 @@ class RoomBox:
         self.events.publish("camera", {"hfov_deg": c.hfov_deg, "width": c.width, "height": c.height})
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(supervise("camera", self._camera_loop, report, self.clock))
-                tg.create_task(supervise("mic_array", self._mic_loop, report, self.clock))
+                tg.create_task(supervise("camera", self._camera_loop, report, self.clock, self.retry_s))
+                tg.create_task(supervise("mic_array", self._mic_loop, report, self.clock, self.retry_s))
                 tg.create_task(self._stats_loop())
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
