@@ -42,7 +42,7 @@ class AudioBlock:
 
     @property
     def duration(self) -> float:
-        return self.samples.shape[0] / self.sample_rate
+        return float(self.samples.shape[0] / self.sample_rate)
 
 
 @runtime_checkable
