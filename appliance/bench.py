@@ -14,7 +14,8 @@ import numpy as np
 Row = tuple[str, float, str]
 
 
-def _per_call_ms(fn: Callable[[], object], repeat: int) -> float:
+def per_call_ms(fn: Callable[[], object], repeat: int) -> float:
+    """Best of three runs of ``repeat`` calls, in milliseconds per call (after one warm-up call)."""
     fn()  # warm up
     best = float("inf")
     for _ in range(3):
@@ -40,7 +41,7 @@ def bench_director(repeat: int) -> list[Row]:
         t[0] += 1 / 15
         d.step(faces, [Doa(t[0], 10.0, True)], t[0])
 
-    return [("director step (4 faces, 1 DOA block)", _per_call_ms(step, repeat), "ms")]
+    return [("director step (4 faces, 1 DOA block)", per_call_ms(step, repeat), "ms")]
 
 
 def bench_framing(repeat: int) -> list[Row]:
@@ -53,7 +54,7 @@ def bench_framing(repeat: int) -> list[Row]:
              ("crop 1080p -> 1280x720 (whole room)", src, (0, 0, 1920, 1080)),
              ("crop 4K -> 1280x720 (speaker shot)", src4k, (1200, 600, 1280, 720)),
              ("crop 4K -> 1280x720 (whole room)", src4k, (0, 0, 3840, 2160))]
-    return [(name, _per_call_ms(lambda im=im, c=c: render_crop(im, c, 1280, 720), repeat), "ms")  # type: ignore[misc]
+    return [(name, per_call_ms(lambda im=im, c=c: render_crop(im, c, 1280, 720), repeat), "ms")  # type: ignore[misc]
             for name, im, c in cases]
 
 

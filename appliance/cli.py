@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from appliance.config import Config, ConfigError, load_config, write_atomic
+from appliance.atomic import write_atomic
+from appliance.config import Config, ConfigError, load_config
 
 DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "drivers" / "simroom" / "scenarios" / "default.toml"
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -117,7 +116,8 @@ class Config(_Section):
     panel: PanelConfig = Field(default_factory=PanelConfig)
 
 
-def _describe(err: ValidationError, source: str) -> str:
+def describe_errors(err: ValidationError, source: str) -> str:
+    """One line per error: the source, the key in brackets, and the reason."""
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
@@ -131,7 +131,7 @@ def parse_config(data: dict[str, Any], source: str = "config") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_describe(e, source)) from None
+        raise ConfigError(describe_errors(e, source)) from None
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:
@@ -152,17 +152,3 @@ def config_to_toml(cfg: Config) -> str:
     return tomli_w.dumps(cfg.model_dump(mode="json"))
 
 
-def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write a text file atomically: a reader sees the old file or the new one, never half of one."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

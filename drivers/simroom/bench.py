@@ -8,21 +8,10 @@ from __future__ import annotations
 
 import time
 
+from appliance.bench import per_call_ms
 from drivers.simroom.audio import render_audio
 from drivers.simroom.scenario import builtin_scenario, load_scenario
 from drivers.simroom.video import RoomRenderer
-
-
-def _best_ms(fn: object, repeat: int) -> float:
-    assert callable(fn)
-    fn()
-    best = float("inf")
-    for _ in range(3):
-        began = time.perf_counter()
-        for _ in range(repeat):
-            fn()
-        best = min(best, (time.perf_counter() - began) / repeat)
-    return 1000 * best
 
 
 def bench_simroom(quick: bool = False) -> list[tuple[str, float, str]]:
@@ -36,8 +25,8 @@ def bench_simroom(quick: bool = False) -> list[tuple[str, float, str]]:
         t[0] += 1 / scn.camera.fps
         renderer.render_frame(t[0])
 
-    frame_ms = _best_ms(frame, repeat)
-    copy_ms = _best_ms(renderer.background.copy, repeat)
+    frame_ms = per_call_ms(frame, repeat)
+    copy_ms = per_call_ms(renderer.background.copy, repeat)
     rows = [
         (f"render frame {scn.camera.width}x{scn.camera.height}, {len(scn.people)} people", frame_ms, "ms"),
         ("peer: copy of the background picture", copy_ms, "ms"),

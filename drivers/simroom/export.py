@@ -16,7 +16,8 @@ import numpy as np
 import scipy.io.wavfile
 import tomli_w
 
-from appliance.config import parse_config, write_atomic
+from appliance.atomic import write_atomic
+from appliance.config import parse_config
 from drivers.files import VideoFileWriter
 from drivers.simroom.audio import render_audio
 from drivers.simroom.scenario import Scenario, load_scenario, scenario_config
@@ -88,7 +89,5 @@ def render_to_dir(scenario_path: str | os.PathLike[str], out_dir: str | os.PathL
     if duration_s is not None:
         text = f"# rendered with duration_s = {scn.duration_s}\n" + text
     write_atomic(out / "scenario.toml", text)
-    for name in ("truth.jsonl", "config.toml", "scenario.toml"):
-        (out / name).chmod(0o644)  # write_atomic's temporary file is private
     return out
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from appliance.config import CameraConfig, Config, MicArrayConfig
+from appliance.config import CameraConfig, Config, MicArrayConfig, describe_errors
 
 Vec3 = tuple[float, float, float]
 
@@ -168,21 +168,12 @@ def scenario_config(scn: Scenario) -> Config:
 roombox_config = scenario_config
 
 
-def _describe(err: ValidationError, source: str) -> str:
-    lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"{source}: [{key}] {msg}")
-    return "\n".join(lines)
-
-
 def parse_scenario(data: dict[str, Any], source: str = "scenario") -> Scenario:
     """Validate a parsed TOML document; raises ScenarioError naming each bad key."""
     try:
         return Scenario.model_validate(data)
     except ValidationError as e:
-        raise ScenarioError(_describe(e, source)) from None
+        raise ScenarioError(describe_errors(e, source)) from None
 
 
 def load_scenario(path: str | os.PathLike[str]) -> Scenario:
