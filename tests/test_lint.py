@@ -1,0 +1,23 @@
+"""The code passes its own linters: ruff over the tree, mypy (strict on the pure core, see pyproject.toml)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_ruff() -> None:
+    p = run("ruff", "check", ".")
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_mypy() -> None:
+    p = run("mypy", "appliance", "drivers")
+    assert p.returncode == 0, p.stdout + p.stderr
