@@ -152,12 +152,16 @@ class RoomBox:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def run_demo(scenario: Path, cfg: Config, config_path: Path | None = None) -> int:
-    """``roombox demo``: the box on the simulated room, with the panel served at cfg.panel."""
-    return asyncio.run(_demo(scenario, cfg, config_path))
+def run_demo(scenario: Path, cfg: Config) -> int:
+    """``roombox demo``: the box on the simulated room, with the panel served at cfg.panel.
+
+    The camera and the mic array are the scenario's (they describe the simulated devices); every other
+    section comes from ``cfg``.
+    """
+    return asyncio.run(_demo(scenario, cfg))
 
 
-async def _demo(scenario_path: Path, cfg: Config, config_path: Path | None) -> int:
+async def _demo(scenario_path: Path, cfg: Config) -> int:
     from appliance.perception.faces import FaceDetector
     from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
     from appliance.streaming.server import create_app, run_server
@@ -166,9 +170,8 @@ async def _demo(scenario_path: Path, cfg: Config, config_path: Path | None) -> i
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     scenario = load_scenario(scenario_path)
-    if config_path is None:  # the devices are the scenario's; the rest of cfg stays as given
-        devices = scenario_config(scenario)
-        cfg = cfg.model_copy(update={"camera": devices.camera, "mic_array": devices.mic_array})
+    devices = scenario_config(scenario)
+    cfg = cfg.model_copy(update={"camera": devices.camera, "mic_array": devices.mic_array})
     log.info("rendering the simulated room from %s", scenario_path)
     room = await asyncio.to_thread(SimulatedRoom, scenario)
     frames, audio, events = LatestFrame(), AudioHub(), EventBus()

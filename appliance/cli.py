@@ -30,7 +30,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     cfg = load_config(a.config)
     panel = cfg.panel.model_copy(update={k: v for k, v in (("host", a.host), ("port", a.port)) if v is not None})
     cfg = cfg.model_copy(update={"panel": panel})
-    return run_demo(Path(a.scenario), cfg, config_path=Path(a.config) if a.config else None)
+    return run_demo(Path(a.scenario), cfg)
 
 
 def cmd_process(a: argparse.Namespace) -> int:
@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--host", default=None, help="listen address (default from config: 127.0.0.1)")
     d.add_argument("--port", type=int, default=None, help="listen port (default from config: 8080)")
     d.add_argument("--scenario", default=str(DEFAULT_SCENARIO), help="simulated room scenario (TOML)")
-    d.add_argument("--config", default=None, help="roombox config (TOML); default: the scenario's devices")
+    d.add_argument("--config", default=None,
+                   help="roombox config (TOML); [camera] and [mic_array] come from the scenario")
     d.set_defaults(func=cmd_demo)
 
     pr = sub.add_parser("process", help="offline run over a recording; writes the track as JSON lines")

@@ -138,14 +138,18 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     """Read and validate a TOML config file; ``None`` gives the defaults."""
     if path is None:
         return Config()
+    return parse_config(read_toml(path, "config", ConfigError), str(path))
+
+
+def read_toml(path: str | os.PathLike[str], what: str, error: type[ValueError]) -> dict[str, Any]:
+    """The parsed TOML file at ``path``; a missing or malformed file raises ``error`` naming it."""
     p = Path(path)
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{p}: no such config file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from None
-    return parse_config(data, str(p))
+        raise error(f"{p}: no such {what} file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{p}: not valid TOML: {e}") from None
 
 
 def config_to_toml(cfg: Config) -> str:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from appliance.config import CameraConfig, Config, MicArrayConfig, describe_errors
+from appliance.config import CameraConfig, Config, MicArrayConfig, describe_errors, read_toml
 
 Vec3 = tuple[float, float, float]
 
@@ -178,14 +177,7 @@ def parse_scenario(data: dict[str, Any], source: str = "scenario") -> Scenario:
 
 def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     """Read and validate a scenario TOML file."""
-    p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ScenarioError(f"{p}: no such scenario file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ScenarioError(f"{p}: not valid TOML: {e}") from None
-    return parse_scenario(data, str(p))
+    return parse_scenario(read_toml(path, "scenario", ScenarioError), str(path))
 
 
 def builtin_scenario(name: str) -> Path:
