@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import math
 import signal
 import time
 from collections.abc import Callable
@@ -61,13 +62,15 @@ class RoomBox:
         self.counters = Counters()
         self._doas: list[Doa] = []
         self._faces: Faces | None = None
-        self._detecting: asyncio.Future[Faces] | None = None
+        self._detecting: asyncio.Future[tuple[Faces, float]] | None = None
         self._next_detect = 0.0
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="detect")
 
     # -- devices ---------------------------------------------------------------------------------
     async def _camera_loop(self, started: Callable[[], None]) -> None:
         await self.camera.start()
+        # a restarted device starts a new timeline: detection and the director start over with it
+        self.director, self._faces, self._next_detect = None, None, -math.inf
         try:
             first = True
             while True:
@@ -107,8 +110,11 @@ class RoomBox:
         faces: Faces | None = None
         if self._detecting is not None and self._detecting.done():
             try:
-                faces = self._detecting.result()
+                faces, ms = self._detecting.result()
                 self._faces = faces
+                c = self.counters
+                c.detections += 1
+                c.detection_ms = ms if c.detections == 1 else 0.8 * c.detection_ms + 0.2 * ms
                 self.events.publish("faces", {**faces.to_json(), "width": faces.width, "height": faces.height})
             except Exception as e:  # noqa: BLE001 - a failed detection is logged, the next one retried
                 log.warning("face detection failed: %s", e)
@@ -122,14 +128,11 @@ class RoomBox:
         s = self.cfg.stream
         self.frames.put(render_crop(image, shot.crop, s.width, s.height), t)
 
-    def _detect(self, image: np.ndarray, t: float) -> Faces:
+    def _detect(self, image: np.ndarray, t: float) -> tuple[Faces, float]:
+        """On the worker thread: the faces, and how long finding them took (ms)."""
         began = time.perf_counter()
         faces: Faces = self.detector.detect(image, t)
-        ms = 1000 * (time.perf_counter() - began)
-        self.counters.detections += 1
-        c = self.counters
-        c.detection_ms = ms if c.detections == 1 else 0.8 * c.detection_ms + 0.2 * ms
-        return faces
+        return faces, 1000 * (time.perf_counter() - began)
 
     async def _stats_loop(self) -> None:
         while True:
@@ -149,7 +152,9 @@ class RoomBox:
                 tg.create_task(supervise("mic_array", self._mic_loop, report, self.clock, self.retry_s))
                 tg.create_task(self._stats_loop())
         finally:
+            # wait for a detection in flight: the detector may be closed right after this returns
             self._pool.shutdown(wait=False, cancel_futures=True)
+            await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True))
 
 
 def run_demo(scenario: Path, cfg: Config) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 
 from appliance.atomic import write_atomic
 from appliance.config import Config, ConfigError, load_config
+from appliance.errors import RoomboxError
 
 DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "drivers" / "simroom" / "scenarios" / "default.toml"
 
@@ -46,9 +47,12 @@ def cmd_process(a: argparse.Namespace) -> int:
 
 
 def cmd_doa(a: argparse.Namespace) -> int:
-    from appliance.perception.hearing import iter_doa_records
+    from appliance.perception.hearing import Hearing
+    from drivers.files import read_array_wav
 
-    _print_lines(iter_doa_records(Path(a.audio), load_config(a.config)))
+    cfg = load_config(a.config)
+    samples = read_array_wav(a.audio, cfg.mic_array)
+    _print_lines(d.to_json() for d in Hearing(cfg.mic_array, cfg.doa).feed(samples, 0.0))
     return 0
 
 
@@ -72,7 +76,8 @@ def cmd_render(a: argparse.Namespace) -> int:
 
 
 def cmd_score(a: argparse.Namespace) -> int:
-    from appliance.score import format_table, read_jsonl, score
+    from appliance.score import format_table, score
+    from drivers.files import read_jsonl
 
     s = score(read_jsonl(a.track), read_jsonl(a.truth))
     print(json.dumps(s.to_json()) if a.json else format_table(s))
@@ -139,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, ValueError, FileNotFoundError, OSError) as e:
+    except (ConfigError, ValueError, OSError, RoomboxError) as e:
         print(f"roombox {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

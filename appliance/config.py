@@ -10,7 +10,7 @@ import math
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -71,12 +71,15 @@ class DoaConfig(_Section):
                                   "this (0..1) get no azimuth.")
 
 
+_TileCount = Annotated[int, Field(ge=1, le=16)]
+
+
 class DetectorConfig(_Section):
     model: str = Field("full_range", pattern="^(full_range|short_range)$", title="BlazeFace model")
     min_score: float = Field(0.5, ge=0.05, le=1.0, title="Least detection score")
-    tiles: tuple[int, int] = Field((5, 3), title="Tiles (columns, rows)",
-                                   description="The picture is also searched in overlapping tiles so "
-                                   "that small, far faces are found.")
+    tiles: tuple[_TileCount, _TileCount] = Field((5, 3), title="Tiles (columns, rows)",
+                                                 description="The picture is also searched in overlapping "
+                                                 "tiles so that small, far faces are found.")
     interval_s: float = Field(0.4, ge=0.03, le=10.0, title="Time between detections (s)")
 
 
@@ -93,8 +96,8 @@ class DirectorConfig(_Section):
 
 
 class StreamConfig(_Section):
-    width: int = Field(1280, ge=160, le=3840, title="Output width (px)")
-    height: int = Field(720, ge=90, le=2160, title="Output height (px)")
+    width: int = Field(1280, ge=160, le=3840, multiple_of=2, title="Output width (px)")
+    height: int = Field(720, ge=90, le=2160, multiple_of=2, title="Output height (px)")
     fps: float = Field(15.0, gt=0.0, le=60.0, title="Output frame rate (frames/s)")
     ice_loopback: bool = Field(True, title="Offer a loopback candidate",
                                description="So that a browser on the box itself (the kiosk panel, the demo "

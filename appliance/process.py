@@ -23,12 +23,9 @@ def run_offline(video: Path, audio: Path, cfg: Config, out: Path | None = None) 
     ``out`` when given."""
     from appliance.perception.faces import FaceDetector
     from appliance.perception.hearing import Hearing
-    from drivers.files import VideoFileWriter, iter_video_frames, read_wav
+    from drivers.files import VideoFileWriter, iter_video_frames, read_array_wav, video_rate
 
-    samples, rate = read_wav(audio)
-    if rate != cfg.mic_array.sample_rate:
-        raise ValueError(f"{audio}: sample rate {rate} Hz, but [mic_array] sample_rate is "
-                         f"{cfg.mic_array.sample_rate} Hz")
+    samples = read_array_wav(audio, cfg.mic_array)
     doas: list[Doa] = Hearing(cfg.mic_array, cfg.doa).feed(samples, 0.0)
     detector = FaceDetector(cfg=cfg.detector)
     director: Director | None = None
@@ -40,8 +37,7 @@ def run_offline(video: Path, audio: Path, cfg: Config, out: Path | None = None) 
                 cam = PinholeCamera(frame.width, frame.height, cfg.camera.hfov_deg)
                 director = Director(cam, cfg.director, cfg.stream.width / cfg.stream.height)
                 if out is not None:
-                    fps = cfg.camera.fps
-                    writer = VideoFileWriter(out, cfg.stream.width, cfg.stream.height, fps)
+                    writer = VideoFileWriter(out, cfg.stream.width, cfg.stream.height, video_rate(video))
             faces: Faces | None = None
             if frame.t >= next_detect - 1e-6:
                 faces = detector.detect(frame.image, frame.t)

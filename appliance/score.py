@@ -8,10 +8,8 @@ a new talker starts to the first frame that frames them; a turn that ends before
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,13 +63,52 @@ def is_framed(talker: str, people: dict[str, list[float]], crop: list[float], mo
     return all(off(people[talker]) <= off(b) for k, b in people.items() if k != talker)
 
 
+@dataclass(frozen=True)
+class _TrackRow:
+    t: float
+    crop: list[float]
+    mode: str
+
+
+@dataclass(frozen=True)
+class _TruthRow:
+    t: float
+    people: dict[str, list[float]]
+    talkers: list[str]
+
+
+def _checked(rows: Iterable[Any], what: str, make: Any) -> list[Any]:
+    out = []
+    for n, r in enumerate(rows, 1):
+        try:
+            out.append(make(r))
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise ValueError(f"{what} line {n}: not a {what} record ({type(e).__name__}: {e})") from None
+    return sorted(out, key=lambda r: r.t)
+
+
+def _track_row(r: dict[str, Any]) -> _TrackRow:
+    crop = [float(v) for v in r["crop"]]
+    if len(crop) != 4:
+        raise ValueError("crop must be [x, y, w, h]")
+    return _TrackRow(float(r["t"]), crop, str(r.get("mode", "speaker")))
+
+
+def _truth_row(r: dict[str, Any]) -> _TruthRow:
+    people = {str(p["id"]): [float(v) for v in p["box"]] for p in r["people"]}
+    return _TruthRow(float(r["t"]), people, [str(k) for k in r["talkers"]])
+
+
 def score(track: Iterable[dict[str, Any]], truth: Iterable[dict[str, Any]]) -> Score:
-    """Score track lines against truth lines; both are matched by time (nearest truth frame)."""
-    truth_rows = sorted(truth, key=lambda r: r["t"])
+    """Score track lines against truth lines; both are matched by time (nearest truth frame).
+
+    Raises ValueError naming the first line that is not a track (``t``, ``crop``) or truth (``t``,
+    ``people``, ``talkers``) record."""
+    truth_rows: list[_TruthRow] = _checked(truth, "truth", _truth_row)
     if not truth_rows:
         raise ValueError("the ground truth is empty")
-    tt = np.array([r["t"] for r in truth_rows])
-    rows = sorted(track, key=lambda r: r["t"])
+    tt = np.array([r.t for r in truth_rows])
+    rows: list[_TrackRow] = _checked(track, "track", _track_row)
     if not rows:
         raise ValueError("the track is empty")
     speech = framed = visible = 0.0
@@ -79,19 +116,18 @@ def score(track: Iterable[dict[str, Any]], truth: Iterable[dict[str, Any]]) -> S
     current: str | None = None
     evaluated: list[tuple[float, list[str], set[str]]] = []
     for i, r in enumerate(rows):
-        dt = (rows[i + 1]["t"] - r["t"]) if i + 1 < len(rows) else (r["t"] - rows[i - 1]["t"] if i else 0.0)
-        g = truth_rows[int(np.argmin(np.abs(tt - r["t"])))]
-        people = {str(p["id"]): p["box"] for p in g["people"]}
-        talkers = [str(k) for k in g["talkers"]]
-        ok = {k for k in talkers if is_framed(k, people, r["crop"], r.get("mode", "speaker"))}
+        dt = (rows[i + 1].t - r.t) if i + 1 < len(rows) else (r.t - rows[i - 1].t if i else 0.0)
+        g = truth_rows[int(np.argmin(np.abs(tt - r.t)))]
+        people, talkers = g.people, g.talkers
+        ok = {k for k in talkers if is_framed(k, people, r.crop, r.mode)}
         if talkers:
             speech += dt
             framed += dt if ok else 0.0
-            visible += dt if any(_inside(people[k], r["crop"]) for k in talkers if k in people) else 0.0
+            visible += dt if any(_inside(people[k], r.crop) for k in talkers if k in people) else 0.0
             if len(talkers) == 1 and talkers[0] != current:
                 current = talkers[0]
-                turn_starts.append((r["t"], current))
-        evaluated.append((r["t"], talkers, ok))
+                turn_starts.append((r.t, current))
+        evaluated.append((r.t, talkers, ok))
     latencies, missed = [], 0
     for t0, who in turn_starts:
         hit = None
@@ -108,19 +144,6 @@ def score(track: Iterable[dict[str, Any]], truth: Iterable[dict[str, Any]]) -> S
         else:
             latencies.append(hit)
     return Score(speech, framed, visible, len(turn_starts), missed, tuple(latencies))
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    p = Path(path)
-    out = []
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{p}:{n}: not JSON: {e}") from None
-    return out
 
 
 def format_table(s: Score) -> str:

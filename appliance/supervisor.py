@@ -37,10 +37,20 @@ async def supervise(name: str, run: Callable[[Callable[[], None]], Awaitable[Non
             say("stopped")
             raise
         except Exception as e:  # noqa: BLE001 - any device fault is reported and retried
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # a device that fails while being stopped
+                say("stopped", f"while stopping: {type(e).__name__}: {e}")
+                raise asyncio.CancelledError from e
             detail = f"{type(e).__name__}: {e}"
             log.warning("%s lost: %s", name, detail)
+        # quick failures in a row wait longer each time; a device that ran a while starts over
+        quick = clock() - began <= pause
+        pause = min(pause * 2, max_retry_s) if quick and failures else retry_s
         failures += 1
-        pause = retry_s if clock() - began > pause else min(pause * 2, max_retry_s)
         say("lost", detail)
-        await asyncio.sleep(pause)
-        say("retrying", f"after {pause:.0f} s")
+        try:
+            await asyncio.sleep(pause)
+        except asyncio.CancelledError:
+            say("stopped")
+            raise
+        say("retrying", f"after {pause:.1f} s")

@@ -9,6 +9,8 @@ event loop's clock like a device; with ``realtime=False`` they go as fast as the
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import json
 import os
 from collections.abc import Iterator
 from fractions import Fraction
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 import scipy.io.wavfile
 
+from appliance.config import MicArrayConfig
 from drivers.base import AudioBlock, Frame, SourceLost
 
 
@@ -52,6 +55,23 @@ def iter_video_frames(path: str | os.PathLike[str]) -> Iterator[Frame]:
     return _decode(container, p)
 
 
+def video_rate(path: str | os.PathLike[str]) -> float:
+    """The average frame rate of a video file's first video stream (frames/s)."""
+    import av
+
+    p = _existing(path)
+    try:
+        with av.open(str(p)) as container:
+            if not container.streams.video:
+                raise MediaFileError(f"{p}: has no video stream")
+            rate = container.streams.video[0].average_rate
+    except (av.error.FFmpegError, OSError) as e:
+        raise MediaFileError(f"{p}: cannot open as video: {e}") from None
+    if not rate:
+        raise MediaFileError(f"{p}: the video stream has no frame rate")
+    return float(rate)
+
+
 def _decode(container: Any, p: Path) -> Iterator[Frame]:
     import av
 
@@ -71,6 +91,33 @@ def _decode(container: Any, p: Path) -> Iterator[Frame]:
                 yield Frame(t=t, image=frame.to_ndarray(format="rgb24"))
         except av.error.FFmpegError as e:
             raise MediaFileError(f"{p}: cannot decode frame {index}: {e}") from None
+
+
+def read_array_wav(path: str | os.PathLike[str], mic: MicArrayConfig) -> np.ndarray:
+    """A mic-array recording as float32 (frames, channels), checked against the array's config: the
+    sample rate must be ``mic.sample_rate`` and channel k is microphone k of ``mic.positions``."""
+    samples, rate = read_wav(path)
+    if rate != mic.sample_rate:
+        raise MediaFileError(f"{path}: sample rate is {rate} Hz but [mic_array] sample_rate is "
+                             f"{mic.sample_rate} Hz")
+    if samples.shape[1] != len(mic.positions):
+        raise MediaFileError(f"{path}: has {samples.shape[1]} channels but [mic_array] positions has "
+                             f"{len(mic.positions)} microphones")
+    return samples
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
+    """The records of a JSON-lines file (blank lines skipped)."""
+    p = _existing(path)
+    out = []
+    with p.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise MediaFileError(f"{p}:{n}: not JSON: {e}") from None
+    return out
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -181,9 +228,16 @@ class FileCamera:
         self.name = name or f"file:{self.path.name}"
         self._frames: Iterator[Frame] | None = None
         self._epoch = 0.0
+        # one reader thread: a close() queued behind a read in flight waits for it to finish
+        self._reader: concurrent.futures.ThreadPoolExecutor | None = None
+
+    async def _on_reader(self, fn: Any, *args: Any) -> Any:
+        assert self._reader is not None
+        return await asyncio.get_running_loop().run_in_executor(self._reader, fn, *args)
 
     async def start(self) -> None:
-        self._frames = await asyncio.to_thread(iter_video_frames, self.path)
+        self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=self.name)
+        self._frames = await self._on_reader(iter_video_frames, self.path)
         self._epoch = asyncio.get_running_loop().time()
 
     def _next(self) -> Frame | None:
@@ -193,7 +247,7 @@ class FileCamera:
     async def recv(self) -> Frame:
         if self._frames is None:
             raise RuntimeError(f"{self.name}: recv() before start()")
-        frame = await asyncio.to_thread(self._next)
+        frame: Frame | None = await self._on_reader(self._next)
         if frame is None:
             raise SourceLost(f"{self.name}: end of file")
         if self.realtime:
@@ -203,9 +257,12 @@ class FileCamera:
         return frame
 
     async def stop(self) -> None:
-        if self._frames is not None:
-            self._frames.close()  # type: ignore[attr-defined]
-        self._frames = None
+        frames, reader = self._frames, self._reader
+        self._frames, self._reader = None, None
+        if reader is not None:
+            if frames is not None:
+                reader.submit(frames.close)  # type: ignore[attr-defined]
+            await asyncio.get_running_loop().run_in_executor(None, reader.shutdown, True)
 
 
 class WavMicArray:

@@ -58,12 +58,14 @@ def demo() -> tuple[str, list[str]]:
     finally:
         proc.terminate()
         try:
-            proc.wait(15)
+            code = proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+            code = None
         assert proc.stdout is not None
         proc.stdout.close()
+    assert code == 0, "roombox demo did not stop cleanly on SIGTERM:\n" + "".join(out[-40:])
 
 
 def state(url: str) -> dict:

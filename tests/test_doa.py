@@ -12,7 +12,8 @@ from scipy.io import wavfile
 from appliance.config import Config, DoaConfig, MicArrayConfig
 from appliance.perception.doa import SPEED_OF_SOUND, SrpPhat
 from appliance.perception.doa_bench import linear_array, render_room, speech_signal
-from appliance.perception.hearing import Hearing, iter_doa_records
+from appliance.perception.hearing import Hearing
+from drivers.files import read_array_wav
 
 FS = 16000
 CIRCLE = np.asarray(MicArrayConfig().positions)
@@ -145,11 +146,16 @@ def test_hearing_channel_mismatch_names_expected_and_got() -> None:
         hearing.feed(np.zeros((512, 4), dtype=np.float32), 0.0)
 
 
-def test_iter_doa_records_reads_a_wav(tmp_path: Path, room_takes: list[tuple[float, np.ndarray]]) -> None:
+def doa_records(wav: Path, cfg: Config) -> list[dict]:
+    """What ``roombox doa`` prints for a WAV file."""
+    return [d.to_json() for d in Hearing(cfg.mic_array, cfg.doa).feed(read_array_wav(wav, cfg.mic_array), 0.0)]
+
+
+def test_doa_records_of_a_wav(tmp_path: Path, room_takes: list[tuple[float, np.ndarray]]) -> None:
     azimuth, audio = room_takes[4]
     wav = tmp_path / "room.wav"
     wavfile.write(wav, FS, np.round(audio[:, :6] * 32767).astype(np.int16))
-    records = list(iter_doa_records(wav, Config()))
+    records = doa_records(wav, Config())
     assert len(records) == (audio.shape[0] - 1024) // 512 + 1
     assert {"t", "azimuth_deg", "speech"} <= set(records[0])
     assert records[0]["t"] == pytest.approx(0.064)
@@ -159,16 +165,16 @@ def test_iter_doa_records_reads_a_wav(tmp_path: Path, room_takes: list[tuple[flo
 
     float_wav = tmp_path / "float.wav"
     wavfile.write(float_wav, FS, audio[:, :6])
-    from_float = list(iter_doa_records(float_wav, Config()))
+    from_float = doa_records(float_wav, Config())
     assert [r["t"] for r in from_float] == [r["t"] for r in records]
     assert sum(a["speech"] == b["speech"] for a, b in zip(from_float, records, strict=True)) > 0.95 * len(records)
 
 
-def test_iter_doa_records_refuses_wrong_rate_and_channels(tmp_path: Path) -> None:
+def test_a_wav_that_does_not_fit_the_array_is_refused(tmp_path: Path) -> None:
     wav = tmp_path / "a.wav"
     wavfile.write(wav, 48000, np.zeros((4800, 6), dtype=np.int16))
     with pytest.raises(ValueError, match=r"48000 Hz.*16000"):
-        list(iter_doa_records(wav, Config()))
+        doa_records(wav, Config())
     wavfile.write(wav, FS, np.zeros((1600, 2), dtype=np.int16))
     with pytest.raises(ValueError, match=r"2 channels.*6 microphones"):
-        list(iter_doa_records(wav, Config()))
+        doa_records(wav, Config())

@@ -57,3 +57,10 @@ def test_a_group_shot_is_visible_but_not_framed() -> None:
 def test_empty_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="track is empty"):
         score([], truth([], 1.0))
+
+
+def test_a_line_that_is_not_a_record_is_named() -> None:
+    with pytest.raises(ValueError, match=r"truth line 2: not a truth record .*talkers"):
+        score(track([], 1.0), [truth([], 1.0)[0], {"t": 0.1, "people": []}])
+    with pytest.raises(ValueError, match=r"track line 1: not a track record"):
+        score([[1, 2]], truth([], 1.0))  # type: ignore[list-item]

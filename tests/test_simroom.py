@@ -120,11 +120,9 @@ def test_truth_box_covers_the_drawn_face() -> None:
 
 
 def test_rendered_faces_are_found_by_the_face_detector() -> None:
-    faces = pytest.importorskip("appliance.perception.faces")
-    try:
-        det = faces.FaceDetector()
-    except FileNotFoundError:
-        pytest.skip("face model not provisioned")
+    from appliance.perception.faces import FaceDetector
+
+    det = FaceDetector()  # the model is provisioned by scripts/setup
     scn = load_scenario(builtin_scenario("short"))
     r = RoomRenderer(scn)
     with det:

@@ -18,6 +18,7 @@ import numpy as np
 from appliance.config import DetectorConfig
 from appliance.messages import Box, Face, Faces
 from appliance.paths import data_dir
+from appliance.perception.facemodel import FaceModelError
 
 TILE_OVERLAP = 0.2  # fraction of a tile shared with its neighbour
 MIN_TILE_PX = 256  # smaller tiles would be upscaled to the model's input: no gain, more false faces
@@ -104,7 +105,7 @@ class FaceDetector:
         try:
             self._task = vision.FaceDetector.create_from_options(options)
         except Exception as e:  # mediapipe raises RuntimeError/ValueError with its own status text
-            raise RuntimeError(f"{self.model_path}: mediapipe cannot load this face model: {e}") from e
+            raise FaceModelError(f"{self.model_path}: mediapipe cannot load this face model: {e}") from e
 
     def close(self) -> None:
         self._task.close()

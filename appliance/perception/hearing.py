@@ -2,19 +2,15 @@
 
 :class:`Hearing` is pure (no clock, no driver): it takes chunks of any length with the time of their
 first sample, cuts them into ``block_ms`` blocks every ``hop_ms`` and runs the voice-activity gate and
-SRP-PHAT on each. :func:`iter_doa_records` runs it over a WAV file for ``roombox doa``.
+SRP-PHAT on each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import numpy.typing as npt
 
-from appliance.config import Config, DoaConfig, MicArrayConfig
+from appliance.config import DoaConfig, MicArrayConfig
 from appliance.messages import Doa
 from appliance.perception.doa import SrpPhat
 from appliance.perception.vad import EnergyVad
@@ -90,25 +86,3 @@ class Hearing:
             if confidence >= self.cfg.min_confidence:
                 azimuth = az
         return Doa(t=t_end, azimuth_deg=azimuth, speech=speech, level_db=level, confidence=confidence)
-
-
-def iter_doa_records(audio: Path, config: Config, chunk_s: float = 0.1) -> Iterator[dict[str, Any]]:
-    """The Doa records of a WAV file as JSON-ready dicts (``t`` is the end of each block).
-
-    Raises ValueError when the file's sample rate or channel count does not match ``[mic_array]``.
-    """
-    from drivers.files import read_wav  # the file edge
-
-    samples, rate = read_wav(audio)
-    mic = config.mic_array
-    if rate != mic.sample_rate:
-        raise ValueError(f"{audio}: sample rate is {rate} Hz but [mic_array] sample_rate is "
-                         f"{mic.sample_rate} Hz")
-    if samples.shape[1] != len(mic.positions):
-        raise ValueError(f"{audio}: has {samples.shape[1]} channels but [mic_array] positions has "
-                         f"{len(mic.positions)} microphones")
-    hearing = Hearing(mic, config.doa)
-    step = max(1, round(chunk_s * rate))
-    for start in range(0, samples.shape[0], step):
-        for doa in hearing.feed(samples[start:start + step], start / rate):
-            yield doa.to_json()
