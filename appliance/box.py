@@ -25,7 +25,7 @@ from appliance.framing import render_crop
 from appliance.geometry import PinholeCamera
 from appliance.messages import Doa, Faces
 from appliance.supervisor import supervise
-from drivers.base import AudioSource, VideoSource
+from drivers.base import AudioBlock, AudioSource, VideoSource
 
 log = logging.getLogger(__name__)
 
@@ -68,38 +68,23 @@ class RoomBox:
 
     # -- devices ---------------------------------------------------------------------------------
     async def _camera_loop(self, started: Callable[[], None]) -> None:
-        await self.camera.start()
-        # a restarted device starts a new timeline: detection and the director start over with it
-        self.director, self._faces, self._next_detect = None, None, -math.inf
-        try:
-            first = True
-            while True:
-                frame = await self.camera.recv()
-                if first:
-                    started()
-                    first = False
-                self._on_frame(frame.image, frame.t)
-        finally:
-            await self.camera.stop()
+        def fresh_timeline() -> None:  # a restarted device starts over: so do detection and the director
+            self.director, self._faces, self._next_detect = None, None, -math.inf
+
+        await _pump(self.camera, lambda f: self._on_frame(f.image, f.t), started, fresh_timeline)
 
     async def _mic_loop(self, started: Callable[[], None]) -> None:
-        await self.mics.start()
-        try:
-            first = True
-            while True:
-                block = await self.mics.recv()
-                if first:
-                    started()
-                    first = False
-                self.counters.audio_blocks += 1
-                for d in self.hearing.feed(block.samples, block.t):
-                    self._doas.append(d)
-                    self.counters.doa_blocks += 1
-                    self.events.publish("doa", d.to_json())
-                if self.audio_out is not None:
-                    self.audio_out.put(block.samples.mean(axis=1).astype(np.float32), block.sample_rate, block.t)
-        finally:
-            await self.mics.stop()
+        self.hearing.reset()
+        await _pump(self.mics, self._on_audio, started)
+
+    def _on_audio(self, block: AudioBlock) -> None:
+        self.counters.audio_blocks += 1
+        for d in self.hearing.feed(block.samples, block.t):
+            self._doas.append(d)
+            self.counters.doa_blocks += 1
+            self.events.publish("doa", d.to_json())
+        if self.audio_out is not None:
+            self.audio_out.put(block.samples.mean(axis=1).astype(np.float32), block.sample_rate, block.t)
 
     # -- per frame -------------------------------------------------------------------------------
     def _on_frame(self, image: np.ndarray, t: float) -> None:
@@ -155,6 +140,23 @@ class RoomBox:
             # wait for a detection in flight: the detector may be closed right after this returns
             self._pool.shutdown(wait=False, cancel_futures=True)
             await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True))
+
+
+async def _pump(source: Any, handle: Callable[[Any], None], started: Callable[[], None],
+                on_start: Callable[[], None] | None = None) -> None:
+    """Start ``source``, hand each item it delivers to ``handle`` (``started()`` after the first), stop it
+    whatever happens."""
+    await source.start()
+    if on_start is not None:
+        on_start()
+    try:
+        item = await source.recv()
+        started()
+        while True:
+            handle(item)
+            item = await source.recv()
+    finally:
+        await source.stop()
 
 
 def run_demo(scenario: Path, cfg: Config) -> int:
