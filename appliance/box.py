@@ -13,7 +13,7 @@ import math
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,6 @@ class Counters:
     detection_ms: float = 0.0
     audio_blocks: int = 0
     doa_blocks: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"frames": self.frames, "detections": self.detections,

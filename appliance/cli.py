@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.atomic import write_atomic
-from appliance.config import Config, ConfigError, load_config
+from appliance.config import ConfigError, load_config
 from appliance.errors import RoomboxError
 
 DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "drivers" / "simroom" / "scenarios" / "default.toml"
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-__all__ = ["main", "build_parser", "Config"]
+__all__ = ["main", "build_parser"]
 
 
 if __name__ == "__main__":

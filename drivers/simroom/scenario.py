@@ -164,7 +164,6 @@ def scenario_config(scn: Scenario) -> Config:
     )
 
 
-roombox_config = scenario_config
 
 
 def parse_scenario(data: dict[str, Any], source: str = "scenario") -> Scenario:
