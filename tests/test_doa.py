@@ -87,24 +87,20 @@ def _room_errors(takes: list[tuple[float, np.ndarray]], positions: np.ndarray,
     return np.asarray(errors), len(errors) / max(speech_blocks, 1)
 
 
-def test_room_speech_circle_array(room_takes: list[tuple[float, np.ndarray]]) -> None:
-    errors, kept = _room_errors(room_takes, CIRCLE, slice(0, 6))
-    print(f"circle6: median {np.median(errors):.2f} p90 {np.percentile(errors, 90):.2f} deg, "
+# A linear array hears floor and ceiling echoes on its cone of confusion, so in a room with uniformly
+# absorbing surfaces its estimates lean towards broadside (0 deg) by several degrees: looser bounds.
+@pytest.mark.parametrize(("name", "positions", "channels", "median_max", "p90_max"), [
+    ("circle6", CIRCLE, slice(0, 6), 4.0, 15.0),
+    ("linear4", LINEAR, slice(6, 10), 10.0, 25.0),
+])
+def test_room_speech(room_takes: list[tuple[float, np.ndarray]], name: str, positions: np.ndarray,
+                     channels: slice, median_max: float, p90_max: float) -> None:
+    errors, kept = _room_errors(room_takes, positions, channels)
+    print(f"{name}: median {np.median(errors):.2f} p90 {np.percentile(errors, 90):.2f} deg, "
           f"{errors.size} blocks, {kept:.0%} of speech blocks with an azimuth")
     assert errors.size > 150
-    assert np.median(errors) < 4.0
-    assert np.percentile(errors, 90) < 15.0
-
-
-def test_room_speech_linear_array(room_takes: list[tuple[float, np.ndarray]]) -> None:
-    # A linear array hears floor and ceiling echoes on its cone of confusion, so in a room with
-    # uniformly absorbing surfaces its estimates lean towards broadside (0 deg) by several degrees.
-    errors, kept = _room_errors(room_takes, LINEAR, slice(6, 10))
-    print(f"linear4: median {np.median(errors):.2f} p90 {np.percentile(errors, 90):.2f} deg, "
-          f"{errors.size} blocks, {kept:.0%} of speech blocks with an azimuth")
-    assert errors.size > 150
-    assert np.median(errors) < 10.0
-    assert np.percentile(errors, 90) < 25.0
+    assert np.median(errors) < median_max
+    assert np.percentile(errors, 90) < p90_max
 
 
 def test_hearing_emits_one_doa_per_hop_stamped_at_block_end() -> None:
