@@ -29,8 +29,8 @@ def per_call_ms(fn: Callable[[], object], repeat: int) -> float:
 def bench_director(repeat: int) -> list[Row]:
     from appliance.config import DirectorConfig
     from appliance.director import Director
-    from appliance.geometry import PinholeCamera
     from appliance.messages import Doa, Face, Faces
+    from common.geometry import PinholeCamera
 
     cam = PinholeCamera(1920, 1080, 90.0)
     faces = Faces(0.0, tuple(Face((cam.column_of_azimuth(a) - 30, 450, 60, 60), 0.9) for a in (-30, -10, 10, 30)))

@@ -22,9 +22,9 @@ import numpy as np
 from appliance.config import Config
 from appliance.director import Director
 from appliance.framing import render_crop
-from appliance.geometry import PinholeCamera
 from appliance.messages import Doa, Faces
 from appliance.supervisor import supervise
+from common.geometry import PinholeCamera
 from drivers.base import AudioBlock, AudioSource, VideoSource
 
 log = logging.getLogger(__name__)
@@ -171,18 +171,19 @@ async def _demo(scenario_path: Path, cfg: Config) -> int:
     from appliance.perception.faces import FaceDetector
     from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
     from appliance.streaming.server import create_app, run_server
-    from drivers.simroom.room import SimulatedRoom
-    from drivers.simroom.scenario import load_scenario, scenario_config
+    from drivers.registry import DriverContext, open_device
+    from drivers.simroom.devices import sections_for
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    scenario = load_scenario(scenario_path)
-    devices = scenario_config(scenario)
-    cfg = cfg.model_copy(update={"camera": devices.camera, "mic_array": devices.mic_array})
+    cam, mics = sections_for(str(scenario_path))
+    cfg = cfg.model_copy(update={"cameras": {"main": cam}, "mic_arrays": {"main": mics}})
+    ctx = DriverContext()
+    camera, mic_array = open_device("camera", "main", cam, ctx), open_device("mic_array", "main", mics, ctx)
     log.info("rendering the simulated room from %s", scenario_path)
-    room = await asyncio.to_thread(SimulatedRoom, scenario)
+    await asyncio.to_thread(mic_array.room.audio)
     frames, audio, events = LatestFrame(), AudioHub(), EventBus()
     detector = FaceDetector(cfg=cfg.detector)
-    box = RoomBox(cfg, room.camera(), room.mic_array(), detector, frames, audio, events)
+    box = RoomBox(cfg, camera, mic_array, detector, frames, audio, events)
     app = create_app(frames, audio, events, cfg.stream)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

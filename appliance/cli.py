@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from appliance.atomic import write_atomic
 from appliance.config import ConfigError, load_config
-from appliance.errors import RoomboxError
+from common.atomic import write_atomic
+from common.errors import RoomboxError
 
 DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "drivers" / "simroom" / "scenarios" / "default.toml"
 

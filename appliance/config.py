@@ -6,59 +6,22 @@ does not validate raises :class:`ConfigError`, which names the key and the reaso
 
 from __future__ import annotations
 
-import math
 import os
-import tomllib
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, model_validator
+
+from common.settings import ConfigError, Section, describe_errors, read_toml
+from drivers.base import CameraSection, MicArraySection
+from drivers.registry import Kind, drivers, section_union
+
+CameraSections = section_union("camera")
+MicArraySections = section_union("mic_array")
+_Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")]
 
 
-class ConfigError(ValueError):
-    """A config file that cannot be used; the message names the file, the key and the reason."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CameraConfig(_Section):
-    hfov_deg: float = Field(90.0, gt=10.0, lt=180.0, title="Horizontal field of view (degrees)",
-                            description="Of the undistorted source picture.")
-    width: int = Field(1920, ge=160, le=7680, title="Capture width (px)")
-    height: int = Field(1080, ge=120, le=4320, title="Capture height (px)")
-    fps: float = Field(15.0, gt=0.0, le=60.0, title="Capture frame rate (frames/s)")
-
-
-class MicArrayConfig(_Section):
-    sample_rate: int = Field(16000, ge=8000, le=96000, title="Sample rate (Hz)")
-    positions: list[tuple[float, float, float]] = Field(
-        default_factory=lambda: [
-            (0.0463 * math.cos(math.radians(a)), -0.1, 0.0463 * math.sin(math.radians(a)))
-            for a in range(0, 360, 60)
-        ],
-        title="Microphone positions (m)",
-        description="In the camera's frame: x right, y up, z forward; origin at the camera. "
-        "Channel k is microphone k.",
-        min_length=2,
-        max_length=64,
-    )
-
-    @field_validator("positions")
-    @classmethod
-    def _distinct(cls, v: list[tuple[float, float, float]]) -> list[tuple[float, float, float]]:
-        for i, p in enumerate(v):
-            if any(abs(c) > 2.0 for c in p):
-                raise ValueError(f"microphone {i} is {p}: more than 2 m from the camera")
-            for j in range(i):
-                if math.dist(p, v[j]) < 1e-3:
-                    raise ValueError(f"microphones {j} and {i} are at the same place")
-        return v
-
-
-class DoaConfig(_Section):
+class DoaConfig(Section):
     block_ms: float = Field(64.0, ge=8.0, le=512.0, title="Analysis block (ms)")
     hop_ms: float = Field(32.0, ge=4.0, le=512.0, title="Hop between blocks (ms)")
     fmin_hz: float = Field(300.0, ge=50.0, le=8000.0, title="Lowest frequency used (Hz)")
@@ -74,8 +37,8 @@ class DoaConfig(_Section):
 _TileCount = Annotated[int, Field(ge=1, le=16)]
 
 
-class DetectorConfig(_Section):
-    model: str = Field("full_range", pattern="^(full_range|short_range)$", title="BlazeFace model")
+class DetectorConfig(Section):
+    model: Literal["full_range", "short_range"] = Field("full_range", title="BlazeFace model")
     min_score: float = Field(0.5, ge=0.05, le=1.0, title="Least detection score")
     tiles: tuple[_TileCount, _TileCount] = Field((5, 3), title="Tiles (columns, rows)",
                                                  description="The picture is also searched in overlapping "
@@ -83,7 +46,7 @@ class DetectorConfig(_Section):
     interval_s: float = Field(0.4, ge=0.03, le=10.0, title="Time between detections (s)")
 
 
-class DirectorConfig(_Section):
+class DirectorConfig(Section):
     min_hold_s: float = Field(1.5, ge=0.0, le=60.0, title="Least time on a shot before a cut (s)")
     switch_after_s: float = Field(0.25, ge=0.0, le=10.0, title="Localized speech needed to cut to a new talker (s)")
     silence_to_group_s: float = Field(5.0, ge=0.5, le=600.0, title="Silence before the group shot (s)")
@@ -95,7 +58,7 @@ class DirectorConfig(_Section):
     min_crop_frac: float = Field(0.25, gt=0.05, le=1.0, title="Narrowest crop (fraction of width)")
 
 
-class StreamConfig(_Section):
+class StreamConfig(Section):
     width: int = Field(1280, ge=160, le=3840, multiple_of=2, title="Output width (px)")
     height: int = Field(720, ge=90, le=2160, multiple_of=2, title="Output height (px)")
     fps: float = Field(15.0, gt=0.0, le=60.0, title="Output frame rate (frames/s)")
@@ -104,29 +67,72 @@ class StreamConfig(_Section):
                                "page) connects over 127.0.0.1.")
 
 
-class PanelConfig(_Section):
+class PanelConfig(Section):
     host: str = Field("127.0.0.1", title="Listen address")
     port: int = Field(8080, ge=1, le=65535, title="Listen port")
 
 
-class Config(_Section):
-    camera: CameraConfig = Field(default_factory=CameraConfig)
-    mic_array: MicArrayConfig = Field(default_factory=MicArrayConfig)
+_LEGACY: dict[Kind, str] = {"camera": "cameras", "mic_array": "mic_arrays"}
+_LEGACY_TYPE = {"camera": "file", "mic_array": "wav"}
+
+
+class Config(Section):
+    """The whole config. Devices are named: ``[cameras.main]``, ``[mic_arrays.table]``, each with the
+    ``type`` of its driver (:mod:`drivers.registry`) and that driver's keys. The first camera and the first
+    mic array are the ones the director frames and listens with."""
+
+    cameras: dict[_Name, CameraSections] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: {"main": _default("camera")}, min_length=1, max_length=8, title="Cameras")
+    mic_arrays: dict[_Name, MicArraySections] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: {"main": _default("mic_array")}, min_length=1, max_length=8,
+        title="Mic arrays")
     doa: DoaConfig = Field(default_factory=DoaConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     director: DirectorConfig = Field(default_factory=DirectorConfig)
     stream: StreamConfig = Field(default_factory=StreamConfig)
     panel: PanelConfig = Field(default_factory=PanelConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_sections(cls, data: Any) -> Any:
+        """``[camera]`` and ``[mic_array]`` (one device each, as written before named devices) still work: they
+        are the ``main`` file camera and WAV mic array. Mixed with the named form they are refused."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for old, new in _LEGACY.items():
+            if old not in data:
+                continue
+            if new in data:
+                raise ValueError(f"[{old}] and [{new}.*] together: write [{new}.main] (with its other keys) "
+                                 f"instead of [{old}]")
+            section = data.pop(old)
+            if isinstance(section, dict):
+                section = {"type": _LEGACY_TYPE[old], **section}
+            data[new] = {"main": section}
+        for kind, new in _LEGACY.items():
+            sections = data.get(new)
+            for name, section in (sections.items() if isinstance(sections, dict) else ()):
+                if isinstance(section, dict) and "type" not in section:
+                    raise ValueError(f"[{new}.{name}] has no type: give one of {', '.join(drivers(kind))}")
+        return data
 
-def describe_errors(err: ValidationError, source: str) -> str:
-    """One line per error: the source, the key in brackets, and the reason."""
-    lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"{source}: [{key}] {msg}")
-    return "\n".join(lines)
+    @property
+    def camera(self) -> CameraSection:
+        """The main camera: the first of ``cameras``."""
+        camera: CameraSection = next(iter(self.cameras.values()))
+        return camera
+
+    @property
+    def mic_array(self) -> MicArraySection:
+        """The main mic array: the first of ``mic_arrays``."""
+        mic_array: MicArraySection = next(iter(self.mic_arrays.values()))
+        return mic_array
+
+
+def _default(kind: Kind) -> Any:
+    model: Any = drivers(kind)[_LEGACY_TYPE[kind]].config
+    return model()
 
 
 def parse_config(data: dict[str, Any], source: str = "config") -> Config:
@@ -144,18 +150,8 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     return parse_config(read_toml(path, "config", ConfigError), str(path))
 
 
-def read_toml(path: str | os.PathLike[str], what: str, error: type[ValueError]) -> dict[str, Any]:
-    """The parsed TOML file at ``path``; a missing or malformed file raises ``error`` naming it."""
-    p = Path(path)
-    try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise error(f"{p}: no such {what} file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise error(f"{p}: not valid TOML: {e}") from None
-
-
 def config_to_toml(cfg: Config) -> str:
     return tomli_w.dumps(cfg.model_dump(mode="json"))
 
 
+__all__ = ["CameraSection", "ConfigError", "Config", "MicArraySection", "load_config", "parse_config", "read_toml"]

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from appliance.config import DirectorConfig
-from appliance.geometry import PinholeCamera, fit_aspect
 from appliance.messages import Doa, Face, Faces, Shot
+from common.geometry import PinholeCamera, fit_aspect
 
 _GRID = np.arange(-90.0, 90.5, 0.5)
 _BUMP_SIGMA_DEG = 3.0

@@ -14,8 +14,8 @@ from typing import Any, TextIO
 from appliance.config import Config
 from appliance.director import Director
 from appliance.framing import render_crop
-from appliance.geometry import PinholeCamera
 from appliance.messages import Doa, Faces
+from common.geometry import PinholeCamera
 
 
 def run_offline(video: Path, audio: Path, cfg: Config, out: Path | None = None) -> Iterator[dict[str, Any]]:

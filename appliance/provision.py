@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from appliance.paths import data_dir
+from common.paths import data_dir
 
 
 def main() -> int:

@@ -1,9 +1,11 @@
 """Sources over files: a video file as a camera, a multichannel WAV as a mic array.
 
 ``FileCamera`` and ``WavMicArray`` honour the pulled-source contract of :mod:`drivers.base` and raise
-:class:`drivers.base.SourceLost` at the end of the file. With ``realtime=True`` they pace themselves on the
-event loop's clock like a device; with ``realtime=False`` they go as fast as the reader pulls.
-``iter_video_frames`` and ``read_wav`` serve offline processing.
+:class:`drivers.base.SourceLost` at the end of the file. Both stamp what they deliver on the capture clock they
+are given (:mod:`common.clock`): the file's own times, from the moment the source started. With
+``realtime=True`` they pace themselves on that clock like a device; with ``realtime=False`` they go as fast
+as the reader pulls. ``iter_video_frames`` and ``read_wav`` serve offline processing. Registered as the
+``file`` camera and the ``wav`` mic array (:mod:`drivers.registry`).
 """
 
 from __future__ import annotations
@@ -15,13 +17,31 @@ import os
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.io.wavfile
+from pydantic import Field
 
-from appliance.config import MicArrayConfig
-from drivers.base import AudioBlock, Frame, SourceLost
+from common.clock import SYSTEM_CLOCK, Clock
+from drivers.base import AudioBlock, CameraSection, Frame, MicArraySection, SourceLost
+from drivers.registry import DriverContext, register
+
+
+class FileCameraConfig(CameraSection):
+    """A video file as a camera. ``path`` may be left out where the file comes from the command line
+    (``roombox process --video``); the geometry keys describe the recording's camera."""
+
+    type: Literal["file"] = "file"
+    path: str | None = Field(None, min_length=1, title="Video file")
+
+
+class WavMicArrayConfig(MicArraySection):
+    """A multichannel WAV file as a mic array (channel k = microphone k). ``path`` may be left out where the
+    file comes from the command line (``roombox process --audio``)."""
+
+    type: Literal["wav"] = "wav"
+    path: str | None = Field(None, min_length=1, title="WAV file")
 
 
 class MediaFileError(ValueError):
@@ -93,15 +113,15 @@ def _decode(container: Any, p: Path) -> Iterator[Frame]:
             raise MediaFileError(f"{p}: cannot decode frame {index}: {e}") from None
 
 
-def read_array_wav(path: str | os.PathLike[str], mic: MicArrayConfig) -> np.ndarray:
+def read_array_wav(path: str | os.PathLike[str], mic: MicArraySection) -> np.ndarray:
     """A mic-array recording as float32 (frames, channels), checked against the array's config: the
     sample rate must be ``mic.sample_rate`` and channel k is microphone k of ``mic.positions``."""
     samples, rate = read_wav(path)
     if rate != mic.sample_rate:
-        raise MediaFileError(f"{path}: sample rate is {rate} Hz but [mic_array] sample_rate is "
+        raise MediaFileError(f"{path}: sample rate is {rate} Hz but the mic array's sample_rate is "
                              f"{mic.sample_rate} Hz")
     if samples.shape[1] != len(mic.positions):
-        raise MediaFileError(f"{path}: has {samples.shape[1]} channels but [mic_array] positions has "
+        raise MediaFileError(f"{path}: has {samples.shape[1]} channels but the mic array's positions has "
                              f"{len(mic.positions)} microphones")
     return samples
 
@@ -222,10 +242,12 @@ class VideoFileWriter:
 class FileCamera:
     """A VideoSource over a video file; frame times come from the file's timestamps."""
 
-    def __init__(self, path: str | os.PathLike[str], realtime: bool = True, name: str | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], realtime: bool = True, name: str | None = None,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.path = Path(path)
         self.realtime = realtime
         self.name = name or f"file:{self.path.name}"
+        self.clock = clock
         self._frames: Iterator[Frame] | None = None
         self._epoch = 0.0
         # one reader thread: a close() queued behind a read in flight waits for it to finish
@@ -238,7 +260,7 @@ class FileCamera:
     async def start(self) -> None:
         self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=self.name)
         self._frames = await self._on_reader(iter_video_frames, self.path)
-        self._epoch = asyncio.get_running_loop().time()
+        self._epoch = self.clock.now()
 
     def _next(self) -> Frame | None:
         assert self._frames is not None
@@ -250,11 +272,10 @@ class FileCamera:
         frame: Frame | None = await self._on_reader(self._next)
         if frame is None:
             raise SourceLost(f"{self.name}: end of file")
+        t = self._epoch + frame.t
         if self.realtime:
-            wait = self._epoch + frame.t - asyncio.get_running_loop().time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-        return frame
+            await self.clock.sleep_until(t)
+        return Frame(t=t, image=frame.image)
 
     async def stop(self) -> None:
         frames, reader = self._frames, self._reader
@@ -269,10 +290,11 @@ class WavMicArray:
     """An AudioSource over a multichannel WAV file in blocks of ``block_s`` seconds."""
 
     def __init__(self, path: str | os.PathLike[str], block_s: float = 0.02, realtime: bool = True,
-                 name: str | None = None) -> None:
+                 name: str | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         if block_s <= 0:
             raise ValueError(f"block_s must be positive, got {block_s}")
         self.path = Path(path)
+        self.clock = clock
         self.block_s = block_s
         self.realtime = realtime
         self.name = name or f"wav:{self.path.name}"
@@ -284,7 +306,7 @@ class WavMicArray:
     async def start(self) -> None:
         self._samples, self.sample_rate = await asyncio.to_thread(read_wav, self.path)
         self._pos = 0
-        self._epoch = asyncio.get_running_loop().time()
+        self._epoch = self.clock.now()
 
     async def recv(self) -> AudioBlock:
         if self._samples is None:
@@ -295,11 +317,25 @@ class WavMicArray:
             raise SourceLost(f"{self.name}: end of file")
         block = self._samples[start:start + n]
         self._pos = start + len(block)
-        if self.realtime:
-            wait = self._epoch + self._pos / self.sample_rate - asyncio.get_running_loop().time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-        return AudioBlock(t=start / self.sample_rate, samples=block, sample_rate=self.sample_rate)
+        if self.realtime:  # a block is ready once it has been recorded
+            await self.clock.sleep_until(self._epoch + self._pos / self.sample_rate)
+        return AudioBlock(t=self._epoch + start / self.sample_rate, samples=block, sample_rate=self.sample_rate)
 
     async def stop(self) -> None:
         self._samples = None
+
+
+def _needs_path(kind: str, name: str, path: str | None) -> str:
+    if path is None:
+        raise ValueError(f"[{kind}.{name}] path: a live {kind[:-1].replace('_', ' ')} over a file needs the file")
+    return path
+
+
+@register("camera", "file", FileCameraConfig)
+def open_file_camera(name: str, cfg: FileCameraConfig, ctx: DriverContext) -> FileCamera:
+    return FileCamera(_needs_path("cameras", name, cfg.path), realtime=True, name=name, clock=ctx.clock)
+
+
+@register("mic_array", "wav", WavMicArrayConfig)
+def open_wav_mic_array(name: str, cfg: WavMicArrayConfig, ctx: DriverContext) -> WavMicArray:
+    return WavMicArray(_needs_path("mic_arrays", name, cfg.path), realtime=True, name=name, clock=ctx.clock)

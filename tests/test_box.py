@@ -9,7 +9,7 @@ import numpy as np
 import scipy.io.wavfile
 
 from appliance.box import RoomBox
-from appliance.config import Config, DetectorConfig, MicArrayConfig
+from appliance.config import Config, DetectorConfig
 from appliance.perception.faces import FaceDetector
 from appliance.streaming.hub import EventBus, LatestFrame
 from drivers.files import FileCamera, VideoFileWriter, WavMicArray
@@ -51,10 +51,9 @@ async def run_box(camera_path: Path, wav: Path, cfg: Config, make_camera_at: flo
 
 
 def test_a_camera_that_vanishes_is_reported_and_retried(tmp_path: Path) -> None:
-    mic = MicArrayConfig()
     rng = np.random.default_rng(0)
     scipy.io.wavfile.write(tmp_path / "a.wav", 16000, (rng.normal(0, 0.01, (16000, 6)) * 32767).astype(np.int16))
-    cfg = Config(mic_array=mic, detector=DetectorConfig(tiles=(1, 1)))
+    cfg = Config(detector=DetectorConfig(tiles=(1, 1)))
     camera = tmp_path / "camera.mp4"  # not there yet: the camera is unplugged
     events = asyncio.run(run_box(camera, tmp_path / "a.wav", cfg, make_camera_at=0.5))
 

@@ -6,8 +6,8 @@ import math
 
 from appliance.config import DirectorConfig
 from appliance.director import Director
-from appliance.geometry import PinholeCamera
 from appliance.messages import Doa, Face, Faces, Shot
+from common.geometry import PinholeCamera
 
 CAM = PinholeCamera(1920, 1080, 90.0)
 HOP = 0.032

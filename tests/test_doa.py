@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from appliance.config import Config, DoaConfig, MicArrayConfig
+from appliance.config import Config, DoaConfig, MicArraySection
 from appliance.perception.doa import SPEED_OF_SOUND, SrpPhat
 from appliance.perception.doa_bench import linear_array, render_room, speech_signal
 from appliance.perception.hearing import Hearing
 from drivers.files import read_array_wav
 
 FS = 16000
-CIRCLE = np.asarray(MicArrayConfig().positions)
+CIRCLE = np.asarray(MicArraySection().positions)
 LINEAR = np.asarray(linear_array(4, 0.05))
 SQUARE = np.asarray([(0.03, -0.1, 0.03), (-0.03, -0.1, 0.03), (-0.03, -0.1, -0.03), (0.03, -0.1, -0.03)])
 
@@ -76,7 +76,7 @@ def room_takes() -> list[tuple[float, np.ndarray]]:
 
 def _room_errors(takes: list[tuple[float, np.ndarray]], positions: np.ndarray,
                  channels: slice) -> tuple[np.ndarray, float]:
-    mic = MicArrayConfig(positions=[tuple(p) for p in positions.tolist()])
+    mic = MicArraySection(positions=[tuple(p) for p in positions.tolist()])
     errors: list[float] = []
     speech_blocks = 0
     for azimuth, audio in takes:
@@ -105,7 +105,7 @@ def test_room_speech(room_takes: list[tuple[float, np.ndarray]], name: str, posi
 
 def test_hearing_emits_one_doa_per_hop_stamped_at_block_end() -> None:
     cfg = DoaConfig(block_ms=64.0, hop_ms=32.0)
-    hearing = Hearing(MicArrayConfig(), cfg)
+    hearing = Hearing(MicArraySection(), cfg)
     x = plane_wave(CIRCLE, 20.0, n=FS)  # 1 s
     t0 = 100.0
     doas = []
@@ -117,19 +117,19 @@ def test_hearing_emits_one_doa_per_hop_stamped_at_block_end() -> None:
         start += n
     expected = [t0 + (1024 + k * 512) / FS for k in range((FS - 1024) // 512 + 1)]
     assert [d.t for d in doas] == pytest.approx(expected, abs=1e-9)
-    whole = Hearing(MicArrayConfig(), cfg).feed(x, t0)
+    whole = Hearing(MicArraySection(), cfg).feed(x, t0)
     assert [d.to_json() for d in whole] == [d.to_json() for d in doas]
 
 
 def test_hearing_hop_longer_than_block_skips_samples() -> None:
-    hearing = Hearing(MicArrayConfig(), DoaConfig(block_ms=32.0, hop_ms=100.0))
+    hearing = Hearing(MicArraySection(), DoaConfig(block_ms=32.0, hop_ms=100.0))
     x = plane_wave(CIRCLE, 0.0, n=FS)
     doas = hearing.feed(x[:5000], 0.0) + hearing.feed(x[5000:], 5000 / FS)
     assert [d.t for d in doas] == pytest.approx([0.032 + 0.1 * k for k in range(10)], abs=1e-9)
 
 
 def test_hearing_restarts_after_a_gap() -> None:
-    hearing = Hearing(MicArrayConfig(), DoaConfig())
+    hearing = Hearing(MicArraySection(), DoaConfig())
     x = plane_wave(CIRCLE, 0.0, n=FS)
     hearing.feed(x[:800], 0.0)
     doas = hearing.feed(x[800:3000], 10.0)  # 10 s later: the first 800 samples must not be joined on
@@ -137,7 +137,7 @@ def test_hearing_restarts_after_a_gap() -> None:
 
 
 def test_hearing_channel_mismatch_names_expected_and_got() -> None:
-    hearing = Hearing(MicArrayConfig(), DoaConfig())
+    hearing = Hearing(MicArraySection(), DoaConfig())
     with pytest.raises(ValueError, match=r"expected 6.*got 4"):
         hearing.feed(np.zeros((512, 4), dtype=np.float32), 0.0)
 

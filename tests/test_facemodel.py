@@ -14,7 +14,6 @@ import pytest
 from skimage import data
 
 from appliance.config import DetectorConfig
-from appliance.paths import data_dir
 from appliance.perception import facemodel
 from appliance.perception.facemodel import (
     MODELS,
@@ -26,6 +25,7 @@ from appliance.perception.facemodel import (
     model_path,
 )
 from appliance.perception.faces import FaceDetector
+from common.paths import data_dir
 
 
 def _sha(p: Path) -> str:

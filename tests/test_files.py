@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import scipy.io.wavfile
 
+from common.clock import VirtualClock
 from drivers.base import AudioSource, SourceLost, VideoSource
 from drivers.files import (
     FileCamera,
@@ -88,44 +89,44 @@ def test_file_camera_ends_with_source_lost(tmp_path: Path) -> None:
     make_video(tmp_path / "v.mp4", n=6)
 
     async def run(realtime: bool) -> tuple[list[float], float]:
-        cam = FileCamera(tmp_path / "v.mp4", realtime=realtime)
+        clock = VirtualClock(50.0)
+        cam = FileCamera(tmp_path / "v.mp4", realtime=realtime, clock=clock)
         assert isinstance(cam, VideoSource)
         await cam.start()
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
         ts = []
         with pytest.raises(SourceLost):
             while True:
                 ts.append((await cam.recv()).t)
         await cam.stop()
-        return ts, loop.time() - t0
+        return ts, clock.now()
 
-    ts, _ = asyncio.run(run(False))
-    assert ts == pytest.approx([k / 10 for k in range(6)])
-    ts, elapsed = asyncio.run(run(True))
-    assert len(ts) == 6 and 0.45 <= elapsed < 2.0  # last frame at 0.5 s
+    # stamped on the capture clock from the start; paced on it only when realtime
+    ts, now = asyncio.run(run(False))
+    assert ts == pytest.approx([50.0 + k / 10 for k in range(6)]) and now == 50.0
+    ts, now = asyncio.run(run(True))
+    assert ts == pytest.approx([50.0 + k / 10 for k in range(6)]) and now == pytest.approx(50.5)
 
 
 def test_wav_mic_array_blocks_cover_the_file(tmp_path: Path) -> None:
     make_wav(tmp_path / "a.wav", n=16000 // 2 + 100)
 
     async def run(realtime: bool) -> tuple[list[tuple[float, int]], float]:
-        mics = WavMicArray(tmp_path / "a.wav", block_s=0.05, realtime=realtime)
+        clock = VirtualClock(7.0)
+        mics = WavMicArray(tmp_path / "a.wav", block_s=0.05, realtime=realtime, clock=clock)
         assert isinstance(mics, AudioSource)
         await mics.start()
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
         out = []
         with pytest.raises(SourceLost):
             while True:
                 b = await mics.recv()
                 out.append((b.t, b.samples.shape[0]))
                 assert b.samples.shape[1] == 4 and b.sample_rate == 16000
+                assert not realtime or clock.now() == pytest.approx(b.t + b.samples.shape[0] / 16000)
         await mics.stop()
-        return out, loop.time() - t0
+        return out, clock.now()
 
-    blocks, _ = asyncio.run(run(False))
+    blocks, now = asyncio.run(run(False))
     assert [n for _, n in blocks] == [800] * 10 + [100]
-    assert [t for t, _ in blocks] == pytest.approx([k * 0.05 for k in range(11)])
-    blocks, elapsed = asyncio.run(run(True))
-    assert len(blocks) == 11 and 0.45 <= elapsed < 2.0
+    assert [t for t, _ in blocks] == pytest.approx([7.0 + k * 0.05 for k in range(11)]) and now == 7.0
+    blocks, now = asyncio.run(run(True))
+    assert len(blocks) == 11 and now == pytest.approx(7.0 + 8100 / 16000)  # each block once it is recorded

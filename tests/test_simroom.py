@@ -11,10 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from appliance.config import load_config
-from appliance.geometry import PinholeCamera, azimuth_of_point
+from appliance.config import Config, load_config
+from common.clock import VirtualClock
+from common.geometry import PinholeCamera, azimuth_of_point
 from drivers.files import iter_video_frames, read_wav
 from drivers.simroom.audio import render_audio, speech_intervals
+from drivers.simroom.devices import sections_for
 from drivers.simroom.export import render_to_dir
 from drivers.simroom.room import SimulatedRoom
 from drivers.simroom.scenario import (
@@ -22,7 +24,6 @@ from drivers.simroom.scenario import (
     builtin_scenario,
     load_scenario,
     parse_scenario,
-    scenario_config,
 )
 from drivers.simroom.video import FACE_WIDTH_M, RoomRenderer
 
@@ -52,8 +53,9 @@ def seat(az_deg: float, dist: float) -> list[float]:
 def test_builtin_scenarios_load_and_give_a_valid_config() -> None:
     for name in ("default", "short"):
         scn = load_scenario(builtin_scenario(name))
-        cfg = scenario_config(scn)
-        assert cfg.camera.width == scn.camera.width
+        cam, mics = sections_for(name)
+        cfg = Config(cameras={"main": cam}, mic_arrays={"main": mics})
+        assert cfg.camera.width == scn.camera.width and cfg.camera.type == "simroom"
         assert len(cfg.mic_array.positions) == len(scn.mic_array.positions)
     default = load_scenario(builtin_scenario("default"))
     az = sorted(default.mouth_azimuth_deg(p) for p in default.people)
@@ -198,31 +200,31 @@ def test_export_writes_files_that_read_back(tmp_path: Path) -> None:
 
 # -- real-time sources ------------------------------------------------------------------------------------
 
-def test_sources_pace_in_real_time_and_loop() -> None:
+def test_sources_pace_on_the_capture_clock_and_loop() -> None:
     scn = parse_scenario(scene([{"id": "a", "seat_m": seat(0.0, 2.0)}], duration_s=0.4))
-    room = SimulatedRoom(scn)
+    clock = VirtualClock(100.0)
+    room = SimulatedRoom(scn, clock=clock)
 
     async def run() -> tuple[list[float], list[float], float, int, float]:
         cam, mics = room.camera(), room.mic_array(block_s=0.02)
         await mics.start()
         await cam.start()
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
         frames = [(await cam.recv()).t for _ in range(9)]  # 0.6 s of video: loops once
+        reached = clock.now()
         blocks = [(await mics.recv()) for _ in range(10)]
-        elapsed = loop.time() - t0
-        await asyncio.sleep(0.35)  # a slow reader: the camera skips to the newest frame
+        clock.advance(0.35)  # a slow reader: the camera skips to the newest frame
         late = (await cam.recv()).t
         await cam.stop()
         await mics.stop()
         assert all(b.samples.shape == (320, 6) for b in blocks)
-        return frames, [b.t for b in blocks], elapsed, cam.dropped, late
+        return frames, [b.t for b in blocks], reached, cam.dropped, late
 
-    frames, block_ts, elapsed, dropped, late = asyncio.run(run())
-    assert frames == pytest.approx([frames[0] + k / 15 for k in range(9)])
-    assert np.diff(block_ts) == pytest.approx([0.02] * 9)
-    assert 0.4 < elapsed < 2.0  # 8 frame periods = 0.53 s
-    assert dropped >= 3 and late >= frames[-1] + 4 / 15
+    frames, block_ts, reached, dropped, late = asyncio.run(run())
+    # stamped on the capture clock from the room's epoch (the clock's time when the first source started)
+    assert frames == pytest.approx([100.0 + k / 15 for k in range(9)])
+    assert block_ts == pytest.approx([100.0 + 0.02 * k for k in range(10)])
+    assert reached == pytest.approx(100.0 + 8 / 15)  # a frame is delivered when it is due, not before
+    assert dropped == 4 and late == pytest.approx(100.0 + 13 / 15)  # frames 9-12 skipped: 13 is the newest
 
 
 def test_impulse_responses_decay_at_the_scenario_rt60() -> None:

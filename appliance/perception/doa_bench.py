@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from appliance.config import DoaConfig, MicArrayConfig
+from appliance.config import DoaConfig, MicArraySection
 from appliance.perception.doa import SPEED_OF_SOUND, SrpPhat
 from appliance.perception.vad import EnergyVad
 
@@ -120,7 +120,7 @@ def bench_doa(quick: bool = False, angles: tuple[float, ...] = (-60.0, -30.0, 0.
 
     if quick:
         angles = angles[::2]
-    mic = MicArrayConfig()
+    mic = MicArraySection()
     cfg = DoaConfig()
     fs = mic.sample_rate
     pos = np.asarray(mic.positions)

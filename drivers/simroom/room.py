@@ -1,7 +1,8 @@
 """The simulated room as live sources: ``SimulatedRoom(scenario).camera()`` and ``.mic_array()``.
 
-Both sources are paced in real time by the event loop's clock and share one epoch, so their timestamps
-(seconds since the first source started) agree. The scenario loops; timestamps keep increasing.
+Both sources are paced on the capture clock they are given (:mod:`common.clock`) and share one epoch (the
+clock's time when the first of them started), so their timestamps agree: a frame or block of scene time
+``s`` is stamped ``epoch + s``. The scenario loops; timestamps keep increasing.
 The camera delivers the newest frame (a late reader skips frames, counted in ``dropped``); the mic array
 delivers every block, as a sound card's buffer would.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.clock import SYSTEM_CLOCK, Clock
 from drivers.base import AudioBlock, Frame
 from drivers.simroom.audio import RenderedAudio, render_audio
 from drivers.simroom.scenario import Scenario, load_scenario
@@ -29,8 +31,9 @@ class SimulatedRoom:
     """
 
     def __init__(self, scenario: Scenario | str | Path, speech_root: Path | None = None,
-                 lazy: bool = False) -> None:
+                 lazy: bool = False, clock: Clock = SYSTEM_CLOCK) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        self.clock = clock
         self._speech_root = speech_root
         self._renderer: RoomRenderer | None = None
         self._audio: RenderedAudio | None = None
@@ -54,10 +57,10 @@ class SimulatedRoom:
                 self._audio = render_audio(self.scenario, self._speech_root)
             return self._audio
 
-    def epoch(self, now: float) -> float:
-        """The loop time of t = 0, fixed by the first source that starts."""
+    def epoch(self) -> float:
+        """The capture-clock time of scene time 0, fixed by the first source that starts."""
         if self._epoch is None:
-            self._epoch = now
+            self._epoch = self.clock.now()
         return self._epoch
 
     def camera(self, name: str = "simroom-camera") -> SimCamera:
@@ -80,26 +83,22 @@ class SimCamera:
 
     async def start(self) -> None:
         await asyncio.to_thread(lambda: self.room.renderer)
-        now = asyncio.get_running_loop().time()
-        self._epoch = self.room.epoch(now)
-        self._next = math.ceil((now - self._epoch) * self.fps - 1e-9)
+        self._epoch = self.room.epoch()
+        self._next = math.ceil((self.room.clock.now() - self._epoch) * self.fps - 1e-9)
 
     async def recv(self) -> Frame:
         if self._epoch is None:
             raise RuntimeError(f"{self.name}: recv() before start()")
-        loop = asyncio.get_running_loop()
+        clock = self.room.clock
         # the newest frame that is due; frames a slow reader missed are skipped and counted
-        due_now = math.floor((loop.time() - self._epoch) * self.fps + 1e-9)
+        due_now = math.floor((clock.now() - self._epoch) * self.fps + 1e-9)
         k = max(self._next, due_now)
         self.dropped += k - self._next
         self._next = k + 1
-        wait = self._epoch + k / self.fps - loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        t = k / self.fps
-        scene_t = t % self.room.scenario.duration_s
+        await clock.sleep_until(self._epoch + k / self.fps)
+        scene_t = (k / self.fps) % self.room.scenario.duration_s
         image = await asyncio.to_thread(self.room.renderer.render_frame, scene_t)
-        return Frame(t=t, image=image)
+        return Frame(t=self._epoch + k / self.fps, image=image)
 
     async def stop(self) -> None:
         self._epoch = None
@@ -119,22 +118,19 @@ class SimMicArray:
 
     async def start(self) -> None:
         self._samples = (await asyncio.to_thread(self.room.audio)).samples
-        now = asyncio.get_running_loop().time()
-        self._epoch = self.room.epoch(now)
-        self._pos = math.ceil((now - self._epoch) * self.sample_rate)  # on the room's shared clock
+        self._epoch = self.room.epoch()
+        self._pos = math.ceil((self.room.clock.now() - self._epoch) * self.sample_rate)  # on the shared clock
 
     async def recv(self) -> AudioBlock:
         if self._epoch is None or self._samples is None:
             raise RuntimeError(f"{self.name}: recv() before start()")
-        loop = asyncio.get_running_loop()
         start = self._pos
         self._pos += self.block
-        wait = self._epoch + self._pos / self.sample_rate - loop.time()  # a block is ready once recorded
-        if wait > 0:
-            await asyncio.sleep(wait)
+        await self.room.clock.sleep_until(self._epoch + self._pos / self.sample_rate)  # ready once recorded
         n = len(self._samples)
         idx = np.arange(start, start + self.block) % n
-        return AudioBlock(t=start / self.sample_rate, samples=self._samples[idx], sample_rate=self.sample_rate)
+        return AudioBlock(t=self._epoch + start / self.sample_rate, samples=self._samples[idx],
+                          sample_rate=self.sample_rate)
 
     async def stop(self) -> None:
         self._epoch = None

@@ -2,7 +2,7 @@
 
 Room coordinates: x across the room, y away from the front wall, z up (metres, origin at a floor corner).
 The camera stands at ``camera.position_m`` and looks along +y of the room, level, so that the camera
-frame (x right, y up, z forward; see :mod:`appliance.geometry`) is the room frame shifted and turned:
+frame (x right, y up, z forward; see :mod:`common.geometry`) is the room frame shifted and turned:
 camera (x, y, z) = room (x - cx, z - cz, y - cy).
 """
 
@@ -13,9 +13,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from appliance.config import CameraConfig, Config, MicArrayConfig, describe_errors, read_toml
+from common.settings import Section, describe_errors, read_toml
+from drivers.base import MicArraySection
 
 Vec3 = tuple[float, float, float]
 
@@ -24,11 +25,7 @@ class ScenarioError(ValueError):
     """A scenario that cannot be used; the message names the file, the key and the reason."""
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RoomSpec(_Model):
+class RoomSpec(Section):
     size_m: Vec3 = Field((7.0, 6.0, 3.0), title="Room size (width x, depth y, height z) (m)")
     rt60_s: float = Field(0.45, ge=0.1, le=2.0, title="Reverberation time RT60 (s)")
     noise_db: float = Field(-55.0, ge=-120.0, le=-10.0, title="Diffuse noise level (dBFS RMS)",
@@ -43,7 +40,7 @@ class RoomSpec(_Model):
         return v
 
 
-class CameraSpec(_Model):
+class CameraSpec(Section):
     position_m: Vec3 = Field((3.5, 0.05, 1.25), title="Camera position in the room (m)",
                              description="It looks along +y of the room, level.")
     hfov_deg: float = Field(90.0, gt=10.0, lt=170.0, title="Horizontal field of view (degrees)")
@@ -52,14 +49,14 @@ class CameraSpec(_Model):
     fps: float = Field(15.0, gt=0.0, le=60.0, title="Frame rate (frames/s)")
 
 
-class MicArraySpec(_Model):
+class MicArraySpec(Section):
     sample_rate: int = Field(16000, ge=8000, le=48000, title="Sample rate (Hz)")
-    positions: list[Vec3] = Field(default_factory=lambda: list(MicArrayConfig().positions),
+    positions: list[Vec3] = Field(default_factory=lambda: list(MicArraySection().positions),
                                   min_length=2, max_length=64, title="Microphone positions (m)",
                                   description="In the camera's frame, as in the roombox config.")
 
 
-class Utterance(_Model):
+class Utterance(Section):
     start_s: float = Field(ge=0.0, title="Start time (s)")
     text: str | None = Field(None, min_length=1, max_length=2000, title="Text spoken by espeak-ng")
     clip: Literal["arctic"] | None = Field(None, title="A recorded clip instead of text")
@@ -74,7 +71,7 @@ class Utterance(_Model):
         return self
 
 
-class Person(_Model):
+class Person(Section):
     id: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_\-]+$", title="Name")
     seat_m: tuple[float, float] = Field(title="Seat position in the room (x, y) (m)")
     head_height_m: float = Field(1.2, ge=0.5, le=2.2, title="Height of the head centre (m)")
@@ -98,7 +95,7 @@ class Person(_Model):
         return v
 
 
-class Scenario(_Model):
+class Scenario(Section):
     duration_s: float = Field(60.0, gt=0.0, le=3600.0, title="Length (s)")
     room: RoomSpec = Field(default_factory=RoomSpec)
     camera: CameraSpec = Field(default_factory=CameraSpec)
@@ -154,14 +151,16 @@ class Scenario(_Model):
         return math.degrees(math.atan2(x, z))
 
 
-def scenario_config(scn: Scenario) -> Config:
-    """The roombox config (camera and mic array sections) that matches the scenario."""
+def camera_geometry(scn: Scenario) -> dict[str, Any]:
+    """The scenario's camera as the keys every camera section has (:class:`drivers.base.CameraSection`)."""
     cam = scn.camera
-    return Config(
-        camera=CameraConfig(hfov_deg=cam.hfov_deg, width=cam.width, height=cam.height, fps=cam.fps),
-        mic_array=MicArrayConfig(sample_rate=scn.mic_array.sample_rate,
-                                 positions=list(scn.mic_array.positions)),
-    )
+    return {"hfov_deg": cam.hfov_deg, "width": cam.width, "height": cam.height, "fps": cam.fps}
+
+
+def mic_array_geometry(scn: Scenario) -> dict[str, Any]:
+    """The scenario's mic array as the keys every mic-array section has
+    (:class:`drivers.base.MicArraySection`)."""
+    return {"sample_rate": scn.mic_array.sample_rate, "positions": [list(p) for p in scn.mic_array.positions]}
 
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from appliance.geometry import PinholeCamera
+from common.geometry import PinholeCamera
 from drivers.simroom.faces import HeadPatch, head_patch
 from drivers.simroom.scenario import Person, Scenario, Vec3
 
