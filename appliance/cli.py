@@ -87,7 +87,7 @@ def cmd_score(a: argparse.Namespace) -> int:
 def cmd_bench(a: argparse.Namespace) -> int:
     from appliance.bench import run_bench
 
-    return run_bench(quick=a.quick)
+    return run_bench(a.sections, quick=a.quick, as_json=a.json)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,8 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--every", type=int, default=1, help="with --video: every Nth frame")
     f.set_defaults(func=cmd_faces)
 
-    b = sub.add_parser("bench", help="print a table of speed figures")
+    b = sub.add_parser("bench", help="print a table of figures (or JSON lines), each against a peer")
+    b.add_argument("sections", nargs="*", metavar="SECTION",
+                   help="core, faces, doa, simroom (default: all of these)")
     b.add_argument("--quick", action="store_true", help="fewer repetitions")
+    b.add_argument("--json", action="store_true",
+                   help='one JSON line per figure: {"section", "figure", "value", "unit"}')
     b.set_defaults(func=cmd_bench)
 
     r = sub.add_parser("render", help="render a simulated-room scenario to room.mp4, array.wav, config, truth")

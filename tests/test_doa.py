@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
+from appliance.bench.doa import linear_array, render_room, speech_signal
 from appliance.config import Config, DoaConfig, MicArraySection
 from appliance.perception.doa import SPEED_OF_SOUND, SrpPhat
-from appliance.perception.doa_bench import linear_array, render_room, speech_signal
 from appliance.perception.hearing import Hearing
 from drivers.files import read_array_wav
 

@@ -14,16 +14,10 @@ import numpy as np
 import pytest
 from skimage import data
 
+from appliance.bench.faces import bench_faces, room_picture
 from appliance.config import DetectorConfig
 from appliance.messages import Box, Face
-from appliance.perception.faces import (
-    FaceDetector,
-    bench_faces,
-    iter_face_records,
-    merge_faces,
-    room_picture,
-    tile_grid,
-)
+from appliance.perception.faces import FaceDetector, iter_face_records, merge_faces, tile_grid
 from drivers.files import MediaFileError
 
 ASTRONAUT_FACE = (174.0, 70.0, 104.0, 104.0)  # x, y, w, h of the face in skimage.data.astronaut()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from appliance.bench.doa import render_room, speech_signal
 from appliance.config import DoaConfig
-from appliance.perception.doa_bench import render_room, speech_signal
 from appliance.perception.vad import EnergyVad
 
 FS = 16000

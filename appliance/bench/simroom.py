@@ -1,4 +1,4 @@
-"""Speed figures of the simulated room for ``roombox bench``: ``bench_simroom(quick) -> rows``.
+"""Speed figures of the simulated room for ``roombox bench simroom``: ``bench_simroom(quick) -> rows``.
 
 Each row is (figure, value, unit). The frame figures have a peer, a plain copy of the background, so a
 noisy machine can be told from a slow renderer.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from appliance.bench import per_call_ms
+from appliance.bench.timing import per_call_ms
 from drivers.simroom.audio import render_audio
 from drivers.simroom.scenario import builtin_scenario, load_scenario
 from drivers.simroom.video import RoomRenderer
