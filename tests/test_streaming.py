@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from appliance.config import StreamConfig
-from appliance.messages import DeviceStatus, Doa, Face, Faces, Shot
+from appliance.messages import DeviceStatus, Doa, Face, Faces, Shot, Stats
 from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
 from appliance.streaming.server import PARTS, PanelServer, create_app, run_server
 from appliance.streaming.tracks import AUDIO_SAMPLES, VIDEO_CLOCK, FramedVideoTrack, RoomAudioTrack
@@ -80,21 +80,22 @@ def test_event_bus_slow_subscriber_loses_oldest_and_snapshot_keeps_latest() -> N
     async def main() -> None:
         bus = EventBus(queue_size=3)
         slow = bus.subscribe()
-        for i in range(5):
-            bus.publish("shot", {"n": i})
-        bus.publish_message(DeviceStatus("camera", "running"))
-        bus.publish_message(DeviceStatus("mics", "lost", detail="unplugged"))
+        shots = [Shot(float(i), (0, 0, 16, 9), "wide") for i in range(5)]
+        for shot in shots:
+            bus.publish(shot)
+        bus.publish(DeviceStatus("camera", "running"))
+        bus.publish(DeviceStatus("mics", "lost", detail="unplugged"))
         assert bus.dropped == 4
         got = [slow.get_nowait() for _ in range(slow.qsize())]
-        assert got == [("shot", {"n": 4}), ("device", DeviceStatus("camera", "running").to_json()),
+        assert got == [("shot", shots[4].to_json()), ("device", DeviceStatus("camera", "running").to_json()),
                        ("device", DeviceStatus("mics", "lost", detail="unplugged").to_json())]
         snap = bus.snapshot()
-        assert snap["shot"] == {"n": 4}
+        assert Shot.from_json(snap["shot"]) == shots[4]
         assert snap["device:camera"]["state"] == "running" and snap["device:mics"]["state"] == "lost"
         late = bus.subscribe()
         bus.unsubscribe(slow)
-        bus.publish("doa", {"speech": True})
-        assert late.get_nowait() == ("doa", {"speech": True}) and slow.empty()
+        bus.publish(Doa(1.0, None, True))
+        assert late.get_nowait() == ("doa", Doa(1.0, None, True).to_json()) and slow.empty()
 
     run_async(main())
 
@@ -274,7 +275,7 @@ def box() -> Iterator[Box]:
 
 def test_health_and_commands_over_the_websocket(box: Box) -> None:
     assert box.get_json("/healthz") == {"ok": True}
-    box.lt.call(box.events.publish_message, DeviceStatus("camera", "running", t=1.0))
+    box.lt.call(box.events.publish, DeviceStatus("camera", "running", t=1.0))
 
     async def talk() -> list[dict[str, Any]]:
         async with aiohttp.ClientSession() as s, s.ws_connect(box.url + "/ws") as ws:
@@ -362,8 +363,8 @@ def test_panel_in_chromium_shows_the_live_framed_video_and_events(box: Box, chro
         for msg in (faces, Doa(1.0, -12.0, True, -30.0, 0.8),
                     Shot(1.0, (200, 200, 900, 506), "speaker", -12.0, "talker at -12°", cut=True),
                     DeviceStatus("camera", "running"), DeviceStatus("mic-array", "retrying", "usb reset")):
-            box.lt.call(box.events.publish_message, msg)
-        box.lt.call(box.events.publish, "stats", {"frames": 812, "detections": 40, "detection_ms": 21.5})
+            box.lt.call(box.events.publish, msg)
+        box.lt.call(box.events.publish, Stats(1.0, frames=812, detections=40, detection_ms=21.5))
         page.wait_for_function("document.getElementById('shot-mode').textContent === 'speaker'", timeout=5000)
         assert page.inner_text("#shot-reason") == "talker at -12°"
         assert page.evaluate("window.roombox.lastFaces.faces.length") == 3

@@ -218,8 +218,8 @@ function handleEvent(kind, data) {
       break;
     }
     default:
-      if (kind === "device" || kind.startsWith("device:")) {  // one DeviceStatus, as "device" or "device:NAME"
-        state.devices[data.name || kind.slice(7)] = data;
+      if (kind === "device") {  // one DeviceStatus
+        state.devices[data.name] = data;
         drawDevices();
       }
       break;
