@@ -95,7 +95,7 @@ class RoomBox:
     def _detection_result(self, done: asyncio.Future[tuple[Faces, float]]) -> Faces | None:
         try:
             faces, ms = done.result()
-        except Exception as e:  # noqa: BLE001 - a failed detection is logged, the next one retried
+        except Exception as e:
             log.warning("face detection failed: %s", e)
             return None
         c = self.counters

@@ -37,7 +37,7 @@ async def supervise(name: str, run: Callable[[Callable[[], None]], Awaitable[Non
         except asyncio.CancelledError:
             say("stopped")
             raise
-        except Exception as e:  # noqa: BLE001 - any device fault is reported and retried
+        except Exception as e:
             task = asyncio.current_task()
             if task is not None and task.cancelling():  # a device that fails while being stopped
                 say("stopped", f"while stopping: {type(e).__name__}: {e}")

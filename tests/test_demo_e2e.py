@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -35,7 +36,7 @@ def free_port() -> int:
 
 
 @pytest.fixture()
-def demo() -> tuple[str, list[str]]:
+def demo() -> Iterator[tuple[str, list[str]]]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "demo", "--port", str(port),
                              "--scenario", str(SHORT)], cwd=ROOT, stdout=subprocess.PIPE,
@@ -62,7 +63,7 @@ def demo() -> tuple[str, list[str]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            code = None
+            code = -1
         assert proc.stdout is not None
         proc.stdout.close()
     assert code == 0, "roombox demo did not stop cleanly on SIGTERM:\n" + "".join(out[-40:])
@@ -91,7 +92,9 @@ def test_demo_plays_the_framed_room_in_chromium(demo, chromium, artifacts_dir: P
         png = base64.b64decode(page.evaluate(GRAB).split(",", 1)[1])
         (artifacts_dir / "demo-framed.png").write_bytes(png)
         (artifacts_dir / "demo-panel.png").write_bytes(page.screenshot())
-        picture = cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        decoded = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+        assert decoded is not None, "the grabbed frame is not a PNG"
+        picture = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
     finally:
         page.close()
 

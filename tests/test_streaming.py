@@ -46,7 +46,7 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     ok, value = out[0]
     if not ok:
         raise value
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 # ---------- hubs ----------
