@@ -70,7 +70,7 @@ def demo() -> Iterator[tuple[str, list[str]]]:
 
 
 def state(url: str) -> dict:
-    with urllib.request.urlopen(url + "/api/state", timeout=5) as r:
+    with urllib.request.urlopen(url + "/api/state", timeout=30) as r:
         return json.loads(r.read())
 
 

@@ -21,6 +21,7 @@ from appliance.messages import DeviceStatus, Doa, Face, Faces, Shot, Stats
 from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
 from appliance.streaming.server import PARTS, PanelServer, create_app, run_server
 from appliance.streaming.tracks import AUDIO_SAMPLES, VIDEO_CLOCK, FramedVideoTrack, RoomAudioTrack
+from common.clock import VirtualClock
 
 T = TypeVar("T")
 W, H, FPS = 1280, 720, 15.0
@@ -140,19 +141,19 @@ def test_video_track_sends_newest_picture_with_90khz_pts_and_repeats_when_starve
 def test_audio_track_resamples_to_48k_in_20ms_frames_and_fills_gaps_with_silence() -> None:
     async def main() -> None:
         hub = AudioHub()
-        track = RoomAudioTrack(hub, prebuffer_ms=40)
+        clock = VirtualClock(10.0)
+        track = RoomAudioTrack(hub, prebuffer_ms=40, clock=clock)
         tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(1600) / 16000).astype(np.float32)
         hub.put(tone, 16000, 0.0)  # 100 ms at 16 kHz
-        started = time.monotonic()
         out = [await track.recv() for _ in range(8)]
-        elapsed = time.monotonic() - started
+        elapsed = clock.now() - 10.0
         for i, f in enumerate(out):
             assert (f.samples, f.sample_rate, f.format.name, f.layout.name) == (AUDIO_SAMPLES, 48000, "s16", "mono")
             assert f.pts == i * AUDIO_SAMPLES
         loud = [int(np.abs(f.to_ndarray()).max()) for f in out]
         assert min(loud[:4]) > 10000 and loud[-1] == 0  # the tone, then silence when starved
         assert track.starved == 1
-        assert 0.12 < elapsed < 0.4  # paced at 20 ms a frame
+        assert elapsed == pytest.approx(7 * 0.020)  # paced at 20 ms a frame on the clock
         track.stop()
 
     run_async(main())
@@ -250,7 +251,7 @@ class Box:
         self.lt.close()
 
     def get_json(self, path: str) -> dict[str, Any]:
-        with urllib.request.urlopen(self.url + path, timeout=5) as r:
+        with urllib.request.urlopen(self.url + path, timeout=30) as r:
             result: dict[str, Any] = json.loads(r.read())
             return result
 
@@ -279,13 +280,13 @@ def test_health_and_commands_over_the_websocket(box: Box) -> None:
 
     async def talk() -> list[dict[str, Any]]:
         async with aiohttp.ClientSession() as s, s.ws_connect(box.url + "/ws") as ws:
-            first = await ws.receive_json(timeout=5)
+            first = await ws.receive_json(timeout=30)
             replies = []
             for text in ['{"cmd": "ping", "id": 7}', '{"cmd": "set_mode", "mode": "orbit"}',
                          '{"cmd": "reboot"}', "not json", "[1, 2]", '{"cmd": "bad_reply"}']:
                 await ws.send_str(text)
                 while True:
-                    msg = await ws.receive_json(timeout=5)
+                    msg = await ws.receive_json(timeout=30)
                     if msg["kind"] in ("reply", "error"):
                         replies.append(msg)
                         break
@@ -305,7 +306,7 @@ def test_offer_that_is_not_an_offer_is_refused(box: Box) -> None:
     req = urllib.request.Request(box.url + "/offer", data=b'{"sdp": 1}', method="POST",
                                  headers={"Content-Type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as e:
-        urllib.request.urlopen(req, timeout=5)
+        urllib.request.urlopen(req, timeout=30)
     e.value.close()
     assert e.value.code == 400
 
@@ -339,7 +340,7 @@ def test_panel_in_chromium_shows_the_live_framed_video_and_events(box: Box, chro
     page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
     try:
         page.goto(box.url + "/")
-        page.wait_for_function("window.roombox && window.roombox.framesDecoded > 20", timeout=20_000)
+        page.wait_for_function("window.roombox && window.roombox.framesDecoded > 20", timeout=60_000)
         size = page.evaluate("[document.getElementById('video').videoWidth,"
                              " document.getElementById('video').videoHeight]")
         assert size == [W, H]
@@ -365,10 +366,10 @@ def test_panel_in_chromium_shows_the_live_framed_video_and_events(box: Box, chro
                     DeviceStatus("camera", "running"), DeviceStatus("mic-array", "retrying", "usb reset")):
             box.lt.call(box.events.publish, msg)
         box.lt.call(box.events.publish, Stats(1.0, frames=812, detections=40, detection_ms=21.5))
-        page.wait_for_function("document.getElementById('shot-mode').textContent === 'speaker'", timeout=5000)
+        page.wait_for_function("document.getElementById('shot-mode').textContent === 'speaker'", timeout=30_000)
         assert page.inner_text("#shot-reason") == "talker at -12°"
         assert page.evaluate("window.roombox.lastFaces.faces.length") == 3
-        page.wait_for_function("window.roombox.devices['mic-array'] !== undefined", timeout=5000)
+        page.wait_for_function("window.roombox.devices['mic-array'] !== undefined", timeout=30_000)
         assert "retrying" in page.inner_text("#devices")
         page.wait_for_timeout(300)
         # bytes, not path=: Playwright would write the file from a thread of its own that outlives it
@@ -395,7 +396,7 @@ def test_panel_reconnects_when_the_box_drops_the_viewer(box: Box, chromium: Any)
     page = chromium.new_page()
     try:
         page.goto(box.url + "/")
-        page.wait_for_function("window.roombox.framesDecoded > 10", timeout=20_000)
+        page.wait_for_function("window.roombox.framesDecoded > 10", timeout=60_000)
 
         async def drop_viewers() -> int:
             parts = box.app[PARTS]
@@ -404,11 +405,12 @@ def test_panel_reconnects_when_the_box_drops_the_viewer(box: Box, chromium: Any)
                 await parts.close_peer(pc)
             return len(peers)
 
-        assert box.lt.run(drop_viewers()) == 1
+        # closing a peer waits for its encoder and DTLS to wind down: slow on a loaded machine, not a figure
+        assert box.lt.run(drop_viewers(), timeout=90.0) == 1
         began = time.monotonic()
-        page.wait_for_function("window.roombox.reconnects >= 1", timeout=20_000)
+        page.wait_for_function("window.roombox.reconnects >= 1", timeout=60_000)
         n = page.evaluate("window.roombox.framesDecoded")
-        page.wait_for_function(f"window.roombox.framesDecoded > {n + 10}", timeout=20_000)
+        page.wait_for_function(f"window.roombox.framesDecoded > {n + 10}", timeout=60_000)
         why = page.evaluate("window.roombox.lastDrop")
         print(f"\nviewer back with video {time.monotonic() - began:.1f} s after the box dropped it ({why})")
         assert box.get_json("/api/state")["stream"]["viewers"] == 1
