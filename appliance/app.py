@@ -47,13 +47,13 @@ async def _serve(cfg: Config, clock: Clock) -> int:
     camera = open_device("camera", cam_name, cfg.camera, ctx)
     mic_array = open_device("mic_array", mic_name, cfg.mic_array, ctx)
     frames, audio, events = LatestFrame(), AudioHub(), EventBus()
-    app = create_app(frames, audio, events, cfg.stream)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     with FaceDetector(cfg=cfg.detector) as detector:
         box = RoomBox(cfg, camera, mic_array, detector, frames, audio, events, clock=clock)
+        app = create_app(frames, audio, events, cfg.stream, on_command=box.command)
         async with run_server(app, cfg.panel.host, cfg.panel.port):
             print(f"roombox: panel at http://{cfg.panel.host}:{cfg.panel.port}/", flush=True)
             task = asyncio.create_task(box.run())

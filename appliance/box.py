@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from appliance.config import Config
-from appliance.framing import render_crop
+from appliance.framing import render_shot
 from appliance.messages import CameraInfo, DeviceStatus, Faces, Stats
 from appliance.perception.hearing import Hearing
 from appliance.ports import AudioSink, Detector, EventSink, FrameSink
@@ -90,7 +90,7 @@ class RoomBox:
         shot = self.step.step(frame.t, frame.width, frame.height, faces)
         self.events.publish(shot)
         s = self.cfg.stream
-        self.frames.put(render_crop(frame.image, shot.crop, s.width, s.height), frame.t)
+        self.frames.put(render_shot(frame.image, shot, s.width, s.height), frame.t)
 
     def _detection_result(self, done: asyncio.Future[tuple[Faces, float]]) -> Faces | None:
         try:
@@ -109,6 +109,24 @@ class RoomBox:
         began = time.perf_counter()
         faces = self.detector.detect(frame.image, frame.t)
         return Faces(faces.t, faces.faces, frame.width, frame.height), 1000 * (time.perf_counter() - began)
+
+    def command(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """A command from the panel: ``{"cmd": "set_mode", "mode": M}`` (speaker, group, gallery, off, manual)
+        or ``{"cmd": "ptz", "pan": P, "tilt": T, "zoom": Z}`` (manual framing; pan and tilt in [-1, 1],
+        zoom >= 1). Returns the framing mode now; a ValueError names what is wrong."""
+        name = cmd.get("cmd")
+        now = self.clock.now()
+        if name == "set_mode":
+            self.step.set_mode(cmd.get("mode"), now)  # type: ignore[arg-type]  # checked by set_mode
+        elif name == "ptz":
+            try:
+                pan, tilt, zoom = (float(cmd.get(k, d)) for k, d in (("pan", 0.0), ("tilt", 0.0), ("zoom", 1.0)))
+            except (TypeError, ValueError):
+                raise ValueError("ptz wants numbers: pan and tilt in [-1, 1], zoom >= 1") from None
+            self.step.manual_view(pan, tilt, zoom, now)
+        else:
+            raise ValueError(f"unknown command {name!r}: set_mode or ptz")
+        return {"mode": self.step.policy}
 
     def stats(self) -> Stats:
         """The counters now, as a message."""

@@ -10,7 +10,7 @@ import os
 from typing import Annotated, Any, Literal
 
 import tomli_w
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from common.settings import ConfigError, Section, describe_errors, read_toml
 from drivers.base import CameraSection, MicArraySection
@@ -56,6 +56,24 @@ class DirectorConfig(Section):
     group_margin: float = Field(0.6, ge=0.0, le=5.0, title="Group shot margin in face widths")
     smooth_tau_s: float = Field(0.5, ge=0.0, le=10.0, title="Framing smoothing time constant (s)")
     min_crop_frac: float = Field(0.25, gt=0.05, le=1.0, title="Narrowest crop (fraction of width)")
+    mode: Literal["speaker", "group", "gallery", "off"] = Field(
+        "speaker", title="Framing mode at start",
+        description="speaker: the talker, the group when nobody talks; group: everyone present; gallery: up to "
+        "gallery_max people each in a tile; off: the whole view. Manual framing comes from the panel.")
+    manual_resume_s: float = Field(30.0, ge=0.0, le=86400.0, title="Automatic framing resumes after manual (s)",
+                                   description="0: manual framing stays until another mode is chosen.")
+    gallery_max: int = Field(4, ge=1, le=4, title="People in the gallery")
+    exclude_deg: list[tuple[float, float]] = Field(
+        default_factory=list, max_length=16, title="Azimuth ranges where nobody is framed (degrees)",
+        description="[from, to] pairs, e.g. a TV or a picture on the wall; faces there are never framed.")
+
+    @field_validator("exclude_deg")
+    @classmethod
+    def _ranges(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        for i, (lo, hi) in enumerate(v):
+            if not (-180.0 <= lo < hi <= 180.0):
+                raise ValueError(f"range {i} is [{lo}, {hi}]: give [from, to] with -180 <= from < to <= 180")
+        return v
 
 
 class StreamConfig(Section):

@@ -92,20 +92,25 @@ class Doa:
                    float(d.get("level_db", -120.0)), float(d.get("confidence", 0.0)))
 
 
-ShotMode = Literal["speaker", "group", "wide"]
+ShotMode = Literal["speaker", "group", "wide", "gallery", "manual"]
+SHOT_MODES: tuple[ShotMode, ...] = ("speaker", "group", "wide", "gallery", "manual")
+Crop = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
 class Shot:
-    """What the director frames at time ``t``: a crop of the source picture and why."""
+    """What the director frames at time ``t``: a crop of the source picture (x, y, w, h in source pixels)
+    and why. A gallery shot also has ``tiles``: one crop per person, laid out in one picture; ``crop`` is
+    then the box around them all."""
 
     KIND: ClassVar[str] = "shot"
     t: float
-    crop: tuple[int, int, int, int]
+    crop: Crop
     mode: ShotMode
     target_azimuth_deg: float | None = None
     reason: str = ""
     cut: bool = False
+    tiles: tuple[Crop, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -115,17 +120,22 @@ class Shot:
             "target_azimuth_deg": None if self.target_azimuth_deg is None else _r(self.target_azimuth_deg, 2),
             "reason": self.reason,
             "cut": self.cut,
+            "tiles": [[int(v) for v in c] for c in self.tiles],
         }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Shot:
-        x, y, w, h = (int(v) for v in d["crop"])
         az = d.get("target_azimuth_deg")
         mode = str(d["mode"])
-        if mode not in ("speaker", "group", "wide"):
+        if mode not in SHOT_MODES:
             raise ValueError(f"unknown shot mode {mode!r}")
-        return cls(float(d["t"]), (x, y, w, h), cast(ShotMode, mode), None if az is None else float(az),
-                   str(d.get("reason", "")), bool(d.get("cut", False)))
+        return cls(float(d["t"]), _crop(d["crop"]), mode, None if az is None else float(az),
+                   str(d.get("reason", "")), bool(d.get("cut", False)), tuple(_crop(c) for c in d.get("tiles", ())))
+
+
+def _crop(v: Any) -> Crop:
+    x, y, w, h = (int(c) for c in v)
+    return x, y, w, h
 
 
 DeviceState = Literal["starting", "running", "lost", "retrying", "stopped"]

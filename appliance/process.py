@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import Config
-from appliance.framing import render_crop
+from appliance.framing import render_shot
 from appliance.step import FrameStep
 
 
@@ -36,7 +36,7 @@ def run_offline(video: Path, audio: Path, cfg: Config, out: Path | None = None) 
             faces = detector.detect(frame.image, frame.t) if step.detection_due(frame.t) else None
             shot = step.step(frame.t, frame.width, frame.height, faces)
             if writer is not None:
-                writer.write(render_crop(frame.image, shot.crop, cfg.stream.width, cfg.stream.height))
+                writer.write(render_shot(frame.image, shot, cfg.stream.width, cfg.stream.height))
             record = shot.to_json()
             if faces is not None:
                 record["faces"] = [f.to_json() for f in faces.faces]

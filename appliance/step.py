@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from appliance.config import Config
-from appliance.director import Director
+from appliance.director import Director, Policy
 from appliance.messages import Doa, Faces, Shot
 from common.geometry import PinholeCamera
 
@@ -34,6 +34,26 @@ class FrameStep:
         self._size: tuple[int, int] | None = None
         self._doas: deque[Doa] = deque()
         self._next_detect = -math.inf
+        self._policy: Policy = cfg.director.mode
+
+    def set_mode(self, policy: Policy, now: float) -> None:
+        """The framing mode from the panel (:meth:`appliance.director.Director.set_mode`)."""
+        if self.director is not None:
+            self.director.set_mode(policy, now)
+        elif policy not in ("speaker", "group", "gallery", "off"):
+            raise ValueError(f"mode {policy!r} needs a picture first")
+        if policy != "manual":
+            self._policy = policy  # kept for a director made anew (a restarted camera); manual is not
+
+    def manual_view(self, pan: float, tilt: float, zoom: float, now: float) -> None:
+        """Manual pan-tilt-zoom from the panel (:meth:`appliance.director.Director.manual_view`)."""
+        if self.director is None:
+            raise ValueError("no picture yet: manual framing needs the camera running")
+        self.director.manual_view(pan, tilt, zoom, now)
+
+    @property
+    def policy(self) -> Policy:
+        return self.director.policy if self.director is not None else self._policy
 
     def restart(self) -> None:
         """The camera started again: a new director, and a detection on the next frame."""
@@ -56,6 +76,8 @@ class FrameStep:
         if self.director is None or self._size != (width, height):
             cam = PinholeCamera(width, height, self.cfg.camera.hfov_deg)
             self.director = Director(cam, self.cfg.director, self.cfg.stream.width / self.cfg.stream.height)
+            if self._policy != self.cfg.director.mode:
+                self.director.set_mode(self._policy, t)
             self._size = (width, height)
         due: list[Doa] = []
         while self._doas and self._doas[0].t <= t + 1e-9:
