@@ -122,13 +122,13 @@ class Director:
             if tiles:
                 self._crop = _bounding(tiles)
                 return Shot(t=now, crop=_as_int(self._crop), mode="gallery", reason=self._reason, cut=cut,
-                            tiles=tuple(_as_int(c) for c in tiles))
+                            tiles=tuple(_as_int(c) for c in tiles), policy=self.policy)
             self._mode, self._reason, cut = "wide", "gallery: nobody seen: whole room", True
         target = self._manual_crop if self._mode == "manual" and self._manual_crop else self._target_crop()
         crop = self._move(target, now, cut)
         self._crop = crop
         return Shot(t=now, crop=_as_int(crop), mode=self._mode, target_azimuth_deg=self._target_az,
-                    reason=self._reason, cut=cut)
+                    reason=self._reason, cut=cut, policy=self.policy)
 
     # -- modes ----------------------------------------------------------------------------------
     def set_mode(self, policy: Policy, now: float) -> None:

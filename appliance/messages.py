@@ -111,6 +111,7 @@ class Shot:
     reason: str = ""
     cut: bool = False
     tiles: tuple[Crop, ...] = ()
+    policy: str = "speaker"  # the framing mode chosen (speaker, group, gallery, manual, off)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -121,6 +122,7 @@ class Shot:
             "reason": self.reason,
             "cut": self.cut,
             "tiles": [[int(v) for v in c] for c in self.tiles],
+            "policy": self.policy,
         }
 
     @classmethod
@@ -130,7 +132,8 @@ class Shot:
         if mode not in SHOT_MODES:
             raise ValueError(f"unknown shot mode {mode!r}")
         return cls(float(d["t"]), _crop(d["crop"]), mode, None if az is None else float(az),
-                   str(d.get("reason", "")), bool(d.get("cut", False)), tuple(_crop(c) for c in d.get("tiles", ())))
+                   str(d.get("reason", "")), bool(d.get("cut", False)), tuple(_crop(c) for c in d.get("tiles", ())),
+                   str(d.get("policy", "speaker")))
 
 
 def _crop(v: Any) -> Crop:
