@@ -30,6 +30,7 @@ BUILTIN_MODULES = (
     "drivers.simroom.devices",
     "drivers.v4l2",
     "drivers.rtsp",
+    "drivers.ptz.visca_client",
 )
 
 
