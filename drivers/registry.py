@@ -31,6 +31,7 @@ BUILTIN_MODULES = (
     "drivers.v4l2",
     "drivers.rtsp",
     "drivers.ptz.visca_client",
+    "drivers.ptz.uvc",
 )
 
 

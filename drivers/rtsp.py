@@ -60,10 +60,15 @@ class RtspGrabber:
 
         options = {"rtsp_transport": self.transport,
                    # FFmpeg's own socket timeout (microseconds), beside PyAV's interrupt timeouts
-                   "timeout": str(int(self.read_timeout_s * 1e6))}
+                   "timeout": str(int(self.read_timeout_s * 1e6)),
+                   # start on the first picture rather than after FFmpeg's default 5 s of probing
+                   "analyzeduration": "1000000", "probesize": "1000000"}
         try:
             self._container = av.open(self.url, options=options,
                                       timeout=(self.open_timeout_s, self.read_timeout_s))
+        except av.error.ExitError:
+            raise SourceLost(f"{_redact(self.url)}: cannot open the stream: no answer within "
+                             f"{self.open_timeout_s:g} s") from None
         except (av.error.FFmpegError, OSError) as e:
             raise SourceLost(f"{_redact(self.url)}: cannot open the stream: {e}") from None
         if not self._container.streams.video:
@@ -78,6 +83,8 @@ class RtspGrabber:
 
         try:
             self._frame = next(self._frames, None)
+        except av.error.ExitError:  # PyAV's read timeout
+            raise SourceLost(f"{_redact(self.url)}: no data for {self.read_timeout_s:g} s") from None
         except (av.error.FFmpegError, OSError) as e:
             raise SourceLost(f"{_redact(self.url)}: {e}") from None
         if self._frame is None:

@@ -43,7 +43,7 @@ class Server:
         self.ffmpeg = subprocess.Popen(
             ["nice", "ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi",
              "-i", "testsrc2=size=320x240:rate=15", "-c:v", "libx264", "-preset", "ultrafast", "-tune",
-             "zerolatency", "-g", "15", "-f", "rtp", f"rtp://127.0.0.1:{rtp}"],
+             "zerolatency", "-g", "5", "-f", "rtp", f"rtp://127.0.0.1:{rtp}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def close(self) -> None:

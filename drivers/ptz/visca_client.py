@@ -193,7 +193,7 @@ class SerialTransport(_StreamTransport):
         super().__init__()
         self.device, self.baud = device, baud
         self.where = f"{device} ({baud} baud)"
-        self._fd = -1
+        self._read_transport: asyncio.ReadTransport | None = None
 
     async def open(self, timeout: float) -> None:
         try:
@@ -204,8 +204,15 @@ class SerialTransport(_StreamTransport):
         reader = self._reader = asyncio.StreamReader()
         read_file = os.fdopen(fd, "rb", buffering=0)
         write_file = os.fdopen(os.dup(fd), "wb", buffering=0)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), read_file)
+        self._read_transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
+                                                               read_file)
         self._writer, _ = await loop.connect_write_pipe(asyncio.Protocol, write_file)
+
+    def close(self) -> None:
+        super().close()
+        if self._read_transport is not None:
+            self._read_transport.close()
+            self._read_transport = None
 
 
 # --- the camera ---

@@ -22,7 +22,7 @@ factory = GstRtspServer.RTSPMediaFactory.new()
 factory.set_launch(
     f'( udpsrc address=127.0.0.1 port={rtp_port} '
     'caps="application/x-rtp,media=video,clock-rate=90000,encoding-name=H264,payload=96" '
-    '! rtph264depay ! h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96 config-interval=-1 )')
+    '! rtph264depay ! rtph264pay name=pay0 pt=96 config-interval=-1 )')
 factory.set_shared(True)
 server.get_mount_points().add_factory("/live", factory)
 if server.attach(None) == 0:
