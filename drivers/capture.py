@@ -97,14 +97,14 @@ class LatestFrameCamera:
                     self._post(Frame(t=t, image=g.retrieve()))
                 else:
                     self.dropped += 1
-        except BaseException as e:  # noqa: BLE001 - handed to recv()
+        except BaseException as e:
             if not stopping.is_set():
                 self._post(None, e if isinstance(e, SourceLost | CameraFormatError)
                            else SourceLost(f"{self.name}: {type(e).__name__}: {e}"))
         finally:
             try:
                 g.close()
-            except Exception:  # noqa: BLE001 - closing a device that is gone
+            except Exception:
                 pass
 
     # --- the event loop side ---

@@ -166,7 +166,7 @@ def test_the_simulated_view_moves_at_finite_speed() -> None:
     sim = ViscaCameraSim(Wide(clock), clock=clock, source_hfov_deg=90.0, hfov_wide_deg=60.0, optical_zoom=4.0,
                          out_size=(320, 180), max_pan_deg_s=30.0)
 
-    async def run() -> list[tuple[float, float]]:
+    async def run() -> list[tuple[float, int]]:
         await sim.start()
         port = await sim.serve_udp()
         ptz = open_device("ptz", "head", ViscaIpConfig(host="127.0.0.1", port=port))

@@ -16,7 +16,7 @@ import pytest
 
 from common.clock import SYSTEM_CLOCK
 from drivers.base import SourceLost, VideoSource
-from drivers.capture import CameraFormatError
+from drivers.capture import CameraFormatError, LatestFrameCamera
 from drivers.registry import open_device
 from drivers.rtsp import RtspCameraConfig, open_rtsp
 
@@ -39,6 +39,7 @@ class Server:
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.gst.stdout is not None
         line = self.gst.stdout.readline()
+        assert self.gst.stderr is not None
         assert line.strip() == "ready", f"RTSP server did not start: {line!r} {self.gst.stderr.read()}"
         self.ffmpeg = subprocess.Popen(
             ["nice", "ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi",
@@ -73,7 +74,7 @@ def server() -> Iterator[Server]:
 def test_reads_frames_on_the_capture_clock_then_loses_the_server(server: Server) -> None:
     cfg = RtspCameraConfig(url=server.url, width=320, height=240, open_timeout_s=10, read_timeout_s=2)
     cam = open_device("camera", "net", cfg)
-    assert isinstance(cam, VideoSource)
+    assert isinstance(cam, VideoSource) and isinstance(cam, LatestFrameCamera)
 
     async def run() -> tuple[list[float], list[tuple[int, ...]], float, float]:
         await cam.start()
@@ -138,8 +139,8 @@ def test_a_frozen_server_and_a_silent_one_give_source_lost(server: Server) -> No
 
 
 def test_a_stream_of_another_size_is_refused_and_no_server_is_lost(server: Server) -> None:
-    async def run(url: str, **kw: int) -> None:
-        cam = open_rtsp(url, open_timeout_s=5, read_timeout_s=2, **kw)
+    async def run(url: str, width: int | None = None, height: int | None = None) -> None:
+        cam = open_rtsp(url, open_timeout_s=5, read_timeout_s=2, width=width, height=height)
         await cam.start()
         try:
             await cam.recv()

@@ -85,8 +85,9 @@ def test_refuses_a_mode_the_camera_does_not_list(camera: str, w: int, h: int, fp
 def test_config_section_and_no_device() -> None:
     cfg = parse_config({"cameras": {"desk": {"type": "v4l2", "device": "Logitech BRIO", "width": 3840,
                                              "height": 2160, "fps": 30, "pixel_format": "MJPG"}}})
-    cam = cfg.cameras["desk"]
-    assert isinstance(cam, V4l2CameraConfig) and cam.device == "Logitech BRIO"
+    cam: object = cfg.cameras["desk"]
+    assert isinstance(cam, V4l2CameraConfig)
+    assert cam.device == "Logitech BRIO"
     with pytest.raises(ValueError, match="cameras.desk.v4l2.pixel_format"):
         parse_config({"cameras": {"desk": {"type": "v4l2", "pixel_format": "H264"}}})
     assert list_cameras() == []  # no /dev/video* here

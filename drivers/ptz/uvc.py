@@ -31,11 +31,11 @@ V4L2_CTRL_FLAG_DISABLED = 0x0001
 ARCSEC_PER_DEG = 3600
 
 
-class v4l2_control(ctypes.Structure):  # noqa: N801 - the kernel's name
+class v4l2_control(ctypes.Structure):
     _fields_ = [("id", ctypes.c_uint32), ("value", ctypes.c_int32)]
 
 
-class v4l2_queryctrl(ctypes.Structure):  # noqa: N801 - the kernel's name
+class v4l2_queryctrl(ctypes.Structure):
     _fields_ = [("id", ctypes.c_uint32), ("type", ctypes.c_uint32), ("name", ctypes.c_uint8 * 32),
                 ("minimum", ctypes.c_int32), ("maximum", ctypes.c_int32), ("step", ctypes.c_int32),
                 ("default_value", ctypes.c_int32), ("flags", ctypes.c_uint32), ("reserved", ctypes.c_uint32 * 2)]
