@@ -99,7 +99,7 @@ class Mode:
 
 
 @dataclass
-class CameraInfo:
+class V4l2Device:
     """A camera as ``roombox cameras`` lists it."""
 
     name: str
@@ -213,7 +213,7 @@ def list_formats(device: str) -> list[Format]:
     return parse_list_formats(_v4l2_ctl("-d", device, "--list-formats-ext"))
 
 
-def list_cameras() -> list[CameraInfo]:
+def list_cameras() -> list[V4l2Device]:
     """Every V4L2 capture device: its name, bus, capture node and formats. UVC cameras show several nodes
     (video and metadata); the capture node is the first that lists formats."""
     if not glob.glob("/dev/video*"):
@@ -226,7 +226,7 @@ def list_cameras() -> list[CameraInfo]:
             except V4l2Error:
                 continue
             if formats:
-                cams.append(CameraInfo(name, bus, node, nodes, formats))
+                cams.append(V4l2Device(name, bus, node, nodes, formats))
                 break
     return cams
 

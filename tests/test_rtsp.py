@@ -86,6 +86,10 @@ def test_reads_frames_on_the_capture_clock_then_loses_the_server(server: Server)
                 times.append(f.t)
                 shapes.append(f.image.shape)
                 assert before <= f.t <= SYSTEM_CLOCK.now()
+            # the supervisor starts the same source again after a loss
+            await cam.stop()
+            await cam.start()
+            assert (await cam.recv()).image.shape == (240, 320, 3)
             # a slow consumer gets the newest picture; the ones it missed are counted
             await asyncio.sleep(0.5)
             await cam.recv()

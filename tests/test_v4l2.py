@@ -105,10 +105,10 @@ def test_config_section_and_no_device() -> None:
 
 def test_camera_listing_as_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
     from appliance.cli import main
-    from drivers.v4l2 import CameraInfo
+    from drivers.v4l2 import V4l2Device
 
     name, bus, nodes = parse_list_devices((DATA / "list-devices.txt").read_text())[0]
-    info = CameraInfo(name, bus, nodes[0], nodes, formats("brio")).to_json()
+    info = V4l2Device(name, bus, nodes[0], nodes, formats("brio")).to_json()
     assert info["name"] == "Logitech BRIO" and info["device"] == "/dev/video0"
     assert info["formats"][1]["sizes"][-1] == {"width": 4096, "height": 2160, "fps": [30.0, 24.0, 20.0, 15.0, 10.0,
                                                                                        7.5, 5.0]}

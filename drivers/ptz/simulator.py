@@ -304,3 +304,34 @@ class ViscaCameraSim:
     async def stop(self) -> None:
         if self.source is not None:
             await self.source.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m drivers.ptz.simulator [--udp PORT] [--tcp PORT]``: a VISCA camera on 127.0.0.1 (no
+    picture) until interrupted, for trying a controller against it."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m drivers.ptz.simulator", description=main.__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--udp", type=int, default=52381, help="VISCA-over-IP port (0: any)")
+    p.add_argument("--tcp", type=int, default=5678, help="raw VISCA TCP port (0: any)")
+    a = p.parse_args(argv)
+
+    async def run() -> None:
+        sim = ViscaCameraSim()
+        udp, tcp = await sim.serve_udp(a.host, a.udp), await sim.serve_tcp(a.host, a.tcp)
+        print(f"VISCA camera: udp://{a.host}:{udp} (VISCA over IP), tcp://{a.host}:{tcp}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await sim.close()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
