@@ -83,10 +83,8 @@ class LatestFrameCamera:
     def _run(self) -> None:
         g, stopping, wanted, opened = self._grabber, self._stopping, self._wanted, self._opened
         try:
-            try:
-                g.open()
-            finally:
-                opened.set()
+            g.open()
+            opened.set()
             while not stopping.is_set():
                 if not g.grab():
                     raise SourceLost(f"{self.name}: the device stopped delivering pictures")
@@ -102,6 +100,7 @@ class LatestFrameCamera:
                 self._post(None, e if isinstance(e, SourceLost | CameraFormatError)
                            else SourceLost(f"{self.name}: {type(e).__name__}: {e}"))
         finally:
+            opened.set()  # after the error is posted: start() reports it
             try:
                 g.close()
             except Exception:
