@@ -102,6 +102,16 @@ def cmd_bench(a: argparse.Namespace) -> int:
     return run_bench(a.sections, quick=a.quick, as_json=a.json)
 
 
+def cmd_cameras(a: argparse.Namespace) -> int:
+    from drivers.v4l2 import list_cameras
+
+    cams = list_cameras()
+    if not cams:
+        print("roombox cameras: no V4L2 camera (no /dev/video*)", file=sys.stderr)
+    _print_lines(c.to_json() for c in cams)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="roombox", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = p.add_subparsers(dest="command", required=True)
@@ -153,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     r.add_argument("--duration", type=float, default=None, help="seconds (default: the scenario's)")
     r.set_defaults(func=cmd_render)
+
+    c = sub.add_parser("cameras", help="the USB (V4L2) cameras present, with their formats, as JSON lines")
+    c.set_defaults(func=cmd_cameras)
 
     s = sub.add_parser("score", help="score a track against the simulated room's ground truth")
     s.add_argument("--track", required=True)

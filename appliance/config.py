@@ -18,6 +18,7 @@ from drivers.registry import Kind, drivers, section_union
 
 CameraSections = section_union("camera")
 MicArraySections = section_union("mic_array")
+PtzSections = section_union("ptz")
 _Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")]
 
 
@@ -104,6 +105,9 @@ class Config(Section):
     mic_arrays: dict[_Name, MicArraySections] = Field(  # type: ignore[valid-type]
         default_factory=lambda: {"main": _default("mic_array")}, min_length=1, max_length=8,
         title="Mic arrays")
+    ptz: dict[_Name, PtzSections] = Field(  # type: ignore[valid-type]
+        default_factory=dict, max_length=8, title="PTZ cameras",
+        description='[ptz.NAME] type = "visca-ip" | "visca-tcp" | "visca-serial" | "uvc"')
     doa: DoaConfig = Field(default_factory=DoaConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     director: DirectorConfig = Field(default_factory=DirectorConfig)
@@ -133,6 +137,9 @@ class Config(Section):
             for name, section in (sections.items() if isinstance(sections, dict) else ()):
                 if isinstance(section, dict) and "type" not in section:
                     raise ValueError(f"[{new}.{name}] has no type: give one of {', '.join(drivers(kind))}")
+        for name, section in (data["ptz"].items() if isinstance(data.get("ptz"), dict) else ()):
+            if isinstance(section, dict) and "type" not in section:
+                raise ValueError(f"[ptz.{name}] has no type: give one of {', '.join(drivers('ptz'))}")
         return data
 
     @property
