@@ -72,7 +72,7 @@ def server() -> Iterator[Server]:
 
 
 def test_reads_frames_on_the_capture_clock_then_loses_the_server(server: Server) -> None:
-    cfg = RtspCameraConfig(url=server.url, width=320, height=240, open_timeout_s=10, read_timeout_s=2)
+    cfg = RtspCameraConfig(url=server.url, width=320, height=240, open_timeout_s=10, read_timeout_s=10)
     cam = open_device("camera", "net", cfg)
     assert isinstance(cam, VideoSource) and isinstance(cam, LatestFrameCamera)
 
@@ -111,7 +111,8 @@ def test_reads_frames_on_the_capture_clock_then_loses_the_server(server: Server)
 
 def test_a_frozen_server_and_a_silent_one_give_source_lost(server: Server) -> None:
     async def frozen() -> float:
-        cam = open_rtsp(server.url, clock=SYSTEM_CLOCK, read_timeout_s=1.5)
+        # the timeout must outlast a stall of the test's own ffmpeg on a loaded machine
+        cam = open_rtsp(server.url, clock=SYSTEM_CLOCK, read_timeout_s=5.0)
         await cam.start()
         try:
             await cam.recv()
@@ -124,7 +125,7 @@ def test_a_frozen_server_and_a_silent_one_give_source_lost(server: Server) -> No
         finally:
             await cam.stop()
 
-    assert asyncio.run(frozen()) < 15
+    assert asyncio.run(frozen()) < 30  # a bound for a hang, not a figure
 
     # a server that accepts the connection and never answers: the open times out
     with socket.socket() as silent:
@@ -139,12 +140,12 @@ def test_a_frozen_server_and_a_silent_one_give_source_lost(server: Server) -> No
         t0 = time.monotonic()
         with pytest.raises(SourceLost, match="cannot open"):
             asyncio.run(opening())
-        assert time.monotonic() - t0 < 15
+        assert time.monotonic() - t0 < 30
 
 
 def test_a_stream_of_another_size_is_refused_and_no_server_is_lost(server: Server) -> None:
     async def run(url: str, width: int | None = None, height: int | None = None) -> None:
-        cam = open_rtsp(url, open_timeout_s=5, read_timeout_s=2, width=width, height=height)
+        cam = open_rtsp(url, open_timeout_s=10, read_timeout_s=10, width=width, height=height)
         await cam.start()
         try:
             await cam.recv()
