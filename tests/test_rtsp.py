@@ -91,7 +91,7 @@ def test_reads_frames_on_the_capture_clock_then_loses_the_server(server: Server)
             await cam.start()
             assert (await cam.recv()).image.shape == (240, 320, 3)
             # a slow consumer gets the newest picture; the ones it missed are counted
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(1.0)
             await cam.recv()
             assert cam.dropped >= 3
             server.gst.kill()  # the server goes away
@@ -106,7 +106,7 @@ def test_reads_frames_on_the_capture_clock_then_loses_the_server(server: Server)
     times, shapes, t0, t1 = asyncio.run(run())
     assert shapes == [(240, 320, 3)] * 10
     assert all(b > a for a, b in zip(times, times[1:], strict=False))
-    assert t1 - t0 < 15  # read timeout 2 s (+ stall guard), not a hang
+    assert t1 - t0 < 30  # the read timeout (+ stall guard), not a hang
 
 
 def test_a_frozen_server_and_a_silent_one_give_source_lost(server: Server) -> None:
