@@ -105,7 +105,7 @@ class Control:
             return False
         default = "443" if parts.scheme == "https" else "80"
         o_name, o_port = split_host(parts.netloc)
-        h_name, h_port = split_host(request.host or "")
+        h_name, h_port = split_host(request.headers.get("Host", ""))
         return o_name == h_name and (o_port or default) == (h_port or default)
 
     # -- who is asking -----------------------------------------------------------------------------
@@ -159,24 +159,31 @@ class Control:
         @web.middleware
         async def guard(request: web.Request,
                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-            if not self.host_allowed(request.host):
-                log.warning("refused %s %s from %s: Host %r", request.method, request.path, request.remote,
-                            request.host)
-                fail(421, f"this box does not answer to the name {request.host!r}")
+            host = request.headers.get("Host")  # not request.host: without a Host it makes one up
+            if not self.host_allowed(host):
+                log.warning("refused %s %s from %s: Host %r", request.method, request.path, request.remote, host)
+                fail(421, f"this box does not answer to the name {host!r}")
             try:
                 response = await handler(request)
             except RecursionError:
                 fail(400, "the request is nested too deeply")
+            except web.HTTPException as e:
+                _harden(request, e)
+                raise
             if not response.prepared:
-                h = response.headers
-                h.setdefault("X-Content-Type-Options", "nosniff")
-                h.setdefault("X-Frame-Options", "DENY")
-                h.setdefault("Referrer-Policy", "no-referrer")
-                if request.path.startswith("/api/") or request.path == "/offer":
-                    h.setdefault("Cache-Control", "no-store")
+                _harden(request, response)
             return response
 
         return [guard]
+
+
+def _harden(request: web.Request, response: web.StreamResponse | web.HTTPException) -> None:
+    h = response.headers
+    h.setdefault("X-Content-Type-Options", "nosniff")
+    h.setdefault("X-Frame-Options", "DENY")
+    h.setdefault("Referrer-Policy", "no-referrer")
+    if request.path.startswith("/api/") or request.path == "/offer":
+        h.setdefault("Cache-Control", "no-store")
 
 
 def _no_constant(name: str) -> Any:
