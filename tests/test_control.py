@@ -237,6 +237,8 @@ def test_offers_are_refused_without_credentials_origin_json_or_a_sane_sdp(box: B
         ("null body", {"raw": b"null", "token": "read"}, 400, "expected JSON"),
         ("an answer", {"body": {"sdp": sdp, "type": "answer"}, "token": "read"}, 400, "expected an offer"),
         ("no media", {"body": {"sdp": SDP_HEAD, "type": "offer"}, "token": "read"}, 400, "neither video"),
+        ("sending media", {"body": {"sdp": _sdp_with_m_lines(1).replace("recvonly", "sendrecv"), "type": "offer"},
+                           "token": "read"}, 400, "recvonly"),
         ("16 m-lines", {"body": {"sdp": _sdp_with_m_lines(16), "type": "offer"}, "token": "read"}, 400, "m-lines"),
         ("600 m-lines", {"body": {"sdp": _sdp_with_m_lines(600), "type": "offer"}, "token": "read"}, 400, "m-lines"),
         ("nested", {"raw": b"[" * 100_000 + b"]" * 100_000, "token": "read"}, 400, "nested"),

@@ -119,6 +119,12 @@ def check_offer_sdp(sdp: str, max_media_lines: int) -> str | None:
         return f"{len(media)} m-lines: a viewer may ask for at most {max_media_lines}"
     if not any(m in ("video", "audio") for m in media):
         return "the offer asks for neither video nor audio"
+    # the box only sends: media coming in would be decoded into queues nobody reads
+    sections = sdp.split("\nm=")[1:]
+    for section in sections:
+        if section.startswith(("video", "audio")) and not any(
+                line.strip() in ("a=recvonly", "a=inactive") for line in section.splitlines()):
+            return "each audio and video m-line must be recvonly: the box does not take media"
     return None
 
 
