@@ -308,6 +308,24 @@ def test_socket_needs_credentials_and_origin_and_commands_need_control(box: Box)
     assert nested == {"kind": "error", "data": {"error": "not JSON"}} and again["kind"] == "reply"
 
 
+def test_a_socket_is_closed_when_its_token_is_revoked(box: Box, monkeypatch: pytest.MonkeyPatch) -> None:
+    import appliance.streaming.server as server
+
+    monkeypatch.setattr(server, "CREDENTIALS_RECHECK_S", 0.2)
+
+    async def main() -> tuple[int | None, float]:
+        headers = {"Authorization": f"Bearer {box.tokens['control']}"}
+        async with aiohttp.ClientSession() as s, s.ws_connect(box.url + "/ws", headers=headers) as ws:
+            box.control.auth.tokens.revoke("test-control")
+            t0 = time.monotonic()
+            while (await ws.receive(timeout=15)).type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                pass
+            return ws.close_code, time.monotonic() - t0
+
+    code, seconds = run_async(main())
+    assert code == 4401 and seconds < 10
+
+
 def test_sockets_are_bounded_live_from_the_config(box: Box) -> None:
     doc = box.store.current.model_dump(mode="json")
     doc["access"]["max_sockets"] = 2
@@ -687,3 +705,17 @@ def test_200_unauthenticated_offers_and_sockets_are_refused_memory_flat_viewer_k
         assert st["viewers"] == 1 and st["panels"] == 0
     finally:
         box.lt.run(viewer.close())
+
+
+def test_the_pin_back_off_counts_an_ipv6_client_by_its_64_and_the_box_control_lives_under_home(tmp_path: Path) -> None:
+    from appliance.control.api import client_key
+
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:192.0.2.7") == client_key("192.0.2.7") == "192.0.2.7"
+    control = Control.for_box(Config(), lambda cfg: [], home=tmp_path)
+    assert control.store is not None and control.store.path == tmp_path / "config.toml"
+    assert load_config(tmp_path / "config.toml") == Config()
+    assert (tmp_path / "config-revisions" / "000001.json").exists()
+    _, token = control.auth.tokens.create("read")
+    assert (tmp_path / "tokens.json").exists() and control.auth.from_bearer(token, "127.0.0.1") is not None

@@ -8,6 +8,7 @@ Scopes: ``read`` for ``/api/state`` and ``/api/status``; ``admin`` for everythin
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 import tomllib
@@ -56,6 +57,7 @@ async def _session_post(request: web.Request) -> web.Response:
         fail(400, 'expected {"token": "..."} or {"pin": "..."}')
     access = c.access
     remote = request.remote or "?"
+    client = client_key(remote)
     if "token" in body:
         rec = c.auth.tokens.check(body["token"], request.remote)
         if rec is None:
@@ -65,7 +67,7 @@ async def _session_post(request: web.Request) -> web.Response:
         sid = c.auth.session_for_token(rec, ttl)
         who = c.auth.from_session(sid, request.remote)
     else:
-        wait = c.auth.throttle.wait_s(remote, access.pin_free_tries, access.pin_max_backoff_s)
+        wait = c.auth.throttle.wait_s(client, access.pin_free_tries, access.pin_max_backoff_s)
         if wait > 0:
             log.warning("PIN try from %s refused: wait %.0f s", remote, wait)
             fail(429, f"too many wrong PINs: try again in {wait:.0f} s", headers={"Retry-After": str(int(wait) + 1)},
@@ -74,10 +76,10 @@ async def _session_post(request: web.Request) -> web.Response:
             fail(409, "no admin PIN is set on this box (roombox pin set)")
         ok = await asyncio.to_thread(c.auth.pin.verify, body["pin"])
         if not ok:
-            n = c.auth.throttle.failed(remote)
+            n = c.auth.throttle.failed(client)
             log.warning("wrong PIN from %s (%d in a row)", remote, n)
             fail(401, "wrong PIN", failures=n)
-        c.auth.throttle.succeeded(remote)
+        c.auth.throttle.succeeded(client)
         existing = request.cookies.get(SESSION_COOKIE)
         if existing is not None and (origin is None or c.auth.from_session(existing, request.remote) is None):
             existing = None
@@ -89,6 +91,18 @@ async def _session_post(request: web.Request) -> web.Response:
     response = web.json_response(_who(who))
     response.set_cookie(SESSION_COOKIE, sid, max_age=int(ttl), httponly=True, samesite="Strict", path="/")
     return response
+
+
+def client_key(remote: str) -> str:
+    """Whom the PIN back-off counts: the IPv4 address, or the /64 of an IPv6 one (a host picks any address in
+    its /64 at will)."""
+    try:
+        ip = ipaddress.ip_address(remote)
+    except ValueError:
+        return remote
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped) if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else str(ip)
 
 
 def _who(p: Principal) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -21,6 +22,7 @@ from aiohttp import web
 from appliance.config import AccessConfig, Config
 from appliance.control.auth import Auth, Principal, allows
 from appliance.control.store import ConfigStore, OnConfig
+from common.paths import home_dir
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,18 @@ class Control:
         self.started = time.monotonic()
         hostname = socket.gethostname().lower().rstrip(".")
         self._own_names = {"localhost", hostname, f"{hostname}.local"}
+
+    @classmethod
+    def for_box(cls, cfg: Config, on_config: OnConfig | None = None, config_path: Path | None = None,
+                home: Path | None = None) -> Control:
+        """The live box's control: tokens and the PIN under ``home`` (default ``$ROOMBOX_HOME``), the running
+        ``cfg`` behind ``/api/config``, written to ``config_path`` (default ``home/config.toml``), its
+        revisions in ``home/config-revisions/``. ``on_config(new_cfg)`` applies a change live and returns the
+        keys (or section names) that need a restart."""
+        home = home_dir() if home is None else home
+        store = ConfigStore(config_path if config_path is not None else home / "config.toml",
+                            home / "config-revisions", cfg)
+        return cls(Auth.at(home), store=store, on_config=on_config)
 
     @property
     def access(self) -> AccessConfig:

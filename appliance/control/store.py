@@ -29,10 +29,8 @@ log = logging.getLogger(__name__)
 
 _REV = re.compile(r"^(\d{6,})\.json$")
 
-# Applied live by the web server itself (read at each request); everything else is the box's business.
-SERVER_LIVE = ("access.allowed_hosts", "access.allowed_origins", "access.max_viewers", "access.max_sockets",
-               "access.ice_timeout_s", "access.max_media_lines", "access.session_hours", "access.pin_minutes",
-               "access.pin_free_tries", "access.pin_max_backoff_s")
+# The web server's own keys: [access] applies live (read at each request) except the body limit, fixed when
+# the application is made; [panel] (where it listens) needs a restart. Every other key is the box's business.
 SERVER_RESTART = ("panel.", "access.max_body_kb")
 
 OnConfig = Callable[[Config], list[str]]

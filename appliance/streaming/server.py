@@ -32,6 +32,7 @@ from appliance.streaming.tracks import FramedVideoTrack, RoomAudioTrack
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+CREDENTIALS_RECHECK_S = 5.0
 
 CommandHandler = Callable[[dict[str, Any]], "dict[str, Any] | Awaitable[dict[str, Any]]"]
 
@@ -226,7 +227,15 @@ async def _ws(request: web.Request) -> web.WebSocketResponse:
             kind, payload = await queue.get()
             await ws.send_str(_reply(kind, payload))
 
-    sender = asyncio.create_task(forward())
+    async def recheck() -> None:  # a revoked token or an ended session loses its sockets too
+        while True:
+            await asyncio.sleep(CREDENTIALS_RECHECK_S)
+            if p.control.still_valid(who, request.remote) is None:
+                log.info("panel socket of %s closed: credentials no longer valid", who.who)
+                await ws.close(code=4401, message=b"credentials no longer valid")
+                return
+
+    sender = asyncio.gather(forward(), recheck())
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
