@@ -91,6 +91,32 @@ class PanelConfig(Section):
     port: int = Field(8080, ge=1, le=65535, title="Listen port")
 
 
+_HostName = Annotated[str, Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$", max_length=253)]
+_Origin = Annotated[str, Field(pattern=r"^https?://[A-Za-z0-9.:\[\]-]{1,260}$", max_length=270)]
+
+
+class AccessConfig(Section):
+    """Who may reach the panel and the API, and how much any one caller may ask of the box."""
+
+    allowed_hosts: list[_HostName] = Field(
+        default_factory=list, max_length=32, title="Other host names the box answers to",
+        description="IP addresses, localhost and this machine's hostname (and NAME.local) are always "
+        "answered; any other Host header is refused (DNS rebinding).")
+    allowed_origins: list[_Origin] = Field(
+        default_factory=list, max_length=32, title="Other web origins allowed to make offers and open sockets",
+        description="The page's own origin is always allowed, e.g. https://rooms.example.com")
+    max_body_kb: int = Field(256, ge=16, le=16384, title="Largest request body (KiB)")
+    max_viewers: int = Field(8, ge=1, le=64, title="Most WebRTC viewers at once")
+    max_sockets: int = Field(64, ge=1, le=1024, title="Most panel sockets at once")
+    ice_timeout_s: float = Field(15.0, ge=2.0, le=120.0, title="Time for a viewer to connect (s)",
+                                 description="A peer that has not connected by then is dropped.")
+    max_media_lines: int = Field(3, ge=1, le=16, title="Most m-lines in a viewer's offer")
+    session_hours: float = Field(12.0, gt=0.0, le=720.0, title="Panel session lifetime (hours)")
+    pin_minutes: float = Field(15.0, gt=0.0, le=1440.0, title="Admin rights after the PIN (minutes)")
+    pin_free_tries: int = Field(3, ge=1, le=20, title="Wrong PINs before the back-off starts")
+    pin_max_backoff_s: float = Field(300.0, ge=1.0, le=86400.0, title="Longest wait after wrong PINs (s)")
+
+
 _LEGACY: dict[Kind, str] = {"camera": "cameras", "mic_array": "mic_arrays"}
 _LEGACY_TYPE = {"camera": "file", "mic_array": "wav"}
 
@@ -113,6 +139,7 @@ class Config(Section):
     director: DirectorConfig = Field(default_factory=DirectorConfig)
     stream: StreamConfig = Field(default_factory=StreamConfig)
     panel: PanelConfig = Field(default_factory=PanelConfig)
+    access: AccessConfig = Field(default_factory=AccessConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -176,7 +203,8 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
 
 
 def config_to_toml(cfg: Config) -> str:
-    return tomli_w.dumps(cfg.model_dump(mode="json"))
+    """The config as TOML; unset (``None``) values are left out, as TOML has no null."""
+    return tomli_w.dumps(cfg.model_dump(mode="json", exclude_none=True))
 
 
 __all__ = ["CameraSection", "ConfigError", "Config", "MicArraySection", "load_config", "parse_config", "read_toml"]
