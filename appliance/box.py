@@ -110,6 +110,20 @@ class RoomBox:
         faces = self.detector.detect(frame.image, frame.t)
         return Faces(faces.t, faces.faces, frame.width, frame.height), 1000 * (time.perf_counter() - began)
 
+    # sections a running box takes over at once; the others (devices, stream, panel) need a restart
+    LIVE_SECTIONS = ("doa", "detector", "director", "access")
+
+    def on_config(self, new: Config) -> list[str]:
+        """Apply a changed config: the director, detection and hearing take it at once (the framing mode
+        chosen on the panel stays); returns the changed sections that need a restart."""
+        old = self.cfg
+        changed = [k for k in type(new).model_fields if getattr(new, k) != getattr(old, k)]
+        if any(k in changed for k in ("doa", "mic_arrays")):
+            self.hearing = Hearing(new.mic_array, new.doa)
+        self.cfg = new
+        self.step.reconfigure(new)
+        return [k for k in changed if k not in self.LIVE_SECTIONS]
+
     def command(self, cmd: dict[str, Any]) -> dict[str, Any]:
         """A command from the panel: ``{"cmd": "set_mode", "mode": M}`` (speaker, group, gallery, off, manual)
         or ``{"cmd": "ptz", "pan": P, "tilt": T, "zoom": Z}`` (manual framing; pan and tilt in [-1, 1],

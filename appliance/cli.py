@@ -35,17 +35,13 @@ def _with_panel(cfg: Config, a: argparse.Namespace) -> Config:
 
 def cmd_demo(a: argparse.Namespace) -> int:
     from appliance.app import run_demo
-    from appliance.control.kiosk import demo_kiosk_link
-
-    cfg = _with_panel(load_config(a.config), a)
-    print(f"roombox: kiosk link (this browser only, while the demo runs) {demo_kiosk_link(cfg.panel)}", flush=True)
-    return run_demo(Path(a.scenario), cfg)
+    return run_demo(Path(a.scenario), _with_panel(load_config(a.config), a))
 
 
 def cmd_run(a: argparse.Namespace) -> int:
     from appliance.app import serve
 
-    return serve(_with_panel(load_config(a.config), a))
+    return serve(_with_panel(load_config(a.config), a), Path(a.config))
 
 
 def cmd_token(a: argparse.Namespace) -> int:

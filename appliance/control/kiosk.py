@@ -8,7 +8,6 @@ import sys
 
 from appliance.config import PanelConfig
 from appliance.control.auth import Auth, AuthError, check_pin_format
-from appliance.control.guard import default_control
 
 
 def token_command(a: argparse.Namespace, auth: Auth | None = None) -> int:
@@ -60,9 +59,3 @@ def kiosk_link(token: str, panel: PanelConfig) -> str:
     return f"http://{host}:{panel.port}/#token={token}"
 
 
-def demo_kiosk_link(panel: PanelConfig) -> str:
-    """A ``control`` token that lives in this process only (never stored), usable from this machine only,
-    in the process's default control (what a server made without one uses); as a kiosk link."""
-    _, token = default_control().auth.tokens.create("control", "demo kiosk", allowed_from=["127.0.0.1", "::1"],
-                                                    persist=False)
-    return kiosk_link(token, panel)
