@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 
 from appliance.config import Config
 from appliance.framing import render_shot
-from appliance.messages import CameraInfo, DeviceStatus, Faces, Stats
+from appliance.messages import CameraInfo, Decisions, DeviceStatus, Faces, Shot, Stats
 from appliance.perception.hearing import Hearing
 from appliance.ports import AudioSink, Detector, EventSink, FrameSink
 from appliance.step import FrameStep
@@ -57,6 +58,7 @@ class RoomBox:
         self.hearing = Hearing(cfg.mic_array, cfg.doa)
         self.step = FrameStep(cfg)
         self.counters = Counters()
+        self.decisions: deque[Shot] = deque(maxlen=20)  # the latest cuts, newest first
         self._detecting: asyncio.Future[tuple[Faces, float]] | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="detect")
 
@@ -89,6 +91,9 @@ class RoomBox:
             self._detecting = asyncio.get_running_loop().run_in_executor(self._pool, self._detect, frame)
         shot = self.step.step(frame.t, frame.width, frame.height, faces)
         self.events.publish(shot)
+        if shot.cut:
+            self.decisions.appendleft(shot)
+            self.events.publish(Decisions(tuple(self.decisions)))
         s = self.cfg.stream
         self.frames.put(render_shot(frame.image, shot, s.width, s.height), frame.t)
 
