@@ -52,6 +52,12 @@ def cmd_doa(a: argparse.Namespace) -> int:
 
     cfg = load_config(a.config)
     samples = read_array_wav(a.audio, cfg.mic_array)
+    if a.reference is not None:
+        from appliance.perception.listening import Listener, read_reference
+
+        reference = read_reference(a.reference, samples, cfg.mic_array.sample_rate)
+        _print_lines(h.to_json() for h in Listener(cfg.mic_array, cfg.tracker, cfg.doa).feed(samples, 0.0, reference))
+        return 0
     _print_lines(d.to_json() for d in Hearing(cfg.mic_array, cfg.doa).feed(samples, 0.0))
     return 0
 
@@ -113,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser("doa", help="direction of arrival per analysis block, as JSON lines")
     o.add_argument("--audio", required=True)
     o.add_argument("--config", required=True)
+    o.add_argument("--reference", default=None,
+                   help="mono WAV of what the loudspeaker played (sample-aligned with --audio, same rate): "
+                   "adds \"farend\" and tracked \"sources\" to each line")
     o.set_defaults(func=cmd_doa)
 
     f = sub.add_parser("faces", help="faces per image or video frame, as JSON lines")

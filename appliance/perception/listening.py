@@ -18,6 +18,7 @@ blocks every ``[tracker] hop_ms``. Per block:
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,6 @@ from appliance.perception.evidence import SoftSrp
 from appliance.perception.farend import farend_share
 from appliance.perception.tracker import Source, SourceTracker
 from appliance.perception.vad import EnergyVad
-
 
 NOISE_EVERY = 4
 
@@ -188,3 +188,22 @@ class Listener:
                 azimuth, confidence = talker.azimuth_deg, talker.activity
         return Heard(t=t, azimuth_deg=azimuth, speech=speech or azimuth is not None, farend=farend,
                      level_db=level, confidence=confidence, sources=tuple(sources))
+
+
+def read_reference(path: str | os.PathLike[str], samples: npt.NDArray[np.float32], sample_rate: int) -> np.ndarray:
+    """The playback reference WAV at ``path`` as float32 (frames,), checked against the array recording
+    ``samples`` (frames, channels) at ``sample_rate``: mono, the same rate, the same length."""
+    from drivers.files import MediaFileError, read_wav
+
+    ref, rate = read_wav(path)
+    if rate != sample_rate:
+        raise MediaFileError(f"{path}: the reference's sample rate is {rate} Hz but the array recording's is "
+                             f"{sample_rate} Hz")
+    if ref.shape[1] != 1:
+        raise MediaFileError(f"{path}: the reference has {ref.shape[1]} channels; it must be mono (what was "
+                             f"sent to the loudspeaker)")
+    if ref.shape[0] != samples.shape[0]:
+        raise MediaFileError(f"{path}: the reference has {ref.shape[0]} samples but the array recording has "
+                             f"{samples.shape[0]}: they must be sample-aligned and of the same length")
+    out: np.ndarray = ref[:, 0]
+    return out

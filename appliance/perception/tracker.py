@@ -112,9 +112,8 @@ class SourceTracker:
         self._t = t
         decay = math.exp(-dt / cfg.evidence_tau_s)
         q = cfg.process_noise_deg**2 * dt
-        cap = (cfg.gate_deg / 2.0) ** 2  # an unheard source's uncertainty stops growing: no far-away captures
         for tr in self._tracks:
-            tr.var = min(tr.var + q, cap)
+            tr.var += q
             tr.evidence *= decay
 
         used: set[int] = set()
@@ -128,7 +127,9 @@ class SourceTracker:
                 if tr.id in used:
                     continue
                 d = abs(_wrap(cand.azimuth_deg - tr.az))
-                gate = cfg.gate_deg + 2.0 * math.sqrt(tr.var)
+                # the gate widens with the source's uncertainty, but only so far: a source unheard for
+                # a while must not capture an estimate from elsewhere
+                gate = cfg.gate_deg + 2.0 * min(math.sqrt(tr.var), cfg.gate_deg / 2.0)
                 if d <= gate and d / gate < best_d:
                     best, best_d = tr, d / gate
             if best is None:
@@ -211,9 +212,9 @@ class SourceTracker:
                 return
         if tr.el > cfg.max_talker_elevation_deg:
             tr.kind = "above"
-        elif tr.farend_frac >= CONTEXT_LIMIT and tr.n_obs >= 4:
+        elif tr.farend_frac >= CONTEXT_LIMIT:
             tr.kind = "farend"
-        elif tr.silent_frac >= CONTEXT_LIMIT and tr.n_obs >= 4:
+        elif tr.silent_frac >= CONTEXT_LIMIT:
             tr.kind = "unknown"
         else:
             tr.kind = "talker"
