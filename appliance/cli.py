@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="print a table of figures (or JSON lines), each against a peer")
     b.add_argument("sections", nargs="*", metavar="SECTION",
-                   help="core, faces, doa, simroom (default: all of these)")
+                   help="core, faces, doa, simroom (default: all of these), listening")
     b.add_argument("--quick", action="store_true", help="fewer repetitions")
     b.add_argument("--json", action="store_true",
                    help='one JSON line per figure: {"section", "figure", "value", "unit"}')

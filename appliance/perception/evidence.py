@@ -70,12 +70,13 @@ def _direct_share(gamma: npt.NDArray[np.complex64], diffuse: npt.NDArray[np.floa
     the diffuse field's: the coherent-to-diffuse ratio, DOA-independent estimator of Schwarz and Kellermann
     (2015), as CDR / (1 + CDR). 0 where the bin is as coherent as a diffuse field would make it (low
     frequencies on close pairs, reverberation), towards 1 for one direct wave."""
-    g2 = np.minimum(gamma.real**2 + gamma.imag**2, 1.0 - 1e-4)
     re = gamma.real
+    g2 = np.minimum(re * re + gamma.imag * gamma.imag, np.float32(1.0 - 1e-4))
     n = diffuse
-    root = np.sqrt(np.maximum(n * n * re * re - n * n * g2 + n * n - 2.0 * n * re + g2, 0.0))
+    # sqrt(n^2 re^2 - n^2 g2 + n^2 - 2 n re + g2) = sqrt(n^2 (re^2 - g2 + 1) - 2 n re + g2)
+    root = np.sqrt(np.maximum(n * n * (re * re - g2 + 1.0) - 2.0 * n * re + g2, 0.0))
     cdr = np.maximum((n * re - g2 - root) / (g2 - 1.0), 0.0)
-    share: npt.NDArray[np.float32] = (cdr / (1.0 + cdr)).astype(np.float32)
+    share: npt.NDArray[np.float32] = cdr / (1.0 + cdr)
     return share
 
 
@@ -117,9 +118,12 @@ class SoftSrp:
         if sel.size == 0:
             raise ValueError(f"no FFT bin between {fmin_hz} and {fmax_hz} Hz at {sample_rate} Hz")
         self._bins = sel
+        self._voice = freqs[sel] <= 3400.0  # the voice-activity band's upper edge (as EnergyVad)
+        self._level_scale = 2.0 / (self.frame_len * float(np.sum(np.hanning(self.frame_len + 2)[1:-1] ** 2)))
         self._chance = 1.0 / math.sqrt(n_frames)  # coherence of unrelated phases over the block's frames
 
         ii, jj = np.triu_indices(self.n_mics, k=1)
+        self._diag = np.arange(self.n_mics)
         self._pi, self._pj = ii, jj
         self.n_pairs = int(ii.size)
         self._fs_up = UPSAMPLE * self.sample_rate
@@ -162,6 +166,12 @@ class SoftSrp:
         shape = (self._elev.size, self.grid_deg.size, self.n_pairs)
         self._t0, self._t1, self._tf = i0.reshape(shape), i1.reshape(shape), fr.reshape(shape)
         self._ring: LagTable = (self._t0[self._el0], self._t1[self._el0], self._tf[self._el0])
+        # the ring's interpolation as one dense (P * lags, G) matrix: the ring response is one product
+        ring = np.zeros((self.n_pairs * self._lag_len, self.grid_deg.size), np.float32)
+        cols = np.broadcast_to(np.arange(self.grid_deg.size)[:, None], self._ring[0].shape)
+        np.add.at(ring, (self._ring[0], cols), (1.0 - self._ring[2]).astype(np.float32))
+        np.add.at(ring, (self._ring[1], cols), self._ring[2].astype(np.float32))
+        self._ring_matrix = ring
 
         hop_s = (hop_ms if hop_ms is not None else block_ms / 2.0) / 1000.0
         self._rise = 10 ** (FLOOR_RISE_DB_PER_S * hop_s / 10.0)
@@ -169,6 +179,8 @@ class SoftSrp:
         self._floor: FloatArray | None = None
         self._blocks = 0
         self._last = (self._el0, 0)  # (elevation, azimuth) grid indices of the last peak found
+        self._spec: npt.NDArray[np.complex64] = np.zeros((n_frames, sel.size, self.n_mics), np.complex64)
+        self._power = np.zeros((n_frames, sel.size))
 
     def _lag_table(self, az_deg: FloatArray, el_deg: FloatArray) -> LagTable:
         """Flat indices into the (P, L) correlations and the interpolation fraction, for each direction."""
@@ -189,7 +201,9 @@ class SoftSrp:
         """The learnt noise power per analysed frequency bin (mean over mics), None before the first block."""
         return self._floor
 
-    def _spectra(self, block: npt.ArrayLike) -> npt.NDArray[np.complex64]:
+    def prepare(self, block: npt.ArrayLike) -> float:
+        """Transform one block (samples, M) for :meth:`analyse` and return its level in the voice band
+        (dBFS, mean over mics and sub-frames), so that a voice-activity gate can decide on it first."""
         x = np.asarray(block, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.n_mics:
             raise ValueError(f"block must be (samples, {self.n_mics}), got shape {x.shape}")
@@ -197,8 +211,12 @@ class SoftSrp:
             raise ValueError(f"block has {x.shape[0]} samples, need {self.block_len}")
         frames = x[-self.block_len:].T[:, self._idx] * self._window  # (M, F, N)
         spec = scipy.fft.rfft(frames, axis=-1)[:, :, self._bins]  # (M, F, K)
-        out: npt.NDArray[np.complex64] = np.ascontiguousarray(spec.transpose(1, 2, 0)).astype(np.complex64)
-        return out
+        self._spec = np.ascontiguousarray(spec.transpose(1, 2, 0))  # (F, K, M)
+        mag2 = self._spec.real**2 + self._spec.imag**2
+        self._power = mag2.mean(axis=2, dtype=np.float64)  # (F, K)
+        # Parseval with the window: mean square in the band = 2 sum |X_k|^2 / (N sum w^2)
+        band = float(self._power[:, self._voice].sum()) / self._power.shape[0] * self._level_scale
+        return 10.0 * math.log10(band) if band > 1e-12 else -120.0
 
     def _update_floor(self, power: FloatArray) -> FloatArray:
         self._blocks += 1
@@ -216,9 +234,13 @@ class SoftSrp:
                 second_ratio: float = 0.45, min_weight: float = 0.0) -> list[Candidate]:
         """Direction estimates of one block (samples, M), strongest first. ``speech`` says whether the
         voice-activity gate heard speech: then bins near the learnt noise floor are down-weighted."""
-        spec = self._spectra(block)  # (F, K, M)
-        mag = np.abs(spec)
-        power = (mag**2).mean(axis=2).astype(np.float64)  # (F, K)
+        self.prepare(block)
+        return self.evidence(speech, max_sources, second_ratio, min_weight)
+
+    def evidence(self, speech: bool, max_sources: int = 2, second_ratio: float = 0.45,
+                 min_weight: float = 0.0) -> list[Candidate]:
+        """:meth:`analyse` of the block given to :meth:`prepare` last."""
+        spec, power = self._spec, self._power
         floor = self._update_floor(power)
         if speech:
             a = np.clip(1.0 - OVER_SUBTRACT * floor[None, :] / np.maximum(power, 1e-30), 0.0, 1.0)
@@ -229,8 +251,10 @@ class SoftSrp:
             return []
         # weighted cross- and auto-spectra over the block's frames, and the complex coherence per pair: (K, P)
         af = a.astype(np.float32)
-        phi = np.einsum("fk,fkp->kp", af, spec[:, :, self._pi] * np.conj(spec[:, :, self._pj]))
-        auto = np.einsum("fk,fkm->km", af, (mag * mag).astype(np.float32))
+        y = (spec * np.sqrt(af)[:, :, None]).transpose(1, 2, 0)  # (K, M, F)
+        cov = np.matmul(y, np.conj(y.transpose(0, 2, 1)))  # (K, M, M)
+        phi = cov[:, self._pi, self._pj]
+        auto = cov[:, self._diag, self._diag].real
         gamma = phi / np.sqrt(np.maximum(auto[:, self._pi] * auto[:, self._pj], 1e-30))
         direct = _direct_share(gamma, self._diffuse)
         w = direct * (a_sum / a.shape[0]).astype(np.float32)[:, None]  # (K, P): direct-path evidence
@@ -240,8 +264,7 @@ class SoftSrp:
         usable = total / w.size
         g = (gamma / (np.abs(gamma) + 1e-12) * (w / total)).T  # (P, K): the phase of each direct-path bin
         # sum_k Re(G(k) exp(+j w n / fs_up)) at each lag n: the weighted GCC of each pair
-        cc = (np.ascontiguousarray(g.real) @ self._cos - np.ascontiguousarray(g.imag) @ self._sin)
-        cc = cc.astype(np.float64).ravel()
+        cc = (np.ascontiguousarray(g.real) @ self._cos - np.ascontiguousarray(g.imag) @ self._sin).ravel()
         cc_el = cc
         if self._elev.size > 1 and self._high.any():
             # elevation from the upper band only: low frequencies on a small array barely change with
@@ -249,11 +272,11 @@ class SoftSrp:
             gh = g[:, self._high]
             gh = gh / max(float((w[self._high] / total).sum()), 1e-9)
             cc_el = (np.ascontiguousarray(gh.real) @ self._cos[self._high]
-                     - np.ascontiguousarray(gh.imag) @ self._sin[self._high]).astype(np.float64).ravel()
+                     - np.ascontiguousarray(gh.imag) @ self._sin[self._high]).ravel()
         out: list[Candidate] = []
         first: Candidate | None = None
         for _ in range(max_sources):
-            ring = self._response(cc, self._ring)
+            ring = (cc @ self._ring_matrix).astype(np.float64)
             cand = self._peak(cc, cc_el, ring, usable)
             if cand is None:
                 break

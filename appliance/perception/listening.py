@@ -28,11 +28,13 @@ import numpy.typing as npt
 from appliance.config import DoaConfig, MicArraySection, TrackerConfig
 from appliance.messages import Doa
 from appliance.perception.evidence import SoftSrp
-from appliance.perception.farend import farend_share
+from appliance.perception.farend import SILENT_DB, farend_share
 from appliance.perception.tracker import Source, SourceTracker
 from appliance.perception.vad import EnergyVad
 
-NOISE_EVERY = 4
+NOISE_EVERY = 4  # one block in this many without speech is analysed without the noise-floor weights
+DELAY_EVERY = 4
+LIVELY_DB = 3.0  # the far-end delay is searched again every this many blocks
 
 
 def _r(v: float, nd: int = 3) -> float:
@@ -69,6 +71,16 @@ class Heard:
                    level_db=self.level_db, confidence=self.confidence)
 
 
+class _GivenLevelVad(EnergyVad):
+    """The energy gate on a level computed elsewhere (the block's voice-band level from the DOA's transform,
+    which saves a second transform of every block)."""
+
+    given_db = -120.0
+
+    def level_db(self, block: npt.ArrayLike) -> float:
+        return self.given_db
+
+
 class Listener:
     """Voice activity, far end, soft DOA evidence and tracked sources of a mic-array stream."""
 
@@ -80,7 +92,7 @@ class Listener:
         self.n_mics = len(mic.positions)
         self.srp = SoftSrp(np.asarray(mic.positions, dtype=np.float64), fs, doa.block_ms, doa.fmin_hz,
                            doa.fmax_hz, doa.grid_deg, hop_ms=cfg.hop_ms, full_circle=cfg.full_circle)
-        self.vad = EnergyVad(doa.model_copy(update={"hop_ms": cfg.hop_ms}), fs)
+        self.vad = _GivenLevelVad(doa.model_copy(update={"hop_ms": cfg.hop_ms}), fs)
         self.tracker = SourceTracker(cfg, hop_s=cfg.hop_ms / 1000.0)
         self.block_len = self.srp.block_len
         self.hop_len = max(1, round(cfg.hop_ms * fs / 1000.0))
@@ -162,7 +174,12 @@ class Listener:
         ref = self._ref[max(0, i_end - need):i_end]
         if ref.size < need:
             ref = np.concatenate([np.zeros(need - ref.size, np.float32), ref])
-        est = farend_share(self._x[i_end - n:i_end], ref, self.sample_rate, self.max_delay)
+        # the room path changes rarely: search its delay again every DELAY_EVERY blocks, or when lost
+        search = self._delay is None or self._blocks % DELAY_EVERY == 0
+        est = farend_share(self._x[i_end - n:i_end], ref, self.sample_rate, self.max_delay,
+                           delay=None if search else self._delay)
+        if est.reference_db > SILENT_DB:
+            self._delay = est.delay if est.share >= cfg.farend_ratio else None
         if est.share >= cfg.farend_ratio:
             self._farend_until = t + cfg.farend_hold_s
         return t <= self._farend_until
@@ -171,15 +188,20 @@ class Listener:
         cfg = self.cfg
         i_end = block_end - self._base
         block = self._x[i_end - self.block_len:i_end]
+        self.vad.given_db = self.srp.prepare(block)  # the voice-band level, from the DOA's own transform
         speech, level = self.vad.update(block)
-        farend = self._has_ref and self._farend(block_end, t)
         self._blocks += 1
+        farend = self._has_ref and self._farend(block_end, t)
         # Bins near the learnt noise floor are down-weighted (a talker the gate missed still shows), except
         # in one block out of NOISE_EVERY without speech, where the steady sources show and are learnt.
         masked = speech or self._blocks % NOISE_EVERY != 0
-        cands = self.srp.analyse(block, speech=masked, max_sources=cfg.max_sources,
-                                 second_ratio=cfg.second_ratio, min_weight=cfg.min_weight)
-        sources = self.tracker.update(t, cands, speech=speech, farend=farend, level_db=level)
+        cands = self.srp.evidence(masked, max_sources=cfg.max_sources if speech else 1,
+                                  second_ratio=cfg.second_ratio, min_weight=cfg.min_weight)
+        # the context the tracker classifies sources by: a block a little above the noise floor counts as
+        # speech too (the gate is strict; a talker starting softly is not a fan)
+        floor = self.vad.floor_db
+        lively = speech or (floor is not None and level > floor + LIVELY_DB)
+        sources = self.tracker.update(t, cands, speech=lively, farend=farend, level_db=level)
         azimuth: float | None = None
         confidence = 0.0
         if not farend:

@@ -215,7 +215,7 @@ class SourceTracker:
         elif tr.farend_frac >= CONTEXT_LIMIT:
             tr.kind = "farend"
         elif tr.silent_frac >= CONTEXT_LIMIT:
-            tr.kind = "unknown"
+            tr.kind = "unknown"  # heard mostly in silence so far: not a talker (yet)
         else:
             tr.kind = "talker"
 
