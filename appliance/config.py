@@ -59,7 +59,7 @@ class TrackerConfig(Section):
     forget_noise_s: float = Field(60.0, ge=0.1, le=3600.0, title="A learnt noise or loudspeaker is kept (s)")
     noise_learn_s: float = Field(1.5, ge=0.1, le=60.0, title="Observation time before a source is classified (s)")
     steady_db: float = Field(2.5, ge=0.0, le=20.0, title="Level spread of a steady (non-speech) source (dB)")
-    max_talker_elevation_deg: float = Field(60.0, ge=5.0, le=90.0, title="Highest talker elevation (degrees)",
+    max_talker_elevation_deg: float = Field(50.0, ge=5.0, le=90.0, title="Highest talker elevation (degrees)",
                                             description="A source seen from higher up (a ceiling loudspeaker) "
                                             "is not taken for a seated or standing person. A small planar "
                                             "array's elevation is coarse and reads high in reverberation.")

@@ -179,8 +179,11 @@ class Listener:
         est = farend_share(self._x[i_end - n:i_end], ref, self.sample_rate, self.max_delay,
                            delay=None if search else self._delay)
         if est.reference_db > SILENT_DB:
-            self._delay = est.delay if est.share >= cfg.farend_ratio else None
-        if est.share >= cfg.farend_ratio:
+            self._delay = est.delay if est.share >= cfg.farend_ratio / 2.0 else None
+        # hysteresis: while the far end plays, half the share keeps the block marked
+        playing = t <= self._farend_until + self.hop_len / self.sample_rate
+        ratio = cfg.farend_ratio / 2.0 if playing else cfg.farend_ratio
+        if est.share >= ratio:
             self._farend_until = t + cfg.farend_hold_s
         return t <= self._farend_until
 
@@ -201,12 +204,12 @@ class Listener:
         # speech too (the gate is strict; a talker starting softly is not a fan)
         floor = self.vad.floor_db
         lively = speech or (floor is not None and level > floor + LIVELY_DB)
-        sources = self.tracker.update(t, cands, speech=lively, farend=farend, level_db=level)
+        sources = self.tracker.update(t, cands, speech=lively, farend=farend, level_db=level, voiced=speech)
         azimuth: float | None = None
         confidence = 0.0
         if not farend:
             talker = self.tracker.dominant_talker()
-            if talker is not None and (speech or talker.heard):
+            if talker is not None and (lively or talker.heard):
                 azimuth, confidence = talker.azimuth_deg, talker.activity
         return Heard(t=t, azimuth_deg=azimuth, speech=speech or azimuth is not None, farend=farend,
                      level_db=level, confidence=confidence, sources=tuple(sources))

@@ -35,6 +35,8 @@ from appliance.perception.evidence import Candidate
 Kind = Literal["talker", "noise", "farend", "above", "unknown"]
 STAT_TAU_OBS = 25.0  # observations over which a source's context statistics are averaged
 CONTEXT_LIMIT = 0.5  # share of a source's observations in silence / far end that decides its kind
+MIN_VOICED = 2  # a talker is reported once active in this many blocks the voice gate passed
+NEAR_NOISE_VOICED = 6  # the same, for a source next to a learnt noise
 
 
 def _wrap(deg: float) -> float:
@@ -55,6 +57,7 @@ class Source:
     activity: float = 0.0
     evidence: float = 0.0
     heard: bool = False  # an estimate of this block was associated with it
+    voiced: int = 0  # in how many blocks the voice gate passed while it was active
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "azimuth_deg": round(self.azimuth_deg, 2), "elevation_deg": round(self.elevation_deg, 1),
@@ -77,6 +80,7 @@ class _Track:
     level: float | None = None  # smoothed level of the blocks it is heard in (dB)
     level_dev: float = 6.0  # smoothed absolute deviation of that level (dB): small = steady
     n_obs: int = 0
+    n_voiced: int = 0  # blocks the strict voice gate passed while it was active
     learnt_noise: bool = False
     kind: Kind = "unknown"
 
@@ -105,8 +109,14 @@ class SourceTracker:
         self._t = None
 
     def update(self, t: float, candidates: list[Candidate], speech: bool = True, farend: bool = False,
-               level_db: float | None = None) -> list[Source]:
-        """Advance to time ``t`` (seconds, increasing) with the estimates of the block ending then."""
+               level_db: float | None = None, voiced: bool | None = None) -> list[Source]:
+        """Advance to time ``t`` (seconds, increasing) with the estimates of the block ending then.
+
+        The block's context: ``speech`` (something lively, not the steady background), ``farend`` (the
+        playback dominates: estimates then never feed a talker), ``level_db``, and ``voiced`` (the strict
+        voice gate's verdict, ``speech`` when not given): a talker is only reported once it has been heard
+        in voiced blocks."""
+        voiced = speech if voiced is None else voiced
         cfg = self.cfg
         dt = 0.0 if self._t is None else max(0.0, t - self._t)
         self._t = t
@@ -124,18 +134,22 @@ class SourceTracker:
             best: _Track | None = None
             best_d = math.inf
             for tr in self._tracks:
-                if tr.id in used:
+                if tr.id in used or (farend and tr.kind == "talker"):
                     continue
                 d = abs(_wrap(cand.azimuth_deg - tr.az))
                 # the gate widens with the source's uncertainty, but only so far: a source unheard for
                 # a while must not capture an estimate from elsewhere
                 gate = cfg.gate_deg + 2.0 * min(math.sqrt(tr.var), cfg.gate_deg / 2.0)
+                if tr.learnt_noise and speech:
+                    gate = cfg.gate_deg / 2.0  # a fan does not move: a talker near it is not the fan
                 if d <= gate and d / gate < best_d:
                     best, best_d = tr, d / gate
             if best is None:
                 best = _Track(id=0, az=cand.azimuth_deg, var=r, el=cand.elevation_deg, born=t, last_obs=t,
                               first_obs=t)
                 self._tracks.append(best)
+            elif best.learnt_noise and speech:
+                pass  # claimed, but a learnt noise's place is learnt without speech only
             else:
                 gain = best.var / (best.var + r)
                 best.az = _wrap(best.az + gain * _wrap(cand.azimuth_deg - best.az))
@@ -144,6 +158,10 @@ class SourceTracker:
             used.add(best.id)
             self._observe(best, t, cand, speech, farend, level_db)
 
+        if voiced:  # the voice gate passed while these sources were active
+            for tr in self._tracks:
+                if t - tr.last_obs <= cfg.active_hold_s:
+                    tr.n_voiced += 1
         self._confirm_and_prune(t)
         return self.sources
 
@@ -216,6 +234,9 @@ class SourceTracker:
             tr.kind = "farend"
         elif tr.silent_frac >= CONTEXT_LIMIT:
             tr.kind = "unknown"  # heard mostly in silence so far: not a talker (yet)
+        elif tr.n_voiced < NEAR_NOISE_VOICED and any(
+                o.learnt_noise and o is not tr and abs(_wrap(o.az - tr.az)) < cfg.gate_deg for o in self._tracks):
+            tr.kind = "unknown"  # next to a learnt fan: a talker there must first be heard talking for a while
         else:
             tr.kind = "talker"
 
@@ -225,12 +246,13 @@ class SourceTracker:
         activity = min(1.0, tr.evidence / max(cfg.birth_evidence, 1e-9))
         return Source(id=tr.id, azimuth_deg=tr.az, elevation_deg=tr.el, active=active,
                       age_s=max(0.0, t - tr.born), kind=tr.kind, activity=activity, evidence=tr.evidence,
-                      heard=tr.last_obs == t)
+                      heard=tr.last_obs == t, voiced=tr.n_voiced)
 
     def dominant_talker(self) -> Source | None:
-        """The active talker with the most recent evidence, or None."""
+        """The active talker (heard in voiced blocks) with the most recent evidence, or None."""
         best: Source | None = None
         for s in self.sources:
-            if s.kind == "talker" and s.active and (best is None or s.evidence > best.evidence):
+            if s.kind == "talker" and s.active and s.voiced >= MIN_VOICED and \
+                    (best is None or s.evidence > best.evidence):
                 best = s
         return best
