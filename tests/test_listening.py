@@ -163,3 +163,27 @@ def test_a_reference_that_is_what_the_mics_hear_is_far_end() -> None:
     ref = np.random.default_rng(0).standard_normal(FS).astype(np.float32)  # the same noise, dry
     heard = Listener(MicArraySection()).feed(x, 0.0, 0.1 * ref)
     assert all(h.farend for h in heard[4:]) and all(h.azimuth_deg is None for h in heard)
+
+
+def test_a_ceiling_loudspeaker_is_not_a_seated_talker() -> None:
+    """6-mic circle, RT60 0.6 s, SNR 10 dB: a voice from a loudspeaker 1.6 m above the array (60 degrees up),
+    then a seated talker; no playback reference, so only the geometry tells them apart."""
+    from appliance.bench.doa import speech_signal
+    from appliance.bench.listening import Emitter, place, render_scene
+
+    above, seated = speech_signal(FS, seed=1), speech_signal(FS, seed=2)
+    n = above.size + seated.size + 3 * FS
+    scene = render_scene(CIRCLE, [
+        Emitter("ceiling", 30.0, 0.9, 1.6, place(above, 0.5, n, FS)),
+        Emitter("seated", -60.0, 1.8, 0.1, place(seated, 1.5 + above.size / FS, n, FS)),
+    ], FS, n / FS, rt60_s=0.6, snr_db=10.0)
+    heard = Listener(MicArraySection()).feed(scene.samples, 0.0)
+    ceiling = [h for h in heard if [e.name for e in scene.active(h.t - 0.032)] == ["ceiling"]]
+    seated_blocks = [h for h in heard if [e.name for e in scene.active(h.t - 0.032)] == ["seated"]]
+    assert len(ceiling) > 30 and len(seated_blocks) > 30
+    assert sum(h.azimuth_deg is not None for h in ceiling) <= 0.1 * len(ceiling)
+    overhead = [s for s in heard[-1].sources if err(s.azimuth_deg, 30.0) < 10.0]
+    assert overhead and all(s.kind == "above" and s.elevation_deg > 45.0 for s in overhead)
+    found = [h.azimuth_deg for h in seated_blocks if h.azimuth_deg is not None]
+    assert len(found) >= 0.7 * len(seated_blocks)
+    assert float(np.median([err(a, -60.0) for a in found])) < 5.0

@@ -12,7 +12,14 @@ blocks every ``[tracker] hop_ms``. Per block:
   direction estimates, from every block (blocks without speech teach the tracker the steady noises);
 - the source tracker (:class:`appliance.perception.tracker.SourceTracker`).
 
-``azimuth_deg`` is the dominant active talker, given only in speech blocks that are not far end.
+``azimuth_deg`` is the dominant active talker (a tracked source of kind ``talker`` that the voice gate has
+heard), given in blocks that are not far end when the block is lively (the gate passed, or the level is a
+little above the noise floor) or the talker was heard in this very block: soft evidence, not a hard gate.
+``speech`` is the gate's verdict, or true when a talker is reported.
+
+Wiring (the live box): one ``Listener(cfg.mic_array, cfg.tracker, cfg.doa)`` per array;
+``listener.feed(block.samples, block.t, reference=playback_chunk_or_None)`` per captured block; each
+``Heard.to_doa()`` goes to the director unchanged, ``Heard.to_json()`` to the panel.
 """
 
 from __future__ import annotations
