@@ -273,10 +273,11 @@ def bench_listening(quick: bool = False) -> list[Row]:
     for rt60, snr in rooms:
         for name, positions in ARRAYS.items():
             mic = MicArraySection() if positions is None else MicArraySection(positions=positions)
-            ours, peer = Score(), Score()
+            ours, peer, plain = Score(), Score(), Score()
             for seed in seeds:
                 scene = meeting(mic.positions, rt60_s=rt60, snr_db=snr, seed=seed)
                 run_listener(scene, mic, cfg, doa, True, ours)
+                run_listener(scene, mic, cfg, doa, False, plain)
                 run_hearing(scene, mic, doa, peer)
             cell = f"{name} RT60 {rt60:.1f} s SNR {snr:.0f} dB"
             rows += ours.rows(f"{cell} Listener")
@@ -284,6 +285,10 @@ def bench_listening(quick: bool = False) -> list[Row]:
                          ours.farend_marked / max(ours.farend_total, 1), "fraction"))
             rows.append((f"{cell} Listener local-only blocks marked far end", float(ours.local_marked_farend),
                          "blocks"))
+            rows.append((f"{cell} Listener without reference CPU per audio second",
+                         plain.cpu_s / max(plain.audio_s, 1e-9), "s/s"))
+            rows.append((f"{cell} Listener without reference far-end-only blocks reported",
+                         float(plain.farend_reported), "blocks"))
             rows += peer.rows(f"{cell} Hearing (today)")
     return rows
 

@@ -98,15 +98,20 @@ class SourceTracker:
         self._tracks: list[_Track] = []
         self._next_id = 1
         self._t: float | None = None
+        self._cache: list[Source] | None = None
 
     @property
     def sources(self) -> list[Source]:
-        t = self._t if self._t is not None else 0.0
-        return [self._source(tr, t) for tr in self._tracks if tr.confirmed]
+        """The confirmed sources as of the last update."""
+        if self._cache is None:
+            t = self._t if self._t is not None else 0.0
+            self._cache = [self._source(tr, t) for tr in self._tracks if tr.confirmed]
+        return list(self._cache)
 
     def reset(self) -> None:
         self._tracks.clear()
         self._t = None
+        self._cache = None
 
     def update(self, t: float, candidates: list[Candidate], speech: bool = True, farend: bool = False,
                level_db: float | None = None, voiced: bool | None = None) -> list[Source]:
@@ -117,6 +122,7 @@ class SourceTracker:
         voice gate's verdict, ``speech`` when not given): a talker is only reported once it has been heard
         in voiced blocks."""
         voiced = speech if voiced is None else voiced
+        self._cache = None
         cfg = self.cfg
         dt = 0.0 if self._t is None else max(0.0, t - self._t)
         self._t = t
@@ -251,7 +257,7 @@ class SourceTracker:
     def dominant_talker(self) -> Source | None:
         """The active talker (heard in voiced blocks) with the most recent evidence, or None."""
         best: Source | None = None
-        for s in self.sources:
+        for s in self.sources:  # cached since the last update
             if s.kind == "talker" and s.active and s.voiced >= MIN_VOICED and \
                     (best is None or s.evidence > best.evidence):
                 best = s
