@@ -74,6 +74,12 @@ def cmd_doa(a: argparse.Namespace) -> int:
 
     cfg = load_config(a.config)
     samples = read_array_wav(a.audio, cfg.mic_array)
+    if a.reference is not None:
+        from appliance.perception.listening import Listener, read_reference
+
+        reference = read_reference(a.reference, samples, cfg.mic_array.sample_rate)
+        _print_lines(h.to_json() for h in Listener(cfg.mic_array, cfg.tracker, cfg.doa).feed(samples, 0.0, reference))
+        return 0
     _print_lines(d.to_json() for d in Hearing(cfg.mic_array, cfg.doa).feed(samples, 0.0))
     return 0
 
@@ -151,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser("doa", help="direction of arrival per analysis block, as JSON lines")
     o.add_argument("--audio", required=True)
     o.add_argument("--config", required=True)
+    o.add_argument("--reference", default=None,
+                   help="mono WAV of what the loudspeaker played (sample-aligned with --audio, same rate): "
+                   "adds \"farend\" and tracked \"sources\" to each line")
     o.set_defaults(func=cmd_doa)
 
     f = sub.add_parser("faces", help="faces per image or video frame, as JSON lines")
@@ -162,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="print a table of figures (or JSON lines), each against a peer")
     b.add_argument("sections", nargs="*", metavar="SECTION",
-                   help="core, faces, doa, simroom (default: all of these)")
+                   help="core, faces, doa, simroom (default: all of these), listening")
     b.add_argument("--quick", action="store_true", help="fewer repetitions")
     b.add_argument("--json", action="store_true",
                    help='one JSON line per figure: {"section", "figure", "value", "unit"}')
