@@ -61,7 +61,8 @@ def cmd_process(a: argparse.Namespace) -> int:
 
     cfg = load_config(a.config)
     lines = [json.dumps(r) for r in run_offline(Path(a.video), Path(a.audio), cfg,
-                                                Path(a.out) if a.out else None)]
+                                                Path(a.out) if a.out else None,
+                                                Path(a.reference) if a.reference else None)]
     write_atomic(a.track, "\n".join(lines) + "\n")
     print(f"roombox: {len(lines)} frames -> {a.track}" + (f", framed video -> {a.out}" if a.out else ""),
           file=sys.stderr)
@@ -74,10 +75,10 @@ def cmd_doa(a: argparse.Namespace) -> int:
 
     cfg = load_config(a.config)
     samples = read_array_wav(a.audio, cfg.mic_array)
-    if a.reference is not None:
+    if a.reference is not None or cfg.doa.estimator == "tracker":
         from appliance.perception.listening import Listener, read_reference
 
-        reference = read_reference(a.reference, samples, cfg.mic_array.sample_rate)
+        reference = None if a.reference is None else read_reference(a.reference, samples, cfg.mic_array.sample_rate)
         _print_lines(h.to_json() for h in Listener(cfg.mic_array, cfg.tracker, cfg.doa).feed(samples, 0.0, reference))
         return 0
     _print_lines(d.to_json() for d in Hearing(cfg.mic_array, cfg.doa).feed(samples, 0.0))
@@ -152,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--config", required=True)
     pr.add_argument("--track", required=True, help="output JSON lines, one per video frame")
     pr.add_argument("--out", default=None, help="also write the framed video here")
+    pr.add_argument("--reference", default=None,
+                    help="mono WAV of what the loudspeaker played (sample-aligned with --audio, same rate)")
     pr.set_defaults(func=cmd_process)
 
     o = sub.add_parser("doa", help="direction of arrival per analysis block, as JSON lines")
@@ -159,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--config", required=True)
     o.add_argument("--reference", default=None,
                    help="mono WAV of what the loudspeaker played (sample-aligned with --audio, same rate): "
-                   "adds \"farend\" and tracked \"sources\" to each line")
+                   "its blocks are marked \"farend\" and never reported as a local talker")
     o.set_defaults(func=cmd_doa)
 
     f = sub.add_parser("faces", help="faces per image or video frame, as JSON lines")

@@ -31,8 +31,12 @@ class DoaConfig(Section):
     speech_snr_db: float = Field(9.0, ge=0.0, le=60.0, title="Speech gate above the noise floor (dB)")
     min_level_db: float = Field(-65.0, ge=-120.0, le=0.0, title="Quietest block considered (dBFS)")
     min_confidence: float = Field(0.1, ge=0.0, le=1.0, title="Least DOA confidence reported",
-                                  description="Speech blocks whose SRP-PHAT peak stands out less than "
-                                  "this (0..1) get no azimuth.")
+                                  description="With estimator srp-phat: speech blocks whose SRP-PHAT peak "
+                                  "stands out less than this (0..1) get no azimuth.")
+    estimator: Literal["tracker", "srp-phat"] = Field(
+        "tracker", title="How the box hears where speech comes from",
+        description="tracker: soft evidence over 360 degrees, tracked sources, the far end told apart by the "
+        "playback reference ([tracker]); srp-phat: one SRP-PHAT peak per block behind a confidence gate.")
 
 
 class TrackerConfig(Section):
