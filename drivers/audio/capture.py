@@ -3,7 +3,8 @@
 **Threads.** PortAudio calls back on its own thread with each block. The callback only stamps the block,
 copies it and hands it to the event loop (``loop.call_soon_threadsafe``) into a bounded queue; when the
 consumer falls behind, the oldest block is dropped (counted in ``dropped_blocks``) and the stream goes on
-from the next one (its stamp jumps by the dropped block; the resampler starts afresh there). ``recv()`` applies the channel map and resamples, on the event loop.
+from the next one (its stamp jumps by the dropped block; the resampler starts afresh there). ``recv()``
+applies the channel map and resamples, on the event loop.
 
 **Stamps (the capture clock).** A block's ``t`` is the time of its first sample on ``clock``:
 ``clock.now()`` read in the callback, minus how long ago PortAudio says the block's first sample was
@@ -157,10 +158,12 @@ async def _in_thread(fn: Callable[[], T], timeout: float, what: str,
             fut.set_result(result)
 
     def run() -> None:
+        result: Any = None
+        error: BaseException | None = None
         try:
-            result, error = fn(), None
+            result = fn()
         except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
-            result, error = None, e
+            error = e
         try:
             loop.call_soon_threadsafe(settle, result, error)
         except RuntimeError:  # the loop is gone
@@ -316,25 +319,27 @@ class PortAudioMicArray:
         if overflow:
             self.overflows += 1
         line = self._n / rate
-        fresh = self._gap_next or self._anchor is None or overflow
-        if fresh:
-            self._anchor, self._late = raw - line, 0
+        anchor = self._anchor
+        fresh = self._gap_next or anchor is None or overflow
+        if anchor is None or fresh:
+            anchor, self._late = raw - line, 0
             self.gaps += 1
         else:
-            late = raw - (self._anchor + line)
+            late = raw - (anchor + line)
             if late < 0.0:  # earlier than ever: the timeline moves back, by half a block at most per block,
-                self._anchor += max(late, -0.5 * frames / rate)  # so that stamps keep increasing
+                anchor += max(late, -0.5 * frames / rate)  # so that stamps keep increasing
                 self._late = 0
             elif late > REANCHOR_S:
                 self._late += frames
                 if self._late >= REANCHOR_AFTER_S * rate:  # the samples go on: only the stamps jump
-                    self._anchor, self._late = raw - line, 0
+                    anchor, self._late = raw - line, 0
                     self.gaps += 1
             else:
-                self._anchor += min(late, DRIFT * frames / rate)
+                anchor += min(late, DRIFT * frames / rate)
                 self._late = 0
+        self._anchor = anchor
         self._gap_next = False
-        item = _Item(self._anchor + line, data, fresh)
+        item = _Item(anchor + line, data, fresh)
         self._n += frames
         loop = self._loop
         if loop is not None:

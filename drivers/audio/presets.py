@@ -97,7 +97,8 @@ def rotation_matrix(yaw_deg: float, pitch_deg: float, roll_deg: float) -> np.nda
     r_yaw = np.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])  # +z -> +x
     r_pitch = np.array([[1.0, 0.0, 0.0], [0.0, cp, sp], [0.0, -sp, cp]])  # +z -> +y
     r_roll = np.array([[cr, -sr, 0.0], [sr, cr, 0.0], [0.0, 0.0, 1.0]])  # +x -> +y
-    return r_yaw @ r_pitch @ r_roll
+    rot: np.ndarray = r_yaw @ r_pitch @ r_roll
+    return rot
 
 
 def place(geometry: Sequence[Sequence[float]], position: Sequence[float],
@@ -107,4 +108,5 @@ def place(geometry: Sequence[Sequence[float]], position: Sequence[float],
     g = np.asarray(geometry, dtype=np.float64).reshape(-1, 3)
     rot = rotation_matrix(*(float(a) for a in rotation_deg))
     cam = g @ rot.T + np.asarray(position, dtype=np.float64)
-    return [(round(float(x), 9) + 0.0, round(float(y), 9) + 0.0, round(float(z), 9) + 0.0) for x, y, z in cam]  # no -0.0
+    # rounded to a nanometre, and + 0.0 turns -0.0 into 0.0
+    return [(round(float(x), 9) + 0.0, round(float(y), 9) + 0.0, round(float(z), 9) + 0.0) for x, y, z in cam]
