@@ -329,7 +329,8 @@ def test_captures_the_array_in_channel_order_and_hears_the_talker(
     n = np.array([len(b.samples) for b in blocks])
     assert began - 1.0 < t[0] and t[-1] < ended
     step = t[1:] - (t[:-1] + n[:-1] / RATE)
-    assert np.all(step >= -0.5 * n[:-1] / RATE - 1e-9), step.min()  # the timeline settles by half a block at most
+    block_s = mic.block_ms / 1000.0  # the device's block; resampled blocks may be a few samples shorter
+    assert np.all(step >= -0.5 * block_s - 1e-6), step.min()  # the timeline settles by half a block at most
     assert np.sum(step > 0.005) <= 2 + source.counters["gaps"], step[step > 0.005]  # jumps only where it re-anchors
     assert all(b.sample_rate == RATE and b.samples.shape[1] == 4 and b.reference is not None for b in blocks)
 
