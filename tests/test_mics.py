@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -443,3 +444,11 @@ def test_roombox_mics_lists_input_devices(pulse: PulseServer, capsys: pytest.Cap
     assert set(pulse_dev[0]) == {"index", "name", "channels", "default_rate", "host_api", "default"}
     assert main(["mics", "--backend", "pyaudio"]) == 0
     assert "pulse" in [json.loads(line)["name"] for line in capsys.readouterr().out.splitlines()]
+
+
+def test_a_missing_pyaudio_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pyaudio", None)  # what Python does when the package is not installed
+    mic = parse_config({"mic_arrays": {"m": {"type": "pyaudio", "preset": "uma8"}}}).mic_array
+    with pytest.raises(MicDeviceError, match=r"the pyaudio driver needs the Python package PyAudio \(pip install "
+                                             r"pyaudio"):
+        open_device("mic_array", "m", mic, DriverContext())
