@@ -135,7 +135,7 @@ def test_stream_resampler_equals_resample_poly_on_the_whole_signal() -> None:
     for rate_in, up, down in ((48000, 1, 3), (44100, 160, 441)):
         x = rng.standard_normal((rate_in, 2)).astype(np.float32)
         whole = resample_poly(x.astype(np.float64), up, down, axis=0)
-        rs = StreamResampler(rate_in, RATE, 2)
+        rs = StreamResampler(rate_in, RATE, 2, engine="scipy")
         parts, i = [], 0
         while i < len(x):
             n = int(rng.integers(1, 3000))
@@ -145,6 +145,32 @@ def test_stream_resampler_equals_resample_poly_on_the_whole_signal() -> None:
         assert len(whole) - 20 <= len(y) <= len(whole)  # all but the filter's last half length
         assert np.max(np.abs(y - whole[:len(y)])) < 1e-5
         assert rs.input_time(len(y)) == pytest.approx(len(y) * rate_in / RATE)
+
+
+def test_stream_resampler_with_soxr_is_time_aligned_whatever_the_blocks() -> None:
+    from scipy.signal import butter, resample_poly, sosfilt
+
+    rng = np.random.default_rng(4)
+    for rate_in, up, down in ((48000, 1, 3), (44100, 160, 441)):
+        # band-limited noise: both engines pass it unchanged, so they must agree sample by sample
+        x = sosfilt(butter(6, 3000.0, fs=rate_in, output="sos"), rng.standard_normal((2 * rate_in, 2)), axis=0)
+        x = x.astype(np.float32)
+        whole = resample_poly(x.astype(np.float64), up, down, axis=0)
+        outs = []
+        for sizes in ((rate_in // 50,), (1, 7, 3000, 441)):
+            rs = StreamResampler(rate_in, RATE, 2)
+            assert rs.engine == "soxr"
+            parts, i, k = [], 0, 0
+            while i < len(x):
+                n = sizes[k % len(sizes)]
+                parts.append(rs.process(x[i:i + n]))
+                i, k = i + n, k + 1
+            outs.append(np.concatenate(parts))
+        n = min(len(o) for o in outs)
+        assert n > 0.95 * len(whole)
+        assert np.max(np.abs(outs[0][:n] - outs[1][:n])) < 1e-5  # the block sizes do not matter
+        mid = slice(RATE // 10, n - RATE // 10)
+        assert np.max(np.abs(outs[0][mid] - whole[mid])) < 0.01 * np.max(np.abs(whole))  # no lag, same gain
 
 
 def test_find_device_by_index_name_or_default() -> None:
@@ -330,8 +356,11 @@ def test_captures_the_array_in_channel_order_and_hears_the_talker(
     n = np.array([len(b.samples) for b in blocks])
     assert began - 1.0 < t[0] and t[-1] < ended
     step = t[1:] - (t[:-1] + n[:-1] / RATE)
-    block_s = mic.block_ms / 1000.0  # the device's block; resampled blocks may be a few samples shorter
-    assert np.all(step >= -0.5 * block_s - 1e-6), step.min()  # the timeline settles by half a block at most
+    # the timeline settles by half a device block per device block at most; one output block may stand for two
+    # device blocks (the resampler hands out its output in bursts)
+    block_s = mic.block_ms / 1000.0
+    bad = np.nonzero(step < -block_s - 1e-6)[0]
+    assert not len(bad), (step[bad], source.counters)
     assert np.sum(step > 0.005) <= 2 + source.counters["gaps"], step[step > 0.005]  # jumps only where it re-anchors
     assert all(b.sample_rate == RATE and b.samples.shape[1] == 4 and b.reference is not None for b in blocks)
 

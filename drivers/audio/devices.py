@@ -18,6 +18,7 @@ each microphone), ``channels`` (how many the device is opened with) and ``playba
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -123,6 +124,17 @@ class PyAudioMicConfig(PortAudioMicSection):
 _sd_open_streams = 0  # streams of ours open: PortAudio is re-initialised (to see new devices) only with none
 
 
+def _refresh_portaudio() -> None:
+    """Make PortAudio list the devices afresh. PortAudio lists them once, when first initialised in the
+    process, and python-sounddevice initialises it on import (pyroomacoustics imports it): while that
+    holds, a new PyAudio instance sees the old list too. So sounddevice's hold is released and taken
+    again, when none of our sounddevice streams is open (it would end them)."""
+    sd = sys.modules.get("sounddevice")
+    if sd is not None and _sd_open_streams == 0:
+        sd._terminate()
+        sd._initialize()
+
+
 def _import_sounddevice() -> Any:
     try:
         import sounddevice
@@ -172,10 +184,8 @@ class SoundDeviceBackend:
                 for d in sd.query_devices()]
 
     def refresh(self) -> None:
-        sd = _import_sounddevice()
-        if _sd_open_streams == 0:
-            sd._terminate()
-            sd._initialize()
+        _import_sounddevice()
+        _refresh_portaudio()
 
     def check(self, index: int, channels: int, rate: int) -> str | None:
         sd = _import_sounddevice()
@@ -255,7 +265,7 @@ class PyAudioBackend:
             pa.terminate()
 
     def refresh(self) -> None:
-        """Each PyAudio instance lists the devices afresh."""
+        _refresh_portaudio()
 
     def check(self, index: int, channels: int, rate: int) -> str | None:
         pyaudio = _import_pyaudio()
