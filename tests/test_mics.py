@@ -343,6 +343,7 @@ def test_captures_the_array_in_channel_order_and_hears_the_talker(
     section = {**section, "type": driver, **({"device_rate": device_rate} if device_rate else {})}
     cfg = parse_config({"mic_arrays": {"table": section}})
     mic = cfg.mic_array
+    assert isinstance(mic, PortAudioMicSection)
     source = open_device("mic_array", "table", mic, DriverContext())
     assert isinstance(source, PortAudioMicArray)
     began = time.monotonic()

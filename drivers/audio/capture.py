@@ -162,7 +162,7 @@ async def _in_thread(fn: Callable[[], T], timeout: float, what: str,
         error: BaseException | None = None
         try:
             result = fn()
-        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
+        except BaseException as e:  # handed to the awaiting task
             error = e
         try:
             loop.call_soon_threadsafe(settle, result, error)
@@ -414,5 +414,5 @@ class PortAudioMicArray:
             return
         try:
             await _in_thread(stream.close, 5.0, f"{self.name}: closing")
-        except Exception as e:  # noqa: BLE001 - a device that will not close is left to its thread
+        except Exception as e:  # a device that will not close is left to its thread
             log.warning("%s: %s", self.name, e)
