@@ -1,4 +1,4 @@
-"""The command line: ``roombox demo|run|process|doa|faces|bench|render|score|cameras|token|pin``.
+"""The command line: ``roombox demo|run|process|doa|faces|bench|render|score|cameras|mics|token|pin``.
 
 This is the contract other tools and our benchmarks drive the box through; keep it stable.
 """
@@ -129,6 +129,16 @@ def cmd_cameras(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mics(a: argparse.Namespace) -> int:
+    from drivers.audio.devices import list_input_devices
+
+    devices = list_input_devices(a.backend)
+    _print_lines(d.to_json() for d in devices)
+    if not devices:
+        print(f"roombox mics: PortAudio ({a.backend}) sees no input device", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="roombox", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = p.add_subparsers(dest="command", required=True)
@@ -214,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     psub.add_parser("set", help="set the PIN (4-12 digits; asked twice, or one line on stdin)")
     psub.add_parser("clear", help="remove the PIN: no admin sign-in on the panel")
     pn.set_defaults(func=cmd_pin)
+
+    m = sub.add_parser("mics", help="the sound cards' input devices, as JSON lines (for [mic_arrays.*] device)")
+    m.add_argument("--backend", choices=("sounddevice", "pyaudio"), default="sounddevice",
+                   help="the PortAudio binding to ask (the mic-array driver's type)")
+    m.set_defaults(func=cmd_mics)
     return p
 
 
