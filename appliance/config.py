@@ -61,7 +61,20 @@ class DirectorConfig(Section):
 class StreamConfig(Section):
     width: int = Field(1280, ge=160, le=3840, multiple_of=2, title="Output width (px)")
     height: int = Field(720, ge=90, le=2160, multiple_of=2, title="Output height (px)")
-    fps: float = Field(15.0, gt=0.0, le=60.0, title="Output frame rate (frames/s)")
+    fps: float = Field(30.0, gt=0.0, le=60.0, title="Output frame rate (frames/s)")
+    codecs: tuple[Literal["VP8", "H264"], ...] = Field(
+        ("VP8", "H264"), min_length=1, max_length=2, title="Video codecs, preferred first",
+        description="What the box offers (WHIP, Janus); a viewer's offer decides among these. One shared "
+        "encoder runs per codec in use, whatever the number of viewers.")
+    bitrate_kbps: int = Field(2500, ge=100, le=50_000, title="Video bitrate (kbit/s)")
+    min_bitrate_kbps: int = Field(300, ge=50, le=50_000, title="Least video bitrate (kbit/s)",
+                                  description="Receivers' estimates (REMB) lower the bitrate, never below this.")
+    keyframe_interval_s: float = Field(10.0, ge=0.5, le=600.0, title="Time between periodic keyframes (s)",
+                                       description="Receivers also get a keyframe whenever they ask (PLI/FIR).")
+    x264_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = Field(
+        "ultrafast", title="H.264 encoder preset (libx264)")
+    vp8_cpu_used: int = Field(8, ge=4, le=16, title="VP8 encoder speed (libvpx cpu-used, realtime)",
+                              description="Higher is faster and coarser.")
     ice_loopback: bool = Field(True, title="Offer a loopback candidate",
                                description="So that a browser on the box itself (the kiosk panel, the demo "
                                "page) connects over 127.0.0.1.")

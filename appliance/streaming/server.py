@@ -18,9 +18,10 @@ from aiohttp import WSMsgType, web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from appliance.config import StreamConfig
+from appliance.streaming.encoder import EncodedVideo
 from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
 from appliance.streaming.ice import offer_loopback
-from appliance.streaming.tracks import FramedVideoTrack, RoomAudioTrack
+from appliance.streaming.tracks import RoomAudioTrack
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +34,14 @@ class _Parts:
     """What the handlers share; one per application."""
 
     def __init__(self, frames: LatestFrame, audio: AudioHub | None, events: EventBus, stream: StreamConfig,
-                 on_command: CommandHandler | None) -> None:
+                 on_command: CommandHandler | None, video: EncodedVideo | None = None) -> None:
         self.frames = frames
+        self.video = video if video is not None else EncodedVideo(frames, stream)
         self.audio = audio
         self.events = events
         self.stream = stream
         self.on_command = on_command
+        self.owns_video = video is None
         self.peers: set[RTCPeerConnection] = set()
         self.sockets: set[web.WebSocketResponse] = set()
 
@@ -72,6 +75,7 @@ async def _state(request: web.Request) -> web.Response:
         "width": p.stream.width,
         "height": p.stream.height,
         "fps": p.stream.fps,
+        "encoders": p.video.stats(),
     }
     if p.audio is not None:
         stream["audio_chunks_published"] = p.audio.published
@@ -104,7 +108,7 @@ async def _offer(request: web.Request) -> web.Response:
         await pc.setRemoteDescription(offer)
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "video":
-                pc.addTrack(FramedVideoTrack(p.frames, p.stream))
+                p.video.add_to(pc)  # the shared encoder of the codec this offer negotiates
             elif transceiver.kind == "audio" and p.audio is not None:
                 pc.addTrack(RoomAudioTrack(p.audio))
         await pc.setLocalDescription(await pc.createAnswer())
@@ -182,21 +186,27 @@ async def _on_shutdown(app: web.Application) -> None:
     for ws in list(p.sockets):
         await ws.close(code=1001, message=b"server shutdown")
     await asyncio.gather(*(p.close_peer(pc) for pc in list(p.peers)))
+    if p.owns_video:
+        await p.video.close()
 
 
 def create_app(frames: LatestFrame, audio: AudioHub | None, events: EventBus, stream: StreamConfig,
-               on_command: CommandHandler | None = None) -> web.Application:
+               on_command: CommandHandler | None = None, video: EncodedVideo | None = None) -> web.Application:
     """The panel application.
 
     ``on_command(cmd)`` gets each command a panel sends (a dict with a string ``"cmd"``) and returns a
     JSON-able dict (or an awaitable of one), sent back as ``{"kind": "reply", "data": {"cmd", "id",
     "result"}}``. It raises ``ValueError`` (or ``KeyError``/``TypeError``) for an unknown or invalid
     command; the panel then gets ``{"kind": "error", "data": {"cmd", "id", "error": str(e)}}``.
+
+    ``video``: the shared encoders (:class:`EncodedVideo`) that viewers' connections take their packets
+    from; give the box's own when WHIP or Janus share them (the caller then closes it), else the app makes
+    one and closes it on shutdown.
     """
     if stream.ice_loopback:
         offer_loopback()
     app = web.Application()
-    app[PARTS] = _Parts(frames, audio, events, stream, on_command)
+    app[PARTS] = _Parts(frames, audio, events, stream, on_command, video)
     app.router.add_get("/", _index)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/api/state", _state)
