@@ -112,7 +112,9 @@ class PyAvVideoEncoder(VideoEncoder):
         ctx.framerate = Fraction(s.fps).limit_denominator(1001)
         ctx.bit_rate = self._bitrate
         ctx.gop_size = max(1, round(s.keyframe_interval_s * s.fps))
-        ctx.thread_count = self._threads
+        # libvpx's VP8 threads busy-wait for each other: on a shared 2-core machine two threads cost 3-7x
+        # the CPU of one (measured); x264's sliced threads do not
+        ctx.thread_count = 1 if self.codec == "VP8" else self._threads
         if self.codec == "VP8":
             ctx.qmin, ctx.qmax = 4, 56
             ctx.options = {"deadline": "realtime", "cpu-used": str(s.vp8_cpu_used), "lag-in-frames": "0",
