@@ -80,6 +80,25 @@ class StreamConfig(Section):
                                "page) connects over 127.0.0.1.")
 
 
+class IceServerConfig(Section):
+    urls: tuple[Annotated[str, Field(pattern=r"^(stun|stuns|turn|turns):.+")], ...] = Field(
+        min_length=1, title="STUN/TURN URLs", description='As in WebRTC: "stun:host:port", "turn:host?transport=udp".')
+    username: str = Field("", max_length=256, title="TURN user name")
+    credential: str = Field("", max_length=256, title="TURN password")
+
+
+class WhipConfig(Section):
+    url: str = Field("", max_length=2048, pattern=r"^(https?://.+)?$", title="WHIP endpoint URL",
+                     description="Empty: do not publish over WHIP. `roombox demo --whip URL` sets it.")
+    token: str = Field("", max_length=4096, title="Bearer token for the WHIP endpoint")
+    ice_servers: tuple[IceServerConfig, ...] = Field((), max_length=8, title="ICE servers (STUN/TURN)")
+    connect_timeout_s: float = Field(15.0, ge=1.0, le=120.0, title="Time to get connected (s)")
+    media_timeout_s: float = Field(4.0, ge=1.0, le=60.0, title="Silence from the far end before reconnecting (s)",
+                                   description="No RTCP from the ingest for this long counts as a lost connection.")
+    retry_min_s: float = Field(1.0, ge=0.1, le=60.0, title="First retry after (s)")
+    retry_max_s: float = Field(8.0, ge=0.5, le=600.0, title="Longest time between retries (s)")
+
+
 class PanelConfig(Section):
     host: str = Field("127.0.0.1", title="Listen address")
     port: int = Field(8080, ge=1, le=65535, title="Listen port")
@@ -104,6 +123,7 @@ class Config(Section):
     director: DirectorConfig = Field(default_factory=DirectorConfig)
     stream: StreamConfig = Field(default_factory=StreamConfig)
     panel: PanelConfig = Field(default_factory=PanelConfig)
+    whip: WhipConfig = Field(default_factory=WhipConfig)
 
     @model_validator(mode="before")
     @classmethod

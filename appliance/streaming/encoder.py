@@ -349,6 +349,7 @@ class EncodedVideoTrack(MediaStreamTrack):
         self._queue: asyncio.Queue[Packet | None] = asyncio.Queue()
         self._waiting_for_keyframe = True
         self.estimate_bps: int | None = None
+        self.last_rtcp = 0.0  # time.monotonic() of the last RTCP from this connection's receiver
         self.sent = 0
         self.skipped = 0
         self.keyframe_requests = 0
@@ -364,6 +365,7 @@ class EncodedVideoTrack(MediaStreamTrack):
         original = sender._handle_rtcp_packet
 
         async def handle_rtcp(packet: Any) -> None:
+            self.last_rtcp = time.monotonic()
             if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
                 try:
                     bitrate, ssrcs = unpack_remb_fci(packet.fci)
