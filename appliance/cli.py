@@ -31,6 +31,11 @@ def cmd_demo(a: argparse.Namespace) -> int:
     cfg = load_config(a.config)
     panel = cfg.panel.model_copy(update={k: v for k, v in (("host", a.host), ("port", a.port)) if v is not None})
     cfg = cfg.model_copy(update={"panel": panel})
+    if a.whip is not None or a.whip_token is not None:
+        if a.whip is not None and not a.whip.startswith(("http://", "https://")):
+            raise ValueError(f"--whip {a.whip!r}: expected the WHIP endpoint's http:// or https:// URL")
+        whip = {k: v for k, v in (("url", a.whip), ("token", a.whip_token)) if v is not None}
+        cfg = cfg.model_copy(update={"whip": type(cfg.whip).model_validate({**cfg.whip.model_dump(), **whip})})
     return run_demo(Path(a.scenario), cfg)
 
 
@@ -100,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--scenario", default=str(DEFAULT_SCENARIO), help="simulated room scenario (TOML)")
     d.add_argument("--config", default=None,
                    help="roombox config (TOML); [camera] and [mic_array] come from the scenario")
+    d.add_argument("--whip", default=None, metavar="URL",
+                   help="also publish the room to this WHIP endpoint (default from config: [whip] url)")
+    d.add_argument("--whip-token", default=None, metavar="T", help="bearer token for the WHIP endpoint")
     d.set_defaults(func=cmd_demo)
 
     pr = sub.add_parser("process", help="offline run over a recording; writes the track as JSON lines")
