@@ -4,7 +4,7 @@ leaves cleanly.
 
 :class:`Connector` is the one interface (``await start()``, ``await stop()``, ``state``, ``detail``, an
 ``on_state(state, detail)`` callback); :class:`~appliance.streaming.whip.WhipPublisher` and
-:class:`~appliance.streaming.connector.JanusPublisher` are the two kinds. States:
+:class:`~appliance.streaming.janus.JanusPublisher` are the two kinds. States:
 
 - ``connecting``: negotiating, then waiting for ICE/DTLS;
 - ``connected``: media flows; the far end's RTCP is watched: none for ``media_timeout_s`` counts as lost;

@@ -1,8 +1,8 @@
 """A small client of Janus's HTTP API (https://janus.conf.meetecho.com/docs/rest): sessions, plugin
 handles, requests and their asynchronous events by long poll.
 
-``JanusSession`` is used by :class:`appliance.streaming.connector.JanusPublisher` (the VideoRoom) and by
-the tests' WHIP front. One long-poll task per session both keeps it alive and delivers the events; when
+``JanusSession`` is used by :class:`JanusPublisher` (publishing the room into a VideoRoom) and by the
+tests' WHIP front. One long-poll task per session both keeps it alive and delivers the events; when
 Janus goes away that task fails and :meth:`JanusSession.wait_lost` returns the reason.
 """
 
@@ -14,7 +14,11 @@ import secrets
 from typing import Any
 
 import aiohttp
+from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from appliance.streaming.connector import ConnectError, Connector
+from appliance.streaming.encoder import EncodedVideo
+from appliance.streaming.hub import AudioHub
 from common.errors import RoomboxError
 
 
@@ -144,3 +148,89 @@ async def _post(http: aiohttp.ClientSession, url: str, msg: dict[str, Any], time
         raise JanusError(f"Janus {msg['janus']!r}: {err.get('reason', 'error')} (code {err.get('code')})",
                          err.get("code"))
     return reply
+
+
+# ---------- publishing into a VideoRoom ----------
+
+# Janus errors retrying cannot fix: unauthorized (core 403), no such room (426), wrong pin (433)
+_FATAL_CODES = {403, 426, 433}
+
+
+class JanusPublisher(Connector):
+    """Publishes the shared encoder's video (and the room's sound) into a Janus VideoRoom over Janus's HTTP
+    API: a session, a VideoRoom handle, ``join`` as a publisher, ``publish`` with the offer. The session's
+    long poll keeps it alive and tells at once when Janus goes away. Leaving destroys the session (Janus
+    then removes the publisher from the room). ``others`` lists the room's other publishers, as Janus
+    reports them (``{"id", "display", "streams"}``), for a subscriber to use."""
+
+    kind = "janus"
+
+    def __init__(self, url: str, room: int, video: EncodedVideo, audio: AudioHub | None, display: str = "Roombox",
+                 pin: str = "", **kwargs: Any) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"Janus API {url!r}: expected an http:// or https:// URL (such as http://host:8088/janus)")
+        super().__init__(video, audio, **kwargs)
+        self.url = url.rstrip("/")
+        self.room = int(room)
+        self.display = display
+        self.pin = pin
+        self.session: JanusSession | None = None
+        self.publisher_id: int | None = None
+        self.others: dict[int, dict[str, Any]] = {}
+
+    def _error(self, e: JanusError) -> ConnectError:
+        return ConnectError(f"Janus {self.url} room {self.room}: {e}", retry=e.code not in _FATAL_CODES)
+
+    async def _negotiate(self, pc: RTCPeerConnection) -> None:
+        assert self.http is not None
+        try:
+            self.session = await JanusSession.create(self.http, self.url, timeout_s=self.connect_timeout_s)
+            handle = await self.session.attach("janus.plugin.videoroom")
+            join: dict[str, Any] = {"request": "join", "ptype": "publisher", "room": self.room,
+                                    "display": self.display}
+            if self.pin:
+                join["pin"] = self.pin
+            joined, _ = await self.session.message(handle, join)
+            self.publisher_id = joined.get("id")
+            self._note_publishers(joined)
+            await pc.setLocalDescription(await pc.createOffer())
+            _, jsep = await self.session.message(handle, {"request": "publish", "display": self.display},
+                                                 {"type": "offer", "sdp": pc.localDescription.sdp})
+        except JanusError as e:
+            raise self._error(e) from None
+        if not jsep or jsep.get("type") != "answer":
+            raise ConnectError(f"Janus {self.url} room {self.room}: no SDP answer to the publish request",
+                               retry=False)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=jsep["sdp"], type="answer"))
+        except Exception as e:
+            raise ConnectError(f"Janus {self.url} room {self.room}: cannot use the SDP answer: {e}",
+                               retry=False) from None
+
+    def _note_publishers(self, data: dict[str, Any]) -> None:
+        for p in data.get("publishers", []) or []:
+            if isinstance(p, dict) and "id" in p:
+                self.others[int(p["id"])] = {"id": p["id"], "display": p.get("display", ""),
+                                             "streams": p.get("streams", [])}
+        for key in ("leaving", "unpublished"):
+            gone = data.get(key)
+            if isinstance(gone, int):
+                self.others.pop(gone, None)
+
+    async def _watch(self) -> None:
+        if self.session is None:
+            return
+        while not self.session.events.empty():
+            ev = self.session.events.get_nowait()
+            if ev.get("janus") in ("hangup", "detached"):
+                raise ConnectError(f"Janus {self.url} room {self.room}: {ev.get('janus')} ({ev.get('reason', '')})")
+            self._note_publishers(ev.get("plugindata", {}).get("data", {}))
+        if self.session.lost:
+            raise ConnectError(f"Janus {self.url} room {self.room}: {await self.session.wait_lost()}")
+
+    async def _leave(self) -> None:
+        session, self.session = self.session, None
+        self.publisher_id = None
+        self.others.clear()
+        if session is not None:
+            await session.destroy()

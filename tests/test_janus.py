@@ -1,0 +1,198 @@
+"""The room into a real Janus VideoRoom (over Janus's HTTP API, and over WHIP), and headless Chromium
+subscribing to it through Janus and decoding it."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.streaming.connector import Connector
+from appliance.streaming.janus import JanusPublisher
+from appliance.streaming.whip import WhipPublisher
+from tests.janus_fixture import ROOM, Janus, WhipFront, wait_for
+from tests.test_streaming import LoopThread, run_async
+from tests.test_whip import TOKEN, Room
+
+W, H = 320, 180
+
+
+@pytest.fixture(scope="module")
+def janus(chromium: Any) -> Iterator[Janus]:
+    """Janus, started after Chromium so that it is stopped before the Chromium fixture looks for leftovers."""
+    with tempfile.TemporaryDirectory(prefix="roombox-janus-") as folder:
+        j = Janus(Path(folder))
+        j.start()
+        try:
+            yield j
+        finally:
+            j.stop()
+
+
+def _videoroom(room: Room, janus: Janus, room_id: int = ROOM) -> JanusPublisher:
+    return JanusPublisher(janus.url, room_id, room.video, room.audio, display="roombox", retry_min_s=0.5,
+                          retry_max_s=2.0, on_state=room.on_state)
+
+
+def test_videoroom_unknown_room_fails_once_with_a_clear_message(janus: Janus) -> None:
+    async def main() -> None:
+        room = Room()
+        pub = _videoroom(room, janus, room_id=4321)
+        try:
+            await pub.start()
+            await wait_for(lambda: pub.state == "failed", 15, "failed")
+            await asyncio.sleep(1.2)
+            print(f"\n{pub.detail}")
+            assert pub.detail == f"Janus {janus.url} room 4321: Janus 'join': No such room (4321) (code 426)"
+            assert pub.attempts == 1
+        finally:
+            await pub.stop()
+            await room.close()
+        assert await asyncio.to_thread(janus.sessions) == []
+
+    run_async(main())
+
+
+def test_videoroom_publisher_reports_a_killed_janus_at_once_and_returns(janus: Janus) -> None:
+    async def main() -> None:
+        room = Room(codecs=("H264",))
+        pub = _videoroom(room, janus)
+        try:
+            await pub.start()
+            await wait_for(lambda: pub.state == "connected", 20, "connected")
+            killed = time.monotonic()
+            await asyncio.to_thread(janus.kill)
+            await wait_for(lambda: pub.state != "connected", 10, "the loss reported")
+            reported = time.monotonic() - killed
+            await asyncio.to_thread(janus.start)
+            returned = time.monotonic()
+            await wait_for(lambda: pub.state == "connected", 20, "connected again")
+            back = time.monotonic() - returned
+            print(f"\nkilled Janus reported after {reported:.1f} s, back {back:.1f} s after it returned")
+            assert reported <= 5.0 and back <= 10.0
+            await asyncio.sleep(1.0)
+            assert [p["codec"] for p in await asyncio.to_thread(janus.published)] == ["h264"]
+        finally:
+            await pub.stop()
+            await room.close()
+        assert await asyncio.to_thread(janus.sessions) == []
+
+    run_async(main())
+
+
+# ---------- Chromium subscribes through Janus ----------
+
+SUBSCRIBE_JS = """
+async ([room, seconds]) => {
+  const base = location.origin + "/janus";
+  const tx = () => Math.random().toString(36).slice(2);
+  const post = async (url, body) =>
+    (await fetch(url, {method: "POST", body: JSON.stringify({...body, transaction: tx()})})).json();
+  const s = (await post(base, {janus: "create"})).data.id;
+  const h = (await post(`${base}/${s}`, {janus: "attach", plugin: "janus.plugin.videoroom"})).data.id;
+  const list = await post(`${base}/${s}/${h}`, {janus: "message", body: {request: "listparticipants", room}});
+  const pubs = list.plugindata.data.participants.filter(p => p.publisher);
+  if (!pubs.length) return {error: "no publisher in the room"};
+  await post(`${base}/${s}/${h}`, {janus: "message",
+                                   body: {request: "join", ptype: "subscriber", room, streams: [{feed: pubs[0].id}]}});
+  let offer = null, polling = true;
+  const until = Date.now() + 15000;
+  while (!offer && Date.now() < until) {
+    const evs = await (await fetch(`${base}/${s}?maxev=5`)).json();
+    for (const ev of (Array.isArray(evs) ? evs : [evs])) if (ev.jsep && ev.jsep.type === "offer") offer = ev.jsep;
+  }
+  if (!offer) return {error: "Janus sent no offer"};
+  const keepalive = (async () => { while (polling) await fetch(`${base}/${s}?maxev=5`).catch(() => null); })();
+  const pc = new RTCPeerConnection({iceServers: []});
+  const video = document.createElement("video");
+  video.muted = true; video.autoplay = true; video.playsInline = true;
+  document.body.appendChild(video);
+  pc.ontrack = (e) => { if (e.track.kind === "video") video.srcObject = new MediaStream([e.track]); };
+  await pc.setRemoteDescription(offer);
+  await pc.setLocalDescription(await pc.createAnswer());
+  await new Promise(r => { if (pc.iceGatheringState === "complete") r();
+                           else pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && r(); });
+  await post(`${base}/${s}/${h}`, {janus: "message", body: {request: "start"},
+                                   jsep: {type: "answer", sdp: pc.localDescription.sdp}});
+  await post(`${base}/${s}/${h}`, {janus: "trickle", candidate: {completed: true}});
+  const summary = async () => {
+    const stats = await pc.getStats();
+    for (const r of stats.values()) if (r.type === "inbound-rtp" && r.kind === "video")
+      return {codec: r.codecId && stats.get(r.codecId) ? stats.get(r.codecId).mimeType : null,
+              framesDecoded: r.framesDecoded || 0, frameWidth: r.frameWidth, frameHeight: r.frameHeight};
+    return {framesDecoded: 0};
+  };
+  const waitUntil = Date.now() + 20000;
+  while ((await summary()).framesDecoded < 5 && Date.now() < waitUntil) await new Promise(r => setTimeout(r, 100));
+  const before = await summary(), t0 = performance.now();
+  await new Promise(r => setTimeout(r, seconds * 1000));
+  const after = await summary();
+  const fps = (after.framesDecoded - before.framesDecoded) / ((performance.now() - t0) / 1000);
+  pc.close();
+  polling = false;
+  await post(`${base}/${s}`, {janus: "destroy"});
+  await keepalive;
+  return {...after, fps};
+}
+"""
+
+
+class _Publishing:
+    """The box's side on a loop thread: a 30 frames/s room and one connector into Janus."""
+
+    def __init__(self, janus: Janus, how: str, codec: str) -> None:
+        self.lt = LoopThread()
+        self.janus = janus
+        self.lt.run(self._start(how, codec))
+
+    async def _start(self, how: str, codec: str) -> None:
+        self.room = Room(codecs=(codec,))
+        self.front: WhipFront | None = None
+        self.pub: Connector
+        if how == "whip":
+            self.front = WhipFront(self.janus.url, TOKEN)
+            url = await self.front.start()
+            self.pub = WhipPublisher(f"{url}/endpoint/{ROOM}", self.room.video, self.room.audio, token=TOKEN,
+                                     on_state=self.room.on_state)
+        else:
+            self.pub = _videoroom(self.room, self.janus)
+        await self.pub.start()
+        await wait_for(lambda: self.pub.state == "connected", 20, "connected")
+
+    async def _stop(self) -> None:
+        await self.pub.stop()
+        if self.front is not None:
+            await self.front.stop()
+        await self.room.close()
+
+    def close(self) -> None:
+        self.lt.run(self._stop())
+        self.lt.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(("how", "codec"), [("videoroom", "VP8"), ("whip", "H264")])
+def test_chromium_subscribes_through_janus_and_decodes_the_room(janus: Janus, chromium: Any, how: str,
+                                                                codec: str) -> None:
+    box = _Publishing(janus, how, codec)
+    page = chromium.new_page()
+    try:
+        page.goto(f"http://127.0.0.1:{janus.port}/janus/info")
+        result = page.evaluate(SUBSCRIBE_JS, [ROOM, 3])
+        print(f"\nChromium through Janus ({how}): {result}")
+        assert "error" not in result, result
+        assert result["codec"] == f"video/{codec}"
+        assert (result["frameWidth"], result["frameHeight"]) == (W, H)
+        assert result["framesDecoded"] > 20 and result["fps"] > 10  # the room is sent at 30 frames/s
+    finally:
+        page.close()
+        box.close()
+    deadline = time.monotonic() + 10
+    while janus.sessions():
+        assert time.monotonic() < deadline, f"sessions left in Janus: {janus.sessions()}"
+        time.sleep(0.2)
