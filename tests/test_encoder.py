@@ -98,7 +98,7 @@ def test_receivers_pli_forces_a_shared_keyframe_and_remb_lowers_the_bitrate() ->
         frames = LatestFrame()
         stream = StreamConfig(width=W, height=H, fps=30.0, bitrate_kbps=2000, min_bitrate_kbps=300,
                               keyframe_interval_s=600.0)
-        video = EncodedVideo(frames, stream)
+        video = EncodedVideo(frames, stream, bitrate_min_gap_s=0.3)
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         track = video.add_to(pc, direction="sendonly")
         sender = pc.getTransceivers()[0].sender
@@ -132,7 +132,7 @@ def test_receivers_pli_forces_a_shared_keyframe_and_remb_lowers_the_bitrate() ->
         assert video.stats()["VP8"]["bitrate_kbps"] == 1000
         tiny = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1234, media_ssrc=0, fci=pack_remb_fci(10_000, [sender._ssrc]))
         await sender._handle_rtcp_packet(tiny)
-        await asyncio.sleep(3.1)
+        await asyncio.sleep(0.35)
         await step()
         assert video.stats()["VP8"]["bitrate_kbps"] == 300  # never below [stream] min_bitrate_kbps
         await video.close()

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from appliance.streaming.connector import Connector
@@ -196,3 +197,88 @@ def test_chromium_subscribes_through_janus_and_decodes_the_room(janus: Janus, ch
     while janus.sessions():
         assert time.monotonic() < deadline, f"sessions left in Janus: {janus.sessions()}"
         time.sleep(0.2)
+
+
+PUBLISH_JS = """
+async ([room]) => {
+  const base = location.origin + "/janus";
+  const tx = () => Math.random().toString(36).slice(2);
+  const post = async (url, body) =>
+    (await fetch(url, {method: "POST", body: JSON.stringify({...body, transaction: tx()})})).json();
+  const canvas = document.createElement("canvas");
+  canvas.width = 640; canvas.height = 360;
+  const g = canvas.getContext("2d");
+  let i = 0;
+  const draw = () => { g.fillStyle = "rgb(200,30,30)"; g.fillRect(0, 0, 640, 360);
+                       g.fillStyle = "white"; g.fillRect((i++ * 8) % 600, 100, 40, 160); };
+  draw();
+  const timer = setInterval(draw, 33);
+  const ac = new AudioContext();
+  const osc = ac.createOscillator(); osc.frequency.value = 440;
+  const gain = ac.createGain(); gain.gain.value = 0.3;
+  const dest = ac.createMediaStreamDestination();
+  osc.connect(gain).connect(dest); osc.start();
+  const stream = new MediaStream([...canvas.captureStream(30).getVideoTracks(), ...dest.stream.getAudioTracks()]);
+  const s = (await post(base, {janus: "create"})).data.id;
+  const h = (await post(`${base}/${s}`, {janus: "attach", plugin: "janus.plugin.videoroom"})).data.id;
+  await post(`${base}/${s}/${h}`, {janus: "message", body: {request: "join", ptype: "publisher", room,
+                                                            display: "far end"}});
+  const pc = new RTCPeerConnection({iceServers: []});
+  stream.getTracks().forEach(t => pc.addTrack(t, stream));
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise(r => { if (pc.iceGatheringState === "complete") r();
+                           else pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && r(); });
+  await post(`${base}/${s}/${h}`, {janus: "message", body: {request: "publish"},
+                                   jsep: {type: "offer", sdp: pc.localDescription.sdp}});
+  let answer = null;
+  const until = Date.now() + 15000;
+  while (!answer && Date.now() < until) {
+    const evs = await (await fetch(`${base}/${s}?maxev=5`)).json();
+    for (const ev of (Array.isArray(evs) ? evs : [evs])) if (ev.jsep && ev.jsep.type === "answer") answer = ev.jsep;
+  }
+  if (!answer) return {error: "no answer from Janus"};
+  await pc.setRemoteDescription(answer);
+  const state = {polling: true};
+  const keepalive = (async () => { while (state.polling) await fetch(`${base}/${s}?maxev=5`).catch(() => null); })();
+  window.farEnd = {close: async () => { clearInterval(timer); pc.close(); state.polling = false; await ac.close();
+                                        await post(`${base}/${s}`, {janus: "destroy"}); await keepalive; }};
+  return {ok: true};
+}
+"""
+
+
+@pytest.mark.e2e
+def test_videoroom_publisher_subscribes_to_a_chromium_participant(janus: Janus, chromium: Any) -> None:
+    box = _Publishing(janus, "videoroom", "VP8")
+    page = chromium.new_page()
+    try:
+        page.goto(f"http://127.0.0.1:{janus.port}/janus/info")
+        assert page.evaluate(PUBLISH_JS, [ROOM]) == {"ok": True}
+        pub = box.pub
+        assert isinstance(pub, JanusPublisher)
+
+        async def far_end() -> Any:
+            await wait_for(lambda: any(f.frames.published > 15 and f.audio.published > 20
+                                       for f in pub.far_ends.values()), 20, "the far end's picture and sound")
+            far = next(iter(pub.far_ends.values()))
+            _, image, _ = far.frames.latest() or (0, None, 0.0)
+            _, chunks = far.audio.read(0)
+            level = float(np.sqrt(np.mean(np.concatenate([c.samples for c in chunks]).astype(np.float64) ** 2)))
+            return far.display, far.codecs, image, level
+
+        display, codecs, image, level = box.lt.run(far_end(), timeout=30)
+        print(f"\nthe box gets the far end {display!r}: {codecs}, picture {image.shape}, "
+              f"mean colour {image.reshape(-1, 3).mean(axis=0).round()}, sound rms {level:.0f}")
+        assert display == "far end" and codecs["video"] == "video/VP8" and codecs["audio"] == "audio/opus"
+        assert image.shape == (360, 640, 3)
+        r, g, b = image[20:90, 20:600].reshape(-1, 3).mean(axis=0)
+        assert r > 150 and g < 80 and b < 80  # Chromium's red canvas
+        assert level > 1000  # int16 rms of the 440 Hz tone at 0.3 of full scale, not silence
+        page.evaluate("window.farEnd.close()")
+
+        async def gone() -> None:
+            await wait_for(lambda: not pub.far_ends, 15, "the far end dropped after it left")
+        box.lt.run(gone(), timeout=20)
+    finally:
+        page.close()
+        box.close()

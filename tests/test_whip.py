@@ -78,7 +78,7 @@ def _publisher(room: Room, url: str, token: str = TOKEN, **kw: Any) -> WhipPubli
     return WhipPublisher.from_config(cfg, room.video, room.audio, on_state=room.on_state)
 
 
-@pytest.mark.parametrize("codec", ["VP8", "H264"])
+@pytest.mark.parametrize("codec", ["VP8"])  # H.264 over WHIP: tests/test_janus.py, decoded by Chromium
 def test_whip_publishes_the_room_into_janus_and_leaves_no_session(janus: Janus, codec: str) -> None:
     async def main() -> None:
         room = Room(codecs=(codec,))
@@ -125,7 +125,7 @@ def test_whip_endpoints_that_refuse_or_answer_garbage_give_one_clear_error(janus
                 pub = _publisher(room, endpoint, token=token)
                 await pub.start()
                 await wait_for(lambda pub=pub: pub.state == "failed", 15, f"failed for {endpoint}")
-                await asyncio.sleep(1.2)  # past two back-off periods: a retry would show
+                await asyncio.sleep(0.7)  # past the first back-off (0.5 s): a retry would show
                 print(f"\n{endpoint}: {pub.detail}")
                 assert message in pub.detail and endpoint in pub.detail
                 assert front.posts == posts + 1, "retried an error that retrying cannot fix"

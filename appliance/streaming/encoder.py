@@ -209,7 +209,7 @@ class _CodecLine:
         if estimates:
             target = max(s.min_bitrate_kbps * 1000, min(target, min(estimates)))
         current = self.encoder.bitrate
-        if abs(target - current) > 0.25 * current and now - self.last_bitrate_change >= BITRATE_MIN_GAP_S:
+        if abs(target - current) > 0.25 * current and now - self.last_bitrate_change >= self.fanout.bitrate_min_gap_s:
             log.info("%s encoder: bitrate %d -> %d kbit/s", self.codec, current // 1000, target // 1000)
             self.encoder.bitrate = target
             self.last_bitrate_change = now
@@ -272,10 +272,11 @@ class EncodedVideo:
     """
 
     def __init__(self, frames: LatestFrame, stream: StreamConfig,
-                 make_encoder: EncoderFactory = PyAvVideoEncoder) -> None:
+                 make_encoder: EncoderFactory = PyAvVideoEncoder, bitrate_min_gap_s: float = BITRATE_MIN_GAP_S) -> None:
         self.frames = frames
         self.stream = stream
         self.make_encoder = make_encoder
+        self.bitrate_min_gap_s = bitrate_min_gap_s
         self._lines: dict[str, _CodecLine] = {}
 
     def line(self, codec: str) -> _CodecLine:

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 from typing import Any
 
 import aiohttp
-from aiortc import RTCPeerConnection, RTCSessionDescription
+import numpy as np
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
 
-from appliance.streaming.connector import ConnectError, Connector
+from appliance.streaming.connector import ConnectError, Connector, ice_servers
 from appliance.streaming.encoder import EncodedVideo
-from appliance.streaming.hub import AudioHub
+from appliance.streaming.hub import AudioHub, LatestFrame
 from common.errors import RoomboxError
+
+log = logging.getLogger(__name__)
 
 
 class JanusError(RoomboxError):
@@ -156,6 +161,44 @@ async def _post(http: aiohttp.ClientSession, url: str, msg: dict[str, Any], time
 _FATAL_CODES = {403, 426, 433}
 
 
+class FarEnd:
+    """Another participant of the room, subscribed to: its pictures (RGB uint8, as decoded) in ``frames``
+    and its sound (mono float, at its rate) in ``audio``, for a room display and the room's speaker."""
+
+    def __init__(self, feed: int, display: str) -> None:
+        self.feed = feed
+        self.display = display
+        self.frames = LatestFrame()
+        self.audio = AudioHub(max_seconds=1.0)
+        self.codecs: dict[str, str] = {}
+        self.pc: RTCPeerConnection | None = None
+        self.handle: int | None = None
+        self._readers: list[asyncio.Task[None]] = []
+
+    async def _read(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame: Any = await track.recv()
+                t = float(frame.time) if frame.time is not None else 0.0
+                if track.kind == "video":
+                    self.frames.put(frame.to_ndarray(format="rgb24"), t)
+                else:
+                    pcm = frame.to_ndarray()
+                    x = pcm.astype(np.float32) / 32768.0 if pcm.dtype == np.int16 else pcm.astype(np.float32)
+                    channels = len(frame.layout.channels)
+                    x = x.reshape(-1, channels).mean(axis=1) if x.shape[0] == 1 else x.mean(axis=0)
+                    self.audio.put(x, frame.sample_rate, t)
+        except MediaStreamError:
+            pass
+
+    async def close(self) -> None:
+        for task in self._readers:
+            task.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+        if self.pc is not None:
+            await self.pc.close()
+
+
 class JanusPublisher(Connector):
     """Publishes the shared encoder's video (and the room's sound) into a Janus VideoRoom over Janus's HTTP
     API: a session, a VideoRoom handle, ``join`` as a publisher, ``publish`` with the offer. The session's
@@ -166,7 +209,7 @@ class JanusPublisher(Connector):
     kind = "janus"
 
     def __init__(self, url: str, room: int, video: EncodedVideo, audio: AudioHub | None, display: str = "Roombox",
-                 pin: str = "", **kwargs: Any) -> None:
+                 pin: str = "", subscribe: bool = True, **kwargs: Any) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"Janus API {url!r}: expected an http:// or https:// URL (such as http://host:8088/janus)")
         super().__init__(video, audio, **kwargs)
@@ -177,6 +220,8 @@ class JanusPublisher(Connector):
         self.session: JanusSession | None = None
         self.publisher_id: int | None = None
         self.others: dict[int, dict[str, Any]] = {}
+        self.subscribe = subscribe
+        self.far_ends: dict[int, FarEnd] = {}
 
     def _error(self, e: JanusError) -> ConnectError:
         return ConnectError(f"Janus {self.url} room {self.room}: {e}", retry=e.code not in _FATAL_CODES)
@@ -227,10 +272,54 @@ class JanusPublisher(Connector):
             self._note_publishers(ev.get("plugindata", {}).get("data", {}))
         if self.session.lost:
             raise ConnectError(f"Janus {self.url} room {self.room}: {await self.session.wait_lost()}")
+        if self.subscribe:
+            for feed in [f for f in self.far_ends if f not in self.others]:
+                await self.far_ends.pop(feed).close()
+            for feed, other in list(self.others.items()):
+                if feed not in self.far_ends and other.get("streams"):
+                    try:
+                        self.far_ends[feed] = await self._subscribe(feed, str(other.get("display", "")))
+                    except (JanusError, ValueError) as e:  # one participant we cannot take: say so, stay
+                        log.warning("Janus room %d: cannot subscribe to %s: %s", self.room, other.get("display"), e)
+                        self.others[feed]["streams"] = []
+
+    async def _subscribe(self, feed: int, display: str) -> FarEnd:
+        """Subscribe to participant ``feed``: its media decoded into a :class:`FarEnd`'s hubs."""
+        assert self.session is not None
+        far = FarEnd(feed, display)
+        far.handle = await self.session.attach("janus.plugin.videoroom")
+        _, jsep = await self.session.message(far.handle, {"request": "join", "ptype": "subscriber", "room": self.room,
+                                                          "streams": [{"feed": feed}]})
+        if not jsep or jsep.get("type") != "offer":
+            raise JanusError(f"Janus sent no offer for participant {feed}")
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers(self.ice)))
+        far.pc = pc
+
+        @pc.on("track")
+        def _on_track(track: MediaStreamTrack) -> None:
+            far._readers.append(asyncio.create_task(far._read(track), name=f"far-end-{feed}-{track.kind}"))
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=jsep["sdp"], type="offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as e:  # an unsupported codec, say: reported, not fatal for the meeting
+            await far.close()
+            raise ValueError(f"cannot take {display or feed}'s media: {e}") from None
+        for t in pc.getTransceivers():
+            codecs = [c.mimeType for c in t._codecs if not c.mimeType.endswith("/rtx")]
+            if codecs:
+                far.codecs[t.kind] = codecs[0]
+        await self.session.message(far.handle, {"request": "start"},
+                                   {"type": "answer", "sdp": pc.localDescription.sdp})
+        log.info("Janus room %d: subscribed to %s (%s)", self.room, display or feed, far.codecs)
+        return far
 
     async def _leave(self) -> None:
         session, self.session = self.session, None
         self.publisher_id = None
         self.others.clear()
+        for far in self.far_ends.values():
+            await far.close()
+        self.far_ends.clear()
         if session is not None:
             await session.destroy()
