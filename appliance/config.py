@@ -71,6 +71,10 @@ class StreamConfig(Section):
                                   description="Receivers' estimates (REMB) lower the bitrate, never below this.")
     keyframe_interval_s: float = Field(10.0, ge=0.5, le=600.0, title="Time between periodic keyframes (s)",
                                        description="Receivers also get a keyframe whenever they ask (PLI/FIR).")
+    max_viewers: int = Field(12, ge=1, le=100, title="Most panel viewers at once",
+                             description="A viewer beyond this is refused (503).")
+    viewer_connect_timeout_s: float = Field(15.0, ge=1.0, le=120.0, title="Time for a viewer to connect (s)",
+                                            description="A viewer that has not completed ICE/DTLS by then is dropped.")
     x264_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = Field(
         "ultrafast", title="H.264 encoder preset (libx264)")
     vp8_cpu_used: int = Field(8, ge=4, le=16, title="VP8 encoder speed (libvpx cpu-used, realtime)",

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
 
+import aiohttp
 import av
 import numpy as np
 import pytest
@@ -228,3 +229,38 @@ def test_chromium_viewers_share_one_encoder_per_codec(box: Box, chromium: Any) -
     while box.get_json("/api/state")["stream"]["viewers"]:
         assert time.monotonic() < deadline, "the box kept closed connections"
         time.sleep(0.1)
+
+
+def test_panel_drops_a_viewer_that_never_connects_and_bounds_the_viewers() -> None:
+    async def main() -> None:
+        from appliance.streaming.hub import EventBus
+        from appliance.streaming.server import create_app, run_server
+
+        stream = StreamConfig(width=W, height=H, max_viewers=1, viewer_connect_timeout_s=1.0)
+        app = create_app(LatestFrame(), None, EventBus(), stream)
+        async with run_server(app, "127.0.0.1", 0) as server, aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{server.port}"
+            pcs = []
+            statuses = []
+            for _ in range(2):
+                pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+                pcs.append(pc)
+                pc.addTransceiver("video", direction="recvonly")
+                await pc.setLocalDescription(await pc.createOffer())
+                async with http.post(url + "/offer", json={"sdp": pc.localDescription.sdp, "type": "offer"}) as r:
+                    statuses.append((r.status, await r.json()))
+            assert statuses[0][0] == 200  # answered; this viewer never applies the answer: ICE never completes
+            assert statuses[1] == (503, {"error": "too many viewers (1; [stream] max_viewers = 1)"})
+            deadline = time.monotonic() + 10
+            while True:
+                async with http.get(url + "/api/state") as r:
+                    state = (await r.json())["stream"]
+                if state["viewers"] == 0:
+                    break
+                assert time.monotonic() < deadline, "the never-connecting viewer was kept"
+                await asyncio.sleep(0.1)
+            assert state["viewers_dropped_unconnected"] == 1
+            for pc in pcs:
+                await pc.close()
+
+    run_async(main())

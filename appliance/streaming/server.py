@@ -43,6 +43,8 @@ class _Parts:
         self.on_command = on_command
         self.owns_video = video is None
         self.peers: set[RTCPeerConnection] = set()
+        self.watchdogs: set[asyncio.Task[None]] = set()  # drop viewers that never connect
+        self.dropped_unconnected = 0
         self.sockets: set[web.WebSocketResponse] = set()
 
     async def close_peer(self, pc: RTCPeerConnection) -> None:
@@ -76,6 +78,7 @@ async def _state(request: web.Request) -> web.Response:
         "height": p.stream.height,
         "fps": p.stream.fps,
         "encoders": p.video.stats(),
+        "viewers_dropped_unconnected": p.dropped_unconnected,
     }
     if p.audio is not None:
         stream["audio_chunks_published"] = p.audio.published
@@ -94,9 +97,24 @@ async def _offer(request: web.Request) -> web.Response:
     if offer.type != "offer":
         return _error(400, f'expected an offer, got "{offer.type}"')
 
+    if len(p.peers) >= p.stream.max_viewers:
+        log.warning("viewer %s refused: already %d viewers", request.remote, len(p.peers))
+        return _error(503, f"too many viewers ({len(p.peers)}; [stream] max_viewers = {p.stream.max_viewers})")
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     p.peers.add(pc)
     remote = request.remote
+
+    async def _drop_if_not_connected() -> None:
+        await asyncio.sleep(p.stream.viewer_connect_timeout_s)
+        if pc in p.peers and pc.connectionState != "connected":
+            log.warning("viewer %s dropped: not connected after %.0f s (%s)", remote,
+                        p.stream.viewer_connect_timeout_s, pc.connectionState)
+            p.dropped_unconnected += 1
+            await p.close_peer(pc)
+
+    watchdog = asyncio.create_task(_drop_if_not_connected())
+    p.watchdogs.add(watchdog)
+    watchdog.add_done_callback(p.watchdogs.discard)
 
     @pc.on("connectionstatechange")
     async def _on_state() -> None:
@@ -185,6 +203,9 @@ async def _on_shutdown(app: web.Application) -> None:
     p = app[PARTS]
     for ws in list(p.sockets):
         await ws.close(code=1001, message=b"server shutdown")
+    for task in p.watchdogs:
+        task.cancel()
+    await asyncio.gather(*p.watchdogs, return_exceptions=True)
     await asyncio.gather(*(p.close_peer(pc) for pc in list(p.peers)))
     if p.owns_video:
         await p.video.close()
