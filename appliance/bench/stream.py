@@ -261,6 +261,8 @@ def bench_viewers(quick: bool) -> list[Row]:
             rows.append((f"{who}, VP8 720p30, {n} viewers: CPU", cores[n], "cores"))
             rows.append((f"{who}, VP8 720p30, {n} viewers: CPU per picture", per_picture[n], "ms"))
             rows.append((f"{who}, VP8 720p30, {n} viewers: frames/s each", fps, "frames/s"))
+            rows.append((f"{who}, VP8 720p30, {n} viewers: CPU per frame delivered to a viewer",
+                         1000 * cores[n] / max(fps * n, 1e-9), "ms"))
         last = counts[-1]
         who = "shared" if mode == "shared" else "peer: per viewer"
         rows.append((f"{who}: CPU {last} viewers / 1 viewer", cores[last] / max(cores[1], 1e-9), "x"))
