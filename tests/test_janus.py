@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 
 from appliance.streaming.connector import Connector
+from appliance.streaming.display import show_far_end
+from appliance.streaming.hub import EventBus, LatestFrame
 from appliance.streaming.janus import JanusPublisher
+from appliance.streaming.server import PanelServer, create_app, run_server
 from appliance.streaming.whip import WhipPublisher
 from tests.janus_fixture import ROOM, Janus, WhipFront, wait_for
 from tests.test_streaming import LoopThread, run_async
@@ -146,13 +149,21 @@ async ([room, seconds]) => {
 class _Publishing:
     """The box's side on a loop thread: a 30 frames/s room and one connector into Janus."""
 
-    def __init__(self, janus: Janus, how: str, codec: str) -> None:
+    def __init__(self, janus: Janus, how: str, codec: str, display: bool = False) -> None:
         self.lt = LoopThread()
         self.janus = janus
-        self.lt.run(self._start(how, codec))
+        self.lt.run(self._start(how, codec, display))
 
-    async def _start(self, how: str, codec: str) -> None:
+    async def _start(self, how: str, codec: str, display: bool) -> None:
         self.room = Room(codecs=(codec,))
+        self.server: PanelServer | None = None
+        self.shower: asyncio.Task[None] | None = None
+        if display:  # the panel server with the room display, fed the first far end's pictures
+            self.display = LatestFrame()
+            app = create_app(self.room.frames, self.room.audio, EventBus(), self.room.video.stream,
+                             video=self.room.video, display=self.display)
+            self.server = await run_server(app, "127.0.0.1", 0)
+            self.url = f"http://127.0.0.1:{self.server.port}"
         self.front: WhipFront | None = None
         self.pub: Connector
         if how == "whip":
@@ -164,8 +175,17 @@ class _Publishing:
             self.pub = _videoroom(self.room, self.janus)
         await self.pub.start()
         await wait_for(lambda: self.pub.state == "connected", 20, "connected")
+        pub = self.pub
+        if display and isinstance(pub, JanusPublisher):
+            self.shower = asyncio.create_task(show_far_end(
+                lambda: next((f.frames for f in pub.far_ends.values()), None), self.display))
 
     async def _stop(self) -> None:
+        if self.shower is not None:
+            self.shower.cancel()
+            await asyncio.gather(self.shower, return_exceptions=True)
+        if self.server is not None:
+            await self.server.stop()
         await self.pub.stop()
         if self.front is not None:
             await self.front.stop()
@@ -249,8 +269,11 @@ async ([room]) => {
 
 @pytest.mark.e2e
 def test_videoroom_publisher_subscribes_to_a_chromium_participant(janus: Janus, chromium: Any) -> None:
-    box = _Publishing(janus, "videoroom", "VP8")
+    """Chromium publishes a camera-like picture and a tone into the room; the box subscribes, gets both, and
+    shows the picture on its room display (``/display``), which a second Chromium page decodes."""
+    box = _Publishing(janus, "videoroom", "VP8", display=True)
     page = chromium.new_page()
+    tv = chromium.new_page()
     try:
         page.goto(f"http://127.0.0.1:{janus.port}/janus/info")
         assert page.evaluate(PUBLISH_JS, [ROOM]) == {"ok": True}
@@ -274,11 +297,23 @@ def test_videoroom_publisher_subscribes_to_a_chromium_participant(janus: Janus, 
         r, g, b = image[20:90, 20:600].reshape(-1, 3).mean(axis=0)
         assert r > 150 and g < 80 and b < 80  # Chromium's red canvas
         assert level > 1000  # int16 rms of the 440 Hz tone at 0.3 of full scale, not silence
+
+        tv.goto(box.url + "/display")
+        tv.wait_for_function("window.roomboxDisplay.framesDecoded > 10", timeout=20_000)
+        shown = tv.evaluate("""() => {
+            const v = document.getElementById("video"), c = document.createElement("canvas");
+            c.width = v.videoWidth; c.height = v.videoHeight;
+            const g = c.getContext("2d"); g.drawImage(v, 0, 0);
+            return [v.videoWidth, v.videoHeight, Array.from(g.getImageData(30, 30, 1, 1).data.slice(0, 3))];
+        }""")
+        print(f"the room display shows {shown}")
+        assert shown[:2] == [640, 360] and shown[2][0] > 150 and shown[2][1] < 80  # the far end's red picture
         page.evaluate("window.farEnd.close()")
 
         async def gone() -> None:
             await wait_for(lambda: not pub.far_ends, 15, "the far end dropped after it left")
         box.lt.run(gone(), timeout=20)
     finally:
+        tv.close()
         page.close()
         box.close()

@@ -18,6 +18,7 @@ from aiohttp import WSMsgType, web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from appliance.config import StreamConfig
+from appliance.streaming.display import add_display
 from appliance.streaming.encoder import EncodedVideo
 from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
 from appliance.streaming.ice import offer_loopback
@@ -212,7 +213,8 @@ async def _on_shutdown(app: web.Application) -> None:
 
 
 def create_app(frames: LatestFrame, audio: AudioHub | None, events: EventBus, stream: StreamConfig,
-               on_command: CommandHandler | None = None, video: EncodedVideo | None = None) -> web.Application:
+               on_command: CommandHandler | None = None, video: EncodedVideo | None = None,
+               display: LatestFrame | None = None) -> web.Application:
     """The panel application.
 
     ``on_command(cmd)`` gets each command a panel sends (a dict with a string ``"cmd"``) and returns a
@@ -222,7 +224,8 @@ def create_app(frames: LatestFrame, audio: AudioHub | None, events: EventBus, st
 
     ``video``: the shared encoders (:class:`EncodedVideo`) that viewers' connections take their packets
     from; give the box's own when WHIP or Janus share them (the caller then closes it), else the app makes
-    one and closes it on shutdown.
+    one and closes it on shutdown. ``display``: the far end's pictures, served to the room display at
+    ``/display`` (:mod:`appliance.streaming.display`).
     """
     if stream.ice_loopback:
         offer_loopback()
@@ -234,6 +237,8 @@ def create_app(frames: LatestFrame, audio: AudioHub | None, events: EventBus, st
     app.router.add_post("/offer", _offer)
     app.router.add_get("/ws", _ws)
     app.router.add_static("/static/", STATIC_DIR)
+    if display is not None:
+        add_display(app, display, stream)
     app.on_shutdown.append(_on_shutdown)
     return app
 
