@@ -103,6 +103,20 @@ class WhipConfig(Section):
     retry_max_s: float = Field(8.0, ge=0.5, le=600.0, title="Longest time between retries (s)")
 
 
+class JanusConfig(Section):
+    url: str = Field("", max_length=2048, pattern=r"^(https?://.+)?$", title="Janus HTTP API URL",
+                     description="Such as http://janus.example:8088/janus. Empty: do not join a Janus VideoRoom.")
+    room: int = Field(1234, ge=1, title="VideoRoom number")
+    pin: str = Field("", max_length=256, title="VideoRoom PIN")
+    display: str = Field("Roombox", min_length=1, max_length=100, title="Name shown to the other participants")
+    subscribe: bool = Field(True, title="Receive the other participants (picture for /display, sound)")
+    ice_servers: tuple[IceServerConfig, ...] = Field((), max_length=8, title="ICE servers (STUN/TURN)")
+    connect_timeout_s: float = Field(15.0, ge=1.0, le=120.0, title="Time to get connected (s)")
+    media_timeout_s: float = Field(4.0, ge=1.0, le=60.0, title="Silence from Janus before reconnecting (s)")
+    retry_min_s: float = Field(1.0, ge=0.1, le=60.0, title="First retry after (s)")
+    retry_max_s: float = Field(8.0, ge=0.5, le=600.0, title="Longest time between retries (s)")
+
+
 class PanelConfig(Section):
     host: str = Field("127.0.0.1", title="Listen address")
     port: int = Field(8080, ge=1, le=65535, title="Listen port")
@@ -128,6 +142,7 @@ class Config(Section):
     stream: StreamConfig = Field(default_factory=StreamConfig)
     panel: PanelConfig = Field(default_factory=PanelConfig)
     whip: WhipConfig = Field(default_factory=WhipConfig)
+    janus: JanusConfig = Field(default_factory=JanusConfig)
 
     @model_validator(mode="before")
     @classmethod

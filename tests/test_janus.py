@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from appliance.streaming.connector import Connector
+from appliance.config import Config, JanusConfig
+from appliance.streaming.connector import Connector, connectors_from_config
 from appliance.streaming.display import show_far_end
+from appliance.streaming.encoder import EncodedVideo
 from appliance.streaming.hub import EventBus, LatestFrame
 from appliance.streaming.janus import JanusPublisher
 from appliance.streaming.server import PanelServer, create_app, run_server
@@ -39,8 +41,24 @@ def janus(chromium: Any) -> Iterator[Janus]:
 
 
 def _videoroom(room: Room, janus: Janus, room_id: int = ROOM) -> JanusPublisher:
-    return JanusPublisher(janus.url, room_id, room.video, room.audio, display="roombox", retry_min_s=0.5,
-                          retry_max_s=2.0, on_state=room.on_state)
+    cfg = JanusConfig(url=janus.url, room=room_id, display="roombox", retry_min_s=0.5, retry_max_s=2.0)
+    return JanusPublisher.from_config(cfg, room.video, room.audio, on_state=room.on_state)
+
+
+def test_connectors_come_from_the_config() -> None:
+    cfg = Config.model_validate({"whip": {"url": "http://127.0.0.1:9/whip/endpoint/1", "token": "t"},
+                                 "janus": {"url": "http://127.0.0.1:9/janus", "room": 7}})
+    seen: list[tuple[str, str, str]] = []
+    found = connectors_from_config(cfg, EncodedVideo(LatestFrame(), cfg.stream), None,
+                                   on_state=lambda *a: seen.append(a))
+    assert [type(c) for c in found] == [WhipPublisher, JanusPublisher]
+    whip, jan = found
+    assert isinstance(whip, WhipPublisher) and whip.token == "t" and isinstance(jan, JanusPublisher) and jan.room == 7
+    jan._set("retrying", "x")
+    assert seen == [("janus", "retrying", "x")]
+    assert connectors_from_config(Config(), EncodedVideo(LatestFrame(), cfg.stream), None) == []
+    with pytest.raises(ValueError, match="url"):
+        Config.model_validate({"janus": {"url": "janus.example:8088"}})
 
 
 def test_videoroom_unknown_room_fails_once_with_a_clear_message(janus: Janus) -> None:

@@ -199,3 +199,22 @@ class Connector(ABC):
     def stats(self) -> dict[str, Any]:
         return {"state": self.state, "detail": self.detail, "attempts": self.attempts,
                 "connections": self.connections}
+
+
+def connectors_from_config(cfg: Any, video: EncodedVideo, audio: AudioHub | None,
+                           on_state: Callable[[str, str, str], None] | None = None) -> list[Connector]:
+    """The connectors ``cfg`` (the whole :class:`appliance.config.Config`) asks for: WHIP when ``[whip] url``
+    is set, the Janus VideoRoom when ``[janus] url`` is set. ``on_state(kind, state, detail)``; nothing is
+    started: ``await c.start()`` each, and ``await c.stop()`` on the way out."""
+    from appliance.streaming.janus import JanusPublisher
+    from appliance.streaming.whip import WhipPublisher
+
+    def callback(kind: str) -> StateCallback | None:
+        return None if on_state is None else (lambda state, detail: on_state(kind, state, detail))
+
+    out: list[Connector] = []
+    if cfg.whip.url:
+        out.append(WhipPublisher.from_config(cfg.whip, video, audio, on_state=callback("whip")))
+    if cfg.janus.url:
+        out.append(JanusPublisher.from_config(cfg.janus, video, audio, on_state=callback("janus")))
+    return out

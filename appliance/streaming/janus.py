@@ -19,7 +19,8 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from appliance.streaming.connector import ConnectError, Connector, ice_servers
+from appliance.config import JanusConfig
+from appliance.streaming.connector import ConnectError, Connector, StateCallback, ice_servers
 from appliance.streaming.encoder import EncodedVideo
 from appliance.streaming.hub import AudioHub, LatestFrame
 from common.errors import RoomboxError
@@ -222,6 +223,15 @@ class JanusPublisher(Connector):
         self.others: dict[int, dict[str, Any]] = {}
         self.subscribe = subscribe
         self.far_ends: dict[int, FarEnd] = {}
+
+    @classmethod
+    def from_config(cls, cfg: JanusConfig, video: EncodedVideo, audio: AudioHub | None,
+                    on_state: StateCallback | None = None) -> JanusPublisher:
+        if not cfg.url:
+            raise ValueError("[janus.url] is empty: give Janus's HTTP API URL (such as http://host:8088/janus)")
+        return cls(cfg.url, cfg.room, video, audio, display=cfg.display, pin=cfg.pin, subscribe=cfg.subscribe,
+                   ice=cfg.ice_servers, connect_timeout_s=cfg.connect_timeout_s, media_timeout_s=cfg.media_timeout_s,
+                   retry_min_s=cfg.retry_min_s, retry_max_s=cfg.retry_max_s, on_state=on_state)
 
     def _error(self, e: JanusError) -> ConnectError:
         return ConnectError(f"Janus {self.url} room {self.room}: {e}", retry=e.code not in _FATAL_CODES)
