@@ -118,8 +118,10 @@ class JanusSession:
                         if r.status != 200:
                             raise JanusError(f"Janus {self.base_url}: long poll answered {r.status}")
                         events = await r.json(content_type=None)
-                except (aiohttp.ClientError, OSError) as e:
+                except (aiohttp.ClientError, OSError, TimeoutError) as e:
                     raise JanusError(f"Janus {self.base_url} unreachable: {e or type(e).__name__}") from None
+                except ValueError:
+                    raise JanusError(f"Janus {self.base_url}: the long poll's answer is not JSON") from None
                 for ev in events if isinstance(events, list) else [events]:
                     if ev.get("janus") == "error" and ev.get("error", {}).get("code") == 458:
                         raise JanusError(f"Janus {self.base_url}: session {self.id} no longer exists")
