@@ -222,6 +222,7 @@ class JanusPublisher(Connector):
         self.pin = pin
         self.session: JanusSession | None = None
         self.publisher_id: int | None = None
+        self.handle: int | None = None  # the publisher's VideoRoom handle
         self.others: dict[int, dict[str, Any]] = {}
         self.subscribe = subscribe
         self.far_ends: dict[int, FarEnd] = {}
@@ -242,7 +243,7 @@ class JanusPublisher(Connector):
         assert self.http is not None
         try:
             self.session = await JanusSession.create(self.http, self.url, timeout_s=self.connect_timeout_s)
-            handle = await self.session.attach("janus.plugin.videoroom")
+            handle = self.handle = await self.session.attach("janus.plugin.videoroom")
             join: dict[str, Any] = {"request": "join", "ptype": "publisher", "room": self.room,
                                     "display": self.display}
             if self.pin:
@@ -279,7 +280,7 @@ class JanusPublisher(Connector):
             return
         while not self.session.events.empty():
             ev = self.session.events.get_nowait()
-            if ev.get("janus") in ("hangup", "detached"):
+            if ev.get("janus") in ("hangup", "detached") and ev.get("sender") == self.handle:
                 raise ConnectError(f"Janus {self.url} room {self.room}: {ev.get('janus')} ({ev.get('reason', '')})")
             self._note_publishers(ev.get("plugindata", {}).get("data", {}))
         if self.session.lost:
