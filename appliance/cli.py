@@ -35,7 +35,14 @@ def _with_panel(cfg: Config, a: argparse.Namespace) -> Config:
 
 def cmd_demo(a: argparse.Namespace) -> int:
     from appliance.app import run_demo
-    return run_demo(Path(a.scenario), _with_panel(load_config(a.config), a))
+
+    cfg = _with_panel(load_config(a.config), a)
+    if a.whip is not None or a.whip_token is not None:
+        if a.whip is not None and not a.whip.startswith(("http://", "https://")):
+            raise ValueError(f"--whip {a.whip!r}: expected the WHIP endpoint's http:// or https:// URL")
+        whip = {k: v for k, v in (("url", a.whip), ("token", a.whip_token)) if v is not None}
+        cfg = cfg.model_copy(update={"whip": type(cfg.whip).model_validate({**cfg.whip.model_dump(), **whip})})
+    return run_demo(Path(a.scenario), cfg)
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -149,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--scenario", default=str(DEFAULT_SCENARIO), help="simulated room scenario (TOML)")
     d.add_argument("--config", default=None,
                    help="roombox config (TOML); [camera] and [mic_array] come from the scenario")
+    d.add_argument("--whip", default=None, metavar="URL",
+                   help="also publish the room to this WHIP endpoint (default from config: [whip] url)")
+    d.add_argument("--whip-token", default=None, metavar="T", help="bearer token for the WHIP endpoint")
     d.set_defaults(func=cmd_demo)
 
     rn = sub.add_parser("run", help="run the box on the devices its config names; panel at http://HOST:PORT/")
