@@ -256,8 +256,12 @@ def _speech(kind: int, seed: int, rate: int) -> np.ndarray:
     return np.asarray(x / (np.sqrt(np.mean(x**2)) + 1e-12) * 0.1)
 
 
-def render_group(rt60_s: float, array: str, seed: int, snrs: Sequence[float]) -> dict[float, Recording]:
-    """Render one room, array and seed once and mix it at every SNR of ``snrs``."""
+def render_group(rt60_s: float, array: str, seed: int, snrs: Sequence[float],
+                 talkers_at: Sequence[tuple[float, float]] | None = None) -> dict[float, Recording]:
+    """Render one room, array and seed once and mix it at every SNR of ``snrs``.
+
+    ``talkers_at`` overrides the two talkers' (azimuth deg, distance m), drawn from the seed otherwise.
+    """
     from drivers.simroom.audio import diffuse_noise, render_shoebox, speech_intervals
 
     rng = np.random.default_rng([seed, int(rt60_s * 1000), sorted(ARRAYS).index(array)])
@@ -280,7 +284,11 @@ def render_group(rt60_s: float, array: str, seed: int, snrs: Sequence[float]) ->
             if abs((a - azimuths[0] + 180) % 360 - 180) >= 20:
                 azimuths.append(a)
     mics = centre[None, :] + np.stack([pos[:, 0], pos[:, 2], pos[:, 1]], axis=1)  # camera -> room axes
-    talkers = [_place(centre, a, layout.uniform(1.0, 4.0), layout.uniform(1.1, 1.3), size) for a in azimuths]
+    drawn = [(layout.uniform(1.0, 4.0), layout.uniform(1.1, 1.3)) for _ in azimuths]  # distance, mouth height
+    distances, heights = [d for d, _ in drawn], [h for _, h in drawn]
+    if talkers_at is not None:
+        azimuths, distances = [a for a, _ in talkers_at], [d for _, d in talkers_at]
+    talkers = [_place(centre, a, d, h, size) for a, d, h in zip(azimuths, distances, heights, strict=True)]
 
     # the talkers' turns
     utterances = [_speech(0 if (seed + k) % 2 == 0 else 1 + k, seed, RATE) for k in range(2)]
@@ -521,21 +529,35 @@ def grid(quick: bool = False) -> list[Cell]:
     """The cells of the full grid, or of the quick subset (two cells, one seed)."""
     if quick:
         return [Cell(0.4, 10.0, "respeaker4", 0), Cell(0.8, 5.0, "uma8", 0)]
-    return [Cell(rt, snr, arr, seed) for arr in ARRAYS for rt in RT60S for seed in SEEDS for snr in SNRS]
+    # seed-major, so that a run cut short has seen every cell
+    return [Cell(rt, snr, arr, seed) for seed in SEEDS for arr in ARRAYS for rt in RT60S for snr in SNRS]
 
 
 def evaluate_many(factories: dict[str, EstimatorFactory], cells: Sequence[Cell],
                   cache: Path | None = None,
-                  progress: Callable[[str], None] | None = None) -> dict[str, list[CellMetrics]]:
-    """Every estimator of ``factories`` on the same recordings: name -> per-cell metrics (seeds pooled)."""
+                  progress: Callable[[Cell, str, Counts], None] | None = None) -> dict[str, list[CellMetrics]]:
+    """Every estimator of ``factories`` on the same recordings: name -> per-cell metrics (seeds pooled).
+    ``progress(cell, estimator, counts)`` is called after each estimator on each recording."""
     totals: dict[str, dict[tuple[float, float, str], Counts]] = {name: {} for name in factories}
     for rec in recordings(cells, cache):
         key = (rec.cell.rt60_s, rec.cell.snr_db, rec.cell.array)
         for name, factory in factories.items():
             doas, cpu = run(factory, rec)
-            totals[name].setdefault(key, Counts()).add(score(rec, doas, cpu))
-        if progress is not None:
-            progress(f"{rec.cell.name} seed {rec.cell.seed}")
+            counts = score(rec, doas, cpu)
+            totals[name].setdefault(key, Counts()).add(counts)
+            if progress is not None:
+                progress(rec.cell, name, counts)
+    return {name: [CellMetrics.of(*k, c) for k, c in per.items()] for name, per in totals.items()}
+
+
+def pooled(lines: Iterable[str]) -> dict[str, list[CellMetrics]]:
+    """Per-cell metrics from the JSON lines ``python -m appliance.bench.hearing --log`` writes (a run
+    cut short still gives the cells it reached)."""
+    totals: dict[str, dict[tuple[float, float, str], Counts]] = {}
+    for line in lines:
+        r = json.loads(line)
+        c = Counts(**r["counts"])
+        totals.setdefault(r["estimator"], {}).setdefault((r["rt60_s"], r["snr_db"], r["array"]), Counts()).add(c)
     return {name: [CellMetrics.of(*k, c) for k, c in per.items()] for name, per in totals.items()}
 
 
@@ -664,15 +686,32 @@ def bench_hearing(quick: bool = False) -> list[Row]:
     return rows_of(evaluate_many(peers(), grid(quick)))
 
 
-if __name__ == "__main__":
+def _main() -> None:
     import argparse
     import sys
 
-    ap = argparse.ArgumentParser(description="the hearing grid: a markdown table and JSON results")
+    ap = argparse.ArgumentParser(description="the hearing grid as a markdown table; per-recording JSON lines")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", help="write per-cell metrics of every estimator to this file")
+    ap.add_argument("--seeds", type=int, nargs="*", help="only these seeds of the full grid")
+    ap.add_argument("--log", help="append one JSON line per recording and estimator to this file")
+    ap.add_argument("--table", help="only print the table of the JSON lines in this file")
     args = ap.parse_args()
-    res = evaluate_many(peers(), grid(args.quick), progress=lambda s: print(s, file=sys.stderr, flush=True))
-    if args.json:
-        Path(args.json).write_text(json.dumps({k: [asdict(c) for c in v] for k, v in res.items()}, indent=1))
+    if args.table:
+        print(table(pooled(Path(args.table).read_text().splitlines())))
+        return
+    cells = [c for c in grid(args.quick) if args.seeds is None or c.seed in args.seeds]
+    log = open(args.log, "a") if args.log else None  # noqa: SIM115
+
+    def progress(cell: Cell, name: str, counts: Counts) -> None:
+        print(f"{cell.name} seed {cell.seed} {name}", file=sys.stderr, flush=True)
+        if log is not None:
+            log.write(json.dumps({"rt60_s": cell.rt60_s, "snr_db": cell.snr_db, "array": cell.array,
+                                  "seed": cell.seed, "estimator": name, "counts": asdict(counts)}) + "\n")
+            log.flush()
+
+    res = evaluate_many(peers(), cells, progress=progress)
     print(table(res))
+
+
+if __name__ == "__main__":
+    _main()
