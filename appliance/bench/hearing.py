@@ -682,6 +682,29 @@ def table(results: dict[str, list[CellMetrics]]) -> str:
     return "\n".join(lines)
 
 
+def summary(results: dict[str, list[CellMetrics]]) -> str:
+    """A markdown table: each estimator's mean over the moderate cells (RT60 <= 0.6 s, SNR >= 10 dB) and
+    over the hard ones, and how many cells meet the issue's targets (moderate: MAE <= 4 deg, >= 95 %
+    within 10 deg, recall >= 0.8, false alarms <= 0.05, impulses <= 0.05; hard: recall >= 0.6 at MAE <= 8)."""
+    lines = ["| estimator | cells | MAE deg | <=10 deg | recall | VAD recall | FA silence | FA noise | impulses "
+             "| CPU s/s | cells meeting targets |", "|" + "---|" * 11]
+    for name, cells in results.items():
+        for scope in ("moderate", "hard"):
+            sub = [c for c in cells if (c.rt60_s <= 0.6 + 1e-9 and c.snr_db >= 10.0) == (scope == "moderate")]
+            if not sub:
+                continue
+            if scope == "moderate":
+                ok = sum(c.mae_deg <= 4 and c.within10 >= 0.95 and c.recall >= 0.8 and c.fa_silence <= 0.05
+                         and c.fa_noise <= 0.05 and c.impulses <= 0.05 for c in sub)
+            else:
+                ok = sum(c.recall >= 0.6 and c.mae_deg <= 8 for c in sub)
+            mean = {attr: float(np.nanmean([getattr(c, attr) for c in sub])) for attr, *_ in METRICS}
+            lines.append(f"| {name} | {scope} ({len(sub)}) | {mean['mae_deg']:.1f} | {mean['within10']:.2f} | "
+                         f"{mean['recall']:.2f} | {mean['vad_recall']:.2f} | {mean['fa_silence']:.3f} | "
+                         f"{mean['fa_noise']:.3f} | {mean['impulses']:.2f} | {mean['cpu_per_s']:.4f} | {ok} |")
+    return "\n".join(lines)
+
+
 def bench_hearing(quick: bool = False) -> list[Row]:
     """Rows for ``roombox bench hearing``: every estimator of :func:`peers` on the grid (or its quick subset)."""
     return rows_of(evaluate_many(peers(), grid(quick)))
@@ -698,7 +721,8 @@ def _main() -> None:
     ap.add_argument("--table", help="only print the table of the JSON lines in this file")
     args = ap.parse_args()
     if args.table:
-        print(table(pooled(Path(args.table).read_text().splitlines())))
+        res = pooled(Path(args.table).read_text().splitlines())
+        print(summary(res) + "\n\n" + table(res))
         return
     cells = [c for c in grid(args.quick) if args.seeds is None or c.seed in args.seeds]
     log = open(args.log, "a") if args.log else None  # noqa: SIM115
@@ -711,7 +735,7 @@ def _main() -> None:
             log.flush()
 
     res = evaluate_many(peers(), cells, progress=progress)
-    print(table(res))
+    print(summary(res) + "\n\n" + table(res))
 
 
 if __name__ == "__main__":
