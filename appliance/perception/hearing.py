@@ -15,7 +15,7 @@ import numpy.typing as npt
 from appliance.config import DoaConfig, MicArraySection, TrackerConfig
 from appliance.messages import Doa
 from appliance.perception.doa import SrpPhat
-from appliance.perception.vad import EnergyVad
+from appliance.perception.vad import make_vad
 
 
 class Hearing:
@@ -31,7 +31,7 @@ class Hearing:
         self.sample_rate = int(mic.sample_rate)
         self.n_mics = len(mic.positions)
         self.srp = SrpPhat(np.asarray(mic.positions, dtype=np.float64), self.sample_rate, cfg)
-        self.vad = EnergyVad(cfg, self.sample_rate)
+        self.vad = make_vad(cfg, self.sample_rate)
         self.block_len = self.srp.block_len
         self.hop_len = max(1, round(cfg.hop_ms * self.sample_rate / 1000.0))
         self._buf = np.zeros((0, self.n_mics), dtype=np.float32)

@@ -8,6 +8,7 @@ is learnt while talk, which pauses between words, stays above it.
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -85,3 +86,20 @@ class EnergyVad:
             self._hang -= 1
             return True, level
         return False, level
+
+
+class Vad(Protocol):
+    """What a voice-activity detector offers :class:`~appliance.perception.hearing.Hearing`: one call per
+    analysis block (every ``hop_ms``), the block (samples,) or (samples, channels) in, (speech?, level in
+    dBFS) out. :class:`EnergyVad` and :class:`~appliance.perception.silero.SileroVad` satisfy it."""
+
+    def update(self, block: npt.ArrayLike) -> tuple[bool, float]: ...
+
+
+def make_vad(cfg: DoaConfig, sample_rate: int = 16000) -> Vad:
+    """The detector ``cfg.vad`` names: ``"energy"`` (:class:`EnergyVad`) or ``"silero"`` (Silero VAD)."""
+    if cfg.vad == "silero":
+        from appliance.perception.silero import SileroVad
+
+        return SileroVad(cfg, sample_rate)
+    return EnergyVad(cfg, sample_rate)

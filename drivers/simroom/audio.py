@@ -138,39 +138,62 @@ def late_tail_rirs(rirs: list[np.ndarray], mics: np.ndarray, rate: int, rt60_s: 
     return out
 
 
+def render_shoebox(size_m: list[float] | tuple[float, ...], rt60_s: float, mics: np.ndarray, rate: int,
+                   sources: list[tuple[np.ndarray, np.ndarray]], n: int,
+                   rng: np.random.Generator) -> list[np.ndarray]:
+    """Each source's sound at every microphone of a shoebox room, as float64 (n, ch) arrays, one per source.
+
+    ``mics`` is (ch, 3) in room coordinates (metres); ``sources`` are (position (3,), dry mono signal at
+    ``rate``). The impulse responses are pyroomacoustics' image sources (order capped at
+    ``MAX_ISM_ORDER``) fading into a seeded diffuse late tail at ``rt60_s`` (:func:`late_tail_rirs`);
+    pyroomacoustics' global delay is removed, so a source is heard after its propagation time only.
+    Deterministic for ``rng`` (drawn from once per source, in order). No noise, no normalisation.
+    """
+    size = list(size_m)
+    e_abs, order = pra.inverse_sabine(rt60_s, size)
+    room = pra.ShoeBox(size, fs=rate, materials=pra.Material(e_abs),
+                       max_order=min(int(order), MAX_ISM_ORDER), air_absorption=False)
+    mics = np.asarray(mics, np.float64)
+    room.add_microphone_array(pra.MicrophoneArray(mics.T, rate))
+    centre = mics.mean(axis=0)
+    lag = pra.constants.get("frac_delay_length") // 2  # pyroomacoustics' global delay
+    if not sources:
+        return []
+    for pos, _ in sources:
+        room.add_source(np.asarray(pos, np.float64))
+    room.compute_rir()
+    out: list[np.ndarray] = []
+    for s, (pos, x) in enumerate(sources):
+        delay = float(np.linalg.norm(np.asarray(pos, np.float64) - centre)) / SPEED_OF_SOUND
+        h = late_tail_rirs([room.rir[m][s] for m in range(len(mics))], mics, rate, rt60_s,
+                           delay + lag / rate, rng)
+        y = scipy.signal.fftconvolve(np.asarray(x, np.float64)[:, None], h, axes=0)[lag:lag + n]
+        if y.shape[0] < n:
+            y = np.concatenate([y, np.zeros((n - y.shape[0], y.shape[1]))])
+        out.append(y)
+    return out
+
+
 def render_audio(scn: Scenario, speech_root: Path | None = None,
                  cache_dir: Path | None = None) -> RenderedAudio:
     """Simulate the whole scenario at the mic array; deterministic for a given scenario."""
     rate = scn.mic_array.sample_rate
     n = round(scn.duration_s * rate)
-    size = list(scn.room.size_m)
-    rt60 = scn.room.rt60_s
-    e_abs, order = pra.inverse_sabine(rt60, size)
-    room = pra.ShoeBox(size, fs=rate, materials=pra.Material(e_abs),
-                       max_order=min(int(order), MAX_ISM_ORDER), air_absorption=False)
     mics = np.array(scn.mic_positions_room(), np.float64)
-    room.add_microphone_array(pra.MicrophoneArray(mics.T, rate))
     centre = mics.mean(axis=0)
     rng = np.random.default_rng(scn.room.seed)
-    lag = pra.constants.get("frac_delay_length") // 2  # pyroomacoustics' global delay
     activity: dict[str, list[tuple[float, float]]] = {}
-    dry: list[tuple[np.ndarray, float]] = []
+    sources: list[tuple[np.ndarray, np.ndarray]] = []
     for p in scn.people:
         x = dry_speech(scn, p, speech_root, cache_dir)
         mouth = np.array(scn.mouth_room(p))
         delay = float(np.linalg.norm(mouth - centre)) / SPEED_OF_SOUND
         activity[p.id] = speech_intervals(x, rate, offset_s=delay)
         if np.any(x):
-            room.add_source(mouth)
-            dry.append((x, delay))
+            sources.append((mouth, x))
     wet = np.zeros((n, len(mics)))
-    if dry:
-        room.compute_rir()
-        for s, (x, delay) in enumerate(dry):
-            h = late_tail_rirs([room.rir[m][s] for m in range(len(mics))], mics, rate, rt60,
-                               delay + lag / rate, rng)
-            y = scipy.signal.fftconvolve(x[:, None].astype(np.float64), h, axes=0)
-            wet += y[lag:lag + n]
+    for y in render_shoebox(scn.room.size_m, scn.room.rt60_s, mics, rate, sources, n, rng):
+        wet += y
     peak = float(np.abs(wet).max())
     if peak > 0:
         wet *= 10 ** (PEAK_DBFS / 20) / peak

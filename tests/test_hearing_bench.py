@@ -1,0 +1,84 @@
+"""The hearing grid: a rendered talker is where it was asked to be, and the scoring counts what it should."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from appliance.bench.hearing import (
+    ARRAYS,
+    CellMetrics,
+    Recording,
+    _load,
+    _save,
+    hearing_factory,
+    render_group,
+    run,
+    score,
+)
+from appliance.config import DoaConfig
+from appliance.messages import Doa
+from appliance.perception.doa import SrpPhat
+
+TALKERS = ((-40.0, 2.0), (25.0, 1.5))  # (azimuth deg, distance m), both in SRP-PHAT's front half
+
+
+def err(a: float, b: float) -> float:
+    return abs((a - b + 180.0) % 360.0 - 180.0)
+
+
+@pytest.fixture(scope="module")
+def dry() -> Recording:
+    """A dry, quiet cell of the grid (RT60 0.2 s, 30 dB SNR) with the talkers placed by hand."""
+    return render_group(0.2, "circle6", seed=1, snrs=[30.0], talkers_at=TALKERS)[30.0]
+
+
+def test_talkers_are_at_the_requested_azimuths(dry: Recording) -> None:
+    assert dry.samples.shape[1] == len(ARRAYS["circle6"])
+    assert [round(az, 1) for az, _ in dry.turns] == [a for a, _ in TALKERS]
+    cfg = DoaConfig()
+    srp = SrpPhat(np.asarray(dry.positions), 16000, cfg)
+    hop = round(cfg.hop_ms * 16)
+    for az, spans in dry.turns:
+        errors = []
+        for a, b in spans:
+            for start in range(round(a * 16000), round(b * 16000) - srp.block_len, hop):
+                found, _ = srp.estimate(dry.samples[start:start + srp.block_len])
+                errors.append(err(found, az))
+        assert len(errors) > 30
+        assert np.median(errors) < 3.0, f"talker at {az} deg: median error {np.median(errors):.1f} deg"
+
+
+def test_scoring_counts_truth_and_mistakes(dry: Recording) -> None:
+    """An oracle that reports each talker's azimuth during speech, and a door slam as speech."""
+    t = np.arange(0.064, dry.duration_s, 0.032)
+    doas = []
+    for ti in t:
+        mid = ti - 0.032
+        az = next((a for a, spans in dry.turns if any(x <= mid < y for x, y in spans)), None)
+        door = dry.impulses[0][1] <= mid < dry.impulses[0][2]
+        doas.append(Doa(float(ti), az, bool(az is not None or door)))
+    c = score(dry, doas)
+    assert c.speech_blocks > 100 and c.silence_blocks > 40 and c.noise_blocks > 80
+    assert len(c.errors) == c.speech_blocks and max(c.errors) < 1e-9
+    assert c.silence_flagged == 0 and c.noise_flagged == 0
+    assert (c.impulse_events, c.impulses_flagged) == (4, 1)
+    # a deaf estimator: nothing found, nothing false
+    c = score(dry, [Doa(float(ti), None, False) for ti in t])
+    assert c.errors == [] and c.vad_speech == 0 and c.impulses_flagged == 0
+
+
+def test_todays_hearing_through_the_evaluation_api(dry: Recording, tmp_path: Path) -> None:
+    doas, cpu = run(hearing_factory(), dry)
+    m = CellMetrics.of(0.2, 30.0, "circle6", score(dry, doas, cpu))
+    assert m.mae_deg < 5.0 and m.within10 > 0.9 and m.recall > 0.3
+    assert m.fa_noise == 0.0 and 0.0 < m.cpu_per_s < 1.0
+    # the render cache keeps samples and truth
+    path = tmp_path / f"{dry.cell.key()}.npz"
+    _save(dry, path)
+    back = _load(dry.cell, path)
+    assert back is not None
+    assert back.turns == dry.turns and back.impulses == dry.impulses and back.silences == dry.silences
+    assert np.max(np.abs(back.samples - dry.samples)) < 1e-4
