@@ -1,0 +1,44 @@
+"""Face detectors as plugins behind one interface: ``make_detector(cfg.detector) -> Detector``.
+
+The ``[detector]`` section's ``type`` picks the plugin: ``"yunet"`` (the default, :mod:`.yunet`) or
+``"blazeface"`` (:mod:`.faces`, MediaPipe BlazeFace on the whole frame and tiles). Each has its own keys
+(:class:`appliance.config.YuNetConfig`, :class:`appliance.config.BlazeFaceConfig`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from appliance.config import BlazeFaceConfig, YuNetConfig
+from appliance.messages import Faces
+
+
+class Detector(Protocol):
+    """Finds faces in one RGB uint8 (height, width, 3) picture taken at ``t``; boxes in its pixels.
+
+    Not thread-safe: one detector per worker thread. ``close()`` frees it.
+    """
+
+    def detect(self, image: np.ndarray, t: float) -> Faces: ...
+
+    def close(self) -> None: ...
+
+
+def make_detector(cfg: YuNetConfig | BlazeFaceConfig | None = None, model_path: Path | None = None) -> Detector:
+    """The detector that ``cfg`` (a ``[detector]`` section; default YuNet) describes.
+
+    ``model_path`` replaces the plugin's own model file (tests, a damaged install).
+    """
+    cfg = cfg or YuNetConfig()
+    if isinstance(cfg, YuNetConfig):
+        from appliance.perception.yunet import YuNetDetector
+
+        return YuNetDetector(cfg, model_path)
+    if isinstance(cfg, BlazeFaceConfig):
+        from appliance.perception.faces import FaceDetector
+
+        return FaceDetector(model_path, cfg)
+    raise TypeError(f"no face detector for {type(cfg).__name__}")
