@@ -127,7 +127,10 @@ class Config(Section):
     @classmethod
     def _legacy_sections(cls, data: Any) -> Any:
         """``[camera]`` and ``[mic_array]`` (one device each, as written before named devices) still work: they
-        are the ``main`` file camera and WAV mic array. Mixed with the named form they are refused."""
+        are the ``main`` file camera and WAV mic array. Mixed with the named form they are refused.
+
+        A ``[detector]`` without ``type`` (as written before detectors were plugins) is BlazeFace when it has
+        BlazeFace's own keys (``model`` or ``tiles``), else YuNet, the default."""
         if not isinstance(data, dict):
             return data
         data = dict(data)

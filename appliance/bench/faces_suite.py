@@ -22,6 +22,7 @@ import numpy as np
 
 from appliance.config import BlazeFaceConfig, YuNetConfig
 from appliance.messages import Box, Face, Faces
+from appliance.perception.detectors import Detector
 from appliance.perception.tracking import FaceTracker, TrackerConfig
 from common.geometry import PinholeCamera
 
@@ -119,7 +120,7 @@ def _band(w: float) -> int:
     return next((i for i, (lo, hi) in enumerate(BANDS) if w < hi), len(BANDS) - 1)
 
 
-def _detectors() -> list[tuple[str, Callable[[], object]]]:
+def _detectors() -> list[tuple[str, Callable[[], Detector]]]:
     from appliance.perception.detectors import make_detector
 
     return [
@@ -141,22 +142,22 @@ def bench_detectors(quick: bool = False) -> list[Row]:
         for name, make in _detectors():
             det = make()
             try:
-                det.detect(pictures[0][0], 0.0)  # type: ignore[attr-defined]  # warm-up
+                det.detect(pictures[0][0], 0.0)  # warm-up
                 hits = [[0, 0] for _ in BANDS]
                 false = 0
                 t0 = time.perf_counter()
-                found = [det.detect(img, float(i)) for i, (img, _) in enumerate(pictures)]  # type: ignore
+                found = [det.detect(img, float(i)) for i, (img, _) in enumerate(pictures)]
                 ms = (time.perf_counter() - t0) * 1000.0 / len(pictures)
             finally:
-                det.close()  # type: ignore[attr-defined]
+                det.close()
             for faces, (_, truth) in zip(found, pictures, strict=True):
                 hit, nf = match([f.box for f in faces.faces], truth)
                 false += nf
                 for h, b in zip(hit, truth, strict=True):
                     hits[_band(b[2])][0] += h
                     hits[_band(b[2])][1] += 1
-            for (lo, hi), (h, n) in zip(BANDS, hits, strict=True):
-                rows.append((f"{name} {res} recall {lo:.0f}-{hi:.0f} px ({n} faces)", round(100.0 * h / n, 1), "%"))
+            for (lo, hi), (nh, n) in zip(BANDS, hits, strict=True):
+                rows.append((f"{name} {res} recall {lo:.0f}-{hi:.0f} px ({n} faces)", round(100.0 * nh / n, 1), "%"))
             rows.append((f"{name} {res} false faces", round(100.0 * false / len(pictures), 1), "per 100 frames"))
             rows.append((f"{name} {res} search", round(ms, 1), "ms/detection"))
             rows.append((f"{name} {res} every detection a search, 5 Hz", round(ms * per_frame, 2), "ms/frame"))

@@ -97,10 +97,12 @@ class FaceDetector:
             return make_detector(cfg, model_path)
         return super().__new__(cls)
 
-    def __init__(self, model_path: Path | None = None, cfg: DetectorConfig | None = None) -> None:
+    def __init__(self, model_path: Path | None = None, cfg: DetectorSection | None = None) -> None:
         from mediapipe.tasks.python import vision
         from mediapipe.tasks.python.core.base_options import BaseOptions
 
+        if cfg is not None and not isinstance(cfg, DetectorConfig):  # only when called as __init__ directly
+            raise TypeError(f"BlazeFace's FaceDetector cannot run a {type(cfg).__name__}")
         self.cfg = cfg or DetectorConfig()
         self.model_path = Path(model_path) if model_path else default_model_path(self.cfg)
         if not self.model_path.is_file():
