@@ -61,6 +61,9 @@ class YuNetConfig(Section):
     candidate_score: float = Field(0.05, ge=0.01, le=1.0, title="Least score of a face worth a second look",
                                    description="Faces between this and min_score on the downscaled copy are "
                                    "looked at again on a full-resolution crop.")
+    confirm_score: float = Field(0.8, ge=0.05, le=1.0, title="Least score of a face confirmed on a crop",
+                                 description="A small or uncertain face is kept when its full-resolution "
+                                 "crop scores this much (blobs such as a galaxy on a poster score up to 0.77).")
     long_side: int = Field(960, ge=160, le=3840, title="Long side of the downscaled copy (px)")
     min_face_px: int = Field(24, ge=8, le=400, title="Smallest face to find (px of the frame)",
                              description="A frame whose downscaled copy would show such a face under "

@@ -2,9 +2,11 @@
 
 A search costs in proportion to the pixels searched, so the frame is searched on a downscaled copy (long side
 ``cfg.long_side``, 960 by default: the 1080p search costs a quarter of a full-size one and a 4K search
-costs the same as a 1080p one). Faces that come out small or uncertain there are looked at again on
-full-resolution crops around them, all crops in one mosaic and one network pass; the crops decide their
-box and score. Candidates from both scales go through one non-maximum suppression.
+costs the same as a 1080p one; a frame where ``min_face_px`` would shrink under 12 px is searched at a larger
+scale). Faces that come out small (under ``refine_below_px``) or uncertain (``candidate_score`` to
+``min_score``) there are looked at again on full-resolution crops around them, all crops in one mosaic and
+one network pass: such a face is kept when the crop finds it with ``min_score`` and either scale saw it with
+``confirm_score``, with the crop's box. Candidates from both scales go through one non-maximum suppression.
 
 :meth:`YuNetDetector.refine` is the same full-resolution look on boxes given from outside (the faces being
 tracked), so that between whole-frame searches a tracker can follow faces for the price of a few crops.
@@ -109,10 +111,13 @@ class YuNetDetector:
                     if f.score < self.cfg.min_score or max(f.box[2], f.box[3]) < self.cfg.refine_below_px]
         doubtful.sort(key=lambda i: (coarse[i].score >= self.cfg.min_score, coarse[i].box[2]))
         doubtful = doubtful[:MAX_REFINE]
-        faces = list(coarse)
+        second = set(doubtful)
+        faces = [f for i, f in enumerate(coarse) if i not in second]
         for i, better in zip(doubtful, self.refine(rgb, [coarse[i].box for i in doubtful]), strict=True):
-            if better is not None:
-                faces[i] = Face(better.box, max(better.score, coarse[i].score))
+            # the crop decides: found there with min_score, and seen with confirm_score at either scale
+            if better is not None and better.score >= self.cfg.min_score \
+                    and max(better.score, coarse[i].score) >= self.cfg.confirm_score:
+                faces.append(Face(better.box, max(better.score, coarse[i].score)))
         return finish_faces(faces, self.cfg.min_score, t, width, height)
 
     def refine(self, rgb: np.ndarray, boxes: Sequence[Box]) -> list[Face | None]:
