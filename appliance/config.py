@@ -71,7 +71,7 @@ class YuNetConfig(Section):
     refine_below_px: int = Field(64, ge=0, le=1000, title="Faces narrower than this are refined (px)",
                                  description="Their box and score come from a full-resolution crop.")
     interval_s: float = Field(0.2, ge=0.03, le=10.0, title="Time between detections (s)")
-    scan_interval_s: float = Field(2.0, ge=0.0, le=60.0, title="Time between whole-frame searches (s)",
+    scan_interval_s: float = Field(3.0, ge=0.0, le=60.0, title="Time between whole-frame searches (s)",
                                    description="In between, the faces being tracked are looked for on "
                                    "full-resolution crops around them only; 0 searches the whole frame "
                                    "every time.")

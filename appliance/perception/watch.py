@@ -1,7 +1,7 @@
 """Detection and tracking on a schedule: ``FaceWatcher(detector, camera).step(rgb, t) -> (Faces, tracks)``.
 
 Call :meth:`FaceWatcher.step` at the detection rate (``[detector] interval_s``), off the event loop. It
-searches the whole frame every ``scan_interval_s`` (and whenever nothing is tracked); in between, a detector
+searches the whole frame every ``scan_interval_s`` (an empty room too: its cost is the search's); in between, a detector
 that can (:class:`~appliance.perception.yunet.YuNetDetector`) only looks again at full-resolution crops
 around the faces being tracked, which costs a few crops instead of a frame. A new face is therefore found
 within ``scan_interval_s``; a known one is followed at every step. Detectors without ``refine`` (BlazeFace)
@@ -25,7 +25,7 @@ from common.geometry import PinholeCamera
 class FaceWatcher:
     """A detector and a tracker, with whole-frame searches spaced ``scan_interval_s`` apart."""
 
-    def __init__(self, detector: Detector, camera: PinholeCamera, scan_interval_s: float = 2.0,
+    def __init__(self, detector: Detector, camera: PinholeCamera, scan_interval_s: float = 3.0,
                  tracker: TrackerConfig | None = None, min_score: float = 0.6) -> None:
         self.detector = detector
         self.tracker = FaceTracker(camera, tracker)
@@ -45,8 +45,8 @@ class FaceWatcher:
         """Faces found in the frame taken at ``t`` (each face's track id in ``self.tracker.last_ids``) and the
         live tracks."""
         refine: Any = getattr(self.detector, "refine", None)
-        live = [tr for tr in self.tracker.tracks(t) if tr.missed_s <= self.tracker.cfg.max_miss_s]
-        if refine is None or not live or t - self._last_scan >= self.scan_interval_s - 1e-9:
+        live = self.tracker.tracks(t)
+        if refine is None or t - self._last_scan >= self.scan_interval_s - 1e-9:
             faces = self.detector.detect(rgb, t)
             self._last_scan = t
             self.scans += 1
