@@ -133,3 +133,12 @@ def test_the_watcher_searches_the_frame_seldom_and_follows_faces_in_between(yune
         ids.update(watcher.tracker.last_ids)
     assert watcher.scans == 2 and watcher.refines == 8
     assert ids == {1, 2, 3}
+
+
+def test_an_empty_room_is_searched_on_schedule_only(yunet: YuNetDetector) -> None:
+    wall = np.full((360, 640, 3), 150, np.uint8)
+    watcher = FaceWatcher(yunet, PinholeCamera(640, 360, 90.0), scan_interval_s=1.0)
+    for k in range(10):
+        faces, tracks = watcher.step(wall, k * 0.2)
+        assert faces.faces == () and tracks == []
+    assert watcher.scans == 2  # at 0 s and 1 s; the steps in between look at no crop at all
