@@ -1,4 +1,4 @@
-"""The command line: ``roombox demo|process|doa|faces|bench|render|score``.
+"""The command line: ``roombox demo|run|process|doa|faces|bench|render|score``.
 
 This is the contract other tools and our benchmarks drive the box through; keep it stable.
 """
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from appliance.config import ConfigError, load_config
+from appliance.config import Config, ConfigError, load_config, parse_config
 from common.atomic import write_atomic
 from common.errors import RoomboxError
 
@@ -25,13 +25,25 @@ def _print_lines(records: Iterable[dict[str, Any]]) -> None:
     sys.stdout.flush()
 
 
-def cmd_demo(a: argparse.Namespace) -> int:
-    from appliance.box import run_demo
+def _with_panel(cfg: Config, a: argparse.Namespace) -> Config:
+    """``cfg`` with the command line's --host and --port, validated like the file's [panel]."""
+    over = {k: v for k, v in (("host", a.host), ("port", a.port)) if v is not None}
+    data = cfg.model_dump(mode="json")
+    data["panel"] = {**data["panel"], **over}
+    return parse_config(data, "command line")
 
-    cfg = load_config(a.config)
-    panel = cfg.panel.model_copy(update={k: v for k, v in (("host", a.host), ("port", a.port)) if v is not None})
-    cfg = cfg.model_copy(update={"panel": panel})
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from appliance.app import run_demo
+
+    cfg = _with_panel(load_config(a.config), a)
     return run_demo(Path(a.scenario), cfg)
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from appliance.app import serve
+
+    return serve(_with_panel(load_config(a.config), a))
 
 
 def cmd_process(a: argparse.Namespace) -> int:
@@ -90,6 +102,16 @@ def cmd_bench(a: argparse.Namespace) -> int:
     return run_bench(a.sections, quick=a.quick, as_json=a.json)
 
 
+def cmd_cameras(a: argparse.Namespace) -> int:
+    from drivers.v4l2 import list_cameras
+
+    cams = list_cameras()
+    if not cams:
+        print("roombox cameras: no V4L2 camera (no /dev/video*)", file=sys.stderr)
+    _print_lines(c.to_json() for c in cams)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="roombox", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = p.add_subparsers(dest="command", required=True)
@@ -101,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--config", default=None,
                    help="roombox config (TOML); [camera] and [mic_array] come from the scenario")
     d.set_defaults(func=cmd_demo)
+
+    rn = sub.add_parser("run", help="run the box on the devices its config names; panel at http://HOST:PORT/")
+    rn.add_argument("--config", required=True, help="roombox config (TOML) with [cameras.*] and [mic_arrays.*]")
+    rn.add_argument("--host", default=None, help="listen address (default from config: 127.0.0.1)")
+    rn.add_argument("--port", type=int, default=None, help="listen port (default from config: 8080)")
+    rn.set_defaults(func=cmd_run)
 
     pr = sub.add_parser("process", help="offline run over a recording; writes the track as JSON lines")
     pr.add_argument("--video", required=True)
@@ -135,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     r.add_argument("--duration", type=float, default=None, help="seconds (default: the scenario's)")
     r.set_defaults(func=cmd_render)
+
+    c = sub.add_parser("cameras", help="the USB (V4L2) cameras present, with their formats, as JSON lines")
+    c.set_defaults(func=cmd_cameras)
 
     s = sub.add_parser("score", help="score a track against the simulated room's ground truth")
     s.add_argument("--track", required=True)

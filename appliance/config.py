@@ -10,7 +10,7 @@ import os
 from typing import Annotated, Any, Literal
 
 import tomli_w
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from common.settings import ConfigError, Section, describe_errors, read_toml
 from drivers.base import CameraSection, MicArraySection
@@ -18,6 +18,7 @@ from drivers.registry import Kind, drivers, section_union
 
 CameraSections = section_union("camera")
 MicArraySections = section_union("mic_array")
+PtzSections = section_union("ptz")
 _Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")]
 
 
@@ -90,6 +91,24 @@ class DirectorConfig(Section):
     group_margin: float = Field(0.6, ge=0.0, le=5.0, title="Group shot margin in face widths")
     smooth_tau_s: float = Field(0.5, ge=0.0, le=10.0, title="Framing smoothing time constant (s)")
     min_crop_frac: float = Field(0.25, gt=0.05, le=1.0, title="Narrowest crop (fraction of width)")
+    mode: Literal["speaker", "group", "gallery", "off"] = Field(
+        "speaker", title="Framing mode at start",
+        description="speaker: the talker, the group when nobody talks; group: everyone present; gallery: up to "
+        "gallery_max people each in a tile; off: the whole view. Manual framing comes from the panel.")
+    manual_resume_s: float = Field(30.0, ge=0.0, le=86400.0, title="Automatic framing resumes after manual (s)",
+                                   description="0: manual framing stays until another mode is chosen.")
+    gallery_max: int = Field(4, ge=1, le=4, title="People in the gallery")
+    exclude_deg: list[tuple[float, float]] = Field(
+        default_factory=list, max_length=16, title="Azimuth ranges where nobody is framed (degrees)",
+        description="[from, to] pairs, e.g. a TV or a picture on the wall; faces there are never framed.")
+
+    @field_validator("exclude_deg")
+    @classmethod
+    def _ranges(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        for i, (lo, hi) in enumerate(v):
+            if not (-180.0 <= lo < hi <= 180.0):
+                raise ValueError(f"range {i} is [{lo}, {hi}]: give [from, to] with -180 <= from < to <= 180")
+        return v
 
 
 class StreamConfig(Section):
@@ -120,6 +139,9 @@ class Config(Section):
     mic_arrays: dict[_Name, MicArraySections] = Field(  # type: ignore[valid-type]
         default_factory=lambda: {"main": _default("mic_array")}, min_length=1, max_length=8,
         title="Mic arrays")
+    ptz: dict[_Name, PtzSections] = Field(  # type: ignore[valid-type]
+        default_factory=dict, max_length=8, title="PTZ cameras",
+        description='[ptz.NAME] type = "visca-ip" | "visca-tcp" | "visca-serial" | "uvc"')
     doa: DoaConfig = Field(default_factory=DoaConfig)
     detector: DetectorSection = Field(default_factory=YuNetConfig)
     director: DirectorConfig = Field(default_factory=DirectorConfig)
@@ -152,6 +174,9 @@ class Config(Section):
             for name, section in (sections.items() if isinstance(sections, dict) else ()):
                 if isinstance(section, dict) and "type" not in section:
                     raise ValueError(f"[{new}.{name}] has no type: give one of {', '.join(drivers(kind))}")
+        for name, section in (data["ptz"].items() if isinstance(data.get("ptz"), dict) else ()):
+            if isinstance(section, dict) and "type" not in section:
+                raise ValueError(f"[ptz.{name}] has no type: give one of {', '.join(drivers('ptz'))}")
         detector = data.get("detector")
         if isinstance(detector, dict) and "type" not in detector:
             data["detector"] = {"type": _detector_type(detector), **detector}

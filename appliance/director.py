@@ -12,6 +12,12 @@ How it decides:
   beats the framed talker's evidence, and the current shot has been held ``min_hold_s``.
 - After ``silence_to_group_s`` without attributable speech the director shows the group.
 - Cuts jump; small changes of the same shot (a talker leaning) glide with time constant ``smooth_tau_s``.
+
+Modes (``[director] mode`` at start, :meth:`Director.set_mode` from the panel): ``speaker`` (the rules above),
+``group`` (everyone present), ``gallery`` (up to ``gallery_max`` people, each in a tile of one picture; the
+recent talkers first), ``off`` (the whole view) and ``manual`` (:meth:`Director.manual_view`: a pan, tilt and
+zoom from the panel, until ``manual_resume_s`` later the previous mode resumes). Faces inside an
+``exclude_deg`` range (a TV, a picture on the wall) are never framed.
 """
 
 from __future__ import annotations
@@ -19,16 +25,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from appliance.config import DirectorConfig
-from appliance.messages import Doa, Face, Faces, Shot
+from appliance.messages import Crop, Doa, Face, Faces, Shot, ShotMode
 from common.geometry import PinholeCamera, fit_aspect
 
 _GRID = np.arange(-90.0, 90.5, 0.5)
 _BUMP_SIGMA_DEG = 3.0
 _DEADBAND = 0.03  # changes smaller than this fraction of the crop width are not followed
+Policy = Literal["speaker", "group", "gallery", "off", "manual"]
+POLICIES: tuple[Policy, ...] = ("speaker", "group", "gallery", "off", "manual")
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,12 @@ class Director:
         self._evidence = np.zeros_like(_GRID)
         self._last_t: float | None = None
         self._seen: list[_Seen] = []
-        self._mode: str = "wide"
+        self.policy: Policy = cfg.mode
+        self._resume_policy: Policy = cfg.mode
+        self._manual_crop: tuple[float, float, float, float] | None = None
+        self._manual_until = math.inf
+        self._pending_reason: str | None = None  # a mode change waiting for the next step's cut
+        self._mode: ShotMode = "wide"
         self._target_az: float | None = None
         self._last_cut_t = -math.inf
         self._last_speech_t = -math.inf
@@ -83,7 +97,8 @@ class Director:
     def step(self, faces: Faces | None, doas: Sequence[Doa], now: float) -> Shot:
         """Advance to ``now`` with the new evidence and return the shot to show."""
         if faces is not None:
-            self._seen = [_Seen(f, self.camera.azimuth_of_column(f.center[0])) for f in faces.faces]
+            seen = [_Seen(f, self.camera.azimuth_of_column(f.center[0])) for f in faces.faces]
+            self._seen = [s for s in seen if not any(lo <= s.azimuth_deg <= hi for lo, hi in self.cfg.exclude_deg)]
         self._decay(now)
         for d in doas:
             # each block counts for the time it covers since the previous one
@@ -98,12 +113,100 @@ class Director:
             if followed is not None:
                 self._target_az = followed.azimuth_deg
 
-        cut = self._decide(now)
-        target = self._target_crop()
+        if self.policy == "manual" and now >= self._manual_until:
+            self.policy, self._manual_crop = self._resume_policy, None
+            self._pending_reason = f"automatic framing ({self.policy}) resumed after {self.cfg.manual_resume_s:g} s"
+        cut = self._decide_for_policy(now)
+        if self._mode == "gallery":
+            tiles = self._gallery_tiles()
+            if tiles:
+                self._crop = _bounding(tiles)
+                return Shot(t=now, crop=_as_int(self._crop), mode="gallery", reason=self._reason, cut=cut,
+                            tiles=tuple(_as_int(c) for c in tiles), policy=self.policy)
+            self._mode, self._reason, cut = "wide", "gallery: nobody seen: whole room", True
+        target = self._manual_crop if self._mode == "manual" and self._manual_crop else self._target_crop()
         crop = self._move(target, now, cut)
         self._crop = crop
-        return Shot(t=now, crop=_as_int(crop), mode=self._mode,  # type: ignore[arg-type]
-                    target_azimuth_deg=self._target_az, reason=self._reason, cut=cut)
+        return Shot(t=now, crop=_as_int(crop), mode=self._mode, target_azimuth_deg=self._target_az,
+                    reason=self._reason, cut=cut, policy=self.policy)
+
+    # -- modes ----------------------------------------------------------------------------------
+    def set_mode(self, policy: Policy, now: float) -> None:
+        """Frame by ``policy`` from the next step on (a cut). ``manual`` keeps the current view."""
+        if policy not in POLICIES:
+            raise ValueError(f"unknown mode {policy!r}: one of {', '.join(POLICIES)}")
+        if policy == "manual":
+            self._start_manual(self._crop, now)
+            return
+        self.policy = self._resume_policy = policy
+        self._manual_crop, self._manual_until = None, math.inf
+        self._pending_reason = f"mode {policy} chosen"
+
+    def manual_view(self, pan: float, tilt: float, zoom: float, now: float) -> tuple[float, float, float, float]:
+        """Manual pan-tilt-zoom: ``pan`` and ``tilt`` in [-1, 1] (left/top to right/bottom of the free
+        travel), ``zoom`` from 1 (the whole view) to the narrowest crop. Returns the crop."""
+        if not (-1.0 <= pan <= 1.0 and -1.0 <= tilt <= 1.0) or not (math.isfinite(zoom) and zoom >= 1.0):
+            raise ValueError(f"pan and tilt must be in [-1, 1] and zoom >= 1, got {pan}, {tilt}, {zoom}")
+        cam = self.camera
+        full = fit_aspect(cam.cx, cam.cy, float(cam.width), self.aspect, cam.width, cam.height, 1.0)
+        w = max(full[2] / zoom, self.cfg.min_crop_frac * cam.width)
+        h = w / self.aspect
+        x = (cam.width - w) * (pan + 1.0) / 2.0
+        y = (cam.height - h) * (tilt + 1.0) / 2.0
+        crop = fit_aspect(x + w / 2, y + h / 2, w, self.aspect, cam.width, cam.height, 1.0)
+        self._start_manual(crop, now)
+        return crop
+
+    def _start_manual(self, crop: tuple[float, float, float, float], now: float) -> None:
+        if self.policy != "manual":
+            self._resume_policy = self.policy
+        self.policy, self._manual_crop = "manual", crop
+        resume = self.cfg.manual_resume_s
+        self._manual_until = now + resume if resume > 0 else math.inf
+        self._pending_reason = "manual framing from the panel" + (
+            f" (automatic again after {resume:g} s)" if resume > 0 else "")
+
+    def _decide_for_policy(self, now: float) -> bool:
+        pending, self._pending_reason = self._pending_reason, None
+        if self.policy == "speaker":
+            if pending is not None:  # back to automatic: start from the group and let the rules cut
+                self._mode, self._target_az, self._last_cut_t = ("group" if self._seen else "wide"), None, now
+                self._reason = pending
+                return True
+            return self._decide(now)
+        want: ShotMode
+        if self.policy == "manual":
+            want = "manual"
+        elif self.policy == "off" or not self._seen:
+            want = "wide"
+        else:
+            want = "group" if self.policy == "group" else "gallery"
+        if pending is None and want == self._mode:
+            return False
+        self._mode, self._target_az, self._last_cut_t = want, None, now
+        self._reason = pending or {"wide": "whole room", "group": f"{len(self._seen)} people: group",
+                                   "gallery": f"{len(self._seen)} people: gallery", "manual": "manual"}[want]
+        return True
+
+    def _gallery_tiles(self) -> list[tuple[float, float, float, float]]:
+        """One crop per person (at most ``gallery_max``): recent talkers first, then left to right; the
+        tiles are laid out left to right in azimuth order."""
+        if not self._seen:
+            return []
+        def talked(s: _Seen) -> float:  # seconds of recent speech, when there is a meaningful amount
+            ev = self._evidence_at(s.azimuth_deg)
+            return ev if ev >= 0.05 else 0.0
+
+        ranked = sorted(self._seen, key=lambda s: (-talked(s), s.azimuth_deg))
+        chosen = sorted(ranked[: self.cfg.gallery_max], key=lambda s: s.azimuth_deg)
+        aspect = gallery_tile_aspect(len(chosen), self.aspect)
+        cam, out = self.camera, []
+        for s in chosen:
+            x, y, w, h = s.face.box
+            cw = max(w * self.cfg.face_widths * 0.8, h * 2.2 * aspect)
+            out.append(fit_aspect(x + w / 2, y + h / 2 + 0.1 * cw / aspect, cw, aspect, cam.width, cam.height,
+                                  w * 1.5))
+        return out
 
     def _decide(self, now: float) -> bool:
         held = now - self._last_cut_t
@@ -171,6 +274,18 @@ class Director:
                 cur[2] + a * (target[2] - cur[2]), cur[3] + a * (target[3] - cur[3]))
 
 
-def _as_int(crop: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+def gallery_tile_aspect(n: int, aspect: float) -> float:
+    """The aspect of each tile when ``n`` people share one picture of ``aspect``: one fills it, two stand
+    side by side (halves), three or four take a quarter each."""
+    return aspect if n <= 1 else aspect / 2 if n == 2 else aspect
+
+
+def _bounding(crops: list[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
+    x0, y0 = min(c[0] for c in crops), min(c[1] for c in crops)
+    x1, y1 = max(c[0] + c[2] for c in crops), max(c[1] + c[3] for c in crops)
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def _as_int(crop: tuple[float, float, float, float]) -> Crop:
     x, y, w, h = (int(round(v)) for v in crop)
     return x, y, w - (w % 2), h - (h % 2)

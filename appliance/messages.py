@@ -1,13 +1,16 @@
 """Typed messages with one wire form.
 
-Each message is a frozen dataclass; ``to_json()`` gives the dict that goes unchanged to the panel's
-WebSocket, the JSON-lines outputs, logs and test assertions.
+Each message is a frozen dataclass with a ``KIND``; ``to_json()`` gives the dict that goes unchanged to the
+panel's WebSocket, the JSON-lines outputs, logs and test assertions, and ``from_json()`` reads it back.
+On a stream of mixed messages (the WebSocket, MQTT) each travels in an envelope, :func:`envelope`:
+``{"kind": KIND, "data": to_json()}``; :func:`from_envelope` reads one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Protocol, cast
 
 Box = tuple[float, float, float, float]  # x, y, w, h in source pixels
 
@@ -23,6 +26,11 @@ class Face:
     box: Box
     score: float
 
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Face:
+        x, y, w, h = (float(v) for v in d["box"])
+        return cls((x, y, w, h), float(d["score"]))
+
     @property
     def center(self) -> tuple[float, float]:
         x, y, w, h = self.box
@@ -34,15 +42,23 @@ class Face:
 
 @dataclass(frozen=True)
 class Faces:
-    """The faces found in one frame taken at time ``t`` (seconds) of size ``width`` x ``height``."""
+    """The faces found in one frame taken at time ``t`` (seconds) of size ``width`` x ``height`` (0 when
+    unknown)."""
 
+    KIND: ClassVar[str] = "faces"
     t: float
     faces: tuple[Face, ...]
     width: int = 0
     height: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"t": _r(self.t), "faces": [f.to_json() for f in self.faces]}
+        return {"t": _r(self.t), "faces": [f.to_json() for f in self.faces], "width": int(self.width),
+                "height": int(self.height)}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Faces:
+        return cls(float(d["t"]), tuple(Face.from_json(f) for f in d["faces"]), int(d.get("width", 0)),
+                   int(d.get("height", 0)))
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,7 @@ class Doa:
     direction is reported (no speech, or no clear peak).
     """
 
+    KIND: ClassVar[str] = "doa"
     t: float
     azimuth_deg: float | None
     speech: bool
@@ -68,20 +85,33 @@ class Doa:
             "confidence": _r(self.confidence),
         }
 
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Doa:
+        az = d["azimuth_deg"]
+        return cls(float(d["t"]), None if az is None else float(az), bool(d["speech"]),
+                   float(d.get("level_db", -120.0)), float(d.get("confidence", 0.0)))
 
-ShotMode = Literal["speaker", "group", "wide"]
+
+ShotMode = Literal["speaker", "group", "wide", "gallery", "manual"]
+SHOT_MODES: tuple[ShotMode, ...] = ("speaker", "group", "wide", "gallery", "manual")
+Crop = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
 class Shot:
-    """What the director frames at time ``t``: a crop of the source picture and why."""
+    """What the director frames at time ``t``: a crop of the source picture (x, y, w, h in source pixels)
+    and why. A gallery shot also has ``tiles``: one crop per person, laid out in one picture; ``crop`` is
+    then the box around them all."""
 
+    KIND: ClassVar[str] = "shot"
     t: float
-    crop: tuple[int, int, int, int]
+    crop: Crop
     mode: ShotMode
     target_azimuth_deg: float | None = None
     reason: str = ""
     cut: bool = False
+    tiles: tuple[Crop, ...] = ()
+    policy: str = "speaker"  # the framing mode chosen (speaker, group, gallery, manual, off)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,7 +121,24 @@ class Shot:
             "target_azimuth_deg": None if self.target_azimuth_deg is None else _r(self.target_azimuth_deg, 2),
             "reason": self.reason,
             "cut": self.cut,
+            "tiles": [[int(v) for v in c] for c in self.tiles],
+            "policy": self.policy,
         }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Shot:
+        az = d.get("target_azimuth_deg")
+        mode = str(d["mode"])
+        if mode not in SHOT_MODES:
+            raise ValueError(f"unknown shot mode {mode!r}")
+        return cls(float(d["t"]), _crop(d["crop"]), mode, None if az is None else float(az),
+                   str(d.get("reason", "")), bool(d.get("cut", False)), tuple(_crop(c) for c in d.get("tiles", ())),
+                   str(d.get("policy", "speaker")))
+
+
+def _crop(v: Any) -> Crop:
+    x, y, w, h = (int(c) for c in v)
+    return x, y, w, h
 
 
 DeviceState = Literal["starting", "running", "lost", "retrying", "stopped"]
@@ -101,6 +148,7 @@ DeviceState = Literal["starting", "running", "lost", "retrying", "stopped"]
 class DeviceStatus:
     """A device's health as the supervisor sees it."""
 
+    KIND: ClassVar[str] = "device"
     name: str
     state: DeviceState
     detail: str = ""
@@ -110,3 +158,85 @@ class DeviceStatus:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "state": self.state, "detail": self.detail, "t": _r(self.t),
                 "counters": dict(self.counters)}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> DeviceStatus:
+        state = str(d["state"])
+        if state not in ("starting", "running", "lost", "retrying", "stopped"):
+            raise ValueError(f"unknown device state {state!r}")
+        return cls(str(d["name"]), cast(DeviceState, state), str(d.get("detail", "")), float(d.get("t", 0.0)),
+                   {str(k): int(v) for k, v in dict(d.get("counters", {})).items()})
+
+
+@dataclass(frozen=True)
+class CameraInfo:
+    """The camera the director frames: its picture's geometry (so the panel can draw the room's map)."""
+
+    KIND: ClassVar[str] = "camera"
+    name: str
+    hfov_deg: float
+    width: int
+    height: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "hfov_deg": _r(self.hfov_deg, 2), "width": int(self.width),
+                "height": int(self.height)}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> CameraInfo:
+        return cls(str(d["name"]), float(d["hfov_deg"]), int(d["width"]), int(d["height"]))
+
+
+@dataclass(frozen=True)
+class Stats:
+    """The live box's running counters, published once a second."""
+
+    KIND: ClassVar[str] = "stats"
+    t: float
+    frames: int = 0
+    detections: int = 0
+    detection_ms: float = 0.0
+    audio_blocks: int = 0
+    doa_blocks: int = 0
+    frames_dropped: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"t": _r(self.t), "frames": self.frames, "detections": self.detections,
+                "detection_ms": _r(self.detection_ms, 1), "audio_blocks": self.audio_blocks,
+                "doa_blocks": self.doa_blocks, "frames_dropped": self.frames_dropped}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Stats:
+        return cls(float(d["t"]), int(d.get("frames", 0)), int(d.get("detections", 0)),
+                   float(d.get("detection_ms", 0.0)), int(d.get("audio_blocks", 0)), int(d.get("doa_blocks", 0)),
+                   int(d.get("frames_dropped", 0)))
+
+
+class Message(Protocol):
+    """What every message is: a kind, a JSON form and a way back from it."""
+
+    KIND: ClassVar[str]
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+MESSAGE_TYPES: dict[str, type[Faces | Doa | Shot | DeviceStatus | CameraInfo | Stats]] = {
+    t.KIND: t for t in (Faces, Doa, Shot, DeviceStatus, CameraInfo, Stats)
+}
+
+
+def envelope(message: Message) -> dict[str, Any]:
+    """A message on a mixed stream: ``{"kind": KIND, "data": to_json()}``."""
+    return {"kind": message.KIND, "data": message.to_json()}
+
+
+def from_envelope(d: Mapping[str, Any]) -> Faces | Doa | Shot | DeviceStatus | CameraInfo | Stats:
+    """The message in an envelope; a ValueError names an unknown kind or a malformed message."""
+    kind = d.get("kind")
+    cls = MESSAGE_TYPES.get(str(kind))
+    if cls is None:
+        raise ValueError(f"unknown message kind {kind!r}")
+    try:
+        return cls.from_json(d["data"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"malformed {kind} message: {type(e).__name__}: {e}") from None

@@ -1,21 +1,19 @@
-"""Offline run over a recording: the same perception and director as the live box, frame by frame.
+"""Offline run over a recording: the live box's :class:`appliance.step.FrameStep`, frame by frame.
 
-Deterministic: detection runs on the frames that fall due every ``[detector] interval_s`` of video time,
-and each video frame sees the DOA blocks that ended at or before it.
+Deterministic: the recording's own times are the clock (seconds from its start); a detection runs on each
+frame that falls due (every ``[detector] interval_s``) and its faces reach the director on that frame; each
+frame takes the DOA blocks that ended at or before it, as in the live box.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from appliance.config import Config
-from appliance.director import Director
-from appliance.framing import render_crop
-from appliance.messages import Doa, Faces
-from common.geometry import PinholeCamera
+from appliance.framing import render_shot
+from appliance.step import FrameStep
 
 
 def run_offline(video: Path, audio: Path, cfg: Config, out: Path | None = None) -> Iterator[dict[str, Any]]:
@@ -26,28 +24,19 @@ def run_offline(video: Path, audio: Path, cfg: Config, out: Path | None = None) 
     from drivers.files import VideoFileWriter, iter_video_frames, read_array_wav, video_rate
 
     samples = read_array_wav(audio, cfg.mic_array)
-    doas: list[Doa] = Hearing(cfg.mic_array, cfg.doa).feed(samples, 0.0)
+    frames = iter_video_frames(video)
+    step = FrameStep(cfg)
+    step.add_doas(Hearing(cfg.mic_array, cfg.doa).feed(samples, 0.0))
     detector = FaceDetector(cfg=cfg.detector)
-    director: Director | None = None
     writer: VideoFileWriter | None = None
-    next_doa, next_detect = 0, 0.0
     try:
-        for frame in iter_video_frames(video):
-            if director is None:
-                cam = PinholeCamera(frame.width, frame.height, cfg.camera.hfov_deg)
-                director = Director(cam, cfg.director, cfg.stream.width / cfg.stream.height)
-                if out is not None:
-                    writer = VideoFileWriter(out, cfg.stream.width, cfg.stream.height, video_rate(video))
-            faces: Faces | None = None
-            if frame.t >= next_detect - 1e-6:
-                faces = detector.detect(frame.image, frame.t)
-                next_detect = frame.t + cfg.detector.interval_s
-            start = next_doa
-            while next_doa < len(doas) and doas[next_doa].t <= frame.t + 1e-9:
-                next_doa += 1
-            shot = director.step(faces, doas[start:next_doa], frame.t)
+        for frame in frames:
+            if writer is None and out is not None:
+                writer = VideoFileWriter(out, cfg.stream.width, cfg.stream.height, video_rate(video))
+            faces = detector.detect(frame.image, frame.t) if step.detection_due(frame.t) else None
+            shot = step.step(frame.t, frame.width, frame.height, faces)
             if writer is not None:
-                writer.write(render_crop(frame.image, shot.crop, cfg.stream.width, cfg.stream.height))
+                writer.write(render_shot(frame.image, shot, cfg.stream.width, cfg.stream.height))
             record = shot.to_json()
             if faces is not None:
                 record["faces"] = [f.to_json() for f in faces.faces]
@@ -56,11 +45,3 @@ def run_offline(video: Path, audio: Path, cfg: Config, out: Path | None = None) 
         detector.close()
         if writer is not None:
             writer.close()
-
-
-def write_track(records: Iterator[dict[str, Any]], dest: TextIO) -> int:
-    n = 0
-    for r in records:
-        dest.write(json.dumps(r) + "\n")
-        n += 1
-    return n

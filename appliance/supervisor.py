@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from appliance.messages import DeviceState, DeviceStatus
+from common.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -14,7 +15,7 @@ Report = Callable[[DeviceStatus], None]
 
 
 async def supervise(name: str, run: Callable[[Callable[[], None]], Awaitable[None]], report: Report,
-                    clock: Callable[[], float], retry_s: float = 2.0, max_retry_s: float = 30.0) -> None:
+                    clock: Clock, retry_s: float = 2.0, max_retry_s: float = 30.0) -> None:
     """Run ``run(started)`` until cancelled; when it raises or returns, report the loss, wait and start it
     again. ``run`` calls ``started()`` once its device delivers, which reports the device as running.
 
@@ -25,18 +26,18 @@ async def supervise(name: str, run: Callable[[Callable[[], None]], Awaitable[Non
     failures = 0
 
     def say(state: DeviceState, detail: str = "") -> None:
-        report(DeviceStatus(name=name, state=state, detail=detail, t=clock(), counters={"failures": failures}))
+        report(DeviceStatus(name=name, state=state, detail=detail, t=clock.now(), counters={"failures": failures}))
 
     while True:
         say("starting")
-        began = clock()
+        began = clock.now()
         try:
             await run(lambda: say("running"))
             detail = "ended"
         except asyncio.CancelledError:
             say("stopped")
             raise
-        except Exception as e:  # noqa: BLE001 - any device fault is reported and retried
+        except Exception as e:
             task = asyncio.current_task()
             if task is not None and task.cancelling():  # a device that fails while being stopped
                 say("stopped", f"while stopping: {type(e).__name__}: {e}")
@@ -44,12 +45,12 @@ async def supervise(name: str, run: Callable[[Callable[[], None]], Awaitable[Non
             detail = f"{type(e).__name__}: {e}"
             log.warning("%s lost: %s", name, detail)
         # quick failures in a row wait longer each time; a device that ran a while starts over
-        quick = clock() - began <= pause
+        quick = clock.now() - began <= pause
         pause = min(pause * 2, max_retry_s) if quick and failures else retry_s
         failures += 1
         say("lost", detail)
         try:
-            await asyncio.sleep(pause)
+            await clock.sleep_until(clock.now() + pause)
         except asyncio.CancelledError:
             say("stopped")
             raise

@@ -22,12 +22,16 @@ from pydantic import Field
 from common.clock import SYSTEM_CLOCK, Clock
 from common.settings import Section
 
-Kind = Literal["camera", "mic_array"]
+Kind = Literal["camera", "mic_array", "ptz"]
 
 # The modules that register the drivers shipped with roombox; each registers on import.
 BUILTIN_MODULES = (
     "drivers.files",
     "drivers.simroom.devices",
+    "drivers.v4l2",
+    "drivers.rtsp",
+    "drivers.ptz.visca_client",
+    "drivers.ptz.uvc",
 )
 
 
@@ -51,7 +55,7 @@ class Driver:
     open: Opener
 
 
-_DRIVERS: dict[Kind, dict[str, Driver]] = {"camera": {}, "mic_array": {}}
+_DRIVERS: dict[Kind, dict[str, Driver]] = {"camera": {}, "mic_array": {}, "ptz": {}}
 _loaded = False
 
 

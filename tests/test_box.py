@@ -1,17 +1,23 @@
-"""The live box on file sources: frames flow to the output, and a vanished device is reported and retried."""
+"""The live box on file sources and a virtual capture clock: frames flow to the output, a vanished device is
+reported and retried, and a restarted camera is searched for faces again. No wall-clock windows: the clock
+moves from one device's wake-up to the next, however loaded the machine is."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 import scipy.io.wavfile
 
 from appliance.box import RoomBox
 from appliance.config import Config, DetectorConfig
 from appliance.perception.faces import FaceDetector
 from appliance.streaming.hub import EventBus, LatestFrame
+from common.clock import VirtualClock
 from drivers.files import FileCamera, VideoFileWriter, WavMicArray
 
 
@@ -24,65 +30,95 @@ def write_video(path: Path, frames: int) -> None:
     w.close()
 
 
-async def run_box(camera_path: Path, wav: Path, cfg: Config, make_camera_at: float | None,
-                  realtime: bool = True, run_s: float = 4.0, retry_s: float = 0.2) -> list:
+def write_noise(path: Path, seconds: float, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(16000 * seconds)
+    scipy.io.wavfile.write(path, 16000, (rng.normal(0, 0.01, (n, 6)) * 32767).astype(np.int16))
+
+
+Event = tuple[str, Any]
+
+
+async def run_box(camera_path: Path, wav: Path, cfg: Config, until: Callable[[list[Event]], bool],
+                  on_event: Callable[[Event], None] = lambda e: None, retry_s: float = 0.2) -> list[Event]:
+    """Run the box on a virtual clock until ``until(events)``; the wall clock only bounds a box that hangs."""
+    clock = VirtualClock(1000.0)
     events, frames = EventBus(queue_size=100_000), LatestFrame()
     seen = events.subscribe()
+    out: list[Event] = []
     with FaceDetector(cfg=cfg.detector) as detector:
-        box = RoomBox(cfg, FileCamera(camera_path, realtime=realtime), WavMicArray(wav, realtime=True), detector,
-                      frames, None, events, retry_s=retry_s)
+        box = RoomBox(cfg, FileCamera(camera_path, realtime=True, clock=clock),
+                      WavMicArray(wav, realtime=True, clock=clock), detector, frames, None, events, clock=clock,
+                      retry_s=retry_s)
         task = asyncio.create_task(box.run())
-        if make_camera_at is not None:
-            await asyncio.sleep(make_camera_at)
-            write_video(camera_path, 10)
-        await asyncio.sleep(run_s)
-        task.cancel()
-        loop = asyncio.get_running_loop()
-        began = loop.time()
         try:
-            await asyncio.wait_for(task, 5.0)
-        except asyncio.CancelledError:
-            pass
-        stop_s = loop.time() - began
-    out = []
+            while not until(out):
+                out.append(await asyncio.wait_for(seen.get(), 60.0))
+                on_event(out[-1])
+        finally:
+            task.cancel()
+            try:
+                await asyncio.wait_for(task, 30.0)  # a box that does not stop fails here
+            except asyncio.CancelledError:
+                pass
     while not seen.empty():
         out.append(seen.get_nowait())
-    return out + [("frames", {"published": frames.published}), ("stopped", {"seconds": stop_s})]
+    return out + [("frames", {"published": frames.published})]
+
+
+def camera_states(events: list[Event]) -> list[dict[str, Any]]:
+    return [d for k, d in events if k == "device" and d["name"] == "camera"]
 
 
 def test_a_camera_that_vanishes_is_reported_and_retried(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    scipy.io.wavfile.write(tmp_path / "a.wav", 16000, (rng.normal(0, 0.01, (16000, 6)) * 32767).astype(np.int16))
+    write_noise(tmp_path / "a.wav", 10.0, 0)
     cfg = Config(detector=DetectorConfig(tiles=(1, 1)))
     camera = tmp_path / "camera.mp4"  # not there yet: the camera is unplugged
-    events = asyncio.run(run_box(camera, tmp_path / "a.wav", cfg, make_camera_at=0.5))
 
-    states = [d["state"] for k, d in events if k == "device:camera"]
-    details = [d["detail"] for k, d in events if k == "device:camera" and d["state"] == "lost"]
+    def plug_in(event: Event) -> None:
+        if event[0] == "device" and event[1]["state"] == "retrying" and not camera.exists():
+            write_video(camera, 10)
+
+    def done(events: list[Event]) -> bool:  # the file ended, and the box is retrying
+        lost = [i for i, d in enumerate(camera_states(events)) if "end of file" in d["detail"]]
+        return bool(lost) and len(camera_states(events)) > lost[0] + 1
+
+    events = asyncio.run(run_box(camera, tmp_path / "a.wav", cfg, done, plug_in))
+
+    camera_events = camera_states(events)
+    states = [d["state"] for d in camera_events]
+    details = [d["detail"] for d in camera_events if d["state"] == "lost"]
     assert states[:3] == ["starting", "lost", "retrying"]
     assert "no such file" in details[0]
     assert "running" in states  # plugged in: it came back
     assert any("end of file" in d for d in details)  # the 10-frame file ended: lost again, and retried
-    camera_events = [d for k, d in events if k == "device:camera"]
     eof = next(i for i, d in enumerate(camera_events) if "end of file" in d["detail"])
     assert camera_events[eof + 1]["state"] == "retrying"
-    shots = [d for k, d in events if k == "shot"]
-    assert len(shots) >= 10 and events[-2][1]["published"] >= 10
-    assert [d["state"] for k, d in events if k == "device:mic_array"][:2] == ["starting", "running"]
-
-
-def test_a_camera_that_keeps_restarting_is_detected_after_each_start_and_stops_when_asked(tmp_path: Path) -> None:
-    rng = np.random.default_rng(1)
-    scipy.io.wavfile.write(tmp_path / "a.wav", 16000, (rng.normal(0, 0.01, (48000, 6)) * 32767).astype(np.int16))
-    camera = tmp_path / "camera.mp4"
-    write_video(camera, 10)  # 0.67 s of video, read as fast as it decodes: it ends, and restarts, often
-    cfg = Config(detector=DetectorConfig(tiles=(1, 1), interval_s=0.2))
-    events = asyncio.run(run_box(camera, tmp_path / "a.wav", cfg, None, realtime=False, run_s=2.0, retry_s=0.05))
-
-    starts = sum(1 for k, d in events if k == "device:camera" and d["state"] == "running")
-    faces_at_zero = sum(1 for k, d in events if k == "faces" and d["t"] == 0.0)
-    assert starts >= 3
-    assert faces_at_zero >= starts - 1  # each new start of the file is searched for faces again
-    states = [d["state"] for k, d in events if k == "device:camera"]
     assert states[-1] == "stopped"
-    assert events[-1][1]["seconds"] < 2.0  # cancelled in the middle of reading: it still stops, promptly
+    shots = [d for k, d in events if k == "shot"]
+    assert len(shots) >= 10 and events[-1][1]["published"] == len(shots)
+    assert [d["state"] for k, d in events if k == "device" and d["name"] == "mic_array"][:2] == ["starting",
+                                                                                                "running"]
+    # the back-off is on the capture clock: the first retry comes retry_s after the loss
+    lost, retrying = camera_events[1], camera_events[2]
+    assert retrying["t"] - lost["t"] == pytest.approx(0.2, abs=1e-3)
+
+
+def test_a_camera_that_keeps_restarting_is_searched_again_after_each_start(tmp_path: Path) -> None:
+    write_noise(tmp_path / "a.wav", 10.0, 1)
+    camera = tmp_path / "camera.mp4"
+    write_video(camera, 10)  # 0.67 s of video, played on the clock: it ends, and restarts
+    cfg = Config(detector=DetectorConfig(tiles=(1, 1), interval_s=0.2))
+
+    def done(events: list[Event]) -> bool:
+        return sum(1 for d in camera_states(events) if d["state"] == "running") >= 4
+
+    events = asyncio.run(run_box(camera, tmp_path / "a.wav", cfg, done, retry_s=0.05))
+
+    starts = [d["t"] for k, d in events if k == "device" and d["name"] == "camera" and d["state"] == "running"]
+    shots = [d["t"] for k, d in events if k == "shot"]
+    # the first frame of each start is a shot whose time is not one frame after the one before it
+    first_frames = [t for i, t in enumerate(shots) if i == 0 or abs(t - shots[i - 1] - 1 / 15) > 1e-3]
+    detected_at = {d["t"] for k, d in events if k == "faces"}
+    assert len(starts) >= 3 and len(first_frames) == len(starts)
+    assert all(round(t, 3) in detected_at for t in first_frames[:-1])  # each start searched at once

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -35,7 +36,7 @@ def free_port() -> int:
 
 
 @pytest.fixture()
-def demo() -> tuple[str, list[str]]:
+def demo() -> Iterator[tuple[str, list[str]]]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "demo", "--port", str(port),
                              "--scenario", str(SHORT)], cwd=ROOT, stdout=subprocess.PIPE,
@@ -62,15 +63,23 @@ def demo() -> tuple[str, list[str]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            code = None
+            code = -1
         assert proc.stdout is not None
         proc.stdout.close()
     assert code == 0, "roombox demo did not stop cleanly on SIGTERM:\n" + "".join(out[-40:])
 
 
 def state(url: str) -> dict:
-    with urllib.request.urlopen(url + "/api/state", timeout=5) as r:
+    with urllib.request.urlopen(url + "/api/state", timeout=30) as r:
         return json.loads(r.read())
+
+
+def wait_for_shot(url: str, ok: Callable[[dict], bool], bound_s: float = 60.0) -> dict:
+    deadline = time.monotonic() + bound_s  # a bound for a box that never gets there, not a figure
+    while not ok(shot := state(url)["shot"]):
+        assert time.monotonic() < deadline, f"the box never reached the shot wanted; last: {shot}"
+        time.sleep(0.3)
+    return shot
 
 
 @pytest.mark.e2e
@@ -83,7 +92,7 @@ def test_demo_plays_the_framed_room_in_chromium(demo, chromium, artifacts_dir: P
         size = page.evaluate("() => [document.querySelector('video').videoWidth, "
                              "document.querySelector('video').videoHeight]")
         assert size == [1280, 720]
-        deadline = time.monotonic() + 40
+        deadline = time.monotonic() + 120  # a bound for a box that never frames anyone, not a figure
         while state(url)["shot"]["mode"] != "speaker":
             assert time.monotonic() < deadline, "the director never framed a talker"
             time.sleep(0.5)
@@ -91,7 +100,22 @@ def test_demo_plays_the_framed_room_in_chromium(demo, chromium, artifacts_dir: P
         png = base64.b64decode(page.evaluate(GRAB).split(",", 1)[1])
         (artifacts_dir / "demo-framed.png").write_bytes(png)
         (artifacts_dir / "demo-panel.png").write_bytes(page.screenshot())
-        picture = cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        decoded = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+        assert decoded is not None, "the grabbed frame is not a PNG"
+        picture = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+
+        # the panel runs the framing: its buttons change the box's mode, and it shows which mode is live
+        page.click("#modes [data-mode=gallery]")
+        wait_for_shot(url, lambda s: s["policy"] == "gallery" and s["mode"] == "gallery" and len(s["tiles"]) >= 2)
+        page.wait_for_function("document.querySelector('#modes [data-mode=gallery]')"
+                               ".getAttribute('aria-pressed') === 'true'", timeout=30_000)
+        (artifacts_dir / "demo-gallery.png").write_bytes(page.screenshot())
+        page.click("#ptz [data-ptz=in]")
+        page.click("#ptz [data-ptz=right]")
+        manual = wait_for_shot(url, lambda s: s["mode"] == "manual" and s["crop"][2] < 1920)
+        assert manual["crop"][0] > 0 and "manual" in page.inner_text("#why")
+        page.click("#modes [data-mode=speaker]")
+        wait_for_shot(url, lambda s: s["policy"] == "speaker")
     finally:
         page.close()
 

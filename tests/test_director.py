@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from appliance.config import DirectorConfig
 from appliance.director import Director
 from appliance.messages import Doa, Face, Faces, Shot
@@ -113,3 +115,69 @@ def test_crops_stay_inside_the_picture_at_16_by_9_and_runs_repeat() -> None:
         x, y, w, h = s.crop
         assert 0 <= x and 0 <= y and x + w <= 1920 and y + h <= 1080
         assert abs(w / h - 16 / 9) < 0.02
+
+
+def run_with(d: Director, start: float, end: float, talker: str | None = None, fps: float = 15.0) -> list[Shot]:
+    shots, n = [], 0
+    t = start
+    while t <= end:
+        doas = [Doa(t, SEATS[talker], True)] if talker else []
+        shots.append(d.step(FACES if n % 6 == 0 else None, doas, t))
+        n += 1
+        t = start + n / fps
+    return shots
+
+
+def inside(face: Face, crop: tuple[int, int, int, int]) -> bool:
+    x, y, w, h = crop
+    fx, fy, fw, fh = face.box
+    return x <= fx and fx + fw <= x + w and y <= fy and fy + fh <= y + h
+
+
+def test_group_and_off_modes_ignore_the_talker() -> None:
+    group = run_with(Director(CAM, DirectorConfig(mode="group")), 0.0, 4.0, "a")
+    assert {s.mode for s in group[1:]} == {"group"}
+    assert all(inside(f, group[-1].crop) for f in FACES.faces)
+    off = run_with(Director(CAM, DirectorConfig(mode="off")), 0.0, 4.0, "a")
+    assert {s.mode for s in off} == {"wide"} and off[-1].crop == (0, 0, 1920, 1080)
+
+
+def test_gallery_puts_each_person_in_a_tile_recent_talkers_first() -> None:
+    d = Director(CAM, DirectorConfig(mode="gallery", gallery_max=2))
+    shots = run_with(d, 0.0, 3.0, "c")
+    last = shots[-1]
+    assert last.mode == "gallery" and len(last.tiles) == 2
+    # c talked, so c is in; the other tile is the leftmost (a); laid out left to right
+    faces = {k: face_at(az) for k, az in SEATS.items()}
+    assert inside(faces["a"], last.tiles[0]) and inside(faces["c"], last.tiles[1])
+    assert not any(inside(faces["b"], t) for t in last.tiles)
+    for x, y, w, h in last.tiles:  # two side by side: each tile is half of 16:9
+        assert abs(w / h - 8 / 9) < 0.02 and x >= 0 and y >= 0 and x + w <= 1920 and y + h <= 1080
+    four = run_with(Director(CAM, DirectorConfig(mode="gallery")), 0.0, 1.0)[-1]
+    assert len(four.tiles) == 3  # three people, up to four tiles
+
+
+def test_manual_framing_from_the_panel_then_automatic_again() -> None:
+    d = Director(CAM, DirectorConfig(manual_resume_s=5.0))
+    run_with(d, 0.0, 3.0, "a")
+    crop = d.manual_view(pan=1.0, tilt=0.0, zoom=2.0, now=3.0)
+    assert crop[0] + crop[2] == 1920 and abs(crop[2] - 960) < 1  # right edge, half the width
+    manual = run_with(d, 3.0, 7.9, "a")
+    assert all(s.mode == "manual" for s in manual) and manual[0].cut
+    assert manual[-1].crop == (960, 270, 960, 540)
+    resumed = run_with(d, 8.0, 11.0, "a")
+    assert resumed[0].cut and "resumed" in resumed[0].reason and d.policy == "speaker"
+    assert any(framed(s, "a") for s in resumed)
+    with pytest.raises(ValueError, match="zoom"):
+        d.manual_view(0.0, 0.0, 0.5, 11.0)
+    with pytest.raises(ValueError, match="unknown mode"):
+        d.set_mode("orbit", 11.0)  # type: ignore[arg-type]
+
+
+def test_nobody_inside_an_excluded_range_is_ever_framed() -> None:
+    # the face at -30 deg is a picture on the wall; the talker's voice comes from there
+    d = Director(CAM, DirectorConfig(exclude_deg=[(-35.0, -25.0)]))
+    shots = run_with(d, 0.0, 6.0, "a")
+    assert not any(s.mode == "speaker" for s in shots)
+    assert not any(inside(face_at(SEATS["a"]), s.crop) and s.mode == "speaker" for s in shots)
+    assert all(not inside(face_at(SEATS["a"]), s.crop) for s in shots if s.mode == "group")

@@ -37,3 +37,19 @@ def test_the_whole_room_scaled_down_keeps_the_square() -> None:
     out = render_crop(picture(), (0, 0, 1920, 1080), 640, 360)
     assert out.shape == (360, 640, 3)
     assert out[150, 350, 0] > 200 and out[100, 100, 0] == 0
+
+
+def test_a_gallery_shot_lays_its_tiles_out_in_one_picture() -> None:
+    from appliance.framing import gallery_layout, render_shot
+    from appliance.messages import Shot
+
+    image = np.zeros((1080, 1920, 3), np.uint8)
+    image[:, :960] = (200, 0, 0)
+    image[:, 960:] = (0, 0, 200)
+    shot = Shot(0.0, (0, 0, 1920, 1080), "gallery", tiles=((100, 100, 400, 450), (1400, 100, 400, 450)))
+    out = render_shot(image, shot, 1280, 720)
+    assert out.shape == (720, 1280, 3)
+    left, right = gallery_layout(2, 1280, 720)
+    assert tuple(out[360, left[0] + 10]) == (200, 0, 0) and tuple(out[360, right[0] + 10]) == (0, 0, 200)
+    assert tuple(out[360, 639]) == (24, 24, 24)  # the gap between the tiles
+    assert len(gallery_layout(3, 1280, 720)) == 3 and gallery_layout(1, 1280, 720) == [(0, 0, 1280, 720)]

@@ -115,3 +115,32 @@ def test_a_wav_that_does_not_match_the_array_is_refused(room: Path, tmp_path: Pa
                    'positions = [[-0.05, 0.0, 0.0], [0.05, 0.0, 0.0]]\n')
     p = roombox("doa", "--audio", str(room / "array.wav"), "--config", str(cfg), check=False)
     assert p.returncode == 2 and "channel" in p.stderr
+
+
+def _one_line_error(p: subprocess.CompletedProcess[str], *words: str) -> None:
+    errors = [line for line in p.stderr.splitlines() if "error:" in line]
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert len(errors) >= 1 and all(w in p.stderr for w in words), p.stderr
+
+
+def test_every_error_a_user_can_cause_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    import os
+
+    empty = tmp_path / "no-assets"
+    empty.mkdir()
+    env = {**os.environ, "ROOMBOX_DATA": str(empty)}
+    p = subprocess.run([sys.executable, "-m", "appliance.cli", "render", "--out", str(tmp_path / "r"),
+                        "--duration", "1"], capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+    _one_line_error(p, "arctic", "provision")
+    _one_line_error(roombox("demo", "--port", "70000", check=False), "[panel.port]")
+    mixed = tmp_path / "mixed.toml"
+    mixed.write_text('[camera]\nhfov_deg = 80\n[cameras.main]\ntype = "file"\n')
+    _one_line_error(roombox("run", "--config", str(mixed), check=False), "[cameras.main]", "instead of [camera]")
+    untyped = tmp_path / "untyped.toml"
+    untyped.write_text("[mic_arrays.table]\nsample_rate = 16000\n")
+    _one_line_error(roombox("run", "--config", str(untyped), check=False), "[mic_arrays.table] has no type")
+    nan = tmp_path / "nan.toml"
+    nan.write_text("[mic_array]\npositions = [[nan, 0.0, 0.0], [0.05, 0.0, 0.0]]\n")
+    _one_line_error(roombox("run", "--config", str(nan), check=False), "not a finite position")
+    _one_line_error(roombox("bench", "weather", check=False), "no bench section 'weather'")
+    _one_line_error(roombox("run", "--config", str(tmp_path), check=False), "is a directory")

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import math
 import shutil
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,21 +32,12 @@ Row = tuple[str, float, str]
 
 def speech_signal(sample_rate: int, seed: int = 0) -> npt.NDArray[np.float64]:
     """A few seconds of speech-like audio at ``sample_rate``, peak 0.5: espeak-ng if installed."""
-    espeak = shutil.which("espeak-ng")
-    if espeak is not None:
-        from scipy.io import wavfile
-        from scipy.signal import resample_poly
+    from drivers.simroom.assets import ESPEAK, synthesize
 
-        with tempfile.TemporaryDirectory(prefix="roombox-speech-") as tmp:
-            wav = Path(tmp) / "speech.wav"
-            text = SENTENCES[seed % len(SENTENCES)]
-            voice = ("en", "en-us", "en+f3", "en+m3")[seed % 4]
-            subprocess.run([espeak, "-v", voice, "-s", "165", "-w", str(wav), text], check=True,
-                           capture_output=True, timeout=30)
-            rate, data = wavfile.read(str(wav))
-        x = data.astype(np.float64)
-        g = math.gcd(int(rate), int(sample_rate))
-        x = resample_poly(x, sample_rate // g, int(rate) // g)
+    if shutil.which(ESPEAK) is not None:
+        text = SENTENCES[seed % len(SENTENCES)]
+        voice = ("en", "en-us", "en+f3", "en+m3")[seed % 4]
+        x = synthesize(text, voice, sample_rate, speed_wpm=165).astype(np.float64)
     else:
         x = _syllable_noise(sample_rate, seed)
     return np.asarray(0.5 * x / (np.max(np.abs(x)) + 1e-12), dtype=np.float64)

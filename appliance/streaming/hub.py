@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance.messages import DeviceStatus, Doa, Faces, Shot
+from appliance.messages import Message
 
 
 class LatestFrame:
@@ -126,16 +126,13 @@ class AudioHub:
         return (new[-1].seq if new else max(after_seq, self._seq)), new
 
 
-_KIND_OF: dict[type, str] = {Faces: "faces", Doa: "doa", Shot: "shot", DeviceStatus: "device"}
-
-
 class EventBus:
     """Typed messages fanned out to the panel's WebSockets (and anyone else who subscribes).
 
-    ``publish(kind, payload)`` takes ``message.to_json()``. Each subscriber has a bounded queue of
-    ``(kind, payload)``; a slow subscriber loses its oldest messages, counted in ``dropped``.
-    ``snapshot()`` keeps the latest payload of each kind; kinds listed in ``keyed_by`` (by default
-    ``device`` by its ``name``) keep one payload per key, as ``"device:camera"``.
+    ``publish(message)`` takes any message of :mod:`appliance.messages`. Each subscriber has a bounded queue
+    of ``(kind, data)`` (the message's envelope: ``KIND`` and ``to_json()``); a slow subscriber loses its
+    oldest messages, counted in ``dropped``. ``snapshot()`` keeps the latest of each kind; kinds listed in
+    ``keyed_by`` (by default ``device`` by its ``name``) keep one per key.
     """
 
     def __init__(self, queue_size: int = 256, keyed_by: dict[str, str] | None = None) -> None:
@@ -148,8 +145,9 @@ class EventBus:
         self.published = 0
         self.dropped = 0
 
-    def publish(self, kind: str, payload: dict[str, Any]) -> None:
-        """Send ``payload`` (a message's ``to_json()``) to every subscriber and remember it."""
+    def publish(self, message: Message) -> None:
+        """Send ``message`` to every subscriber and remember it."""
+        kind, payload = message.KIND, message.to_json()
         field_name = self.keyed_by.get(kind)
         key = f"{kind}:{payload.get(field_name, '')}" if field_name else kind
         self._latest[key] = (kind, payload)
@@ -159,10 +157,6 @@ class EventBus:
                 q.get_nowait()
                 self.dropped += 1
             q.put_nowait((kind, payload))
-
-    def publish_message(self, message: Faces | Doa | Shot | DeviceStatus) -> None:
-        """Publish one of the typed messages under its usual kind (faces, doa, shot, device)."""
-        self.publish(_KIND_OF[type(message)], message.to_json())
 
     def subscribe(self) -> asyncio.Queue[tuple[str, dict[str, Any]]]:
         """A new bounded queue receiving ``(kind, payload)`` from now on."""
@@ -180,7 +174,7 @@ class EventBus:
         return len(self._subscribers)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
-        """The latest payload of each kind (of each key for keyed kinds)."""
+        """The latest payload of each kind (of each key for keyed kinds, as ``"device:camera"``)."""
         return {key: payload for key, (_, payload) in self._latest.items()}
 
     def snapshot_messages(self) -> list[tuple[str, dict[str, Any]]]:

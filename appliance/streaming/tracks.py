@@ -5,7 +5,6 @@ from :class:`AudioHub`. Each viewer gets its own pair; aiortc encodes (VP8/H.264
 from __future__ import annotations
 
 import asyncio
-import time
 from fractions import Fraction
 
 import av
@@ -15,6 +14,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from appliance.config import StreamConfig
 from appliance.streaming.hub import AudioHub, LatestFrame
+from common.clock import SYSTEM_CLOCK, Clock
 
 VIDEO_CLOCK = 90_000
 VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK)
@@ -90,17 +90,19 @@ class FramedVideoTrack(MediaStreamTrack):
 class RoomAudioTrack(MediaStreamTrack):
     """The room's sound as 20 ms ``av.AudioFrame``s, s16 mono at 48 kHz, resampled from the hub's rate.
 
-    Paced by its own timestamps, like aiortc's ``AudioStreamTrack``. A small jitter buffer
-    (``prebuffer_ms``) is filled before sound starts; when it runs dry the track sends silence
+    Paced by its own timestamps on ``clock`` (the box's capture clock), like aiortc's ``AudioStreamTrack``.
+    A small jitter buffer (``prebuffer_ms``) is filled before sound starts; when it runs dry the track sends silence
     (counted in ``starved``) and fills it again. Sound beyond ``max_buffer_ms`` is thrown away,
     oldest first (samples counted in ``overflow_samples``), so latency stays bounded.
     """
 
     kind = "audio"
 
-    def __init__(self, audio: AudioHub, prebuffer_ms: float = 60.0, max_buffer_ms: float = 200.0) -> None:
+    def __init__(self, audio: AudioHub, prebuffer_ms: float = 60.0, max_buffer_ms: float = 200.0,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         super().__init__()
         self._audio = audio
+        self._clock = clock
         self._cursor = audio.seq  # start with what comes next, not the hub's backlog
         self._prebuffer = int(AUDIO_RATE * prebuffer_ms / 1000.0)
         self._max_buffer = max(self._prebuffer + AUDIO_SAMPLES, int(AUDIO_RATE * max_buffer_ms / 1000.0))
@@ -149,11 +151,11 @@ class RoomAudioTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         if self._timestamp is None:
-            self._start = time.monotonic()
+            self._start = self._clock.now()
             self._timestamp = 0
         else:
             self._timestamp += AUDIO_SAMPLES
-            await asyncio.sleep(self._start + self._timestamp / AUDIO_RATE - time.monotonic())
+            await self._clock.sleep_until(self._start + self._timestamp / AUDIO_RATE)
         self._pull()
         block = self._next_block()
         frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="s16", layout="mono")

@@ -23,6 +23,7 @@ import scipy.io.wavfile
 import scipy.signal
 
 from common.atomic import write_atomic
+from common.errors import RoomboxError
 from common.paths import data_dir
 from drivers.files import pcm_to_float
 
@@ -32,7 +33,7 @@ ARCTIC_PACKAGE = "pysptk==1.0.1"  # ships pysptk/example_audio_data/arctic_a0007
 ESPEAK = "espeak-ng"
 
 
-class AssetError(RuntimeError):
+class AssetError(RoomboxError):
     """A speech asset that is missing or cannot be made; the message says what to do."""
 
 

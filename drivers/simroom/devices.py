@@ -2,7 +2,7 @@
 ``[mic_arrays.X] type = "simroom"``.
 
 A camera and a mic array naming the same scenario share one :class:`drivers.simroom.room.SimulatedRoom`
-(one epoch, one rendering). Their geometry keys must be the scenario's (``sections_for`` writes them).
+(one epoch, one rendering). Their geometry keys default to the scenario's and must agree with it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from drivers.base import CameraSection, MicArraySection
 from drivers.registry import DriverContext, register
@@ -23,12 +23,24 @@ from drivers.simroom.scenario import (
 )
 
 
+def _with_scenario_geometry(data: Any, geometry: Any) -> Any:
+    if not isinstance(data, dict):
+        return data
+    scn = load_scenario(scenario_path(str(data.get("scenario", "default"))))
+    return {**geometry(scn), **data}
+
+
 class SimroomCameraConfig(CameraSection):
     """The simulated room's camera."""
 
     type: Literal["simroom"] = "simroom"
     scenario: str = Field("default", min_length=1, title="Scenario",
                           description="A built-in scenario's name (default, short) or a scenario file.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _geometry(cls, data: Any) -> Any:
+        return _with_scenario_geometry(data, camera_geometry)
 
 
 class SimroomMicArrayConfig(MicArraySection):
@@ -39,6 +51,11 @@ class SimroomMicArrayConfig(MicArraySection):
                           description="A built-in scenario's name (default, short) or a scenario file.")
     block_ms: float = Field(20.0, ge=1.0, le=500.0, title="Block delivered per read (ms)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _geometry(cls, data: Any) -> Any:
+        return _with_scenario_geometry(data, mic_array_geometry)
+
 
 def scenario_path(scenario: str) -> Path:
     """A scenario file, or the built-in scenario of that name."""
@@ -47,9 +64,7 @@ def scenario_path(scenario: str) -> Path:
 
 def sections_for(scenario: str) -> tuple[SimroomCameraConfig, SimroomMicArrayConfig]:
     """The camera and mic-array sections of a scenario, with the scenario's geometry."""
-    scn = load_scenario(scenario_path(scenario))
-    return (SimroomCameraConfig(scenario=scenario, **camera_geometry(scn)),
-            SimroomMicArrayConfig(scenario=scenario, **mic_array_geometry(scn)))
+    return SimroomCameraConfig(scenario=scenario), SimroomMicArrayConfig(scenario=scenario)
 
 
 def _room(ctx: DriverContext, scenario: str) -> Any:

@@ -22,6 +22,9 @@ const state = (window.roombox = {
   camera: { width: 1920, height: 1080, hfov_deg: 90 },  // replaced by a "camera" event if the box sends one
   lastReply: null,
   stats: {},             // the box's counters, from "stats" events
+  policy: null,          // the framing mode the box runs (speaker, group, gallery, manual, off)
+  why: [],               // the latest cuts, newest first: {t, mode, reason}
+  ptz: { pan: 0, tilt: 0, zoom: 1 },
   send: sendCommand,     // send({cmd: ...}) -> Promise of the reply's data
   rtcSummary,            // () -> Promise of {video: {...}, audio: {...}} from the receiver's getStats
 });
@@ -204,6 +207,12 @@ function handleEvent(kind, data) {
       state.lastShot = data;
       $("shot-mode").textContent = data.mode || "–";
       $("shot-reason").textContent = data.reason || "";
+      if (data.policy !== state.policy) { state.policy = data.policy; drawModes(); }
+      if (data.cut) {
+        state.why.unshift({ t: data.t, mode: data.mode, reason: data.reason });
+        state.why.length = Math.min(state.why.length, 10);
+        drawWhy();
+      }
       drawMap();
       break;
     case "faces": state.lastFaces = data; drawMap(); break;
@@ -218,8 +227,8 @@ function handleEvent(kind, data) {
       break;
     }
     default:
-      if (kind === "device" || kind.startsWith("device:")) {  // one DeviceStatus, as "device" or "device:NAME"
-        state.devices[data.name || kind.slice(7)] = data;
+      if (kind === "device") {  // one DeviceStatus
+        state.devices[data.name] = data;
         drawDevices();
       }
       break;
@@ -320,3 +329,58 @@ window.addEventListener("pagehide", () => { if (pc) pc.close(); });
 drawMap();
 connectEvents();
 connectVideo();
+
+// ---------- framing controls ----------
+function drawModes() {
+  for (const b of document.querySelectorAll("#modes [data-mode]")) {
+    b.setAttribute("aria-pressed", String(b.dataset.mode === state.policy));
+  }
+}
+
+function drawWhy() {
+  const list = $("why");
+  list.textContent = "";
+  for (const w of state.why) {
+    const li = document.createElement("li");
+    const when = document.createElement("small");
+    when.textContent = `${w.mode} · `;
+    li.append(when, document.createTextNode(w.reason || ""));
+    list.append(li);
+  }
+}
+
+function showError(e) {
+  $("panel-error").textContent = e ? String(e.message || e) : "";
+}
+
+async function command(cmd) {
+  try {
+    const reply = await sendCommand(cmd);
+    showError(null);
+    if (reply.result && reply.result.mode) { state.policy = reply.result.mode; drawModes(); }
+    return reply;
+  } catch (e) {
+    showError(e);
+    return null;
+  }
+}
+
+const PTZ_STEP = 0.25;
+function ptz(action) {
+  const p = state.ptz;
+  if (action === "home") Object.assign(p, { pan: 0, tilt: 0, zoom: 1 });
+  if (action === "left") p.pan = Math.max(-1, p.pan - PTZ_STEP);
+  if (action === "right") p.pan = Math.min(1, p.pan + PTZ_STEP);
+  if (action === "up") p.tilt = Math.max(-1, p.tilt - PTZ_STEP);
+  if (action === "down") p.tilt = Math.min(1, p.tilt + PTZ_STEP);
+  if (action === "in") p.zoom = Math.min(4, p.zoom * 1.25);
+  if (action === "out") p.zoom = Math.max(1, p.zoom / 1.25);
+  return command({ cmd: "ptz", pan: p.pan, tilt: p.tilt, zoom: p.zoom });
+}
+
+for (const b of document.querySelectorAll("#modes [data-mode]")) {
+  b.addEventListener("click", () => command({ cmd: "set_mode", mode: b.dataset.mode }));
+}
+for (const b of document.querySelectorAll("#ptz [data-ptz]")) {
+  b.addEventListener("click", () => ptz(b.dataset.ptz));
+}

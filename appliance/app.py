@@ -1,0 +1,66 @@
+"""The composition root: which devices, which detector, which hubs and the panel, put together and run.
+
+``serve(cfg)`` runs the box on the devices its config names (found through :mod:`drivers.registry`);
+``run_demo(scenario, cfg)`` is the same box on the simulated room's camera and mic array.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from appliance.box import RoomBox
+from appliance.config import Config
+from common.clock import SYSTEM_CLOCK, Clock
+from drivers.registry import DriverContext, open_device
+
+log = logging.getLogger(__name__)
+
+
+def run_demo(scenario: Path, cfg: Config) -> int:
+    """``roombox demo``: the box on the simulated room, with the panel served at cfg.panel.
+
+    The camera and the mic array are the scenario's (``[cameras.main]`` and ``[mic_arrays.main]`` of type
+    ``simroom``); every other section comes from ``cfg``.
+    """
+    from drivers.simroom.devices import sections_for
+
+    cam, mics = sections_for(str(scenario))
+    return serve(cfg.model_copy(update={"cameras": {"main": cam}, "mic_arrays": {"main": mics}}))
+
+
+def serve(cfg: Config, clock: Clock = SYSTEM_CLOCK) -> int:
+    """Run the box on the devices of ``cfg`` until SIGINT or SIGTERM; returns the exit code."""
+    return asyncio.run(_serve(cfg, clock))
+
+
+async def _serve(cfg: Config, clock: Clock) -> int:
+    from appliance.perception.faces import FaceDetector
+    from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
+    from appliance.streaming.server import create_app, run_server
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    ctx = DriverContext(clock=clock)
+    cam_name, mic_name = next(iter(cfg.cameras)), next(iter(cfg.mic_arrays))
+    camera = open_device("camera", cam_name, cfg.camera, ctx)
+    mic_array = open_device("mic_array", mic_name, cfg.mic_array, ctx)
+    frames, audio, events = LatestFrame(), AudioHub(), EventBus()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    with FaceDetector(cfg=cfg.detector) as detector:
+        box = RoomBox(cfg, camera, mic_array, detector, frames, audio, events, clock=clock)
+        app = create_app(frames, audio, events, cfg.stream, on_command=box.command)
+        async with run_server(app, cfg.panel.host, cfg.panel.port):
+            print(f"roombox: panel at http://{cfg.panel.host}:{cfg.panel.port}/", flush=True)
+            task = asyncio.create_task(box.run())
+            await stop.wait()
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+    return 0

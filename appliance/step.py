@@ -1,0 +1,85 @@
+"""The per-frame step: faces, DOA blocks and a frame's time in; the shot out. Pure: no clock, no I/O.
+
+The live box (:mod:`appliance.box`) and the offline run (:mod:`appliance.process`) both drive one
+:class:`FrameStep`, so every figure ``roombox process`` measures holds for the live box:
+
+- DOA blocks are queued as they come (:meth:`FrameStep.add_doas`); a frame at ``t`` takes those that ended at
+  or before ``t`` (a block stamped later waits for a later frame);
+- a detection falls due every ``[detector] interval_s`` of frame time (:meth:`FrameStep.detection_due`);
+  its faces are handed to the first step after they are found;
+- the director is made for the frame size it sees first, and made again when the size changes or the camera
+  restarts (:meth:`FrameStep.restart`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+
+from appliance.config import Config
+from appliance.director import Director, Policy
+from appliance.messages import Doa, Faces, Shot
+from common.geometry import PinholeCamera
+
+_EPS = 1e-6
+
+
+class FrameStep:
+    """One camera's director with its detection schedule and DOA intake."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.director: Director | None = None
+        self._size: tuple[int, int] | None = None
+        self._doas: deque[Doa] = deque()
+        self._next_detect = -math.inf
+        self._policy: Policy = cfg.director.mode
+
+    def set_mode(self, policy: Policy, now: float) -> None:
+        """The framing mode from the panel (:meth:`appliance.director.Director.set_mode`)."""
+        if self.director is not None:
+            self.director.set_mode(policy, now)
+        elif policy not in ("speaker", "group", "gallery", "off"):
+            raise ValueError(f"mode {policy!r} needs a picture first")
+        if policy != "manual":
+            self._policy = policy  # kept for a director made anew (a restarted camera); manual is not
+
+    def manual_view(self, pan: float, tilt: float, zoom: float, now: float) -> None:
+        """Manual pan-tilt-zoom from the panel (:meth:`appliance.director.Director.manual_view`)."""
+        if self.director is None:
+            raise ValueError("no picture yet: manual framing needs the camera running")
+        self.director.manual_view(pan, tilt, zoom, now)
+
+    @property
+    def policy(self) -> Policy:
+        return self.director.policy if self.director is not None else self._policy
+
+    def restart(self) -> None:
+        """The camera started again: a new director, and a detection on the next frame."""
+        self.director, self._size, self._next_detect = None, None, -math.inf
+
+    def add_doas(self, doas: Iterable[Doa]) -> None:
+        """Queue DOA blocks (in the order they ended)."""
+        self._doas.extend(doas)
+
+    def detection_due(self, t: float) -> bool:
+        """Whether a detection should start on the frame at ``t``; when it says yes, the next one falls due
+        ``interval_s`` later. The live box asks only while no detection is running."""
+        if t < self._next_detect - _EPS:
+            return False
+        self._next_detect = t + self.cfg.detector.interval_s
+        return True
+
+    def step(self, t: float, width: int, height: int, faces: Faces | None) -> Shot:
+        """The shot for the frame at ``t`` (``width`` x ``height``), with new ``faces`` if a detection ended."""
+        if self.director is None or self._size != (width, height):
+            cam = PinholeCamera(width, height, self.cfg.camera.hfov_deg)
+            self.director = Director(cam, self.cfg.director, self.cfg.stream.width / self.cfg.stream.height)
+            if self._policy != self.cfg.director.mode:
+                self.director.set_mode(self._policy, t)
+            self._size = (width, height)
+        due: list[Doa] = []
+        while self._doas and self._doas[0].t <= t + 1e-9:
+            due.append(self._doas.popleft())
+        return self.director.step(faces, due, t)

@@ -1,0 +1,53 @@
+"""One wire form: every message goes to JSON and back unchanged, alone and in its envelope."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from appliance.messages import (
+    CameraInfo,
+    DeviceStatus,
+    Doa,
+    Face,
+    Faces,
+    Shot,
+    Stats,
+    envelope,
+    from_envelope,
+)
+
+MESSAGES = [
+    Faces(1.5, (Face((10.0, 20.0, 30.0, 40.0), 0.9), Face((100.5, 20.0, 31.0, 41.0), 0.75)), 1920, 1080),
+    Doa(2.0, -12.5, True, -31.5, 0.42),
+    Doa(2.032, None, False),
+    Shot(3.0, (100, 50, 640, 360), "speaker", 12.25, "talker at +12.2 deg", cut=True),
+    Shot(3.1, (0, 0, 1920, 1080), "wide"),
+    DeviceStatus("camera", "lost", "SourceLost: end of file", 4.0, {"failures": 2}),
+    CameraInfo("main", 90.0, 1920, 1080),
+    Stats(5.0, 75, 12, 21.5, 250, 150, 3),
+]
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
+def test_every_message_survives_its_wire_form(message: Faces | Doa | Shot | DeviceStatus | CameraInfo | Stats) -> None:
+    wire = json.loads(json.dumps(envelope(message)))
+    assert wire["kind"] == type(message).KIND
+    assert from_envelope(wire) == message
+    assert type(message).from_json(wire["data"]) == message
+
+
+def test_faces_always_carry_the_frame_size() -> None:
+    assert Faces(0.0, ()).to_json() == {"t": 0.0, "faces": [], "width": 0, "height": 0}
+
+
+@pytest.mark.parametrize(("wire", "error"), [
+    ({"kind": "weather", "data": {}}, "unknown message kind 'weather'"),
+    ({"kind": "shot", "data": {"t": 1.0}}, "malformed shot message"),
+    ({"kind": "shot", "data": {"t": 1.0, "crop": [0, 0, 1, 1], "mode": "orbit"}}, "unknown shot mode 'orbit'"),
+    ({"kind": "device", "data": {"name": "camera", "state": "melted"}}, "unknown device state 'melted'"),
+])
+def test_a_malformed_message_is_named(wire: dict[str, object], error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        from_envelope(wire)
