@@ -19,7 +19,6 @@ from appliance.perception.facemodel import FaceModelError
 from appliance.perception.faces import FaceDetector, iter_face_records
 from appliance.perception.watch import FaceWatcher
 from appliance.perception.yunet import MODEL_PATH, YuNetDetector
-from common.geometry import PinholeCamera
 
 ASTRONAUT_FACE = (174.0, 70.0, 104.0, 104.0)
 
@@ -121,7 +120,7 @@ def _png(tmp_path: Path, img: np.ndarray) -> Path:
 
 
 def test_the_watcher_searches_the_frame_seldom_and_follows_faces_in_between(yunet: YuNetDetector) -> None:
-    watcher = FaceWatcher(yunet, PinholeCamera(1920, 1080, 90.0), scan_interval_s=1.0)
+    watcher = FaceWatcher(yunet, 90.0, scan_interval_s=1.0)  # the test owns yunet: the watcher is not closed
     ids = set()
     room, boxes = room_shot((1920, 1080), (30.0, 45.0, 80.0), seed=8)
     for k in range(10):  # 2 s at 5 Hz, the room drifting right
@@ -130,15 +129,27 @@ def test_the_watcher_searches_the_frame_seldom_and_follows_faces_in_between(yune
         faces, tracks = watcher.step(img, k * 0.2)
         hit, false = match([f.box for f in faces.faces], truth)
         assert all(hit) and false == 0, (k, hit, false)
-        ids.update(watcher.tracker.last_ids)
+        ids.update(watcher.track_ids)
     assert watcher.scans == 2 and watcher.refines == 8
     assert ids == {1, 2, 3}
 
 
 def test_an_empty_room_is_searched_on_schedule_only(yunet: YuNetDetector) -> None:
     wall = np.full((360, 640, 3), 150, np.uint8)
-    watcher = FaceWatcher(yunet, PinholeCamera(640, 360, 90.0), scan_interval_s=1.0)
+    watcher = FaceWatcher(yunet, 90.0, scan_interval_s=1.0)
     for k in range(10):
         faces, tracks = watcher.step(wall, k * 0.2)
         assert faces.faces == () and tracks == []
     assert watcher.scans == 2  # at 0 s and 1 s; the steps in between look at no crop at all
+
+
+def test_the_watcher_is_a_detector_the_box_can_use() -> None:
+    img, truth = room_picture(face_widths=(50, 100), seed=6)
+    with FaceWatcher.from_config(YuNetConfig(), hfov_deg=70.0) as watcher:
+        faces = watcher.detect(img, 0.0)
+        assert match([f.box for f in faces.faces], truth)[0] == [True, True]
+        assert len(watcher.tracks) == 2 and sorted(watcher.track_ids) == [1, 2]
+        assert all(abs(tr.azimuth_deg) < 35.0 for tr in watcher.tracks)
+        small = np.ascontiguousarray(img[::2, ::2])  # another frame size: tracking starts afresh
+        watcher.detect(small, 0.2)
+        assert watcher.scans == 2 and sorted(watcher.track_ids) == [1, 2]

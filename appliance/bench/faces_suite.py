@@ -192,14 +192,14 @@ def _watched(size: tuple[int, int], res: str, quick: bool) -> list[Row]:
         frames.append((t, np.roll(room, (dy, dx), axis=(0, 1)), [(x + dx, y + dy, w, h) for x, y, w, h in boxes]))
     with YuNetDetector(cfg) as det:
         det.detect(frames[0][1], 0.0)  # warm-up
-        watcher = FaceWatcher.from_config(det, PinholeCamera(size[0], size[1], 90.0), cfg)
+        watcher = FaceWatcher.from_config(cfg, 90.0, det)
         ids: list[list[int]] = [[] for _ in widths]
         hits = total = false = 0
         t0, w0 = time.process_time(), time.perf_counter()
         results = []
         for t, img, _ in frames:
             faces, _tracks = watcher.step(img, t)
-            results.append((faces, list(watcher.tracker.last_ids)))
+            results.append((faces, list(watcher.track_ids)))
         ms = (time.process_time() - t0) * 1000.0 / steps
         wall = (time.perf_counter() - w0) * 1000.0 / steps
     for (faces, last), (_, _, truth) in zip(results, frames, strict=True):

@@ -1,4 +1,5 @@
-"""Face detectors as plugins behind one interface: ``make_detector(cfg.detector) -> Detector``.
+"""Face detectors as plugins behind one interface: ``make_detector(cfg.detector) -> Detector``
+(:class:`appliance.ports.Detector`: ``detect(rgb, t) -> Faces`` and ``close()``).
 
 The ``[detector]`` section's ``type`` picks the plugin: ``"yunet"`` (the default, :mod:`.yunet`) or
 ``"blazeface"`` (:mod:`.faces`, MediaPipe BlazeFace on the whole frame and tiles). Each has its own keys
@@ -8,23 +9,11 @@ The ``[detector]`` section's ``type`` picks the plugin: ``"yunet"`` (the default
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
-
-import numpy as np
 
 from appliance.config import BlazeFaceConfig, YuNetConfig
-from appliance.messages import Faces
+from appliance.ports import Detector
 
-
-class Detector(Protocol):
-    """Finds faces in one RGB uint8 (height, width, 3) picture taken at ``t``; boxes in its pixels.
-
-    Not thread-safe: one detector per worker thread. ``close()`` frees it.
-    """
-
-    def detect(self, image: np.ndarray, t: float) -> Faces: ...
-
-    def close(self) -> None: ...
+__all__ = ["Detector", "make_detector"]
 
 
 def make_detector(cfg: YuNetConfig | BlazeFaceConfig | None = None, model_path: Path | None = None) -> Detector:
