@@ -8,7 +8,7 @@ import pytest
 
 from appliance.bench.faces_suite import scripted_meeting
 from appliance.messages import Face, Faces
-from appliance.perception.tracking import FaceTracker, TrackerConfig
+from appliance.perception.tracking import FaceTracker, Track, TrackerConfig
 from common.geometry import PinholeCamera
 
 CAM = PinholeCamera(1920, 1080, 90.0)
@@ -74,7 +74,8 @@ def test_directions_follow_the_pinhole_camera() -> None:
     assert right.azimuth_deg == pytest.approx(45.0)  # the frame's edge is half the 90 degree field of view
     assert high.elevation_deg == pytest.approx(math.degrees(math.atan2(540.0, 960.0)))
     assert set(centre.to_json()) == {"id", "t", "box", "center", "size", "azimuth_deg", "elevation_deg",
-                                     "still_s", "missed_s", "age_s", "score", "confirmed"}
+                                     "still_s", "missed_s", "age_s", "hits", "score", "confirmed"}
+    assert Track.from_json(right.to_json()).to_json() == right.to_json()
 
 
 def test_a_newcomer_far_away_gets_a_new_identity_and_time_goes_forward() -> None:

@@ -13,7 +13,7 @@ not seen for ``max_miss_s`` is dropped; a new one is ``confirmed`` after ``min_h
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +65,16 @@ class Track:
                 "center": [r(self.center[0], 1), r(self.center[1], 1)], "size": r(self.size, 1),
                 "azimuth_deg": r(self.azimuth_deg, 2), "elevation_deg": r(self.elevation_deg, 2),
                 "still_s": r(self.still_s, 2), "missed_s": r(self.missed_s, 2), "age_s": r(self.age_s, 2),
-                "score": r(self.score, 3), "confirmed": self.confirmed}
+                "hits": self.hits, "score": r(self.score, 3), "confirmed": self.confirmed}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Track:
+        x, y, w, h = (float(v) for v in d["box"])
+        cx, cy = (float(v) for v in d["center"])
+        return cls(id=int(d["id"]), t=float(d["t"]), box=(x, y, w, h), center=(cx, cy), size=float(d["size"]),
+                   azimuth_deg=float(d["azimuth_deg"]), elevation_deg=float(d["elevation_deg"]),
+                   still_s=float(d["still_s"]), missed_s=float(d["missed_s"]), age_s=float(d["age_s"]),
+                   hits=int(d.get("hits", 0)), score=float(d["score"]), confirmed=bool(d["confirmed"]))
 
 
 @dataclass
