@@ -28,15 +28,19 @@ def run_demo(scenario: Path, cfg: Config) -> int:
     from drivers.simroom.devices import sections_for
 
     cam, mics = sections_for(str(scenario))
-    return serve(cfg.model_copy(update={"cameras": {"main": cam}, "mic_arrays": {"main": mics}}))
+    cfg = cfg.model_copy(update={"cameras": {"main": cam}, "mic_arrays": {"main": mics}})
+    return asyncio.run(_serve(cfg, SYSTEM_CLOCK, None, demo_kiosk=True))
 
 
-def serve(cfg: Config, clock: Clock = SYSTEM_CLOCK) -> int:
-    """Run the box on the devices of ``cfg`` until SIGINT or SIGTERM; returns the exit code."""
-    return asyncio.run(_serve(cfg, clock))
+def serve(cfg: Config, config_path: Path | None = None, clock: Clock = SYSTEM_CLOCK) -> int:
+    """Run the box on the devices of ``cfg`` until SIGINT or SIGTERM; returns the exit code. Changes made
+    through the config API are written to ``config_path`` (default ``$ROOMBOX_HOME/config.toml``)."""
+    return asyncio.run(_serve(cfg, clock, config_path))
 
 
-async def _serve(cfg: Config, clock: Clock) -> int:
+async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk: bool = False) -> int:
+    from appliance.control import Control
+    from appliance.control.kiosk import kiosk_link
     from appliance.perception.faces import FaceDetector
     from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
     from appliance.streaming.server import create_app, run_server
@@ -53,8 +57,14 @@ async def _serve(cfg: Config, clock: Clock) -> int:
         loop.add_signal_handler(sig, stop.set)
     with FaceDetector(cfg=cfg.detector) as detector:
         box = RoomBox(cfg, camera, mic_array, detector, frames, audio, events, clock=clock)
-        app = create_app(frames, audio, events, cfg.stream, on_command=box.command)
+        control = Control.for_box(cfg, on_config=box.on_config, config_path=config_path)
+        app = create_app(frames, audio, events, cfg.stream, on_command=box.command, control=control)
         async with run_server(app, cfg.panel.host, cfg.panel.port):
+            if demo_kiosk:  # a token for this machine's browser only, never stored, gone with the demo
+                _, token = control.auth.tokens.create("control", "demo kiosk", allowed_from=["127.0.0.1", "::1"],
+                                                      persist=False)
+                print(f"roombox: kiosk link (this browser only, while the demo runs) {kiosk_link(token, cfg.panel)}",
+                      flush=True)
             print(f"roombox: panel at http://{cfg.panel.host}:{cfg.panel.port}/", flush=True)
             task = asyncio.create_task(box.run())
             await stop.wait()

@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 
 from appliance.config import Config
 from appliance.framing import render_shot
-from appliance.messages import CameraInfo, DeviceStatus, Faces, Stats
+from appliance.messages import CameraInfo, Decisions, DeviceStatus, Faces, Shot, Stats
 from appliance.perception.hearing import Hearing
 from appliance.ports import AudioSink, Detector, EventSink, FrameSink
 from appliance.step import FrameStep
@@ -57,6 +58,7 @@ class RoomBox:
         self.hearing = Hearing(cfg.mic_array, cfg.doa)
         self.step = FrameStep(cfg)
         self.counters = Counters()
+        self.decisions: deque[Shot] = deque(maxlen=20)  # the latest cuts, newest first
         self._detecting: asyncio.Future[tuple[Faces, float]] | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="detect")
 
@@ -89,6 +91,9 @@ class RoomBox:
             self._detecting = asyncio.get_running_loop().run_in_executor(self._pool, self._detect, frame)
         shot = self.step.step(frame.t, frame.width, frame.height, faces)
         self.events.publish(shot)
+        if shot.cut:
+            self.decisions.appendleft(shot)
+            self.events.publish(Decisions(tuple(self.decisions)))
         s = self.cfg.stream
         self.frames.put(render_shot(frame.image, shot, s.width, s.height), frame.t)
 
@@ -109,6 +114,20 @@ class RoomBox:
         began = time.perf_counter()
         faces = self.detector.detect(frame.image, frame.t)
         return Faces(faces.t, faces.faces, frame.width, frame.height), 1000 * (time.perf_counter() - began)
+
+    # sections a running box takes over at once; the others (devices, stream, panel) need a restart
+    LIVE_SECTIONS = ("doa", "detector", "director", "access")
+
+    def on_config(self, new: Config) -> list[str]:
+        """Apply a changed config: the director, detection and hearing take it at once (the framing mode
+        chosen on the panel stays); returns the changed sections that need a restart."""
+        old = self.cfg
+        changed = [k for k in type(new).model_fields if getattr(new, k) != getattr(old, k)]
+        if any(k in changed for k in ("doa", "mic_arrays")):
+            self.hearing = Hearing(new.mic_array, new.doa)
+        self.cfg = new
+        self.step.reconfigure(new)
+        return [k for k in changed if k not in self.LIVE_SECTIONS]
 
     def command(self, cmd: dict[str, Any]) -> dict[str, Any]:
         """A command from the panel: ``{"cmd": "set_mode", "mode": M}`` (speaker, group, gallery, off, manual)

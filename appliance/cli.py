@@ -1,4 +1,4 @@
-"""The command line: ``roombox demo|run|process|doa|faces|bench|render|score``.
+"""The command line: ``roombox demo|run|process|doa|faces|bench|render|score|cameras|token|pin``.
 
 This is the contract other tools and our benchmarks drive the box through; keep it stable.
 """
@@ -35,15 +35,25 @@ def _with_panel(cfg: Config, a: argparse.Namespace) -> Config:
 
 def cmd_demo(a: argparse.Namespace) -> int:
     from appliance.app import run_demo
-
-    cfg = _with_panel(load_config(a.config), a)
-    return run_demo(Path(a.scenario), cfg)
+    return run_demo(Path(a.scenario), _with_panel(load_config(a.config), a))
 
 
 def cmd_run(a: argparse.Namespace) -> int:
     from appliance.app import serve
 
-    return serve(_with_panel(load_config(a.config), a))
+    return serve(_with_panel(load_config(a.config), a), Path(a.config))
+
+
+def cmd_token(a: argparse.Namespace) -> int:
+    from appliance.control.kiosk import token_command
+
+    return token_command(a)
+
+
+def cmd_pin(a: argparse.Namespace) -> int:
+    from appliance.control.kiosk import pin_command
+
+    return pin_command(a)
 
 
 def cmd_process(a: argparse.Namespace) -> int:
@@ -64,6 +74,12 @@ def cmd_doa(a: argparse.Namespace) -> int:
 
     cfg = load_config(a.config)
     samples = read_array_wav(a.audio, cfg.mic_array)
+    if a.reference is not None:
+        from appliance.perception.listening import Listener, read_reference
+
+        reference = read_reference(a.reference, samples, cfg.mic_array.sample_rate)
+        _print_lines(h.to_json() for h in Listener(cfg.mic_array, cfg.tracker, cfg.doa).feed(samples, 0.0, reference))
+        return 0
     _print_lines(d.to_json() for d in Hearing(cfg.mic_array, cfg.doa).feed(samples, 0.0))
     return 0
 
@@ -141,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser("doa", help="direction of arrival per analysis block, as JSON lines")
     o.add_argument("--audio", required=True)
     o.add_argument("--config", required=True)
+    o.add_argument("--reference", default=None,
+                   help="mono WAV of what the loudspeaker played (sample-aligned with --audio, same rate): "
+                   "adds \"farend\" and tracked \"sources\" to each line")
     o.set_defaults(func=cmd_doa)
 
     f = sub.add_parser("faces", help="faces per image or video frame, as JSON lines")
@@ -152,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="print a table of figures (or JSON lines), each against a peer")
     b.add_argument("sections", nargs="*", metavar="SECTION",
-                   help="core, faces, doa, simroom (default: all of these)")
+                   help="core, faces, doa, simroom (default: all of these), listening")
     b.add_argument("--quick", action="store_true", help="fewer repetitions")
     b.add_argument("--json", action="store_true",
                    help='one JSON line per figure: {"section", "figure", "value", "unit"}')
@@ -172,6 +191,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--truth", required=True)
     s.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     s.set_defaults(func=cmd_score)
+
+    t = sub.add_parser("token", help="API and panel tokens: create (printed once), list, revoke")
+    tsub = t.add_subparsers(dest="token_command", required=True)
+    tc = tsub.add_parser("create", help="make a token; the token itself is the last line printed")
+    tc.add_argument("--scope", required=True, choices=["read", "control", "admin"],
+                    help="read: state and stream; control: also the panel's commands; admin: also the config")
+    tc.add_argument("--name", default=None)
+    tc.add_argument("--expires-days", type=float, default=None, help="default: never")
+    tc.add_argument("--from", dest="allowed_from", action="append", default=[], metavar="ADDRESS",
+                    help="only from this address or network (repeatable), e.g. 127.0.0.1 for the kiosk")
+    tsub.add_parser("list", help="the tokens (never the secrets)")
+    tr = tsub.add_parser("revoke", help="revoke a token by id, or every token with this name")
+    tr.add_argument("token", metavar="ID_OR_NAME")
+    t.set_defaults(func=cmd_token)
+
+    pn = sub.add_parser("pin", help="the admin PIN for the panel's settings")
+    psub = pn.add_subparsers(dest="pin_command", required=True)
+    psub.add_parser("set", help="set the PIN (4-12 digits; asked twice, or one line on stdin)")
+    psub.add_parser("clear", help="remove the PIN: no admin sign-in on the panel")
+    pn.set_defaults(func=cmd_pin)
     return p
 
 

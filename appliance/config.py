@@ -35,6 +35,43 @@ class DoaConfig(Section):
                                   "this (0..1) get no azimuth.")
 
 
+class TrackerConfig(Section):
+    """Soft DOA evidence, the source tracker and the far-end detector (:mod:`appliance.perception.listening`)."""
+
+    full_circle: bool = Field(True, title="Search all around the array",
+                              description="360 degrees where the geometry allows it (a planar array); a linear "
+                              "array always searches the front half only.")
+    hop_ms: float = Field(64.0, ge=8.0, le=512.0, title="Hop between analysed blocks (ms)",
+                          description="The block length is [doa] block_ms; a hop as long as the block "
+                          "analyses every sample once.")
+    max_sources: int = Field(2, ge=1, le=4, title="Most simultaneous sources per block")
+    second_ratio: float = Field(0.45, ge=0.0, le=1.0, title="Second source, least height relative to the first",
+                                description="After masking the first source, the next peak must reach this "
+                                "fraction of the first peak's height.")
+    min_weight: float = Field(0.04, ge=0.0, le=1.0, title="Least evidence weight of a block estimate")
+    birth_evidence: float = Field(0.5, gt=0.0, le=20.0, title="Evidence needed to confirm a new source")
+    evidence_tau_s: float = Field(0.6, gt=0.0, le=30.0, title="Memory of a source's evidence (s)")
+    gate_deg: float = Field(14.0, ge=1.0, le=90.0, title="Widest estimate-to-source distance (degrees)")
+    merge_deg: float = Field(8.0, ge=0.0, le=60.0, title="Sources closer than this are merged (degrees)")
+    process_noise_deg: float = Field(6.0, ge=0.0, le=90.0, title="How far a talker may move in 1 s (degrees)")
+    measurement_deg: float = Field(4.0, gt=0.0, le=90.0, title="Error of a full-weight block estimate (degrees)")
+    active_hold_s: float = Field(0.35, ge=0.0, le=10.0, title="A source stays active this long after evidence (s)")
+    forget_s: float = Field(20.0, ge=0.1, le=600.0, title="A talker unheard this long is forgotten (s)")
+    forget_noise_s: float = Field(60.0, ge=0.1, le=3600.0, title="A learnt noise or loudspeaker is kept (s)")
+    noise_learn_s: float = Field(1.5, ge=0.1, le=60.0, title="Observation time before a source is classified (s)")
+    steady_db: float = Field(2.5, ge=0.0, le=20.0, title="Level spread of a steady (non-speech) source (dB)")
+    max_talker_elevation_deg: float = Field(50.0, ge=5.0, le=90.0, title="Highest talker elevation (degrees)",
+                                            description="A source seen from higher up (a ceiling loudspeaker) "
+                                            "is not taken for a seated or standing person. A small planar "
+                                            "array's elevation is coarse and reads high in reverberation.")
+    farend_ratio: float = Field(0.08, ge=0.0, le=1.0, title="Far-end share of the mics' power to mark a block",
+                                description="Fraction of the array's power explained by the playback "
+                                "reference above which a block is far end, not local speech.")
+    farend_max_delay_ms: float = Field(60.0, ge=1.0, le=500.0, title="Longest reference-to-mic delay (ms)")
+    farend_window_ms: float = Field(256.0, ge=64.0, le=2000.0, title="Far-end detector window (ms)")
+    farend_hold_s: float = Field(0.15, ge=0.0, le=5.0, title="Far-end marking held after the reference (s)")
+
+
 _TileCount = Annotated[int, Field(ge=1, le=16)]
 
 
@@ -125,6 +162,32 @@ class PanelConfig(Section):
     port: int = Field(8080, ge=1, le=65535, title="Listen port")
 
 
+_HostName = Annotated[str, Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$", max_length=253)]
+_Origin = Annotated[str, Field(pattern=r"^https?://[A-Za-z0-9.:\[\]-]{1,260}$", max_length=270)]
+
+
+class AccessConfig(Section):
+    """Who may reach the panel and the API, and how much any one caller may ask of the box."""
+
+    allowed_hosts: list[_HostName] = Field(
+        default_factory=list, max_length=32, title="Other host names the box answers to",
+        description="IP addresses, localhost and this machine's hostname (and NAME.local) are always "
+        "answered; any other Host header is refused (DNS rebinding).")
+    allowed_origins: list[_Origin] = Field(
+        default_factory=list, max_length=32, title="Other web origins allowed to make offers and open sockets",
+        description="The page's own origin is always allowed, e.g. https://rooms.example.com")
+    max_body_kb: int = Field(256, ge=16, le=16384, title="Largest request body (KiB)")
+    max_viewers: int = Field(8, ge=1, le=64, title="Most WebRTC viewers at once")
+    max_sockets: int = Field(64, ge=1, le=1024, title="Most panel sockets at once")
+    ice_timeout_s: float = Field(15.0, ge=2.0, le=120.0, title="Time for a viewer to connect (s)",
+                                 description="A peer that has not connected by then is dropped.")
+    max_media_lines: int = Field(3, ge=1, le=16, title="Most m-lines in a viewer's offer")
+    session_hours: float = Field(12.0, gt=0.0, le=720.0, title="Panel session lifetime (hours)")
+    pin_minutes: float = Field(15.0, gt=0.0, le=1440.0, title="Admin rights after the PIN (minutes)")
+    pin_free_tries: int = Field(3, ge=1, le=20, title="Wrong PINs before the back-off starts")
+    pin_max_backoff_s: float = Field(300.0, ge=1.0, le=86400.0, title="Longest wait after wrong PINs (s)")
+
+
 _LEGACY: dict[Kind, str] = {"camera": "cameras", "mic_array": "mic_arrays"}
 _LEGACY_TYPE = {"camera": "file", "mic_array": "wav"}
 
@@ -143,10 +206,12 @@ class Config(Section):
         default_factory=dict, max_length=8, title="PTZ cameras",
         description='[ptz.NAME] type = "visca-ip" | "visca-tcp" | "visca-serial" | "uvc"')
     doa: DoaConfig = Field(default_factory=DoaConfig)
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     detector: DetectorSection = Field(default_factory=YuNetConfig)
     director: DirectorConfig = Field(default_factory=DirectorConfig)
     stream: StreamConfig = Field(default_factory=StreamConfig)
     panel: PanelConfig = Field(default_factory=PanelConfig)
+    access: AccessConfig = Field(default_factory=AccessConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -222,7 +287,8 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
 
 
 def config_to_toml(cfg: Config) -> str:
-    return tomli_w.dumps(cfg.model_dump(mode="json"))
+    """The config as TOML; unset (``None``) values are left out, as TOML has no null."""
+    return tomli_w.dumps(cfg.model_dump(mode="json", exclude_none=True))
 
 
 __all__ = ["BlazeFaceConfig", "CameraSection", "ConfigError", "Config", "DetectorConfig", "DetectorSection",

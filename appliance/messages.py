@@ -212,6 +212,21 @@ class Stats:
                    int(d.get("frames_dropped", 0)))
 
 
+@dataclass(frozen=True)
+class Decisions:
+    """The director's latest cuts, newest first (a bounded log): why the camera shows what it shows."""
+
+    KIND: ClassVar[str] = "decisions"
+    cuts: tuple[Shot, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cuts": [c.to_json() for c in self.cuts]}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Decisions:
+        return cls(tuple(Shot.from_json(c) for c in d["cuts"]))
+
+
 class Message(Protocol):
     """What every message is: a kind, a JSON form and a way back from it."""
 
@@ -220,8 +235,9 @@ class Message(Protocol):
     def to_json(self) -> dict[str, Any]: ...
 
 
-MESSAGE_TYPES: dict[str, type[Faces | Doa | Shot | DeviceStatus | CameraInfo | Stats]] = {
-    t.KIND: t for t in (Faces, Doa, Shot, DeviceStatus, CameraInfo, Stats)
+AnyMessage = Faces | Doa | Shot | DeviceStatus | CameraInfo | Stats | Decisions
+MESSAGE_TYPES: dict[str, type[AnyMessage]] = {
+    t.KIND: t for t in (Faces, Doa, Shot, DeviceStatus, CameraInfo, Stats, Decisions)
 }
 
 
@@ -230,7 +246,7 @@ def envelope(message: Message) -> dict[str, Any]:
     return {"kind": message.KIND, "data": message.to_json()}
 
 
-def from_envelope(d: Mapping[str, Any]) -> Faces | Doa | Shot | DeviceStatus | CameraInfo | Stats:
+def from_envelope(d: Mapping[str, Any]) -> AnyMessage:
     """The message in an envelope; a ValueError names an unknown kind or a malformed message."""
     kind = d.get("kind")
     cls = MESSAGE_TYPES.get(str(kind))

@@ -36,6 +36,13 @@ class FrameStep:
         self._next_detect = -math.inf
         self._policy: Policy = cfg.director.mode
 
+    def reconfigure(self, cfg: Config) -> None:
+        """Take a new config: the next frame gets a director made with it (the chosen mode stays)."""
+        self.cfg = cfg
+        if self.director is not None and self.director.policy != "manual":
+            self._policy = self.director.policy
+        self.director, self._size = None, None
+
     def set_mode(self, policy: Policy, now: float) -> None:
         """The framing mode from the panel (:meth:`appliance.director.Director.set_mode`)."""
         if self.director is not None:

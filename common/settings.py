@@ -22,9 +22,9 @@ class ConfigError(RoomboxError, ValueError):
 
 
 class Section(BaseModel):
-    """A config section: unknown keys are refused, values are frozen once validated."""
+    """A config section: unknown keys are refused, values are frozen once validated, NaN and infinities refused."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def describe_errors(err: ValidationError, source: str) -> str:

@@ -15,6 +15,7 @@ import scipy.io.wavfile
 
 from appliance.box import RoomBox
 from appliance.config import Config, DetectorConfig
+from appliance.messages import Face, Faces
 from appliance.perception.faces import FaceDetector
 from appliance.streaming.hub import EventBus, LatestFrame
 from common.clock import VirtualClock
@@ -122,3 +123,24 @@ def test_a_camera_that_keeps_restarting_is_searched_again_after_each_start(tmp_p
     detected_at = {d["t"] for k, d in events if k == "faces"}
     assert len(starts) >= 3 and len(first_frames) == len(starts)
     assert all(round(t, 3) in detected_at for t in first_frames[:-1])  # each start searched at once
+
+
+def test_a_config_change_applies_live_where_it_can_and_names_what_needs_a_restart(tmp_path: Path) -> None:
+    write_noise(tmp_path / "a.wav", 1.0, 2)
+    cfg = Config(detector=DetectorConfig(tiles=(1, 1)))
+    with FaceDetector(cfg=cfg.detector) as detector:
+        box = RoomBox(cfg, FileCamera(tmp_path / "none.mp4"), WavMicArray(tmp_path / "a.wav"), detector,
+                      LatestFrame(), None, EventBus())
+        faces = Faces(0.0, (Face((900.0, 450.0, 60.0, 60.0), 0.9),), 1920, 1080)
+        assert box.step.step(0.0, 1920, 1080, faces).mode == "group"
+        box.step.set_mode("gallery", 0.1)
+        data = cfg.model_dump(mode="json")
+        data["director"]["min_hold_s"] = 4.0
+        data["doa"]["min_confidence"] = 0.2
+        data["stream"]["fps"] = 30.0
+        data["cameras"]["main"]["hfov_deg"] = 70.0
+        new = Config.model_validate(data)
+        assert box.on_config(new) == ["cameras", "stream"]  # devices and the stream need a restart
+        shot = box.step.step(0.2, 1920, 1080, faces)
+        assert box.step.director is not None and box.step.director.cfg.min_hold_s == 4.0
+        assert box.hearing.cfg.min_confidence == 0.2 and shot.mode == "gallery"  # the chosen mode stays

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -36,18 +37,21 @@ def free_port() -> int:
 
 
 @pytest.fixture()
-def demo() -> Iterator[tuple[str, list[str]]]:
+def demo(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "demo", "--port", str(port),
                              "--scenario", str(SHORT)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "ROOMBOX_HOME": str(tmp_path)})
     out: list[str] = []
     ready = threading.Event()
+    kiosk: list[str] = []
 
     def pump() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
             out.append(line)
+            if "kiosk link" in line:
+                kiosk.append(line.split()[-1])
             if "panel at" in line:
                 ready.set()
 
@@ -55,7 +59,8 @@ def demo() -> Iterator[tuple[str, list[str]]]:
     try:
         if not ready.wait(180):
             raise AssertionError("roombox demo did not start:\n" + "".join(out[-40:]))
-        yield f"http://127.0.0.1:{port}", out
+        assert kiosk and kiosk[0].startswith(f"http://127.0.0.1:{port}/#token=rbx_"), "".join(out[-40:])
+        yield kiosk[0], out
     finally:
         proc.terminate()
         try:
@@ -69,8 +74,11 @@ def demo() -> Iterator[tuple[str, list[str]]]:
     assert code == 0, "roombox demo did not stop cleanly on SIGTERM:\n" + "".join(out[-40:])
 
 
-def state(url: str) -> dict:
-    with urllib.request.urlopen(url + "/api/state", timeout=30) as r:
+def state(link: str) -> dict:
+    """/api/state, with the kiosk link's token (the demo's only credential)."""
+    url, token = link.split("/#token=")
+    req = urllib.request.Request(url + "/api/state", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
 
 
@@ -87,7 +95,7 @@ def test_demo_plays_the_framed_room_in_chromium(demo, chromium, artifacts_dir: P
     url, out = demo
     page = chromium.new_page()
     try:
-        page.goto(url + "/")
+        page.goto(url)
         page.wait_for_function("window.roombox && window.roombox.framesDecoded > 30", timeout=60_000)
         size = page.evaluate("() => [document.querySelector('video').videoWidth, "
                              "document.querySelector('video').videoHeight]")

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from appliance.messages import (
+    AnyMessage,
     CameraInfo,
+    Decisions,
     DeviceStatus,
     Doa,
     Face,
@@ -27,11 +29,14 @@ MESSAGES = [
     DeviceStatus("camera", "lost", "SourceLost: end of file", 4.0, {"failures": 2}),
     CameraInfo("main", 90.0, 1920, 1080),
     Stats(5.0, 75, 12, 21.5, 250, 150, 3),
+    Decisions((Shot(3.0, (100, 50, 640, 360), "speaker", 12.25, "talker at +12.2 deg", cut=True),
+               Shot(1.0, (0, 0, 1920, 1080), "gallery", tiles=((0, 0, 90, 160), (900, 0, 90, 160)),
+                    policy="gallery"))),
 ]
 
 
 @pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
-def test_every_message_survives_its_wire_form(message: Faces | Doa | Shot | DeviceStatus | CameraInfo | Stats) -> None:
+def test_every_message_survives_its_wire_form(message: AnyMessage) -> None:
     wire = json.loads(json.dumps(envelope(message)))
     assert wire["kind"] == type(message).KIND
     assert from_envelope(wire) == message

@@ -141,6 +141,6 @@ def test_every_error_a_user_can_cause_is_one_line_and_exit_2(tmp_path: Path) -> 
     _one_line_error(roombox("run", "--config", str(untyped), check=False), "[mic_arrays.table] has no type")
     nan = tmp_path / "nan.toml"
     nan.write_text("[mic_array]\npositions = [[nan, 0.0, 0.0], [0.05, 0.0, 0.0]]\n")
-    _one_line_error(roombox("run", "--config", str(nan), check=False), "not a finite position")
+    _one_line_error(roombox("run", "--config", str(nan), check=False), "positions", "finite number")
     _one_line_error(roombox("bench", "weather", check=False), "no bench section 'weather'")
     _one_line_error(roombox("run", "--config", str(tmp_path), check=False), "is a directory")

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from appliance.config import StreamConfig
+from appliance.control import Auth, Control
 from appliance.messages import DeviceStatus, Doa, Face, Faces, Shot, Stats
 from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
 from appliance.streaming.server import PARTS, PanelServer, create_app, run_server
@@ -235,7 +236,11 @@ class Box:
         self.frames, self.audio, self.events = LatestFrame(), AudioHub(), EventBus()
         self.stop_feed = asyncio.Event()
         self.feeder = asyncio.create_task(_feed(self.frames, self.audio, self.stop_feed))
-        app = create_app(self.frames, self.audio, self.events, StreamConfig(width=W, height=H, fps=FPS), _command)
+        control = Control(Auth.in_memory())
+        self.read_token = control.auth.tokens.create("read", "test reader")[1]
+        self.kiosk_token = control.auth.tokens.create("control", "test kiosk", allowed_from=["127.0.0.1"])[1]
+        app = create_app(self.frames, self.audio, self.events, StreamConfig(width=W, height=H, fps=FPS), _command,
+                         control=control)
         self.app = app
         self.server = await run_server(app, "127.0.0.1", 0)
         self.port = self.server.port
@@ -251,7 +256,8 @@ class Box:
         self.lt.close()
 
     def get_json(self, path: str) -> dict[str, Any]:
-        with urllib.request.urlopen(self.url + path, timeout=30) as r:
+        req = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {self.read_token}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
             result: dict[str, Any] = json.loads(r.read())
             return result
 
@@ -279,7 +285,8 @@ def test_health_and_commands_over_the_websocket(box: Box) -> None:
     box.lt.call(box.events.publish, DeviceStatus("camera", "running", t=1.0))
 
     async def talk() -> list[dict[str, Any]]:
-        async with aiohttp.ClientSession() as s, s.ws_connect(box.url + "/ws") as ws:
+        async with aiohttp.ClientSession() as s, s.ws_connect(
+                box.url + "/ws", headers={"Authorization": f"Bearer {box.kiosk_token}"}) as ws:
             first = await ws.receive_json(timeout=30)
             replies = []
             for text in ['{"cmd": "ping", "id": 7}', '{"cmd": "set_mode", "mode": "orbit"}',
@@ -304,7 +311,8 @@ def test_health_and_commands_over_the_websocket(box: Box) -> None:
 
 def test_offer_that_is_not_an_offer_is_refused(box: Box) -> None:
     req = urllib.request.Request(box.url + "/offer", data=b'{"sdp": 1}', method="POST",
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Bearer {box.read_token}"})
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=30)
     e.value.close()
@@ -313,11 +321,16 @@ def test_offer_that_is_not_an_offer_is_refused(box: Box) -> None:
 
 def test_run_server_as_a_context_manager_serves_and_stops() -> None:
     async def main() -> None:
-        app = create_app(LatestFrame(), None, EventBus(), StreamConfig())
+        control = Control(Auth.in_memory())
+        token = control.auth.tokens.create("read")[1]
+        app = create_app(LatestFrame(), None, EventBus(), StreamConfig(), control=control)
         async with run_server(app, "127.0.0.1", 0) as server:
             assert isinstance(server, PanelServer) and server.port > 0
             async with aiohttp.ClientSession() as s:
                 async with s.get(f"http://127.0.0.1:{server.port}/api/state") as r:
+                    assert r.status == 401
+                async with s.get(f"http://127.0.0.1:{server.port}/api/state",
+                                 headers={"Authorization": f"Bearer {token}"}) as r:
                     state = await r.json()
                 async with s.get(f"http://127.0.0.1:{server.port}/") as r:
                     page = await r.text()
@@ -339,7 +352,7 @@ def test_panel_in_chromium_shows_the_live_framed_video_and_events(box: Box, chro
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
     try:
-        page.goto(box.url + "/")
+        page.goto(box.url + "/#token=" + box.kiosk_token)
         page.wait_for_function("window.roombox && window.roombox.framesDecoded > 20", timeout=60_000)
         size = page.evaluate("[document.getElementById('video').videoWidth,"
                              " document.getElementById('video').videoHeight]")
@@ -394,7 +407,7 @@ def test_panel_in_chromium_shows_the_live_framed_video_and_events(box: Box, chro
 def test_panel_reconnects_when_the_box_drops_the_viewer(box: Box, chromium: Any) -> None:
     page = chromium.new_page()
     try:
-        page.goto(box.url + "/")
+        page.goto(box.url + "/#token=" + box.kiosk_token)
         page.wait_for_function("window.roombox.framesDecoded > 10", timeout=60_000)
 
         async def drop_viewers() -> int:

@@ -8,7 +8,7 @@ import pytest
 
 from appliance.bench.faces_suite import scripted_meeting
 from appliance.messages import Face, Faces
-from appliance.perception.tracking import FaceTracker, Track, TrackerConfig
+from appliance.perception.tracking import FaceTracker, Track, FaceTrackerConfig
 from common.geometry import PinholeCamera
 
 CAM = PinholeCamera(1920, 1080, 90.0)
@@ -32,7 +32,7 @@ def test_two_neighbours_keep_their_identities_while_swaying() -> None:
 
 
 def test_a_track_survives_a_one_second_miss_and_is_dropped_after_max_miss() -> None:
-    tr = FaceTracker(CAM, TrackerConfig(max_miss_s=3.0))
+    tr = FaceTracker(CAM, FaceTrackerConfig(max_miss_s=3.0))
     for k in range(10):
         tr.update(frame(k * 0.2, (500.0, 400.0)))
     (first,) = tr.last_ids

@@ -21,6 +21,7 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "faces": ("appliance.bench.faces", "bench_faces_section"),
     "doa": ("appliance.bench.doa", "bench_doa"),
     "simroom": ("appliance.bench.simroom", "bench_simroom"),
+    "listening": ("appliance.bench.listening", "bench_listening"),
 }
 DEFAULT_SECTIONS = ("core", "faces", "doa", "simroom")
 

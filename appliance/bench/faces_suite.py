@@ -25,7 +25,7 @@ import numpy as np
 from appliance.config import BlazeFaceConfig, YuNetConfig
 from appliance.messages import Box, Face, Faces
 from appliance.perception.detectors import Detector
-from appliance.perception.tracking import FaceTracker, TrackerConfig
+from appliance.perception.tracking import FaceTracker, FaceTrackerConfig
 from common.geometry import PinholeCamera
 
 Row = tuple[str, float, str]
@@ -275,7 +275,7 @@ def scripted_meeting(duration_s: float = 300.0, seed: int = 1, people: int = 6
 def bench_tracks(quick: bool = False) -> list[Row]:
     duration = 300.0
     frames, who, misses = scripted_meeting(duration)
-    tracker = FaceTracker(PinholeCamera(1920, 1080, 90.0), TrackerConfig())
+    tracker = FaceTracker(PinholeCamera(1920, 1080, 90.0), FaceTrackerConfig())
     people = max(max((p for p in w), default=0) for w in who) + 1
     ids: list[list[tuple[float, int]]] = [[] for _ in range(people)]
     poster_still = 0.0

@@ -25,7 +25,7 @@ from common.geometry import PinholeCamera
 
 
 @dataclass(frozen=True)
-class TrackerConfig:
+class FaceTrackerConfig:
     max_miss_s: float = 3.0  # a confirmed track unseen this long is dropped
     tentative_miss_s: float = 1.0  # ... and an unconfirmed one this long
     min_hits: int = 2  # detections before a track is confirmed
@@ -99,9 +99,9 @@ def _center(box: Box) -> tuple[float, float]:
 class FaceTracker:
     """Keeps face tracks from one camera of the given geometry. Feed it every detection, in time order."""
 
-    def __init__(self, camera: PinholeCamera, cfg: TrackerConfig | None = None) -> None:
+    def __init__(self, camera: PinholeCamera, cfg: FaceTrackerConfig | None = None) -> None:
         self.camera = camera
-        self.cfg = cfg or TrackerConfig()
+        self.cfg = cfg or FaceTrackerConfig()
         self._tracks: list[_State] = []
         self._next_id = 1
         self._t = -math.inf

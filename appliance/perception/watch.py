@@ -19,7 +19,7 @@ import numpy as np
 from appliance.config import BlazeFaceConfig, YuNetConfig
 from appliance.messages import Face, Faces
 from appliance.perception.detectors import make_detector
-from appliance.perception.tracking import FaceTracker, Track, TrackerConfig
+from appliance.perception.tracking import FaceTracker, Track, FaceTrackerConfig
 from appliance.perception.yunet import finish_faces
 from appliance.ports import Detector
 from common.geometry import PinholeCamera
@@ -33,12 +33,12 @@ class FaceWatcher:
     """
 
     def __init__(self, detector: Detector, hfov_deg: float = 90.0, scan_interval_s: float = 3.0,
-                 tracker: TrackerConfig | None = None, min_score: float = 0.6) -> None:
+                 tracker: FaceTrackerConfig | None = None, min_score: float = 0.6) -> None:
         self.detector = detector
         self.hfov_deg = hfov_deg
         self.scan_interval_s = scan_interval_s
         self.min_score = min_score
-        self._tracker_cfg = tracker or TrackerConfig()
+        self._tracker_cfg = tracker or FaceTrackerConfig()
         self.tracker: FaceTracker | None = None
         self.tracks: list[Track] = []
         self.track_ids: list[int] = []

@@ -2,6 +2,10 @@
 
 Runs on the box's own asyncio loop (:class:`PanelServer`). One aiortc ``RTCPeerConnection`` per
 viewer, host candidates only (``iceServers=[]``): the panel is reached on the room's network.
+
+Every request goes through :class:`appliance.control.Control`: the Host is one of the box's names, an
+offer or a socket needs credentials (scope ``read``; panel commands need ``control``) and an allowed
+Origin, viewers and sockets are bounded, and a viewer that has not connected in time is dropped.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from aiohttp import WSMsgType, web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from appliance.config import StreamConfig
+from appliance.control.api import add_routes
+from appliance.control.auth import Principal, allows
+from appliance.control.guard import Control, default_control, fail, read_json
 from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
 from appliance.streaming.ice import offer_loopback
 from appliance.streaming.tracks import FramedVideoTrack, RoomAudioTrack
@@ -25,6 +32,7 @@ from appliance.streaming.tracks import FramedVideoTrack, RoomAudioTrack
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+CREDENTIALS_RECHECK_S = 5.0
 
 CommandHandler = Callable[[dict[str, Any]], "dict[str, Any] | Awaitable[dict[str, Any]]"]
 
@@ -33,7 +41,7 @@ class _Parts:
     """What the handlers share; one per application."""
 
     def __init__(self, frames: LatestFrame, audio: AudioHub | None, events: EventBus, stream: StreamConfig,
-                 on_command: CommandHandler | None) -> None:
+                 on_command: CommandHandler | None, control: Control) -> None:
         self.frames = frames
         self.audio = audio
         self.events = events
@@ -41,10 +49,30 @@ class _Parts:
         self.on_command = on_command
         self.peers: set[RTCPeerConnection] = set()
         self.sockets: set[web.WebSocketResponse] = set()
+        self.watchers: set[asyncio.Task[None]] = set()
+        self.control = control
 
     async def close_peer(self, pc: RTCPeerConnection) -> None:
         self.peers.discard(pc)
         await pc.close()
+
+    def drop_if_not_connected(self, pc: RTCPeerConnection, timeout_s: float) -> None:
+        """Close ``pc`` unless it is connected within ``timeout_s`` (an offer whose ICE never completes)."""
+        async def watch() -> None:
+            await asyncio.sleep(timeout_s)
+            if pc in self.peers and pc.connectionState != "connected":
+                log.info("viewer dropped: not connected after %.0f s (%s)", timeout_s, pc.connectionState)
+                await self.close_peer(pc)
+
+        task = asyncio.create_task(watch())
+        self.watchers.add(task)
+        task.add_done_callback(self.watchers.discard)
+
+    def live_status(self) -> dict[str, Any]:
+        devices = {k.split(":", 1)[1]: v.get("state") for k, v in self.events.snapshot().items()
+                   if k.startswith("device:") and isinstance(v, dict)}
+        return {"viewers": len(self.peers), "panels": len(self.sockets), "frames_published": self.frames.published,
+                "frames_dropped": self.frames.dropped, "devices": devices}
 
 
 PARTS = web.AppKey("roombox_streaming", _Parts)
@@ -64,6 +92,7 @@ async def _healthz(request: web.Request) -> web.Response:
 
 async def _state(request: web.Request) -> web.Response:
     p = request.app[PARTS]
+    p.control.require(request, "read")
     stream: dict[str, Any] = {
         "viewers": len(p.peers),
         "panels": len(p.sockets),
@@ -80,18 +109,45 @@ async def _state(request: web.Request) -> web.Response:
     return web.json_response({**p.events.snapshot(), "stream": stream, "bus": bus})
 
 
+def check_offer_sdp(sdp: str, max_media_lines: int) -> str | None:
+    """Why this SDP is not an offer the box answers (``None``: it may be). Checked before aiortc parses it:
+    garbage, an empty offer, or hundreds of m-lines (each an encoder, and seconds of parsing)."""
+    lines = sdp.splitlines()
+    if not lines or lines[0].strip() != "v=0":
+        return "not an SDP offer (it does not start with v=0)"
+    media = [line.split()[0][2:] for line in lines if line.startswith("m=") and line.split()]
+    if len(media) > max_media_lines:
+        return f"{len(media)} m-lines: a viewer may ask for at most {max_media_lines}"
+    if not any(m in ("video", "audio") for m in media):
+        return "the offer asks for neither video nor audio"
+    # the box only sends: media coming in would be decoded into queues nobody reads
+    sections = sdp.split("\nm=")[1:]
+    for section in sections:
+        if section.startswith(("video", "audio")) and not any(
+                line.strip() in ("a=recvonly", "a=inactive") for line in section.splitlines()):
+            return "each audio and video m-line must be recvonly: the box does not take media"
+    return None
+
+
 async def _offer(request: web.Request) -> web.Response:
     p = request.app[PARTS]
-    try:
-        body = await request.json()
-        offer = RTCSessionDescription(sdp=str(body["sdp"]), type=str(body["type"]))
-    except (ValueError, KeyError, TypeError):
-        return _error(400, 'expected JSON {"sdp": ..., "type": "offer"}')
+    access = p.control.access
+    p.control.require(request, "read", changes_state=True)
+    body = await read_json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("sdp"), str) or not isinstance(body.get("type"), str):
+        return _error(400, 'expected JSON {"sdp": "...", "type": "offer"}')
+    offer = RTCSessionDescription(sdp=body["sdp"], type=body["type"])
     if offer.type != "offer":
         return _error(400, f'expected an offer, got "{offer.type}"')
+    problem = check_offer_sdp(offer.sdp, access.max_media_lines)
+    if problem is not None:
+        return _error(400, problem)
+    if len(p.peers) >= access.max_viewers:
+        fail(429, f"this box already serves {len(p.peers)} viewers (access.max_viewers)", headers={"Retry-After": "5"})
 
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     p.peers.add(pc)
+    p.drop_if_not_connected(pc, access.ice_timeout_s)
     remote = request.remote
 
     @pc.on("connectionstatechange")
@@ -102,11 +158,11 @@ async def _offer(request: web.Request) -> web.Response:
 
     try:
         await pc.setRemoteDescription(offer)
-        for transceiver in pc.getTransceivers():
-            if transceiver.kind == "video":
-                pc.addTrack(FramedVideoTrack(p.frames, p.stream))
-            elif transceiver.kind == "audio" and p.audio is not None:
-                pc.addTrack(RoomAudioTrack(p.audio))
+        kinds = {t.kind for t in pc.getTransceivers()}  # one track of each kind: the first m-line of it takes it
+        if "video" in kinds:
+            pc.addTrack(FramedVideoTrack(p.frames, p.stream))
+        if "audio" in kinds and p.audio is not None:
+            pc.addTrack(RoomAudioTrack(p.audio))
         await pc.setLocalDescription(await pc.createAnswer())
     except Exception as e:  # a malformed SDP surfaces as any of several aiortc errors
         await p.close_peer(pc)
@@ -119,15 +175,22 @@ def _reply(kind: str, data: dict[str, Any]) -> str:
     return json.dumps({"kind": kind, "data": data})
 
 
-async def _run_command(p: _Parts, text: str) -> str:
-    """One command from a panel: a JSON object with a string ``cmd`` (and an optional ``id``, echoed)."""
+async def _run_command(p: _Parts, text: str, who: Principal | None = None, remote: str | None = None) -> str:
+    """One command from a panel: a JSON object with a string ``cmd`` (and an optional ``id``, echoed).
+    ``who`` sent it: it needs the ``control`` scope, still valid now."""
     try:
         cmd = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return _reply("error", {"error": "not JSON"})
     if not isinstance(cmd, dict) or not isinstance(cmd.get("cmd"), str):
         return _reply("error", {"error": 'expected a JSON object with a string "cmd"'})
-    echo = {k: cmd[k] for k in ("cmd", "id") if k in cmd}
+    echo = {k: cmd[k] for k in ("cmd", "id") if k in cmd and isinstance(cmd[k], str | int | float | None)}
+    if who is not None:
+        now = p.control.still_valid(who, remote)
+        if now is None:
+            return _reply("error", {**echo, "error": "credentials no longer valid (revoked, expired or signed out)"})
+        if not allows(now.scope, "control"):
+            return _reply("error", {**echo, "error": f"commands need the control scope; {now.who} has {now.scope}"})
     if p.on_command is None:
         return _reply("error", {**echo, "error": "this box takes no commands"})
     try:
@@ -148,7 +211,11 @@ async def _run_command(p: _Parts, text: str) -> str:
 
 async def _ws(request: web.Request) -> web.WebSocketResponse:
     p = request.app[PARTS]
-    ws = web.WebSocketResponse(heartbeat=20.0)
+    who = p.control.require(request, "read", changes_state=True)
+    if len(p.sockets) >= p.control.access.max_sockets:
+        fail(429, f"this box already has {len(p.sockets)} panel sockets (access.max_sockets)",
+             headers={"Retry-After": "5"})
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024)
     await ws.prepare(request)
     p.sockets.add(ws)
     queue = p.events.subscribe()
@@ -160,11 +227,19 @@ async def _ws(request: web.Request) -> web.WebSocketResponse:
             kind, payload = await queue.get()
             await ws.send_str(_reply(kind, payload))
 
-    sender = asyncio.create_task(forward())
+    async def recheck() -> None:  # a revoked token or an ended session loses its sockets too
+        while True:
+            await asyncio.sleep(CREDENTIALS_RECHECK_S)
+            if p.control.still_valid(who, request.remote) is None:
+                log.info("panel socket of %s closed: credentials no longer valid", who.who)
+                await ws.close(code=4401, message=b"credentials no longer valid")
+                return
+
+    sender = asyncio.gather(forward(), recheck())
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
-                await ws.send_str(await _run_command(p, msg.data))
+                await ws.send_str(await _run_command(p, msg.data, who, request.remote))
             elif msg.type == WSMsgType.BINARY:
                 await ws.send_str(_reply("error", {"error": "binary messages are not understood"}))
     except ConnectionError:
@@ -179,14 +254,20 @@ async def _ws(request: web.Request) -> web.WebSocketResponse:
 
 async def _on_shutdown(app: web.Application) -> None:
     p = app[PARTS]
+    for task in list(p.watchers):
+        task.cancel()
     for ws in list(p.sockets):
         await ws.close(code=1001, message=b"server shutdown")
     await asyncio.gather(*(p.close_peer(pc) for pc in list(p.peers)))
 
 
 def create_app(frames: LatestFrame, audio: AudioHub | None, events: EventBus, stream: StreamConfig,
-               on_command: CommandHandler | None = None) -> web.Application:
+               on_command: CommandHandler | None = None, *, control: Control | None = None) -> web.Application:
     """The panel application.
+
+    ``control`` holds the credentials, the access limits and (optionally) the config store behind
+    ``/api/config`` (:class:`appliance.control.Control`); without one, tokens and the PIN under
+    ``$ROOMBOX_HOME`` and the default limits (:func:`appliance.control.default_control`).
 
     ``on_command(cmd)`` gets each command a panel sends (a dict with a string ``"cmd"``) and returns a
     JSON-able dict (or an awaitable of one), sent back as ``{"kind": "reply", "data": {"cmd", "id",
@@ -195,8 +276,11 @@ def create_app(frames: LatestFrame, audio: AudioHub | None, events: EventBus, st
     """
     if stream.ice_loopback:
         offer_loopback()
-    app = web.Application()
-    app[PARTS] = _Parts(frames, audio, events, stream, on_command)
+    control = control if control is not None else default_control()
+    app = web.Application(client_max_size=control.access.max_body_kb * 1024, middlewares=control.middlewares())
+    parts = _Parts(frames, audio, events, stream, on_command, control)
+    app[PARTS] = parts
+    add_routes(app, control, parts.live_status)
     app.router.add_get("/", _index)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/api/state", _state)

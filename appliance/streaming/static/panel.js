@@ -21,6 +21,7 @@ const state = (window.roombox = {
   devices: {},
   camera: { width: 1920, height: 1080, hfov_deg: 90 },  // replaced by a "camera" event if the box sends one
   lastReply: null,
+  signedIn: null,        // true/false once a #token= link was traded for a session
   stats: {},             // the box's counters, from "stats" events
   policy: null,          // the framing mode the box runs (speaker, group, gallery, manual, off)
   why: [],               // the latest cuts, newest first: {t, mode, reason}
@@ -98,6 +99,7 @@ async function connectVideo() {
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ sdp: conn.localDescription.sdp, type: conn.localDescription.type }),
     });
+    if (res.status === 401) throw new Error("sign-in needed (the kiosk link, or the PIN)");
     if (!res.ok) throw new Error("offer refused: " + res.status);
     const answer = await res.json();
     if (conn !== pc) return;
@@ -326,9 +328,28 @@ window.addEventListener("resize", drawMap);
 // leave politely: the box frees this viewer at once instead of after ICE consent runs out (~30 s)
 window.addEventListener("pagehide", () => { if (pc) pc.close(); });
 
+// ---------- sign-in ----------
+// A kiosk link carries its token in the fragment (http://box/#token=...: a fragment is never sent in a
+// request nor logged); it is traded once for an HttpOnly session cookie and taken out of the address bar.
+async function signIn() {
+  const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+  if (!m) return;
+  history.replaceState(null, "", location.pathname + location.search);
+  try {
+    const res = await fetch("/api/session", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ token: decodeURIComponent(m[1]) }),
+    });
+    state.signedIn = res.ok;
+    if (!res.ok) state.lastDrop = "sign-in refused: " + res.status;
+  } catch (e) {
+    state.lastDrop = "sign-in failed: " + String(e.message || e);
+  }
+}
+
 drawMap();
-connectEvents();
-connectVideo();
+signIn().finally(() => { connectEvents(); connectVideo(); });
 
 // ---------- framing controls ----------
 function drawModes() {

@@ -1,0 +1,204 @@
+"""The running config, its file and its history.
+
+Every change is written atomically (``common.atomic``: a reader, or a box that restarts after a crash,
+sees the old file or the new one) and recorded as a revision: who, when, which keys changed, which of
+those need a restart, and the whole document, one JSON file per revision under
+``$ROOMBOX_HOME/config-revisions/``. The config file is written before its revision: a box killed between
+the two finds a file newer than the last revision at its next start and records it as such.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from appliance.config import Config, config_to_toml, load_config
+from common.atomic import write_atomic
+from common.errors import RoomboxError
+
+log = logging.getLogger(__name__)
+
+_REV = re.compile(r"^(\d{6,})\.json$")
+
+# The web server's own keys: [access] applies live (read at each request) except the body limit, fixed when
+# the application is made; [panel] (where it listens) needs a restart. Every other key is the box's business.
+SERVER_RESTART = ("panel.", "access.max_body_kb")
+
+OnConfig = Callable[[Config], list[str]]
+
+
+class ConfigRejected(RoomboxError, ValueError):
+    """A proposed config that does not validate: ``errors`` lists each key and the reason."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"[{e['key']}] {e['reason']}" for e in errors))
+
+
+def validate(doc: Any) -> Config:
+    """The same validation as the file's; raises ConfigRejected naming each bad key."""
+    try:
+        return Config.model_validate(doc)
+    except ValidationError as e:
+        errors = []
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            errors.append({"key": key, "reason": "unknown key" if err["type"] == "extra_forbidden" else err["msg"]})
+        raise ConfigRejected(errors) from None
+
+
+def load_toml_text(text: str) -> Config:
+    return validate(tomllib.loads(text))
+
+
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two JSON documents (a changed list is one key)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for k in sorted(set(old) | set(new), key=str):
+            out += changed_keys(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+@dataclass(frozen=True)
+class Revision:
+    id: int
+    who: str
+    when: str
+    changed: list[str]
+    restart: list[str]
+    note: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "who": self.who, "when": self.when, "changed": self.changed,
+                "restart": self.restart, "note": self.note}
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+class ConfigStore:
+    """The config file at ``path`` and its revisions in ``revisions_dir``.
+
+    ``current`` is the config in force. ``write(cfg, who)`` records and persists a new one and returns its
+    revision; ``restore(id, who)`` writes an old revision's document again (as a new revision).
+    """
+
+    def __init__(self, path: Path, revisions_dir: Path, current: Config, keep: int = 500) -> None:
+        self.path = path
+        self.revisions_dir = revisions_dir
+        self.current = current
+        self.keep = keep
+        self.pending_restart: set[str] = set()
+        revisions_dir.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.*"):  # temporaries of a write that was killed
+            stale.unlink(missing_ok=True)
+        for stale in revisions_dir.glob(".*.json.*"):
+            stale.unlink(missing_ok=True)
+        if not path.exists():
+            write_atomic(path, config_to_toml(current))
+        last = self.latest_id()
+        doc = current.model_dump(mode="json")
+        if last == 0:
+            self._record(doc, "box", [], [], "the config the box started with")
+        else:
+            before = self.document(last)
+            if before != doc:
+                self._record(doc, "box", changed_keys(before, doc), [], "changed outside the API since the last "
+                             "revision (file edited, or a write interrupted)")
+
+    @classmethod
+    def open(cls, path: Path, revisions_dir: Path, default: Config | None = None) -> ConfigStore:
+        """The store for the file at ``path``; a missing file is written from ``default`` (or the defaults)."""
+        cfg = load_config(path) if path.exists() else default if default is not None else Config()
+        return cls(path, revisions_dir, cfg)
+
+    # -- history -----------------------------------------------------------------------------------
+    def _ids(self) -> list[int]:
+        return sorted(int(m.group(1)) for p in self.revisions_dir.iterdir() if (m := _REV.match(p.name)))
+
+    def latest_id(self) -> int:
+        ids = self._ids()
+        return ids[-1] if ids else 0
+
+    def _file(self, rid: int) -> Path:
+        return self.revisions_dir / f"{rid:06d}.json"
+
+    def _read(self, rid: int) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(self._file(rid).read_text(encoding="utf-8"))
+            return data
+        except FileNotFoundError:
+            raise KeyError(rid) from None
+
+    def document(self, rid: int) -> dict[str, Any]:
+        doc: dict[str, Any] = self._read(rid)["config"]
+        return doc
+
+    def revision(self, rid: int) -> Revision:
+        d = self._read(rid)
+        return Revision(d["id"], d["who"], d["when"], d["changed"], d["restart"], d.get("note", ""))
+
+    def revisions(self) -> list[Revision]:
+        """Newest first."""
+        out = []
+        for rid in reversed(self._ids()):
+            try:
+                out.append(self.revision(rid))
+            except (KeyError, ValueError):
+                continue
+        return out
+
+    def _record(self, doc: dict[str, Any], who: str, changed: list[str], restart: list[str], note: str) -> Revision:
+        rev = Revision(self.latest_id() + 1, who, _iso(time.time()), changed, restart, note)
+        write_atomic(self._file(rev.id), json.dumps({**rev.to_json(), "config": doc}, indent=1) + "\n")
+        ids = self._ids()
+        for old in ids[:max(0, len(ids) - self.keep)]:
+            self._file(old).unlink(missing_ok=True)
+        return rev
+
+    # -- changes -----------------------------------------------------------------------------------
+    def write(self, new: Config, who: str, on_config: OnConfig | None = None, note: str = "") -> Revision:
+        """Persist ``new`` (atomically), apply it, record the revision. ``on_config(new)`` applies what it can
+        live and returns the keys (dotted, or section prefixes) that need a restart; without it every
+        change outside the web server's own live keys needs one."""
+        old_doc, doc = self.current.model_dump(mode="json"), new.model_dump(mode="json")
+        changed = changed_keys(old_doc, doc)
+        text = config_to_toml(new)
+        if load_toml_text(text) != new:  # e.g. a value TOML cannot carry: refuse rather than write a different file
+            raise ConfigRejected([{"key": "(top level)", "reason": "this config does not survive a round trip "
+                                   "through TOML"}])
+        write_atomic(self.path, text)
+        self.current = new
+        restart = [k for k in changed if k.startswith(SERVER_RESTART)]
+        rest = [k for k in changed if not k.startswith("access.") and not k.startswith("panel.")]
+        if rest:
+            if on_config is None:
+                restart += rest
+            else:
+                try:
+                    needs = on_config(new)
+                except Exception as e:
+                    log.exception("applying the new config live failed")
+                    note = f"{note} (applying live failed: {type(e).__name__}: {e})".strip()
+                    needs = rest
+                restart += [k for k in rest if any(k == n or k.startswith(n.rstrip(".") + ".") for n in needs)]
+        self.pending_restart.update(restart)
+        return self._record(doc, who, changed, sorted(set(restart)), note)
+
+    def restore(self, rid: int, who: str, on_config: OnConfig | None = None) -> Revision:
+        """Write revision ``rid``'s document again, as a new revision. KeyError if there is no such revision;
+        ConfigRejected if it no longer validates (e.g. a driver is gone)."""
+        cfg = validate(self.document(rid))
+        return self.write(cfg, who, on_config, note=f"restored revision {rid}")

@@ -1,0 +1,341 @@
+"""Soft DOA evidence: every block gives up to a few direction estimates, each weighted by its trust.
+
+Pure core: arrays in, values out; no clock, no I/O. The only state is a per-frequency noise floor (a fan,
+air conditioning) learnt block by block, as :class:`appliance.perception.vad.EnergyVad` learns its level.
+
+Per block (``block_ms`` of samples, cut into half-overlapping sub-frames of ~16 ms):
+
+1. **Time-frequency weights.** Each sub-frame bin is weighted by how far it stands above the learnt noise
+   floor of its frequency (``1 - 2 N(k) / P(f, k)``, clipped to 0..1): bins a steady fan dominates count for
+   nothing while a talker speaks. Blocks that are not speech are analysed without this weight, so that the
+   steady sources themselves are localised and the tracker can learn them.
+2. **Coherence / direct-path dominance per bin.** With PHAT-whitened spectra, the weighted mean of
+   ``Xi Xj*`` over the block's sub-frames has magnitude 1 when one direct wave dominates the bin (a stable
+   phase difference) and falls towards ``1/sqrt(frames)`` in reverberation or diffuse noise. Each bin's
+   weight is its excess coherence over that chance level.
+3. **GCC per pair, SRP by lag tables.** The weighted cross-spectra go through one inverse FFT per
+   microphone pair (4x interpolated lags); the steered response at each grid direction is the sum, over
+   pairs, of the pair's correlation at that direction's delay (linearly interpolated; as ODAS does). The
+   response is normalised so that one ideal plane wave gives 1.
+4. **Directions.** Azimuth on a ring (all 360 degrees for a planar array, the front half for a linear one;
+   0 = the camera's axis, positive to its right), then elevation at that azimuth (0..85 degrees for a
+   horizontal planar array, which cannot tell up from down: a source is taken to be above; -40..85 when the
+   array has height). A second source: the first one's lags are blanked in every pair's correlation and the
+   ring searched again.
+
+Each :class:`Candidate` carries ``weight`` in 0..1: the peak's height above the ring's mean (how sharp and
+coherent the peak is) times the square root of the share of the band that carried direct-path evidence.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import scipy.fft
+
+from appliance.perception.doa import SPEED_OF_SOUND, SUBFRAME_S
+
+FloatArray = npt.NDArray[np.float64]
+LagTable = tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], FloatArray]  # (G, P) lower, upper index; fraction
+UPSAMPLE = 4  # lag interpolation of the pair correlations
+FLOOR_RISE_DB_PER_S = 1.0
+FLOOR_FALL = 0.5
+WARMUP_S = 0.5
+OVER_SUBTRACT = 2.0  # a bin counts fully only when its power is well above twice the floor
+ELEV_STEP_DEG = 5.0
+ELEV_FMIN_HZ = 1500.0  # elevation is searched on this part of the band only
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One direction estimate of one block: degrees in the camera frame (azimuth 0 = camera axis, positive
+    to its right; elevation positive up), ``height`` the normalised SRP at the peak (1 for an ideal plane
+    wave) and ``weight`` in 0..1, how far it can be trusted."""
+
+    azimuth_deg: float
+    elevation_deg: float
+    height: float
+    weight: float
+
+
+def _wrap(deg: float) -> float:
+    return (deg + 180.0) % 360.0 - 180.0
+
+
+def _direct_share(gamma: npt.NDArray[np.complex64], diffuse: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Share of direct (coherent, directional) power in each bin, from the measured complex coherence and
+    the diffuse field's: the coherent-to-diffuse ratio, DOA-independent estimator of Schwarz and Kellermann
+    (2015), as CDR / (1 + CDR). 0 where the bin is as coherent as a diffuse field would make it (low
+    frequencies on close pairs, reverberation), towards 1 for one direct wave."""
+    re = gamma.real
+    g2 = np.minimum(re * re + gamma.imag * gamma.imag, np.float32(1.0 - 1e-4))
+    n = diffuse
+    # sqrt(n^2 re^2 - n^2 g2 + n^2 - 2 n re + g2) = sqrt(n^2 (re^2 - g2 + 1) - 2 n re + g2)
+    root = np.sqrt(np.maximum(n * n * (re * re - g2 + 1.0) - 2.0 * n * re + g2, 0.0))
+    cdr = np.maximum((n * re - g2 - root) / (g2 - 1.0), 0.0)
+    share: npt.NDArray[np.float32] = cdr / (1.0 + cdr)
+    return share
+
+
+def array_shape(positions: FloatArray) -> tuple[bool, bool, bool]:
+    """(horizontal plane spanned, has height, elevation observable) of mic positions (M, 3), camera frame."""
+    centred = positions - positions.mean(axis=0)
+    horiz = centred[:, [0, 2]]
+    sv = np.linalg.svd(horiz, compute_uv=False) if horiz.shape[0] >= 2 else np.zeros(1)
+    planar_2d = bool(sv.size >= 2 and sv[1] > 0.05 * max(sv[0], 1e-9) and sv[1] > 1e-3)
+    has_height = bool(np.ptp(centred[:, 1]) > 0.01)
+    return planar_2d, has_height, planar_2d or has_height
+
+
+class SoftSrp:
+    """Weighted SRP-PHAT over azimuth (and elevation), lag tables computed once, here."""
+
+    def __init__(self, positions: npt.ArrayLike, sample_rate: int, block_ms: float, fmin_hz: float,
+                 fmax_hz: float, grid_deg: float = 1.0, hop_ms: float | None = None,
+                 full_circle: bool = True) -> None:
+        pos = np.asarray(positions, dtype=np.float64)
+        if pos.ndim != 2 or pos.shape[1] != 3 or pos.shape[0] < 2:
+            raise ValueError(f"positions must be (M, 3) with M >= 2, got shape {pos.shape}")
+        if fmax_hz <= fmin_hz:
+            raise ValueError(f"fmax_hz ({fmax_hz}) must be above fmin_hz ({fmin_hz})")
+        self.positions = pos
+        self.sample_rate = int(sample_rate)
+        self.n_mics = int(pos.shape[0])
+        self.block_len = max(8, round(block_ms * sample_rate / 1000.0))
+        n = int(2 ** round(math.log2(max(8.0, SUBFRAME_S * sample_rate))))
+        while n > self.block_len:
+            n //= 2
+        self.frame_len = max(n, 8)
+        n_frames = max(1, 1 + (self.block_len - self.frame_len) // (self.frame_len // 2))
+        self._starts = np.linspace(0, self.block_len - self.frame_len, n_frames).round().astype(int)
+        self._idx = self._starts[:, None] + np.arange(self.frame_len)[None, :]
+        self._window = np.hanning(self.frame_len + 2)[1:-1].astype(np.float32)
+        freqs = np.fft.rfftfreq(self.frame_len, 1.0 / self.sample_rate)
+        sel = np.flatnonzero((freqs >= fmin_hz) & (freqs <= min(fmax_hz, self.sample_rate / 2.0)) & (freqs > 0))
+        if sel.size == 0:
+            raise ValueError(f"no FFT bin between {fmin_hz} and {fmax_hz} Hz at {sample_rate} Hz")
+        self._bins = sel
+        self._voice = freqs[sel] <= 3400.0  # the voice-activity band's upper edge (as EnergyVad)
+        self._level_scale = 2.0 / (self.frame_len * float(np.sum(np.hanning(self.frame_len + 2)[1:-1] ** 2)))
+        self._chance = 1.0 / math.sqrt(n_frames)  # coherence of unrelated phases over the block's frames
+
+        ii, jj = np.triu_indices(self.n_mics, k=1)
+        self._diag = np.arange(self.n_mics)
+        self._pi, self._pj = ii, jj
+        self.n_pairs = int(ii.size)
+        self._fs_up = UPSAMPLE * self.sample_rate
+        self._pair_vec = pos[ii] - pos[jj]  # (P, 3)
+        dist = np.linalg.norm(self._pair_vec, axis=1)
+        # coherence of an ideal diffuse field (reverberation, room noise) per bin and pair: sinc(2 f d / c)
+        self._diffuse = np.sinc(2.0 * freqs[sel][:, None] * dist[None, :] / SPEED_OF_SOUND).astype(np.float32)
+        max_lag = int(math.ceil(float(np.linalg.norm(self._pair_vec, axis=1).max()) / SPEED_OF_SOUND
+                                * self._fs_up)) + 2
+        self._max_lag = max_lag
+        self._lag_len = 2 * max_lag + 1  # correlations are only needed at the lags an array can produce
+        lags = np.arange(-max_lag, max_lag + 1, dtype=np.float64)
+        w = 2.0 * np.pi * freqs[sel]
+        self._high = freqs[sel] >= ELEV_FMIN_HZ
+        phase = w[:, None] * lags[None, :] / self._fs_up  # (K, NL)
+        self._cos = np.cos(phase).astype(np.float32)
+        self._sin = np.sin(phase).astype(np.float32)
+        lobe = self._fs_up / (2.0 * (min(fmax_hz, self.sample_rate / 2.0) - fmin_hz))
+        self._blank = max(1, int(round(lobe)))  # half-width of a peak in lag samples, blanked for source 2
+
+        self.planar_2d, self.has_height, self.elevation_ok = array_shape(pos)
+        self.full_circle = bool(full_circle and self.planar_2d)
+        if self.full_circle:
+            n_grid = int(round(360.0 / grid_deg))
+            self.grid_deg: FloatArray = -180.0 + (360.0 / n_grid) * np.arange(n_grid, dtype=np.float64)
+        else:
+            n_grid = int(math.floor(180.0 / grid_deg + 1e-9)) + 1
+            self.grid_deg = -90.0 + grid_deg * np.arange(n_grid, dtype=np.float64)
+        self.grid_step_deg = float(self.grid_deg[1] - self.grid_deg[0])
+        if self.elevation_ok:
+            lo = -40.0 if self.has_height else 0.0
+            self._elev: FloatArray = np.arange(lo, 85.0 + 1e-9, ELEV_STEP_DEG)
+        else:
+            self._elev = np.zeros(1)
+        self._el0 = int(np.argmin(np.abs(self._elev)))
+        # one table for every (elevation, azimuth) of the grid: (E, G, P)
+        az_all = np.tile(self.grid_deg, self._elev.size)
+        el_all = np.repeat(self._elev, self.grid_deg.size)
+        i0, i1, fr = self._lag_table(az_all, el_all)
+        shape = (self._elev.size, self.grid_deg.size, self.n_pairs)
+        self._t0, self._t1, self._tf = i0.reshape(shape), i1.reshape(shape), fr.reshape(shape)
+        self._ring: LagTable = (self._t0[self._el0], self._t1[self._el0], self._tf[self._el0])
+        # the ring's interpolation as one dense (P * lags, G) matrix: the ring response is one product
+        ring = np.zeros((self.n_pairs * self._lag_len, self.grid_deg.size), np.float32)
+        cols = np.broadcast_to(np.arange(self.grid_deg.size)[:, None], self._ring[0].shape)
+        np.add.at(ring, (self._ring[0], cols), (1.0 - self._ring[2]).astype(np.float32))
+        np.add.at(ring, (self._ring[1], cols), self._ring[2].astype(np.float32))
+        self._ring_matrix = ring
+
+        hop_s = (hop_ms if hop_ms is not None else block_ms / 2.0) / 1000.0
+        self._rise = 10 ** (FLOOR_RISE_DB_PER_S * hop_s / 10.0)
+        self._warmup = max(1, math.ceil(WARMUP_S / hop_s))
+        self._floor: FloatArray | None = None
+        self._blocks = 0
+        self._last = (self._el0, 0)  # (elevation, azimuth) grid indices of the last peak found
+        self._spec: npt.NDArray[np.complex64] = np.zeros((n_frames, sel.size, self.n_mics), np.complex64)
+        self._power = np.zeros((n_frames, sel.size))
+
+    def _lag_table(self, az_deg: FloatArray, el_deg: FloatArray) -> LagTable:
+        """Flat indices into the (P, L) correlations and the interpolation fraction, for each direction."""
+        az, el = np.radians(az_deg), np.radians(el_deg)
+        u = np.stack([np.cos(el) * np.sin(az), np.sin(el), np.cos(el) * np.cos(az)], axis=1)  # (G, 3)
+        # mic i hears earlier than mic j by d = (p_i - p_j).u / c; the phase of Xi Xj* is +w d,
+        # and the inverse FFT holds sum_k G(k) exp(+j w n / fs_up) at lag n: the peak is at n = -d fs_up
+        lag = -(u @ self._pair_vec.T) / SPEED_OF_SOUND * self._fs_up  # (G, P)
+        lag = np.clip(lag, -self._max_lag, self._max_lag - 1e-6)
+        base = np.floor(lag)
+        frac = lag - base
+        offset = (np.arange(self.n_pairs) * self._lag_len)[None, :]
+        idx0 = base.astype(np.intp) + self._max_lag + offset
+        return idx0, idx0 + 1, frac
+
+    @property
+    def floor(self) -> FloatArray | None:
+        """The learnt noise power per analysed frequency bin (mean over mics), None before the first block."""
+        return self._floor
+
+    def prepare(self, block: npt.ArrayLike) -> float:
+        """Transform one block (samples, M) for :meth:`analyse` and return its level in the voice band
+        (dBFS, mean over mics and sub-frames), so that a voice-activity gate can decide on it first."""
+        x = np.asarray(block, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.n_mics:
+            raise ValueError(f"block must be (samples, {self.n_mics}), got shape {x.shape}")
+        if x.shape[0] < self.block_len:
+            raise ValueError(f"block has {x.shape[0]} samples, need {self.block_len}")
+        frames = x[-self.block_len:].T[:, self._idx] * self._window  # (M, F, N)
+        spec = scipy.fft.rfft(frames, axis=-1)[:, :, self._bins]  # (M, F, K)
+        self._spec = np.ascontiguousarray(spec.transpose(1, 2, 0))  # (F, K, M)
+        mag2 = self._spec.real**2 + self._spec.imag**2
+        self._power = mag2.mean(axis=2, dtype=np.float64)  # (F, K)
+        # Parseval with the window: mean square in the band = 2 sum |X_k|^2 / (N sum w^2)
+        band = float(self._power[:, self._voice].sum()) / self._power.shape[0] * self._level_scale
+        return 10.0 * math.log10(band) if band > 1e-12 else -120.0
+
+    def _update_floor(self, power: FloatArray) -> FloatArray:
+        self._blocks += 1
+        level = power.mean(axis=0)  # (K,)
+        if self._floor is None:
+            self._floor = level.copy()
+        elif self._blocks <= self._warmup:
+            self._floor = np.minimum(self._floor, level)
+        else:
+            f = self._floor
+            self._floor = np.where(level < f, f + FLOOR_FALL * (level - f), np.minimum(f * self._rise, level))
+        return self._floor
+
+    def analyse(self, block: npt.ArrayLike, speech: bool, max_sources: int = 2,
+                second_ratio: float = 0.45, min_weight: float = 0.0) -> list[Candidate]:
+        """Direction estimates of one block (samples, M), strongest first. ``speech`` says whether the
+        voice-activity gate heard speech: then bins near the learnt noise floor are down-weighted."""
+        self.prepare(block)
+        return self.evidence(speech, max_sources, second_ratio, min_weight)
+
+    def evidence(self, speech: bool, max_sources: int = 2, second_ratio: float = 0.45,
+                 min_weight: float = 0.0) -> list[Candidate]:
+        """:meth:`analyse` of the block given to :meth:`prepare` last."""
+        spec, power = self._spec, self._power
+        floor = self._update_floor(power)
+        if speech:
+            a = np.clip(1.0 - OVER_SUBTRACT * floor[None, :] / np.maximum(power, 1e-30), 0.0, 1.0)
+        else:
+            a = np.ones_like(power)
+        a_sum = a.sum(axis=0)  # (K,)
+        if float(a_sum.sum()) <= 1e-9:
+            return []
+        # weighted cross- and auto-spectra over the block's frames, and the complex coherence per pair: (K, P)
+        af = a.astype(np.float32)
+        y = (spec * np.sqrt(af)[:, :, None]).transpose(1, 2, 0)  # (K, M, F)
+        cov = np.matmul(y, np.conj(y.transpose(0, 2, 1)))  # (K, M, M)
+        phi = cov[:, self._pi, self._pj]
+        auto = cov[:, self._diag, self._diag].real
+        gamma = phi / np.sqrt(np.maximum(auto[:, self._pi] * auto[:, self._pj], 1e-30))
+        direct = _direct_share(gamma, self._diffuse)
+        w = direct * (a_sum / a.shape[0]).astype(np.float32)[:, None]  # (K, P): direct-path evidence
+        total = float(w.sum())
+        if total <= 1e-9:
+            return []
+        usable = total / w.size
+        g = (gamma / (np.abs(gamma) + 1e-12) * (w / total)).T  # (P, K): the phase of each direct-path bin
+        # sum_k Re(G(k) exp(+j w n / fs_up)) at each lag n: the weighted GCC of each pair
+        cc = (np.ascontiguousarray(g.real) @ self._cos - np.ascontiguousarray(g.imag) @ self._sin).ravel()
+        cc_el = cc
+        if self._elev.size > 1 and self._high.any():
+            # elevation from the upper band only: low frequencies on a small array barely change with
+            # elevation, and there reverberation pulls every estimate towards the zenith (lag 0)
+            gh = g[:, self._high]
+            gh = gh / max(float((w[self._high] / total).sum()), 1e-9)
+            cc_el = (np.ascontiguousarray(gh.real) @ self._cos[self._high]
+                     - np.ascontiguousarray(gh.imag) @ self._sin[self._high]).ravel()
+        out: list[Candidate] = []
+        first: Candidate | None = None
+        for _ in range(max_sources):
+            ring = (cc @ self._ring_matrix).astype(np.float64)
+            cand = self._peak(cc, cc_el, ring, usable)
+            if cand is None:
+                break
+            if first is not None:
+                if cand.height < second_ratio * first.height or \
+                        abs(_wrap(cand.azimuth_deg - first.azimuth_deg)) < 2 * self.grid_step_deg + 10.0:
+                    break
+            if cand.weight < min_weight:
+                break
+            out.append(cand)
+            first = first or cand
+            if len(out) < max_sources:
+                self._blank_lags(cc)
+        return out
+
+    @staticmethod
+    def _response(cc: FloatArray, table: LagTable) -> FloatArray:
+        idx0, idx1, frac = table
+        resp: FloatArray = (cc[idx0] * (1.0 - frac) + cc[idx1] * frac).sum(axis=1)
+        return resp
+
+    def _peak(self, cc: FloatArray, cc_el: FloatArray, ring: FloatArray, usable: float) -> Candidate | None:
+        i = int(np.argmax(ring))
+        n = ring.size
+        if self.full_circle:
+            left, right = float(ring[(i - 1) % n]), float(ring[(i + 1) % n])
+        elif 0 < i < n - 1:
+            left, right = float(ring[i - 1]), float(ring[i + 1])
+        else:
+            left = right = float(ring[i])
+        mid = float(ring[i])
+        den = left - 2.0 * mid + right
+        offset = min(0.5, max(-0.5, 0.5 * (left - right) / den)) if den < 0.0 else 0.0
+        azimuth = float(self.grid_deg[i]) + offset * self.grid_step_deg
+        if self.full_circle:
+            azimuth = _wrap(azimuth)
+        else:
+            azimuth = min(90.0, max(-90.0, azimuth))
+        height = mid
+        elevation = 0.0
+        j = self._el0
+        if self._elev.size > 1:
+            resp = self._response(cc_el, (self._t0[:, i], self._t1[:, i], self._tf[:, i]))
+            j = int(np.argmax(resp))
+            elevation = float(self._elev[j])
+        if height <= 0.0:
+            return None
+        mean = float(ring.mean())
+        sharp = min(1.0, max(0.0, (height - mean) / max(1.0 - mean, 1e-9)))
+        weight = sharp * math.sqrt(min(1.0, usable))
+        self._last = (j, i)
+        return Candidate(azimuth_deg=azimuth, elevation_deg=elevation, height=height, weight=weight)
+
+    def _blank_lags(self, cc: FloatArray) -> None:
+        """Zero each pair's correlation around the lags of the last peak found, so that the next search
+        finds another source."""
+        j, i = self._last
+        centre = self._t0[j, i] + np.round(self._tf[j, i]).astype(np.intp)  # (P,) flat indices
+        row = (centre // self._lag_len) * self._lag_len
+        k = np.clip(centre[:, None] + np.arange(-self._blank, self._blank + 1)[None, :], row[:, None],
+                    row[:, None] + self._lag_len - 1)
+        cc[k] = 0.0

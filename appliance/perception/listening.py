@@ -1,0 +1,241 @@
+"""Listening: mic-array chunks (and the playback reference) in, one :class:`Heard` per block out.
+
+:class:`Listener` is pure (no clock, no driver), like :class:`appliance.perception.hearing.Hearing`, which
+it does not replace: chunks of any length with the time of their first sample, cut into ``[doa] block_ms``
+blocks every ``[tracker] hop_ms``. Per block:
+
+- voice activity (:class:`appliance.perception.vad.EnergyVad`) and the block's level;
+- with a playback reference, the far-end share (:func:`appliance.perception.farend.farend_share`) over the
+  last ``farend_window_ms``; a block whose share reaches ``farend_ratio`` is ``farend`` (held for
+  ``farend_hold_s``, the loudspeaker's reverberation) and is never reported as local speech;
+- soft DOA evidence (:class:`appliance.perception.evidence.SoftSrp`): up to ``max_sources`` weighted
+  direction estimates, from every block (blocks without speech teach the tracker the steady noises);
+- the source tracker (:class:`appliance.perception.tracker.SourceTracker`).
+
+``azimuth_deg`` is the dominant active talker (a tracked source of kind ``talker`` that the voice gate has
+heard), given in blocks that are not far end when the block is lively (the gate passed, or the level is a
+little above the noise floor) or the talker was heard in this very block: soft evidence, not a hard gate.
+``speech`` is the gate's verdict, or true when a talker is reported.
+
+Wiring (the live box): one ``Listener(cfg.mic_array, cfg.tracker, cfg.doa)`` per array;
+``listener.feed(block.samples, block.t, reference=playback_chunk_or_None)`` per captured block; each
+``Heard.to_doa()`` goes to the director unchanged, ``Heard.to_json()`` to the panel.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from appliance.config import DoaConfig, MicArraySection, TrackerConfig
+from appliance.messages import Doa
+from appliance.perception.evidence import SoftSrp
+from appliance.perception.farend import SILENT_DB, farend_share
+from appliance.perception.tracker import Source, SourceTracker
+from appliance.perception.vad import EnergyVad
+
+NOISE_EVERY = 4  # one block in this many without speech is analysed without the noise-floor weights
+DELAY_EVERY = 4
+LIVELY_DB = 3.0  # the far-end delay is searched again every this many blocks
+
+
+def _r(v: float, nd: int = 3) -> float:
+    return round(float(v), nd)
+
+
+@dataclass(frozen=True)
+class Heard:
+    """What one block ending at ``t`` says: the dominant active talker's azimuth (None when nobody local
+    talks), whether there is speech, whether the far end dominates, and every tracked source."""
+
+    t: float
+    azimuth_deg: float | None
+    speech: bool
+    farend: bool
+    level_db: float = -120.0
+    confidence: float = 0.0
+    sources: tuple[Source, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "t": _r(self.t),
+            "azimuth_deg": None if self.azimuth_deg is None else _r(self.azimuth_deg, 2),
+            "speech": bool(self.speech),
+            "level_db": _r(self.level_db, 1),
+            "confidence": _r(self.confidence),
+            "farend": bool(self.farend),
+            "sources": [s.to_json() for s in self.sources],
+        }
+
+    def to_doa(self) -> Doa:
+        """The same block as the director's :class:`Doa` message (far-end blocks are not speech)."""
+        return Doa(t=self.t, azimuth_deg=self.azimuth_deg, speech=self.speech and not self.farend,
+                   level_db=self.level_db, confidence=self.confidence)
+
+
+class _GivenLevelVad(EnergyVad):
+    """The energy gate on a level computed elsewhere (the block's voice-band level from the DOA's transform,
+    which saves a second transform of every block)."""
+
+    given_db = -120.0
+
+    def level_db(self, block: npt.ArrayLike) -> float:
+        return self.given_db
+
+
+class Listener:
+    """Voice activity, far end, soft DOA evidence and tracked sources of a mic-array stream."""
+
+    def __init__(self, mic: MicArraySection, cfg: TrackerConfig | None = None, doa: DoaConfig | None = None) -> None:
+        self.mic = mic
+        self.cfg = cfg = cfg or TrackerConfig()
+        self.doa = doa = doa or DoaConfig()
+        self.sample_rate = fs = int(mic.sample_rate)
+        self.n_mics = len(mic.positions)
+        self.srp = SoftSrp(np.asarray(mic.positions, dtype=np.float64), fs, doa.block_ms, doa.fmin_hz,
+                           doa.fmax_hz, doa.grid_deg, hop_ms=cfg.hop_ms, full_circle=cfg.full_circle)
+        self.vad = _GivenLevelVad(doa.model_copy(update={"hop_ms": cfg.hop_ms}), fs)
+        self.tracker = SourceTracker(cfg, hop_s=cfg.hop_ms / 1000.0)
+        self.block_len = self.srp.block_len
+        self.hop_len = max(1, round(cfg.hop_ms * fs / 1000.0))
+        self.max_delay = max(1, round(cfg.farend_max_delay_ms * fs / 1000.0))
+        self.window_len = max(self.block_len, round(cfg.farend_window_ms * fs / 1000.0))
+        self._history = self.window_len + self.max_delay  # samples kept behind a block's end
+        self._farend_until = -math.inf
+        self._blocks = 0
+        self._delay: int | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the buffered audio (not the learnt noise floor nor the sources)."""
+        self._x = np.zeros((0, self.n_mics), dtype=np.float32)
+        self._ref = np.zeros(0, dtype=np.float32)
+        self._base = 0  # absolute index of the first buffered sample
+        self._next = 0  # absolute index of the next block's first sample
+        self._t_origin: float | None = None  # time of absolute sample 0
+        self._has_ref = False
+
+    def _check(self, samples: npt.ArrayLike, reference: npt.ArrayLike | None) -> tuple[np.ndarray, np.ndarray | None]:
+        x = np.asarray(samples, dtype=np.float32)
+        if x.ndim == 1 and self.n_mics == 1:
+            x = x[:, None]
+        if x.ndim != 2 or x.shape[1] != self.n_mics:
+            got = x.shape[1] if x.ndim == 2 else f"shape {x.shape}"
+            raise ValueError(f"audio has the wrong number of channels: expected {self.n_mics} "
+                             f"(one per microphone in [mic_array] positions), got {got}")
+        if reference is None:
+            return x, None
+        r = np.asarray(reference, dtype=np.float32)
+        if r.ndim == 2 and r.shape[1] == 1:
+            r = r[:, 0]
+        if r.ndim != 1:
+            raise ValueError(f"the playback reference must be mono, got shape {r.shape}")
+        if r.shape[0] != x.shape[0]:
+            raise ValueError(f"the playback reference has {r.shape[0]} samples but the array chunk has "
+                             f"{x.shape[0]}: they must be sample-aligned")
+        return x, r
+
+    def feed(self, samples: npt.ArrayLike, t0: float, reference: npt.ArrayLike | None = None) -> list[Heard]:
+        """Add a chunk (frames, channels) whose first sample is at ``t0`` seconds, with, when the box plays
+        something, the matching chunk of the playback reference (frames,). Returns a :class:`Heard` for
+        every block completed, stamped with the time of the block's end."""
+        x, r = self._check(samples, reference)
+        if x.shape[0] == 0:
+            return []
+        fs = self.sample_rate
+        if self._t_origin is not None:
+            expected = self._t_origin + (self._base + self._x.shape[0]) / fs
+            if abs(t0 - expected) > self.block_len / fs:
+                self.reset()
+        if self._t_origin is None:
+            self._t_origin = float(t0)
+        if r is not None:
+            self._has_ref = True
+        self._x = np.concatenate([self._x, x]) if self._x.size else x.copy()
+        self._ref = np.concatenate([self._ref, r if r is not None else np.zeros(x.shape[0], np.float32)])
+
+        out: list[Heard] = []
+        end = self._base + self._x.shape[0]
+        while self._next + self.block_len <= end:
+            block_end = self._next + self.block_len
+            out.append(self._analyse(block_end, self._t_origin + block_end / fs))
+            self._next += self.hop_len
+        keep_from = max(self._base, min(self._next, self._next + self.block_len - self._history))
+        drop = keep_from - self._base
+        if drop > 0:
+            self._x = self._x[drop:]
+            self._ref = self._ref[drop:]
+            self._base = keep_from
+        return out
+
+    def _farend(self, block_end: int, t: float) -> bool:
+        cfg = self.cfg
+        i_end = block_end - self._base
+        n = min(self.window_len, i_end)
+        need = n + self.max_delay
+        ref = self._ref[max(0, i_end - need):i_end]
+        if ref.size < need:
+            ref = np.concatenate([np.zeros(need - ref.size, np.float32), ref])
+        # the room path changes rarely: search its delay again every DELAY_EVERY blocks, or when lost
+        search = self._delay is None or self._blocks % DELAY_EVERY == 0
+        est = farend_share(self._x[i_end - n:i_end], ref, self.sample_rate, self.max_delay,
+                           delay=None if search else self._delay)
+        if est.reference_db > SILENT_DB:
+            self._delay = est.delay if est.share >= cfg.farend_ratio / 2.0 else None
+        # hysteresis: while the far end plays, half the share keeps the block marked
+        playing = t <= self._farend_until + self.hop_len / self.sample_rate
+        ratio = cfg.farend_ratio / 2.0 if playing else cfg.farend_ratio
+        if est.share >= ratio:
+            self._farend_until = t + cfg.farend_hold_s
+        return t <= self._farend_until
+
+    def _analyse(self, block_end: int, t: float) -> Heard:
+        cfg = self.cfg
+        i_end = block_end - self._base
+        block = self._x[i_end - self.block_len:i_end]
+        self.vad.given_db = self.srp.prepare(block)  # the voice-band level, from the DOA's own transform
+        speech, level = self.vad.update(block)
+        self._blocks += 1
+        farend = self._has_ref and self._farend(block_end, t)
+        # Bins near the learnt noise floor are down-weighted (a talker the gate missed still shows), except
+        # in one block out of NOISE_EVERY without speech, where the steady sources show and are learnt.
+        masked = speech or self._blocks % NOISE_EVERY != 0
+        cands = self.srp.evidence(masked, max_sources=cfg.max_sources if speech else 1,
+                                  second_ratio=cfg.second_ratio, min_weight=cfg.min_weight)
+        # the context the tracker classifies sources by: a block a little above the noise floor counts as
+        # speech too (the gate is strict; a talker starting softly is not a fan)
+        floor = self.vad.floor_db
+        lively = speech or (floor is not None and level > floor + LIVELY_DB)
+        sources = self.tracker.update(t, cands, speech=lively, farend=farend, level_db=level, voiced=speech)
+        azimuth: float | None = None
+        confidence = 0.0
+        if not farend:
+            talker = self.tracker.dominant_talker()
+            if talker is not None and (lively or talker.heard):
+                azimuth, confidence = talker.azimuth_deg, talker.activity
+        return Heard(t=t, azimuth_deg=azimuth, speech=speech or azimuth is not None, farend=farend,
+                     level_db=level, confidence=confidence, sources=tuple(sources))
+
+
+def read_reference(path: str | os.PathLike[str], samples: npt.NDArray[np.float32], sample_rate: int) -> np.ndarray:
+    """The playback reference WAV at ``path`` as float32 (frames,), checked against the array recording
+    ``samples`` (frames, channels) at ``sample_rate``: mono, the same rate, the same length."""
+    from drivers.files import MediaFileError, read_wav
+
+    ref, rate = read_wav(path)
+    if rate != sample_rate:
+        raise MediaFileError(f"{path}: the reference's sample rate is {rate} Hz but the array recording's is "
+                             f"{sample_rate} Hz")
+    if ref.shape[1] != 1:
+        raise MediaFileError(f"{path}: the reference has {ref.shape[1]} channels; it must be mono (what was "
+                             f"sent to the loudspeaker)")
+    if ref.shape[0] != samples.shape[0]:
+        raise MediaFileError(f"{path}: the reference has {ref.shape[0]} samples but the array recording has "
+                             f"{samples.shape[0]}: they must be sample-aligned and of the same length")
+    out: np.ndarray = ref[:, 0]
+    return out

@@ -1,0 +1,721 @@
+"""The operating side: credentials, refusals, the remote config API and its history, under abuse.
+
+A real aiohttp server on 127.0.0.1 (on a loop thread, as the box runs it), real HTTP and WebSocket
+clients, a real aiortc viewer, the real ``roombox`` command in subprocesses, schemathesis against the
+served OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import io
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import numpy as np
+import pytest
+
+from appliance.config import AccessConfig, Config, StreamConfig, load_config
+from appliance.control.auth import Auth, PinStore, Throttle, TokenStore
+from appliance.control.guard import Control
+from appliance.control.store import ConfigStore
+from appliance.streaming.hub import EventBus, LatestFrame
+from appliance.streaming.server import PARTS, create_app, run_server
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class LoopThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="test-control-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        async def drain() -> None:
+            await self.loop.shutdown_asyncgens()
+            await self.loop.shutdown_default_executor()
+
+        self.run(drain())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5.0)
+        self.loop.close()
+
+
+def _command(cmd: dict[str, Any]) -> dict[str, Any]:
+    if cmd["cmd"] == "ping":
+        return {"pong": True}
+    raise ValueError(f"unknown command {cmd['cmd']!r}")
+
+
+class Box:
+    """The panel server with a config store, tokens of each kind and a small moving picture."""
+
+    def __init__(self, home: Path, **access: Any) -> None:
+        self.home = home
+        self.applied: list[Config] = []
+        auth = Auth(TokenStore(home / "tokens.json"), PinStore(home / "pin.json"))
+        start = Config(access=AccessConfig(**access))
+        self.store = ConfigStore(home / "config.toml", home / "config-revisions", start)
+        self.control = Control(auth, store=self.store, on_config=self._on_config)
+        self.tokens = {scope: auth.tokens.create(scope, f"test-{scope}")[1] for scope in ("read", "control", "admin")}
+        self.tokens["expired"] = auth.tokens.create("admin", "expired", expires_s=0.001)[1]
+        self.tokens["elsewhere"] = auth.tokens.create("admin", "elsewhere", allowed_from=["10.9.8.7"])[1]
+        self.lt = LoopThread()
+        self.lt.run(self._start())
+
+    def _on_config(self, cfg: Config) -> list[str]:
+        self.applied.append(cfg)
+        return ["stream", "cameras", "mic_arrays"]  # the director, doa, detector apply live in this pretend box
+
+    async def _start(self) -> None:
+        self.frames, self.events = LatestFrame(), EventBus()
+        self.stop_feed = asyncio.Event()
+        self.feeder = asyncio.create_task(self._feed())
+        self.app = create_app(self.frames, None, self.events, StreamConfig(width=320, height=180, fps=15.0),
+                              _command, control=self.control)
+        self.server = await run_server(self.app, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.port}"
+
+    async def _feed(self) -> None:
+        loop = asyncio.get_running_loop()
+        i = 0
+        while not self.stop_feed.is_set():
+            img = np.zeros((180, 320, 3), np.uint8)
+            img[:, (i * 7) % 300:(i * 7) % 300 + 20] = 255
+            self.frames.put(img, loop.time())
+            i += 1
+            await asyncio.sleep(1 / 15)
+
+    async def _stop(self) -> None:
+        self.stop_feed.set()
+        await self.feeder
+        await self.server.stop()
+
+    def close(self) -> None:
+        self.lt.run(self._stop())
+        self.lt.close()
+
+    @property
+    def parts(self) -> Any:
+        return self.app[PARTS]
+
+    def call(self, method: str, path: str, body: Any = None, token: str | None = None,
+             headers: dict[str, str] | None = None, raw: bytes | None = None,
+             content_type: str = "application/json") -> tuple[int, dict[str, str], Any]:
+        h = dict(headers or {})
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+        if data is not None:
+            h.setdefault("Content-Type", content_type)
+        if token is not None:
+            h["Authorization"] = f"Bearer {self.tokens.get(token, token)}"
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=h)
+        try:
+            with urllib.request.urlopen(req, timeout=20) as r:
+                return r.status, dict(r.headers), json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            with e:
+                text = e.read()
+                try:
+                    payload = json.loads(text)
+                except ValueError:
+                    payload = text.decode(errors="replace")
+                return e.code, dict(e.headers), payload
+
+
+@pytest.fixture()
+def box(tmp_path: Path) -> Iterator[Box]:
+    b = Box(tmp_path)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+SDP_HEAD = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+
+
+def _sdp_with_m_lines(n: int) -> str:
+    m = ("m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:{i}\r\na=recvonly\r\n"
+         "a=rtpmap:96 VP8/90000\r\n")
+    return SDP_HEAD + "".join(m.format(i=i) for i in range(n))
+
+
+async def _real_offer_sdp() -> str:
+    from aiortc import RTCPeerConnection
+
+    pc = RTCPeerConnection()
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    offer = await pc.createOffer()  # never set: no ICE runs for it, nothing is left pending
+    await pc.close()
+    return str(offer.sdp)
+
+
+# ---------- refusals ----------
+
+
+def test_reading_needs_read_and_config_needs_admin(box: Box) -> None:
+    assert box.call("GET", "/healthz")[0] == 200
+    assert box.call("GET", "/api/openapi.json")[0] == 200
+    status, headers, body = box.call("GET", "/api/state")
+    assert status == 401 and "credentials" in body["error"] and headers["WWW-Authenticate"].startswith("Bearer")
+    assert box.call("GET", "/api/state", token="read")[0] == 200
+    assert box.call("GET", "/api/status", token="read")[1]["Cache-Control"] == "no-store"
+    for who, want in (("read", 403), ("control", 403), ("admin", 200), ("expired", 401), ("elsewhere", 401),
+                      ("rbx_00000000_forged", 401), ("not-a-token", 401)):
+        status, _, body = box.call("GET", "/api/config", token=who)
+        assert status == want, (who, status, body)
+    status, _, body = box.call("GET", "/api/config", token="control")
+    assert "needs the admin scope" in body["error"] and "has control" in body["error"]
+    assert box.call("GET", "/api/config", headers={"Authorization": "Basic YTpi"})[0] == 401
+    status, _, body = box.call("PUT", "/api/config", Config().model_dump(mode="json"), token="read")
+    assert status == 403
+    assert len(box.store.revisions()) == 1
+
+
+def test_host_header_must_be_one_of_the_boxs_names(box: Box) -> None:
+    for host, want in (("evil.example", 421), ("evil.example:8080", 421), ("127.0.0.1", 200), ("localhost:1", 200),
+                       ("[::1]:80", 200), ("192.168.1.20", 200)):
+        status, _, body = box.call("GET", "/healthz", headers={"Host": host})
+        assert status == want, (host, status, body)
+    assert box.call("GET", "/api/state", token="read", headers={"Host": "rebind.attacker.example"})[0] == 421
+    with socket.create_connection(("127.0.0.1", int(box.url.rsplit(":", 1)[1])), timeout=10) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")  # no Host at all
+        assert conn.recv(4096).startswith(b"HTTP/1.0 421")
+    status, headers, _ = box.call("GET", "/api/config")
+    assert status == 401 and headers["X-Frame-Options"] == "DENY" and headers["Cache-Control"] == "no-store"
+    # a name added to the config is answered from the next request on: applied live
+    doc = box.store.current.model_dump(mode="json")
+    doc["access"]["allowed_hosts"] = ["room-12.example.org"]
+    status, _, change = box.call("PUT", "/api/config", doc, token="admin")
+    assert status == 200 and change["applied_live"] == ["access.allowed_hosts"] and change["restart_required"] == []
+    assert box.call("GET", "/healthz", headers={"Host": "Room-12.example.org:8080"})[0] == 200
+
+
+def test_offers_are_refused_without_credentials_origin_json_or_a_sane_sdp(box: Box) -> None:
+    sdp = run_async(_real_offer_sdp())
+    good = {"sdp": sdp, "type": "offer"}
+    same = {"Origin": box.url}
+    cases: list[tuple[str, dict[str, Any], int, str]] = [
+        ("no credentials", {"body": good}, 401, "credentials"),
+        ("other origin", {"body": good, "token": "read", "headers": {"Origin": "http://evil.example"}}, 403, "origin"),
+        ("null origin", {"body": good, "token": "read", "headers": {"Origin": "null"}}, 403, "origin"),
+        ("other port", {"body": good, "token": "read", "headers": {"Origin": "http://127.0.0.1:1"}}, 403, "origin"),
+        ("text/plain", {"raw": json.dumps(good).encode(), "token": "read", "content_type": "text/plain"}, 415,
+         "application/json"),
+        ("form", {"raw": b"sdp=x&type=offer", "token": "read",
+                  "content_type": "application/x-www-form-urlencoded"}, 415, "application/json"),
+        ("garbage sdp", {"body": {"sdp": "hello", "type": "offer"}, "token": "read"}, 400, "v=0"),
+        ("empty sdp", {"body": {"sdp": "", "type": "offer"}, "token": "read"}, 400, "v=0"),
+        ("null sdp", {"body": {"sdp": None, "type": "offer"}, "token": "read"}, 400, "expected JSON"),
+        ("null body", {"raw": b"null", "token": "read"}, 400, "expected JSON"),
+        ("an answer", {"body": {"sdp": sdp, "type": "answer"}, "token": "read"}, 400, "expected an offer"),
+        ("no media", {"body": {"sdp": SDP_HEAD, "type": "offer"}, "token": "read"}, 400, "neither video"),
+        ("sending media", {"body": {"sdp": _sdp_with_m_lines(1).replace("recvonly", "sendrecv"), "type": "offer"},
+                           "token": "read"}, 400, "recvonly"),
+        ("16 m-lines", {"body": {"sdp": _sdp_with_m_lines(16), "type": "offer"}, "token": "read"}, 400, "m-lines"),
+        ("600 m-lines", {"body": {"sdp": _sdp_with_m_lines(600), "type": "offer"}, "token": "read"}, 400, "m-lines"),
+        ("nested", {"raw": b"[" * 100_000 + b"]" * 100_000, "token": "read"}, 400, "nested"),
+        ("NaN", {"raw": b'{"sdp": NaN, "type": "offer"}', "token": "read"}, 400, "NaN"),
+        ("huge", {"raw": b'{"sdp": "' + b"a" * 400_000 + b'", "type": "offer"}', "token": "read"}, 413, ""),
+        ("cookie without origin", {"body": good, "headers": {"Cookie": "roombox_session=whatever"}}, 401, ""),
+    ]
+    for name, kw, want, says in cases:
+        t0 = time.monotonic()
+        status, _, body = box.call("POST", "/offer", **kw)
+        assert status == want, (name, status, body)
+        assert says in (body["error"] if isinstance(body, dict) else body), (name, body)
+        assert time.monotonic() - t0 < 5.0, name  # no stall on 600 m-lines
+    assert box.parts.peers == set()  # nothing left behind by any of them
+    status, _, answer = box.call("POST", "/offer", good, token="read", headers=same)
+    assert status == 200 and answer["type"] == "answer" and answer["sdp"].count("m=") == 2
+
+
+def test_viewers_are_bounded_and_peers_that_never_connect_are_dropped(tmp_path: Path) -> None:
+    b = Box(tmp_path, max_viewers=2, ice_timeout_s=2.0)
+    try:
+        sdp = run_async(_real_offer_sdp())  # its peer is closed: ICE never completes
+        for _ in range(2):
+            assert b.call("POST", "/offer", {"sdp": sdp, "type": "offer"}, token="read")[0] == 200
+        status, headers, body = b.call("POST", "/offer", {"sdp": sdp, "type": "offer"}, token="read")
+        assert status == 429 and "max_viewers" in body["error"] and headers["Retry-After"]
+        assert b.call("GET", "/api/status", token="read")[2]["viewers"] == 2
+        deadline = time.monotonic() + 20
+        while b.call("GET", "/api/status", token="read")[2]["viewers"]:
+            assert time.monotonic() < deadline, "peers that never connected were kept"
+            time.sleep(0.2)
+        assert b.call("POST", "/offer", {"sdp": sdp, "type": "offer"}, token="read")[0] == 200
+    finally:
+        b.close()
+
+
+def test_socket_needs_credentials_and_origin_and_commands_need_control(box: Box) -> None:
+    async def main() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with aiohttp.ClientSession() as s:
+            for name, headers in (("none", {}), ("evil", {"Origin": "http://evil.example",
+                                                          "Authorization": f"Bearer {box.tokens['control']}"}),
+                                  ("null", {"Origin": "null", "Authorization": f"Bearer {box.tokens['control']}"})):
+                try:
+                    async with s.ws_connect(box.url + "/ws", headers=headers):
+                        out[name] = "connected"
+                except aiohttp.WSServerHandshakeError as e:
+                    out[name] = e.status
+            for scope in ("read", "control"):
+                headers = {"Authorization": f"Bearer {box.tokens[scope]}", "Origin": box.url}
+                async with s.ws_connect(box.url + "/ws", headers=headers) as ws:
+                    replies = []
+                    for text in ('{"cmd": "ping", "id": 1}', "[" * 20_000 + "]" * 20_000, '{"cmd": "ping", "id": 2}'):
+                        await ws.send_str(text)
+                        while (msg := await ws.receive_json(timeout=5))["kind"] not in ("reply", "error"):
+                            pass
+                        replies.append(msg)
+                    out[scope] = replies
+        return out
+
+    out = run_async(main())
+    assert (out["none"], out["evil"], out["null"]) == (401, 403, 403)
+    read_ping, read_nested, _ = out["read"]
+    assert read_ping["kind"] == "error" and "need the control scope" in read_ping["data"]["error"]
+    ping, nested, again = out["control"]
+    assert ping == {"kind": "reply", "data": {"cmd": "ping", "id": 1, "result": {"pong": True}}}
+    assert nested == {"kind": "error", "data": {"error": "not JSON"}} and again["kind"] == "reply"
+
+
+def test_a_socket_is_closed_when_its_token_is_revoked(box: Box, monkeypatch: pytest.MonkeyPatch) -> None:
+    import appliance.streaming.server as server
+
+    monkeypatch.setattr(server, "CREDENTIALS_RECHECK_S", 0.2)
+
+    async def main() -> tuple[int | None, float]:
+        headers = {"Authorization": f"Bearer {box.tokens['control']}"}
+        async with aiohttp.ClientSession() as s, s.ws_connect(box.url + "/ws", headers=headers) as ws:
+            box.control.auth.tokens.revoke("test-control")
+            t0 = time.monotonic()
+            while (await ws.receive(timeout=15)).type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                pass
+            return ws.close_code, time.monotonic() - t0
+
+    code, seconds = run_async(main())
+    assert code == 4401 and seconds < 10
+
+
+def test_sockets_are_bounded_live_from_the_config(box: Box) -> None:
+    doc = box.store.current.model_dump(mode="json")
+    doc["access"]["max_sockets"] = 2
+    assert box.call("PUT", "/api/config", doc, token="admin")[0] == 200
+
+    async def main() -> list[Any]:
+        headers = {"Authorization": f"Bearer {box.tokens['read']}"}
+        async with aiohttp.ClientSession() as s:
+            a = await s.ws_connect(box.url + "/ws", headers=headers)
+            b = await s.ws_connect(box.url + "/ws", headers=headers)
+            try:
+                await s.ws_connect(box.url + "/ws", headers=headers)
+                third: Any = "connected"
+            except aiohttp.WSServerHandshakeError as e:
+                third = e.status
+            await a.close()
+            await asyncio.sleep(0.3)
+            c = await s.ws_connect(box.url + "/ws", headers=headers)
+            await b.close()
+            await c.close()
+        return [third]
+
+    assert run_async(main()) == [429]
+
+
+# ---------- the config API ----------
+
+
+def test_config_put_validates_records_revisions_and_restores(box: Box) -> None:
+    status, headers, doc = box.call("GET", "/api/config", token="admin")
+    assert status == 200 and headers["ETag"] == '"1"' and doc == Config().model_dump(mode="json")
+    original_file = (box.home / "config.toml").read_text()
+
+    bad = [({**doc, "director": {**doc["director"], "min_hold_s": -1}}, "director.min_hold_s", "greater than"),
+           ({**doc, "director": {**doc["director"], "hold": 1}}, "director.hold", "unknown key"),
+           ({**doc, "stream": {**doc["stream"], "fps": "fast"}}, "stream.fps", "number"),
+           ({**doc, "colour": "red"}, "colour", "unknown key"),
+           ([1, 2], "(top level)", "object")]
+    for body, key, reason in bad:
+        status, _, err = box.call("PUT", "/api/config", body, token="admin")
+        assert status == 422, (key, err)
+        assert any(e["key"] == key and reason in e["reason"] for e in err["errors"]), (key, err)
+        assert key in err["error"]
+    status, _, err = box.call("PUT", "/api/config", raw=b"[director\nmin_hold_s = ", token="admin",
+                              content_type="application/toml")
+    assert status == 400 and "not valid TOML" in err["error"]
+    status, _, err = box.call("PUT", "/api/config", raw=b"[mic_arrays.main]\ntype = 'wav'\npositions = "
+                              b"[[nan, 0.0, 0.0], [0.1, 0.0, 0.0]]\n", token="admin", content_type="application/toml")
+    assert status == 422 and "finite" in err["error"]
+    assert box.call("PUT", "/api/config", raw=b'{"doa": {"grid_deg": NaN}}', token="admin")[0] == 400
+    assert box.call("PUT", "/api/config", raw=b"x" * 300_000, token="admin")[0] == 413
+    assert box.call("PUT", "/api/config", raw=b"x=1", token="admin", content_type="text/plain")[0] == 415
+    # none of that changed anything
+    assert (box.home / "config.toml").read_text() == original_file and box.store.current == Config()
+    assert len(box.store.revisions()) == 1 and box.applied == []
+
+    new = {**doc, "director": {**doc["director"], "min_hold_s": 3.0}, "stream": {**doc["stream"], "fps": 10.0}}
+    status, headers, change = box.call("PUT", "/api/config", new, token="admin", headers={"If-Match": '"1"'})
+    assert status == 200 and headers["ETag"] == '"2"'
+    assert change == {"revision": 2, "changed": ["director.min_hold_s", "stream.fps"],
+                      "applied_live": ["director.min_hold_s"], "restart_required": ["stream.fps"]}
+    assert box.applied[-1].director.min_hold_s == 3.0
+    assert load_config(box.home / "config.toml").director.min_hold_s == 3.0
+    status, _, err = box.call("PUT", "/api/config", doc, token="admin", headers={"If-Match": '"1"'})
+    assert status == 412 and err["revision"] == 2
+
+    toml_text = (box.home / "config.toml").read_text().replace("min_hold_s = 3.0", "min_hold_s = 4.5")
+    status, _, change = box.call("PUT", "/api/config", raw=toml_text.encode(), token="admin",
+                                 content_type="application/toml")
+    assert status == 200 and change["changed"] == ["director.min_hold_s"] and change["revision"] == 3
+
+    status, _, listing = box.call("GET", "/api/config/revisions", token="admin")
+    revs = listing["revisions"]
+    assert [r["id"] for r in revs] == [3, 2, 1]
+    assert revs[0]["who"] == "token test-admin ({})".format(box.tokens["admin"].split("_")[1])
+    assert revs[1]["changed"] == ["director.min_hold_s", "stream.fps"] and revs[1]["restart"] == ["stream.fps"]
+    assert revs[0]["when"].endswith("Z")
+    status, _, one = box.call("GET", "/api/config/revisions/2", token="admin")
+    assert status == 200 and one["config"]["director"]["min_hold_s"] == 3.0
+    assert box.call("GET", "/api/config/revisions/99", token="admin")[0] == 404
+    assert box.call("GET", "/api/config/revisions/x1", token="admin")[0] == 404
+    assert box.call("POST", "/api/config/revisions/1/restore", token="read")[0] == 403
+    assert box.call("POST", "/api/config/revisions/99/restore", token="admin")[0] == 404
+
+    status, _, change = box.call("POST", "/api/config/revisions/1/restore", token="admin")
+    assert status == 200 and change["revision"] == 4
+    assert change["changed"] == ["director.min_hold_s", "stream.fps"] and change["restart_required"] == ["stream.fps"]
+    assert box.store.current == Config() and load_config(box.home / "config.toml") == Config()
+    assert box.call("GET", "/api/config/revisions/4", token="admin")[2]["note"] == "restored revision 1"
+    status, _, st = box.call("GET", "/api/status", token="read")
+    assert st["config_revision"] == 4 and st["restart_required"] == ["stream.fps"]
+    # the same document again is no change and no revision
+    assert box.call("PUT", "/api/config", doc, token="admin")[2]["changed"] == []
+    assert box.store.latest_id() == 4
+
+
+def test_a_store_reopened_finds_changes_made_outside_it(tmp_path: Path) -> None:
+    store = ConfigStore.open(tmp_path / "config.toml", tmp_path / "revs")
+    assert store.latest_id() == 1
+    text = (tmp_path / "config.toml").read_text().replace("min_hold_s = 1.5", "min_hold_s = 2.5")
+    (tmp_path / "config.toml").write_text(text)
+    (tmp_path / ".config.toml.abc123").write_text("half a wri")  # a write killed before its rename
+    again = ConfigStore.open(tmp_path / "config.toml", tmp_path / "revs")
+    rev = again.revisions()[0]
+    assert (rev.id, rev.changed, rev.who) == (2, ["director.min_hold_s"], "box")
+    assert not (tmp_path / ".config.toml.abc123").exists()
+    assert ConfigStore.open(tmp_path / "config.toml", tmp_path / "revs").latest_id() == 2
+
+
+KILLER = r"""
+import os, sys
+from pathlib import Path
+from appliance.config import Config, DirectorConfig, load_config
+from appliance.control.store import ConfigStore
+path, revs = Path(sys.argv[1]), Path(sys.argv[2])
+configs = [Config(), Config(director=DirectorConfig(min_hold_s=7.0))]
+print("ready", flush=True)
+for line in sys.stdin:
+    pid = os.fork()
+    if pid == 0:
+        store = ConfigStore(path, revs, load_config(path))
+        i = 0
+        while True:
+            store.write(configs[i % 2], "killer")
+            i += 1
+    print(pid, flush=True)
+    os.waitpid(pid, 0)
+"""
+
+
+def test_a_config_write_killed_at_random_moments_leaves_the_old_or_the_new_file(tmp_path: Path) -> None:
+    path, revs = tmp_path / "config.toml", tmp_path / "revs"
+    ConfigStore.open(path, revs)
+    wanted = {1.5, 7.0}
+    proc = subprocess.Popen([sys.executable, "-c", KILLER, str(path), str(revs)], cwd=ROOT, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    rng = random.Random(15)
+    seen = set()
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        for _ in range(15):
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            pid = int(proc.stdout.readline())
+            time.sleep(rng.uniform(0.02, 0.25))
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(0.02)
+            cfg = load_config(path)  # raises on a broken file
+            assert cfg.director.min_hold_s in wanted
+            seen.add(cfg.director.min_hold_s)
+            for f in revs.glob("*.json"):
+                json.loads(f.read_text())
+    finally:
+        proc.stdin.close()
+        proc.wait(10)
+        proc.stdout.close()
+    assert seen == wanted  # the kills did land on both sides of writes
+    store = ConfigStore(path, revs, load_config(path))  # a box starting after the crash
+    assert not list(tmp_path.glob(".config.toml.*")) and not list(revs.glob(".*"))
+    assert store.document(store.latest_id()) == store.current.model_dump(mode="json")
+    assert tomllib.loads(path.read_text())["director"]["min_hold_s"] in wanted
+
+
+# ---------- sessions, the PIN, the command line ----------
+
+
+def test_pin_sessions_back_off_and_are_logged(box: Box, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    same = {"Origin": box.url}
+    assert box.call("POST", "/api/session", {"pin": "1234"}, headers=same)[0] == 409  # no PIN yet
+    box.control.auth.pin.set("2468")
+    assert box.call("POST", "/api/session", {"pin": "2468"}, headers={"Origin": "http://evil.example"})[0] == 403
+    assert box.call("POST", "/api/session", {"pin": 2468}, headers=same)[0] == 400
+    assert [box.call("POST", "/api/session", {"pin": "0000"}, headers=same)[0] for _ in range(3)] == [401] * 3
+    status, headers, err = box.call("POST", "/api/session", {"pin": "2468"}, headers=same)  # right, but too soon
+    assert status == 429 and int(headers["Retry-After"]) >= 1 and "try again" in err["error"]
+    time.sleep(1.1)
+    assert box.call("POST", "/api/session", {"pin": "1111"}, headers=same)[0] == 401
+    status, headers, err = box.call("POST", "/api/session", {"pin": "2468"}, headers=same)
+    assert status == 429 and err["retry_after_s"] > 1.0  # the wait doubles
+    assert "wrong PIN from 127.0.0.1 (4 in a row)" in caplog.text
+    box.control.auth.throttle = Throttle()  # instead of waiting out the back-off
+    status, headers, who = box.call("POST", "/api/session", {"pin": "2468"}, headers=same)
+    assert status == 200 and who["scope"] == "admin" and "admin PIN accepted from 127.0.0.1" in caplog.text
+    cookie = headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    session = cookie.split(";")[0]
+    assert box.call("GET", "/api/session", headers={"Cookie": session})[2]["scope"] == "admin"
+    doc = box.store.current.model_dump(mode="json")
+    doc["director"]["min_hold_s"] = 2.0
+    # a session cookie changes nothing without the page's own Origin (a cross-site form cannot use it)
+    assert box.call("PUT", "/api/config", doc, headers={"Cookie": session})[0] == 401
+    assert box.call("PUT", "/api/config", doc, headers={"Cookie": session, "Origin": "http://evil.example"})[0] == 403
+    status, _, change = box.call("PUT", "/api/config", doc, headers={"Cookie": session, **same})
+    assert status == 200 and box.store.revisions()[0].who == "PIN from 127.0.0.1"
+    assert box.call("DELETE", "/api/session", headers={"Cookie": session, **same})[0] == 200
+    assert box.call("GET", "/api/session", headers={"Cookie": session})[0] == 401
+
+
+def test_kiosk_token_session_ends_when_the_token_is_revoked(box: Box) -> None:
+    same = {"Origin": box.url}
+    assert box.call("POST", "/api/session", {"token": "rbx_nope_x"}, headers=same)[0] == 401
+    status, headers, who = box.call("POST", "/api/session", {"token": box.tokens["control"]}, headers=same)
+    assert status == 200 and who["scope"] == "control"
+    session = headers["Set-Cookie"].split(";")[0]
+    assert box.call("GET", "/api/state", headers={"Cookie": session})[0] == 200
+    assert box.call("GET", "/api/config", headers={"Cookie": session})[0] == 403
+    box.control.auth.tokens.revoke("test-control")
+    assert box.call("GET", "/api/state", headers={"Cookie": session})[0] == 401
+    assert box.call("GET", "/api/state", token="control")[0] == 401
+
+
+def _roombox(home: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "appliance.cli", *args], cwd=ROOT, input=stdin, text=True,
+                          capture_output=True, timeout=60, env={**os.environ, "ROOMBOX_HOME": str(home)})
+
+
+def test_token_and_pin_commands_and_a_running_box_sees_them(box: Box, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    made = _roombox(box.home, "token", "create", "--scope", "admin", "--name", "it-dept")  # the real command
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip().splitlines()[-1]
+    assert token.startswith("rbx_") and token not in (box.home / "tokens.json").read_text()
+    assert oct((box.home / "tokens.json").stat().st_mode & 0o777) == "0o600"
+    assert box.call("GET", "/api/config", token=token)[0] == 200
+
+    from appliance.cli import main  # the rest in this process: the same code, without a start-up each
+
+    monkeypatch.setenv("ROOMBOX_HOME", str(box.home))
+
+    def roombox(*args: str, stdin: str = "") -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse refusals
+            code = int(e.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = roombox("token", "list")
+    assert code == 0 and "it-dept" in out and "admin" in out and token not in out
+    code, _, err = roombox("token", "create", "--scope", "root")
+    assert code == 2 and "invalid choice" in err
+    code, _, err = roombox("token", "create", "--scope", "read", "--from", "not-an-address")
+    assert code == 2 and "not an IP address" in err
+    assert roombox("token", "revoke", "it-dept")[0] == 0
+    assert box.call("GET", "/api/config", token=token)[0] == 401
+    code, _, err = roombox("token", "revoke", "it-dept")
+    assert code == 2 and "no token with id or name 'it-dept'" in err
+    code, _, err = roombox("pin", "set", stdin="12\n")
+    assert code == 2 and "4 to 12 digits" in err
+    assert roombox("pin", "set", stdin="97531\n")[0] == 0
+    assert "97531" not in (box.home / "pin.json").read_text()
+    assert box.call("POST", "/api/session", {"pin": "97531"}, headers={"Origin": box.url})[0] == 200
+    assert roombox("pin", "clear")[0] == 0
+    assert box.call("POST", "/api/session", {"pin": "97531"}, headers={"Origin": box.url})[0] == 409
+
+
+# ---------- schemathesis ----------
+
+
+def _state_of(box: Box) -> tuple[Any, ...]:
+    return (box.store.latest_id(), box.store.current, (box.home / "config.toml").read_text(),
+            len(box.parts.peers), len(box.control.auth.sessions))
+
+
+def test_schemathesis_finds_no_5xx_and_no_state_change_without_credentials(box: Box) -> None:
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_dict(box.call("GET", "/api/openapi.json")[2])
+    operations = [op.ok() for op in schema.get_all_operations()]  # type: ignore[union-attr]
+    assert len(operations) == 13
+    before = _state_of(box)
+    calls: list[tuple[str, int]] = []
+
+    def run(headers: dict[str, str], examples: int) -> None:
+        for op in operations:
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+                @given(case=op.as_strategy(generation_mode=mode))
+                @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
+                          suppress_health_check=list(HealthCheck))
+                def check(case: Any) -> None:
+                    response = case.call(base_url=box.url, headers=headers, timeout=20)
+                    calls.append((case.operation.label, response.status_code))
+                    assert response.status_code < 500, (case.operation.label, response.status_code, response.text[:300])
+
+                try:
+                    check()
+                except Unsatisfiable:
+                    assert mode is GenerationMode.NEGATIVE  # nothing to break in e.g. GET /healthz
+
+    run({}, 4)
+    assert _state_of(box) == before, "a request without credentials changed the box"
+    statuses = {s for _, s in calls}
+    assert statuses <= {200, 400, 401, 403, 404, 405, 409, 413, 415, 422, 429}, statuses
+    run({"Authorization": f"Bearer {box.tokens['admin']}"}, 3)
+    print(f"\nschemathesis: {len(calls)} requests, statuses {sorted({s for _, s in calls})}")
+
+
+# ---------- abuse ----------
+
+
+def _rss_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_200_unauthenticated_offers_and_sockets_are_refused_memory_flat_viewer_keeps_playing(box: Box) -> None:
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    got = {"frames": 0}
+
+    async def start_viewer() -> RTCPeerConnection:
+        pc = RTCPeerConnection()
+        pc.addTransceiver("video", direction="recvonly")
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            async def pull() -> None:
+                while True:
+                    await track.recv()
+                    got["frames"] += 1
+
+            box.parts.watchers.add(asyncio.ensure_future(pull()))  # cancelled with the server
+
+        await pc.setLocalDescription(await pc.createOffer())
+        async with aiohttp.ClientSession() as s:
+            async with s.post(box.url + "/offer", json={"sdp": pc.localDescription.sdp, "type": "offer"},
+                              headers={"Authorization": f"Bearer {box.tokens['read']}"}) as r:
+                assert r.status == 200, await r.text()
+                answer = await r.json()
+        await pc.setRemoteDescription(RTCSessionDescription(**answer))
+        return pc
+
+    viewer = box.lt.run(start_viewer())
+    try:
+        deadline = time.monotonic() + 30
+        while got["frames"] < 15:
+            assert time.monotonic() < deadline, "the viewer never got video"
+            time.sleep(0.1)
+        sdp = run_async(_real_offer_sdp())
+
+        async def abuse(n: int) -> list[int]:
+            statuses = []
+            async with aiohttp.ClientSession() as s:
+                for i in range(n):
+                    async with s.post(box.url + "/offer", json={"sdp": sdp, "type": "offer"},
+                                      headers={"Origin": box.url} if i % 2 else {}) as r:
+                        statuses.append(r.status)
+                    try:
+                        async with s.ws_connect(box.url + "/ws", headers={"Origin": "null"} if i % 2 else {}):
+                            statuses.append(101)
+                    except aiohttp.WSServerHandshakeError as e:
+                        statuses.append(e.status)
+            return statuses
+
+        run_async(abuse(20))  # warm-up: first-use allocations
+        gc.collect()
+        rss0, fds0, frames0 = _rss_mb(), len(os.listdir("/proc/self/fd")), got["frames"]
+        t0 = time.monotonic()
+        statuses = run_async(abuse(200))
+        elapsed = time.monotonic() - t0
+        gc.collect()
+        rss1, fds1 = _rss_mb(), len(os.listdir("/proc/self/fd"))
+        time.sleep(1.0)
+        frames1 = got["frames"]
+        print(f"\n200 offers + 200 sockets without credentials in {elapsed:.1f} s: RSS {rss0:.1f} -> {rss1:.1f} MB, "
+              f"fds {fds0} -> {fds1}; the viewer got {frames1 - frames0} frames meanwhile")
+        assert set(statuses) <= {401, 403} and len(statuses) == 400
+        assert rss1 - rss0 < 15.0
+        assert fds1 - fds0 < 10
+        assert frames1 - frames0 > 15 * (elapsed + 1.0) * 0.4  # 15 fps source, kept flowing
+        st = box.call("GET", "/api/status", token="read")[2]
+        assert st["viewers"] == 1 and st["panels"] == 0
+    finally:
+        box.lt.run(viewer.close())
+
+
+def test_the_pin_back_off_counts_an_ipv6_client_by_its_64_and_the_box_control_lives_under_home(tmp_path: Path) -> None:
+    from appliance.control.api import client_key
+
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:192.0.2.7") == client_key("192.0.2.7") == "192.0.2.7"
+    control = Control.for_box(Config(), lambda cfg: [], home=tmp_path)
+    assert control.store is not None and control.store.path == tmp_path / "config.toml"
+    assert load_config(tmp_path / "config.toml") == Config()
+    assert (tmp_path / "config-revisions" / "000001.json").exists()
+    _, token = control.auth.tokens.create("read")
+    assert (tmp_path / "tokens.json").exists() and control.auth.from_bearer(token, "127.0.0.1") is not None

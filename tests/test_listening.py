@@ -1,0 +1,189 @@
+"""The Listener: 360-degree soft DOA evidence, far-end marking on a rendered room, `roombox doa --reference`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.io import wavfile
+
+from appliance.bench.listening import SQUARE4, Scene, meeting
+from appliance.cli import main
+from appliance.config import DoaConfig, MicArraySection, TrackerConfig
+from appliance.perception.evidence import SoftSrp
+from appliance.perception.listening import Heard, Listener
+from tests.test_doa import CIRCLE, FS, LINEAR, err, plane_wave
+
+SQUARE = np.asarray(SQUARE4)
+
+
+def soft_srp(positions: np.ndarray) -> SoftSrp:
+    d = DoaConfig()
+    return SoftSrp(positions, FS, d.block_ms, d.fmin_hz, d.fmax_hz, d.grid_deg)
+
+
+@pytest.mark.parametrize("positions", [CIRCLE, SQUARE], ids=["circle6", "square4"])
+@pytest.mark.parametrize("azimuth", [-179.0, -120.0, -95.0, 101.5, 150.0, 180.0])
+def test_planar_arrays_hear_all_around(positions: np.ndarray, azimuth: float) -> None:
+    srp = soft_srp(positions)
+    assert srp.full_circle and srp.grid_deg.size == 360
+    (c,) = srp.analyse(plane_wave(positions, azimuth)[: srp.block_len], speech=False)
+    assert err(c.azimuth_deg, azimuth) < 1.5, c
+    assert c.weight > 0.8 and -180.0 <= c.azimuth_deg < 180.0
+
+
+def test_a_linear_array_searches_the_front_half() -> None:
+    srp = soft_srp(LINEAR)
+    assert not srp.full_circle and srp.grid_deg[0] == -90.0 and srp.grid_deg[-1] == 90.0
+    (c,) = srp.analyse(plane_wave(LINEAR, 150.0)[: srp.block_len], speech=False)
+    assert err(c.azimuth_deg, 30.0) < 1.5  # behind folds onto the front
+
+
+def test_two_simultaneous_sources() -> None:
+    srp = soft_srp(CIRCLE)
+    x = plane_wave(CIRCLE, -60.0, seed=1) + plane_wave(CIRCLE, 75.0, seed=2)
+    found = srp.analyse(x[: srp.block_len], speech=False, max_sources=2, second_ratio=0.3)
+    assert len(found) == 2
+    assert sorted(round(c.azimuth_deg) for c in found) == pytest.approx([-60, 75], abs=4)
+
+
+def test_listener_chunks_and_json() -> None:
+    mic = MicArraySection()
+    x = plane_wave(CIRCLE, 140.0, n=FS)
+    ref = (0.1 * np.random.default_rng(7).standard_normal(FS)).astype(np.float32)  # not the talker (seed 0)
+    whole = Listener(mic).feed(x, 5.0, ref)
+    listener = Listener(mic)
+    parts: list[Heard] = []
+    rng = np.random.default_rng(1)
+    s = 0
+    while s < FS:
+        n = int(rng.integers(1, 900))
+        parts += listener.feed(x[s:s + n], 5.0 + s / FS, ref[s:s + n])
+        s += n
+    assert [h.to_json() for h in parts] == [h.to_json() for h in whole]
+    hop = TrackerConfig().hop_ms / 1000.0
+    assert [h.t for h in whole] == pytest.approx([5.064 + k * hop for k in range(len(whole))], abs=1e-9)
+    j = whole[-1].to_json()
+    assert set(j) == {"t", "azimuth_deg", "speech", "level_db", "confidence", "farend", "sources"}
+    assert not j["farend"]  # the reference plays something unrelated to what the mics hear
+    assert any(err(src["azimuth_deg"], 140.0) < 3.0 for src in j["sources"])
+    doa = whole[-1].to_doa()
+    assert doa.t == whole[-1].t and doa.azimuth_deg == whole[-1].azimuth_deg
+
+
+def test_listener_refuses_a_reference_that_does_not_fit() -> None:
+    listener = Listener(MicArraySection())
+    x = np.zeros((1600, 6), np.float32)
+    with pytest.raises(ValueError, match="sample-aligned"):
+        listener.feed(x, 0.0, np.zeros(1500, np.float32))
+    with pytest.raises(ValueError, match="mono"):
+        listener.feed(x, 0.0, np.zeros((1600, 2), np.float32))
+    with pytest.raises(ValueError, match=r"expected 6.*got 4"):
+        listener.feed(np.zeros((1600, 4), np.float32), 0.0)
+
+
+@pytest.fixture(scope="module")
+def room() -> Scene:
+    """RT60 0.6 s, SNR 10 dB, a fan on a shelf, one talker behind the array, then the far end on the
+    loudspeaker under the screen."""
+    return meeting(CIRCLE, rt60_s=0.6, snr_db=10.0, talkers=((135.0, 1.5),), seed=3)
+
+
+def _blocks(scene: Scene, heard: list[Heard], role: str) -> list[Heard]:
+    """Blocks during which only ``role`` speaks (by the scene's truth), the fan aside."""
+    out = []
+    for h in heard:
+        roles = {e.role for e in scene.active(h.t - 0.032)}
+        if roles == {role}:
+            out.append(h)
+    return out
+
+
+def test_far_end_is_marked_and_never_a_talker(room: Scene) -> None:
+    heard = Listener(MicArraySection()).feed(room.samples, 0.0, room.reference)
+    far = _blocks(room, heard, "farend")
+    local = _blocks(room, heard, "talker")
+    assert len(far) > 40 and len(local) > 40
+    assert [h.t for h in far if h.azimuth_deg is not None] == []  # no far-end block reported as a talker
+    assert sum(h.farend for h in far) >= 0.8 * len(far)
+    assert [h.t for h in local if h.farend] == []
+    # the talker behind the array is found, all around
+    found = [h.azimuth_deg for h in local if h.azimuth_deg is not None]
+    assert len(found) >= 0.7 * len(local)
+    assert float(np.median([err(a, 135.0) for a in found])) < 5.0
+    # the fan is learnt as noise, the loudspeaker as the far end, and neither is a talker
+    kinds = {s.kind for s in heard[-1].sources if err(s.azimuth_deg, -110.0) < 12.0}
+    assert kinds == {"noise"}
+    assert not any(s.kind == "talker" and err(s.azimuth_deg, 5.0) < 12.0 for s in heard[-1].sources)
+
+
+def _write(tmp_path: Path, scene: Scene, n: int) -> tuple[Path, Path, Path]:
+    audio, ref, config = tmp_path / "array.wav", tmp_path / "reference.wav", tmp_path / "config.toml"
+    wavfile.write(audio, FS, np.round(scene.samples[:n] * 32767).astype(np.int16))
+    wavfile.write(ref, FS, scene.reference[:n])
+    config.write_text("[mic_array]\nsample_rate = 16000\n", encoding="utf-8")
+    return audio, ref, config
+
+
+def test_roombox_doa_with_a_reference(tmp_path: Path, room: Scene, capsys: pytest.CaptureFixture[str]) -> None:
+    n = 4 * FS
+    audio, ref, config = _write(tmp_path, room, n)
+    assert main(["doa", "--audio", str(audio), "--config", str(config), "--reference", str(ref)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == (n - 1024) // 1024 + 1
+    assert {"t", "azimuth_deg", "speech", "level_db", "confidence", "farend", "sources"} <= set(lines[0])
+    # without --reference the contract is today's
+    assert main(["doa", "--audio", str(audio), "--config", str(config)]) == 0
+    plain = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert set(plain) == {"t", "azimuth_deg", "speech", "level_db", "confidence"}
+
+
+@pytest.mark.parametrize(("rate", "channels", "frames", "message"), [
+    (48000, 1, 4 * FS, r"48000 Hz.*16000 Hz"),
+    (FS, 2, 4 * FS, r"2 channels.*mono"),
+    (FS, 1, 3 * FS, r"48000 samples but the array recording has 64000"),
+])
+def test_roombox_doa_refuses_a_reference_that_does_not_fit(
+        tmp_path: Path, room: Scene, capsys: pytest.CaptureFixture[str], rate: int, channels: int, frames: int,
+        message: str) -> None:
+    audio, ref, config = _write(tmp_path, room, 4 * FS)
+    wavfile.write(ref, rate, np.zeros((frames, channels), np.int16))
+    assert main(["doa", "--audio", str(audio), "--config", str(config), "--reference", str(ref)]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert "reference.wav" in out.err and len(out.err.strip().splitlines()) == 1
+    import re
+    assert re.search(message, out.err), out.err
+
+
+def test_a_reference_that_is_what_the_mics_hear_is_far_end() -> None:
+    x = plane_wave(CIRCLE, 140.0, n=FS)  # white noise from seed 0, arriving from 140 degrees
+    ref = np.random.default_rng(0).standard_normal(FS).astype(np.float32)  # the same noise, dry
+    heard = Listener(MicArraySection()).feed(x, 0.0, 0.1 * ref)
+    assert all(h.farend for h in heard[4:]) and all(h.azimuth_deg is None for h in heard)
+
+
+def test_a_ceiling_loudspeaker_is_not_a_seated_talker() -> None:
+    """6-mic circle, RT60 0.6 s, SNR 10 dB: a voice from a loudspeaker 1.6 m above the array (60 degrees up),
+    then a seated talker; no playback reference, so only the geometry tells them apart."""
+    from appliance.bench.doa import speech_signal
+    from appliance.bench.listening import Emitter, place, render_scene
+
+    above, seated = speech_signal(FS, seed=1), speech_signal(FS, seed=2)
+    n = above.size + seated.size + 3 * FS
+    scene = render_scene(CIRCLE, [
+        Emitter("ceiling", 30.0, 0.9, 1.6, place(above, 0.5, n, FS)),
+        Emitter("seated", -60.0, 1.8, 0.1, place(seated, 1.5 + above.size / FS, n, FS)),
+    ], FS, n / FS, rt60_s=0.6, snr_db=10.0)
+    heard = Listener(MicArraySection()).feed(scene.samples, 0.0)
+    ceiling = [h for h in heard if [e.name for e in scene.active(h.t - 0.032)] == ["ceiling"]]
+    seated_blocks = [h for h in heard if [e.name for e in scene.active(h.t - 0.032)] == ["seated"]]
+    assert len(ceiling) > 30 and len(seated_blocks) > 30
+    assert sum(h.azimuth_deg is not None for h in ceiling) <= 0.1 * len(ceiling)
+    overhead = [s for s in heard[-1].sources if err(s.azimuth_deg, 30.0) < 10.0]
+    assert overhead and all(s.kind == "above" and s.elevation_deg > 45.0 for s in overhead)
+    found = [h.azimuth_deg for h in seated_blocks if h.azimuth_deg is not None]
+    assert len(found) >= 0.7 * len(seated_blocks)
+    assert float(np.median([err(a, -60.0) for a in found])) < 5.0
