@@ -8,7 +8,7 @@ import pytest
 
 from appliance.bench.faces_suite import scripted_meeting
 from appliance.messages import Face, Faces
-from appliance.perception.tracking import FaceTracker, Track, FaceTrackerConfig
+from appliance.perception.tracking import FaceTracker, FaceTrackerConfig, Track
 from common.geometry import PinholeCamera
 
 CAM = PinholeCamera(1920, 1080, 90.0)

@@ -19,7 +19,7 @@ import numpy as np
 from appliance.config import BlazeFaceConfig, YuNetConfig
 from appliance.messages import Face, Faces
 from appliance.perception.detectors import make_detector
-from appliance.perception.tracking import FaceTracker, Track, FaceTrackerConfig
+from appliance.perception.tracking import FaceTracker, FaceTrackerConfig, Track
 from appliance.perception.yunet import finish_faces
 from appliance.ports import Detector
 from common.geometry import PinholeCamera
