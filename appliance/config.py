@@ -96,7 +96,7 @@ class YuNetConfig(Section):
 
     type: Literal["yunet"] = "yunet"
     min_score: float = Field(0.6, ge=0.05, le=1.0, title="Least detection score")
-    candidate_score: float = Field(0.05, ge=0.01, le=1.0, title="Least score of a face worth a second look",
+    candidate_score: float = Field(0.02, ge=0.01, le=1.0, title="Least score of a face worth a second look",
                                    description="Faces between this and min_score on the downscaled copy are "
                                    "looked at again on a full-resolution crop.")
     confirm_score: float = Field(0.8, ge=0.05, le=1.0, title="Least score of a face confirmed on a crop",

@@ -39,7 +39,10 @@ GAP_PX = 8  # grey between crops, so that no detection spans two
 CONTEXT = 2.0  # a crop is this many face sizes wide: YuNet wants some head around a face
 MAX_ZOOM = 3.0  # a crop is enlarged at most this much
 MOSAIC_COLS = 8
-MAX_REFINE = 32  # crops per pass; the least certain and the smallest first
+MAX_REFINE = 32  # crops per pass, the highest-scoring candidates first
+MIN_CROP_FACE_PX = 28.0  # a crop is made as if the face were at least this wide (px of the frame)
+SAME_FACE_DIST = 0.75  # a face found on a crop is the one asked about when its centre is this many sizes near
+SAME_FACE_RATIO = 2.5  # ... and its size within this factor
 
 
 def load_model(path: Path = MODEL_PATH, sha256: str = MODEL_SHA256) -> bytes:
@@ -109,7 +112,7 @@ class YuNetDetector:
         coarse = [Face((x * sx, y * sy, w * sx, h * sy), s) for x, y, w, h, s in self._run(small)]
         doubtful = [i for i, f in enumerate(coarse)
                     if f.score < self.cfg.min_score or max(f.box[2], f.box[3]) < self.cfg.refine_below_px]
-        doubtful.sort(key=lambda i: (coarse[i].score >= self.cfg.min_score, coarse[i].box[2]))
+        doubtful.sort(key=lambda i: -coarse[i].score)  # the most promising first
         doubtful = doubtful[:MAX_REFINE]
         second = set(doubtful)
         faces = [f for i, f in enumerate(coarse) if i not in second]
@@ -124,7 +127,8 @@ class YuNetDetector:
         """For each box, the face YuNet finds on a full-resolution crop around it (None when none is there).
 
         All crops go through the network at once, side by side in one mosaic. A face found counts for a box
-        when its centre is within half the box's size of the box's centre and its size is within a factor 2.
+        when its centre is within ``SAME_FACE_DIST`` of the box's size of the box's centre and its size is
+        within a factor ``SAME_FACE_RATIO``.
         """
         import cv2
 
@@ -139,7 +143,7 @@ class YuNetDetector:
         mosaic = np.full((GAP_PX + rows * pitch, GAP_PX + cols * pitch, 3), 114, np.uint8)
         places: list[tuple[float, float, float, int, int]] = []  # crop x0, y0 in the frame, zoom, cell x, y
         for k, (bx, by, bw, bh) in enumerate(boxes):
-            size = max(bw, bh, 1.0)
+            size = max(bw, bh, MIN_CROP_FACE_PX)  # a box from a tiny candidate may be too small or off
             zoom = min(MAX_ZOOM, CELL_PX / (CONTEXT * size))
             side = CELL_PX / zoom
             x0, y0 = bx + bw / 2.0 - side / 2.0, by + bh / 2.0 - side / 2.0
@@ -198,7 +202,8 @@ def _same_face(found: Box, wanted: Box) -> bool:
     wx, wy = wanted[0] + wanted[2] / 2.0, wanted[1] + wanted[3] / 2.0
     size = max(wanted[2], wanted[3], 1.0)
     ratio = max(found[2], found[3], 1e-3) / size
-    return math.hypot(fx - wx, fy - wy) <= 0.5 * size and 0.5 <= ratio <= 2.0
+    return math.hypot(fx - wx, fy - wy) <= SAME_FACE_DIST * max(size, MIN_CROP_FACE_PX) \
+        and 1 / SAME_FACE_RATIO <= ratio <= SAME_FACE_RATIO
 
 
 def finish_faces(faces: Sequence[Face], min_score: float, t: float, width: int, height: int) -> Faces:
