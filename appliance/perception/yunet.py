@@ -35,7 +35,8 @@ MODEL_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4
 
 MIN_SEEN_PX = 12.0  # a face narrower than this on the searched copy is mostly lost
 CELL_PX = 80  # side of one crop in the refinement mosaic
-GAP_PX = 8  # grey between crops, so that no detection spans two
+GAP_PX = 16  # grey after each crop, so that no detection spans two; CELL_PX + GAP_PX is a multiple of
+# YuNet's largest stride (32), so that every crop meets the network's grid the same way wherever it lies
 CONTEXT = 2.0  # a crop is this many face sizes wide: YuNet wants some head around a face
 MAX_ZOOM = 3.0  # a crop is enlarged at most this much
 MOSAIC_COLS = 8
@@ -140,21 +141,21 @@ class YuNetDetector:
         cols = min(n, MOSAIC_COLS)
         rows = math.ceil(n / cols)
         pitch = CELL_PX + GAP_PX
-        mosaic = np.full((GAP_PX + rows * pitch, GAP_PX + cols * pitch, 3), 114, np.uint8)
+        mosaic = np.full((rows * pitch, cols * pitch, 3), 114, np.uint8)
         places: list[tuple[float, float, float, int, int]] = []  # crop x0, y0 in the frame, zoom, cell x, y
         for k, (bx, by, bw, bh) in enumerate(boxes):
             size = max(bw, bh, MIN_CROP_FACE_PX)  # a box from a tiny candidate may be too small or off
             zoom = min(MAX_ZOOM, CELL_PX / (CONTEXT * size))
             side = CELL_PX / zoom
             x0, y0 = bx + bw / 2.0 - side / 2.0, by + bh / 2.0 - side / 2.0
-            cx, cy = GAP_PX + (k % cols) * pitch, GAP_PX + (k // cols) * pitch
+            cx, cy = (k % cols) * pitch, (k // cols) * pitch
             places.append((x0, y0, zoom, cx, cy))
-            ix0, iy0 = max(0, math.floor(x0)), max(0, math.floor(y0))
-            ix1, iy1 = min(width, math.ceil(x0 + side)), min(height, math.ceil(y0 + side))
+            ix0, iy0 = max(0, math.ceil(x0)), max(0, math.ceil(y0))
+            ix1, iy1 = min(width, math.floor(x0 + side)), min(height, math.floor(y0 + side))
             if ix1 - ix0 < 2 or iy1 - iy0 < 2:
                 continue
             # the part of the crop inside the frame, resized so that frame pixel (ix0, iy0) lands where it should
-            dx0, dy0 = round((ix0 - x0) * zoom), round((iy0 - y0) * zoom)
+            dx0, dy0 = max(0, round((ix0 - x0) * zoom)), max(0, round((iy0 - y0) * zoom))
             dw = min(CELL_PX - dx0, max(1, round((ix1 - ix0) * zoom)))
             dh = min(CELL_PX - dy0, max(1, round((iy1 - iy0) * zoom)))
             if dw < 1 or dh < 1:
@@ -166,7 +167,7 @@ class YuNetDetector:
         best: list[Face | None] = [None] * n
         for x, y, w, h, s in self._run(mosaic):
             mx, my = x + w / 2.0, y + h / 2.0
-            col, row = int((mx - GAP_PX) // pitch), int((my - GAP_PX) // pitch)
+            col, row = int(mx // pitch), int(my // pitch)
             k = row * cols + col
             if not (0 <= col < cols and 0 <= k < n):
                 continue
