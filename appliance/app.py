@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from appliance.box import RoomBox
 from appliance.config import Config
@@ -41,8 +43,13 @@ def serve(cfg: Config, config_path: Path | None = None, clock: Clock = SYSTEM_CL
 async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk: bool = False) -> int:
     from appliance.control import Control
     from appliance.control.kiosk import kiosk_link
+    from appliance.messages import MeetingStatus
     from appliance.perception.faces import FaceDetector
+    from appliance.streaming.connector import connectors_from_config
+    from appliance.streaming.display import show_far_end
+    from appliance.streaming.encoder import EncodedVideo
     from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
+    from appliance.streaming.janus import JanusPublisher
     from appliance.streaming.server import create_app, run_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -50,7 +57,13 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
     cam_name, mic_name = next(iter(cfg.cameras)), next(iter(cfg.mic_arrays))
     camera = open_device("camera", cam_name, cfg.camera, ctx)
     mic_array = open_device("mic_array", mic_name, cfg.mic_array, ctx)
-    frames, audio, events = LatestFrame(), AudioHub(), EventBus()
+    frames, audio, events, far_end_picture = LatestFrame(), AudioHub(), EventBus(), LatestFrame()
+    video = EncodedVideo(frames, cfg.stream)  # encoded once per codec for the panel, WHIP and Janus alike
+
+    def meeting_state(kind: str, state: str, detail: str) -> None:
+        events.publish(MeetingStatus(kind, state, detail, clock.now()))
+
+    connectors = connectors_from_config(cfg, video, audio, on_state=meeting_state)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -58,7 +71,8 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
     with FaceDetector(cfg=cfg.detector) as detector:
         box = RoomBox(cfg, camera, mic_array, detector, frames, audio, events, clock=clock)
         control = Control.for_box(cfg, on_config=box.on_config, config_path=config_path)
-        app = create_app(frames, audio, events, cfg.stream, on_command=box.command, control=control)
+        app = create_app(frames, audio, events, cfg.stream, on_command=box.command, control=control, video=video,
+                         display=far_end_picture)
         async with run_server(app, cfg.panel.host, cfg.panel.port):
             if demo_kiosk:  # a token for this machine's browser only, never stored, gone with the demo
                 _, token = control.auth.tokens.create("control", "demo kiosk", allowed_from=["127.0.0.1", "::1"],
@@ -66,11 +80,20 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
                 print(f"roombox: kiosk link (this browser only, while the demo runs) {kiosk_link(token, cfg.panel)}",
                       flush=True)
             print(f"roombox: panel at http://{cfg.panel.host}:{cfg.panel.port}/", flush=True)
-            task = asyncio.create_task(box.run())
+            tasks = [asyncio.create_task(box.run())]
+            for c in connectors:
+                await c.start()
+                if isinstance(c, JanusPublisher):  # the first other participant's picture on /display
+                    tasks.append(asyncio.create_task(show_far_end(_first_far_end(c), far_end_picture)))
             await stop.wait()
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            for c in connectors:
+                await c.stop()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    await video.close()
     return 0
+
+
+def _first_far_end(janus: Any) -> Callable[[], Any]:
+    return lambda: next((f.frames for f in janus.far_ends.values()), None)

@@ -24,7 +24,7 @@ import numpy as np
 from appliance.config import Config
 from appliance.framing import render_shot
 from appliance.messages import CameraInfo, Decisions, DeviceStatus, Faces, Shot, Stats
-from appliance.perception.hearing import Hearing
+from appliance.perception.hearing import make_ears
 from appliance.ports import AudioSink, Detector, EventSink, FrameSink
 from appliance.step import FrameStep
 from appliance.supervisor import supervise
@@ -55,7 +55,7 @@ class RoomBox:
         self.camera, self.mics, self.detector = camera, mics, detector
         self.frames, self.audio_out, self.events = frames, audio_out, events
         self.clock, self.retry_s, self.stats_every_s = clock, retry_s, stats_every_s
-        self.hearing = Hearing(cfg.mic_array, cfg.doa)
+        self.hearing = make_ears(cfg.mic_array, cfg.doa, cfg.tracker)
         self.step = FrameStep(cfg)
         self.counters = Counters()
         self.decisions: deque[Shot] = deque(maxlen=20)  # the latest cuts, newest first
@@ -64,7 +64,11 @@ class RoomBox:
 
     # -- devices ---------------------------------------------------------------------------------
     async def _camera_loop(self, started: Callable[[], None]) -> None:
-        await _pump(self.camera, self._on_frame, started, self.step.restart)
+        def fresh_start() -> None:  # a detection still running belongs to the previous start: not handed on
+            self._detecting = None
+            self.step.restart()
+
+        await _pump(self.camera, self._on_frame, started, fresh_start)
 
     async def _mic_loop(self, started: Callable[[], None]) -> None:
         self.hearing.reset()
@@ -116,15 +120,15 @@ class RoomBox:
         return Faces(faces.t, faces.faces, frame.width, frame.height), 1000 * (time.perf_counter() - began)
 
     # sections a running box takes over at once; the others (devices, stream, panel) need a restart
-    LIVE_SECTIONS = ("doa", "detector", "director", "access")
+    LIVE_SECTIONS = ("doa", "tracker", "detector", "director", "access")
 
     def on_config(self, new: Config) -> list[str]:
         """Apply a changed config: the director, detection and hearing take it at once (the framing mode
         chosen on the panel stays); returns the changed sections that need a restart."""
         old = self.cfg
         changed = [k for k in type(new).model_fields if getattr(new, k) != getattr(old, k)]
-        if any(k in changed for k in ("doa", "mic_arrays")):
-            self.hearing = Hearing(new.mic_array, new.doa)
+        if any(k in changed for k in ("doa", "tracker", "mic_arrays")):
+            self.hearing = make_ears(new.mic_array, new.doa, new.tracker)
         self.cfg = new
         self.step.reconfigure(new)
         return [k for k in changed if k not in self.LIVE_SECTIONS]

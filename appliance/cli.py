@@ -1,4 +1,4 @@
-"""The command line: ``roombox demo|run|process|doa|faces|bench|render|score|cameras|token|pin``.
+"""The command line: ``roombox demo|run|process|doa|faces|bench|render|score|cameras|mics|token|pin``.
 
 This is the contract other tools and our benchmarks drive the box through; keep it stable.
 """
@@ -35,7 +35,14 @@ def _with_panel(cfg: Config, a: argparse.Namespace) -> Config:
 
 def cmd_demo(a: argparse.Namespace) -> int:
     from appliance.app import run_demo
-    return run_demo(Path(a.scenario), _with_panel(load_config(a.config), a))
+
+    cfg = _with_panel(load_config(a.config), a)
+    if a.whip is not None or a.whip_token is not None:
+        if a.whip is not None and not a.whip.startswith(("http://", "https://")):
+            raise ValueError(f"--whip {a.whip!r}: expected the WHIP endpoint's http:// or https:// URL")
+        whip = {k: v for k, v in (("url", a.whip), ("token", a.whip_token)) if v is not None}
+        cfg = cfg.model_copy(update={"whip": type(cfg.whip).model_validate({**cfg.whip.model_dump(), **whip})})
+    return run_demo(Path(a.scenario), cfg)
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -61,7 +68,8 @@ def cmd_process(a: argparse.Namespace) -> int:
 
     cfg = load_config(a.config)
     lines = [json.dumps(r) for r in run_offline(Path(a.video), Path(a.audio), cfg,
-                                                Path(a.out) if a.out else None)]
+                                                Path(a.out) if a.out else None,
+                                                Path(a.reference) if a.reference else None)]
     write_atomic(a.track, "\n".join(lines) + "\n")
     print(f"roombox: {len(lines)} frames -> {a.track}" + (f", framed video -> {a.out}" if a.out else ""),
           file=sys.stderr)
@@ -74,10 +82,10 @@ def cmd_doa(a: argparse.Namespace) -> int:
 
     cfg = load_config(a.config)
     samples = read_array_wav(a.audio, cfg.mic_array)
-    if a.reference is not None:
+    if a.reference is not None or cfg.doa.estimator == "tracker":
         from appliance.perception.listening import Listener, read_reference
 
-        reference = read_reference(a.reference, samples, cfg.mic_array.sample_rate)
+        reference = None if a.reference is None else read_reference(a.reference, samples, cfg.mic_array.sample_rate)
         _print_lines(h.to_json() for h in Listener(cfg.mic_array, cfg.tracker, cfg.doa).feed(samples, 0.0, reference))
         return 0
     _print_lines(d.to_json() for d in Hearing(cfg.mic_array, cfg.doa).feed(samples, 0.0))
@@ -128,6 +136,16 @@ def cmd_cameras(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mics(a: argparse.Namespace) -> int:
+    from drivers.audio.devices import list_input_devices
+
+    devices = list_input_devices(a.backend)
+    _print_lines(d.to_json() for d in devices)
+    if not devices:
+        print(f"roombox mics: PortAudio ({a.backend}) sees no input device", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="roombox", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = p.add_subparsers(dest="command", required=True)
@@ -138,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--scenario", default=str(DEFAULT_SCENARIO), help="simulated room scenario (TOML)")
     d.add_argument("--config", default=None,
                    help="roombox config (TOML); [camera] and [mic_array] come from the scenario")
+    d.add_argument("--whip", default=None, metavar="URL",
+                   help="also publish the room to this WHIP endpoint (default from config: [whip] url)")
+    d.add_argument("--whip-token", default=None, metavar="T", help="bearer token for the WHIP endpoint")
     d.set_defaults(func=cmd_demo)
 
     rn = sub.add_parser("run", help="run the box on the devices its config names; panel at http://HOST:PORT/")
@@ -152,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--config", required=True)
     pr.add_argument("--track", required=True, help="output JSON lines, one per video frame")
     pr.add_argument("--out", default=None, help="also write the framed video here")
+    pr.add_argument("--reference", default=None,
+                    help="mono WAV of what the loudspeaker played (sample-aligned with --audio, same rate)")
     pr.set_defaults(func=cmd_process)
 
     o = sub.add_parser("doa", help="direction of arrival per analysis block, as JSON lines")
@@ -159,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--config", required=True)
     o.add_argument("--reference", default=None,
                    help="mono WAV of what the loudspeaker played (sample-aligned with --audio, same rate): "
-                   "adds \"farend\" and tracked \"sources\" to each line")
+                   "its blocks are marked \"farend\" and never reported as a local talker")
     o.set_defaults(func=cmd_doa)
 
     f = sub.add_parser("faces", help="faces per image or video frame, as JSON lines")
@@ -211,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     psub.add_parser("set", help="set the PIN (4-12 digits; asked twice, or one line on stdin)")
     psub.add_parser("clear", help="remove the PIN: no admin sign-in on the panel")
     pn.set_defaults(func=cmd_pin)
+
+    m = sub.add_parser("mics", help="the sound cards' input devices, as JSON lines (for [mic_arrays.*] device)")
+    m.add_argument("--backend", choices=("sounddevice", "pyaudio"), default="sounddevice",
+                   help="the PortAudio binding to ask (the mic-array driver's type)")
+    m.set_defaults(func=cmd_mics)
     return p
 
 

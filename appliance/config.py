@@ -31,8 +31,12 @@ class DoaConfig(Section):
     speech_snr_db: float = Field(9.0, ge=0.0, le=60.0, title="Speech gate above the noise floor (dB)")
     min_level_db: float = Field(-65.0, ge=-120.0, le=0.0, title="Quietest block considered (dBFS)")
     min_confidence: float = Field(0.1, ge=0.0, le=1.0, title="Least DOA confidence reported",
-                                  description="Speech blocks whose SRP-PHAT peak stands out less than "
-                                  "this (0..1) get no azimuth.")
+                                  description="With estimator srp-phat: speech blocks whose SRP-PHAT peak "
+                                  "stands out less than this (0..1) get no azimuth.")
+    estimator: Literal["tracker", "srp-phat"] = Field(
+        "tracker", title="How the box hears where speech comes from",
+        description="tracker: soft evidence over 360 degrees, tracked sources, the far end told apart by the "
+        "playback reference ([tracker]); srp-phat: one SRP-PHAT peak per block behind a confidence gate.")
 
 
 class TrackerConfig(Section):
@@ -151,10 +155,56 @@ class DirectorConfig(Section):
 class StreamConfig(Section):
     width: int = Field(1280, ge=160, le=3840, multiple_of=2, title="Output width (px)")
     height: int = Field(720, ge=90, le=2160, multiple_of=2, title="Output height (px)")
-    fps: float = Field(15.0, gt=0.0, le=60.0, title="Output frame rate (frames/s)")
+    fps: float = Field(30.0, gt=0.0, le=60.0, title="Output frame rate (frames/s)")
+    codecs: tuple[Literal["VP8", "H264"], ...] = Field(
+        ("VP8", "H264"), min_length=1, max_length=2, title="Video codecs, preferred first",
+        description="What the box offers (WHIP, Janus); a viewer's offer decides among these. One shared "
+        "encoder runs per codec in use, whatever the number of viewers.")
+    bitrate_kbps: int = Field(2500, ge=100, le=50_000, title="Video bitrate (kbit/s)")
+    min_bitrate_kbps: int = Field(300, ge=50, le=50_000, title="Least video bitrate (kbit/s)",
+                                  description="Receivers' estimates (REMB) lower the bitrate, never below this.")
+    keyframe_interval_s: float = Field(10.0, ge=0.5, le=600.0, title="Time between periodic keyframes (s)",
+                                       description="Receivers also get a keyframe whenever they ask (PLI/FIR).")
+    x264_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = Field(
+        "ultrafast", title="H.264 encoder preset (libx264)")
+    vp8_cpu_used: int = Field(8, ge=4, le=16, title="VP8 encoder speed (libvpx cpu-used, realtime)",
+                              description="Higher is faster and coarser.")
     ice_loopback: bool = Field(True, title="Offer a loopback candidate",
                                description="So that a browser on the box itself (the kiosk panel, the demo "
                                "page) connects over 127.0.0.1.")
+
+
+class IceServerConfig(Section):
+    urls: tuple[Annotated[str, Field(pattern=r"^(stun|stuns|turn|turns):.+")], ...] = Field(
+        min_length=1, title="STUN/TURN URLs", description='As in WebRTC: "stun:host:port", "turn:host?transport=udp".')
+    username: str = Field("", max_length=256, title="TURN user name")
+    credential: str = Field("", max_length=256, title="TURN password")
+
+
+class WhipConfig(Section):
+    url: str = Field("", max_length=2048, pattern=r"^(https?://.+)?$", title="WHIP endpoint URL",
+                     description="Empty: do not publish over WHIP. `roombox demo --whip URL` sets it.")
+    token: str = Field("", max_length=4096, title="Bearer token for the WHIP endpoint")
+    ice_servers: tuple[IceServerConfig, ...] = Field((), max_length=8, title="ICE servers (STUN/TURN)")
+    connect_timeout_s: float = Field(15.0, ge=1.0, le=120.0, title="Time to get connected (s)")
+    media_timeout_s: float = Field(4.0, ge=1.0, le=60.0, title="Silence from the far end before reconnecting (s)",
+                                   description="No RTCP from the ingest for this long counts as a lost connection.")
+    retry_min_s: float = Field(1.0, ge=0.1, le=60.0, title="First retry after (s)")
+    retry_max_s: float = Field(8.0, ge=0.5, le=600.0, title="Longest time between retries (s)")
+
+
+class JanusConfig(Section):
+    url: str = Field("", max_length=2048, pattern=r"^(https?://.+)?$", title="Janus HTTP API URL",
+                     description="Such as http://janus.example:8088/janus. Empty: do not join a Janus VideoRoom.")
+    room: int = Field(1234, ge=1, title="VideoRoom number")
+    pin: str = Field("", max_length=256, title="VideoRoom PIN")
+    display: str = Field("Roombox", min_length=1, max_length=100, title="Name shown to the other participants")
+    subscribe: bool = Field(True, title="Receive the other participants (picture for /display, sound)")
+    ice_servers: tuple[IceServerConfig, ...] = Field((), max_length=8, title="ICE servers (STUN/TURN)")
+    connect_timeout_s: float = Field(15.0, ge=1.0, le=120.0, title="Time to get connected (s)")
+    media_timeout_s: float = Field(4.0, ge=1.0, le=60.0, title="Silence from Janus before reconnecting (s)")
+    retry_min_s: float = Field(1.0, ge=0.1, le=60.0, title="First retry after (s)")
+    retry_max_s: float = Field(8.0, ge=0.5, le=600.0, title="Longest time between retries (s)")
 
 
 class PanelConfig(Section):
@@ -212,6 +262,8 @@ class Config(Section):
     stream: StreamConfig = Field(default_factory=StreamConfig)
     panel: PanelConfig = Field(default_factory=PanelConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)
+    whip: WhipConfig = Field(default_factory=WhipConfig)
+    janus: JanusConfig = Field(default_factory=JanusConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -213,6 +213,24 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class MeetingStatus:
+    """A meeting connector's state (WHIP, Janus): connecting, connected, retrying, failed, stopped."""
+
+    KIND: ClassVar[str] = "meeting"
+    name: str
+    state: str
+    detail: str = ""
+    t: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "state": self.state, "detail": self.detail, "t": _r(self.t)}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> MeetingStatus:
+        return cls(str(d["name"]), str(d["state"]), str(d.get("detail", "")), float(d.get("t", 0.0)))
+
+
+@dataclass(frozen=True)
 class Decisions:
     """The director's latest cuts, newest first (a bounded log): why the camera shows what it shows."""
 
@@ -235,9 +253,9 @@ class Message(Protocol):
     def to_json(self) -> dict[str, Any]: ...
 
 
-AnyMessage = Faces | Doa | Shot | DeviceStatus | CameraInfo | Stats | Decisions
+AnyMessage = Faces | Doa | Shot | DeviceStatus | CameraInfo | Stats | Decisions | MeetingStatus
 MESSAGE_TYPES: dict[str, type[AnyMessage]] = {
-    t.KIND: t for t in (Faces, Doa, Shot, DeviceStatus, CameraInfo, Stats, Decisions)
+    t.KIND: t for t in (Faces, Doa, Shot, DeviceStatus, CameraInfo, Stats, Decisions, MeetingStatus)
 }
 
 

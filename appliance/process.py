@@ -16,17 +16,20 @@ from appliance.framing import render_shot
 from appliance.step import FrameStep
 
 
-def run_offline(video: Path, audio: Path, cfg: Config, out: Path | None = None) -> Iterator[dict[str, Any]]:
+def run_offline(video: Path, audio: Path, cfg: Config, out: Path | None = None,
+                reference: Path | None = None) -> Iterator[dict[str, Any]]:
     """Yield one track record per video frame: ``{"t", "crop", "mode", ...}``; write the framed video to
-    ``out`` when given."""
+    ``out`` when given. ``reference`` is what the loudspeaker played (mono, sample-aligned with ``audio``)."""
     from appliance.perception.faces import FaceDetector
-    from appliance.perception.hearing import Hearing
+    from appliance.perception.hearing import make_ears
+    from appliance.perception.listening import read_reference
     from drivers.files import VideoFileWriter, iter_video_frames, read_array_wav, video_rate
 
     samples = read_array_wav(audio, cfg.mic_array)
+    playback = None if reference is None else read_reference(reference, samples, cfg.mic_array.sample_rate)
     frames = iter_video_frames(video)
     step = FrameStep(cfg)
-    step.add_doas(Hearing(cfg.mic_array, cfg.doa).feed(samples, 0.0))
+    step.add_doas(make_ears(cfg.mic_array, cfg.doa, cfg.tracker).feed(samples, 0.0, playback))
     detector = FaceDetector(cfg=cfg.detector)
     writer: VideoFileWriter | None = None
     try:

@@ -32,6 +32,7 @@ BUILTIN_MODULES = (
     "drivers.rtsp",
     "drivers.ptz.visca_client",
     "drivers.ptz.uvc",
+    "drivers.audio.devices",
 )
 
 

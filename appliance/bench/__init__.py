@@ -22,6 +22,7 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "doa": ("appliance.bench.doa", "bench_doa"),
     "simroom": ("appliance.bench.simroom", "bench_simroom"),
     "listening": ("appliance.bench.listening", "bench_listening"),
+    "stream": ("appliance.bench.stream", "bench_stream"),
 }
 DEFAULT_SECTIONS = ("core", "faces", "doa", "simroom")
 

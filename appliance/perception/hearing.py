@@ -7,10 +7,12 @@ SRP-PHAT on each.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 import numpy.typing as npt
 
-from appliance.config import DoaConfig, MicArraySection
+from appliance.config import DoaConfig, MicArraySection, TrackerConfig
 from appliance.messages import Doa
 from appliance.perception.doa import SrpPhat
 from appliance.perception.vad import EnergyVad
@@ -42,9 +44,10 @@ class Hearing:
         self._buf_t0 = None
         self._skip = 0
 
-    def feed(self, samples: npt.ArrayLike, t0: float) -> list[Doa]:
+    def feed(self, samples: npt.ArrayLike, t0: float, reference: npt.ArrayLike | None = None) -> list[Doa]:
         """Add a chunk (frames, channels) whose first sample is at ``t0`` seconds; returns the Doa of
-        every block completed by it, each stamped with the time of the block's end."""
+        every block completed by it, each stamped with the time of the block's end. (A playback reference is
+        not used: SRP-PHAT cannot tell the far end from a talker.)"""
         x = np.asarray(samples, dtype=np.float32)
         if x.ndim == 1 and self.n_mics == 1:
             x = x[:, None]
@@ -86,3 +89,21 @@ class Hearing:
             if confidence >= self.cfg.min_confidence:
                 azimuth = az
         return Doa(t=t_end, azimuth_deg=azimuth, speech=speech, level_db=level, confidence=confidence)
+
+
+class Ears(Protocol):
+    """What the box hears with: mic-array chunks (and the playback reference, where it has one) in, the
+    director's :class:`Doa` blocks out."""
+
+    def feed(self, samples: npt.ArrayLike, t0: float, reference: npt.ArrayLike | None = None) -> list[Doa]: ...
+
+    def reset(self) -> None: ...
+
+
+def make_ears(mic: MicArraySection, doa: DoaConfig, tracker: TrackerConfig) -> Ears:
+    """The estimator ``[doa] estimator`` names: the tracked listener, or plain SRP-PHAT."""
+    if doa.estimator == "tracker":
+        from appliance.perception.listening import ListeningDoas
+
+        return ListeningDoas(mic, tracker, doa)
+    return Hearing(mic, doa)

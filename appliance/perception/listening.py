@@ -239,3 +239,18 @@ def read_reference(path: str | os.PathLike[str], samples: npt.NDArray[np.float32
                              f"{samples.shape[0]}: they must be sample-aligned and of the same length")
     out: np.ndarray = ref[:, 0]
     return out
+
+
+class ListeningDoas:
+    """A :class:`Listener` that gives the director's :class:`Doa` blocks, as :class:`Hearing` does."""
+
+    def __init__(self, mic: MicArraySection, cfg: TrackerConfig, doa: DoaConfig) -> None:
+        self.listener = Listener(mic, cfg, doa)
+        self.last: list[Heard] = []
+
+    def reset(self) -> None:
+        self.listener.reset()
+
+    def feed(self, samples: npt.ArrayLike, t0: float, reference: npt.ArrayLike | None = None) -> list[Doa]:
+        self.last = self.listener.feed(samples, t0, reference)
+        return [h.to_doa() for h in self.last]

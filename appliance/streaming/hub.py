@@ -139,7 +139,7 @@ class EventBus:
         if queue_size < 1:
             raise ValueError("queue_size must be >= 1")
         self.queue_size = queue_size
-        self.keyed_by = {"device": "name"} if keyed_by is None else dict(keyed_by)
+        self.keyed_by = {"device": "name", "meeting": "name"} if keyed_by is None else dict(keyed_by)
         self._latest: dict[str, tuple[str, dict[str, Any]]] = {}
         self._subscribers: list[asyncio.Queue[tuple[str, dict[str, Any]]]] = []
         self.published = 0

@@ -25,9 +25,11 @@ from appliance.config import StreamConfig
 from appliance.control.api import add_routes
 from appliance.control.auth import Principal, allows
 from appliance.control.guard import Control, default_control, fail, read_json
+from appliance.streaming.display import add_display
+from appliance.streaming.encoder import EncodedVideo
 from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
 from appliance.streaming.ice import offer_loopback
-from appliance.streaming.tracks import FramedVideoTrack, RoomAudioTrack
+from appliance.streaming.tracks import RoomAudioTrack
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +43,17 @@ class _Parts:
     """What the handlers share; one per application."""
 
     def __init__(self, frames: LatestFrame, audio: AudioHub | None, events: EventBus, stream: StreamConfig,
-                 on_command: CommandHandler | None, control: Control) -> None:
+                 on_command: CommandHandler | None, control: Control,
+                 video: EncodedVideo | None = None) -> None:
         self.frames = frames
+        self.video = video if video is not None else EncodedVideo(frames, stream)
         self.audio = audio
         self.events = events
         self.stream = stream
         self.on_command = on_command
+        self.owns_video = video is None
         self.peers: set[RTCPeerConnection] = set()
+        self.dropped_unconnected = 0
         self.sockets: set[web.WebSocketResponse] = set()
         self.watchers: set[asyncio.Task[None]] = set()
         self.control = control
@@ -62,6 +68,7 @@ class _Parts:
             await asyncio.sleep(timeout_s)
             if pc in self.peers and pc.connectionState != "connected":
                 log.info("viewer dropped: not connected after %.0f s (%s)", timeout_s, pc.connectionState)
+                self.dropped_unconnected += 1
                 await self.close_peer(pc)
 
         task = asyncio.create_task(watch())
@@ -101,6 +108,8 @@ async def _state(request: web.Request) -> web.Response:
         "width": p.stream.width,
         "height": p.stream.height,
         "fps": p.stream.fps,
+        "encoders": p.video.stats(),
+        "viewers_dropped_unconnected": p.dropped_unconnected,
     }
     if p.audio is not None:
         stream["audio_chunks_published"] = p.audio.published
@@ -144,7 +153,6 @@ async def _offer(request: web.Request) -> web.Response:
         return _error(400, problem)
     if len(p.peers) >= access.max_viewers:
         fail(429, f"this box already serves {len(p.peers)} viewers (access.max_viewers)", headers={"Retry-After": "5"})
-
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     p.peers.add(pc)
     p.drop_if_not_connected(pc, access.ice_timeout_s)
@@ -160,7 +168,7 @@ async def _offer(request: web.Request) -> web.Response:
         await pc.setRemoteDescription(offer)
         kinds = {t.kind for t in pc.getTransceivers()}  # one track of each kind: the first m-line of it takes it
         if "video" in kinds:
-            pc.addTrack(FramedVideoTrack(p.frames, p.stream))
+            p.video.add_to(pc)  # the shared encoder of the codec this offer negotiates
         if "audio" in kinds and p.audio is not None:
             pc.addTrack(RoomAudioTrack(p.audio))
         await pc.setLocalDescription(await pc.createAnswer())
@@ -259,10 +267,13 @@ async def _on_shutdown(app: web.Application) -> None:
     for ws in list(p.sockets):
         await ws.close(code=1001, message=b"server shutdown")
     await asyncio.gather(*(p.close_peer(pc) for pc in list(p.peers)))
+    if p.owns_video:
+        await p.video.close()
 
 
 def create_app(frames: LatestFrame, audio: AudioHub | None, events: EventBus, stream: StreamConfig,
-               on_command: CommandHandler | None = None, *, control: Control | None = None) -> web.Application:
+               on_command: CommandHandler | None = None, *, control: Control | None = None,
+               video: EncodedVideo | None = None, display: LatestFrame | None = None) -> web.Application:
     """The panel application.
 
     ``control`` holds the credentials, the access limits and (optionally) the config store behind
@@ -273,12 +284,17 @@ def create_app(frames: LatestFrame, audio: AudioHub | None, events: EventBus, st
     JSON-able dict (or an awaitable of one), sent back as ``{"kind": "reply", "data": {"cmd", "id",
     "result"}}``. It raises ``ValueError`` (or ``KeyError``/``TypeError``) for an unknown or invalid
     command; the panel then gets ``{"kind": "error", "data": {"cmd", "id", "error": str(e)}}``.
+
+    ``video``: the shared encoders (:class:`EncodedVideo`) that viewers' connections take their packets
+    from; give the box's own when WHIP or Janus share them (the caller then closes it), else the app makes
+    one and closes it on shutdown. ``display``: the far end's pictures, served to the room display at
+    ``/display`` (:mod:`appliance.streaming.display`).
     """
     if stream.ice_loopback:
         offer_loopback()
     control = control if control is not None else default_control()
     app = web.Application(client_max_size=control.access.max_body_kb * 1024, middlewares=control.middlewares())
-    parts = _Parts(frames, audio, events, stream, on_command, control)
+    parts = _Parts(frames, audio, events, stream, on_command, control, video)
     app[PARTS] = parts
     add_routes(app, control, parts.live_status)
     app.router.add_get("/", _index)
@@ -287,6 +303,8 @@ def create_app(frames: LatestFrame, audio: AudioHub | None, events: EventBus, st
     app.router.add_post("/offer", _offer)
     app.router.add_get("/ws", _ws)
     app.router.add_static("/static/", STATIC_DIR)
+    if display is not None:
+        add_display(app, display, stream, control)
     app.on_shutdown.append(_on_shutdown)
     return app
 

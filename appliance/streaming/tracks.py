@@ -1,5 +1,7 @@
 """aiortc tracks that viewers pull: the framed picture from :class:`LatestFrame` and the room's sound
-from :class:`AudioHub`. Each viewer gets its own pair; aiortc encodes (VP8/H.264, Opus) per viewer.
+from :class:`AudioHub`. Each connection gets its own audio track (Opus, encoded by aiortc per connection).
+The video of the panel, WHIP and Janus goes through :mod:`appliance.streaming.encoder` (encoded once);
+:class:`FramedVideoTrack` (raw frames, aiortc encodes per viewer) remains as the benchmark's peer.
 """
 
 from __future__ import annotations

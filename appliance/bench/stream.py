@@ -1,0 +1,377 @@
+"""``roombox bench stream``: what encoding and fanning out the framed room costs.
+
+- **encode**: frames encoded per second (one thread, as fast as it goes) and CPU per 30 frames/s stream,
+  for each codec at 1280x720 and 1920x1080, on pictures of the simulated room. Peer: aiortc's own
+  encoder (what each viewer used to cost) on the same pictures, in the same run.
+- **viewers**: the CPU of a box process (panel server, shared encoder, a 720p30 feed of the simulated
+  room's pictures, pre-rendered) with 1, 4 and 10 aiortc viewers on 127.0.0.1 (in this process, not
+  decoding: they only count what arrives). Peer: the same box with aiortc encoding per viewer.
+- **Chromium** (without ``--quick``): one headless Chromium viewer of the 720p30 panel stream: frames
+  decoded per second, and glass-to-glass latency: the box draws its clock into each picture as a bar
+  code, the page reads it back from each presented video frame (``requestVideoFrameCallback``) and
+  compares with the same clock (the page's ``performance.timeOrigin + now()``, wall clock in ms).
+
+The box runs as a child process, ``python -m appliance.bench.stream --box MODE CODEC W H FPS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import av
+import numpy as np
+
+from appliance.config import StreamConfig
+
+Row = tuple[str, float, str]
+SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
+FPS = 30.0
+
+
+def room_pictures(n: int, width: int, height: int) -> list[np.ndarray]:
+    """``n`` consecutive pictures (30 frames/s) of the simulated room's default scenario, scaled to size."""
+    from drivers.simroom.scenario import builtin_scenario, load_scenario
+    from drivers.simroom.video import RoomRenderer
+
+    renderer = RoomRenderer(load_scenario(builtin_scenario("default")))
+    out = []
+    for i in range(n):
+        image = renderer.render_frame(5.0 + i / FPS)
+        if image.shape[:2] != (height, width):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            image = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+        out.append(np.ascontiguousarray(image))
+    return out
+
+
+# ---------- encode speed ----------
+
+
+def _encode_figures(codec: str, size: str, pictures: list[np.ndarray], encode: Callable[[np.ndarray, int], Any],
+                    who: str) -> list[Row]:
+    encode(pictures[0], 0)  # open and a keyframe
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    for i, image in enumerate(pictures[1:], 1):
+        encode(image, i * 3000)
+    n = len(pictures) - 1
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    return [(f"{who} {codec} {size}: frames encoded per second", n / wall, "frames/s"),
+            (f"{who} {codec} {size}: CPU of a 30 frames/s stream", cpu / n * FPS, "cores")]
+
+
+def bench_encode(quick: bool) -> list[Row]:
+    from aiortc.codecs.h264 import H264Encoder
+    from aiortc.codecs.vpx import Vp8Encoder
+
+    from appliance.streaming.encoder import VIDEO_TIME_BASE, PyAvVideoEncoder
+
+    rows: list[Row] = []
+    n = 31 if quick else 91
+    for size, (w, h) in SIZES.items():
+        pictures = room_pictures(n, w, h)
+        stream = StreamConfig(width=w, height=h, fps=FPS)
+        for codec in ("VP8", "H264"):
+            ours = PyAvVideoEncoder(codec, stream)
+            rows += _encode_figures(codec, size, pictures, ours.encode, "shared encoder")
+            peer: Any = Vp8Encoder() if codec == "VP8" else H264Encoder()
+            peer.target_bitrate = stream.bitrate_kbps * 1000
+
+            def peer_encode(image: np.ndarray, pts: int, peer: Any = peer) -> Any:
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame.pts, frame.time_base = pts, VIDEO_TIME_BASE
+                return peer.encode(frame)
+
+            rows += _encode_figures(codec, size, pictures, peer_encode, "peer: aiortc's")
+    return rows
+
+
+# ---------- the box as a child process, and viewers ----------
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (and its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(") ", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _serve_box(mode: str, codec: str, width: int, height: int, fps: float) -> None:
+    """The child: a panel server on 127.0.0.1 fed the room at ``fps``; prints its port; runs until stdin closes.
+
+    ``mode`` "shared": the box's encoders; "per-viewer": aiortc encodes for each viewer (the old way).
+    Each picture carries a bar code of the wall clock (ms) in its top rows, for the latency reading.
+    """
+    from appliance.streaming.encoder import EncodedVideo, EncodedVideoTrack
+    from appliance.streaming.hub import EventBus, LatestFrame
+    from appliance.streaming.server import create_app, run_server
+    from appliance.streaming.tracks import FramedVideoTrack
+
+    stream = StreamConfig(width=width, height=height, fps=fps, codecs=(codec,))
+    frames = LatestFrame()
+
+    class PerViewer(EncodedVideo):
+        def add_to(self, pc: Any, direction: str | None = None) -> EncodedVideoTrack:
+            pc.addTrack(FramedVideoTrack(frames, stream))
+            return EncodedVideoTrack(self, codec)  # unused: aiortc encodes this connection's frames itself
+
+    video = EncodedVideo(frames, stream) if mode == "shared" else PerViewer(frames, stream)
+    app = create_app(frames, None, EventBus(), stream, video=video)
+    server = await run_server(app, "127.0.0.1", 0)
+    pictures = room_pictures(30, width, height)
+    print(json.dumps({"port": server.port}), flush=True)
+    loop = asyncio.get_running_loop()
+    stdin_closed = loop.run_in_executor(None, sys.stdin.read)
+    t0, i = loop.time(), 0
+    while not stdin_closed.done():
+        image = pictures[i % len(pictures)].copy()
+        draw_code(image, time.time())
+        frames.put(image, t0 + i / fps)
+        i += 1
+        await asyncio.sleep(max(0.0, t0 + i / fps - loop.time()))
+    await server.stop()
+    await video.close()
+
+
+CODE_BITS = 40
+CODE_ROWS = 24
+
+
+def draw_code(image: np.ndarray, wall_s: float) -> None:
+    """The wall clock in ms, 40 bits, as black/white cells across the top ``CODE_ROWS`` rows (MSB left)."""
+    value = int(wall_s * 1000) & ((1 << CODE_BITS) - 1)
+    cell = image.shape[1] // CODE_BITS
+    for b in range(CODE_BITS):
+        bit = (value >> (CODE_BITS - 1 - b)) & 1
+        image[:CODE_ROWS, b * cell:(b + 1) * cell] = 255 if bit else 0
+
+
+class _Box:
+    def __init__(self, mode: str, codec: str, width: int, height: int, fps: float = FPS) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "appliance.bench.stream", "--box", mode, codec, str(width), str(height), str(fps)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.close()
+            raise RuntimeError("the bench box did not start")
+        self.port = int(json.loads(line)["port"])
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def cpu(self) -> float:
+        return _cpu_seconds(self.proc.pid)
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class _CountingDecoder:
+    """Stands in for aiortc's decoder in the bench's viewers: counts encoded frames, decodes nothing."""
+
+    frames = 0
+
+    def decode(self, encoded_frame: Any) -> list[Any]:
+        _CountingDecoder.frames += 1
+        return []
+
+
+async def _published(session: Any, box: _Box) -> int:
+    async with session.get(box.url + "/api/state") as r:
+        return int((await r.json())["stream"]["frames_published"])
+
+
+async def _measure_viewers(box: _Box, codec: str, n: int, window_s: float) -> tuple[float, float, float]:
+    """Connect ``n`` aiortc viewers, let them settle, then (box CPU in cores, frames/s per viewer, box CPU
+    ms per picture fed: a figure that still compares when a loaded machine starves the box)."""
+    import aiohttp
+    import aiortc.rtcrtpreceiver
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+
+    from appliance.streaming.ice import offer_loopback
+
+    offer_loopback()
+    receiver_module: Any = aiortc.rtcrtpreceiver
+    original = receiver_module.get_decoder
+    receiver_module.get_decoder = lambda codec: _CountingDecoder()
+    pcs: list[RTCPeerConnection] = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(n):
+                pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+                pcs.append(pc)
+                tr = pc.addTransceiver("video", direction="recvonly")
+                caps: Any = RTCRtpReceiver.getCapabilities("video")
+                caps = caps.codecs
+                tr.setCodecPreferences([c for c in caps if c.mimeType == f"video/{codec}"])
+                await pc.setLocalDescription(await pc.createOffer())
+                async with session.post(box.url + "/offer", json={"sdp": pc.localDescription.sdp,
+                                                                  "type": "offer"}) as r:
+                    answer = await r.json()
+                await pc.setRemoteDescription(RTCSessionDescription(**answer))
+            deadline = time.monotonic() + 20
+            while any(pc.connectionState != "connected" for pc in pcs):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("bench viewers did not connect")
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(2.0)  # settle: keyframes, bitrate
+            pub0 = await _published(session, box)
+            frames0, cpu0, wall0 = _CountingDecoder.frames, box.cpu(), time.monotonic()
+            await asyncio.sleep(window_s)
+            frames1, cpu1, wall1 = _CountingDecoder.frames, box.cpu(), time.monotonic()
+            pub1 = await _published(session, box)
+        dt = wall1 - wall0
+        return (cpu1 - cpu0) / dt, (frames1 - frames0) / dt / n, 1000 * (cpu1 - cpu0) / max(1, pub1 - pub0)
+    finally:
+        await asyncio.gather(*(pc.close() for pc in pcs))
+        receiver_module.get_decoder = original
+
+
+def bench_viewers(quick: bool) -> list[Row]:
+    rows: list[Row] = []
+    window = 3.0 if quick else 6.0
+    w, h = SIZES["720p"]
+    for mode, counts in (("shared", (1, 4, 10)), ("per-viewer", (1, 4))):
+        cores: dict[int, float] = {}
+        per_picture: dict[int, float] = {}
+        for n in counts:
+            box = _Box(mode, "VP8", w, h)
+            try:
+                time.sleep(1.0)  # let it pre-render its pictures
+                cores[n], fps, per_picture[n] = asyncio.run(_measure_viewers(box, "VP8", n, window))
+            finally:
+                box.close()
+            who = "box, shared encoder" if mode == "shared" else "peer: box, aiortc per viewer"
+            rows.append((f"{who}, VP8 720p30, {n} viewers: CPU", cores[n], "cores"))
+            rows.append((f"{who}, VP8 720p30, {n} viewers: CPU per picture", per_picture[n], "ms"))
+            rows.append((f"{who}, VP8 720p30, {n} viewers: frames/s each", fps, "frames/s"))
+            rows.append((f"{who}, VP8 720p30, {n} viewers: CPU per frame delivered to a viewer",
+                         1000 * cores[n] / max(fps * n, 1e-9), "ms"))
+        last = counts[-1]
+        who = "shared" if mode == "shared" else "peer: per viewer"
+        rows.append((f"{who}: CPU {last} viewers / 1 viewer", cores[last] / max(cores[1], 1e-9), "x"))
+        rows.append((f"{who}: CPU per picture {last} viewers / 1 viewer",
+                     per_picture[last] / max(per_picture[1], 1e-9), "x"))
+    return rows
+
+
+# ---------- Chromium ----------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
+                 "--autoplay-policy=no-user-gesture-required"]  # as tests/conftest.py
+
+CHROMIUM_JS = """
+async ([seconds, bits, rows]) => {
+  const pc = new RTCPeerConnection({iceServers: []});
+  pc.addTransceiver("video", {direction: "recvonly"});
+  const video = document.createElement("video");
+  video.muted = true; video.autoplay = true; video.playsInline = true;
+  document.body.appendChild(video);
+  pc.ontrack = (e) => { video.srcObject = e.streams[0] || new MediaStream([e.track]); };
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise(r => { if (pc.iceGatheringState === "complete") r();
+                           else pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && r(); });
+  const res = await fetch("/offer", {method: "POST", headers: {"Content-Type": "application/json"},
+                                     body: JSON.stringify({sdp: pc.localDescription.sdp, type: "offer"})});
+  await pc.setRemoteDescription(await res.json());
+  const canvas = document.createElement("canvas");
+  const ctx = canvas.getContext("2d", {willReadFrequently: true});
+  const lat = []; let presented = 0; let started = null;
+  await new Promise(r => setTimeout(r, 2000));
+  const done = performance.now() + seconds * 1000;
+  await new Promise(resolve => {
+    const onFrame = (now, meta) => {
+      if (started === null) started = now;
+      presented += 1;
+      const arrived = performance.timeOrigin + meta.expectedDisplayTime;
+      canvas.width = video.videoWidth; canvas.height = rows;
+      ctx.drawImage(video, 0, 0, video.videoWidth, rows, 0, 0, video.videoWidth, rows);
+      const cell = Math.floor(video.videoWidth / bits);
+      const px = ctx.getImageData(0, 0, video.videoWidth, rows).data;
+      let value = 0;
+      for (let b = 0; b < bits; b++) {
+        const x = b * cell + Math.floor(cell / 2), y = Math.floor(rows / 2);
+        const i = (y * video.videoWidth + x) * 4;
+        value = value * 2 + (px[i] + px[i + 1] + px[i + 2] > 384 ? 1 : 0);
+      }
+      const sent = value, mod = 2 ** bits;
+      const d = ((Math.round(arrived) % mod) - sent + mod) % mod;
+      if (d < 5000) lat.push(d);
+      if (performance.now() < done) video.requestVideoFrameCallback(onFrame); else resolve();
+    };
+    video.requestVideoFrameCallback(onFrame);
+  });
+  const stats = await pc.getStats();
+  let inbound = {};
+  for (const r of stats.values()) if (r.type === "inbound-rtp" && r.kind === "video") inbound = r;
+  pc.close();
+  return {lat, presented, fps: presented / seconds, framesDecoded: inbound.framesDecoded,
+          width: inbound.frameWidth, height: inbound.frameHeight};
+}
+"""
+
+
+def bench_chromium(quick: bool) -> list[Row]:
+    import playwright.sync_api as sync_api
+
+    rows: list[Row] = []
+    w, h = SIZES["720p"]
+    for codec in ("VP8", "H264"):
+        box = _Box("shared", codec, w, h)
+        try:
+            with sync_api.sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+                try:
+                    page = browser.new_page()
+                    page.goto(box.url + "/healthz")
+                    r = page.evaluate(CHROMIUM_JS, [4 if quick else 10, CODE_BITS, CODE_ROWS])
+                finally:
+                    browser.close()
+        finally:
+            box.close()
+        lat = sorted(r["lat"])
+        figure = f"Chromium, {codec} {r['width']}x{r['height']}: frames presented per second"
+        rows.append((figure, r["fps"], "frames/s"))
+        if lat:
+            rows.append((f"Chromium, {codec}: glass-to-glass latency, median", statistics.median(lat), "ms"))
+            rows.append((f"Chromium, {codec}: glass-to-glass latency, p95", lat[int(0.95 * (len(lat) - 1))], "ms"))
+    return rows
+
+
+def bench_stream(quick: bool = False) -> list[Row]:
+    """Encode speed per codec and size, box CPU by viewer count, and (not quick) Chromium's view of it."""
+    rows = bench_encode(quick)
+    rows += bench_viewers(quick)
+    if not quick:
+        rows += bench_chromium(quick)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m appliance.bench.stream")
+    p.add_argument("--box", nargs=5, metavar=("MODE", "CODEC", "W", "H", "FPS"), required=True)
+    a = p.parse_args(argv)
+    mode, codec, w, h, fps = a.box
+    asyncio.run(_serve_box(mode, codec, int(w), int(h), float(fps)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,435 @@
+"""Encode once, fan out: one video encoder per codec in use, its packets handed to every connection.
+
+The framed picture (:class:`~appliance.streaming.hub.LatestFrame`) is encoded once per codec, off the
+event loop (a thread per codec), whatever the number of viewers. Each connection gets an
+:class:`EncodedVideoTrack`: an aiortc track whose ``recv()`` returns the shared encoder's ``av.Packet``s,
+which aiortc's ``RTCRtpSender`` then only packetizes (``Encoder.pack``): no per-viewer encoding.
+
+- Keyframes: any receiver's PLI/FIR (the sender's keyframe request is hooked) forces a keyframe in the
+  shared encoder, at most one every ``KEYFRAME_MIN_GAP_S``; a new connection asks for one and forwards
+  nothing until it arrives; periodic keyframes every ``[stream] keyframe_interval_s``.
+- Bitrate: ``[stream] bitrate_kbps``, lowered to the lowest receiver estimate (REMB), never below
+  ``min_bitrate_kbps``. Neither libvpx nor libx264 (through FFmpeg) takes a new bitrate on the fly, so a
+  change reopens the encoder (one keyframe); it is done only for a change of more than a quarter, at most
+  every ``BITRATE_MIN_GAP_S``.
+- Codec: the connection's negotiated codec (the first of the answer's, which follows the offer's order)
+  picks the encoder: ``VP8`` (libvpx, realtime) or ``H264`` (libx264, zerolatency, constrained baseline).
+
+:class:`VideoEncoder` is the interface an AV1 or hardware encoder would implement next to
+:class:`PyAvVideoEncoder`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack, RTCRtpSender, RTCRtpTransceiver
+from aiortc.codecs import is_rtx
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
+
+from appliance.config import StreamConfig
+from appliance.streaming.hub import LatestFrame
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    Packet = av.Packet[Any]  # what an encoder gives: no container stream
+else:
+    Packet = av.Packet
+
+VIDEO_CLOCK = 90_000
+VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK)
+CODECS = ("VP8", "H264")
+KEYFRAME_MIN_GAP_S = 0.25  # requests closer than this (many viewers, repeated PLIs) share one keyframe
+BITRATE_MIN_GAP_S = 3.0
+QUEUE_PACKETS = 10  # per connection; a sender this far behind skips to the next keyframe
+_MAX_PTS_STEP_S = 5.0
+
+
+class VideoEncoder(ABC):
+    """Pictures in (RGB uint8 (h, w, 3), a 90 kHz pts), encoded ``av.Packet``s out (pts in 90 kHz).
+
+    Called from one thread at a time (the codec's encoding thread); need not be thread-safe.
+    """
+
+    codec: str  # the RTP codec name: "VP8", "H264"
+
+    @abstractmethod
+    def encode(self, image: np.ndarray, pts: int, keyframe: bool = False) -> list[Packet]:
+        """Encode one picture; ``keyframe`` forces a complete picture. Returns zero or more packets."""
+
+    @property
+    @abstractmethod
+    def bitrate(self) -> int:
+        """Target bitrate in bits/s."""
+
+    @bitrate.setter
+    @abstractmethod
+    def bitrate(self, bps: int) -> None: ...
+
+
+class PyAvVideoEncoder(VideoEncoder):
+    """libvpx (VP8, realtime, no lag) or libx264 (H.264 constrained baseline, zerolatency) through PyAV."""
+
+    LIBRARIES = {"VP8": "libvpx", "H264": "libx264"}
+
+    def __init__(self, codec: str, stream: StreamConfig, threads: int = 2) -> None:
+        if codec not in self.LIBRARIES:
+            raise ValueError(f"no encoder for codec {codec!r}: choose from {', '.join(self.LIBRARIES)}")
+        self.codec = codec
+        self._stream = stream
+        self._threads = threads
+        self._bitrate = stream.bitrate_kbps * 1000
+        self._ctx: Any = None
+        self._size = (0, 0)
+
+    @property
+    def bitrate(self) -> int:
+        return self._bitrate
+
+    @bitrate.setter
+    def bitrate(self, bps: int) -> None:
+        if bps != self._bitrate:
+            self._bitrate = int(bps)
+            self._ctx = None  # reopened (with a keyframe) at the next picture
+
+    def _open(self, width: int, height: int) -> Any:
+        s = self._stream
+        ctx: Any = av.CodecContext.create(self.LIBRARIES[self.codec], "w")
+        ctx.width, ctx.height = width, height
+        ctx.pix_fmt = "yuv420p"
+        ctx.time_base = VIDEO_TIME_BASE
+        ctx.framerate = Fraction(s.fps).limit_denominator(1001)
+        ctx.bit_rate = self._bitrate
+        ctx.gop_size = max(1, round(s.keyframe_interval_s * s.fps))
+        # libvpx's VP8 threads busy-wait for each other: on a shared 2-core machine two threads cost 3-7x
+        # the CPU of one (measured); x264's sliced threads do not
+        ctx.thread_count = 1 if self.codec == "VP8" else self._threads
+        if self.codec == "VP8":
+            ctx.qmin, ctx.qmax = 4, 56
+            ctx.options = {"deadline": "realtime", "cpu-used": str(s.vp8_cpu_used), "lag-in-frames": "0",
+                           "static-thresh": "1", "undershoot-pct": "95", "overshoot-pct": "15",
+                           "bufsize": str(self._bitrate), "error-resilient": "1", "auto-alt-ref": "0"}
+        else:
+            ctx.profile = "Constrained Baseline"
+            ctx.options = {"preset": s.x264_preset, "tune": "zerolatency", "forced-idr": "1",
+                           "level": "31" if width * height <= 1280 * 720 else "40",
+                           "maxrate": str(self._bitrate), "bufsize": str(self._bitrate)}
+        self._size = (width, height)
+        return ctx
+
+    def encode(self, image: np.ndarray, pts: int, keyframe: bool = False) -> list[Packet]:
+        h, w = image.shape[:2]
+        if self._ctx is None or self._size != (w, h):
+            self._ctx = self._open(w, h)
+            keyframe = True
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(format="yuv420p")
+        frame.pts = pts
+        frame.time_base = VIDEO_TIME_BASE
+        frame.pict_type = av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
+        packets: list[Packet] = list(self._ctx.encode(frame))
+        for p in packets:
+            p.time_base = VIDEO_TIME_BASE
+        return packets
+
+
+EncoderFactory = Callable[[str, StreamConfig], VideoEncoder]
+
+
+def negotiated_codec(transceiver: RTCRtpTransceiver) -> str:
+    """The codec a transceiver's sender sends with: the first non-RTX one of the negotiated list.
+
+    aiortc's sender uses ``parameters.codecs[0]``, which is ``transceiver._codecs[0]`` (no public API).
+    """
+    for c in transceiver._codecs:
+        if not is_rtx(c):
+            return str(c.mimeType.split("/", 1)[1]).upper()
+    raise ValueError("no video codec was negotiated")
+
+
+class _CodecLine:
+    """One codec's shared encoder, its thread and its subscribers (the connections' tracks)."""
+
+    def __init__(self, fanout: EncodedVideo, codec: str) -> None:
+        self.fanout = fanout
+        self.codec = codec
+        self.encoder = fanout.make_encoder(codec, fanout.stream)
+        self.subscribers: set[EncodedVideoTrack] = set()
+        self.task: asyncio.Task[None] | None = None
+        # one thread for the codec's life: a cancelled run's last encode finishes before the next run's first
+        self.executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.keyframe_wanted = True
+        self.last_keyframe = -1e9
+        self.last_bitrate_change = -1e9
+        self.frames_encoded = 0
+        self.keyframes = 0
+        self.resent = 0
+        self.bytes = 0
+        self.encode_s = 0.0
+        self._seq = 0
+        self._t0: float | None = None
+        self._last_pts: int | None = None
+
+    def request_keyframe(self) -> None:
+        self.keyframe_wanted = True
+
+    def _take_keyframe(self, now: float) -> bool:
+        due = now - self.last_keyframe >= self.fanout.stream.keyframe_interval_s
+        if due or (self.keyframe_wanted and now - self.last_keyframe >= KEYFRAME_MIN_GAP_S):
+            self.keyframe_wanted = False
+            return True
+        return False
+
+    def _pts_for(self, t: float) -> int:
+        ticks = max(1, round(VIDEO_CLOCK / self.fanout.stream.fps))
+        if self._last_pts is None or self._t0 is None:
+            self._t0 = t
+            return 0
+        pts = round((t - self._t0) * VIDEO_CLOCK)
+        if 0 < pts - self._last_pts <= _MAX_PTS_STEP_S * VIDEO_CLOCK:
+            return pts
+        pts = self._last_pts + ticks  # the producer's clock jumped (or went back): re-anchor
+        self._t0 = t - pts / VIDEO_CLOCK
+        return pts
+
+    def _adjust_bitrate(self, now: float) -> None:
+        s = self.fanout.stream
+        estimates = [t.estimate_bps for t in self.subscribers if t.estimate_bps is not None]
+        target = s.bitrate_kbps * 1000
+        if estimates:
+            target = max(s.min_bitrate_kbps * 1000, min(target, min(estimates)))
+        current = self.encoder.bitrate
+        if abs(target - current) > 0.25 * current and now - self.last_bitrate_change >= self.fanout.bitrate_min_gap_s:
+            log.info("%s encoder: bitrate %d -> %d kbit/s", self.codec, current // 1000, target // 1000)
+            self.encoder.bitrate = target
+            self.last_bitrate_change = now
+
+    def start(self) -> None:
+        if self.executor is None:
+            self.executor = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix=f"roombox-encode-{self.codec}")
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run(), name=f"encode-{self.codec}")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        frames, stream = self.fanout.frames, self.fanout.stream
+        keepalive = max(2.0 / stream.fps, 0.25)
+        executor = self.executor
+        try:
+            while self.subscribers:
+                try:
+                    self._seq, image, t = await asyncio.wait_for(frames.get_newer(self._seq), keepalive)
+                    pts = self._pts_for(t)
+                except TimeoutError:  # the source stalls: send the last picture again, so the stream lives
+                    latest = frames.latest()
+                    image = latest[1] if latest else np.zeros((stream.height, stream.width, 3), np.uint8)
+                    pts = 0 if self._last_pts is None else self._last_pts + max(1, round(VIDEO_CLOCK / stream.fps))
+                    self.resent += 1
+                self._last_pts = pts
+                now = time.monotonic()
+                self._adjust_bitrate(now)
+                keyframe = self._take_keyframe(now)
+                started = time.perf_counter()
+                packets = await loop.run_in_executor(executor, self.encoder.encode, image, pts, keyframe)
+                self.encode_s += time.perf_counter() - started
+                self.frames_encoded += 1
+                for p in packets:
+                    self.bytes += p.size
+                    if p.is_keyframe:
+                        self.keyframes += 1
+                        self.last_keyframe = now
+                    for track in list(self.subscribers):
+                        track._deliver(p)
+        except Exception:
+            log.exception("%s encoder failed", self.codec)
+            for track in list(self.subscribers):
+                track.stop()
+
+    def stats(self) -> dict[str, Any]:
+        return {"viewers": len(self.subscribers), "frames_encoded": self.frames_encoded,
+                "keyframes": self.keyframes, "resent": self.resent, "bytes": self.bytes,
+                "bitrate_kbps": self.encoder.bitrate // 1000,
+                "encode_ms_mean": 1000 * self.encode_s / self.frames_encoded if self.frames_encoded else None}
+
+
+class EncodedVideo:
+    """The framed picture encoded once per codec in use, handed to every connection's track.
+
+    Lives on the box's event loop. ``track()`` makes a connection's track; ``add_to(pc)`` adds one to an
+    aiortc peer connection with its keyframe and bitrate hooks. An encoder runs only while some
+    connection uses its codec. ``close()`` stops everything.
+    """
+
+    def __init__(self, frames: LatestFrame, stream: StreamConfig,
+                 make_encoder: EncoderFactory = PyAvVideoEncoder, bitrate_min_gap_s: float = BITRATE_MIN_GAP_S) -> None:
+        self.frames = frames
+        self.stream = stream
+        self.make_encoder = make_encoder
+        self.bitrate_min_gap_s = bitrate_min_gap_s
+        self._lines: dict[str, _CodecLine] = {}
+
+    def line(self, codec: str) -> _CodecLine:
+        codec = codec.upper()
+        if codec not in CODECS:
+            raise ValueError(f"unsupported video codec {codec!r}: the box encodes {', '.join(CODECS)}")
+        if codec not in self._lines:
+            self._lines[codec] = _CodecLine(self, codec)
+        return self._lines[codec]
+
+    def track(self, codec: str | None = None) -> EncodedVideoTrack:
+        """A track for one connection; ``codec`` None: the one negotiated (see :meth:`EncodedVideoTrack.attach`)."""
+        return EncodedVideoTrack(self, codec)
+
+    def add_to(self, pc: Any, direction: str | None = None) -> EncodedVideoTrack:
+        """Add a shared-encoder video track to ``pc`` (an ``RTCPeerConnection``) and hook its sender.
+
+        Answering: call after ``setRemoteDescription`` (the offer's video transceiver takes the track).
+        Offering: call before ``createOffer`` with ``direction="sendonly"`` (a new transceiver whose codec
+        preferences are ``[stream] codecs``).
+        """
+        track = self.track()
+        if direction is None:
+            sender = pc.addTrack(track)
+            transceiver = next(t for t in pc.getTransceivers() if t.sender is sender)
+        else:
+            transceiver = pc.addTransceiver(track, direction=direction)
+            caps = RTCRtpSender.getCapabilities("video").codecs
+            prefs = [c for name in self.stream.codecs for c in caps if c.mimeType.upper() == f"VIDEO/{name}"]
+            transceiver.setCodecPreferences(prefs + [c for c in caps if is_rtx(c)])
+        track.attach(transceiver)
+        return track
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        return {codec: line.stats() for codec, line in self._lines.items()}
+
+    @property
+    def connections(self) -> int:
+        return sum(len(line.subscribers) for line in self._lines.values())
+
+    async def close(self) -> None:
+        """Stop every connection's track and every encoder."""
+        for line in self._lines.values():
+            for track in list(line.subscribers):
+                track.stop()
+        tasks = [line.task for line in self._lines.values() if line.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for line in self._lines.values():
+            if line.executor is not None:
+                line.executor.shutdown(wait=False)
+                line.executor = None
+
+
+class EncodedVideoTrack(MediaStreamTrack):
+    """One connection's video: the shared encoder's packets (``av.Packet``, 90 kHz pts) for its codec.
+
+    Starts forwarding at a keyframe (asked for when the track first pulls). A connection that falls
+    ``QUEUE_PACKETS`` behind loses its queue and waits for the next keyframe (counted in ``skipped``).
+    """
+
+    kind = "video"
+
+    def __init__(self, fanout: EncodedVideo, codec: str | None = None) -> None:
+        super().__init__()
+        self._fanout = fanout
+        self._codec = codec
+        self._transceiver: RTCRtpTransceiver | None = None
+        self._line: _CodecLine | None = None
+        self._queue: asyncio.Queue[Packet | None] = asyncio.Queue()
+        self._waiting_for_keyframe = True
+        self.estimate_bps: int | None = None
+        self.last_rtcp = 0.0  # time.monotonic() of the last RTCP from this connection's receiver
+        self.sent = 0
+        self.skipped = 0
+        self.keyframe_requests = 0
+
+    @property
+    def codec(self) -> str | None:
+        return self._line.codec if self._line is not None else self._codec
+
+    def attach(self, transceiver: RTCRtpTransceiver) -> None:
+        """Hook the transceiver's sender: its receiver's PLI/FIR and REMB reach the shared encoder."""
+        self._transceiver = transceiver
+        sender: Any = transceiver.sender
+        original = sender._handle_rtcp_packet
+
+        async def handle_rtcp(packet: Any) -> None:
+            self.last_rtcp = time.monotonic()
+            if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+                try:
+                    bitrate, ssrcs = unpack_remb_fci(packet.fci)
+                except ValueError:
+                    pass
+                else:
+                    if sender._ssrc in ssrcs:
+                        self.estimate_bps = int(bitrate)
+            await original(packet)
+
+        sender._handle_rtcp_packet = handle_rtcp
+        sender._send_keyframe = self.request_keyframe  # called on PLI and FIR
+
+    def request_keyframe(self) -> None:
+        self.keyframe_requests += 1
+        if self._line is not None:
+            self._line.request_keyframe()
+
+    def _subscribe(self) -> _CodecLine:
+        codec = self._codec
+        if codec is None:
+            if self._transceiver is None:
+                raise MediaStreamError("no codec: give one, or attach() the track to a transceiver")
+            codec = negotiated_codec(self._transceiver)
+        line = self._fanout.line(codec)
+        line.subscribers.add(self)
+        line.request_keyframe()
+        line.start()
+        return line
+
+    def _deliver(self, packet: Packet) -> None:
+        if self._waiting_for_keyframe:
+            if not packet.is_keyframe:
+                return
+            self._waiting_for_keyframe = False
+        if self._queue.qsize() >= QUEUE_PACKETS:
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self.skipped += 1
+            self._waiting_for_keyframe = True
+            if self._line is not None:
+                self._line.request_keyframe()
+            if not packet.is_keyframe:
+                return
+            self._waiting_for_keyframe = False
+        self._queue.put_nowait(packet)
+
+    async def recv(self) -> Packet:
+        """The next encoded packet for this connection."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._line is None:
+            self._line = self._subscribe()
+        packet = await self._queue.get()
+        if packet is None or self.readyState != "live":
+            raise MediaStreamError
+        self.sent += 1
+        return packet
+
+    def stop(self) -> None:
+        super().stop()
+        if self._line is not None:
+            self._line.subscribers.discard(self)
+            if not self._line.subscribers and self._line.task is not None:
+                self._line.task.cancel()
+        self._queue.put_nowait(None)

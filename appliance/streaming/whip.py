@@ -1,0 +1,118 @@
+"""WHIP (RFC 9725): publish the room to any WHIP ingest.
+
+The box POSTs its SDP offer (``application/sdp``, all ICE candidates in it: no trickle) with
+``Authorization: Bearer <token>``; the ingest answers ``201 Created`` with the SDP answer and a
+``Location`` (the session's resource URL), which the box DELETEs when it leaves. ICE servers come from
+``[whip] ice_servers``. Errors are one line naming the endpoint and what is wrong; those retrying cannot
+fix (401/403: the token; other 4xx; an answer that is not usable SDP) stop the publisher in ``failed``;
+5xx, 408, 429 and unreachable endpoints are retried with back-off (``Retry-After`` honoured).
+
+Wiring (the live box): ``WhipPublisher.from_config(cfg.whip, video, audio, on_state=...)``, then
+``await pub.start()`` and, on the way out, ``await pub.stop()``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from urllib.parse import urljoin
+
+import aiohttp
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from appliance.config import WhipConfig
+from appliance.streaming.connector import ConnectError, Connector, StateCallback
+from appliance.streaming.encoder import EncodedVideo
+from appliance.streaming.hub import AudioHub
+
+_RETRY_STATUS = {408, 425, 429}
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, when.timestamp() - time.time()) if when is not None else None
+
+
+def _snippet(text: str) -> str:
+    text = " ".join(text.split())
+    return (": " + (text[:160] + "..." if len(text) > 160 else text)) if text else ""
+
+
+class WhipPublisher(Connector):
+    """Publishes the shared encoder's video (and the room's sound) to a WHIP endpoint."""
+
+    kind = "whip"
+
+    def __init__(self, url: str, video: EncodedVideo, audio: AudioHub | None, token: str = "",
+                 **kwargs: object) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"WHIP endpoint {url!r}: expected an http:// or https:// URL")
+        super().__init__(video, audio, **kwargs)  # type: ignore[arg-type]
+        self.url = url
+        self.token = token
+        self.resource: str | None = None
+
+    @classmethod
+    def from_config(cls, cfg: WhipConfig, video: EncodedVideo, audio: AudioHub | None,
+                    on_state: StateCallback | None = None) -> WhipPublisher:
+        if not cfg.url:
+            raise ValueError("[whip.url] is empty: give the WHIP endpoint (or roombox demo --whip URL)")
+        return cls(cfg.url, video, audio, token=cfg.token, ice=cfg.ice_servers,
+                   connect_timeout_s=cfg.connect_timeout_s, media_timeout_s=cfg.media_timeout_s,
+                   retry_min_s=cfg.retry_min_s, retry_max_s=cfg.retry_max_s, on_state=on_state)
+
+    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+        h = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        if content_type:
+            h["Content-Type"] = content_type
+        return h
+
+    async def _negotiate(self, pc: RTCPeerConnection) -> None:
+        assert self.http is not None
+        await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers every candidate first
+        where = f"WHIP {self.url}"
+        try:
+            async with self.http.post(self.url, data=pc.localDescription.sdp.encode(),
+                                      headers=self._headers("application/sdp"),
+                                      timeout=aiohttp.ClientTimeout(total=self.connect_timeout_s)) as r:
+                body = await r.text(errors="replace")
+                status, reason = r.status, r.reason or ""
+                location = r.headers.get("Location")
+                retry_after = _retry_after(r.headers.get("Retry-After"))
+                ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                if location:  # even on an error: a resource that exists must be deleted
+                    self.resource = urljoin(str(r.url), location)
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            raise ConnectError(f"{where} unreachable: {e or type(e).__name__}") from None
+        if status in (401, 403):
+            raise ConnectError(f"{where}: the token was refused ({status} {reason}){_snippet(body)}", retry=False)
+        if status >= 500 or status in _RETRY_STATUS:
+            raise ConnectError(f"{where}: {status} {reason}{_snippet(body)}", retry_after_s=retry_after)
+        if status not in (200, 201):
+            raise ConnectError(f"{where}: refused the offer ({status} {reason}){_snippet(body)}", retry=False)
+        if ctype != "application/sdp":
+            raise ConnectError(f"{where}: the answer is {ctype or 'untyped'}, not application/sdp{_snippet(body)}",
+                               retry=False)
+        if not location:
+            raise ConnectError(f"{where}: the answer has no Location header (no session to leave)", retry=False)
+        if not body.lstrip().startswith("v=0") or "\nm=" not in body:
+            raise ConnectError(f"{where}: the answer is not an SDP session description{_snippet(body)}",
+                               retry=False)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+        except Exception as e:  # aiortc raises ValueError and others for an SDP it cannot use
+            raise ConnectError(f"{where}: cannot use the SDP answer: {e}", retry=False) from None
+
+    async def _leave(self) -> None:
+        if self.resource is None or self.http is None:
+            return
+        resource, self.resource = self.resource, None
+        async with self.http.delete(resource, headers=self._headers(),
+                                    timeout=aiohttp.ClientTimeout(total=5.0)) as r:
+            if r.status >= 400 and r.status != 404:
+                raise ConnectError(f"WHIP {resource}: DELETE answered {r.status} {r.reason}")

@@ -1,0 +1,257 @@
+"""A real Janus (Debian's ``janus``: HTTP API, admin API, VideoRoom) started on 127.0.0.1, and a WHIP front
+for it.
+
+The WHIP front does what ``simple-whip-server`` does (a WHIP endpoint per VideoRoom, the offer published
+as a VideoRoom participant, DELETE hangs up): Debian's ``simple-whip-server`` cannot be installed on these
+machines, see ``tests/test_whip.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from appliance.streaming.janus import JanusError, JanusSession
+
+JANUS = "/usr/bin/janus"
+LIBDIR = Path("/usr/lib/x86_64-linux-gnu/janus")
+ADMIN_SECRET = "roombox-test-admin"
+ROOM = 1234
+SHIM_SOURCE = Path(__file__).with_name("janus_loopback.c")  # Janus skips loopback interfaces: see there
+PLUGINS = ["audiobridge", "duktape", "echotest", "lua", "nosip", "recordplay", "sip", "streaming", "textroom",
+           "videocall", "voicemail"]
+TRANSPORTS = ["websockets", "mqtt", "nanomsg", "pfunix", "rabbitmq"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Janus:
+    """``janus`` in a temporary config folder, HTTP API and admin API on free ports of 127.0.0.1."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/janus"
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}/admin"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._write_config()
+
+    def _write_config(self) -> None:
+        f = self.folder
+        f.mkdir(parents=True, exist_ok=True)
+        disable = ",".join(f"libjanus_{p}.so" for p in PLUGINS)
+        tdisable = ",".join(f"libjanus_{t}.so" for t in TRANSPORTS)
+        (f / "janus.jcfg").write_text(f"""
+general: {{
+  configs_folder = "{f}"
+  plugins_folder = "{LIBDIR}/plugins"
+  transports_folder = "{LIBDIR}/transports"
+  events_folder = "{LIBDIR}/events"
+  loggers_folder = "{LIBDIR}/loggers"
+  debug_level = 4
+  admin_secret = "{ADMIN_SECRET}"
+  session_timeout = 20
+}}
+plugins: {{ disable = "{disable}" }}
+transports: {{ disable = "{tdisable}" }}
+events: {{ broadcast = false }}
+loggers: {{ disable = "libjanus_jsonlog.so" }}
+media: {{ rtp_port_range = "{20000 + (os.getpid() % 400) * 100}-{20099 + (os.getpid() % 400) * 100}" }}
+nat: {{ ice_enforce_list = "127.0.0.1" }}
+""")
+        (f / "janus.transport.http.jcfg").write_text(f"""
+general: {{ json = "compact"  base_path = "/janus"  http = true  port = {self.port}  ip = "127.0.0.1"
+            https = false }}
+admin: {{ admin_base_path = "/admin"  admin_http = true  admin_port = {self.admin_port}  admin_ip = "127.0.0.1"
+          admin_https = false }}
+""")
+        (f / "janus.plugin.videoroom.jcfg").write_text(f"""
+general: {{ }}
+room-{ROOM}: {{
+  description = "Roombox test room"
+  publishers = 6
+  bitrate = 4000000
+  fir_freq = 2
+  videocodec = "vp8,h264"
+  audiocodec = "opus"
+}}
+""")
+
+    def start(self, timeout: float = 20.0) -> None:
+        if shutil.which(JANUS) is None:
+            raise RuntimeError(f"{JANUS} is not installed: run scripts/setup")
+        shim = self.folder / "janus_loopback.so"
+        subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", str(shim), str(SHIM_SOURCE), "-ldl"], check=True)
+        log = open(self.folder / "janus.log", "ab")
+        self.proc = subprocess.Popen([JANUS, "-C", str(self.folder / "janus.jcfg"), "-F", str(self.folder), "-o",
+                                      "-i", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "LD_PRELOAD": str(shim)})
+        log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/janus/info", timeout=2) as r:
+                    if json.loads(r.read()).get("janus") == "server_info":
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"janus did not start: see {self.folder / 'janus.log'}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def admin(self, request: str, **extra: Any) -> dict[str, Any]:
+        """An admin API request (``list_sessions``, ``list_handles`` with session_id, ...)."""
+        path = self.admin_url
+        if "session_id" in extra:
+            path += f"/{extra.pop('session_id')}"
+            if "handle_id" in extra:
+                path += f"/{extra.pop('handle_id')}"
+        body = json.dumps({"janus": request, "transaction": secrets.token_hex(6), "admin_secret": ADMIN_SECRET,
+                           **extra}).encode()
+        req = urllib.request.Request(path, data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            result: dict[str, Any] = json.loads(r.read())
+            return result
+
+    def sessions(self) -> list[int]:
+        return [int(s) for s in self.admin("list_sessions").get("sessions", [])]
+
+    def published(self) -> list[dict[str, Any]]:
+        """What Janus receives: one ``{"codec", "packets", "bytes"}`` per incoming video stream, all sessions."""
+        out = []
+        for sid in self.sessions():
+            for hid in self.admin("list_handles", session_id=sid).get("handles", []):
+                info = self.admin("handle_info", session_id=sid, handle_id=hid).get("info", {})
+                for m in (info.get("webrtc", {}).get("media") or {}).values():
+                    if m.get("type") == "video" and m.get("direction", {}).get("recv"):
+                        stats = m.get("stats", {}).get("in", {})
+                        out.append({"codec": m.get("codecs", {}).get("codec"), "packets": stats.get("packets", 0),
+                                    "bytes": stats.get("bytes", 0)})
+        return out
+
+
+class WhipFront:
+    """A WHIP endpoint per Janus VideoRoom: ``POST /whip/endpoint/<room>`` (bearer token), ``DELETE
+    /whip/resource/<id>``; ``/whip/status/<code>`` always answers that code, ``/whip/garbage`` answers 201
+    with a body that is not SDP (for the bad-input tests). Runs on the caller's loop."""
+
+    def __init__(self, janus_url: str, token: str) -> None:
+        self.janus_url = janus_url
+        self.token = token
+        self.resources: dict[str, tuple[JanusSession, int]] = {}
+        self.posts = 0
+        self.deletes = 0
+        self.http: aiohttp.ClientSession | None = None
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> str:
+        self.http = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_post("/whip/endpoint/{room}", self._publish)
+        app.router.add_delete("/whip/resource/{id}", self._hangup)
+        app.router.add_post("/whip/status/{code}", self._status)
+        app.router.add_post("/whip/garbage", self._garbage)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}/whip"
+        return self.url
+
+    async def stop(self) -> None:
+        for sess, _ in list(self.resources.values()):
+            await sess.destroy()
+        self.resources.clear()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.http is not None:
+            await self.http.close()
+
+    async def _publish(self, request: web.Request) -> web.Response:
+        self.posts += 1
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return web.Response(status=401, text="Unauthorized")
+        if request.content_type != "application/sdp":
+            return web.Response(status=415, text="expected application/sdp")
+        offer = await request.text()
+        assert self.http is not None
+        try:
+            sess = await JanusSession.create(self.http, self.janus_url)
+        except JanusError as e:
+            return web.Response(status=503, text=str(e))
+        try:
+            handle = await sess.attach("janus.plugin.videoroom")
+            room = int(request.match_info["room"])
+            await sess.message(handle, {"request": "join", "ptype": "publisher", "room": room, "display": "whip"})
+            _, jsep = await sess.message(handle, {"request": "publish"}, {"type": "offer", "sdp": offer})
+        except (JanusError, ValueError) as e:
+            await sess.destroy()
+            return web.Response(status=404 if "No such room" in str(e) else 500, text=str(e))
+        if not jsep:
+            await sess.destroy()
+            return web.Response(status=500, text="Janus gave no answer")
+        rid = secrets.token_hex(8)
+        self.resources[rid] = (sess, handle)
+        return web.Response(status=201, text=jsep["sdp"], content_type="application/sdp",
+                            headers={"Location": f"/whip/resource/{rid}"})
+
+    async def _hangup(self, request: web.Request) -> web.Response:
+        self.deletes += 1
+        found = self.resources.pop(request.match_info["id"], None)
+        if found is None:
+            return web.Response(status=404)
+        await found[0].destroy()
+        return web.Response(status=200)
+
+    async def _status(self, request: web.Request) -> web.Response:
+        self.posts += 1
+        code = int(request.match_info["code"])
+        return web.Response(status=code, text=f"test says {code}", headers={"Retry-After": "1"})
+
+    async def _garbage(self, request: web.Request) -> web.Response:
+        self.posts += 1
+        return web.Response(status=201, text="<html>hello</html>", content_type="application/sdp",
+                            headers={"Location": "/whip/resource/garbage"})
+
+
+async def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.1)
