@@ -99,7 +99,7 @@ def cmd_faces(a: argparse.Namespace) -> int:
         raise ValueError("give exactly one of --image or --video")
     cfg = load_config(a.config)
     _print_lines(iter_face_records(Path(a.image) if a.image else None, Path(a.video) if a.video else None,
-                                   cfg.detector, every=a.every))
+                                   cfg.detector, every=a.every, hfov_deg=cfg.camera.hfov_deg))
     return 0
 
 

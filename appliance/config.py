@@ -85,13 +85,47 @@ class TrackerConfig(Section):
 _TileCount = Annotated[int, Field(ge=1, le=16)]
 
 
-class DetectorConfig(Section):
+class BlazeFaceConfig(Section):
+    """``[detector] type = "blazeface"``: MediaPipe BlazeFace on the whole frame and on overlapping tiles."""
+
+    type: Literal["blazeface"] = "blazeface"
     model: Literal["full_range", "short_range"] = Field("full_range", title="BlazeFace model")
     min_score: float = Field(0.5, ge=0.05, le=1.0, title="Least detection score")
     tiles: tuple[_TileCount, _TileCount] = Field((5, 3), title="Tiles (columns, rows)",
                                                  description="The picture is also searched in overlapping "
                                                  "tiles so that small, far faces are found.")
     interval_s: float = Field(0.4, ge=0.03, le=10.0, title="Time between detections (s)")
+
+
+DetectorConfig = BlazeFaceConfig  # the name BlazeFace's section had before detectors were plugins
+
+
+class YuNetConfig(Section):
+    """``[detector] type = "yunet"`` (the default): OpenCV's YuNet on a downscaled copy of the frame, small or
+    uncertain faces confirmed on full-resolution crops."""
+
+    type: Literal["yunet"] = "yunet"
+    min_score: float = Field(0.6, ge=0.05, le=1.0, title="Least detection score")
+    candidate_score: float = Field(0.02, ge=0.01, le=1.0, title="Least score of a face worth a second look",
+                                   description="Faces between this and min_score on the downscaled copy are "
+                                   "looked at again on a full-resolution crop.")
+    confirm_score: float = Field(0.8, ge=0.05, le=1.0, title="Least score of a face confirmed on a crop",
+                                 description="A small or uncertain face is kept when its full-resolution "
+                                 "crop scores this much (blobs such as a galaxy on a poster score up to 0.77).")
+    long_side: int = Field(960, ge=160, le=3840, title="Long side of the downscaled copy (px)")
+    min_face_px: int = Field(24, ge=8, le=400, title="Smallest face to find (px of the frame)",
+                             description="A frame whose downscaled copy would show such a face under "
+                             "12 px is searched at a larger scale (more time per search).")
+    refine_below_px: int = Field(64, ge=0, le=1000, title="Faces narrower than this are refined (px)",
+                                 description="Their box and score come from a full-resolution crop.")
+    interval_s: float = Field(0.2, ge=0.03, le=10.0, title="Time between detections (s)")
+    scan_interval_s: float = Field(3.0, ge=0.0, le=60.0, title="Time between whole-frame searches (s)",
+                                   description="In between, the faces being tracked are looked for on "
+                                   "full-resolution crops around them only; 0 searches the whole frame "
+                                   "every time.")
+
+
+DetectorSection = Annotated[YuNetConfig | BlazeFaceConfig, Field(discriminator="type")]
 
 
 class DirectorConfig(Section):
@@ -229,7 +263,7 @@ class Config(Section):
         description='[ptz.NAME] type = "visca-ip" | "visca-tcp" | "visca-serial" | "uvc"')
     doa: DoaConfig = Field(default_factory=DoaConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
-    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    detector: DetectorSection = Field(default_factory=YuNetConfig)
     director: DirectorConfig = Field(default_factory=DirectorConfig)
     stream: StreamConfig = Field(default_factory=StreamConfig)
     panel: PanelConfig = Field(default_factory=PanelConfig)
@@ -241,7 +275,10 @@ class Config(Section):
     @classmethod
     def _legacy_sections(cls, data: Any) -> Any:
         """``[camera]`` and ``[mic_array]`` (one device each, as written before named devices) still work: they
-        are the ``main`` file camera and WAV mic array. Mixed with the named form they are refused."""
+        are the ``main`` file camera and WAV mic array. Mixed with the named form they are refused.
+
+        A ``[detector]`` without ``type`` (as written before detectors were plugins) is BlazeFace when it has
+        BlazeFace's own keys (``model`` or ``tiles``), else YuNet, the default."""
         if not isinstance(data, dict):
             return data
         data = dict(data)
@@ -263,6 +300,9 @@ class Config(Section):
         for name, section in (data["ptz"].items() if isinstance(data.get("ptz"), dict) else ()):
             if isinstance(section, dict) and "type" not in section:
                 raise ValueError(f"[ptz.{name}] has no type: give one of {', '.join(drivers('ptz'))}")
+        detector = data.get("detector")
+        if isinstance(detector, dict) and "type" not in detector:
+            data["detector"] = {"type": _detector_type(detector), **detector}
         return data
 
     @property
@@ -276,6 +316,12 @@ class Config(Section):
         """The main mic array: the first of ``mic_arrays``."""
         mic_array: MicArraySection = next(iter(self.mic_arrays.values()))
         return mic_array
+
+
+def _detector_type(section: dict[str, Any]) -> str:
+    """The detector a ``[detector]`` without ``type`` means: written before detectors were plugins, one with
+    BlazeFace's own keys (``model``, ``tiles``) is BlazeFace; any other is the default, YuNet."""
+    return "blazeface" if {"model", "tiles"} & section.keys() else "yunet"
 
 
 def _default(kind: Kind) -> Any:
@@ -303,4 +349,5 @@ def config_to_toml(cfg: Config) -> str:
     return tomli_w.dumps(cfg.model_dump(mode="json", exclude_none=True))
 
 
-__all__ = ["CameraSection", "ConfigError", "Config", "MicArraySection", "load_config", "parse_config", "read_toml"]
+__all__ = ["BlazeFaceConfig", "CameraSection", "ConfigError", "Config", "DetectorConfig", "DetectorSection",
+           "YuNetConfig", "MicArraySection", "load_config", "parse_config", "read_toml"]

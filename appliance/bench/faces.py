@@ -77,4 +77,6 @@ def bench_faces(cfg: DetectorConfig | None = None, frames: int | None = None,
 
 
 def bench_faces_section(quick: bool = False) -> list[tuple[str, float, str]]:
-    return bench_faces(quick=quick)
+    from appliance.bench.faces_suite import bench_detectors, bench_tracks
+
+    return bench_detectors(quick=quick) + bench_tracks(quick=quick)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance.config import DetectorConfig
+from appliance.config import DetectorConfig, DetectorSection
 from appliance.messages import Box, Face, Faces
 from appliance.perception.facemodel import FaceModelError
 from common.paths import data_dir
@@ -87,10 +87,22 @@ class FaceDetector:
     Not thread-safe: give each worker its own detector. Use as a context manager or call :meth:`close`.
     """
 
-    def __init__(self, model_path: Path | None = None, cfg: DetectorConfig | None = None) -> None:
+    def __new__(cls, model_path: Path | None = None, cfg: Any = None) -> Any:
+        """``FaceDetector(cfg=section)`` with a section of another ``type`` (YuNet, the default) builds that
+        detector, so that callers written before detectors were plugins follow the config. New code calls
+        :func:`appliance.perception.detectors.make_detector`."""
+        if cfg is not None and not isinstance(cfg, DetectorConfig):
+            from appliance.perception.detectors import make_detector
+
+            return make_detector(cfg, model_path)
+        return super().__new__(cls)
+
+    def __init__(self, model_path: Path | None = None, cfg: DetectorSection | None = None) -> None:
         from mediapipe.tasks.python import vision
         from mediapipe.tasks.python.core.base_options import BaseOptions
 
+        if cfg is not None and not isinstance(cfg, DetectorConfig):  # only when called as __init__ directly
+            raise TypeError(f"BlazeFace's FaceDetector cannot run a {type(cfg).__name__}")
         self.cfg = cfg or DetectorConfig()
         self.model_path = Path(model_path) if model_path else default_model_path(self.cfg)
         if not self.model_path.is_file():
@@ -163,10 +175,21 @@ def _clip(box: Box, width: int, height: int) -> Box:
     return (x0, y0, max(0.0, x1 - x0), max(0.0, y1 - y0))
 
 
-def iter_face_records(image: Path | None, video: Path | None, cfg: DetectorConfig | None = None,
-                      every: int = 1, model_path: Path | None = None) -> Iterator[dict[str, Any]]:
-    """``Faces.to_json()`` records for one image (t = 0) or every ``every``-th frame of a video."""
+def iter_face_records(image: Path | None, video: Path | None, cfg: DetectorSection | None = None,
+                      every: int = 1, model_path: Path | None = None,
+                      hfov_deg: float = 90.0) -> Iterator[dict[str, Any]]:
+    """``Faces.to_json()`` records for one image (t = 0) or every ``every``-th frame of a video.
+
+    ``cfg`` is any ``[detector]`` section (default: BlazeFace, as before detectors were plugins). On a
+    video each face also gets ``"track"``, the id of the :class:`~appliance.perception.tracking.FaceTracker`
+    track it belongs to (``hfov_deg``: the camera's field of view, for the tracks' directions).
+    """
+    from appliance.perception.detectors import make_detector
+    from appliance.perception.tracking import FaceTracker
+    from common.geometry import PinholeCamera
     from drivers.files import iter_video_frames, read_image
+
+    cfg = cfg or DetectorConfig()
 
     if every < 1:
         raise ValueError(f"every must be at least 1, got {every}")
@@ -176,6 +199,21 @@ def iter_face_records(image: Path | None, video: Path | None, cfg: DetectorConfi
         frames = ((f.t, f.image) for i, f in enumerate(iter_video_frames(video)) if i % every == 0)
     else:
         raise ValueError("give exactly one of an image or a video")
-    with FaceDetector(model_path, cfg) as detector:
+    detector = make_detector(cfg, model_path)
+    try:
+        if video is None:
+            for t, rgb in frames:
+                yield detector.detect(rgb, t).to_json()
+            return
+        tracker: FaceTracker | None = None
         for t, rgb in frames:
-            yield detector.detect(rgb, t).to_json()
+            faces = detector.detect(rgb, t)
+            if tracker is None:
+                tracker = FaceTracker(PinholeCamera(faces.width, faces.height, hfov_deg))
+            tracker.update(faces)
+            record = faces.to_json()
+            for face, track_id in zip(record["faces"], tracker.last_ids, strict=True):
+                face["track"] = track_id
+            yield record
+    finally:
+        detector.close()
