@@ -44,7 +44,7 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
     from appliance.control import Control
     from appliance.control.kiosk import kiosk_link
     from appliance.messages import MeetingStatus
-    from appliance.perception.faces import FaceDetector
+    from appliance.perception.watch import FaceWatcher
     from appliance.streaming.connector import connectors_from_config
     from appliance.streaming.display import show_far_end
     from appliance.streaming.encoder import EncodedVideo
@@ -68,7 +68,7 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    with FaceDetector(cfg=cfg.detector) as detector:
+    with FaceWatcher.from_config(cfg.detector, cfg.camera.hfov_deg) as detector:
         box = RoomBox(cfg, camera, mic_array, detector, frames, audio, events, clock=clock)
         control = Control.for_box(cfg, on_config=box.on_config, config_path=config_path)
         app = create_app(frames, audio, events, cfg.stream, on_command=box.command, control=control, video=video,

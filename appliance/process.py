@@ -20,9 +20,9 @@ def run_offline(video: Path, audio: Path, cfg: Config, out: Path | None = None,
                 reference: Path | None = None) -> Iterator[dict[str, Any]]:
     """Yield one track record per video frame: ``{"t", "crop", "mode", ...}``; write the framed video to
     ``out`` when given. ``reference`` is what the loudspeaker played (mono, sample-aligned with ``audio``)."""
-    from appliance.perception.faces import FaceDetector
     from appliance.perception.hearing import make_ears
     from appliance.perception.listening import read_reference
+    from appliance.perception.watch import FaceWatcher
     from drivers.files import VideoFileWriter, iter_video_frames, read_array_wav, video_rate
 
     samples = read_array_wav(audio, cfg.mic_array)
@@ -30,7 +30,7 @@ def run_offline(video: Path, audio: Path, cfg: Config, out: Path | None = None,
     frames = iter_video_frames(video)
     step = FrameStep(cfg)
     step.add_doas(make_ears(cfg.mic_array, cfg.doa, cfg.tracker).feed(samples, 0.0, playback))
-    detector = FaceDetector(cfg=cfg.detector)
+    detector = FaceWatcher.from_config(cfg.detector, cfg.camera.hfov_deg)
     writer: VideoFileWriter | None = None
     try:
         for frame in frames:

@@ -87,22 +87,13 @@ class FaceDetector:
     Not thread-safe: give each worker its own detector. Use as a context manager or call :meth:`close`.
     """
 
-    def __new__(cls, model_path: Path | None = None, cfg: Any = None) -> Any:
-        """``FaceDetector(cfg=section)`` with a section of another ``type`` (YuNet, the default) builds that
-        detector, so that callers written before detectors were plugins follow the config. New code calls
-        :func:`appliance.perception.detectors.make_detector`."""
-        if cfg is not None and not isinstance(cfg, DetectorConfig):
-            from appliance.perception.detectors import make_detector
-
-            return make_detector(cfg, model_path)
-        return super().__new__(cls)
-
     def __init__(self, model_path: Path | None = None, cfg: DetectorSection | None = None) -> None:
         from mediapipe.tasks.python import vision
         from mediapipe.tasks.python.core.base_options import BaseOptions
 
-        if cfg is not None and not isinstance(cfg, DetectorConfig):  # only when called as __init__ directly
-            raise TypeError(f"BlazeFace's FaceDetector cannot run a {type(cfg).__name__}")
+        if cfg is not None and not isinstance(cfg, DetectorConfig):
+            raise TypeError(f"BlazeFace's FaceDetector cannot run a {type(cfg).__name__}: use "
+                            "appliance.perception.detectors.make_detector")
         self.cfg = cfg or DetectorConfig()
         self.model_path = Path(model_path) if model_path else default_model_path(self.cfg)
         if not self.model_path.is_file():
