@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 import tomli_w
 from pydantic import Field, ValidationError, model_validator
 
+from appliance.control.settings import MqttConfig
+from appliance.logs import LogConfig
 from common.settings import ConfigError, Section, describe_errors, read_toml
 from drivers.base import CameraSection, MicArraySection
 from drivers.registry import Kind, drivers, section_union
@@ -91,6 +93,8 @@ class Config(Section):
     director: DirectorConfig = Field(default_factory=DirectorConfig)
     stream: StreamConfig = Field(default_factory=StreamConfig)
     panel: PanelConfig = Field(default_factory=PanelConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, title="Fleet control over MQTT")
+    log: LogConfig = Field(default_factory=LogConfig, title="Logging")
 
     @model_validator(mode="before")
     @classmethod
