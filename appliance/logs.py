@@ -73,19 +73,21 @@ _NATIVE_LEVEL = [
 _HANDLER_NAME = "roombox"
 _native_lock = threading.Lock()
 _native_stderr: TextIO | None = None
+_native_chatter = False  # whether native INFO/WARNING lines show (at INFO) or not (DEBUG); see setup_logging
 
 
-def _native_level(line: str, chatter: bool) -> int:
+def _native_level(line: str) -> int:
     for pattern, level in _NATIVE_LEVEL:
         if pattern.match(line):
             return level
-    return logging.INFO if chatter else logging.DEBUG
+    return logging.INFO if _native_chatter else logging.DEBUG
 
 
 def capture_native_stderr(chatter: bool = False) -> TextIO:
     """Route file descriptor 2 into the ``native`` logger (once per process); returns a text stream on the
     original stderr, which also becomes ``sys.stderr``."""
-    global _native_stderr
+    global _native_stderr, _native_chatter
+    _native_chatter = chatter
     with _native_lock:
         if _native_stderr is not None:
             return _native_stderr
@@ -104,7 +106,7 @@ def capture_native_stderr(chatter: bool = False) -> TextIO:
             for raw in pipe:
                 line = raw.rstrip("\n")
                 if line:
-                    log.log(_native_level(line, chatter), "%s", line)
+                    log.log(_native_level(line), "%s", line)
 
     threading.Thread(target=pump, name="native-stderr", daemon=True).start()
     return stream

@@ -328,7 +328,7 @@ class FleetClient:
             doc, request_id = decode_desired(payload)
             current = self.current_config() if self.current_config is not None else None
             if "mqtt" not in doc and current is not None:
-                doc = {**doc, "mqtt": current.mqtt.model_dump(mode="json")}  # type: ignore[attr-defined]
+                doc = {**doc, "mqtt": current.mqtt.model_dump(mode="json")}
             cfg = parse_config(doc, f"mqtt {self.topic_desired}")
             if current is not None and cfg == current:
                 ack: dict[str, Any] = {"id": request_id, "ok": True, "revision": self.revision, "unchanged": True}
