@@ -371,7 +371,7 @@ class FleetClient:
         for key, (title, template, extra) in sensors.items():
             uid = f"roombox_{self.box_id}_{key}"
             out[f"{self.cfg.ha_prefix}/sensor/roombox_{self.box_id}/{key}/config"] = {
-                "name": title, "unique_id": uid, "object_id": uid, "state_topic": self.topic_status,
+                "name": title, "unique_id": uid, "state_topic": self.topic_status,
                 "value_template": template, "availability_topic": self.topic_availability,
                 "payload_available": "online", "payload_not_available": "offline", "device": device, **extra}
         return out
