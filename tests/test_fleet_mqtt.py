@@ -76,12 +76,15 @@ def mosquitto(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
     """Starts mosquitto brokers on 127.0.0.1 (random free ports); all are stopped afterwards."""
     brokers: list[Broker] = []
 
-    def start(users: dict[str, str] | None = None) -> Broker:
+    def start(users: dict[str, str] | None = None, tls: Pki | None = None) -> Broker:
         n = len(brokers)
         port = _free_port()
         lines = [f"listener {port} 127.0.0.1", "persistence false", "log_dest stderr",
                  "log_type error", "log_type warning", "log_type notice",
                  f"user {pwd.getpwuid(os.getuid()).pw_name}"]
+        if tls is not None:  # TLS with client certificates required
+            lines += [f"cafile {tls.ca}", f"certfile {tls.server_cert}", f"keyfile {tls.server_key}",
+                      "require_certificate true"]
         if users:
             pw = tmp_path / f"passwd{n}"
             pw.write_text("".join(f"{u}:{p}\n" for u, p in users.items()))
@@ -100,6 +103,69 @@ def mosquitto(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
     yield start
     for b in brokers:
         b.stop()
+
+
+@dataclass
+class Pki:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def _make_pki(d: Path) -> Pki:
+    """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
+        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+        return path
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("roombox test CA")).issuer_name(name("roombox test CA"))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+
+    def issue(cn: str, usage: x509.ObjectIdentifier,
+              san: list[x509.GeneralName]) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        b = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(ca.subject).public_key(key.public_key())
+             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+             .not_valid_after(now + datetime.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False))
+        if san:
+            b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), key
+
+    (d / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    server, server_key = issue("127.0.0.1", ExtendedKeyUsageOID.SERVER_AUTH,
+                               [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    client, client_key = issue("box1", ExtendedKeyUsageOID.CLIENT_AUTH, [])
+    (d / "server.pem").write_bytes(server)
+    (d / "client.pem").write_bytes(client)
+    return Pki(d / "ca.pem", d / "server.pem", write_key(server_key, d / "server.key"), d / "client.pem",
+               write_key(client_key, d / "client.key"))
 
 
 class Watcher:
@@ -408,3 +474,35 @@ def test_decode_desired_accepts_the_envelope_plain_json_and_toml() -> None:
         with pytest.raises(ValueError, match=why):
             decode_desired(bad)
     assert parse_config(decode_desired(b"[doa]\ngrid_deg = 2\n")[0]).doa.grid_deg == 2
+
+
+def test_tls_with_the_fleets_ca_and_a_client_certificate(mosquitto: Callable[..., Broker], tmp_path: Path) -> None:
+    pki = _make_pki(tmp_path)
+    broker = mosquitto(tls=pki)
+
+    async def attempt(cfg: MqttConfig) -> FleetClient:
+        fleet = FleetClient(cfg, EventBus(), retry_min_s=0.2, timeout_s=3.0)
+        task = asyncio.create_task(fleet.run())
+        try:
+            deadline = time.monotonic() + WAIT_S
+            while not fleet.connected and fleet.last_error is None:
+                assert time.monotonic() < deadline, "neither connected nor refused"
+                await asyncio.sleep(0.05)
+        finally:
+            await _stop(task)
+        return fleet
+
+    ok = asyncio.run(attempt(_mqtt(broker.port, tls=True, ca_file=str(pki.ca), cert_file=str(pki.client_cert),
+                                   key_file=str(pki.client_key))))
+    assert ok.connections == 1, ok.last_error
+    # the system's CAs do not know the fleet's CA: the box refuses the broker
+    untrusted = asyncio.run(attempt(_mqtt(broker.port, tls=True)))
+    assert untrusted.connections == 0 and "certificate verify failed" in (untrusted.last_error or "")
+    # and the broker refuses a box without a client certificate
+    anonymous = asyncio.run(attempt(_mqtt(broker.port, tls=True, ca_file=str(pki.ca))))
+    assert anonymous.connections == 0 and anonymous.last_error
+
+    with pytest.raises(FleetError, match=r"\[mqtt.ca_file\]"):
+        FleetClient(_mqtt(broker.port, tls=True, ca_file=str(tmp_path / "nope.pem")))
+    with pytest.raises(ValueError, match=r"\[mqtt\] .*need tls = true"):
+        parse_config({"mqtt": {"ca_file": str(pki.ca)}})

@@ -81,6 +81,30 @@ def read_password(cfg: MqttConfig, environ: dict[str, str] | None = None) -> str
     return env.get(cfg.password_env) or None
 
 
+def _honour_cancel() -> None:
+    """Raise CancelledError if this task was asked to stop. Python 3.11's ``asyncio.wait_for`` (which aiomqtt
+    awaits in every publish) loses a cancellation that arrives as the publish completes; the task stays
+    "cancelling" and would otherwise never stop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """An SSL socket that closes itself when its handshake fails. paho-mqtt wraps and handshakes a socket of
+    its own and drops it unclosed when the broker's certificate is refused (a ResourceWarning and a
+    descriptor left to the garbage collector on every attempt)."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except (ssl.SSLError, OSError):
+            self.close()
+            raise
+
+
 def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
     """The TLS context for ``cfg`` (None without TLS); a bad file raises FleetError naming the key."""
     if not cfg.tls:
@@ -89,6 +113,7 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
         ctx = ssl.create_default_context(cafile=cfg.ca_file or None)
     except (OSError, ssl.SSLError) as e:
         raise FleetError(f"[mqtt.ca_file] {cfg.ca_file}: {e}") from None
+    ctx.sslsocket_class = _ClosingSSLSocket
     if cfg.cert_file:
         try:
             ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
@@ -133,13 +158,15 @@ class FleetClient:
 
     def __init__(self, cfg: MqttConfig, events: EventBus | None = None, on_config: OnConfig | None = None,
                  current_config: Callable[[], Config] | None = None,
-                 telemetry: Callable[[], dict[str, Any]] | None = None, retry_min_s: float = 1.0) -> None:
+                 telemetry: Callable[[], dict[str, Any]] | None = None, retry_min_s: float = 1.0,
+                 timeout_s: float = 10.0) -> None:
         self.cfg = cfg
         self.events = events
         self.on_config = on_config
         self.current_config = current_config
         self.telemetry = telemetry
         self.retry_min_s = retry_min_s
+        self.timeout_s = timeout_s
         self.box_id = cfg.resolved_box_id()
         self.base = f"{cfg.topic_prefix}/{self.box_id}"
         self.topic_availability = f"{self.base}/availability"
@@ -153,6 +180,7 @@ class FleetClient:
         self.revision: Revision | None = None
         self.config_error: str | None = None
         self.connected = False
+        self._link_up = False  # whether the session that just ended had connected (for the log)
         self.connections = 0
         self.last_error: str | None = None
         self._started = time.time()
@@ -220,7 +248,7 @@ class FleetClient:
         return aiomqtt.Client(
             self.cfg.host, self.cfg.port, identifier=f"roombox-{self.box_id}",
             username=self.cfg.username or None, password=self.password if self.cfg.username else None,
-            keepalive=self.cfg.keepalive_s, tls_context=self.tls, timeout=10.0,
+            keepalive=self.cfg.keepalive_s, tls_context=self.tls, timeout=self.timeout_s,
             will=aiomqtt.Will(self.topic_availability, b"offline", qos=1, retain=True))
 
     async def run(self) -> None:
@@ -237,11 +265,11 @@ class FleetClient:
                 began = time.monotonic()
                 try:
                     await self._session()
-                except* (aiomqtt.MqttError, OSError) as eg:
-                    self._lost(eg.exceptions[0])
-                except* Exception as eg:  # a bug must not end the fleet link for good: logged, retried
-                    log.error("mqtt: session failed", exc_info=eg)
-                    self._lost(eg.exceptions[0])
+                except (aiomqtt.MqttError, OSError) as e:
+                    self._lost(e)
+                except Exception as e:  # a bug must not end the fleet link for good: logged, retried
+                    log.exception("mqtt: session failed")
+                    self._lost(e)
                 lasted = time.monotonic() - began
                 pause = self.retry_min_s if lasted > pause else min(pause * 2, self.cfg.retry_max_s)
                 wait = pause * random.uniform(0.8, 1.2)
@@ -256,7 +284,7 @@ class FleetClient:
                 self.events.unsubscribe(queue)
 
     def _lost(self, e: BaseException) -> None:
-        was = self.connected
+        was, self._link_up = self._link_up, False
         self.connected = False
         self.last_error = str(e) or type(e).__name__
         if was:
@@ -265,25 +293,38 @@ class FleetClient:
             log.warning("mqtt: cannot connect to %s:%d: %s", self.cfg.host, self.cfg.port, self.last_error)
 
     async def _session(self) -> None:
-        async with self._client() as client:
-            self.connected = True
+        await self._session_on(self._client())
+
+    async def _session_on(self, client: aiomqtt.Client) -> None:
+        async with client:
+            self.connected = self._link_up = True
             self.connections += 1
             self.last_error = None
             log.info("mqtt: connected to %s:%d as %s", self.cfg.host, self.cfg.port, self.box_id)
+            loops: list[asyncio.Task[None]] = []
             try:
                 await client.publish(self.topic_availability, b"online", qos=1, retain=True)
+                _honour_cancel()
                 await client.subscribe(self.topic_desired, qos=1)
+                _honour_cancel()
                 if self.cfg.ha_discovery:
                     self._announced.clear()
                     await self._announce(client)
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self._publish_loop(client))
-                    tg.create_task(self._receive_loop(client))
+                    _honour_cancel()
+                loops = [asyncio.create_task(self._publish_loop(client)),
+                         asyncio.create_task(self._receive_loop(client))]
+                done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # the MqttError that ended the session
+                raise aiomqtt.MqttError("the session ended")
             except asyncio.CancelledError:
                 await self._goodbye(client)
                 raise
             finally:
                 self.connected = False
+                for task in loops:
+                    task.cancel()
+                await asyncio.gather(*loops, return_exceptions=True)
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
         try:
@@ -295,12 +336,15 @@ class FleetClient:
         next_telemetry = time.monotonic()
         while True:
             await client.publish(self.topic_status, json.dumps(self.status()), qos=1, retain=True)
+            _honour_cancel()
             if self.cfg.ha_discovery:
                 await self._announce(client)
+                _honour_cancel()
             now = time.monotonic()
             if now >= next_telemetry:
                 await client.publish(self.topic_telemetry, json.dumps(self.telemetry_payload(), default=str),
                                      qos=0)
+                _honour_cancel()
                 next_telemetry = now + self.cfg.telemetry_s
             self._changed.clear()
             try:
@@ -317,6 +361,7 @@ class FleetClient:
                 ack = await self.handle_desired(bytes(data))
                 await client.publish(self.topic_ack, json.dumps(ack, default=str), qos=1)
                 await client.publish(self.topic_status, json.dumps(self.status()), qos=1, retain=True)
+                _honour_cancel()
 
     async def handle_desired(self, payload: bytes) -> dict[str, Any]:
         """Validate and apply one desired-config message; the acknowledgement to send."""
