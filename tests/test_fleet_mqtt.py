@@ -79,7 +79,7 @@ def mosquitto(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
     def start(users: dict[str, str] | None = None, tls: Pki | None = None) -> Broker:
         n = len(brokers)
         port = _free_port()
-        lines = [f"listener {port} 127.0.0.1", "persistence false", "log_dest stderr",
+        lines = [f"listener {port} 127.0.0.1", "persistence false", "set_tcp_nodelay true", "log_dest stderr",
                  "log_type error", "log_type warning", "log_type notice",
                  f"user {pwd.getpwuid(os.getuid()).pw_name}"]
         if tls is not None:  # TLS with client certificates required
@@ -181,7 +181,8 @@ class Watcher:
 
     async def __aenter__(self) -> Watcher:
         self.client = aiomqtt.Client("127.0.0.1", self.port, username=self.username, password=self.password,
-                                     identifier=f"watcher-{os.getpid()}-{id(self)}")
+                                     identifier=f"watcher-{os.getpid()}-{id(self)}",
+                                     socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
         await self.client.__aenter__()
         await self.client.subscribe(self.topic, qos=1)
         self._task = asyncio.create_task(self._read())

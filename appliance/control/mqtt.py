@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import random
+import socket
 import ssl
 import time
 import tomllib
@@ -249,7 +250,8 @@ class FleetClient:
             self.cfg.host, self.cfg.port, identifier=f"roombox-{self.box_id}",
             username=self.cfg.username or None, password=self.password if self.cfg.username else None,
             keepalive=self.cfg.keepalive_s, tls_context=self.tls, timeout=self.timeout_s,
-            will=aiomqtt.Will(self.topic_availability, b"offline", qos=1, retain=True))
+            will=aiomqtt.Will(self.topic_availability, b"offline", qos=1, retain=True),
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])  # small messages, sent at once
 
     async def run(self) -> None:
         """Connect, report and take desired configs; reconnect with back-off after any failure; on
