@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 import tomli_w
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from appliance.control.settings import MqttConfig
+from appliance.logs import LogConfig
 from common.settings import ConfigError, Section, describe_errors, read_toml
 from drivers.base import CameraSection, MicArraySection
 from drivers.registry import Kind, drivers, section_union
@@ -270,6 +272,8 @@ class Config(Section):
     access: AccessConfig = Field(default_factory=AccessConfig)
     whip: WhipConfig = Field(default_factory=WhipConfig)
     janus: JanusConfig = Field(default_factory=JanusConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, title="Fleet control over MQTT")
+    log: LogConfig = Field(default_factory=LogConfig, title="Logging")
 
     @model_validator(mode="before")
     @classmethod

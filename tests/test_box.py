@@ -140,7 +140,7 @@ def test_a_config_change_applies_live_where_it_can_and_names_what_needs_a_restar
         data = cfg.model_dump(mode="json")
         data["director"]["min_hold_s"] = 4.0
         data["doa"]["min_confidence"] = 0.2
-        data["stream"]["fps"] = 30.0
+        data["stream"]["fps"] = 20.0
         data["cameras"]["main"]["hfov_deg"] = 70.0
         new = Config.model_validate(data)
         assert box.on_config(new) == ["cameras", "stream"]  # devices and the stream need a restart

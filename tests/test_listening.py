@@ -134,10 +134,16 @@ def test_roombox_doa_with_a_reference(tmp_path: Path, room: Scene, capsys: pytes
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == (n - 1024) // 1024 + 1
     assert {"t", "azimuth_deg", "speech", "level_db", "confidence", "farend", "sources"} <= set(lines[0])
-    # without --reference the contract is today's
+    # without --reference: the same keys, nothing marked far end
     assert main(["doa", "--audio", str(audio), "--config", str(config)]) == 0
-    plain = json.loads(capsys.readouterr().out.splitlines()[0])
-    assert set(plain) == {"t", "azimuth_deg", "speech", "level_db", "confidence"}
+    plain = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert set(plain[0]) == set(lines[0]) and not any(p["farend"] for p in plain)
+    # the foundation's estimator keeps the foundation's lines
+    srp = tmp_path / "srp.toml"
+    srp.write_text(config.read_text(encoding="utf-8") + '[doa]\nestimator = "srp-phat"\n', encoding="utf-8")
+    assert main(["doa", "--audio", str(audio), "--config", str(srp)]) == 0
+    first = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert set(first) == {"t", "azimuth_deg", "speech", "level_db", "confidence"}
 
 
 @pytest.mark.parametrize(("rate", "channels", "frames", "message"), [

@@ -5,11 +5,30 @@
 - :mod:`appliance.control.store`: the config file and its revisions.
 - :mod:`appliance.control.api`: ``/api/config``, revisions, ``/api/status``, ``/api/session``, the OpenAPI
   document.
+
+Running the box as a managed service: :mod:`appliance.control.sdnotify` (systemd notifications),
+:mod:`appliance.control.mqtt` (fleet control over MQTT), :mod:`appliance.control.metrics` (metrics and health);
+each is imported on its own.
 """
 
-from appliance.control.auth import SCOPES, Auth, AuthError, Principal, allows
-from appliance.control.guard import Control, default_control
-from appliance.control.store import ConfigRejected, ConfigStore, Revision
+from typing import Any
 
-__all__ = ["SCOPES", "Auth", "AuthError", "ConfigRejected", "ConfigStore", "Control", "Principal", "Revision",
-           "allows", "default_control"]
+# imported on first use: appliance.config imports appliance.control.settings, and guard imports appliance.config
+_EXPORTS = {
+    "SCOPES": "appliance.control.auth", "Auth": "appliance.control.auth", "AuthError": "appliance.control.auth",
+    "Principal": "appliance.control.auth", "allows": "appliance.control.auth",
+    "Control": "appliance.control.guard", "default_control": "appliance.control.guard",
+    "ConfigRejected": "appliance.control.store", "ConfigStore": "appliance.control.store",
+    "Revision": "appliance.control.store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'appliance.control' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

@@ -1,0 +1,518 @@
+"""Fleet control over MQTT against a real broker: Debian's mosquitto, started here on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from appliance.config import Config, parse_config
+from appliance.control.mqtt import FleetClient, FleetError, decode_desired
+from appliance.control.settings import MqttConfig
+from appliance.messages import DeviceStatus
+from appliance.streaming.hub import EventBus
+
+ROOT = Path(__file__).resolve().parent.parent
+WAIT_S = 20.0  # generous: real processes on a loaded machine
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Broker:
+    port: int
+    conf: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    users: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> None:
+        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        assert Path(exe).exists(), "mosquitto is missing: scripts/setup installs it"
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen([exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            assert self.proc.poll() is None, f"mosquitto exited: {self.log.read_text()}"
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1.0):
+                    return
+            except OSError:
+                assert time.monotonic() < deadline, f"mosquitto does not listen: {self.log.read_text()}"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
+    """Starts mosquitto brokers on 127.0.0.1 (random free ports); all are stopped afterwards."""
+    brokers: list[Broker] = []
+
+    def start(users: dict[str, str] | None = None, tls: Pki | None = None) -> Broker:
+        n = len(brokers)
+        port = _free_port()
+        lines = [f"listener {port} 127.0.0.1", "persistence false", "set_tcp_nodelay true", "log_dest stderr",
+                 "log_type error", "log_type warning", "log_type notice",
+                 f"user {pwd.getpwuid(os.getuid()).pw_name}"]
+        if tls is not None:  # TLS with client certificates required
+            lines += [f"cafile {tls.ca}", f"certfile {tls.server_cert}", f"keyfile {tls.server_key}",
+                      "require_certificate true"]
+        if users:
+            pw = tmp_path / f"passwd{n}"
+            pw.write_text("".join(f"{u}:{p}\n" for u, p in users.items()))
+            pw.chmod(0o600)
+            subprocess.run(["mosquitto_passwd", "-U", str(pw)], check=True, capture_output=True, timeout=30)
+            lines += ["allow_anonymous false", f"password_file {pw}"]
+        else:
+            lines += ["allow_anonymous true"]
+        conf = tmp_path / f"mosquitto{n}.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        broker = Broker(port, conf, tmp_path / f"mosquitto{n}.log", users=dict(users or {}))
+        brokers.append(broker)
+        broker.start()
+        return broker
+
+    yield start
+    for b in brokers:
+        b.stop()
+
+
+@dataclass
+class Pki:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def _make_pki(d: Path) -> Pki:
+    """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
+        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+        return path
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("roombox test CA")).issuer_name(name("roombox test CA"))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+
+    def issue(cn: str, usage: x509.ObjectIdentifier,
+              san: list[x509.GeneralName]) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        b = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(ca.subject).public_key(key.public_key())
+             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+             .not_valid_after(now + datetime.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False))
+        if san:
+            b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), key
+
+    (d / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    server, server_key = issue("127.0.0.1", ExtendedKeyUsageOID.SERVER_AUTH,
+                               [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    client, client_key = issue("box1", ExtendedKeyUsageOID.CLIENT_AUTH, [])
+    (d / "server.pem").write_bytes(server)
+    (d / "client.pem").write_bytes(client)
+    return Pki(d / "ca.pem", d / "server.pem", write_key(server_key, d / "server.key"), d / "client.pem",
+               write_key(client_key, d / "client.key"))
+
+
+class Watcher:
+    """A test-side MQTT client that records every message under a topic filter."""
+
+    def __init__(self, port: int, topic: str, username: str | None = None, password: str | None = None) -> None:
+        self.port, self.topic = port, topic
+        self.username, self.password = username, password
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._new = asyncio.Event()
+        self.client: aiomqtt.Client | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Watcher:
+        self.client = aiomqtt.Client("127.0.0.1", self.port, username=self.username, password=self.password,
+                                     identifier=f"watcher-{os.getpid()}-{id(self)}",
+                                     socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        await self.client.__aenter__()
+        await self.client.subscribe(self.topic, qos=1)
+        self._task = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None and self.client is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self.client.__aexit__(None, None, None)
+
+    async def _read(self) -> None:
+        assert self.client is not None
+        async for m in self.client.messages:
+            payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+            self.messages.append((m.topic.value, payload, bool(m.retain)))
+            self._new.set()
+
+    async def wait_for(self, topic: str, match: Callable[[bytes], bool] = lambda _: True,
+                       timeout: float = WAIT_S) -> bytes:
+        """The first message on ``topic`` (seen so far or to come) for which ``match`` holds."""
+        async def seek() -> bytes:
+            seen = 0
+            while True:
+                for t, p, _ in self.messages[seen:]:
+                    if t == topic and match(p):
+                        return p
+                seen = len(self.messages)
+                self._new.clear()
+                await self._new.wait()
+        try:
+            return await asyncio.wait_for(seek(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"nothing on {topic} matched within {timeout} s; got "
+                                 f"{[(t, p[:200]) for t, p, _ in self.messages]}") from None
+
+    async def publish(self, topic: str, payload: str | bytes) -> None:
+        assert self.client is not None
+        await self.client.publish(topic, payload, qos=1)
+
+
+def _js(p: bytes) -> Any:
+    return json.loads(p)
+
+
+def _mqtt(port: int, **kw: Any) -> MqttConfig:
+    return MqttConfig(enabled=True, host="127.0.0.1", port=port, box_id="box1", keepalive_s=5, **kw)
+
+
+def _stop(task: asyncio.Task[None]) -> Any:
+    task.cancel()
+    return asyncio.gather(task, return_exceptions=True)
+
+
+BOX_SCRIPT = textwrap.dedent("""
+    import asyncio, sys
+    from appliance.control.mqtt import FleetClient
+    from appliance.control.settings import MqttConfig
+    from appliance.messages import DeviceStatus
+    from appliance.streaming.hub import EventBus
+
+    async def main():
+        events = EventBus()
+        events.publish(DeviceStatus("camera", "running"))
+        fleet = FleetClient(MqttConfig(enabled=True, host="127.0.0.1", port=int(sys.argv[1]), box_id="box1",
+                                       keepalive_s=5), events)
+        await fleet.run()
+
+    asyncio.run(main())
+""")
+
+
+def test_status_retained_and_the_last_will_says_offline_when_the_box_dies(
+        mosquitto: Callable[..., Broker]) -> None:
+    broker = mosquitto()
+    box = subprocess.Popen([sys.executable, "-c", BOX_SCRIPT, str(broker.port)], cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    async def scenario() -> None:
+        try:
+            async with Watcher(broker.port, "#") as w:
+                await w.wait_for("roombox/box1/availability", lambda p: p == b"online")
+                status = _js(await w.wait_for("roombox/box1/status"))
+                assert status["state"] == "online" and status["devices"] == {"camera": "running"}
+                tele = _js(await w.wait_for("roombox/box1/telemetry"))
+                assert tele["box"] == "box1" and tele["uptime_s"] >= 0
+                ha = _js(await w.wait_for("homeassistant/sensor/roombox_box1/device_camera/config"))
+                assert ha["state_topic"] == "roombox/box1/status"
+                assert ha["availability_topic"] == "roombox/box1/availability"
+                assert ha["device"]["identifiers"] == ["roombox_box1"]
+                box.send_signal(signal.SIGKILL)  # no goodbye: only the broker's last will can tell
+                box.wait(WAIT_S)
+                await w.wait_for("roombox/box1/availability", lambda p: p == b"offline")
+            # a newcomer (a fleet dashboard started later) gets the retained state
+            async with Watcher(broker.port, "roombox/box1/#") as late:
+                await late.wait_for("roombox/box1/availability", lambda p: p == b"offline")
+                assert _js(await late.wait_for("roombox/box1/status"))["devices"] == {"camera": "running"}
+                assert all(r for _, _, r in late.messages)
+        finally:
+            if box.poll() is None:
+                box.kill()
+                box.wait(WAIT_S)
+
+    asyncio.run(scenario())
+    assert box.stderr is not None
+    err = box.stderr.read().decode()
+    box.stderr.close()
+    assert "Traceback" not in err, err
+
+
+def test_desired_config_is_validated_applied_and_acknowledged(mosquitto: Callable[..., Broker]) -> None:
+    broker = mosquitto()
+    running = Config(mqtt=_mqtt(broker.port))
+    applied: list[Config] = []
+
+    def on_config(cfg: Config) -> str:
+        nonlocal running
+        applied.append(cfg)
+        running = cfg
+        return f"r{len(applied)}"
+
+    async def scenario() -> None:
+        events = EventBus()
+        fleet = FleetClient(running.mqtt, events, on_config, current_config=lambda: running)
+        task = asyncio.create_task(fleet.run())
+        try:
+            async with Watcher(broker.port, "roombox/box1/#") as w:
+                await w.wait_for("roombox/box1/availability", lambda p: p == b"online")
+                # a shot and a device change reach the retained status
+                events.publish(DeviceStatus("mic_array", "lost", "unplugged"))
+                await w.wait_for("roombox/box1/status", lambda p: _js(p)["devices"].get("mic_array") == "lost")
+
+                desired = {"id": "req-1", "config": {"director": {"min_hold_s": 3.0},
+                                                     "stream": {"fps": 10.0}}}
+                await w.publish("roombox/box1/config/set", json.dumps(desired))
+                ack = _js(await w.wait_for("roombox/box1/config/ack", lambda p: _js(p)["id"] == "req-1"))
+                assert ack == {"id": "req-1", "ok": True, "revision": "r1"}
+                assert len(applied) == 1
+                assert applied[0].director.min_hold_s == 3.0 and applied[0].stream.fps == 10.0
+                assert applied[0].mqtt == running.mqtt  # the box kept its own [mqtt] section
+                await w.wait_for("roombox/box1/status", lambda p: _js(p)["config"]["revision"] == "r1")
+
+                # TOML works too; the same document again changes nothing
+                toml_doc = "[director]\nmin_hold_s = 3.0\n[stream]\nfps = 10.0\n"
+                await w.publish("roombox/box1/config/set", toml_doc)
+                ack = _js(await w.wait_for("roombox/box1/config/ack", lambda p: _js(p).get("unchanged")))
+                assert ack["ok"] and ack["revision"] == "r1" and len(applied) == 1
+        finally:
+            await _stop(task)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("payload", "named"), [
+    ('{"id": 7, "config": {"director": {"min_hold_s": -1}}}', "[director.min_hold_s]"),
+    ('{"id": 7, "config": {"director": {"bogus": 1}}}', "[director.bogus] unknown key"),
+    ('{"id": 7, "config": {"mqtt": {"port": 70000}}}', "[mqtt.port]"),
+    ("[director\nmin_hold_s = 1", "neither a JSON object nor TOML"),
+    ('{"id": 7, "config": {"doa": {"grid_deg": "wide"}}}', "[doa.grid_deg]"),
+    ('{"a": ' * 30_000, "nested too deeply"),
+])
+def test_a_bad_desired_config_is_refused_naming_the_key(payload: str, named: str) -> None:
+    calls: list[Config] = []
+    running = Config()
+    fleet = FleetClient(MqttConfig(box_id="box1"), None, _recording(calls, "r9"),
+                        current_config=lambda: running)
+    ack = asyncio.run(fleet.handle_desired(payload.encode()))
+    assert ack["ok"] is False and named in ack["error"], ack
+    assert not calls and fleet.config_error == ack["error"]
+
+
+def test_a_bad_config_over_the_broker_is_refused_and_the_running_config_stays(
+        mosquitto: Callable[..., Broker]) -> None:
+    broker = mosquitto()
+    calls: list[Config] = []
+
+    async def scenario() -> None:
+        fleet = FleetClient(_mqtt(broker.port), EventBus(), _recording(calls, "r1"))
+        task = asyncio.create_task(fleet.run())
+        try:
+            async with Watcher(broker.port, "roombox/box1/#") as w:
+                await w.wait_for("roombox/box1/availability", lambda p: p == b"online")
+                await w.publish("roombox/box1/config/set", '{"id": "bad", "config": {"stream": {"width": 7}}}')
+                ack = _js(await w.wait_for("roombox/box1/config/ack"))
+                assert ack["id"] == "bad" and not ack["ok"] and "[stream.width]" in ack["error"]
+                status = _js(await w.wait_for("roombox/box1/status",
+                                              lambda p: _js(p)["config"]["error"] is not None))
+                assert "[stream.width]" in status["config"]["error"]
+        finally:
+            await _stop(task)
+        assert not calls
+
+    asyncio.run(scenario())
+
+
+def test_username_and_password_from_a_file_or_the_environment(mosquitto: Callable[..., Broker],
+                                                              tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    broker = mosquitto(users={"box1": "s3cret-pass", "fleet": "fleet-pass"})
+    good = tmp_path / "mqtt.pass"
+    good.write_text("s3cret-pass\n")
+    wrong = tmp_path / "wrong.pass"
+    wrong.write_text("guess\n")
+
+    async def online_with(cfg: MqttConfig) -> FleetClient:
+        fleet = FleetClient(cfg, EventBus(), retry_min_s=0.2)
+        task = asyncio.create_task(fleet.run())
+        try:
+            async with Watcher(broker.port, "roombox/box1/availability", "fleet", "fleet-pass") as w:
+                await w.wait_for("roombox/box1/availability", lambda p: p == b"online")
+        finally:
+            await _stop(task)
+        return fleet
+
+    async def refused(cfg: MqttConfig) -> FleetClient:
+        fleet = FleetClient(cfg, EventBus(), retry_min_s=0.2)
+        task = asyncio.create_task(fleet.run())
+        try:
+            deadline = time.monotonic() + WAIT_S
+            while fleet.last_error is None:
+                assert time.monotonic() < deadline, "no connection attempt failed"
+                await asyncio.sleep(0.05)
+            assert not fleet.connected and fleet.connections == 0
+        finally:
+            await _stop(task)
+        return fleet
+
+    fleet = asyncio.run(online_with(_mqtt(broker.port, username="box1", password_file=str(good))))
+    assert fleet.connections == 1
+    monkeypatch.setenv("FLEET_PW", "s3cret-pass")
+    asyncio.run(online_with(_mqtt(broker.port, username="box1", password_env="FLEET_PW")))
+
+    bad = asyncio.run(refused(_mqtt(broker.port, username="box1", password_file=str(wrong))))
+    assert "authori" in (bad.last_error or "").lower(), bad.last_error
+    health = bad.health()
+    assert health is not None and health[0] == "degraded" and f"127.0.0.1:{broker.port}" in health[1]
+    asyncio.run(refused(_mqtt(broker.port)))  # anonymous
+
+    with pytest.raises(FleetError, match=r"\[mqtt.password_file\] .*missing"):
+        FleetClient(_mqtt(broker.port, username="box1", password_file=str(tmp_path / "missing")))
+
+
+def test_the_box_reconnects_after_the_broker_restarts(mosquitto: Callable[..., Broker]) -> None:
+    broker = mosquitto()
+
+    async def scenario() -> None:
+        fleet = FleetClient(_mqtt(broker.port), EventBus(), retry_min_s=0.2)
+        task = asyncio.create_task(fleet.run())
+        try:
+            async with Watcher(broker.port, "roombox/box1/availability") as w:
+                await w.wait_for("roombox/box1/availability", lambda p: p == b"online")
+            await asyncio.to_thread(broker.stop)
+            deadline = time.monotonic() + WAIT_S
+            while fleet.connected:
+                assert time.monotonic() < deadline, "the lost broker went unnoticed"
+                await asyncio.sleep(0.05)
+            assert fleet.health() is not None
+            await asyncio.sleep(1.0)  # a few failed attempts while the broker is away
+            await asyncio.to_thread(broker.start)
+            async with Watcher(broker.port, "roombox/box1/availability") as w:
+                await w.wait_for("roombox/box1/availability", lambda p: p == b"online")
+            assert fleet.connections == 2 and fleet.health() is None
+        finally:
+            await _stop(task)
+
+    asyncio.run(scenario())
+
+
+def test_a_clean_stop_says_offline(mosquitto: Callable[..., Broker]) -> None:
+    broker = mosquitto()
+
+    async def scenario() -> None:
+        fleet = FleetClient(_mqtt(broker.port), EventBus())
+        task = asyncio.create_task(fleet.run())
+        async with Watcher(broker.port, "roombox/box1/availability") as w:
+            await w.wait_for("roombox/box1/availability", lambda p: p == b"online")
+            await _stop(task)
+            await w.wait_for("roombox/box1/availability", lambda p: p == b"offline", timeout=5.0)
+
+    asyncio.run(scenario())
+
+
+def test_decode_desired_accepts_the_envelope_plain_json_and_toml() -> None:
+    assert decode_desired(b'{"id": "a", "config": {"doa": {}}}') == ({"doa": {}}, "a")
+    assert decode_desired(b'{"doa": {"grid_deg": 2}}') == ({"doa": {"grid_deg": 2}}, None)
+    assert decode_desired(b"[doa]\ngrid_deg = 2\n") == ({"doa": {"grid_deg": 2}}, None)
+    for bad, why in [(b"\xff", "UTF-8"), (b"[1, 2]", "neither"), (b'"x"', "neither"),
+                     (b'{"id": [1], "config": {}}', "id must be"), (b'{"id": 1, "x": 2, "config": {}}', "unknown keys"),
+                     (b" " * (300 * 1024), "too large")]:
+        with pytest.raises(ValueError, match=why):
+            decode_desired(bad)
+    assert parse_config(decode_desired(b"[doa]\ngrid_deg = 2\n")[0]).doa.grid_deg == 2
+
+
+def test_tls_with_the_fleets_ca_and_a_client_certificate(mosquitto: Callable[..., Broker], tmp_path: Path) -> None:
+    pki = _make_pki(tmp_path)
+    broker = mosquitto(tls=pki)
+
+    async def attempt(cfg: MqttConfig) -> FleetClient:
+        fleet = FleetClient(cfg, EventBus(), retry_min_s=0.2, timeout_s=3.0)
+        task = asyncio.create_task(fleet.run())
+        try:
+            deadline = time.monotonic() + WAIT_S
+            while not fleet.connected and fleet.last_error is None:
+                assert time.monotonic() < deadline, "neither connected nor refused"
+                await asyncio.sleep(0.05)
+        finally:
+            await _stop(task)
+        return fleet
+
+    ok = asyncio.run(attempt(_mqtt(broker.port, tls=True, ca_file=str(pki.ca), cert_file=str(pki.client_cert),
+                                   key_file=str(pki.client_key))))
+    assert ok.connections == 1, ok.last_error
+    # the system's CAs do not know the fleet's CA: the box refuses the broker
+    untrusted = asyncio.run(attempt(_mqtt(broker.port, tls=True)))
+    assert untrusted.connections == 0 and "certificate verify failed" in (untrusted.last_error or "")
+    # and the broker refuses a box without a client certificate
+    anonymous = asyncio.run(attempt(_mqtt(broker.port, tls=True, ca_file=str(pki.ca))))
+    assert anonymous.connections == 0 and anonymous.last_error
+
+    with pytest.raises(FleetError, match=r"\[mqtt.ca_file\]"):
+        FleetClient(_mqtt(broker.port, tls=True, ca_file=str(tmp_path / "nope.pem")))
+    with pytest.raises(ValueError, match=r"\[mqtt\] .*need tls = true"):
+        parse_config({"mqtt": {"ca_file": str(pki.ca)}})
+
+
+def _recording(calls: list[Config], revision: str) -> Callable[[Config], str]:
+    """An ``on_config`` that records each config it is given and answers ``revision``."""
+    def apply(cfg: Config) -> str:
+        calls.append(cfg)
+        return revision
+
+    return apply
