@@ -41,8 +41,13 @@ def serve(cfg: Config, config_path: Path | None = None, clock: Clock = SYSTEM_CL
 
 
 async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk: bool = False) -> int:
-    from appliance.control import Control
+    from appliance.logs import setup_from_config
+
+    setup_from_config(cfg.log)  # first: mediapipe's and aiortc's chatter stays out of the box's log
+
+    from appliance.control import Control, sdnotify
     from appliance.control.kiosk import kiosk_link
+    from appliance.control.metrics import HealthCheck, Metrics, add_metrics_routes
     from appliance.messages import MeetingStatus
     from appliance.perception.watch import FaceWatcher
     from appliance.streaming.connector import connectors_from_config
@@ -52,7 +57,6 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
     from appliance.streaming.janus import JanusPublisher
     from appliance.streaming.server import create_app, run_server
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     ctx = DriverContext(clock=clock)
     cam_name, mic_name = next(iter(cfg.cameras)), next(iter(cfg.mic_arrays))
     camera = open_device("camera", cam_name, cfg.camera, ctx)
@@ -73,6 +77,9 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
         control = Control.for_box(cfg, on_config=box.on_config, config_path=config_path)
         app = create_app(frames, audio, events, cfg.stream, on_command=box.command, control=control, video=video,
                          display=far_end_picture)
+        health = HealthCheck(events, frames)
+        add_metrics_routes(app, Metrics(events=events, frames=frames, audio=audio), health)
+        fleet = _fleet(cfg, events, control, box.on_config, health)
         async with run_server(app, cfg.panel.host, cfg.panel.port):
             if demo_kiosk:  # a token for this machine's browser only, never stored, gone with the demo
                 _, token = control.auth.tokens.create("control", "demo kiosk", allowed_from=["127.0.0.1", "::1"],
@@ -81,11 +88,16 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
                       flush=True)
             print(f"roombox: panel at http://{cfg.panel.host}:{cfg.panel.port}/", flush=True)
             tasks = [asyncio.create_task(box.run())]
+            if fleet is not None:
+                tasks.append(asyncio.create_task(fleet.run()))
+            sdnotify.notify_ready(f"panel at http://{cfg.panel.host}:{cfg.panel.port}/")
+            tasks.append(asyncio.create_task(sdnotify.watchdog_loop(alive=lambda: not health.wedged())))
             for c in connectors:
                 await c.start()
                 if isinstance(c, JanusPublisher):  # the first other participant's picture on /display
                     tasks.append(asyncio.create_task(show_far_end(_first_far_end(c), far_end_picture)))
             await stop.wait()
+            sdnotify.notify_stopping()
             for c in connectors:
                 await c.stop()
             for task in tasks:
@@ -97,3 +109,19 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
 
 def _first_far_end(janus: Any) -> Callable[[], Any]:
     return lambda: next((f.frames for f in janus.far_ends.values()), None)
+
+
+def _fleet(cfg: Config, events: Any, control: Any, on_config: Callable[[Config], list[str]], health: Any) -> Any:
+    """The MQTT fleet client when ``[mqtt] enabled``: a desired config goes through the same store as the API
+    (validated, written atomically, a revision, applied live where it can be)."""
+    if not cfg.mqtt.enabled:
+        return None
+    from appliance.control.mqtt import FleetClient
+
+    def apply(new: Config) -> int:
+        revision: int = control.store.write(new, "mqtt", on_config).id
+        return revision
+
+    fleet = FleetClient(cfg.mqtt, events, on_config=apply, current_config=lambda: control.config)
+    health.add_check("mqtt", fleet.health)
+    return fleet
