@@ -75,17 +75,28 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
     with FaceWatcher.from_config(cfg.detector, cfg.camera.hfov_deg) as detector:
         box = RoomBox(cfg, camera, mic_array, detector, frames, audio, events, clock=clock)
         control = Control.for_box(cfg, on_config=box.on_config, config_path=config_path)
-        app = create_app(frames, audio, events, cfg.stream, on_command=box.command, control=control, video=video,
-                         display=far_end_picture)
+        app = create_app(
+            frames,
+            audio,
+            events,
+            cfg.stream,
+            on_command=box.command,
+            control=control,
+            video=video,
+            display=far_end_picture,
+        )
         health = HealthCheck(events, frames)
         add_metrics_routes(app, Metrics(events=events, frames=frames, audio=audio), health)
         fleet = _fleet(cfg, events, control, box.on_config, health)
         async with run_server(app, cfg.panel.host, cfg.panel.port):
             if demo_kiosk:  # a token for this machine's browser only, never stored, gone with the demo
-                _, token = control.auth.tokens.create("control", "demo kiosk", allowed_from=["127.0.0.1", "::1"],
-                                                      persist=False)
-                print(f"roombox: kiosk link (this browser only, while the demo runs) {kiosk_link(token, cfg.panel)}",
-                      flush=True)
+                _, token = control.auth.tokens.create(
+                    "control", "demo kiosk", allowed_from=["127.0.0.1", "::1"], persist=False
+                )
+                print(
+                    f"roombox: kiosk link (this browser only, while the demo runs) {kiosk_link(token, cfg.panel)}",
+                    flush=True,
+                )
             print(f"roombox: panel at http://{cfg.panel.host}:{cfg.panel.port}/", flush=True)
             tasks = [asyncio.create_task(box.run())]
             if fleet is not None:

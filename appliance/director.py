@@ -121,14 +121,28 @@ class Director:
             tiles = self._gallery_tiles()
             if tiles:
                 self._crop = _bounding(tiles)
-                return Shot(t=now, crop=_as_int(self._crop), mode="gallery", reason=self._reason, cut=cut,
-                            tiles=tuple(_as_int(c) for c in tiles), policy=self.policy)
+                return Shot(
+                    t=now,
+                    crop=_as_int(self._crop),
+                    mode="gallery",
+                    reason=self._reason,
+                    cut=cut,
+                    tiles=tuple(_as_int(c) for c in tiles),
+                    policy=self.policy,
+                )
             self._mode, self._reason, cut = "wide", "gallery: nobody seen: whole room", True
         target = self._manual_crop if self._mode == "manual" and self._manual_crop else self._target_crop()
         crop = self._move(target, now, cut)
         self._crop = crop
-        return Shot(t=now, crop=_as_int(crop), mode=self._mode, target_azimuth_deg=self._target_az,
-                    reason=self._reason, cut=cut, policy=self.policy)
+        return Shot(
+            t=now,
+            crop=_as_int(crop),
+            mode=self._mode,
+            target_azimuth_deg=self._target_az,
+            reason=self._reason,
+            cut=cut,
+            policy=self.policy,
+        )
 
     # -- modes ----------------------------------------------------------------------------------
     def set_mode(self, policy: Policy, now: float) -> None:
@@ -164,7 +178,8 @@ class Director:
         resume = self.cfg.manual_resume_s
         self._manual_until = now + resume if resume > 0 else math.inf
         self._pending_reason = "manual framing from the panel" + (
-            f" (automatic again after {resume:g} s)" if resume > 0 else "")
+            f" (automatic again after {resume:g} s)" if resume > 0 else ""
+        )
 
     def _decide_for_policy(self, now: float) -> bool:
         pending, self._pending_reason = self._pending_reason, None
@@ -184,8 +199,15 @@ class Director:
         if pending is None and want == self._mode:
             return False
         self._mode, self._target_az, self._last_cut_t = want, None, now
-        self._reason = pending or {"wide": "whole room", "group": f"{len(self._seen)} people: group",
-                                   "gallery": f"{len(self._seen)} people: gallery", "manual": "manual"}[want]
+        self._reason = (
+            pending
+            or {
+                "wide": "whole room",
+                "group": f"{len(self._seen)} people: group",
+                "gallery": f"{len(self._seen)} people: gallery",
+                "manual": "manual",
+            }[want]
+        )
         return True
 
     def _gallery_tiles(self) -> list[tuple[float, float, float, float]]:
@@ -193,6 +215,7 @@ class Director:
         tiles are laid out left to right in azimuth order."""
         if not self._seen:
             return []
+
         def talked(s: _Seen) -> float:  # seconds of recent speech, when there is a meaningful amount
             ev = self._evidence_at(s.azimuth_deg)
             return ev if ev >= 0.05 else 0.0
@@ -204,8 +227,7 @@ class Director:
         for s in chosen:
             x, y, w, h = s.face.box
             cw = max(w * self.cfg.face_widths * 0.8, h * 2.2 * aspect)
-            out.append(fit_aspect(x + w / 2, y + h / 2 + 0.1 * cw / aspect, cw, aspect, cam.width, cam.height,
-                                  w * 1.5))
+            out.append(fit_aspect(x + w / 2, y + h / 2 + 0.1 * cw / aspect, cw, aspect, cam.width, cam.height, w * 1.5))
         return out
 
     def _decide(self, now: float) -> bool:
@@ -213,13 +235,18 @@ class Director:
         scored = [(self._evidence_at(s.azimuth_deg), s) for s in self._seen]
         best_ev, best = max(scored, key=lambda p: p[0], default=(0.0, None))
         current_ev = self._evidence_at(self._target_az) if self._target_az is not None else 0.0
-        is_current = (best is not None and self._target_az is not None
-                      and abs(best.azimuth_deg - self._target_az) < 1e-6)
-        if (best is not None and not is_current and best_ev >= self._switch_level
-                and best_ev > 1.25 * current_ev and (held >= self.cfg.min_hold_s or self._mode != "speaker")):
+        is_current = best is not None and self._target_az is not None and abs(best.azimuth_deg - self._target_az) < 1e-6
+        if (
+            best is not None
+            and not is_current
+            and best_ev >= self._switch_level
+            and best_ev > 1.25 * current_ev
+            and (held >= self.cfg.min_hold_s or self._mode != "speaker")
+        ):
             self._mode, self._target_az, self._last_cut_t = "speaker", best.azimuth_deg, now
-            self._reason = (f"talker at {best.azimuth_deg:+.1f} deg: {best_ev:.2f} s of recent speech"
-                            + (f" vs {current_ev:.2f} s" if current_ev > 0 else ""))
+            self._reason = f"talker at {best.azimuth_deg:+.1f} deg: {best_ev:.2f} s of recent speech" + (
+                f" vs {current_ev:.2f} s" if current_ev > 0 else ""
+            )
             return True
         silent_for = now - self._last_speech_t
         if self._mode == "speaker" and silent_for >= self.cfg.silence_to_group_s and held >= self.cfg.min_hold_s:
@@ -258,8 +285,9 @@ class Director:
             return fit_aspect((x0 + x1) / 2, (y0 + y1) / 2, cw, self.aspect, cam.width, cam.height, min_w)
         return fit_aspect(cam.cx, cam.cy, float(cam.width), self.aspect, cam.width, cam.height, min_w)
 
-    def _move(self, target: tuple[float, float, float, float], now: float,
-              cut: bool) -> tuple[float, float, float, float]:
+    def _move(
+        self, target: tuple[float, float, float, float], now: float, cut: bool
+    ) -> tuple[float, float, float, float]:
         cur = self._crop
         if cut or self.cfg.smooth_tau_s <= 0:
             self._glide_t = now
@@ -270,8 +298,12 @@ class Director:
         dt = 0.0 if self._glide_t is None else max(0.0, now - self._glide_t)
         self._glide_t = now
         a = 1.0 - math.exp(-dt / self.cfg.smooth_tau_s)
-        return (cur[0] + a * (target[0] - cur[0]), cur[1] + a * (target[1] - cur[1]),
-                cur[2] + a * (target[2] - cur[2]), cur[3] + a * (target[3] - cur[3]))
+        return (
+            cur[0] + a * (target[0] - cur[0]),
+            cur[1] + a * (target[1] - cur[1]),
+            cur[2] + a * (target[2] - cur[2]),
+            cur[3] + a * (target[3] - cur[3]),
+        )
 
 
 def gallery_tile_aspect(n: int, aspect: float) -> float:

@@ -45,5 +45,5 @@ def render_shot(image: np.ndarray, shot: Shot, out_w: int, out_h: int) -> np.nda
         return render_crop(image, shot.crop, out_w, out_h)
     out = np.full((out_h, out_w, 3), GALLERY_BACKGROUND, np.uint8)
     for crop, (x, y, w, h) in zip(shot.tiles, gallery_layout(len(shot.tiles), out_w, out_h), strict=True):
-        out[y:y + h, x:x + w] = render_crop(image, crop, w, h)
+        out[y : y + h, x : x + w] = render_crop(image, crop, w, h)
     return out

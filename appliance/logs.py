@@ -27,18 +27,33 @@ from pydantic import Field
 
 from common.settings import Section
 
-CHATTY = ("aiortc", "aioice", "aiohttp.access", "aiohttp.server", "aiohttp.web", "av", "PIL", "matplotlib",
-          "asyncio", "aiomqtt", "urllib3")
+CHATTY = (
+    "aiortc",
+    "aioice",
+    "aiohttp.access",
+    "aiohttp.server",
+    "aiohttp.web",
+    "av",
+    "PIL",
+    "matplotlib",
+    "asyncio",
+    "aiomqtt",
+    "urllib3",
+)
 
 Level = Literal["debug", "info", "warning", "error"]
 
 
 class LogConfig(Section):
     level: Level = Field("info", title="Log level")
-    format: Literal["text", "json"] = Field("text", title="Log format",
-                                            description="json: one JSON object per line (for log shippers).")
-    chatter: bool = Field(False, title="Show libraries' logs",
-                          description="aiortc, aioice and MediaPipe's native logs, normally kept out.")
+    format: Literal["text", "json"] = Field(
+        "text", title="Log format", description="json: one JSON object per line (for log shippers)."
+    )
+    chatter: bool = Field(
+        False,
+        title="Show libraries' logs",
+        description="aiortc, aioice and MediaPipe's native logs, normally kept out.",
+    )
 
 
 # attributes every LogRecord has; anything else came from ``extra=`` and goes into the JSON line
@@ -112,8 +127,13 @@ def capture_native_stderr(chatter: bool = False) -> TextIO:
     return stream
 
 
-def setup_logging(level: str | int = "info", json: bool = False, chatter: bool = False,
-                  native: bool = True, stream: TextIO | None = None) -> logging.Handler:
+def setup_logging(
+    level: str | int = "info",
+    json: bool = False,
+    chatter: bool = False,
+    native: bool = True,
+    stream: TextIO | None = None,
+) -> logging.Handler:
     """Configure the root logger for the box; returns its handler. Safe to call again (it replaces the
     handler it added before).
 
@@ -136,8 +156,11 @@ def setup_logging(level: str | int = "info", json: bool = False, chatter: bool =
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     for h in list(root.handlers):
-        if h.get_name() == _HANDLER_NAME or isinstance(h, logging.StreamHandler) and h.stream in (
-                sys.stderr, sys.__stderr__):
+        if (
+            h.get_name() == _HANDLER_NAME
+            or isinstance(h, logging.StreamHandler)
+            and h.stream in (sys.stderr, sys.__stderr__)
+        ):
             root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(lvl)

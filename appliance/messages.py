@@ -52,13 +52,18 @@ class Faces:
     height: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"t": _r(self.t), "faces": [f.to_json() for f in self.faces], "width": int(self.width),
-                "height": int(self.height)}
+        return {
+            "t": _r(self.t),
+            "faces": [f.to_json() for f in self.faces],
+            "width": int(self.width),
+            "height": int(self.height),
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Faces:
-        return cls(float(d["t"]), tuple(Face.from_json(f) for f in d["faces"]), int(d.get("width", 0)),
-                   int(d.get("height", 0)))
+        return cls(
+            float(d["t"]), tuple(Face.from_json(f) for f in d["faces"]), int(d.get("width", 0)), int(d.get("height", 0))
+        )
 
 
 @dataclass(frozen=True)
@@ -88,8 +93,13 @@ class Doa:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Doa:
         az = d["azimuth_deg"]
-        return cls(float(d["t"]), None if az is None else float(az), bool(d["speech"]),
-                   float(d.get("level_db", -120.0)), float(d.get("confidence", 0.0)))
+        return cls(
+            float(d["t"]),
+            None if az is None else float(az),
+            bool(d["speech"]),
+            float(d.get("level_db", -120.0)),
+            float(d.get("confidence", 0.0)),
+        )
 
 
 ShotMode = Literal["speaker", "group", "wide", "gallery", "manual"]
@@ -131,9 +141,16 @@ class Shot:
         mode = str(d["mode"])
         if mode not in SHOT_MODES:
             raise ValueError(f"unknown shot mode {mode!r}")
-        return cls(float(d["t"]), _crop(d["crop"]), mode, None if az is None else float(az),
-                   str(d.get("reason", "")), bool(d.get("cut", False)), tuple(_crop(c) for c in d.get("tiles", ())),
-                   str(d.get("policy", "speaker")))
+        return cls(
+            float(d["t"]),
+            _crop(d["crop"]),
+            mode,
+            None if az is None else float(az),
+            str(d.get("reason", "")),
+            bool(d.get("cut", False)),
+            tuple(_crop(c) for c in d.get("tiles", ())),
+            str(d.get("policy", "speaker")),
+        )
 
 
 def _crop(v: Any) -> Crop:
@@ -156,16 +173,26 @@ class DeviceStatus:
     counters: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "state": self.state, "detail": self.detail, "t": _r(self.t),
-                "counters": dict(self.counters)}
+        return {
+            "name": self.name,
+            "state": self.state,
+            "detail": self.detail,
+            "t": _r(self.t),
+            "counters": dict(self.counters),
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> DeviceStatus:
         state = str(d["state"])
         if state not in ("starting", "running", "lost", "retrying", "stopped"):
             raise ValueError(f"unknown device state {state!r}")
-        return cls(str(d["name"]), cast(DeviceState, state), str(d.get("detail", "")), float(d.get("t", 0.0)),
-                   {str(k): int(v) for k, v in dict(d.get("counters", {})).items()})
+        return cls(
+            str(d["name"]),
+            cast(DeviceState, state),
+            str(d.get("detail", "")),
+            float(d.get("t", 0.0)),
+            {str(k): int(v) for k, v in dict(d.get("counters", {})).items()},
+        )
 
 
 @dataclass(frozen=True)
@@ -179,8 +206,12 @@ class CameraInfo:
     height: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "hfov_deg": _r(self.hfov_deg, 2), "width": int(self.width),
-                "height": int(self.height)}
+        return {
+            "name": self.name,
+            "hfov_deg": _r(self.hfov_deg, 2),
+            "width": int(self.width),
+            "height": int(self.height),
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> CameraInfo:
@@ -201,15 +232,27 @@ class Stats:
     frames_dropped: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"t": _r(self.t), "frames": self.frames, "detections": self.detections,
-                "detection_ms": _r(self.detection_ms, 1), "audio_blocks": self.audio_blocks,
-                "doa_blocks": self.doa_blocks, "frames_dropped": self.frames_dropped}
+        return {
+            "t": _r(self.t),
+            "frames": self.frames,
+            "detections": self.detections,
+            "detection_ms": _r(self.detection_ms, 1),
+            "audio_blocks": self.audio_blocks,
+            "doa_blocks": self.doa_blocks,
+            "frames_dropped": self.frames_dropped,
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Stats:
-        return cls(float(d["t"]), int(d.get("frames", 0)), int(d.get("detections", 0)),
-                   float(d.get("detection_ms", 0.0)), int(d.get("audio_blocks", 0)), int(d.get("doa_blocks", 0)),
-                   int(d.get("frames_dropped", 0)))
+        return cls(
+            float(d["t"]),
+            int(d.get("frames", 0)),
+            int(d.get("detections", 0)),
+            float(d.get("detection_ms", 0.0)),
+            int(d.get("audio_blocks", 0)),
+            int(d.get("doa_blocks", 0)),
+            int(d.get("frames_dropped", 0)),
+        )
 
 
 @dataclass(frozen=True)

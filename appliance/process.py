@@ -16,8 +16,9 @@ from appliance.framing import render_shot
 from appliance.step import FrameStep
 
 
-def run_offline(video: Path, audio: Path, cfg: Config, out: Path | None = None,
-                reference: Path | None = None) -> Iterator[dict[str, Any]]:
+def run_offline(
+    video: Path, audio: Path, cfg: Config, out: Path | None = None, reference: Path | None = None
+) -> Iterator[dict[str, Any]]:
     """Yield one track record per video frame: ``{"t", "crop", "mode", ...}``; write the framed video to
     ``out`` when given. ``reference`` is what the loudspeaker played (mono, sample-aligned with ``audio``)."""
     from appliance.perception.hearing import make_ears

@@ -154,8 +154,10 @@ def format_table(s: Score) -> str:
         ("visible (talker anywhere in the shot)", f"{100 * s.visible_frac:.1f} %"),
         ("turns", str(s.turns)),
         ("turns never framed", str(s.missed_turns)),
-        ("switch latency median", "-" if j["switch_latency_median_s"] is None else
-         f"{j['switch_latency_median_s']:.2f} s"),
+        (
+            "switch latency median",
+            "-" if j["switch_latency_median_s"] is None else f"{j['switch_latency_median_s']:.2f} s",
+        ),
         ("switch latency p90", "-" if j["switch_latency_p90_s"] is None else f"{j['switch_latency_p90_s']:.2f} s"),
     ]
     w = max(len(a) for a, _ in rows)

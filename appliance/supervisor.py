@@ -14,8 +14,14 @@ log = logging.getLogger(__name__)
 Report = Callable[[DeviceStatus], None]
 
 
-async def supervise(name: str, run: Callable[[Callable[[], None]], Awaitable[None]], report: Report,
-                    clock: Clock, retry_s: float = 2.0, max_retry_s: float = 30.0) -> None:
+async def supervise(
+    name: str,
+    run: Callable[[Callable[[], None]], Awaitable[None]],
+    report: Report,
+    clock: Clock,
+    retry_s: float = 2.0,
+    max_retry_s: float = 30.0,
+) -> None:
     """Run ``run(started)`` until cancelled; when it raises or returns, report the loss, wait and start it
     again. ``run`` calls ``started()`` once its device delivers, which reports the device as running.
 

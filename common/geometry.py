@@ -51,8 +51,9 @@ def azimuth_of_point(x: float, z: float) -> float:
     return math.degrees(math.atan2(x, z))
 
 
-def fit_aspect(cx: float, cy: float, w: float, aspect: float, frame_w: int, frame_h: int,
-               min_w: float) -> tuple[float, float, float, float]:
+def fit_aspect(
+    cx: float, cy: float, w: float, aspect: float, frame_w: int, frame_h: int, min_w: float
+) -> tuple[float, float, float, float]:
     """A crop of ``aspect`` (w/h) centred near (cx, cy), at least ``min_w`` wide, kept inside the frame."""
     w = max(w, min_w)
     h = w / aspect

@@ -80,8 +80,13 @@ class CameraSection(Section):
     """What every camera's config section has: the picture's geometry. Drivers add their own keys and a
     ``type`` (see :mod:`drivers.registry`)."""
 
-    hfov_deg: float = Field(90.0, gt=10.0, lt=180.0, title="Horizontal field of view (degrees)",
-                            description="Of the undistorted source picture.")
+    hfov_deg: float = Field(
+        90.0,
+        gt=10.0,
+        lt=180.0,
+        title="Horizontal field of view (degrees)",
+        description="Of the undistorted source picture.",
+    )
     width: int = Field(1920, ge=160, le=7680, title="Capture width (px)")
     height: int = Field(1080, ge=120, le=4320, title="Capture height (px)")
     fps: float = Field(15.0, gt=0.0, le=60.0, title="Capture frame rate (frames/s)")
@@ -95,8 +100,7 @@ class MicArraySection(Section):
     positions: list[Vec3] = Field(
         default_factory=lambda: _ring(6, 0.0463, -0.1),
         title="Microphone positions (m)",
-        description="In the camera's frame: x right, y up, z forward; origin at the camera. "
-        "Channel k is microphone k.",
+        description="In the camera's frame: x right, y up, z forward; origin at the camera. Channel k is microphone k.",
         min_length=2,
         max_length=64,
     )

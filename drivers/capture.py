@@ -46,8 +46,14 @@ class Grabber(Protocol):
 class LatestFrameCamera:
     """A :class:`drivers.base.VideoSource` over a :class:`Grabber` read on its own thread."""
 
-    def __init__(self, name: str, grabber: Grabber, clock: Clock = SYSTEM_CLOCK, stall_s: float = 5.0,
-                 open_timeout_s: float = 15.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        grabber: Grabber,
+        clock: Clock = SYSTEM_CLOCK,
+        stall_s: float = 5.0,
+        open_timeout_s: float = 15.0,
+    ) -> None:
         self.name = name
         self.clock = clock
         self.stall_s = stall_s
@@ -97,8 +103,12 @@ class LatestFrameCamera:
                     self.dropped += 1
         except BaseException as e:
             if not stopping.is_set():
-                self._post(None, e if isinstance(e, SourceLost | CameraFormatError)
-                           else SourceLost(f"{self.name}: {type(e).__name__}: {e}"))
+                self._post(
+                    None,
+                    e
+                    if isinstance(e, SourceLost | CameraFormatError)
+                    else SourceLost(f"{self.name}: {type(e).__name__}: {e}"),
+                )
         finally:
             opened.set()  # after the error is posted: start() reports it
             try:

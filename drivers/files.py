@@ -118,11 +118,14 @@ def read_array_wav(path: str | os.PathLike[str], mic: MicArraySection) -> np.nda
     sample rate must be ``mic.sample_rate`` and channel k is microphone k of ``mic.positions``."""
     samples, rate = read_wav(path)
     if rate != mic.sample_rate:
-        raise MediaFileError(f"{path}: sample rate is {rate} Hz but the mic array's sample_rate is "
-                             f"{mic.sample_rate} Hz")
+        raise MediaFileError(
+            f"{path}: sample rate is {rate} Hz but the mic array's sample_rate is {mic.sample_rate} Hz"
+        )
     if samples.shape[1] != len(mic.positions):
-        raise MediaFileError(f"{path}: has {samples.shape[1]} channels but the mic array's positions has "
-                             f"{len(mic.positions)} microphones")
+        raise MediaFileError(
+            f"{path}: has {samples.shape[1]} channels but the mic array's positions has "
+            f"{len(mic.positions)} microphones"
+        )
     return samples
 
 
@@ -183,8 +186,9 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
 class VideoFileWriter:
     """Writes RGB frames to an H.264 (yuv420p) MP4 file; it appears under its name only when closed."""
 
-    def __init__(self, path: str | os.PathLike[str], width: int, height: int, fps: float,
-                 crf: int = 20, preset: str = "veryfast") -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], width: int, height: int, fps: float, crf: int = 20, preset: str = "veryfast"
+    ) -> None:
         import av
 
         if width % 2 or height % 2:
@@ -242,8 +246,9 @@ class VideoFileWriter:
 class FileCamera:
     """A VideoSource over a video file; frame times come from the file's timestamps."""
 
-    def __init__(self, path: str | os.PathLike[str], realtime: bool = True, name: str | None = None,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], realtime: bool = True, name: str | None = None, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.path = Path(path)
         self.realtime = realtime
         self.name = name or f"file:{self.path.name}"
@@ -289,8 +294,14 @@ class FileCamera:
 class WavMicArray:
     """An AudioSource over a multichannel WAV file in blocks of ``block_s`` seconds."""
 
-    def __init__(self, path: str | os.PathLike[str], block_s: float = 0.02, realtime: bool = True,
-                 name: str | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        block_s: float = 0.02,
+        realtime: bool = True,
+        name: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         if block_s <= 0:
             raise ValueError(f"block_s must be positive, got {block_s}")
         self.path = Path(path)
@@ -315,7 +326,7 @@ class WavMicArray:
         start = self._pos
         if start >= len(self._samples):
             raise SourceLost(f"{self.name}: end of file")
-        block = self._samples[start:start + n]
+        block = self._samples[start : start + n]
         self._pos = start + len(block)
         if self.realtime:  # a block is ready once it has been recorded
             await self.clock.sleep_until(self._epoch + self._pos / self.sample_rate)

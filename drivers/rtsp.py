@@ -24,11 +24,18 @@ class RtspCameraConfig(CameraSection):
     own setting); a stream of another size is refused with a message naming both."""
 
     type: Literal["rtsp"] = "rtsp"
-    url: str = Field(..., pattern=r"^rtsps?://\S+$", max_length=1000, title="Stream URL",
-                     description="rtsp://[user:password@]host[:port]/path")
-    transport: Literal["tcp", "udp"] = Field("tcp", title="RTP transport",
-                                             description="tcp (interleaved in the RTSP connection) "
-                                             "passes firewalls and loses nothing")
+    url: str = Field(
+        ...,
+        pattern=r"^rtsps?://\S+$",
+        max_length=1000,
+        title="Stream URL",
+        description="rtsp://[user:password@]host[:port]/path",
+    )
+    transport: Literal["tcp", "udp"] = Field(
+        "tcp",
+        title="RTP transport",
+        description="tcp (interleaved in the RTSP connection) passes firewalls and loses nothing",
+    )
     open_timeout_s: float = Field(10.0, gt=0.0, le=120.0, title="Connect timeout (s)")
     read_timeout_s: float = Field(5.0, gt=0.0, le=60.0, title="Silence before the stream counts as lost (s)")
 
@@ -46,8 +53,15 @@ def _redact(url: str) -> str:
 class RtspGrabber:
     """PyAV over one RTSP URL; every call on the reader thread."""
 
-    def __init__(self, url: str, transport: str, open_timeout_s: float, read_timeout_s: float,
-                 width: int | None = None, height: int | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        transport: str,
+        open_timeout_s: float,
+        read_timeout_s: float,
+        width: int | None = None,
+        height: int | None = None,
+    ) -> None:
         self.url, self.transport = url, transport
         self.open_timeout_s, self.read_timeout_s = open_timeout_s, read_timeout_s
         self.width, self.height = width, height
@@ -58,17 +72,20 @@ class RtspGrabber:
     def open(self) -> None:
         import av
 
-        options = {"rtsp_transport": self.transport,
-                   # FFmpeg's own socket timeout (microseconds), beside PyAV's interrupt timeouts
-                   "timeout": str(int(self.read_timeout_s * 1e6)),
-                   # start on the first picture rather than after FFmpeg's default 5 s of probing
-                   "analyzeduration": "1000000", "probesize": "1000000"}
+        options = {
+            "rtsp_transport": self.transport,
+            # FFmpeg's own socket timeout (microseconds), beside PyAV's interrupt timeouts
+            "timeout": str(int(self.read_timeout_s * 1e6)),
+            # start on the first picture rather than after FFmpeg's default 5 s of probing
+            "analyzeduration": "1000000",
+            "probesize": "1000000",
+        }
         try:
-            self._container = av.open(self.url, options=options,
-                                      timeout=(self.open_timeout_s, self.read_timeout_s))
+            self._container = av.open(self.url, options=options, timeout=(self.open_timeout_s, self.read_timeout_s))
         except av.error.ExitError:
-            raise SourceLost(f"{_redact(self.url)}: cannot open the stream: no answer within "
-                             f"{self.open_timeout_s:g} s") from None
+            raise SourceLost(
+                f"{_redact(self.url)}: cannot open the stream: no answer within {self.open_timeout_s:g} s"
+            ) from None
         except (av.error.FFmpegError, OSError) as e:
             raise SourceLost(f"{_redact(self.url)}: cannot open the stream: {e}") from None
         if not self._container.streams.video:
@@ -91,8 +108,10 @@ class RtspGrabber:
             raise SourceLost(f"{_redact(self.url)}: the server ended the stream")
         f = self._frame
         if self.width is not None and (f.width, f.height) != (self.width, self.height):
-            raise CameraFormatError(f"{_redact(self.url)}: the stream is {f.width}x{f.height} but the config "
-                                    f"says width = {self.width}, height = {self.height}; set those")
+            raise CameraFormatError(
+                f"{_redact(self.url)}: the stream is {f.width}x{f.height} but the config "
+                f"says width = {self.width}, height = {self.height}; set those"
+            )
         return True
 
     def retrieve(self) -> np.ndarray:
@@ -105,16 +124,29 @@ class RtspGrabber:
             container.close()
 
 
-def open_rtsp(url: str, name: str | None = None, clock: Clock = SYSTEM_CLOCK, transport: str = "tcp",
-              open_timeout_s: float = 10.0, read_timeout_s: float = 5.0, width: int | None = None,
-              height: int | None = None) -> LatestFrameCamera:
+def open_rtsp(
+    url: str,
+    name: str | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    transport: str = "tcp",
+    open_timeout_s: float = 10.0,
+    read_timeout_s: float = 5.0,
+    width: int | None = None,
+    height: int | None = None,
+) -> LatestFrameCamera:
     """A VideoSource over an RTSP stream (``width``/``height`` None: any picture size)."""
     grabber = RtspGrabber(url, transport, open_timeout_s, read_timeout_s, width, height)
-    return LatestFrameCamera(name or f"rtsp:{_redact(url)}", grabber, clock, stall_s=read_timeout_s + 1.0,
-                             open_timeout_s=open_timeout_s + read_timeout_s + 5.0)
+    return LatestFrameCamera(
+        name or f"rtsp:{_redact(url)}",
+        grabber,
+        clock,
+        stall_s=read_timeout_s + 1.0,
+        open_timeout_s=open_timeout_s + read_timeout_s + 5.0,
+    )
 
 
 @register("camera", "rtsp", RtspCameraConfig)
 def open_rtsp_camera(name: str, cfg: RtspCameraConfig, ctx: DriverContext) -> LatestFrameCamera:
-    return open_rtsp(cfg.url, name, ctx.clock, cfg.transport, cfg.open_timeout_s, cfg.read_timeout_s,
-                     cfg.width, cfg.height)
+    return open_rtsp(
+        cfg.url, name, ctx.clock, cfg.transport, cfg.open_timeout_s, cfg.read_timeout_s, cfg.width, cfg.height
+    )

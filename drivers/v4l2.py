@@ -42,12 +42,20 @@ class V4l2CameraConfig(CameraSection):
     lists (``roombox cameras``); 1080p30 and 2160p30 take MJPG on USB 2 and most USB 3 cameras."""
 
     type: Literal["v4l2"] = "v4l2"
-    device: str = Field("/dev/video0", min_length=1, max_length=300, title="Device",
-                        description="A device path (/dev/video0, /dev/v4l/by-id/...) or the camera's name "
-                        "(as `roombox cameras` shows it)")
-    pixel_format: PixelFormat = Field("auto", title="Pixel format",
-                                      description="MJPG (compressed, any size at full rate), YUYV "
-                                      "(uncompressed, small sizes only), or auto: MJPG when it has the mode")
+    device: str = Field(
+        "/dev/video0",
+        min_length=1,
+        max_length=300,
+        title="Device",
+        description="A device path (/dev/video0, /dev/v4l/by-id/...) or the camera's name "
+        "(as `roombox cameras` shows it)",
+    )
+    pixel_format: PixelFormat = Field(
+        "auto",
+        title="Pixel format",
+        description="MJPG (compressed, any size at full rate), YUYV "
+        "(uncompressed, small sizes only), or auto: MJPG when it has the mode",
+    )
     stall_s: float = Field(3.0, gt=0.0, le=60.0, title="No picture for this long: the camera is lost (s)")
 
 
@@ -72,8 +80,12 @@ class FrameSize:
         if not self.max_width:
             return (width, height) == (self.width, self.height)
         sx, sy = max(1, self.step[0]), max(1, self.step[1])
-        return (self.width <= width <= self.max_width and self.height <= height <= self.max_height
-                and (width - self.width) % sx == 0 and (height - self.height) % sy == 0)
+        return (
+            self.width <= width <= self.max_width
+            and self.height <= height <= self.max_height
+            and (width - self.width) % sx == 0
+            and (height - self.height) % sy == 0
+        )
 
     def has_rate(self, fps: float, tolerance: float = 0.05) -> bool:
         if self.min_fps:
@@ -110,8 +122,10 @@ class V4l2Device:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        d["formats"] = [{"fourcc": f.fourcc, "description": f.description,
-                         "sizes": [_size_json(s) for s in f.sizes]} for f in self.formats]
+        d["formats"] = [
+            {"fourcc": f.fourcc, "description": f.description, "sizes": [_size_json(s) for s in f.sizes]}
+            for f in self.formats
+        ]
         return d
 
 
@@ -166,8 +180,14 @@ def parse_list_formats(text: str) -> list[Format]:
         elif m := _STEPWISE.match(line):
             end_size()
             step = (int(m.group(5) or 1), int(m.group(6) or 1))
-            size = {"width": int(m.group(1)), "height": int(m.group(2)), "fps": (),
-                    "max_width": int(m.group(3)), "max_height": int(m.group(4)), "step": step}
+            size = {
+                "width": int(m.group(1)),
+                "height": int(m.group(2)),
+                "fps": (),
+                "max_width": int(m.group(3)),
+                "max_height": int(m.group(4)),
+                "step": step,
+            }
         elif m := _IV_DISCRETE.match(line):
             rates.append(float(m.group(1)))
         elif (m := _IV_RANGE.match(line)) and size is not None:
@@ -194,6 +214,7 @@ def parse_list_devices(text: str) -> list[tuple[str, str, list[str]]]:
 
 
 # --- asking the device ---
+
 
 def _v4l2_ctl(*args: str, timeout: float = 10.0) -> str:
     exe = shutil.which("v4l2-ctl")
@@ -245,8 +266,14 @@ def resolve_device(device: str) -> str:
     raise SourceLost(f"no camera named {device!r} (cameras present: {seen})")
 
 
-def choose_mode(formats: list[Format], width: int, height: int, fps: float, pixel_format: PixelFormat = "auto",
-                device: str = "camera") -> Mode:
+def choose_mode(
+    formats: list[Format],
+    width: int,
+    height: int,
+    fps: float,
+    pixel_format: PixelFormat = "auto",
+    device: str = "camera",
+) -> Mode:
     """The mode to ask for; refuses (naming what the device offers) when it does not list it. ``auto``
     takes MJPG when it has the size and rate, else YUYV."""
     wanted = ["MJPG", "YUYV"] if pixel_format == "auto" else [pixel_format]
@@ -264,8 +291,9 @@ def choose_mode(formats: list[Format], width: int, height: int, fps: float, pixe
         at_size = [s for s in by_cc[cc].sizes if s.has_size(width, height)]
         if at_size:
             rates = sorted({r for s in at_size for r in s.fps}, reverse=True)
-            raise CameraFormatError(f"{device}: {cc} {width}x{height} runs at {_rates(rates)} fps, not "
-                                    f"{fps:g}; set fps to one of those")
+            raise CameraFormatError(
+                f"{device}: {cc} {width}x{height} runs at {_rates(rates)} fps, not {fps:g}; set fps to one of those"
+            )
     sizes = sorted({(s.width, s.height) for cc in offered for s in by_cc[cc].sizes}, reverse=True)
     listed = ", ".join(f"{w}x{h}" for w, h in sizes)
     raise CameraFormatError(f"{device}: {'/'.join(offered)} has no {width}x{height} (it has {listed})")
@@ -286,6 +314,7 @@ def _fourcc(code: str) -> int:
 
 
 # --- capture ---
+
 
 class V4l2Grabber:
     """OpenCV's V4L2 backend over one device; every call on the reader thread."""
@@ -308,8 +337,7 @@ class V4l2Grabber:
         if formats:
             self.mode = choose_mode(formats, cfg.width, cfg.height, cfg.fps, cfg.pixel_format, where)
         else:  # cannot list: ask for the mode, check what the driver settled on below
-            self.mode = Mode("MJPG" if cfg.pixel_format == "auto" else cfg.pixel_format, cfg.width, cfg.height,
-                             cfg.fps)
+            self.mode = Mode("MJPG" if cfg.pixel_format == "auto" else cfg.pixel_format, cfg.width, cfg.height, cfg.fps)
         cap = cv2.VideoCapture(self.path, cv2.CAP_V4L2)
         if not cap.isOpened():
             raise SourceLost(f"{where}: cannot open (unplugged, busy or no permission)")
@@ -324,8 +352,10 @@ class V4l2Grabber:
         cc = int(cap.get(cv2.CAP_PROP_FOURCC))
         got_cc = "".join(chr((cc >> (8 * i)) & 0xFF) for i in range(4))
         if got != (m.width, m.height) or got_cc != m.fourcc:
-            raise CameraFormatError(f"{where}: asked for {m.fourcc} {m.width}x{m.height}, the device set "
-                                    f"{got_cc} {got[0]}x{got[1]}; see `roombox cameras` for its modes")
+            raise CameraFormatError(
+                f"{where}: asked for {m.fourcc} {m.width}x{m.height}, the device set "
+                f"{got_cc} {got[0]}x{got[1]}; see `roombox cameras` for its modes"
+            )
 
     def grab(self) -> bool:
         if not os.path.exists(self.path):

@@ -42,6 +42,7 @@ def chromium() -> Iterator[Any]:
     if shutil.which(CHROMIUM) is None:
         pytest.fail(f"{CHROMIUM} is not installed: run scripts/setup")
     import playwright.sync_api as sync_api
+
     pw = sync_api.sync_playwright().start()
     try:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

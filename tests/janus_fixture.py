@@ -30,8 +30,19 @@ LIBDIR = Path("/usr/lib/x86_64-linux-gnu/janus")
 ADMIN_SECRET = "roombox-test-admin"
 ROOM = 1234
 SHIM_SOURCE = Path(__file__).with_name("janus_loopback.c")  # Janus skips loopback interfaces: see there
-PLUGINS = ["audiobridge", "duktape", "echotest", "lua", "nosip", "recordplay", "sip", "streaming", "textroom",
-           "videocall", "voicemail"]
+PLUGINS = [
+    "audiobridge",
+    "duktape",
+    "echotest",
+    "lua",
+    "nosip",
+    "recordplay",
+    "sip",
+    "streaming",
+    "textroom",
+    "videocall",
+    "voicemail",
+]
 TRANSPORTS = ["websockets", "mqtt", "nanomsg", "pfunix", "rabbitmq"]
 
 
@@ -100,9 +111,12 @@ room-{ROOM}: {{
         shim = self.folder / "janus_loopback.so"
         subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", str(shim), str(SHIM_SOURCE), "-ldl"], check=True)
         log = open(self.folder / "janus.log", "ab")
-        self.proc = subprocess.Popen([JANUS, "-C", str(self.folder / "janus.jcfg"), "-F", str(self.folder), "-o",
-                                      "-i", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "LD_PRELOAD": str(shim)})
+        self.proc = subprocess.Popen(
+            [JANUS, "-C", str(self.folder / "janus.jcfg"), "-F", str(self.folder), "-o", "-i", "127.0.0.1"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "LD_PRELOAD": str(shim)},
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while True:
@@ -140,8 +154,9 @@ room-{ROOM}: {{
             path += f"/{extra.pop('session_id')}"
             if "handle_id" in extra:
                 path += f"/{extra.pop('handle_id')}"
-        body = json.dumps({"janus": request, "transaction": secrets.token_hex(6), "admin_secret": ADMIN_SECRET,
-                           **extra}).encode()
+        body = json.dumps(
+            {"janus": request, "transaction": secrets.token_hex(6), "admin_secret": ADMIN_SECRET, **extra}
+        ).encode()
         req = urllib.request.Request(path, data=body, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=5) as r:
             result: dict[str, Any] = json.loads(r.read())
@@ -159,8 +174,13 @@ room-{ROOM}: {{
                 for m in (info.get("webrtc", {}).get("media") or {}).values():
                     if m.get("type") == "video" and m.get("direction", {}).get("recv"):
                         stats = m.get("stats", {}).get("in", {})
-                        out.append({"codec": m.get("codecs", {}).get("codec"), "packets": stats.get("packets", 0),
-                                    "bytes": stats.get("bytes", 0)})
+                        out.append(
+                            {
+                                "codec": m.get("codecs", {}).get("codec"),
+                                "packets": stats.get("packets", 0),
+                                "bytes": stats.get("bytes", 0),
+                            }
+                        )
         return out
 
 
@@ -227,8 +247,9 @@ class WhipFront:
             return web.Response(status=500, text="Janus gave no answer")
         rid = secrets.token_hex(8)
         self.resources[rid] = (sess, handle)
-        return web.Response(status=201, text=jsep["sdp"], content_type="application/sdp",
-                            headers={"Location": f"/whip/resource/{rid}"})
+        return web.Response(
+            status=201, text=jsep["sdp"], content_type="application/sdp", headers={"Location": f"/whip/resource/{rid}"}
+        )
 
     async def _hangup(self, request: web.Request) -> web.Response:
         self.deletes += 1
@@ -245,8 +266,12 @@ class WhipFront:
 
     async def _garbage(self, request: web.Request) -> web.Response:
         self.posts += 1
-        return web.Response(status=201, text="<html>hello</html>", content_type="application/sdp",
-                            headers={"Location": "/whip/resource/garbage"})
+        return web.Response(
+            status=201,
+            text="<html>hello</html>",
+            content_type="application/sdp",
+            headers={"Location": "/whip/resource/garbage"},
+        )
 
 
 async def wait_for(predicate: Any, timeout: float, what: str) -> None:

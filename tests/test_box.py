@@ -26,7 +26,7 @@ def write_video(path: Path, frames: int) -> None:
     w = VideoFileWriter(path, 640, 360, 15.0)
     for i in range(frames):
         img = np.full((360, 640, 3), 40, np.uint8)
-        img[:, (i * 20) % 600:(i * 20) % 600 + 40] = 200
+        img[:, (i * 20) % 600 : (i * 20) % 600 + 40] = 200
         w.write(img)
     w.close()
 
@@ -40,17 +40,31 @@ def write_noise(path: Path, seconds: float, seed: int) -> None:
 Event = tuple[str, Any]
 
 
-async def run_box(camera_path: Path, wav: Path, cfg: Config, until: Callable[[list[Event]], bool],
-                  on_event: Callable[[Event], None] = lambda e: None, retry_s: float = 0.2) -> list[Event]:
+async def run_box(
+    camera_path: Path,
+    wav: Path,
+    cfg: Config,
+    until: Callable[[list[Event]], bool],
+    on_event: Callable[[Event], None] = lambda e: None,
+    retry_s: float = 0.2,
+) -> list[Event]:
     """Run the box on a virtual clock until ``until(events)``; the wall clock only bounds a box that hangs."""
     clock = VirtualClock(1000.0, tick_s=0.002)
     events, frames = EventBus(queue_size=100_000), LatestFrame()
     seen = events.subscribe()
     out: list[Event] = []
     with FaceDetector(cfg=cfg.detector) as detector:
-        box = RoomBox(cfg, FileCamera(camera_path, realtime=True, clock=clock),
-                      WavMicArray(wav, realtime=True, clock=clock), detector, frames, None, events, clock=clock,
-                      retry_s=retry_s)
+        box = RoomBox(
+            cfg,
+            FileCamera(camera_path, realtime=True, clock=clock),
+            WavMicArray(wav, realtime=True, clock=clock),
+            detector,
+            frames,
+            None,
+            events,
+            clock=clock,
+            retry_s=retry_s,
+        )
         task = asyncio.create_task(box.run())
         try:
             while not until(out):
@@ -98,8 +112,7 @@ def test_a_camera_that_vanishes_is_reported_and_retried(tmp_path: Path) -> None:
     assert states[-1] == "stopped"
     shots = [d for k, d in events if k == "shot"]
     assert len(shots) >= 10 and events[-1][1]["published"] == len(shots)
-    assert [d["state"] for k, d in events if k == "device" and d["name"] == "mic_array"][:2] == ["starting",
-                                                                                                "running"]
+    assert [d["state"] for k, d in events if k == "device" and d["name"] == "mic_array"][:2] == ["starting", "running"]
     # the back-off is on the capture clock: the first retry comes retry_s after the loss
     lost, retrying = camera_events[1], camera_events[2]
     assert retrying["t"] - lost["t"] == pytest.approx(0.2, abs=1e-3)
@@ -132,8 +145,15 @@ def test_a_config_change_applies_live_where_it_can_and_names_what_needs_a_restar
     write_noise(tmp_path / "a.wav", 1.0, 2)
     cfg = Config(detector=DetectorConfig(tiles=(1, 1)))
     with FaceDetector(cfg=cfg.detector) as detector:
-        box = RoomBox(cfg, FileCamera(tmp_path / "none.mp4"), WavMicArray(tmp_path / "a.wav"), detector,
-                      LatestFrame(), None, EventBus())
+        box = RoomBox(
+            cfg,
+            FileCamera(tmp_path / "none.mp4"),
+            WavMicArray(tmp_path / "a.wav"),
+            detector,
+            LatestFrame(),
+            None,
+            EventBus(),
+        )
         faces = Faces(0.0, (Face((900.0, 450.0, 60.0, 60.0), 0.9),), 1920, 1080)
         assert box.step.step(0.0, 1920, 1080, faces).mode == "group"
         box.step.set_mode("gallery", 0.1)

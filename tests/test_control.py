@@ -91,8 +91,14 @@ class Box:
         self.frames, self.events = LatestFrame(), EventBus()
         self.stop_feed = asyncio.Event()
         self.feeder = asyncio.create_task(self._feed())
-        self.app = create_app(self.frames, None, self.events, StreamConfig(width=320, height=180, fps=15.0),
-                              _command, control=self.control)
+        self.app = create_app(
+            self.frames,
+            None,
+            self.events,
+            StreamConfig(width=320, height=180, fps=15.0),
+            _command,
+            control=self.control,
+        )
         self.server = await run_server(self.app, "127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{self.server.port}"
 
@@ -101,7 +107,7 @@ class Box:
         i = 0
         while not self.stop_feed.is_set():
             img = np.zeros((180, 320, 3), np.uint8)
-            img[:, (i * 7) % 300:(i * 7) % 300 + 20] = 255
+            img[:, (i * 7) % 300 : (i * 7) % 300 + 20] = 255
             self.frames.put(img, loop.time())
             i += 1
             await asyncio.sleep(1 / 15)
@@ -119,9 +125,16 @@ class Box:
     def parts(self) -> Any:
         return self.app[PARTS]
 
-    def call(self, method: str, path: str, body: Any = None, token: str | None = None,
-             headers: dict[str, str] | None = None, raw: bytes | None = None,
-             content_type: str = "application/json") -> tuple[int, dict[str, str], Any]:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> tuple[int, dict[str, str], Any]:
         h = dict(headers or {})
         data = raw
         if body is not None:
@@ -161,8 +174,7 @@ SDP_HEAD = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 
 
 def _sdp_with_m_lines(n: int) -> str:
-    m = ("m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:{i}\r\na=recvonly\r\n"
-         "a=rtpmap:96 VP8/90000\r\n")
+    m = "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:{i}\r\na=recvonly\r\na=rtpmap:96 VP8/90000\r\n"
     return SDP_HEAD + "".join(m.format(i=i) for i in range(n))
 
 
@@ -187,8 +199,15 @@ def test_reading_needs_read_and_config_needs_admin(box: Box) -> None:
     assert status == 401 and "credentials" in body["error"] and headers["WWW-Authenticate"].startswith("Bearer")
     assert box.call("GET", "/api/state", token="read")[0] == 200
     assert box.call("GET", "/api/status", token="read")[1]["Cache-Control"] == "no-store"
-    for who, want in (("read", 403), ("control", 403), ("admin", 200), ("expired", 401), ("elsewhere", 401),
-                      ("rbx_00000000_forged", 401), ("not-a-token", 401)):
+    for who, want in (
+        ("read", 403),
+        ("control", 403),
+        ("admin", 200),
+        ("expired", 401),
+        ("elsewhere", 401),
+        ("rbx_00000000_forged", 401),
+        ("not-a-token", 401),
+    ):
         status, _, body = box.call("GET", "/api/config", token=who)
         assert status == want, (who, status, body)
     status, _, body = box.call("GET", "/api/config", token="control")
@@ -200,8 +219,14 @@ def test_reading_needs_read_and_config_needs_admin(box: Box) -> None:
 
 
 def test_host_header_must_be_one_of_the_boxs_names(box: Box) -> None:
-    for host, want in (("evil.example", 421), ("evil.example:8080", 421), ("127.0.0.1", 200), ("localhost:1", 200),
-                       ("[::1]:80", 200), ("192.168.1.20", 200)):
+    for host, want in (
+        ("evil.example", 421),
+        ("evil.example:8080", 421),
+        ("127.0.0.1", 200),
+        ("localhost:1", 200),
+        ("[::1]:80", 200),
+        ("192.168.1.20", 200),
+    ):
         status, _, body = box.call("GET", "/healthz", headers={"Host": host})
         assert status == want, (host, status, body)
     assert box.call("GET", "/api/state", token="read", headers={"Host": "rebind.attacker.example"})[0] == 421
@@ -227,18 +252,30 @@ def test_offers_are_refused_without_credentials_origin_json_or_a_sane_sdp(box: B
         ("other origin", {"body": good, "token": "read", "headers": {"Origin": "http://evil.example"}}, 403, "origin"),
         ("null origin", {"body": good, "token": "read", "headers": {"Origin": "null"}}, 403, "origin"),
         ("other port", {"body": good, "token": "read", "headers": {"Origin": "http://127.0.0.1:1"}}, 403, "origin"),
-        ("text/plain", {"raw": json.dumps(good).encode(), "token": "read", "content_type": "text/plain"}, 415,
-         "application/json"),
-        ("form", {"raw": b"sdp=x&type=offer", "token": "read",
-                  "content_type": "application/x-www-form-urlencoded"}, 415, "application/json"),
+        (
+            "text/plain",
+            {"raw": json.dumps(good).encode(), "token": "read", "content_type": "text/plain"},
+            415,
+            "application/json",
+        ),
+        (
+            "form",
+            {"raw": b"sdp=x&type=offer", "token": "read", "content_type": "application/x-www-form-urlencoded"},
+            415,
+            "application/json",
+        ),
         ("garbage sdp", {"body": {"sdp": "hello", "type": "offer"}, "token": "read"}, 400, "v=0"),
         ("empty sdp", {"body": {"sdp": "", "type": "offer"}, "token": "read"}, 400, "v=0"),
         ("null sdp", {"body": {"sdp": None, "type": "offer"}, "token": "read"}, 400, "expected JSON"),
         ("null body", {"raw": b"null", "token": "read"}, 400, "expected JSON"),
         ("an answer", {"body": {"sdp": sdp, "type": "answer"}, "token": "read"}, 400, "expected an offer"),
         ("no media", {"body": {"sdp": SDP_HEAD, "type": "offer"}, "token": "read"}, 400, "neither video"),
-        ("sending media", {"body": {"sdp": _sdp_with_m_lines(1).replace("recvonly", "sendrecv"), "type": "offer"},
-                           "token": "read"}, 400, "recvonly"),
+        (
+            "sending media",
+            {"body": {"sdp": _sdp_with_m_lines(1).replace("recvonly", "sendrecv"), "type": "offer"}, "token": "read"},
+            400,
+            "recvonly",
+        ),
         ("16 m-lines", {"body": {"sdp": _sdp_with_m_lines(16), "type": "offer"}, "token": "read"}, 400, "m-lines"),
         ("600 m-lines", {"body": {"sdp": _sdp_with_m_lines(600), "type": "offer"}, "token": "read"}, 400, "m-lines"),
         ("nested", {"raw": b"[" * 100_000 + b"]" * 100_000, "token": "read"}, 400, "nested"),
@@ -279,9 +316,11 @@ def test_socket_needs_credentials_and_origin_and_commands_need_control(box: Box)
     async def main() -> dict[str, Any]:
         out: dict[str, Any] = {}
         async with aiohttp.ClientSession() as s:
-            for name, headers in (("none", {}), ("evil", {"Origin": "http://evil.example",
-                                                          "Authorization": f"Bearer {box.tokens['control']}"}),
-                                  ("null", {"Origin": "null", "Authorization": f"Bearer {box.tokens['control']}"})):
+            for name, headers in (
+                ("none", {}),
+                ("evil", {"Origin": "http://evil.example", "Authorization": f"Bearer {box.tokens['control']}"}),
+                ("null", {"Origin": "null", "Authorization": f"Bearer {box.tokens['control']}"}),
+            ):
                 try:
                     async with s.ws_connect(box.url + "/ws", headers=headers):
                         out[name] = "connected"
@@ -359,21 +398,29 @@ def test_config_put_validates_records_revisions_and_restores(box: Box) -> None:
     assert status == 200 and headers["ETag"] == '"1"' and doc == Config().model_dump(mode="json")
     original_file = (box.home / "config.toml").read_text()
 
-    bad = [({**doc, "director": {**doc["director"], "min_hold_s": -1}}, "director.min_hold_s", "greater than"),
-           ({**doc, "director": {**doc["director"], "hold": 1}}, "director.hold", "unknown key"),
-           ({**doc, "stream": {**doc["stream"], "fps": "fast"}}, "stream.fps", "number"),
-           ({**doc, "colour": "red"}, "colour", "unknown key"),
-           ([1, 2], "(top level)", "object")]
+    bad = [
+        ({**doc, "director": {**doc["director"], "min_hold_s": -1}}, "director.min_hold_s", "greater than"),
+        ({**doc, "director": {**doc["director"], "hold": 1}}, "director.hold", "unknown key"),
+        ({**doc, "stream": {**doc["stream"], "fps": "fast"}}, "stream.fps", "number"),
+        ({**doc, "colour": "red"}, "colour", "unknown key"),
+        ([1, 2], "(top level)", "object"),
+    ]
     for body, key, reason in bad:
         status, _, err = box.call("PUT", "/api/config", body, token="admin")
         assert status == 422, (key, err)
         assert any(e["key"] == key and reason in e["reason"] for e in err["errors"]), (key, err)
         assert key in err["error"]
-    status, _, err = box.call("PUT", "/api/config", raw=b"[director\nmin_hold_s = ", token="admin",
-                              content_type="application/toml")
+    status, _, err = box.call(
+        "PUT", "/api/config", raw=b"[director\nmin_hold_s = ", token="admin", content_type="application/toml"
+    )
     assert status == 400 and "not valid TOML" in err["error"]
-    status, _, err = box.call("PUT", "/api/config", raw=b"[mic_arrays.main]\ntype = 'wav'\npositions = "
-                              b"[[nan, 0.0, 0.0], [0.1, 0.0, 0.0]]\n", token="admin", content_type="application/toml")
+    status, _, err = box.call(
+        "PUT",
+        "/api/config",
+        raw=b"[mic_arrays.main]\ntype = 'wav'\npositions = [[nan, 0.0, 0.0], [0.1, 0.0, 0.0]]\n",
+        token="admin",
+        content_type="application/toml",
+    )
     assert status == 422 and "finite" in err["error"]
     assert box.call("PUT", "/api/config", raw=b'{"doa": {"grid_deg": NaN}}', token="admin")[0] == 400
     assert box.call("PUT", "/api/config", raw=b"x" * 300_000, token="admin")[0] == 413
@@ -385,16 +432,21 @@ def test_config_put_validates_records_revisions_and_restores(box: Box) -> None:
     new = {**doc, "director": {**doc["director"], "min_hold_s": 3.0}, "stream": {**doc["stream"], "fps": 10.0}}
     status, headers, change = box.call("PUT", "/api/config", new, token="admin", headers={"If-Match": '"1"'})
     assert status == 200 and headers["ETag"] == '"2"'
-    assert change == {"revision": 2, "changed": ["director.min_hold_s", "stream.fps"],
-                      "applied_live": ["director.min_hold_s"], "restart_required": ["stream.fps"]}
+    assert change == {
+        "revision": 2,
+        "changed": ["director.min_hold_s", "stream.fps"],
+        "applied_live": ["director.min_hold_s"],
+        "restart_required": ["stream.fps"],
+    }
     assert box.applied[-1].director.min_hold_s == 3.0
     assert load_config(box.home / "config.toml").director.min_hold_s == 3.0
     status, _, err = box.call("PUT", "/api/config", doc, token="admin", headers={"If-Match": '"1"'})
     assert status == 412 and err["revision"] == 2
 
     toml_text = (box.home / "config.toml").read_text().replace("min_hold_s = 3.0", "min_hold_s = 4.5")
-    status, _, change = box.call("PUT", "/api/config", raw=toml_text.encode(), token="admin",
-                                 content_type="application/toml")
+    status, _, change = box.call(
+        "PUT", "/api/config", raw=toml_text.encode(), token="admin", content_type="application/toml"
+    )
     assert status == 200 and change["changed"] == ["director.min_hold_s"] and change["revision"] == 3
 
     status, _, listing = box.call("GET", "/api/config/revisions", token="admin")
@@ -460,8 +512,13 @@ def test_a_config_write_killed_at_random_moments_leaves_the_old_or_the_new_file(
     path, revs = tmp_path / "config.toml", tmp_path / "revs"
     ConfigStore.open(path, revs)
     wanted = {1.5, 7.0}
-    proc = subprocess.Popen([sys.executable, "-c", KILLER, str(path), str(revs)], cwd=ROOT, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLER, str(path), str(revs)],
+        cwd=ROOT,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     assert proc.stdin is not None and proc.stdout is not None
     rng = random.Random(15)
     seen = set()
@@ -540,12 +597,20 @@ def test_kiosk_token_session_ends_when_the_token_is_revoked(box: Box) -> None:
 
 
 def _roombox(home: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "appliance.cli", *args], cwd=ROOT, input=stdin, text=True,
-                          capture_output=True, timeout=60, env={**os.environ, "ROOMBOX_HOME": str(home)})
+    return subprocess.run(
+        [sys.executable, "-m", "appliance.cli", *args],
+        cwd=ROOT,
+        input=stdin,
+        text=True,
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "ROOMBOX_HOME": str(home)},
+    )
 
 
-def test_token_and_pin_commands_and_a_running_box_sees_them(box: Box, monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_token_and_pin_commands_and_a_running_box_sees_them(
+    box: Box, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     made = _roombox(box.home, "token", "create", "--scope", "admin", "--name", "it-dept")  # the real command
     assert made.returncode == 0, made.stderr
     token = made.stdout.strip().splitlines()[-1]
@@ -589,8 +654,13 @@ def test_token_and_pin_commands_and_a_running_box_sees_them(box: Box, monkeypatc
 
 
 def _state_of(box: Box) -> tuple[Any, ...]:
-    return (box.store.latest_id(), box.store.current, (box.home / "config.toml").read_text(),
-            len(box.parts.peers), len(box.control.auth.sessions))
+    return (
+        box.store.latest_id(),
+        box.store.current,
+        (box.home / "config.toml").read_text(),
+        len(box.parts.peers),
+        len(box.control.auth.sessions),
+    )
 
 
 def test_schemathesis_finds_no_5xx_and_no_state_change_without_credentials(box: Box) -> None:
@@ -608,9 +678,15 @@ def test_schemathesis_finds_no_5xx_and_no_state_change_without_credentials(box: 
     def run(headers: dict[str, str], examples: int) -> None:
         for op in operations:
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
                 @given(case=op.as_strategy(generation_mode=mode))
-                @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-                          suppress_health_check=list(HealthCheck))
+                @settings(
+                    max_examples=examples,
+                    deadline=None,
+                    database=None,
+                    derandomize=True,
+                    suppress_health_check=list(HealthCheck),
+                )
                 def check(case: Any) -> None:
                     response = case.call(base_url=box.url, headers=headers, timeout=20)
                     calls.append((case.operation.label, response.status_code))
@@ -656,8 +732,11 @@ def test_200_unauthenticated_offers_and_sockets_are_refused_memory_flat_viewer_k
 
         await pc.setLocalDescription(await pc.createOffer())
         async with aiohttp.ClientSession() as s:
-            async with s.post(box.url + "/offer", json={"sdp": pc.localDescription.sdp, "type": "offer"},
-                              headers={"Authorization": f"Bearer {box.tokens['read']}"}) as r:
+            async with s.post(
+                box.url + "/offer",
+                json={"sdp": pc.localDescription.sdp, "type": "offer"},
+                headers={"Authorization": f"Bearer {box.tokens['read']}"},
+            ) as r:
                 assert r.status == 200, await r.text()
                 answer = await r.json()
         await pc.setRemoteDescription(RTCSessionDescription(**answer))
@@ -675,8 +754,11 @@ def test_200_unauthenticated_offers_and_sockets_are_refused_memory_flat_viewer_k
             statuses = []
             async with aiohttp.ClientSession() as s:
                 for i in range(n):
-                    async with s.post(box.url + "/offer", json={"sdp": sdp, "type": "offer"},
-                                      headers={"Origin": box.url} if i % 2 else {}) as r:
+                    async with s.post(
+                        box.url + "/offer",
+                        json={"sdp": sdp, "type": "offer"},
+                        headers={"Origin": box.url} if i % 2 else {},
+                    ) as r:
                         statuses.append(r.status)
                     try:
                         async with s.ws_connect(box.url + "/ws", headers={"Origin": "null"} if i % 2 else {}):
@@ -695,8 +777,10 @@ def test_200_unauthenticated_offers_and_sockets_are_refused_memory_flat_viewer_k
         rss1, fds1 = _rss_mb(), len(os.listdir("/proc/self/fd"))
         time.sleep(1.0)
         frames1 = got["frames"]
-        print(f"\n200 offers + 200 sockets without credentials in {elapsed:.1f} s: RSS {rss0:.1f} -> {rss1:.1f} MB, "
-              f"fds {fds0} -> {fds1}; the viewer got {frames1 - frames0} frames meanwhile")
+        print(
+            f"\n200 offers + 200 sockets without credentials in {elapsed:.1f} s: RSS {rss0:.1f} -> {rss1:.1f} MB, "
+            f"fds {fds0} -> {fds1}; the viewer got {frames1 - frames0} frames meanwhile"
+        )
         assert set(statuses) <= {401, 403} and len(statuses) == 400
         assert rss1 - rss0 < 15.0
         assert fds1 - fds0 < 10

@@ -39,9 +39,14 @@ def free_port() -> int:
 @pytest.fixture()
 def demo(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "demo", "--port", str(port),
-                             "--scenario", str(SHORT)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "ROOMBOX_HOME": str(tmp_path)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance.cli", "demo", "--port", str(port), "--scenario", str(SHORT)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "ROOMBOX_HOME": str(tmp_path)},
+    )
     out: list[str] = []
     ready = threading.Event()
     kiosk: list[str] = []
@@ -97,8 +102,9 @@ def test_demo_plays_the_framed_room_in_chromium(demo, chromium, artifacts_dir: P
     try:
         page.goto(url)
         page.wait_for_function("window.roombox && window.roombox.framesDecoded > 30", timeout=60_000)
-        size = page.evaluate("() => [document.querySelector('video').videoWidth, "
-                             "document.querySelector('video').videoHeight]")
+        size = page.evaluate(
+            "() => [document.querySelector('video').videoWidth, document.querySelector('video').videoHeight]"
+        )
         assert size == [1280, 720]
         deadline = time.monotonic() + 120  # a bound for a box that never frames anyone, not a figure
         while state(url)["shot"]["mode"] != "speaker":
@@ -115,8 +121,10 @@ def test_demo_plays_the_framed_room_in_chromium(demo, chromium, artifacts_dir: P
         # the panel runs the framing: its buttons change the box's mode, and it shows which mode is live
         page.click("#modes [data-mode=gallery]")
         wait_for_shot(url, lambda s: s["policy"] == "gallery" and s["mode"] == "gallery" and len(s["tiles"]) >= 2)
-        page.wait_for_function("document.querySelector('#modes [data-mode=gallery]')"
-                               ".getAttribute('aria-pressed') === 'true'", timeout=30_000)
+        page.wait_for_function(
+            "document.querySelector('#modes [data-mode=gallery]').getAttribute('aria-pressed') === 'true'",
+            timeout=30_000,
+        )
         (artifacts_dir / "demo-gallery.png").write_bytes(page.screenshot())
         page.click("#ptz [data-ptz=in]")
         page.click("#ptz [data-ptz=right]")

@@ -24,8 +24,12 @@ def face_at(az: float, size: float = 60.0, row: float = 480.0) -> Face:
 FACES = Faces(t=0.0, faces=tuple(face_at(a) for a in SEATS.values()), width=1920, height=1080)
 
 
-def run(script: list[tuple[float, float, str | None]], fps: float = 15.0,
-        cfg: DirectorConfig | None = None, faces: Faces = FACES) -> list[Shot]:
+def run(
+    script: list[tuple[float, float, str | None]],
+    fps: float = 15.0,
+    cfg: DirectorConfig | None = None,
+    faces: Faces = FACES,
+) -> list[Shot]:
     """script: (start, end, talker) spans; returns one Shot per video frame."""
     d = Director(CAM, cfg or DirectorConfig())
     end = max(e for _, e, _ in script)
@@ -48,8 +52,7 @@ def framed(shot: Shot, who: str) -> bool:
     inside = x <= fx and fx + fw <= x + w and y <= fy and fy + fh <= y + h
     others = [k for k in SEATS if k != who]
     cx = x + w / 2
-    nearest = all(abs(cx - (face_at(SEATS[o]).center[0])) > abs(cx - face_at(SEATS[who]).center[0])
-                  for o in others)
+    nearest = all(abs(cx - (face_at(SEATS[o]).center[0])) > abs(cx - face_at(SEATS[who]).center[0]) for o in others)
     return shot.mode == "speaker" and inside and nearest
 
 

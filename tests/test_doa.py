@@ -70,12 +70,15 @@ TALKERS = [(-60.0, 2.0), (-30.0, 3.0), (0.0, 4.0), (25.0, 2.5), (50.0, 3.5), (60
 @pytest.fixture(scope="module")
 def room_takes() -> list[tuple[float, np.ndarray]]:
     both = np.concatenate([CIRCLE, LINEAR])
-    return [(az, render_room(both, az, dist, speech_signal(FS, seed=i), FS, rt60_s=0.4, snr_db=20.0, seed=i))
-            for i, (az, dist) in enumerate(TALKERS)]
+    return [
+        (az, render_room(both, az, dist, speech_signal(FS, seed=i), FS, rt60_s=0.4, snr_db=20.0, seed=i))
+        for i, (az, dist) in enumerate(TALKERS)
+    ]
 
 
-def _room_errors(takes: list[tuple[float, np.ndarray]], positions: np.ndarray,
-                 channels: slice) -> tuple[np.ndarray, float]:
+def _room_errors(
+    takes: list[tuple[float, np.ndarray]], positions: np.ndarray, channels: slice
+) -> tuple[np.ndarray, float]:
     mic = MicArraySection(positions=[tuple(p) for p in positions.tolist()])
     errors: list[float] = []
     speech_blocks = 0
@@ -89,15 +92,26 @@ def _room_errors(takes: list[tuple[float, np.ndarray]], positions: np.ndarray,
 
 # A linear array hears floor and ceiling echoes on its cone of confusion, so in a room with uniformly
 # absorbing surfaces its estimates lean towards broadside (0 deg) by several degrees: looser bounds.
-@pytest.mark.parametrize(("name", "positions", "channels", "median_max", "p90_max"), [
-    ("circle6", CIRCLE, slice(0, 6), 4.0, 15.0),
-    ("linear4", LINEAR, slice(6, 10), 10.0, 25.0),
-])
-def test_room_speech(room_takes: list[tuple[float, np.ndarray]], name: str, positions: np.ndarray,
-                     channels: slice, median_max: float, p90_max: float) -> None:
+@pytest.mark.parametrize(
+    ("name", "positions", "channels", "median_max", "p90_max"),
+    [
+        ("circle6", CIRCLE, slice(0, 6), 4.0, 15.0),
+        ("linear4", LINEAR, slice(6, 10), 10.0, 25.0),
+    ],
+)
+def test_room_speech(
+    room_takes: list[tuple[float, np.ndarray]],
+    name: str,
+    positions: np.ndarray,
+    channels: slice,
+    median_max: float,
+    p90_max: float,
+) -> None:
     errors, kept = _room_errors(room_takes, positions, channels)
-    print(f"{name}: median {np.median(errors):.2f} p90 {np.percentile(errors, 90):.2f} deg, "
-          f"{errors.size} blocks, {kept:.0%} of speech blocks with an azimuth")
+    print(
+        f"{name}: median {np.median(errors):.2f} p90 {np.percentile(errors, 90):.2f} deg, "
+        f"{errors.size} blocks, {kept:.0%} of speech blocks with an azimuth"
+    )
     assert errors.size > 150
     assert np.median(errors) < median_max
     assert np.percentile(errors, 90) < p90_max
@@ -113,7 +127,7 @@ def test_hearing_emits_one_doa_per_hop_stamped_at_block_end() -> None:
     start = 0
     while start < x.shape[0]:  # chunks of awkward, varying lengths
         n = int(rng.integers(1, 700))
-        doas += hearing.feed(x[start:start + n], t0 + start / FS)
+        doas += hearing.feed(x[start : start + n], t0 + start / FS)
         start += n
     expected = [t0 + (1024 + k * 512) / FS for k in range((FS - 1024) // 512 + 1)]
     assert [d.t for d in doas] == pytest.approx(expected, abs=1e-9)

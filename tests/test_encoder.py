@@ -27,7 +27,7 @@ def _picture(i: int, w: int = W, h: int = H) -> np.ndarray:
     img[:, :, 0] = 40
     img[:, :, 2] = 200  # blue
     x = (i * 8) % (w - 40)
-    img[40:120, x:x + 40] = 255
+    img[40:120, x : x + 40] = 255
     return img
 
 
@@ -94,10 +94,12 @@ def test_one_encoder_per_codec_feeds_every_track_from_a_keyframe() -> None:
 
 def test_receivers_pli_forces_a_shared_keyframe_and_remb_lowers_the_bitrate() -> None:
     """Through aiortc's own RTCRtpSender RTCP handling (a real peer connection, no network needed)."""
+
     async def main() -> None:
         frames = LatestFrame()
-        stream = StreamConfig(width=W, height=H, fps=30.0, bitrate_kbps=2000, min_bitrate_kbps=300,
-                              keyframe_interval_s=600.0)
+        stream = StreamConfig(
+            width=W, height=H, fps=30.0, bitrate_kbps=2000, min_bitrate_kbps=300, keyframe_interval_s=600.0
+        )
         video = EncodedVideo(frames, stream, bitrate_min_gap_s=0.3)
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         track = video.add_to(pc, direction="sendonly")
@@ -124,8 +126,7 @@ def test_receivers_pli_forces_a_shared_keyframe_and_remb_lowers_the_bitrate() ->
         assert track.keyframe_requests == 1
         assert (await step()).is_keyframe
 
-        remb = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1234, media_ssrc=0,
-                              fci=pack_remb_fci(1_000_000, [sender._ssrc]))
+        remb = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1234, media_ssrc=0, fci=pack_remb_fci(1_000_000, [sender._ssrc]))
         await sender._handle_rtcp_packet(remb)
         assert track.estimate_bps == 1_000_000
         await step()
@@ -220,7 +221,8 @@ def test_chromium_viewers_share_one_encoder_per_codec(box: Box, chromium: Any) -
             assert r["frameWidth"] == 1280 and r["framesDecoded"] > 10
         published = after["frames_published"] - before["frames_published"]
         vp8 = after["encoders"]["VP8"]["frames_encoded"] - before.get("encoders", {}).get("VP8", {}).get(
-            "frames_encoded", 0)
+            "frames_encoded", 0
+        )
         # two VP8 viewers, one VP8 encoder: at most one encode per picture (plus keep-alives)
         assert vp8 <= published + elapsed * 4 + 2, (vp8, published)
     finally:

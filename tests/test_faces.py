@@ -25,8 +25,11 @@ ASTRONAUT_FACE = (174.0, 70.0, 104.0, 104.0)  # x, y, w, h of the face in skimag
 
 def near(box: Box, truth: Box, tol: float) -> bool:
     (x, y, w, h), (tx, ty, tw, th) = box, truth
-    return abs(x + w / 2 - tx - tw / 2) <= tol * tw and abs(y + h / 2 - ty - th / 2) <= tol * th \
+    return (
+        abs(x + w / 2 - tx - tw / 2) <= tol * tw
+        and abs(y + h / 2 - ty - th / 2) <= tol * th
         and abs(w - tw) <= 0.3 * tw
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +53,7 @@ def test_astronaut_face_is_found_where_it_is() -> None:
     assert faces.faces[0].score > 0.8
 
 
-def test_small_faces_in_a_1080p_room_are_found_only_with_tiles(full: FaceDetector,
-                                                               tiled: FaceDetector) -> None:
+def test_small_faces_in_a_1080p_room_are_found_only_with_tiles(full: FaceDetector, tiled: FaceDetector) -> None:
     img, truth = room_picture(face_widths=(50, 50, 50, 50), seed=3)
     found = tiled.detect(img, 0.0).faces
     assert len(found) == len(truth), found
@@ -79,8 +81,9 @@ def lfw_rates(det: FaceDetector, size: int, pad: float) -> tuple[int, int]:
     """(faces found among LFW's 100 faces, detections among its 100 non-faces), upscaled to ``size``."""
     found = [0, 0]
     for k, g in enumerate(data.lfw_subset()):
-        rgb = np.repeat(cv2.resize((g * 255).astype(np.uint8), (size, size),
-                                   interpolation=cv2.INTER_CUBIC)[:, :, None], 3, axis=2)
+        rgb = np.repeat(
+            cv2.resize((g * 255).astype(np.uint8), (size, size), interpolation=cv2.INTER_CUBIC)[:, :, None], 3, axis=2
+        )
         p = int(size * pad)
         rgb = cv2.copyMakeBorder(rgb, p, p, p, p, cv2.BORDER_CONSTANT, value=(128, 128, 128))
         found[k >= 100] += bool(det.detect(rgb, 0.0).faces)
@@ -103,7 +106,7 @@ def test_tile_grid_covers_the_frame_with_overlap() -> None:
     assert len(tiles) == 6
     cover = np.zeros((1080, 1920), bool)
     for x, y, w, h in tiles:
-        cover[y:y + h, x:x + w] = True
+        cover[y : y + h, x : x + w] = True
         assert x >= 0 and y >= 0 and x + w <= 1920 and y + h <= 1080
     assert cover.all()
     (x0, _, w0, _), (x1, _, _, _) = tiles[0], tiles[1]
@@ -149,8 +152,7 @@ def test_iter_face_records_on_a_video(tmp_path: Path) -> None:
     recs = list(iter_face_records(None, path, DetectorConfig(), every=1))
     assert [r["t"] for r in recs] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
     assert [len(r["faces"]) for r in recs] == [1, 0, 1, 0, 1, 0]
-    assert [r["t"] for r in iter_face_records(None, path, DetectorConfig(), every=2)] \
-        == pytest.approx([0.0, 0.2, 0.4])
+    assert [r["t"] for r in iter_face_records(None, path, DetectorConfig(), every=2)] == pytest.approx([0.0, 0.2, 0.4])
 
 
 def test_unreadable_inputs_are_clear_errors(tmp_path: Path) -> None:

@@ -79,12 +79,23 @@ def mosquitto(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
     def start(users: dict[str, str] | None = None, tls: Pki | None = None) -> Broker:
         n = len(brokers)
         port = _free_port()
-        lines = [f"listener {port} 127.0.0.1", "persistence false", "set_tcp_nodelay true", "log_dest stderr",
-                 "log_type error", "log_type warning", "log_type notice",
-                 f"user {pwd.getpwuid(os.getuid()).pw_name}"]
+        lines = [
+            f"listener {port} 127.0.0.1",
+            "persistence false",
+            "set_tcp_nodelay true",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",
+        ]
         if tls is not None:  # TLS with client certificates required
-            lines += [f"cafile {tls.ca}", f"certfile {tls.server_cert}", f"keyfile {tls.server_key}",
-                      "require_certificate true"]
+            lines += [
+                f"cafile {tls.ca}",
+                f"certfile {tls.server_cert}",
+                f"keyfile {tls.server_key}",
+                "require_certificate true",
+            ]
         if users:
             pw = tmp_path / f"passwd{n}"
             pw.write_text("".join(f"{u}:{p}\n" for u, p in users.items()))
@@ -130,42 +141,75 @@ def _make_pki(d: Path) -> Pki:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
     def write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
-        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         return path
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(name("roombox test CA")).issuer_name(name("roombox test CA"))
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("roombox test CA"))
+        .issuer_name(name("roombox test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
 
-    def issue(cn: str, usage: x509.ObjectIdentifier,
-              san: list[x509.GeneralName]) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
+    def issue(
+        cn: str, usage: x509.ObjectIdentifier, san: list[x509.GeneralName]
+    ) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
         key = ec.generate_private_key(ec.SECP256R1())
-        b = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(ca.subject).public_key(key.public_key())
-             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-             .not_valid_after(now + datetime.timedelta(days=1))
-             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False))
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(name(cn))
+            .issuer_name(ca.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        )
         if san:
             b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
         return b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), key
 
     (d / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    server, server_key = issue("127.0.0.1", ExtendedKeyUsageOID.SERVER_AUTH,
-                               [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    server, server_key = issue(
+        "127.0.0.1", ExtendedKeyUsageOID.SERVER_AUTH, [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    )
     client, client_key = issue("box1", ExtendedKeyUsageOID.CLIENT_AUTH, [])
     (d / "server.pem").write_bytes(server)
     (d / "client.pem").write_bytes(client)
-    return Pki(d / "ca.pem", d / "server.pem", write_key(server_key, d / "server.key"), d / "client.pem",
-               write_key(client_key, d / "client.key"))
+    return Pki(
+        d / "ca.pem",
+        d / "server.pem",
+        write_key(server_key, d / "server.key"),
+        d / "client.pem",
+        write_key(client_key, d / "client.key"),
+    )
 
 
 class Watcher:
@@ -180,9 +224,14 @@ class Watcher:
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Watcher:
-        self.client = aiomqtt.Client("127.0.0.1", self.port, username=self.username, password=self.password,
-                                     identifier=f"watcher-{os.getpid()}-{id(self)}",
-                                     socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        self.client = aiomqtt.Client(
+            "127.0.0.1",
+            self.port,
+            username=self.username,
+            password=self.password,
+            identifier=f"watcher-{os.getpid()}-{id(self)}",
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        )
         await self.client.__aenter__()
         await self.client.subscribe(self.topic, qos=1)
         self._task = asyncio.create_task(self._read())
@@ -201,9 +250,11 @@ class Watcher:
             self.messages.append((m.topic.value, payload, bool(m.retain)))
             self._new.set()
 
-    async def wait_for(self, topic: str, match: Callable[[bytes], bool] = lambda _: True,
-                       timeout: float = WAIT_S) -> bytes:
+    async def wait_for(
+        self, topic: str, match: Callable[[bytes], bool] = lambda _: True, timeout: float = WAIT_S
+    ) -> bytes:
         """The first message on ``topic`` (seen so far or to come) for which ``match`` holds."""
+
         async def seek() -> bytes:
             seen = 0
             while True:
@@ -213,11 +264,13 @@ class Watcher:
                 seen = len(self.messages)
                 self._new.clear()
                 await self._new.wait()
+
         try:
             return await asyncio.wait_for(seek(), timeout)
         except TimeoutError:
-            raise AssertionError(f"nothing on {topic} matched within {timeout} s; got "
-                                 f"{[(t, p[:200]) for t, p, _ in self.messages]}") from None
+            raise AssertionError(
+                f"nothing on {topic} matched within {timeout} s; got {[(t, p[:200]) for t, p, _ in self.messages]}"
+            ) from None
 
     async def publish(self, topic: str, payload: str | bytes) -> None:
         assert self.client is not None
@@ -255,11 +308,14 @@ BOX_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_status_retained_and_the_last_will_says_offline_when_the_box_dies(
-        mosquitto: Callable[..., Broker]) -> None:
+def test_status_retained_and_the_last_will_says_offline_when_the_box_dies(mosquitto: Callable[..., Broker]) -> None:
     broker = mosquitto()
-    box = subprocess.Popen([sys.executable, "-c", BOX_SCRIPT, str(broker.port)], cwd=ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    box = subprocess.Popen(
+        [sys.executable, "-c", BOX_SCRIPT, str(broker.port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
     async def scenario() -> None:
         try:
@@ -315,8 +371,7 @@ def test_desired_config_is_validated_applied_and_acknowledged(mosquitto: Callabl
                 events.publish(DeviceStatus("mic_array", "lost", "unplugged"))
                 await w.wait_for("roombox/box1/status", lambda p: _js(p)["devices"].get("mic_array") == "lost")
 
-                desired = {"id": "req-1", "config": {"director": {"min_hold_s": 3.0},
-                                                     "stream": {"fps": 10.0}}}
+                desired = {"id": "req-1", "config": {"director": {"min_hold_s": 3.0}, "stream": {"fps": 10.0}}}
                 await w.publish("roombox/box1/config/set", json.dumps(desired))
                 ack = _js(await w.wait_for("roombox/box1/config/ack", lambda p: _js(p)["id"] == "req-1"))
                 assert ack == {"id": "req-1", "ok": True, "revision": "r1"}
@@ -336,26 +391,27 @@ def test_desired_config_is_validated_applied_and_acknowledged(mosquitto: Callabl
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize(("payload", "named"), [
-    ('{"id": 7, "config": {"director": {"min_hold_s": -1}}}', "[director.min_hold_s]"),
-    ('{"id": 7, "config": {"director": {"bogus": 1}}}', "[director.bogus] unknown key"),
-    ('{"id": 7, "config": {"mqtt": {"port": 70000}}}', "[mqtt.port]"),
-    ("[director\nmin_hold_s = 1", "neither a JSON object nor TOML"),
-    ('{"id": 7, "config": {"doa": {"grid_deg": "wide"}}}', "[doa.grid_deg]"),
-    ('{"a": ' * 30_000, "nested too deeply"),
-])
+@pytest.mark.parametrize(
+    ("payload", "named"),
+    [
+        ('{"id": 7, "config": {"director": {"min_hold_s": -1}}}', "[director.min_hold_s]"),
+        ('{"id": 7, "config": {"director": {"bogus": 1}}}', "[director.bogus] unknown key"),
+        ('{"id": 7, "config": {"mqtt": {"port": 70000}}}', "[mqtt.port]"),
+        ("[director\nmin_hold_s = 1", "neither a JSON object nor TOML"),
+        ('{"id": 7, "config": {"doa": {"grid_deg": "wide"}}}', "[doa.grid_deg]"),
+        ('{"a": ' * 30_000, "nested too deeply"),
+    ],
+)
 def test_a_bad_desired_config_is_refused_naming_the_key(payload: str, named: str) -> None:
     calls: list[Config] = []
     running = Config()
-    fleet = FleetClient(MqttConfig(box_id="box1"), None, _recording(calls, "r9"),
-                        current_config=lambda: running)
+    fleet = FleetClient(MqttConfig(box_id="box1"), None, _recording(calls, "r9"), current_config=lambda: running)
     ack = asyncio.run(fleet.handle_desired(payload.encode()))
     assert ack["ok"] is False and named in ack["error"], ack
     assert not calls and fleet.config_error == ack["error"]
 
 
-def test_a_bad_config_over_the_broker_is_refused_and_the_running_config_stays(
-        mosquitto: Callable[..., Broker]) -> None:
+def test_a_bad_config_over_the_broker_is_refused_and_the_running_config_stays(mosquitto: Callable[..., Broker]) -> None:
     broker = mosquitto()
     calls: list[Config] = []
 
@@ -368,8 +424,7 @@ def test_a_bad_config_over_the_broker_is_refused_and_the_running_config_stays(
                 await w.publish("roombox/box1/config/set", '{"id": "bad", "config": {"stream": {"width": 7}}}')
                 ack = _js(await w.wait_for("roombox/box1/config/ack"))
                 assert ack["id"] == "bad" and not ack["ok"] and "[stream.width]" in ack["error"]
-                status = _js(await w.wait_for("roombox/box1/status",
-                                              lambda p: _js(p)["config"]["error"] is not None))
+                status = _js(await w.wait_for("roombox/box1/status", lambda p: _js(p)["config"]["error"] is not None))
                 assert "[stream.width]" in status["config"]["error"]
         finally:
             await _stop(task)
@@ -378,9 +433,9 @@ def test_a_bad_config_over_the_broker_is_refused_and_the_running_config_stays(
     asyncio.run(scenario())
 
 
-def test_username_and_password_from_a_file_or_the_environment(mosquitto: Callable[..., Broker],
-                                                              tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_username_and_password_from_a_file_or_the_environment(
+    mosquitto: Callable[..., Broker], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     broker = mosquitto(users={"box1": "s3cret-pass", "fleet": "fleet-pass"})
     good = tmp_path / "mqtt.pass"
     good.write_text("s3cret-pass\n")
@@ -469,9 +524,14 @@ def test_decode_desired_accepts_the_envelope_plain_json_and_toml() -> None:
     assert decode_desired(b'{"id": "a", "config": {"doa": {}}}') == ({"doa": {}}, "a")
     assert decode_desired(b'{"doa": {"grid_deg": 2}}') == ({"doa": {"grid_deg": 2}}, None)
     assert decode_desired(b"[doa]\ngrid_deg = 2\n") == ({"doa": {"grid_deg": 2}}, None)
-    for bad, why in [(b"\xff", "UTF-8"), (b"[1, 2]", "neither"), (b'"x"', "neither"),
-                     (b'{"id": [1], "config": {}}', "id must be"), (b'{"id": 1, "x": 2, "config": {}}', "unknown keys"),
-                     (b" " * (300 * 1024), "too large")]:
+    for bad, why in [
+        (b"\xff", "UTF-8"),
+        (b"[1, 2]", "neither"),
+        (b'"x"', "neither"),
+        (b'{"id": [1], "config": {}}', "id must be"),
+        (b'{"id": 1, "x": 2, "config": {}}', "unknown keys"),
+        (b" " * (300 * 1024), "too large"),
+    ]:
         with pytest.raises(ValueError, match=why):
             decode_desired(bad)
     assert parse_config(decode_desired(b"[doa]\ngrid_deg = 2\n")[0]).doa.grid_deg == 2
@@ -493,8 +553,13 @@ def test_tls_with_the_fleets_ca_and_a_client_certificate(mosquitto: Callable[...
             await _stop(task)
         return fleet
 
-    ok = asyncio.run(attempt(_mqtt(broker.port, tls=True, ca_file=str(pki.ca), cert_file=str(pki.client_cert),
-                                   key_file=str(pki.client_key))))
+    ok = asyncio.run(
+        attempt(
+            _mqtt(
+                broker.port, tls=True, ca_file=str(pki.ca), cert_file=str(pki.client_cert), key_file=str(pki.client_key)
+            )
+        )
+    )
     assert ok.connections == 1, ok.last_error
     # the system's CAs do not know the fleet's CA: the box refuses the broker
     untrusted = asyncio.run(attempt(_mqtt(broker.port, tls=True)))
@@ -511,6 +576,7 @@ def test_tls_with_the_fleets_ca_and_a_client_certificate(mosquitto: Callable[...
 
 def _recording(calls: list[Config], revision: str) -> Callable[[Config], str]:
     """An ``on_config`` that records each config it is given and answers ``revision``."""
+
     def apply(cfg: Config) -> str:
         calls.append(cfg)
         return revision

@@ -45,7 +45,7 @@ def test_talkers_are_at_the_requested_azimuths(dry: Recording) -> None:
         errors = []
         for a, b in spans:
             for start in range(round(a * 16000), round(b * 16000) - srp.block_len, hop):
-                found, _ = srp.estimate(dry.samples[start:start + srp.block_len])
+                found, _ = srp.estimate(dry.samples[start : start + srp.block_len])
                 errors.append(err(found, az))
         assert len(errors) > 30
         assert np.median(errors) < 3.0, f"talker at {az} deg: median error {np.median(errors):.1f} deg"

@@ -47,11 +47,16 @@ def _videoroom(room: Room, janus: Janus, room_id: int = ROOM) -> JanusPublisher:
 
 
 def test_connectors_come_from_the_config() -> None:
-    cfg = Config.model_validate({"whip": {"url": "http://127.0.0.1:9/whip/endpoint/1", "token": "t"},
-                                 "janus": {"url": "http://127.0.0.1:9/janus", "room": 7}})
+    cfg = Config.model_validate(
+        {
+            "whip": {"url": "http://127.0.0.1:9/whip/endpoint/1", "token": "t"},
+            "janus": {"url": "http://127.0.0.1:9/janus", "room": 7},
+        }
+    )
     seen: list[tuple[str, str, str]] = []
-    found = connectors_from_config(cfg, EncodedVideo(LatestFrame(), cfg.stream), None,
-                                   on_state=lambda *a: seen.append(a))
+    found = connectors_from_config(
+        cfg, EncodedVideo(LatestFrame(), cfg.stream), None, on_state=lambda *a: seen.append(a)
+    )
     assert [type(c) for c in found] == [WhipPublisher, JanusPublisher]
     whip, jan = found
     assert isinstance(whip, WhipPublisher) and whip.token == "t" and isinstance(jan, JanusPublisher) and jan.room == 7
@@ -181,8 +186,15 @@ class _Publishing:
             self.display = LatestFrame()
             control = Control(Auth.in_memory())
             self.read_token = control.auth.tokens.create("read", "the room display", allowed_from=["127.0.0.1"])[1]
-            app = create_app(self.room.frames, self.room.audio, EventBus(), self.room.video.stream,
-                             video=self.room.video, display=self.display, control=control)
+            app = create_app(
+                self.room.frames,
+                self.room.audio,
+                EventBus(),
+                self.room.video.stream,
+                video=self.room.video,
+                display=self.display,
+                control=control,
+            )
             self.server = await run_server(app, "127.0.0.1", 0)
             self.url = f"http://127.0.0.1:{self.server.port}"
         self.front: WhipFront | None = None
@@ -190,16 +202,18 @@ class _Publishing:
         if how == "whip":
             self.front = WhipFront(self.janus.url, TOKEN)
             url = await self.front.start()
-            self.pub = WhipPublisher(f"{url}/endpoint/{ROOM}", self.room.video, self.room.audio, token=TOKEN,
-                                     on_state=self.room.on_state)
+            self.pub = WhipPublisher(
+                f"{url}/endpoint/{ROOM}", self.room.video, self.room.audio, token=TOKEN, on_state=self.room.on_state
+            )
         else:
             self.pub = _videoroom(self.room, self.janus)
         await self.pub.start()
         await wait_for(lambda: self.pub.state == "connected", 20, "connected")
         pub = self.pub
         if display and isinstance(pub, JanusPublisher):
-            self.shower = asyncio.create_task(show_far_end(
-                lambda: next((f.frames for f in pub.far_ends.values()), None), self.display))
+            self.shower = asyncio.create_task(
+                show_far_end(lambda: next((f.frames for f in pub.far_ends.values()), None), self.display)
+            )
 
     async def _stop(self) -> None:
         if self.shower is not None:
@@ -219,8 +233,9 @@ class _Publishing:
 
 @pytest.mark.e2e
 @pytest.mark.parametrize(("how", "codec"), [("videoroom", "VP8"), ("whip", "H264")])
-def test_chromium_subscribes_through_janus_and_decodes_the_room(janus: Janus, chromium: Any, how: str,
-                                                                codec: str) -> None:
+def test_chromium_subscribes_through_janus_and_decodes_the_room(
+    janus: Janus, chromium: Any, how: str, codec: str
+) -> None:
     box = _Publishing(janus, how, codec)
     page = chromium.new_page()
     try:
@@ -302,8 +317,11 @@ def test_videoroom_publisher_subscribes_to_a_chromium_participant(janus: Janus, 
         assert isinstance(pub, JanusPublisher)
 
         async def far_end() -> Any:
-            await wait_for(lambda: any(f.frames.published > 15 and f.audio.published > 20
-                                       for f in pub.far_ends.values()), 20, "the far end's picture and sound")
+            await wait_for(
+                lambda: any(f.frames.published > 15 and f.audio.published > 20 for f in pub.far_ends.values()),
+                20,
+                "the far end's picture and sound",
+            )
             far = next(iter(pub.far_ends.values()))
             _, image, _ = far.frames.latest() or (0, None, 0.0)
             _, chunks = far.audio.read(0)
@@ -311,8 +329,10 @@ def test_videoroom_publisher_subscribes_to_a_chromium_participant(janus: Janus, 
             return far.display, far.codecs, image, level
 
         display, codecs, image, level = box.lt.run(far_end(), timeout=30)
-        print(f"\nthe box gets the far end {display!r}: {codecs}, picture {image.shape}, "
-              f"mean colour {image.reshape(-1, 3).mean(axis=0).round()}, sound rms {level:.0f}")
+        print(
+            f"\nthe box gets the far end {display!r}: {codecs}, picture {image.shape}, "
+            f"mean colour {image.reshape(-1, 3).mean(axis=0).round()}, sound rms {level:.0f}"
+        )
         assert display == "far end" and codecs["video"] == "video/VP8" and codecs["audio"] == "audio/opus"
         assert image.shape == (360, 640, 3)
         r, g, b = image[20:90, 20:600].reshape(-1, 3).mean(axis=0)
@@ -333,6 +353,7 @@ def test_videoroom_publisher_subscribes_to_a_chromium_participant(janus: Janus, 
 
         async def gone() -> None:
             await wait_for(lambda: not pub.far_ends, 15, "the far end dropped after it left")
+
         box.lt.run(gone(), timeout=20)
         # a far end leaving is no reason to leave the room (a loaded machine may still lose RTCP for 4 s)
         assert not [d for _, st, d in box.room.states if st == "retrying" and ("hangup" in d or "detached" in d)]

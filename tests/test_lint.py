@@ -19,6 +19,11 @@ def test_ruff() -> None:
     assert p.returncode == 0, p.stdout + p.stderr
 
 
+def test_ruff_format() -> None:
+    p = run("ruff", "format", "--check", ".")
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
 def test_mypy() -> None:
     p = run("mypy", "appliance", "drivers", "common", "tests")
     assert p.returncode == 0, p.stdout + p.stderr

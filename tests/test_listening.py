@@ -60,7 +60,7 @@ def test_listener_chunks_and_json() -> None:
     s = 0
     while s < FS:
         n = int(rng.integers(1, 900))
-        parts += listener.feed(x[s:s + n], 5.0 + s / FS, ref[s:s + n])
+        parts += listener.feed(x[s : s + n], 5.0 + s / FS, ref[s : s + n])
         s += n
     assert [h.to_json() for h in parts] == [h.to_json() for h in whole]
     hop = TrackerConfig().hop_ms / 1000.0
@@ -146,14 +146,17 @@ def test_roombox_doa_with_a_reference(tmp_path: Path, room: Scene, capsys: pytes
     assert set(first) == {"t", "azimuth_deg", "speech", "level_db", "confidence"}
 
 
-@pytest.mark.parametrize(("rate", "channels", "frames", "message"), [
-    (48000, 1, 4 * FS, r"48000 Hz.*16000 Hz"),
-    (FS, 2, 4 * FS, r"2 channels.*mono"),
-    (FS, 1, 3 * FS, r"48000 samples but the array recording has 64000"),
-])
+@pytest.mark.parametrize(
+    ("rate", "channels", "frames", "message"),
+    [
+        (48000, 1, 4 * FS, r"48000 Hz.*16000 Hz"),
+        (FS, 2, 4 * FS, r"2 channels.*mono"),
+        (FS, 1, 3 * FS, r"48000 samples but the array recording has 64000"),
+    ],
+)
 def test_roombox_doa_refuses_a_reference_that_does_not_fit(
-        tmp_path: Path, room: Scene, capsys: pytest.CaptureFixture[str], rate: int, channels: int, frames: int,
-        message: str) -> None:
+    tmp_path: Path, room: Scene, capsys: pytest.CaptureFixture[str], rate: int, channels: int, frames: int, message: str
+) -> None:
     audio, ref, config = _write(tmp_path, room, 4 * FS)
     wavfile.write(ref, rate, np.zeros((frames, channels), np.int16))
     assert main(["doa", "--audio", str(audio), "--config", str(config), "--reference", str(ref)]) == 2
@@ -161,6 +164,7 @@ def test_roombox_doa_refuses_a_reference_that_does_not_fit(
     assert out.out == ""
     assert "reference.wav" in out.err and len(out.err.strip().splitlines()) == 1
     import re
+
     assert re.search(message, out.err), out.err
 
 
@@ -179,10 +183,17 @@ def test_a_ceiling_loudspeaker_is_not_a_seated_talker() -> None:
 
     above, seated = speech_signal(FS, seed=1), speech_signal(FS, seed=2)
     n = above.size + seated.size + 3 * FS
-    scene = render_scene(CIRCLE, [
-        Emitter("ceiling", 30.0, 0.9, 1.6, place(above, 0.5, n, FS)),
-        Emitter("seated", -60.0, 1.8, 0.1, place(seated, 1.5 + above.size / FS, n, FS)),
-    ], FS, n / FS, rt60_s=0.6, snr_db=10.0)
+    scene = render_scene(
+        CIRCLE,
+        [
+            Emitter("ceiling", 30.0, 0.9, 1.6, place(above, 0.5, n, FS)),
+            Emitter("seated", -60.0, 1.8, 0.1, place(seated, 1.5 + above.size / FS, n, FS)),
+        ],
+        FS,
+        n / FS,
+        rt60_s=0.6,
+        snr_db=10.0,
+    )
     heard = Listener(MicArraySection()).feed(scene.samples, 0.0)
     ceiling = [h for h in heard if [e.name for e in scene.active(h.t - 0.032)] == ["ceiling"]]
     seated_blocks = [h for h in heard if [e.name for e in scene.active(h.t - 0.032)] == ["seated"]]

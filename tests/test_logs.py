@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(script: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_json_lines_without_mediapipe_or_aiortc_chatter() -> None:
@@ -65,8 +66,10 @@ def test_chatter_when_asked_and_native_errors_always_and_tracebacks_still_shown(
     lines = p.stderr.splitlines()
     records = [json.loads(x) for x in lines if x.startswith("{")]
     native = [(r["level"], r["msg"]) for r in records if r["logger"] == "native"]
-    assert native == [("info", "INFO: [environment.cc:36] Creating LiteRT environment"),
-                      ("warning", "E0000 00:00:1.0 123 graph.cc:1] calculator failed")]
+    assert native == [
+        ("info", "INFO: [environment.cc:36] Creating LiteRT environment"),
+        ("warning", "E0000 00:00:1.0 123 graph.cc:1] calculator failed"),
+    ]
     assert any(r["msg"] == "connection(0) ICE completed" for r in records)
     assert "ZeroDivisionError: division by zero" in p.stderr  # Python's own stderr is not swallowed
     assert "Traceback" in p.stderr
@@ -77,6 +80,7 @@ def test_text_format_and_a_bad_level(capsys: pytest.CaptureFixture[str]) -> None
     before = (list(root.handlers), root.level)
     try:
         import io
+
         out = io.StringIO()
         setup_logging("warning", native=False, stream=out)
         logging.getLogger("x").info("not shown")
@@ -90,8 +94,19 @@ def test_text_format_and_a_bad_level(capsys: pytest.CaptureFixture[str]) -> None
                 root.removeHandler(h)
         root.handlers[:] = before[0]
         root.setLevel(before[1])
-        for name in ("aiortc", "aioice", "aiohttp.access", "aiohttp.server", "aiohttp.web", "av", "PIL",
-                     "matplotlib", "asyncio", "aiomqtt", "urllib3"):
+        for name in (
+            "aiortc",
+            "aioice",
+            "aiohttp.access",
+            "aiohttp.server",
+            "aiohttp.web",
+            "av",
+            "PIL",
+            "matplotlib",
+            "asyncio",
+            "aiomqtt",
+            "urllib3",
+        ):
             logging.getLogger(name).setLevel(logging.NOTSET)
         logging.captureWarnings(False)
     rec = logging.LogRecord("n", logging.ERROR, "f", 1, "boom %s", ("x",), None)

@@ -31,9 +31,12 @@ MESSAGES = [
     CameraInfo("main", 90.0, 1920, 1080),
     Stats(5.0, 75, 12, 21.5, 250, 150, 3),
     MeetingStatus("whip", "retrying", "the token was refused (401 Unauthorized)", 7.5),
-    Decisions((Shot(3.0, (100, 50, 640, 360), "speaker", 12.25, "talker at +12.2 deg", cut=True),
-               Shot(1.0, (0, 0, 1920, 1080), "gallery", tiles=((0, 0, 90, 160), (900, 0, 90, 160)),
-                    policy="gallery"))),
+    Decisions(
+        (
+            Shot(3.0, (100, 50, 640, 360), "speaker", 12.25, "talker at +12.2 deg", cut=True),
+            Shot(1.0, (0, 0, 1920, 1080), "gallery", tiles=((0, 0, 90, 160), (900, 0, 90, 160)), policy="gallery"),
+        )
+    ),
 ]
 
 
@@ -49,12 +52,15 @@ def test_faces_always_carry_the_frame_size() -> None:
     assert Faces(0.0, ()).to_json() == {"t": 0.0, "faces": [], "width": 0, "height": 0}
 
 
-@pytest.mark.parametrize(("wire", "error"), [
-    ({"kind": "weather", "data": {}}, "unknown message kind 'weather'"),
-    ({"kind": "shot", "data": {"t": 1.0}}, "malformed shot message"),
-    ({"kind": "shot", "data": {"t": 1.0, "crop": [0, 0, 1, 1], "mode": "orbit"}}, "unknown shot mode 'orbit'"),
-    ({"kind": "device", "data": {"name": "camera", "state": "melted"}}, "unknown device state 'melted'"),
-])
+@pytest.mark.parametrize(
+    ("wire", "error"),
+    [
+        ({"kind": "weather", "data": {}}, "unknown message kind 'weather'"),
+        ({"kind": "shot", "data": {"t": 1.0}}, "malformed shot message"),
+        ({"kind": "shot", "data": {"t": 1.0, "crop": [0, 0, 1, 1], "mode": "orbit"}}, "unknown shot mode 'orbit'"),
+        ({"kind": "device", "data": {"name": "camera", "state": "melted"}}, "unknown device state 'melted'"),
+    ],
+)
 def test_a_malformed_message_is_named(wire: dict[str, object], error: str) -> None:
     with pytest.raises(ValueError, match=error):
         from_envelope(wire)

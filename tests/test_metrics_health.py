@@ -53,9 +53,14 @@ async def _viewer(url: str, got: list[Any], token: str) -> RTCPeerConnection:
     pc.addTransceiver("video", direction="recvonly")
     pc.addTransceiver("audio", direction="recvonly")
     await pc.setLocalDescription(await pc.createOffer())
-    async with aiohttp.ClientSession() as s, s.post(url + "/offer", headers={"Authorization": f"Bearer {token}"},
-                                                    json={"sdp": pc.localDescription.sdp,
-                                                          "type": pc.localDescription.type}) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            url + "/offer",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"sdp": pc.localDescription.sdp, "type": pc.localDescription.type},
+        ) as r,
+    ):
         assert r.status == 200, await r.text()
         answer = await r.json()
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
@@ -144,6 +149,7 @@ def test_health_tells_ok_from_degraded_from_dead_over_http() -> None:
         health.add_check("mqtt", lambda: None if fleet_up[0] else ("degraded", "broker unreachable"))
         picture = np.zeros((90, 160, 3), np.uint8)
         async with run_server(app, "127.0.0.1", 0) as server, aiohttp.ClientSession() as http:
+
             async def health_now() -> tuple[int, dict[str, Any]]:
                 async with http.get(f"http://127.0.0.1:{server.port}/api/health") as r:
                     return r.status, await r.json()

@@ -44,6 +44,7 @@ TALKER_AZ = 35.0
 
 # -- the pure parts: presets, pose, config, resampling, device choice ----------------------------------
 
+
 def test_presets_have_consistent_layouts() -> None:
     for key, p in PRESETS.items():
         assert len(p.geometry) == len(p.channel_map), key
@@ -65,12 +66,12 @@ def test_pose_rotates_then_moves_the_array() -> None:
     left, front = (-0.05, 0.0, 0.0), (0.0, 0.0, 0.05)
     # yaw 90: the array turns right, as azimuth does: its left mic now points forward, its front mic right
     assert np.asarray(place([left, front], (0.0, 0.0, 0.0), (90.0, 0.0, 0.0))) == pytest.approx(
-        np.array([(0.0, 0.0, 0.05), (0.05, 0.0, 0.0)]), abs=1e-9)
+        np.array([(0.0, 0.0, 0.05), (0.05, 0.0, 0.0)]), abs=1e-9
+    )
     # pitch 90: a flat board hung on the wall, facing the room: its front edge points up
     assert place([front], (0.0, 0.0, 0.0), (0.0, 90.0, 0.0))[0] == pytest.approx((0.0, 0.05, 0.0), abs=1e-9)
     # roll 90: +x turns up
-    assert place([(0.05, 0.0, 0.0)], (0.0, 0.0, 0.0), (0.0, 0.0, 90.0))[0] == pytest.approx((0.0, 0.05, 0.0),
-                                                                                             abs=1e-9)
+    assert place([(0.05, 0.0, 0.0)], (0.0, 0.0, 0.0), (0.0, 0.0, 90.0))[0] == pytest.approx((0.0, 0.05, 0.0), abs=1e-9)
     # rotation first, then the move; distances between microphones are kept
     moved = np.asarray(place(PRESETS["uma8"].geometry, (0.1, -0.2, 0.3), (37.0, -12.0, 5.0)))
     assert moved[0] == pytest.approx([0.1, -0.2, 0.3])
@@ -81,9 +82,19 @@ def test_pose_rotates_then_moves_the_array() -> None:
 
 
 def test_config_places_a_preset_in_the_camera_frame() -> None:
-    cfg = parse_config({"mic_arrays": {"table": {"type": "sounddevice", "device": "ReSpeaker",
-                                                 "preset": "respeaker-usb-4mic", "array_position": [0.0, -0.2, 0.1],
-                                                 "rotation_deg": [45.0, 0.0, 0.0]}}})
+    cfg = parse_config(
+        {
+            "mic_arrays": {
+                "table": {
+                    "type": "sounddevice",
+                    "device": "ReSpeaker",
+                    "preset": "respeaker-usb-4mic",
+                    "array_position": [0.0, -0.2, 0.1],
+                    "rotation_deg": [45.0, 0.0, 0.0],
+                }
+            }
+        }
+    )
     mic = cfg.mic_array
     assert isinstance(mic, PortAudioMicSection)
     expected = place(PRESETS["respeaker-usb-4mic"].geometry, (0.0, -0.2, 0.1), (45.0, 0.0, 0.0))
@@ -92,25 +103,37 @@ def test_config_places_a_preset_in_the_camera_frame() -> None:
     assert mic.positions[0] == pytest.approx((-0.032 / math.sqrt(2), -0.2, 0.1 + 0.032 / math.sqrt(2)))
     assert (mic.channels, mic.channel_map, mic.playback_channel) == (6, [1, 2, 3, 4], 5)
     # a custom board: geometry, its own channel map; channels default to what the map uses
-    custom = parse_config({"mic_arrays": {"m": {"type": "pyaudio", "device": 3,
-                                                "geometry": [[-0.03, 0, 0], [0.03, 0, 0], [0, 0, 0.03]],
-                                                "channel_map": [2, 0, 1]}}}).mic_array
+    custom = parse_config(
+        {
+            "mic_arrays": {
+                "m": {
+                    "type": "pyaudio",
+                    "device": 3,
+                    "geometry": [[-0.03, 0, 0], [0.03, 0, 0], [0, 0, 0.03]],
+                    "channel_map": [2, 0, 1],
+                }
+            }
+        }
+    ).mic_array
     assert isinstance(custom, PortAudioMicSection)
     assert (custom.channels, custom.playback_channel, custom.positions[2]) == (3, None, (0.0, -0.1, 0.03))
 
 
-@pytest.mark.parametrize("section, message", [
-    ({"preset": "respeaker-9000"}, "Input should be 'respeaker-usb-4mic'"),
-    ({"preset": "uma8", "geometry": [[0, 0, 0], [0.1, 0, 0]]}, "preset and geometry together"),
-    ({"preset": "uma8", "positions": [[0, 0, 0], [0.1, 0, 0]]}, "positions (camera frame) and preset"),
-    ({"rotation_deg": [10, 0, 0]}, "array_position and rotation_deg place a preset or geometry"),
-    ({"preset": "respeaker-usb-4mic", "channel_map": [1, 2, 3]}, "channel_map has 3 channels for 4 microphones"),
-    ({"preset": "respeaker-usb-4mic", "channel_map": [1, 2, 3, 6]}, "outside the device's 6 channels"),
-    ({"preset": "respeaker-usb-4mic", "playback_channel": 2}, "playback_channel 2 is also a microphone"),
-    ({"geometry": [[0, 0, 0], [0, 0, 0.0001]]}, "microphones 0 and 1 are at the same place"),
-    ({"preset": "uma8", "array_position": [0, 3.0, 0]}, "more than 2 m from the camera"),
-    ({"device_rate": 4000}, "[mic_arrays.m.sounddevice.device_rate]"),
-])
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"preset": "respeaker-9000"}, "Input should be 'respeaker-usb-4mic'"),
+        ({"preset": "uma8", "geometry": [[0, 0, 0], [0.1, 0, 0]]}, "preset and geometry together"),
+        ({"preset": "uma8", "positions": [[0, 0, 0], [0.1, 0, 0]]}, "positions (camera frame) and preset"),
+        ({"rotation_deg": [10, 0, 0]}, "array_position and rotation_deg place a preset or geometry"),
+        ({"preset": "respeaker-usb-4mic", "channel_map": [1, 2, 3]}, "channel_map has 3 channels for 4 microphones"),
+        ({"preset": "respeaker-usb-4mic", "channel_map": [1, 2, 3, 6]}, "outside the device's 6 channels"),
+        ({"preset": "respeaker-usb-4mic", "playback_channel": 2}, "playback_channel 2 is also a microphone"),
+        ({"geometry": [[0, 0, 0], [0, 0, 0.0001]]}, "microphones 0 and 1 are at the same place"),
+        ({"preset": "uma8", "array_position": [0, 3.0, 0]}, "more than 2 m from the camera"),
+        ({"device_rate": 4000}, "[mic_arrays.m.sounddevice.device_rate]"),
+    ],
+)
 def test_config_errors_name_the_problem(section: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse_config({"mic_arrays": {"m": {"type": "sounddevice", **section}}})
@@ -122,8 +145,9 @@ def test_a_placed_config_round_trips_through_toml() -> None:
 
     from appliance.config import config_to_toml
 
-    cfg = parse_config({"mic_arrays": {"t": {"type": "sounddevice", "preset": "respeaker-6mic",
-                                             "rotation_deg": [30.0, 0.0, 0.0]}}})
+    cfg = parse_config(
+        {"mic_arrays": {"t": {"type": "sounddevice", "preset": "respeaker-6mic", "rotation_deg": [30.0, 0.0, 0.0]}}}
+    )
     again = parse_config(tomllib.loads(config_to_toml(cfg)))
     assert again == cfg
 
@@ -139,11 +163,11 @@ def test_stream_resampler_equals_resample_poly_on_the_whole_signal() -> None:
         parts, i = [], 0
         while i < len(x):
             n = int(rng.integers(1, 3000))
-            parts.append(rs.process(x[i:i + n]))
+            parts.append(rs.process(x[i : i + n]))
             i += n
         y = np.concatenate(parts)
         assert len(whole) - 20 <= len(y) <= len(whole)  # all but the filter's last half length
-        assert np.max(np.abs(y - whole[:len(y)])) < 1e-5
+        assert np.max(np.abs(y - whole[: len(y)])) < 1e-5
         assert rs.input_time(len(y)) == pytest.approx(len(y) * rate_in / RATE)
 
 
@@ -163,7 +187,7 @@ def test_stream_resampler_with_soxr_is_time_aligned_whatever_the_blocks() -> Non
             parts, i, k = [], 0, 0
             while i < len(x):
                 n = sizes[k % len(sizes)]
-                parts.append(rs.process(x[i:i + n]))
+                parts.append(rs.process(x[i : i + n]))
                 i, k = i + n, k + 1
             outs.append(np.concatenate(parts))
         n = min(len(o) for o in outs)
@@ -174,10 +198,12 @@ def test_stream_resampler_with_soxr_is_time_aligned_whatever_the_blocks() -> Non
 
 
 def test_find_device_by_index_name_or_default() -> None:
-    devs = [InputDevice(0, "HDA Intel PCH: ALC257 Analog (hw:0,0)", 2, 48000.0, "ALSA", False),
-            InputDevice(1, "ReSpeaker 4 Mic Array (UAC1.0): USB Audio (hw:2,0)", 6, 16000.0, "ALSA", False),
-            InputDevice(2, "HDMI 0", 0, 48000.0, "ALSA", False),
-            InputDevice(3, "default", 32, 44100.0, "ALSA", True)]
+    devs = [
+        InputDevice(0, "HDA Intel PCH: ALC257 Analog (hw:0,0)", 2, 48000.0, "ALSA", False),
+        InputDevice(1, "ReSpeaker 4 Mic Array (UAC1.0): USB Audio (hw:2,0)", 6, 16000.0, "ALSA", False),
+        InputDevice(2, "HDMI 0", 0, 48000.0, "ALSA", False),
+        InputDevice(3, "default", 32, 44100.0, "ALSA", True),
+    ]
     assert find_device(devs, "respeaker", None).index == 1
     assert find_device(devs, 1, None).index == 1
     assert find_device(devs, None, None).index == 3
@@ -194,6 +220,7 @@ def test_find_device_by_index_name_or_default() -> None:
 
 # -- a real PulseAudio server -------------------------------------------------------------------------
 
+
 @dataclass
 class PulseServer:
     runtime: Path
@@ -208,18 +235,34 @@ class PulseServer:
     def start(self, timeout_s: float = 30.0) -> None:
         log = (self.runtime / "pulseaudio.log").open("ab")
         self.proc = subprocess.Popen(
-            ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--use-pid-file=no",
-             "--disallow-module-loading=no", "--log-target=stderr", "--log-level=error",
-             "-L", f"module-native-protocol-unix socket={self.socket} auth-anonymous=1",
-             "-L", f"module-null-sink sink_name={SINK} channels=6 rate={RATE} channel_map={CHANNEL_MAP}"],
-            env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+            [
+                "pulseaudio",
+                "-n",
+                "--daemonize=no",
+                "--exit-idle-time=-1",
+                "--use-pid-file=no",
+                "--disallow-module-loading=no",
+                "--log-target=stderr",
+                "--log-level=error",
+                "-L",
+                f"module-native-protocol-unix socket={self.socket} auth-anonymous=1",
+                "-L",
+                f"module-null-sink sink_name={SINK} channels=6 rate={RATE} channel_map={CHANNEL_MAP}",
+            ],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + timeout_s
         while True:  # ready when a client sees the sink's monitor
             if self.proc.poll() is not None:
                 pytest.fail(f"pulseaudio exited ({self.proc.returncode}): {self.log()}")
-            r = subprocess.run(["pactl", "list", "short", "sources"], env=self.env, capture_output=True,
-                               timeout=timeout_s)
+            r = subprocess.run(
+                ["pactl", "list", "short", "sources"], env=self.env, capture_output=True, timeout=timeout_s
+            )
             if f"{SINK}.monitor" in r.stdout.decode(errors="replace"):
                 return
             if time.monotonic() > deadline:
@@ -227,9 +270,13 @@ class PulseServer:
             time.sleep(0.1)
 
     def play(self, wav: Path) -> subprocess.Popen[bytes]:
-        p = subprocess.Popen(["paplay", f"--device={SINK}", f"--channel-map={CHANNEL_MAP}", str(wav)],
-                             env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
+        p = subprocess.Popen(
+            ["paplay", f"--device={SINK}", f"--channel-map={CHANNEL_MAP}", str(wav)],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         self.players.append(p)
         return p
 
@@ -261,10 +308,16 @@ def pulse(monkeypatch: pytest.MonkeyPatch) -> Iterator[PulseServer]:
     runtime = Path(tempfile.mkdtemp(prefix="rb-pa-"))  # short: a Unix socket path has at most 107 bytes
     runtime.chmod(0o700)
     (runtime / "client.conf").write_text("autospawn = no\n")
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(runtime),
-           "XDG_RUNTIME_DIR": str(runtime), "XDG_CONFIG_HOME": str(runtime / "config"),
-           "PULSE_RUNTIME_PATH": str(runtime / "runtime"), "PULSE_STATE_PATH": str(runtime / "state"),
-           "PULSE_CLIENTCONFIG": str(runtime / "client.conf"), "PULSE_SERVER": f"unix:{runtime / 'native'}"}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(runtime),
+        "XDG_RUNTIME_DIR": str(runtime),
+        "XDG_CONFIG_HOME": str(runtime / "config"),
+        "PULSE_RUNTIME_PATH": str(runtime / "runtime"),
+        "PULSE_STATE_PATH": str(runtime / "state"),
+        "PULSE_CLIENTCONFIG": str(runtime / "client.conf"),
+        "PULSE_SERVER": f"unix:{runtime / 'native'}",
+    }
     server = PulseServer(runtime, env)
     for key in ("PULSE_SERVER", "PULSE_CLIENTCONFIG"):
         monkeypatch.setenv(key, env[key])
@@ -286,8 +339,14 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarra
 
     from appliance.bench.doa import render_room, speech_signal
 
-    section = {"type": "sounddevice", "device": "pulse", "preset": "respeaker-usb-4mic",
-               "array_position": [0.0, -0.15, 0.05], "rotation_deg": [30.0, 0.0, 0.0], "stall_s": 20.0}
+    section = {
+        "type": "sounddevice",
+        "device": "pulse",
+        "preset": "respeaker-usb-4mic",
+        "array_position": [0.0, -0.15, 0.05],
+        "rotation_deg": [30.0, 0.0, 0.0],
+        "stall_s": 20.0,
+    }
     mic = parse_config({"mic_arrays": {"table": section}}).mic_array
     speech = speech_signal(RATE, seed=1)[: int(1.8 * RATE)]
     mics = render_room(mic.positions, TALKER_AZ, 2.0, speech, RATE, rt60_s=0.3, snr_db=25.0, lead_s=0.3, seed=1)
@@ -303,8 +362,9 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarra
     return wav, pcm.astype(np.float32) / 32768.0, section
 
 
-async def _capture_while_playing(source: PortAudioMicArray, pulse: PulseServer, wav: Path,
-                                 tail_s: float = 0.6) -> list[ArrayBlock]:
+async def _capture_while_playing(
+    source: PortAudioMicArray, pulse: PulseServer, wav: Path, tail_s: float = 0.6
+) -> list[ArrayBlock]:
     """Start the source, play ``wav`` into the sink, and collect blocks until the player has finished and
     ``tail_s`` more seconds have been captured (60 s at most)."""
     await source.start()
@@ -337,8 +397,8 @@ def _align(captured: np.ndarray, sent: np.ndarray) -> int:
 
 @pytest.mark.parametrize("driver, device_rate", [("sounddevice", None), ("pyaudio", 48000)])
 def test_captures_the_array_in_channel_order_and_hears_the_talker(
-        pulse: PulseServer, recording: tuple[Path, np.ndarray, dict[str, object]], driver: str,
-        device_rate: int | None) -> None:
+    pulse: PulseServer, recording: tuple[Path, np.ndarray, dict[str, object]], driver: str, device_rate: int | None
+) -> None:
     wav, sent, section = recording
     section = {**section, "type": driver, **({"device_rate": device_rate} if device_rate else {})}
     cfg = parse_config({"mic_arrays": {"table": section}})
@@ -368,10 +428,10 @@ def test_captures_the_array_in_channel_order_and_hears_the_talker(
     mics = np.concatenate([b.samples for b in blocks])
     ref = np.concatenate([b.reference for b in blocks if b.reference is not None])
     lag = _align(ref, sent[:, 5])
-    got, got_ref = mics[lag:lag + len(sent)], ref[lag:lag + len(sent)]
+    got, got_ref = mics[lag : lag + len(sent)], ref[lag : lag + len(sent)]
     assert len(got) == len(sent), "the capture misses the end of the recording"
     # PulseAudio may swallow the first milliseconds of a playback: compare from 0.1 s on
-    got, got_ref, sent = got[RATE // 10:], got_ref[RATE // 10:], sent[RATE // 10:]
+    got, got_ref, sent = got[RATE // 10 :], got_ref[RATE // 10 :], sent[RATE // 10 :]
     if device_rate is None:  # the same rate end to end: the samples arrive as they were sent
         assert np.max(np.abs(got - sent[:, 1:5])) < 1e-4
         assert np.max(np.abs(got_ref - sent[:, 5])) < 1e-4
@@ -399,9 +459,19 @@ def _noise_wav(path: Path, seconds: float) -> Path:
 
 
 def test_a_vanished_server_is_source_lost_and_a_restart_captures_again(pulse: PulseServer) -> None:
-    mic = parse_config({"mic_arrays": {"m": {"type": "sounddevice", "device": "pulse",
-                                             "preset": "respeaker-usb-4mic", "queue_blocks": 3,
-                                             "stall_s": 3.0}}}).mic_array
+    mic = parse_config(
+        {
+            "mic_arrays": {
+                "m": {
+                    "type": "sounddevice",
+                    "device": "pulse",
+                    "preset": "respeaker-usb-4mic",
+                    "queue_blocks": 3,
+                    "stall_s": 3.0,
+                }
+            }
+        }
+    ).mic_array
     source = open_device("mic_array", "m", mic, DriverContext())
     assert isinstance(source, PortAudioMicArray)
     noise = _noise_wav(pulse.runtime / "noise.wav", 20.0)
@@ -442,8 +512,9 @@ def test_a_vanished_server_is_source_lost_and_a_restart_captures_again(pulse: Pu
 
 def test_device_errors_name_the_device(pulse: PulseServer) -> None:
     def section(**kw: object) -> PortAudioMicSection:
-        mic = parse_config({"mic_arrays": {"m": {"type": "sounddevice", "preset": "respeaker-usb-4mic",
-                                                 **kw}}}).mic_array
+        mic = parse_config(
+            {"mic_arrays": {"m": {"type": "sounddevice", "preset": "respeaker-usb-4mic", **kw}}}
+        ).mic_array
         assert isinstance(mic, PortAudioMicSection)
         return mic
 
@@ -456,11 +527,17 @@ def test_device_errors_name_the_device(pulse: PulseServer) -> None:
 
     with pytest.raises(SourceLost, match=r"m: no input device matching 'UMA-8' \(inputs: .*pulse"):
         asyncio.run(start(section(device="UMA-8")))
-    with pytest.raises(MicDeviceError, match=r"m: device \d+ \(pulse\) refuses 6 channels at device_rate "
-                                             r"768000 Hz: Invalid sample rate"):
+    with pytest.raises(
+        MicDeviceError,
+        match=r"m: device \d+ \(pulse\) refuses 6 channels at device_rate "
+        r"768000 Hz: Invalid sample rate",
+    ):
         asyncio.run(start(section(device="pulse", device_rate=768000)))
-    with pytest.raises(MicDeviceError, match=r"m: device \d+ \(pulse\) has 32 input channels; the channel map "
-                                             r"needs 40"):
+    with pytest.raises(
+        MicDeviceError,
+        match=r"m: device \d+ \(pulse\) has 32 input channels; the channel map "
+        r"needs 40",
+    ):
         asyncio.run(start(section(device="pulse", channels=40)))
 
 
@@ -479,6 +556,9 @@ def test_roombox_mics_lists_input_devices(pulse: PulseServer, capsys: pytest.Cap
 def test_a_missing_pyaudio_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pyaudio", None)  # what Python does when the package is not installed
     mic = parse_config({"mic_arrays": {"m": {"type": "pyaudio", "preset": "uma8"}}}).mic_array
-    with pytest.raises(MicDeviceError, match=r"the pyaudio driver needs the Python package PyAudio \(pip install "
-                                             r"pyaudio"):
+    with pytest.raises(
+        MicDeviceError,
+        match=r"the pyaudio driver needs the Python package PyAudio \(pip install "
+        r"pyaudio",
+    ):
         open_device("mic_array", "m", mic, DriverContext())

@@ -15,8 +15,9 @@ SHORT = ROOT / "drivers" / "simroom" / "scenarios" / "short.toml"
 
 
 def roombox(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run([sys.executable, "-m", "appliance.cli", *args], capture_output=True, text=True,
-                       cwd=ROOT, timeout=600)
+    p = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", *args], capture_output=True, text=True, cwd=ROOT, timeout=600
+    )
     if check and p.returncode != 0:
         raise AssertionError(f"roombox {args[0]} failed ({p.returncode}):\n{p.stderr}")
     return p
@@ -68,15 +69,28 @@ def test_faces_finds_the_people_in_the_video(room: Path, truth: list[dict]) -> N
         for p in g["people"]:
             x, y, w, h = p["box"]
             total += 1
-            found += any(abs(f["box"][0] + f["box"][2] / 2 - (x + w / 2)) < w / 2
-                         and abs(f["box"][1] + f["box"][3] / 2 - (y + h / 2)) < h / 2 for f in r["faces"])
+            found += any(
+                abs(f["box"][0] + f["box"][2] / 2 - (x + w / 2)) < w / 2
+                and abs(f["box"][1] + f["box"][3] / 2 - (y + h / 2)) < h / 2
+                for f in r["faces"]
+            )
     assert found / total >= 0.8
 
 
 def process_and_score(room: Path, tmp_path: Path, out: Path | None = None) -> tuple[list[dict], dict]:
     track = tmp_path / "track.jsonl"
-    roombox("process", "--video", str(room / "room.mp4"), "--audio", str(room / "array.wav"),
-            "--config", str(room / "config.toml"), "--track", str(track), *(["--out", str(out)] if out else []))
+    roombox(
+        "process",
+        "--video",
+        str(room / "room.mp4"),
+        "--audio",
+        str(room / "array.wav"),
+        "--config",
+        str(room / "config.toml"),
+        "--track",
+        str(track),
+        *(["--out", str(out)] if out else []),
+    )
     s = json.loads(roombox("score", "--track", str(track), "--truth", str(room / "truth.jsonl"), "--json").stdout)
     return lines(track.read_text()), s
 
@@ -111,8 +125,9 @@ def test_a_bad_config_is_refused_naming_the_key(room: Path, tmp_path: Path) -> N
 
 def test_a_wav_that_does_not_match_the_array_is_refused(room: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "two.toml"
-    cfg.write_text('[camera]\nhfov_deg = 90\n[mic_array]\nsample_rate = 16000\n'
-                   'positions = [[-0.05, 0.0, 0.0], [0.05, 0.0, 0.0]]\n')
+    cfg.write_text(
+        "[camera]\nhfov_deg = 90\n[mic_array]\nsample_rate = 16000\npositions = [[-0.05, 0.0, 0.0], [0.05, 0.0, 0.0]]\n"
+    )
     p = roombox("doa", "--audio", str(room / "array.wav"), "--config", str(cfg), check=False)
     assert p.returncode == 2 and "channel" in p.stderr
 
@@ -129,8 +144,14 @@ def test_every_error_a_user_can_cause_is_one_line_and_exit_2(tmp_path: Path) -> 
     empty = tmp_path / "no-assets"
     empty.mkdir()
     env = {**os.environ, "ROOMBOX_DATA": str(empty)}
-    p = subprocess.run([sys.executable, "-m", "appliance.cli", "render", "--out", str(tmp_path / "r"),
-                        "--duration", "1"], capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+    p = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "render", "--out", str(tmp_path / "r"), "--duration", "1"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env=env,
+    )
     _one_line_error(p, "arctic", "provision")
     _one_line_error(roombox("demo", "--port", "70000", check=False), "[panel.port]")
     mixed = tmp_path / "mixed.toml"

@@ -46,8 +46,12 @@ def test_control_encoding() -> None:
     assert encode_angle(10.4, PAN) == 36000 and encode_angle(10.6, PAN) == 39600  # snapped to 1-degree steps
     assert encode_angle(-200.0, PAN) == -612000 and encode_angle(45.0, TILT) == 108000  # inside the range
     assert decode_angle(-36000) == -10.0
-    assert (encode_zoom(0.0, ZOOM), encode_zoom(0.5, ZOOM), encode_zoom(1.0, ZOOM), encode_zoom(7.0, ZOOM)) == \
-        (100, 550, 1000, 1000)
+    assert (encode_zoom(0.0, ZOOM), encode_zoom(0.5, ZOOM), encode_zoom(1.0, ZOOM), encode_zoom(7.0, ZOOM)) == (
+        100,
+        550,
+        1000,
+        1000,
+    )
     assert decode_zoom(550, ZOOM) == 0.5
     odd = ControlRange(1, 10, 3)  # grid 1, 4, 7, 10
     assert [odd.snap(v) for v in (0, 2, 3, 6, 11)] == [1, 1, 4, 7, 10]

@@ -20,8 +20,9 @@ from drivers.registry import open_device
 
 
 def test_codec_bytes() -> None:
-    assert visca.pan_tilt_absolute(1, -2448, 300, 0x18, 0x14) == bytes.fromhex("81 01 06 02 18 14 0f 06 07 00 "
-                                                                              "00 01 02 0c ff")
+    assert visca.pan_tilt_absolute(1, -2448, 300, 0x18, 0x14) == bytes.fromhex(
+        "81 01 06 02 18 14 0f 06 07 00 00 01 02 0c ff"
+    )
     assert visca.zoom_direct(1, 0x4000) == bytes.fromhex("81 01 04 47 04 00 00 00 ff")
     assert visca.inquire_pan_tilt(2) == bytes.fromhex("82 09 06 12 ff")
     assert visca.inquire_zoom(1) == bytes.fromhex("81 09 04 47 ff")
@@ -41,10 +42,14 @@ def test_codec_bytes() -> None:
     with pytest.raises(ValueError):
         visca.pan_tilt_absolute(9, 0, 0)
     # VISCA over IP: 8-byte header (type, length, sequence)
-    assert visca.ip_pack(visca.PT_COMMAND, 7, visca.inquire_zoom(1)) == bytes.fromhex("01 00 00 05 00 00 00 07 "
-                                                                                       "81 09 04 47 ff")
-    assert visca.ip_unpack(bytes.fromhex("01 11 00 03 00 00 00 07 90 41 ff")) == (visca.PT_REPLY, 7,
-                                                                                 bytes.fromhex("90 41 ff"))
+    assert visca.ip_pack(visca.PT_COMMAND, 7, visca.inquire_zoom(1)) == bytes.fromhex(
+        "01 00 00 05 00 00 00 07 81 09 04 47 ff"
+    )
+    assert visca.ip_unpack(bytes.fromhex("01 11 00 03 00 00 00 07 90 41 ff")) == (
+        visca.PT_REPLY,
+        7,
+        bytes.fromhex("90 41 ff"),
+    )
     with pytest.raises(visca.ViscaProtocolError):
         visca.ip_unpack(bytes.fromhex("01 11 00 09 00 00 00 07 90 41 ff"))
     split = visca.MessageSplitter()
@@ -94,8 +99,13 @@ def test_drives_the_simulated_camera(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["visca-ip", "visca-tcp", "visca-serial"])
-@pytest.mark.parametrize("behaviour, message", [("silent", "no answer to the pan-tilt inquiry within 0.3 s"),
-                                                ("garbage", "garbage in answer to the pan-tilt inquiry")])
+@pytest.mark.parametrize(
+    "behaviour, message",
+    [
+        ("silent", "no answer to the pan-tilt inquiry within 0.3 s"),
+        ("garbage", "garbage in answer to the pan-tilt inquiry"),
+    ],
+)
 def test_a_camera_that_is_silent_or_talks_garbage(kind: str, behaviour: Any, message: str) -> None:
     async def run() -> float:
         sim = ViscaCameraSim(behaviour=behaviour)
@@ -163,8 +173,15 @@ class Wide:
 
 def test_the_simulated_view_moves_at_finite_speed() -> None:
     clock = VirtualClock()
-    sim = ViscaCameraSim(Wide(clock), clock=clock, source_hfov_deg=90.0, hfov_wide_deg=60.0, optical_zoom=4.0,
-                         out_size=(320, 180), max_pan_deg_s=30.0)
+    sim = ViscaCameraSim(
+        Wide(clock),
+        clock=clock,
+        source_hfov_deg=90.0,
+        hfov_wide_deg=60.0,
+        optical_zoom=4.0,
+        out_size=(320, 180),
+        max_pan_deg_s=30.0,
+    )
 
     async def run() -> list[tuple[float, int]]:
         await sim.start()

@@ -35,17 +35,43 @@ class Server:
         self.port = free_port()
         rtp = free_port(socket.SOCK_DGRAM)
         self.url = f"rtsp://127.0.0.1:{self.port}/live"
-        self.gst = subprocess.Popen([SYSTEM_PYTHON, str(HELPER), str(self.port), str(rtp)],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.gst = subprocess.Popen(
+            [SYSTEM_PYTHON, str(HELPER), str(self.port), str(rtp)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert self.gst.stdout is not None
         line = self.gst.stdout.readline()
         assert self.gst.stderr is not None
         assert line.strip() == "ready", f"RTSP server did not start: {line!r} {self.gst.stderr.read()}"
         self.ffmpeg = subprocess.Popen(
-            ["nice", "ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi",
-             "-i", "testsrc2=size=320x240:rate=15", "-c:v", "libx264", "-preset", "ultrafast", "-tune",
-             "zerolatency", "-g", "5", "-f", "rtp", f"rtp://127.0.0.1:{rtp}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "nice",
+                "ffmpeg",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=15",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+                "-g",
+                "5",
+                "-f",
+                "rtp",
+                f"rtp://127.0.0.1:{rtp}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def close(self) -> None:
         for p in (self.ffmpeg, self.gst):

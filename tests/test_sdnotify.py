@@ -75,8 +75,9 @@ def test_watchdog_interval_is_ours_only(monkeypatch: pytest.MonkeyPatch) -> None
     assert sdnotify.watchdog_interval() is None
 
 
-def test_watchdog_pings_while_alive_and_withholds_when_not(notify_socket: socket.socket,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_watchdog_pings_while_alive_and_withholds_when_not(
+    notify_socket: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", "40000")  # pings every 20 ms
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
     verdicts = [True, True, True, False, False, False, True]

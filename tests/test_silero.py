@@ -26,18 +26,19 @@ def scene(rate: int = FS) -> tuple[np.ndarray, list[tuple[float, float]], tuple[
     n = int(4.5 * FS) + speech.size + FS
     x = fan_sound(n, FS, rng) * 0.05 * 10 ** (-15 / 20)
     door = impulse_sound("door", FS, rng) * 0.05 * 10 ** (6 / 20)
-    x[3 * FS:3 * FS + door.size] += door
-    x[int(4.5 * FS):int(4.5 * FS) + speech.size] += speech
+    x[3 * FS : 3 * FS + door.size] += door
+    x[int(4.5 * FS) : int(4.5 * FS) + speech.size] += speech
     if rate != FS:
         x = np.repeat(x, rate // FS)  # a crude upsampling: the decimator must still find the speech
-    return (x.astype(np.float32), speech_intervals(speech, FS, offset_s=4.5),
-            (3.0, 3.0 + door.size / FS + 0.2), n / FS)
+    return (x.astype(np.float32), speech_intervals(speech, FS, offset_s=4.5), (3.0, 3.0 + door.size / FS + 0.2), n / FS)
 
 
 def decisions(vad: SileroVad | EnergyVad, x: np.ndarray, rate: int) -> list[tuple[float, bool]]:
     block, hop = BLOCK * rate // FS, HOP * rate // FS
-    return [((s + block / 2) / rate, vad.update(x[s:s + block, None].repeat(2, axis=1))[0])
-            for s in range(0, x.size - block + 1, hop)]
+    return [
+        ((s + block / 2) / rate, vad.update(x[s : s + block, None].repeat(2, axis=1))[0])
+        for s in range(0, x.size - block + 1, hop)
+    ]
 
 
 @pytest.mark.parametrize("rate", [16000, 48000])

@@ -27,16 +27,14 @@ from drivers.simroom.scenario import (
 )
 from drivers.simroom.video import FACE_WIDTH_M, RoomRenderer
 
-RING = [[0.0463 * math.cos(math.radians(a)), -0.1, 0.0463 * math.sin(math.radians(a))]
-        for a in range(0, 360, 60)]
+RING = [[0.0463 * math.cos(math.radians(a)), -0.1, 0.0463 * math.sin(math.radians(a))] for a in range(0, 360, 60)]
 
 
 def scene(people: list[dict[str, Any]], **over: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "duration_s": 2.0,
         "room": {"size_m": [6.0, 5.0, 2.8], "rt60_s": 0.3, "noise_db": -60.0, "seed": 1},
-        "camera": {"position_m": [3.0, 0.05, 1.25], "hfov_deg": 90.0, "width": 320, "height": 180,
-                   "fps": 15.0},
+        "camera": {"position_m": [3.0, 0.05, 1.25], "hfov_deg": 90.0, "width": 320, "height": 180, "fps": 15.0},
         "mic_array": {"sample_rate": 16000, "positions": RING},
         "people": people,
     }
@@ -50,6 +48,7 @@ def seat(az_deg: float, dist: float) -> list[float]:
 
 # -- scenario ---------------------------------------------------------------------------------------------
 
+
 def test_builtin_scenarios_load_and_give_a_valid_config() -> None:
     for name in ("default", "short"):
         scn = load_scenario(builtin_scenario(name))
@@ -62,15 +61,17 @@ def test_builtin_scenarios_load_and_give_a_valid_config() -> None:
     assert len(az) == 5 and min(b - a for a, b in zip(az, az[1:], strict=False)) >= 10
 
 
-@pytest.mark.parametrize(("patch", "key"), [
-    ({"room": {"rt60_s": 9.0}}, "room.rt60_s"),
-    ({"room": {"colour": "red"}}, "room.colour"),
-    ({"camera": {"fps": 0}}, "camera.fps"),
-    ({"people": [{"id": "a", "seat_m": [3.0, 2.0], "utterances": [{"start_s": 0.0}]}]},
-     "people.0.utterances.0"),
-    ({"people": [{"id": "a", "seat_m": [3.0, 2.0], "face": "lfw:500"}]}, "people.0.face"),
-    ({"people": [{"id": "a", "seat_m": [30.0, 2.0]}]}, "people.0"),
-])
+@pytest.mark.parametrize(
+    ("patch", "key"),
+    [
+        ({"room": {"rt60_s": 9.0}}, "room.rt60_s"),
+        ({"room": {"colour": "red"}}, "room.colour"),
+        ({"camera": {"fps": 0}}, "camera.fps"),
+        ({"people": [{"id": "a", "seat_m": [3.0, 2.0], "utterances": [{"start_s": 0.0}]}]}, "people.0.utterances.0"),
+        ({"people": [{"id": "a", "seat_m": [3.0, 2.0], "face": "lfw:500"}]}, "people.0.face"),
+        ({"people": [{"id": "a", "seat_m": [30.0, 2.0]}]}, "people.0"),
+    ],
+)
 def test_scenario_errors_name_the_key(patch: dict[str, Any], key: str) -> None:
     data = scene([])
     for k, v in patch.items():
@@ -87,11 +88,15 @@ def test_missing_scenario_file_is_named(tmp_path: Path) -> None:
 
 # -- picture ----------------------------------------------------------------------------------------------
 
+
 def test_people_appear_at_the_azimuth_the_camera_model_gives() -> None:
-    people = [{"id": f"p{i}", "seat_m": seat(az, 2.5), "face": f"lfw:{i}"}
-              for i, az in enumerate((-30.0, 0.0, 25.0))]
-    scn = parse_scenario(scene(people, camera={"position_m": [3.0, 0.05, 1.25], "hfov_deg": 90.0,
-                                               "width": 1280, "height": 720, "fps": 15.0}))
+    people = [{"id": f"p{i}", "seat_m": seat(az, 2.5), "face": f"lfw:{i}"} for i, az in enumerate((-30.0, 0.0, 25.0))]
+    scn = parse_scenario(
+        scene(
+            people,
+            camera={"position_m": [3.0, 0.05, 1.25], "hfov_deg": 90.0, "width": 1280, "height": 720, "fps": 15.0},
+        )
+    )
     r = RoomRenderer(scn)
     cam = PinholeCamera(1280, 720, 90.0)
     for t in (0.0, 0.7, 1.9):
@@ -106,15 +111,18 @@ def test_people_appear_at_the_azimuth_the_camera_model_gives() -> None:
 
 
 def test_truth_box_covers_the_drawn_face() -> None:
-    scn = parse_scenario(scene([{"id": "a", "seat_m": seat(10.0, 2.0), "face": "astronaut"}],
-                               camera={"position_m": [3.0, 0.05, 1.25], "hfov_deg": 90.0,
-                                       "width": 640, "height": 360, "fps": 15.0}))
+    scn = parse_scenario(
+        scene(
+            [{"id": "a", "seat_m": seat(10.0, 2.0), "face": "astronaut"}],
+            camera={"position_m": [3.0, 0.05, 1.25], "hfov_deg": 90.0, "width": 640, "height": 360, "fps": 15.0},
+        )
+    )
     r = RoomRenderer(scn)
     for t in (0.0, 1.1):
         frame = r.render_frame(t)
         changed = np.any(np.abs(frame.astype(int) - r.background.astype(int)) > 12, axis=2)
         x, y, w, h = (round(v) for v in r.face_boxes(t)["a"])
-        inside = changed[y:y + h, x:x + w]
+        inside = changed[y : y + h, x : x + w]
         assert inside.size > 0 and inside.mean() > 0.85
         cols = np.nonzero(changed[y + h // 3])[0]  # eye row: hair and face, symmetric about the face
         assert abs((cols.min() + cols.max()) / 2 - (x + w / 2)) < 0.15 * w
@@ -130,26 +138,28 @@ def test_rendered_faces_are_found_by_the_face_detector() -> None:
     with det:
         found = det.detect(r.render_frame(0.0), 0.0).faces
     x, y, w, h = r.face_boxes(0.0)["ann"]  # the nearest face, about 50 px wide at 720p
-    assert any(abs(f.center[0] - (x + w / 2)) < w / 3 and abs(f.center[1] - (y + h / 2)) < h / 2
-               for f in found)
+    assert any(abs(f.center[0] - (x + w / 2)) < w / 3 and abs(f.center[1] - (y + h / 2)) < h / 2 for f in found)
 
 
 # -- sound ------------------------------------------------------------------------------------------------
+
 
 def _tdoa_samples(a: np.ndarray, b: np.ndarray, up: int = 16) -> float:
     """Delay of b relative to a (positive: b later), GCC-PHAT, interpolated by ``up``."""
     n = 2 * len(a)
     spec = np.fft.rfft(b, n) * np.conj(np.fft.rfft(a, n))
     cc = np.fft.irfft(spec / (np.abs(spec) + 1e-12), n * up)
-    lag = int(np.argmax(np.concatenate([cc[-8 * up:], cc[:8 * up + 1]]))) - 8 * up
+    lag = int(np.argmax(np.concatenate([cc[-8 * up :], cc[: 8 * up + 1]]))) - 8 * up
     return lag / up
 
 
 def test_delay_between_mics_matches_the_geometry() -> None:
-    person = {"id": "a", "seat_m": seat(40.0, 2.0),
-              "utterances": [{"start_s": 0.1, "text": "one two three four five six", "voice": "en-us+m3"}]}
-    scn = parse_scenario(scene([person], room={"size_m": [6.0, 5.0, 2.8], "rt60_s": 0.2,
-                                               "noise_db": -70.0, "seed": 1}))
+    person = {
+        "id": "a",
+        "seat_m": seat(40.0, 2.0),
+        "utterances": [{"start_s": 0.1, "text": "one two three four five six", "voice": "en-us+m3"}],
+    }
+    scn = parse_scenario(scene([person], room={"size_m": [6.0, 5.0, 2.8], "rt60_s": 0.2, "noise_db": -70.0, "seed": 1}))
     audio = render_audio(scn)
     assert audio.samples.shape == (32000, 6) and audio.samples.dtype == np.float32
     assert abs(float(np.abs(audio.samples).max()) - 0.5) < 0.05  # -6 dBFS peak
@@ -175,6 +185,7 @@ def test_speech_intervals_bridge_short_gaps_and_keep_pauses() -> None:
 
 # -- export -----------------------------------------------------------------------------------------------
 
+
 def test_export_writes_files_that_read_back(tmp_path: Path) -> None:
     out = render_to_dir(builtin_scenario("short"), tmp_path / "out", duration_s=2.0)
     scn = load_scenario(builtin_scenario("short"))
@@ -194,11 +205,12 @@ def test_export_writes_files_that_read_back(tmp_path: Path) -> None:
     # the video shows the face where truth.jsonl says: the face box differs from the empty room
     x, y, w, h = (round(v) for v in truth[0]["people"][0]["box"])
     bg = RoomRenderer(scn.model_copy(update={"people": []})).background
-    diff = np.abs(frames[0].image[y:y + h, x:x + w].astype(int) - bg[y:y + h, x:x + w].astype(int))
+    diff = np.abs(frames[0].image[y : y + h, x : x + w].astype(int) - bg[y : y + h, x : x + w].astype(int))
     assert diff.max(axis=2).mean() > 20
 
 
 # -- real-time sources ------------------------------------------------------------------------------------
+
 
 def test_sources_pace_on_the_capture_clock_and_loop() -> None:
     scn = parse_scenario(scene([{"id": "a", "seat_m": seat(0.0, 2.0)}], duration_s=0.4))
@@ -240,8 +252,14 @@ def test_impulse_responses_decay_at_the_scenario_rt60() -> None:
     room.add_source([2.4, 1.7, 1.15])
     room.compute_rir()
     direct = float(np.linalg.norm(np.array([2.4, 1.7, 1.15]) - mics.mean(axis=0))) / 343.0
-    h = late_tail_rirs([room.rir[m][0] for m in range(len(mics))], mics, 16000, scn.room.rt60_s,
-                       direct + 40 / 16000, np.random.default_rng(0))
+    h = late_tail_rirs(
+        [room.rir[m][0] for m in range(len(mics))],
+        mics,
+        16000,
+        scn.room.rt60_s,
+        direct + 40 / 16000,
+        np.random.default_rng(0),
+    )
     assert h.shape[1] == 6
     for k in (0, 3):
         assert pra.experimental.measure_rt60(h[:, k], fs=16000) == pytest.approx(scn.room.rt60_s, rel=0.2)

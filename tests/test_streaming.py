@@ -89,8 +89,11 @@ def test_event_bus_slow_subscriber_loses_oldest_and_snapshot_keeps_latest() -> N
         bus.publish(DeviceStatus("mics", "lost", detail="unplugged"))
         assert bus.dropped == 4
         got = [slow.get_nowait() for _ in range(slow.qsize())]
-        assert got == [("shot", shots[4].to_json()), ("device", DeviceStatus("camera", "running").to_json()),
-                       ("device", DeviceStatus("mics", "lost", detail="unplugged").to_json())]
+        assert got == [
+            ("shot", shots[4].to_json()),
+            ("device", DeviceStatus("camera", "running").to_json()),
+            ("device", DeviceStatus("mics", "lost", detail="unplugged").to_json()),
+        ]
         snap = bus.snapshot()
         assert Shot.from_json(snap["shot"]) == shots[4]
         assert snap["device:camera"]["state"] == "running" and snap["device:mics"]["state"] == "lost"
@@ -191,8 +194,8 @@ class LoopThread:
 def _test_picture(i: int, background: np.ndarray) -> np.ndarray:
     img = background.copy()
     x = (i * 24) % (W - 120)
-    img[200:520, x:x + 120] = (250, 250, 250)  # a white block crossing the picture
-    img[40:80, 40 + (i % 60) * 10:80 + (i % 60) * 10] = (230, 60, 60)
+    img[200:520, x : x + 120] = (250, 250, 250)  # a white block crossing the picture
+    img[40:80, 40 + (i % 60) * 10 : 80 + (i % 60) * 10] = (230, 60, 60)
     return img
 
 
@@ -239,8 +242,9 @@ class Box:
         control = Control(Auth.in_memory())
         self.read_token = control.auth.tokens.create("read", "test reader")[1]
         self.kiosk_token = control.auth.tokens.create("control", "test kiosk", allowed_from=["127.0.0.1"])[1]
-        app = create_app(self.frames, self.audio, self.events, StreamConfig(width=W, height=H, fps=FPS), _command,
-                         control=control)
+        app = create_app(
+            self.frames, self.audio, self.events, StreamConfig(width=W, height=H, fps=FPS), _command, control=control
+        )
         self.app = app
         self.server = await run_server(app, "127.0.0.1", 0)
         self.port = self.server.port
@@ -272,8 +276,11 @@ def box() -> Iterator[Box]:
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline:
             # asyncio-waitpid-N watches the Playwright driver, which lives as long as the session
-            left = [t for t in threading.enumerate() if t not in b.threads_before and t.is_alive()
-                    and not t.name.startswith("asyncio-waitpid")]
+            left = [
+                t
+                for t in threading.enumerate()
+                if t not in b.threads_before and t.is_alive() and not t.name.startswith("asyncio-waitpid")
+            ]
             if not left:
                 break
             time.sleep(0.05)
@@ -285,12 +292,20 @@ def test_health_and_commands_over_the_websocket(box: Box) -> None:
     box.lt.call(box.events.publish, DeviceStatus("camera", "running", t=1.0))
 
     async def talk() -> list[dict[str, Any]]:
-        async with aiohttp.ClientSession() as s, s.ws_connect(
-                box.url + "/ws", headers={"Authorization": f"Bearer {box.kiosk_token}"}) as ws:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.ws_connect(box.url + "/ws", headers={"Authorization": f"Bearer {box.kiosk_token}"}) as ws,
+        ):
             first = await ws.receive_json(timeout=30)
             replies = []
-            for text in ['{"cmd": "ping", "id": 7}', '{"cmd": "set_mode", "mode": "orbit"}',
-                         '{"cmd": "reboot"}', "not json", "[1, 2]", '{"cmd": "bad_reply"}']:
+            for text in [
+                '{"cmd": "ping", "id": 7}',
+                '{"cmd": "set_mode", "mode": "orbit"}',
+                '{"cmd": "reboot"}',
+                "not json",
+                "[1, 2]",
+                '{"cmd": "bad_reply"}',
+            ]:
                 await ws.send_str(text)
                 while True:
                     msg = await ws.receive_json(timeout=30)
@@ -310,9 +325,12 @@ def test_health_and_commands_over_the_websocket(box: Box) -> None:
 
 
 def test_offer_that_is_not_an_offer_is_refused(box: Box) -> None:
-    req = urllib.request.Request(box.url + "/offer", data=b'{"sdp": 1}', method="POST",
-                                 headers={"Content-Type": "application/json",
-                                          "Authorization": f"Bearer {box.read_token}"})
+    req = urllib.request.Request(
+        box.url + "/offer",
+        data=b'{"sdp": 1}',
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {box.read_token}"},
+    )
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=30)
     e.value.close()
@@ -329,8 +347,9 @@ def test_run_server_as_a_context_manager_serves_and_stops() -> None:
             async with aiohttp.ClientSession() as s:
                 async with s.get(f"http://127.0.0.1:{server.port}/api/state") as r:
                     assert r.status == 401
-                async with s.get(f"http://127.0.0.1:{server.port}/api/state",
-                                 headers={"Authorization": f"Bearer {token}"}) as r:
+                async with s.get(
+                    f"http://127.0.0.1:{server.port}/api/state", headers={"Authorization": f"Bearer {token}"}
+                ) as r:
                     state = await r.json()
                 async with s.get(f"http://127.0.0.1:{server.port}/") as r:
                     page = await r.text()
@@ -344,8 +363,7 @@ def test_run_server_as_a_context_manager_serves_and_stops() -> None:
 
 
 @pytest.mark.e2e
-def test_panel_in_chromium_shows_the_live_framed_video_and_events(box: Box, chromium: Any,
-                                                                   artifacts_dir: Path) -> None:
+def test_panel_in_chromium_shows_the_live_framed_video_and_events(box: Box, chromium: Any, artifacts_dir: Path) -> None:
     page = chromium.new_page(viewport={"width": 1280, "height": 800})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -354,8 +372,9 @@ def test_panel_in_chromium_shows_the_live_framed_video_and_events(box: Box, chro
     try:
         page.goto(box.url + "/#token=" + box.kiosk_token)
         page.wait_for_function("window.roombox && window.roombox.framesDecoded > 20", timeout=60_000)
-        size = page.evaluate("[document.getElementById('video').videoWidth,"
-                             " document.getElementById('video').videoHeight]")
+        size = page.evaluate(
+            "[document.getElementById('video').videoWidth, document.getElementById('video').videoHeight]"
+        )
         assert size == [W, H]
 
         # the stream stays live (the rate is a benchmark figure, not a test: this machine may be loaded)
@@ -371,11 +390,19 @@ def test_panel_in_chromium_shows_the_live_framed_video_and_events(box: Box, chro
         assert rtc["audio"]["codec"] == "audio/opus" and rtc["audio"]["packetsReceived"] > 50
         assert rtc["audio"]["audioLevel"] > 0.05  # the 440 Hz tone at 0.2 of full scale, not silence
 
-        faces = Faces(1.0, (Face((420, 400, 110, 130), 0.9), Face((1100, 380, 100, 120), 0.8),
-                            Face((1500, 420, 90, 110), 0.85)), 1920, 1080)
-        for msg in (faces, Doa(1.0, -12.0, True, -30.0, 0.8),
-                    Shot(1.0, (200, 200, 900, 506), "speaker", -12.0, "talker at -12°", cut=True),
-                    DeviceStatus("camera", "running"), DeviceStatus("mic-array", "retrying", "usb reset")):
+        faces = Faces(
+            1.0,
+            (Face((420, 400, 110, 130), 0.9), Face((1100, 380, 100, 120), 0.8), Face((1500, 420, 90, 110), 0.85)),
+            1920,
+            1080,
+        )
+        for msg in (
+            faces,
+            Doa(1.0, -12.0, True, -30.0, 0.8),
+            Shot(1.0, (200, 200, 900, 506), "speaker", -12.0, "talker at -12°", cut=True),
+            DeviceStatus("camera", "running"),
+            DeviceStatus("mic-array", "retrying", "usb reset"),
+        ):
             box.lt.call(box.events.publish, msg)
         box.lt.call(box.events.publish, Stats(1.0, frames=812, detections=40, detection_ms=21.5))
         page.wait_for_function("document.getElementById('shot-mode').textContent === 'speaker'", timeout=30_000)

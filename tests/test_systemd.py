@@ -19,8 +19,9 @@ def test_the_service_unit_verifies(tmp_path: Path) -> None:
     # verify against this checkout's own command (systemd checks that the executable exists)
     here = Path(sys.prefix) / "bin" / "roombox"
     (tmp_path / "roombox.service").write_text(unit.replace("/opt/roombox/.venv/bin/roombox", str(here)))
-    p = subprocess.run([analyze, "verify", str(tmp_path / "roombox.service")], capture_output=True, text=True,
-                       timeout=60)
+    p = subprocess.run(
+        [analyze, "verify", str(tmp_path / "roombox.service")], capture_output=True, text=True, timeout=60
+    )
     assert p.returncode == 0, p.stderr
     assert "roombox.service" not in p.stderr, p.stderr  # no warnings about our unit either
 
@@ -49,7 +50,7 @@ def _verifiable(tmp_path: Path, name: str) -> Path:
     text = text.replace("/opt/roombox/.venv/bin/roombox", str(Path(sys.prefix) / "bin" / "roombox"))
     if shutil.which("cage") is None:  # the panel's compositor is installed on boxes with a screen only
         stub = tmp_path / "cage"
-        stub.write_text("#!/bin/sh\nexec \"$@\"\n")
+        stub.write_text('#!/bin/sh\nexec "$@"\n')
         stub.chmod(0o755)
         text = text.replace("/usr/bin/cage", str(stub))
     out = tmp_path / name
@@ -85,8 +86,9 @@ def test_the_service_exposure_score_is_low(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     assert analyze
     unit = _verifiable(tmp_path, "roombox.service")
-    p = subprocess.run([analyze, "security", "--offline=yes", "--no-pager", str(unit)], capture_output=True,
-                       text=True, timeout=60)
+    p = subprocess.run(
+        [analyze, "security", "--offline=yes", "--no-pager", str(unit)], capture_output=True, text=True, timeout=60
+    )
     m = re.search(r"Overall exposure level for roombox.service: (\d+\.\d+)", p.stdout + p.stderr)
     assert m, p.stdout + p.stderr
     assert float(m.group(1)) <= 3.0, p.stdout  # 2.0 today ("OK"); the unit before hardening scored 7.8
@@ -107,13 +109,21 @@ def test_sysusers_makes_the_users_and_their_groups(tmp_path: Path) -> None:
     sysusers = shutil.which("systemd-sysusers")
     assert sysusers
     (tmp_path / "etc").mkdir()
-    p = subprocess.run([sysusers, f"--root={tmp_path}", "--dry-run", str(SYSTEMD / "roombox.sysusers")],
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [sysusers, f"--root={tmp_path}", "--dry-run", str(SYSTEMD / "roombox.sysusers")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr
     out = p.stdout + p.stderr
     assert "Creating user 'roombox'" in out and "Creating user 'roombox-panel'" in out
-    members = {(u, g) for t, u, g in (ln.split()[:3] for ln in (SYSTEMD / "roombox.sysusers").read_text()
-                                      .splitlines() if ln.startswith("m "))}
+    members = {
+        (u, g)
+        for t, u, g in (
+            ln.split()[:3] for ln in (SYSTEMD / "roombox.sysusers").read_text().splitlines() if ln.startswith("m ")
+        )
+    }
     assert {("roombox", "video"), ("roombox", "audio")} <= members
 
 

@@ -132,8 +132,13 @@ def test_the_loudspeaker_is_learnt_as_far_end() -> None:
     t = 0.0
     for k in range(60):
         t += HOP
-        tr.update(t, [cand(5.0 + rng.normal(0, 2.0))] if k % 4 else [], speech=True, farend=True,
-                  level_db=-35 + 16 * rng.random())
+        tr.update(
+            t,
+            [cand(5.0 + rng.normal(0, 2.0))] if k % 4 else [],
+            speech=True,
+            farend=True,
+            level_db=-35 + 16 * rng.random(),
+        )
         assert tr.dominant_talker() is None
     assert [s.kind for s in tr.sources] == ["farend"]
     # the loudspeaker's reverberant tail right after the far end stops (not marked far end) is still it
@@ -147,8 +152,12 @@ def test_a_source_high_above_is_not_a_talker() -> None:
     cfg = TrackerConfig()
     tr = SourceTracker(cfg, hop_s=HOP)
     for k in range(20):
-        tr.update((k + 1) * HOP, [cand(40.0, 0.5, el=cfg.max_talker_elevation_deg + 15.0)], speech=True,
-                  level_db=-30 + 5 * (k % 3))
+        tr.update(
+            (k + 1) * HOP,
+            [cand(40.0, 0.5, el=cfg.max_talker_elevation_deg + 15.0)],
+            speech=True,
+            level_db=-30 + 5 * (k % 3),
+        )
     assert [s.kind for s in tr.sources] == ["above"]
     assert tr.dominant_talker() is None
 

@@ -15,8 +15,12 @@ CAM = PinholeCamera(1920, 1080, 90.0)
 
 
 def frame(t: float, *centres: tuple[float, float], size: float = 60.0) -> Faces:
-    return Faces(t=t, faces=tuple(Face((x - size / 2, y - size / 2, size, size), 0.9) for x, y in centres),
-                 width=1920, height=1080)
+    return Faces(
+        t=t,
+        faces=tuple(Face((x - size / 2, y - size / 2, size, size), 0.9) for x, y in centres),
+        width=1920,
+        height=1080,
+    )
 
 
 def test_two_neighbours_keep_their_identities_while_swaying() -> None:
@@ -36,7 +40,11 @@ def test_a_track_survives_a_one_second_miss_and_is_dropped_after_max_miss() -> N
     for k in range(10):
         tr.update(frame(k * 0.2, (500.0, 400.0)))
     (first,) = tr.last_ids
-    tracks = tr.update(frame(2.8, ))  # nothing seen for 1 s
+    tracks = tr.update(
+        frame(
+            2.8,
+        )
+    )  # nothing seen for 1 s
     assert [t.id for t in tracks] == [first] and tracks[0].missed_s == pytest.approx(1.0)
     tr.update(frame(2.8, (530.0, 410.0)))  # back, a little moved (the head turned back)
     assert tr.last_ids == [first]
@@ -73,8 +81,21 @@ def test_directions_follow_the_pinhole_camera() -> None:
     assert centre.azimuth_deg == pytest.approx(0.0) and centre.elevation_deg == pytest.approx(0.0)
     assert right.azimuth_deg == pytest.approx(45.0)  # the frame's edge is half the 90 degree field of view
     assert high.elevation_deg == pytest.approx(math.degrees(math.atan2(540.0, 960.0)))
-    assert set(centre.to_json()) == {"id", "t", "box", "center", "size", "azimuth_deg", "elevation_deg",
-                                     "still_s", "missed_s", "age_s", "hits", "score", "confirmed"}
+    assert set(centre.to_json()) == {
+        "id",
+        "t",
+        "box",
+        "center",
+        "size",
+        "azimuth_deg",
+        "elevation_deg",
+        "still_s",
+        "missed_s",
+        "age_s",
+        "hits",
+        "score",
+        "confirmed",
+    }
     assert Track.from_json(right.to_json()).to_json() == right.to_json()
 
 

@@ -48,34 +48,43 @@ def test_parses_the_formats_of_real_cameras() -> None:
 
 def test_parses_the_device_list() -> None:
     devs = parse_list_devices((DATA / "list-devices.txt").read_text())
-    assert [(n, b) for n, b, _ in devs] == [("Logitech BRIO", "usb-0000:00:14.0-1"),
-                                           ("Logitech Webcam C930e", "usb-0000:00:14.0-2"),
-                                           ("UHD PTZ Camera: UHD PTZ Camera", "usb-0000:00:14.0-3")]
+    assert [(n, b) for n, b, _ in devs] == [
+        ("Logitech BRIO", "usb-0000:00:14.0-1"),
+        ("Logitech Webcam C930e", "usb-0000:00:14.0-2"),
+        ("UHD PTZ Camera: UHD PTZ Camera", "usb-0000:00:14.0-3"),
+    ]
     assert devs[0][2] == ["/dev/video0", "/dev/video1", "/dev/video2", "/dev/video3", "/dev/media0"]
 
 
-@pytest.mark.parametrize("camera, w, h, fps, pf, mode", [
-    ("brio", 1920, 1080, 30, "auto", Mode("MJPG", 1920, 1080, 30.0)),
-    ("brio", 3840, 2160, 30, "auto", Mode("MJPG", 3840, 2160, 30.0)),
-    ("brio", 640, 480, 30, "YUYV", Mode("YUYV", 640, 480, 30.0)),
-    ("c930e", 1920, 1080, 29.97, "auto", Mode("MJPG", 1920, 1080, 30.0)),
-    ("c930e", 1920, 1080, 5, "YUYV", Mode("YUYV", 1920, 1080, 5.0)),
-    ("ptz4k", 3840, 2160, 30, "auto", Mode("MJPG", 3840, 2160, 30.0)),
-    ("ptz4k", 1280, 720, 30, "YUYV", Mode("YUYV", 1280, 720, 30.0)),
-    ("stepwise", 1280, 720, 25, "auto", Mode("MJPG", 1280, 720, 25.0)),
-])
+@pytest.mark.parametrize(
+    "camera, w, h, fps, pf, mode",
+    [
+        ("brio", 1920, 1080, 30, "auto", Mode("MJPG", 1920, 1080, 30.0)),
+        ("brio", 3840, 2160, 30, "auto", Mode("MJPG", 3840, 2160, 30.0)),
+        ("brio", 640, 480, 30, "YUYV", Mode("YUYV", 640, 480, 30.0)),
+        ("c930e", 1920, 1080, 29.97, "auto", Mode("MJPG", 1920, 1080, 30.0)),
+        ("c930e", 1920, 1080, 5, "YUYV", Mode("YUYV", 1920, 1080, 5.0)),
+        ("ptz4k", 3840, 2160, 30, "auto", Mode("MJPG", 3840, 2160, 30.0)),
+        ("ptz4k", 1280, 720, 30, "YUYV", Mode("YUYV", 1280, 720, 30.0)),
+        ("stepwise", 1280, 720, 25, "auto", Mode("MJPG", 1280, 720, 25.0)),
+    ],
+)
 def test_chooses_the_mode(camera: str, w: int, h: int, fps: float, pf: str, mode: Mode) -> None:
     assert choose_mode(formats(camera), w, h, fps, pf) == mode  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("camera, w, h, fps, pf, message", [
-    ("c930e", 3840, 2160, 30, "auto", "MJPG/YUYV has no 3840x2160 (it has 2304x1536, 2304x1296, 1920x1080"),
-    ("brio", 1920, 1080, 30, "YUYV", "YUYV 1920x1080 runs at 5 fps, not 30; set fps"),
-    ("brio", 1920, 1080, 25, "auto", "MJPG 1920x1080 runs at 60, 30, 24, 20, 15, 10, 7.5, 5 fps, not 25"),
-    ("ptz4k", 3840, 2160, 30, "YUYV", "YUYV has no 3840x2160"),
-])
-def test_refuses_a_mode_the_camera_does_not_list(camera: str, w: int, h: int, fps: float, pf: str,
-                                                 message: str) -> None:
+@pytest.mark.parametrize(
+    "camera, w, h, fps, pf, message",
+    [
+        ("c930e", 3840, 2160, 30, "auto", "MJPG/YUYV has no 3840x2160 (it has 2304x1536, 2304x1296, 1920x1080"),
+        ("brio", 1920, 1080, 30, "YUYV", "YUYV 1920x1080 runs at 5 fps, not 30; set fps"),
+        ("brio", 1920, 1080, 25, "auto", "MJPG 1920x1080 runs at 60, 30, 24, 20, 15, 10, 7.5, 5 fps, not 25"),
+        ("ptz4k", 3840, 2160, 30, "YUYV", "YUYV has no 3840x2160"),
+    ],
+)
+def test_refuses_a_mode_the_camera_does_not_list(
+    camera: str, w: int, h: int, fps: float, pf: str, message: str
+) -> None:
     with pytest.raises(CameraFormatError, match=re.escape(message)):
         choose_mode(formats(camera), w, h, fps, pf, "cam")  # type: ignore[arg-type]
     with pytest.raises(CameraFormatError, match="does not offer MJPG or YUYV .it offers H264"):
@@ -83,8 +92,20 @@ def test_refuses_a_mode_the_camera_does_not_list(camera: str, w: int, h: int, fp
 
 
 def test_config_section_and_no_device() -> None:
-    cfg = parse_config({"cameras": {"desk": {"type": "v4l2", "device": "Logitech BRIO", "width": 3840,
-                                             "height": 2160, "fps": 30, "pixel_format": "MJPG"}}})
+    cfg = parse_config(
+        {
+            "cameras": {
+                "desk": {
+                    "type": "v4l2",
+                    "device": "Logitech BRIO",
+                    "width": 3840,
+                    "height": 2160,
+                    "fps": 30,
+                    "pixel_format": "MJPG",
+                }
+            }
+        }
+    )
     cam: object = cfg.cameras["desk"]
     assert isinstance(cam, V4l2CameraConfig)
     assert cam.device == "Logitech BRIO"
@@ -110,8 +131,11 @@ def test_camera_listing_as_json_lines(capsys: pytest.CaptureFixture[str]) -> Non
     name, bus, nodes = parse_list_devices((DATA / "list-devices.txt").read_text())[0]
     info = V4l2Device(name, bus, nodes[0], nodes, formats("brio")).to_json()
     assert info["name"] == "Logitech BRIO" and info["device"] == "/dev/video0"
-    assert info["formats"][1]["sizes"][-1] == {"width": 4096, "height": 2160, "fps": [30.0, 24.0, 20.0, 15.0, 10.0,
-                                                                                       7.5, 5.0]}
+    assert info["formats"][1]["sizes"][-1] == {
+        "width": 4096,
+        "height": 2160,
+        "fps": [30.0, 24.0, 20.0, 15.0, 10.0, 7.5, 5.0],
+    }
     assert main(["cameras"]) == 0
     out = capsys.readouterr()
     assert out.out == "" and "no V4L2 camera" in out.err

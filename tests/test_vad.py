@@ -14,7 +14,7 @@ HOP = 512
 
 
 def blocks(x: np.ndarray) -> list[np.ndarray]:
-    return [x[s:s + BLOCK] for s in range(0, x.shape[0] - BLOCK + 1, HOP)]
+    return [x[s : s + BLOCK] for s in range(0, x.shape[0] - BLOCK + 1, HOP)]
 
 
 def band_noise(n: int, level: float, seed: int) -> np.ndarray:
@@ -24,16 +24,17 @@ def band_noise(n: int, level: float, seed: int) -> np.ndarray:
 def test_speech_in_a_room_against_noise_alone() -> None:
     source = speech_signal(FS, seed=1)
     lead = 1.0
-    audio = render_room(np.array([(0.0, -0.1, 0.0), (0.05, -0.1, 0.0)]), 30.0, 3.0, source, FS,
-                        snr_db=25.0, lead_s=lead, seed=2)
+    audio = render_room(
+        np.array([(0.0, -0.1, 0.0), (0.05, -0.1, 0.0)]), 30.0, 3.0, source, FS, snr_db=25.0, lead_s=lead, seed=2
+    )
     vad = EnergyVad(DoaConfig(), FS)
     decisions = [vad.update(b)[0] for b in blocks(audio)]
     n_lead = int((lead * FS - BLOCK) // HOP)
     assert not any(decisions[:n_lead]), "noise alone taken for speech"
     # where the dry source is loud, the gate must be open
-    dry_level = [float(np.mean(source[s:s + BLOCK] ** 2)) for s in range(0, source.size - BLOCK + 1, HOP)]
+    dry_level = [float(np.mean(source[s : s + BLOCK] ** 2)) for s in range(0, source.size - BLOCK + 1, HOP)]
     loud = np.asarray(dry_level) > 0.1 * np.max(dry_level)
-    speech = np.asarray(decisions[n_lead + 2: n_lead + 2 + loud.size])
+    speech = np.asarray(decisions[n_lead + 2 : n_lead + 2 + loud.size])
     assert speech[loud[: speech.size]].mean() > 0.9
     assert 0.3 < np.mean(decisions[n_lead:]) < 0.98  # pauses between phrases remain pauses
 
@@ -79,6 +80,6 @@ def test_level_is_dbfs_and_below_min_level_is_never_speech() -> None:
 
 def test_same_input_same_decisions() -> None:
     x = band_noise(FS * 2, 0.01, 5)
-    x[FS // 2: FS] *= 30
+    x[FS // 2 : FS] *= 30
     a, b = EnergyVad(DoaConfig(), FS), EnergyVad(DoaConfig(), FS)
     assert [a.update(blk) for blk in blocks(x)] == [b.update(blk) for blk in blocks(x)]

@@ -61,7 +61,7 @@ class Room:
         t0, i = loop.time(), 0
         while True:
             img = np.full((H, W, 3), 70, np.uint8)
-            img[:, (i * 4) % (W - 20):(i * 4) % (W - 20) + 20] = 255
+            img[:, (i * 4) % (W - 20) : (i * 4) % (W - 20) + 20] = 255
             self.frames.put(img, t0 + i / FPS)
             self.audio.put(np.zeros(int(16000 / FPS), np.float32), 16000, t0 + i / FPS)
             i += 1
@@ -152,8 +152,10 @@ def test_whip_server_errors_and_an_unreachable_endpoint_are_retried_with_back_of
             await pub.stop()
             # back-off 0.5, then Retry-After 1 s (the server's) on each: at most 4 attempts in 3 s
             assert 2 <= front.posts <= 4, front.posts
-            assert any(s == "retrying" and "503 Service Unavailable: test says 503" in d and "next attempt in" in d
-                       for _, s, d in room.states)
+            assert any(
+                s == "retrying" and "503 Service Unavailable: test says 503" in d and "next attempt in" in d
+                for _, s, d in room.states
+            )
 
             closed = f"http://127.0.0.1:{free_port()}/whip/endpoint/{ROOM}"
             pub = _publisher(room, closed)
@@ -187,8 +189,10 @@ def test_whip_reports_a_killed_janus_and_is_back_after_it_returns(janus: Janus) 
             returned = time.monotonic()
             await wait_for(lambda: pub.state == "connected", 20, "connected again")
             back = time.monotonic() - returned
-            print(f"\nkilled Janus reported after {reported:.1f} s ({pub.connections} connections); "
-                  f"back {back:.1f} s after Janus returned; states: {[s for _, s, _ in room.states]}")
+            print(
+                f"\nkilled Janus reported after {reported:.1f} s ({pub.connections} connections); "
+                f"back {back:.1f} s after Janus returned; states: {[s for _, s, _ in room.states]}"
+            )
             assert reported <= 5.0 + 1.0  # media_timeout_s 4 s + polling; the figure is 5 s
             assert back <= 10.0
             await asyncio.sleep(1.5)

@@ -33,12 +33,16 @@ def bench_framing(repeat: int) -> list[Row]:
     rng = np.random.default_rng(0)
     src = rng.integers(0, 255, (1080, 1920, 3), dtype=np.uint8)
     src4k = rng.integers(0, 255, (2160, 3840, 3), dtype=np.uint8)
-    cases = [("crop 1080p -> 1280x720 (speaker shot)", src, (600, 300, 640, 360)),
-             ("crop 1080p -> 1280x720 (whole room)", src, (0, 0, 1920, 1080)),
-             ("crop 4K -> 1280x720 (speaker shot)", src4k, (1200, 600, 1280, 720)),
-             ("crop 4K -> 1280x720 (whole room)", src4k, (0, 0, 3840, 2160))]
-    return [(name, per_call_ms(lambda im=im, c=c: render_crop(im, c, 1280, 720), repeat), "ms")  # type: ignore[misc]
-            for name, im, c in cases]
+    cases = [
+        ("crop 1080p -> 1280x720 (speaker shot)", src, (600, 300, 640, 360)),
+        ("crop 1080p -> 1280x720 (whole room)", src, (0, 0, 1920, 1080)),
+        ("crop 4K -> 1280x720 (speaker shot)", src4k, (1200, 600, 1280, 720)),
+        ("crop 4K -> 1280x720 (whole room)", src4k, (0, 0, 3840, 2160)),
+    ]
+    return [
+        (name, per_call_ms(lambda im=im, c=c: render_crop(im, c, 1280, 720), repeat), "ms")  # type: ignore[misc]
+        for name, im, c in cases
+    ]
 
 
 def bench_core(quick: bool = False) -> list[Row]:

@@ -52,13 +52,21 @@ def _syllable_noise(sample_rate: int, seed: int, duration_s: float = 4.0) -> npt
     noise = sosfilt(sos, rng.standard_normal(n))
     t = np.arange(n) / sample_rate
     envelope = np.clip(np.sin(2 * np.pi * 4.0 * t + rng.uniform(0, 6)), 0.0, None) ** 2
-    envelope *= (np.sin(2 * np.pi * 0.4 * t) > -0.6)  # pauses between "words"
+    envelope *= np.sin(2 * np.pi * 0.4 * t) > -0.6  # pauses between "words"
     return np.asarray(noise * envelope, dtype=np.float64)
 
 
-def render_room(positions: npt.ArrayLike, azimuth_deg: float, distance_m: float,
-                source: npt.ArrayLike, sample_rate: int, rt60_s: float = 0.4, snr_db: float = 20.0,
-                lead_s: float = 0.6, seed: int = 0) -> npt.NDArray[np.float32]:
+def render_room(
+    positions: npt.ArrayLike,
+    azimuth_deg: float,
+    distance_m: float,
+    source: npt.ArrayLike,
+    sample_rate: int,
+    rt60_s: float = 0.4,
+    snr_db: float = 20.0,
+    lead_s: float = 0.6,
+    seed: int = 0,
+) -> npt.NDArray[np.float32]:
     """What mics at ``positions`` (M, 3; camera frame, metres) hear from a talker at ``azimuth_deg``,
     ``distance_m`` away at the array's height, in a ShoeBox room with ``rt60_s``.
 
@@ -76,8 +84,9 @@ def render_room(positions: npt.ArrayLike, azimuth_deg: float, distance_m: float,
     talker = cam + np.array([distance_m * math.sin(az), distance_m * math.cos(az), 0.0])
     talker[2] = array_height
     absorption, max_order = pra.inverse_sabine(rt60_s, list(ROOM_DIM))
-    room = pra.ShoeBox(list(ROOM_DIM), fs=sample_rate, materials=pra.Material(absorption),
-                       max_order=max_order, air_absorption=False)
+    room = pra.ShoeBox(
+        list(ROOM_DIM), fs=sample_rate, materials=pra.Material(absorption), max_order=max_order, air_absorption=False
+    )
     room.add_source(talker.tolist(), signal=np.asarray(source, dtype=np.float64))
     room.add_microphone_array(mics)
     room.simulate()
@@ -99,8 +108,9 @@ def _wrap(deg: float) -> float:
     return (deg + 180.0) % 360.0 - 180.0
 
 
-def bench_doa(quick: bool = False, angles: tuple[float, ...] = (-60.0, -30.0, 0.0, 20.0, 45.0, 70.0),
-              distance_m: float = 3.0) -> list[Row]:
+def bench_doa(
+    quick: bool = False, angles: tuple[float, ...] = (-60.0, -30.0, 0.0, 20.0, 45.0, 70.0), distance_m: float = 3.0
+) -> list[Row]:
     """Rows (name, value, unit): speed and accuracy of our SRP-PHAT against pyroomacoustics' SRP and
     MUSIC on the same rendered speech blocks (default 6-mic circle, RT60 0.4 s, 20 dB SNR).
     ``quick`` uses three talker angles instead of all of ``angles``."""
@@ -118,8 +128,7 @@ def bench_doa(quick: bool = False, angles: tuple[float, ...] = (-60.0, -30.0, 0.
     # their azimuth is measured in the room's x-y plane from +x; ours is from +y towards +x
     L = np.stack([pos[:, 0], pos[:, 2]])
     theirs: dict[str, Any] = {
-        name: pra.doa.algorithms[name](L, fs, nfft, c=SPEED_OF_SOUND, num_src=1,
-                                       azimuth=np.pi / 2 - front)
+        name: pra.doa.algorithms[name](L, fs, nfft, c=SPEED_OF_SOUND, num_src=1, azimuth=np.pi / 2 - front)
         for name in ("SRP", "MUSIC", "NormMUSIC")
     }
     errors: dict[str, list[float]] = {"ours": [], **{k: [] for k in theirs}}
@@ -132,7 +141,7 @@ def bench_doa(quick: bool = False, angles: tuple[float, ...] = (-60.0, -30.0, 0.
         audio = render_room(pos, angle, distance_m, speech_signal(fs, seed=i), fs, seed=i)
         vad = EnergyVad(cfg, fs)
         for start in range(0, audio.shape[0] - ours.block_len + 1, hop):
-            block = audio[start:start + ours.block_len]
+            block = audio[start : start + ours.block_len]
             speech, _ = vad.update(block)
             if not speech:
                 continue
@@ -144,7 +153,7 @@ def bench_doa(quick: bool = False, angles: tuple[float, ...] = (-60.0, -30.0, 0.
             if confidence >= cfg.min_confidence:
                 confident.append(errors["ours"][-1])
             t = time.perf_counter()
-            frames = np.stack([block[s:s + nfft] for s in ours._starts])  # same sub-frames as ours
+            frames = np.stack([block[s : s + nfft] for s in ours._starts])  # same sub-frames as ours
             X = np.fft.rfft(frames * window[None, :, None], axis=1).transpose(2, 1, 0)  # (M, F, S)
             prep = time.perf_counter() - t
             for name, algo in theirs.items():

@@ -17,8 +17,9 @@ from appliance.messages import Box
 from appliance.perception.faces import FaceDetector, _area, _inter
 
 
-def room_picture(face_widths: Sequence[float] = (48, 64, 80, 120, 160),
-                 size: tuple[int, int] = (1920, 1080), seed: int = 0) -> tuple[np.ndarray, list[Box]]:
+def room_picture(
+    face_widths: Sequence[float] = (48, 64, 80, 120, 160), size: tuple[int, int] = (1920, 1080), seed: int = 0
+) -> tuple[np.ndarray, list[Box]]:
     """A composited room shot: a wall with the astronaut's head pasted at known places and sizes.
 
     Returns the RGB picture and the true face boxes. Deterministic for a given ``seed``.
@@ -41,13 +42,14 @@ def room_picture(face_widths: Sequence[float] = (48, 64, 80, 120, 160),
         ph, pw = patch.shape[:2]
         x = int(k * slot + (slot - pw) * rng.uniform(0.2, 0.8))
         y = int((height - ph) * rng.uniform(0.25, 0.75))
-        img[y:y + ph, x:x + pw] = patch[: height - y, : width - x]
+        img[y : y + ph, x : x + pw] = patch[: height - y, : width - x]
         boxes.append((x + 34 * s, y + 40 * s, 104 * s, 104 * s))
     return img, boxes
 
 
-def bench_faces(cfg: DetectorConfig | None = None, frames: int | None = None,
-                model_path: Path | None = None, quick: bool = False) -> list[tuple[str, float, str]]:
+def bench_faces(
+    cfg: DetectorConfig | None = None, frames: int | None = None, model_path: Path | None = None, quick: bool = False
+) -> list[tuple[str, float, str]]:
     """Rows (name, value, unit) timing full-frame-only against full-frame + tiles on :func:`room_picture`.
 
     ``frames`` detections are timed for each (default 3 when ``quick``, else 10), after one warm-up.

@@ -55,14 +55,15 @@ def _room(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
         pw = int(rng.uniform(150, 320) * k)
         ph = int(pw * photo.shape[0] / photo.shape[1])
         x, y = int(rng.uniform(0, width - pw)), int(rng.uniform(0, height * 0.35))
-        img[y:y + ph, x:x + pw] = cv2.resize(photo[:, :, :3], (pw, ph), interpolation=cv2.INTER_AREA)
+        img[y : y + ph, x : x + pw] = cv2.resize(photo[:, :, :3], (pw, ph), interpolation=cv2.INTER_AREA)
     top = int(height * 0.72)
     img[top:] = (np.array([95, 70, 50]) + rng.normal(0, 4, (height - top, width, 3))).clip(0, 255)
     return img
 
 
-def room_shot(size: tuple[int, int], face_widths: Sequence[float], seed: int = 0,
-              shift: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, list[Box]]:
+def room_shot(
+    size: tuple[int, int], face_widths: Sequence[float], seed: int = 0, shift: tuple[float, float] = (0.0, 0.0)
+) -> tuple[np.ndarray, list[Box]]:
     """A room shot of ``size`` with real faces of the given widths; returns the picture and the face boxes.
 
     Heads are placed without overlap (deterministic for ``seed``); ``shift`` moves them all by (dx, dy) px,
@@ -87,8 +88,8 @@ def room_shot(size: tuple[int, int], face_widths: Sequence[float], seed: int = 0
         taken.append((x - 8, y - 8, pw + 16, ph + 16))
         xi = int(min(max(0.0, x + shift[0]), width - pw - 1))
         yi = int(min(max(0.0, y + shift[1]), height - ph - 1))
-        region = img[yi:yi + ph, xi:xi + pw]
-        img[yi:yi + ph, xi:xi + pw] = region * (1.0 - head.alpha) + head.rgb
+        region = img[yi : yi + ph, xi : xi + pw]
+        img[yi : yi + ph, xi : xi + pw] = region * (1.0 - head.alpha) + head.rgb
         fx, fy, fww, fh = head.face_box
         boxes.append((xi + fx, yi + fy, fww, fh))
     return np.clip(img, 0, 255).astype(np.uint8), boxes
@@ -214,8 +215,11 @@ def _watched(size: tuple[int, int], res: str, quick: bool) -> list[Row]:
     switches = sum(sum(a != b for a, b in zip(s, s[1:], strict=False)) for s in ids)
     per_frame = DETECT_HZ / CAMERA_FPS
     return [
-        (f"yunet+tracks {res} {steps} steps at 5 Hz, search every {cfg.scan_interval_s:g} s",
-         round(ms * per_frame, 2), "cpu ms/frame"),
+        (
+            f"yunet+tracks {res} {steps} steps at 5 Hz, search every {cfg.scan_interval_s:g} s",
+            round(ms * per_frame, 2),
+            "cpu ms/frame",
+        ),
         (f"yunet+tracks {res} the same, wall clock", round(wall * per_frame, 2), "ms/frame"),
         (f"yunet+tracks {res} recall over the sequence ({total} faces)", round(100.0 * hits / total, 1), "%"),
         (f"yunet+tracks {res} false faces", round(100.0 * false / steps, 1), "per 100 frames"),
@@ -225,8 +229,10 @@ def _watched(size: tuple[int, int], res: str, quick: bool) -> list[Row]:
 
 # ---- the scripted meeting: tracker figures without a detector ----
 
-def scripted_meeting(duration_s: float = 300.0, seed: int = 1, people: int = 6
-                     ) -> tuple[list[Faces], list[list[int]], list[tuple[float, float]]]:
+
+def scripted_meeting(
+    duration_s: float = 300.0, seed: int = 1, people: int = 6
+) -> tuple[list[Faces], list[list[int]], list[tuple[float, float]]]:
     """Detections at 5 Hz of ``people`` seated people and a poster, 1920x1080.
 
     Returns the frames' Faces, for each frame the person index of each face (-1 poster, -2 false), and each
@@ -258,8 +264,7 @@ def scripted_meeting(duration_s: float = 300.0, seed: int = 1, people: int = 6
             if t < turned[p] or misses[p][0] <= t < misses[p][1] or rng.random() < 0.1:
                 continue
             w = s * (1 + rng.normal(0, 0.05))
-            faces.append(Face((cx + rng.normal(0, 0.03 * s) - w / 2, cy + rng.normal(0, 0.03 * s) - w / 2, w, w),
-                              0.9))
+            faces.append(Face((cx + rng.normal(0, 0.03 * s) - w / 2, cy + rng.normal(0, 0.03 * s) - w / 2, w, w), 0.9))
             labels.append(p)
         if rng.random() < 0.97:  # the poster
             faces.append(Face((1780.0, 150.0, 60.0, 60.0), 0.8))
@@ -298,8 +303,11 @@ def bench_tracks(quick: bool = False) -> list[Row]:
         after = [i for t, i in ids[p] if t >= m1]
         survived += bool(before and after and before[-1] == after[0])
     return [
-        (f"tracks: identity switches, {people} seated people, {duration / 60:.0f} min scripted meeting",
-         float(switches), "switches"),
+        (
+            f"tracks: identity switches, {people} seated people, {duration / 60:.0f} min scripted meeting",
+            float(switches),
+            "switches",
+        ),
         (f"tracks: survived a 1 s miss (of {people})", float(survived), "tracks"),
         ("tracks: poster's still time at the end", round(poster_still, 1), "s"),
         ("tracks: people's still time, 95th percentile", round(float(np.percentile(person_still, 95)), 1), "s"),

@@ -62,7 +62,11 @@ SPEECH_DBFS = -30.0  # speech power at the mics while someone talks
 SENSOR_NOISE_DBFS = -85.0
 NOISE_SPAN = (1.0, 4.0)
 IMPULSES: tuple[tuple[str, float, float], ...] = (  # kind, onset (s), level re speech power (dB)
-    ("door", 4.5, 6.0), ("chair", 5.7, 0.0), ("typing", 6.8, -6.0), ("cough", 9.0, 0.0))
+    ("door", 4.5, 6.0),
+    ("chair", 5.7, 0.0),
+    ("typing", 6.8, -6.0),
+    ("cough", 9.0, 0.0),
+)
 SPEECH_START_S = 10.5
 PAUSE_S = 2.0
 SILENCE_AFTER_S = 0.4  # a turn's reverberant tail and a VAD's hangover are not counted as false alarms
@@ -77,8 +81,14 @@ VOICES = ("en+f3", "en-us", "en+m3", "en+f2")
 
 
 def _ring(n: int, radius: float, start_deg: float = 0.0) -> list[Vec3]:
-    return [(radius * math.sin(math.radians(start_deg + k * 360.0 / n)), 0.0,
-             radius * math.cos(math.radians(start_deg + k * 360.0 / n))) for k in range(n)]
+    return [
+        (
+            radius * math.sin(math.radians(start_deg + k * 360.0 / n)),
+            0.0,
+            radius * math.cos(math.radians(start_deg + k * 360.0 / n)),
+        )
+        for k in range(n)
+    ]
 
 
 # camera frame (x right, y up, z forward), centred on the array; planar ones horizontal
@@ -101,8 +111,7 @@ class Cell:
     seed: int
 
     def key(self) -> str:
-        text = json.dumps([RENDER_VERSION, RATE, self.rt60_s, self.snr_db, self.array, ARRAYS[self.array],
-                           self.seed])
+        text = json.dumps([RENDER_VERSION, RATE, self.rt60_s, self.snr_db, self.array, ARRAYS[self.array], self.seed])
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     @property
@@ -136,8 +145,9 @@ class Recording:
 
 def _damped(rate: int, n: int, freqs: Iterable[float], decay_s: float, rng: np.random.Generator) -> np.ndarray:
     t = np.arange(n) / rate
-    return np.asarray(sum(rng.uniform(0.5, 1.0) * np.sin(2 * np.pi * f * t + rng.uniform(0, 6))
-                          for f in freqs) * np.exp(-t / decay_s))
+    return np.asarray(
+        sum(rng.uniform(0.5, 1.0) * np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) for f in freqs) * np.exp(-t / decay_s)
+    )
 
 
 def _band(x: np.ndarray, lo: float, hi: float, rate: int) -> np.ndarray:
@@ -157,7 +167,7 @@ def impulse_sound(kind: str, rate: int, rng: np.random.Generator) -> np.ndarray:
         for d in rng.uniform(0.03, 0.12, 3):
             i = int(d * rate)
             m = min(n - i, int(0.01 * rate))
-            x[i:i + m] += 0.6 * _band(rng.standard_normal(m), 1500, 5000, rate) * np.exp(-np.arange(m) / 40)
+            x[i : i + m] += 0.6 * _band(rng.standard_normal(m), 1500, 5000, rate) * np.exp(-np.arange(m) / 40)
     elif kind == "chair":  # stick-slip: a wandering pulse train through the seat's resonances
         n = int(rng.uniform(0.5, 0.8) * rate)
         f0 = rng.uniform(40, 90) * (1 + 0.3 * np.sin(2 * np.pi * rng.uniform(1, 3) * np.arange(n) / rate))
@@ -178,7 +188,7 @@ def impulse_sound(kind: str, rate: int, rng: np.random.Generator) -> np.ndarray:
             m = int(0.03 * rate)
             stroke = 0.7 * _band(rng.standard_normal(m), 2000, 7000, rate) * np.exp(-np.arange(m) / (0.002 * rate))
             stroke += _damped(rate, m, rng.uniform([250, 600], [450, 1100]), 0.008, rng)
-            x[i:i + m] += stroke[: n - i] * rng.uniform(0.5, 1.0)
+            x[i : i + m] += stroke[: n - i] * rng.uniform(0.5, 1.0)
             t += rng.uniform(0.08, 0.25)
     elif kind == "cough":  # two bursts of turbulent noise through an open vocal tract
         n = int(0.7 * rate)
@@ -186,10 +196,11 @@ def impulse_sound(kind: str, rate: int, rng: np.random.Generator) -> np.ndarray:
         for start, length in ((0.0, rng.uniform(0.18, 0.25)), (rng.uniform(0.3, 0.38), rng.uniform(0.12, 0.2))):
             i, m = int(start * rate), int(length * rate)
             noise = rng.standard_normal(m)
-            burst = sum(_band(noise, f * 0.8, f * 1.25, rate) for f in rng.uniform([400, 1200, 2300],
-                                                                                   [700, 1700, 3000]))
+            burst = sum(
+                _band(noise, f * 0.8, f * 1.25, rate) for f in rng.uniform([400, 1200, 2300], [700, 1700, 3000])
+            )
             env = np.minimum(np.arange(m) / (0.01 * rate), 1.0) * np.exp(-np.arange(m) / (0.07 * rate))
-            x[i:i + m] += np.asarray(burst) * env
+            x[i : i + m] += np.asarray(burst) * env
     else:
         raise ValueError(f"unknown impulse kind {kind!r}")
     return np.asarray(x / (np.sqrt(np.mean(x**2)) + 1e-12))
@@ -234,13 +245,22 @@ def _azimuth(centre: np.ndarray, p: np.ndarray) -> float:
     return math.degrees(math.atan2(float(p[0] - centre[0]), float(p[1] - centre[1])))
 
 
-def _place(centre: np.ndarray, az_deg: float, dist: float, z: float, size: Sequence[float],
-           margin: float = 0.4) -> np.ndarray:
+def _place(
+    centre: np.ndarray, az_deg: float, dist: float, z: float, size: Sequence[float], margin: float = 0.4
+) -> np.ndarray:
     """A point ``dist`` from ``centre`` at ``az_deg`` (shortened to stay ``margin`` inside the walls)."""
     a = math.radians(az_deg)
     u = np.array([math.sin(a), math.cos(a)])
-    limit = min(((size[i] - margin - centre[i]) / u[i] if u[i] > 1e-9 else
-                 (margin - centre[i]) / u[i] if u[i] < -1e-9 else math.inf) for i in (0, 1))
+    limit = min(
+        (
+            (size[i] - margin - centre[i]) / u[i]
+            if u[i] > 1e-9
+            else (margin - centre[i]) / u[i]
+            if u[i] < -1e-9
+            else math.inf
+        )
+        for i in (0, 1)
+    )
     d = min(dist, limit)
     return np.array([centre[0] + d * u[0], centre[1] + d * u[1], z])
 
@@ -256,8 +276,9 @@ def _speech(kind: int, seed: int, rate: int) -> np.ndarray:
     return np.asarray(x / (np.sqrt(np.mean(x**2)) + 1e-12) * 0.1)
 
 
-def render_group(rt60_s: float, array: str, seed: int, snrs: Sequence[float],
-                 talkers_at: Sequence[tuple[float, float]] | None = None) -> dict[float, Recording]:
+def render_group(
+    rt60_s: float, array: str, seed: int, snrs: Sequence[float], talkers_at: Sequence[tuple[float, float]] | None = None
+) -> dict[float, Recording]:
     """Render one room, array and seed once and mix it at every SNR of ``snrs``.
 
     ``talkers_at`` overrides the two talkers' (azimuth deg, distance m), drawn from the seed otherwise.
@@ -303,7 +324,7 @@ def render_group(rt60_s: float, array: str, seed: int, snrs: Sequence[float],
     for k, (u, start, p) in enumerate(zip(utterances, starts, talkers, strict=True)):
         x = np.zeros(n)
         i = int(start * RATE)
-        x[i:i + len(u)] = u[: n - i]
+        x[i : i + len(u)] = u[: n - i]
         sources.append((p, x))
         delay = float(np.linalg.norm(p - mic_centre)) / SPEED_OF_SOUND
         spans = speech_intervals(u, RATE, offset_s=start + delay)
@@ -336,7 +357,7 @@ def render_group(rt60_s: float, array: str, seed: int, snrs: Sequence[float],
             at[1] = max(at[1], 0.8)
         x = np.zeros(n)
         i = int(onset * RATE)
-        x[i:i + len(s)] = s
+        x[i : i + len(s)] = s
         sources.append((at, x))
         impulses.append((kind, onset, onset + len(s) / RATE + 0.25))
         impulse_levels.append(level_db)
@@ -346,13 +367,13 @@ def render_group(rt60_s: float, array: str, seed: int, snrs: Sequence[float],
     active = np.zeros(n, bool)
     for _, spans in turns:
         for a, b in spans:
-            active[int(a * RATE):int(b * RATE)] = True
+            active[int(a * RATE) : int(b * RATE)] = True
     p_speech = float(np.mean(np.asarray(speech)[active] ** 2))
     gain = 10 ** (SPEECH_DBFS / 20) / math.sqrt(p_speech)
     fan = wet[n_talk] / math.sqrt(float(np.mean(wet[n_talk] ** 2)))
     bumps = np.zeros((n, len(mics)))
-    for (_, a, b), y, level_db in zip(impulses, wet[n_talk + 1:], impulse_levels, strict=True):
-        seg = y[int(a * RATE):int(b * RATE)]
+    for (_, a, b), y, level_db in zip(impulses, wet[n_talk + 1 :], impulse_levels, strict=True):
+        seg = y[int(a * RATE) : int(b * RATE)]
         bumps += y * math.sqrt(p_speech * 10 ** (level_db / 10) / float(np.mean(seg**2)))
     diffuse = diffuse_noise(mics, n, RATE, rng).astype(np.float64)
     sensor = rng.standard_normal((n, len(mics))) * 10 ** (SENSOR_NOISE_DBFS / 20)
@@ -361,8 +382,14 @@ def render_group(rt60_s: float, array: str, seed: int, snrs: Sequence[float],
         noise_power = p_speech / 10 ** (snr / 10)
         mix = (speech + bumps + math.sqrt(noise_power / 2) * (fan + diffuse)) * gain + sensor
         samples = np.clip(mix, -1.0, 1.0).astype(np.float32)
-        out[snr] = Recording(Cell(rt60_s, snr, array, seed), samples, [tuple(map(float, p)) for p in pos],  # type: ignore[misc]
-                             turns, impulses, silences)
+        out[snr] = Recording(
+            Cell(rt60_s, snr, array, seed),
+            samples,
+            [tuple(map(float, p)) for p in pos],  # type: ignore[misc]
+            turns,
+            impulses,
+            silences,
+        )
     return out
 
 
@@ -378,14 +405,18 @@ def _save(rec: Recording, path: Path) -> None:
 def _load(cell: Cell, path: Path) -> Recording | None:
     try:
         with np.load(path) as z:
-            samples = (z["pcm"].astype(np.float32) / 32767.0)
+            samples = z["pcm"].astype(np.float32) / 32767.0
             meta = json.loads(z["meta"].tobytes().decode())
     except (OSError, ValueError, KeyError):
         return None
-    return Recording(cell, samples, [tuple(p) for p in meta["positions"]],
-                     [(float(a), [(float(x), float(y)) for x, y in spans]) for a, spans in meta["turns"]],
-                     [(str(k), float(a), float(b)) for k, a, b in meta["impulses"]],
-                     [(float(a), float(b)) for a, b in meta["silences"]])
+    return Recording(
+        cell,
+        samples,
+        [tuple(p) for p in meta["positions"]],
+        [(float(a), [(float(x), float(y)) for x, y in spans]) for a, spans in meta["turns"]],
+        [(str(k), float(a), float(b)) for k, a, b in meta["impulses"]],
+        [(float(a), float(b)) for a, b in meta["silences"]],
+    )
 
 
 def recordings(cells: Sequence[Cell], cache: Path | None = None) -> Iterable[Recording]:
@@ -396,8 +427,9 @@ def recordings(cells: Sequence[Cell], cache: Path | None = None) -> Iterable[Rec
         path = root / f"{cell.key()}.npz"
         rec = _load(cell, path) if path.is_file() else None
         if rec is None:
-            snrs = sorted({c.snr_db for c in cells if (c.rt60_s, c.array, c.seed) == (cell.rt60_s, cell.array,
-                                                                                         cell.seed)})
+            snrs = sorted(
+                {c.snr_db for c in cells if (c.rt60_s, c.array, c.seed) == (cell.rt60_s, cell.array, cell.seed)}
+            )
             for snr, r in render_group(cell.rt60_s, cell.array, cell.seed, snrs).items():
                 _save(r, root / f"{r.cell.key()}.npz")
                 if snr == cell.snr_db:
@@ -437,8 +469,18 @@ class Counts:
 
     def add(self, o: Counts) -> None:
         self.errors += o.errors
-        for name in ("speech_blocks", "vad_speech", "silence_blocks", "silence_flagged", "noise_blocks",
-                     "noise_flagged", "impulse_events", "impulses_flagged", "cpu_s", "audio_s"):
+        for name in (
+            "speech_blocks",
+            "vad_speech",
+            "silence_blocks",
+            "silence_flagged",
+            "noise_blocks",
+            "noise_flagged",
+            "impulse_events",
+            "impulses_flagged",
+            "cpu_s",
+            "audio_s",
+        ):
             setattr(self, name, getattr(self, name) + getattr(o, name))
 
 
@@ -466,7 +508,9 @@ class CellMetrics:
     def of(rt60_s: float, snr_db: float, array: str, c: Counts) -> CellMetrics:
         e = np.asarray(c.errors)
         return CellMetrics(
-            rt60_s, snr_db, array,
+            rt60_s,
+            snr_db,
+            array,
             mae_deg=float(e.mean()) if e.size else math.nan,
             within10=float(np.mean(e <= 10.0)) if e.size else math.nan,
             recall=e.size / max(c.speech_blocks, 1),
@@ -490,7 +534,7 @@ def run(factory: EstimatorFactory, rec: Recording, chunk: int = 512) -> tuple[li
     cpu = 0.0
     x = rec.samples
     for start in range(0, x.shape[0], chunk):
-        piece = x[start:start + chunk]
+        piece = x[start : start + chunk]
         t = time.process_time()
         out += est.feed(piece, start / RATE)
         cpu += time.process_time() - t
@@ -533,9 +577,12 @@ def grid(quick: bool = False) -> list[Cell]:
     return [Cell(rt, snr, arr, seed) for seed in SEEDS for arr in ARRAYS for rt in RT60S for snr in SNRS]
 
 
-def evaluate_many(factories: dict[str, EstimatorFactory], cells: Sequence[Cell],
-                  cache: Path | None = None,
-                  progress: Callable[[Cell, str, Counts], None] | None = None) -> dict[str, list[CellMetrics]]:
+def evaluate_many(
+    factories: dict[str, EstimatorFactory],
+    cells: Sequence[Cell],
+    cache: Path | None = None,
+    progress: Callable[[Cell, str, Counts], None] | None = None,
+) -> dict[str, list[CellMetrics]]:
     """Every estimator of ``factories`` on the same recordings: name -> per-cell metrics (seeds pooled).
     ``progress(cell, estimator, counts)`` is called after each estimator on each recording."""
     totals: dict[str, dict[tuple[float, float, str], Counts]] = {name: {} for name in factories}
@@ -561,8 +608,9 @@ def pooled(lines: Iterable[str]) -> dict[str, list[CellMetrics]]:
     return {name: [CellMetrics.of(*k, c) for k, c in per.items()] for name, per in totals.items()}
 
 
-def evaluate(factory: EstimatorFactory, cells: Sequence[Cell] | None = None, quick: bool = False,
-             cache: Path | None = None) -> list[CellMetrics]:
+def evaluate(
+    factory: EstimatorFactory, cells: Sequence[Cell] | None = None, quick: bool = False, cache: Path | None = None
+) -> list[CellMetrics]:
     """One estimator over the grid (or ``cells``): per-cell metrics, seeds pooled."""
     return evaluate_many({"x": factory}, grid(quick) if cells is None else cells, cache)["x"]
 
@@ -590,9 +638,14 @@ class PraHearing(Hearing):
         # a 2 deg grid: half the cost of 1 deg at a negligible loss (<= 0.5 deg) next to their errors here
         grid_deg = np.arange(-178.0, 181.0, 2.0) if planar else np.arange(-90.0, 91.0, 2.0)
         # their azimuth is counter-clockwise from +x in the horizontal plane; ours from +z towards +x
-        self._algo: Any = pra.doa.algorithms[algorithm](np.stack([pos[:, 0], pos[:, 2]]), self.sample_rate,
-                                                        self.srp.frame_len, c=SPEED_OF_SOUND, num_src=1,
-                                                        azimuth=np.radians(90.0 - grid_deg))
+        self._algo: Any = pra.doa.algorithms[algorithm](
+            np.stack([pos[:, 0], pos[:, 2]]),
+            self.sample_rate,
+            self.srp.frame_len,
+            c=SPEED_OF_SOUND,
+            num_src=1,
+            azimuth=np.radians(90.0 - grid_deg),
+        )
         self._window = np.hanning(self.srp.frame_len + 2)[1:-1]
 
     def _analyse(self, block: npt.NDArray[np.float32], t_end: float) -> Doa:
@@ -600,7 +653,7 @@ class PraHearing(Hearing):
         azimuth: float | None = None
         if speech:
             n = self.srp.frame_len
-            frames = np.stack([block[s:s + n] for s in self.srp._starts])
+            frames = np.stack([block[s : s + n] for s in self.srp._starts])
             spec = np.fft.rfft(frames * self._window[None, :, None], axis=1).transpose(2, 1, 0)
             self._algo.locate_sources(spec, freq_range=[self.cfg.fmin_hz, self.cfg.fmax_hz])
             azimuth = _wrap(90.0 - math.degrees(float(self._algo.azimuth_recon[0])))
@@ -665,20 +718,29 @@ def rows_of(results: dict[str, list[CellMetrics]]) -> list[Row]:
 
 def table(results: dict[str, list[CellMetrics]]) -> str:
     """A markdown table: one line per cell and estimator."""
-    head = ("| cell | estimator | MAE deg | <=10 deg | recall | VAD recall | FA silence | FA noise | impulses "
-            "| CPU s/s |")
+    head = (
+        "| cell | estimator | MAE deg | <=10 deg | recall | VAD recall | FA silence | FA noise | impulses | CPU s/s |"
+    )
     lines = [head, "|" + "---|" * 10]
     keyed: dict[str, dict[str, CellMetrics]] = {}
     for name, cells in results.items():
         for c in cells:
             keyed.setdefault(c.name, {})[name] = c
-    order = sorted(keyed, key=lambda k: (next(iter(keyed[k].values())).array, next(iter(keyed[k].values())).rt60_s,
-                                         -next(iter(keyed[k].values())).snr_db))
+    order = sorted(
+        keyed,
+        key=lambda k: (
+            next(iter(keyed[k].values())).array,
+            next(iter(keyed[k].values())).rt60_s,
+            -next(iter(keyed[k].values())).snr_db,
+        ),
+    )
     for cell_name in order:
         for name, c in keyed[cell_name].items():
-            lines.append(f"| {cell_name} | {name} | {c.mae_deg:.1f} | {c.within10:.2f} | {c.recall:.2f} | "
-                         f"{c.vad_recall:.2f} | {c.fa_silence:.2f} | {c.fa_noise:.2f} | {c.impulses:.2f} | "
-                         f"{c.cpu_per_s:.4f} |")
+            lines.append(
+                f"| {cell_name} | {name} | {c.mae_deg:.1f} | {c.within10:.2f} | {c.recall:.2f} | "
+                f"{c.vad_recall:.2f} | {c.fa_silence:.2f} | {c.fa_noise:.2f} | {c.impulses:.2f} | "
+                f"{c.cpu_per_s:.4f} |"
+            )
     return "\n".join(lines)
 
 
@@ -686,22 +748,34 @@ def summary(results: dict[str, list[CellMetrics]]) -> str:
     """A markdown table: each estimator's mean over the moderate cells (RT60 <= 0.6 s, SNR >= 10 dB) and
     over the hard ones, and how many cells meet the issue's targets (moderate: MAE <= 4 deg, >= 95 %
     within 10 deg, recall >= 0.8, false alarms <= 0.05, impulses <= 0.05; hard: recall >= 0.6 at MAE <= 8)."""
-    lines = ["| estimator | cells | MAE deg | <=10 deg | recall | VAD recall | FA silence | FA noise | impulses "
-             "| CPU s/s | cells meeting targets |", "|" + "---|" * 11]
+    lines = [
+        "| estimator | cells | MAE deg | <=10 deg | recall | VAD recall | FA silence | FA noise | impulses "
+        "| CPU s/s | cells meeting targets |",
+        "|" + "---|" * 11,
+    ]
     for name, cells in results.items():
         for scope in ("moderate", "hard"):
             sub = [c for c in cells if (c.rt60_s <= 0.6 + 1e-9 and c.snr_db >= 10.0) == (scope == "moderate")]
             if not sub:
                 continue
             if scope == "moderate":
-                ok = sum(c.mae_deg <= 4 and c.within10 >= 0.95 and c.recall >= 0.8 and c.fa_silence <= 0.05
-                         and c.fa_noise <= 0.05 and c.impulses <= 0.05 for c in sub)
+                ok = sum(
+                    c.mae_deg <= 4
+                    and c.within10 >= 0.95
+                    and c.recall >= 0.8
+                    and c.fa_silence <= 0.05
+                    and c.fa_noise <= 0.05
+                    and c.impulses <= 0.05
+                    for c in sub
+                )
             else:
                 ok = sum(c.recall >= 0.6 and c.mae_deg <= 8 for c in sub)
             mean = {attr: float(np.nanmean([getattr(c, attr) for c in sub])) for attr, *_ in METRICS}
-            lines.append(f"| {name} | {scope} ({len(sub)}) | {mean['mae_deg']:.1f} | {mean['within10']:.2f} | "
-                         f"{mean['recall']:.2f} | {mean['vad_recall']:.2f} | {mean['fa_silence']:.3f} | "
-                         f"{mean['fa_noise']:.3f} | {mean['impulses']:.2f} | {mean['cpu_per_s']:.4f} | {ok} |")
+            lines.append(
+                f"| {name} | {scope} ({len(sub)}) | {mean['mae_deg']:.1f} | {mean['within10']:.2f} | "
+                f"{mean['recall']:.2f} | {mean['vad_recall']:.2f} | {mean['fa_silence']:.3f} | "
+                f"{mean['fa_noise']:.3f} | {mean['impulses']:.2f} | {mean['cpu_per_s']:.4f} | {ok} |"
+            )
     return "\n".join(lines)
 
 
@@ -730,8 +804,19 @@ def _main() -> None:
     def progress(cell: Cell, name: str, counts: Counts) -> None:
         print(f"{cell.name} seed {cell.seed} {name}", file=sys.stderr, flush=True)
         if log is not None:
-            log.write(json.dumps({"rt60_s": cell.rt60_s, "snr_db": cell.snr_db, "array": cell.array,
-                                  "seed": cell.seed, "estimator": name, "counts": asdict(counts)}) + "\n")
+            log.write(
+                json.dumps(
+                    {
+                        "rt60_s": cell.rt60_s,
+                        "snr_db": cell.snr_db,
+                        "array": cell.array,
+                        "seed": cell.seed,
+                        "estimator": name,
+                        "counts": asdict(counts),
+                    }
+                )
+                + "\n"
+            )
             log.flush()
 
     res = evaluate_many(peers(), cells, progress=progress)

@@ -70,8 +70,16 @@ def fan_noise(n: int, sample_rate: int, seed: int) -> npt.NDArray[np.float64]:
     return np.asarray(x / np.sqrt(np.mean(x**2)), dtype=np.float64)
 
 
-def render_scene(positions: npt.ArrayLike, emitters: list[Emitter], sample_rate: int, duration_s: float,
-                 rt60_s: float = 0.6, snr_db: float = 10.0, fan_db: float = -12.0, seed: int = 0) -> Scene:
+def render_scene(
+    positions: npt.ArrayLike,
+    emitters: list[Emitter],
+    sample_rate: int,
+    duration_s: float,
+    rt60_s: float = 0.6,
+    snr_db: float = 10.0,
+    fan_db: float = -12.0,
+    seed: int = 0,
+) -> Scene:
     """Render ``emitters`` to mics at ``positions`` (M, 3; camera frame, around ``ARRAY_AT``).
 
     Levels: talkers and the loudspeaker as rendered (each dry signal normalised to the same RMS when
@@ -95,8 +103,9 @@ def render_scene(positions: npt.ArrayLike, emitters: list[Emitter], sample_rate:
     at = np.asarray(ARRAY_AT)
     mics = at[None, :] + np.stack([pos[:, 0], pos[:, 2], pos[:, 1] + 0.1], axis=1)  # camera -> room axes
     e_abs, order = pra.inverse_sabine(rt60_s, list(ROOM))
-    room = pra.ShoeBox(list(ROOM), fs=fs, materials=pra.Material(e_abs), max_order=min(int(order), MAX_ISM_ORDER),
-                       air_absorption=False)
+    room = pra.ShoeBox(
+        list(ROOM), fs=fs, materials=pra.Material(e_abs), max_order=min(int(order), MAX_ISM_ORDER), air_absorption=False
+    )
     room.add_microphone_array(pra.MicrophoneArray(mics.T, fs))
     centre = mics.mean(axis=0)
     where = []
@@ -115,7 +124,7 @@ def render_scene(positions: npt.ArrayLike, emitters: list[Emitter], sample_rate:
     reference = np.zeros(n)
     for s, (e, p) in enumerate(zip(emitters, where, strict=True)):
         x = np.zeros(n)
-        x[:min(n, e.signal.size)] = e.signal[:n]
+        x[: min(n, e.signal.size)] = e.signal[:n]
         if e.role == "fan":
             x = x / (np.sqrt(np.mean(x**2)) + 1e-12) * 10 ** (fan_db / 20.0) * 0.1
         else:
@@ -127,7 +136,7 @@ def render_scene(positions: npt.ArrayLike, emitters: list[Emitter], sample_rate:
         if e.role == "farend":
             reference = x.copy()
         h = late_tail_rirs([room.rir[m][s] for m in range(len(mics))], mics, fs, rt60_s, delay + lag / fs, rng)
-        y = scipy.signal.fftconvolve(x[:, None], h, axes=0)[lag:lag + n]
+        y = scipy.signal.fftconvolve(x[:, None], h, axes=0)[lag : lag + n]
         parts[e.name] = y
     wet = sum(parts.values(), np.zeros((n, len(mics))))
     talk = [parts[e.name] for e in emitters if e.role == "talker"]
@@ -141,16 +150,23 @@ def place(signal: npt.NDArray[np.float64], start_s: float, n: int, sample_rate: 
     out = np.zeros(n)
     i = round(start_s * sample_rate)
     m = max(0, min(signal.size, n - i))
-    out[i:i + m] = signal[:m]
+    out[i : i + m] = signal[:m]
     return out
 
 
 SEATS = (((-40.0, 1.8), (135.0, 1.5)), ((60.0, 2.5), (-150.0, 1.2)), ((20.0, 3.0), (-75.0, 2.0)))
 
 
-def meeting(positions: npt.ArrayLike, rt60_s: float = 0.6, snr_db: float = 10.0, fan: bool = True,
-            farend: bool = True, talkers: tuple[tuple[float, float], ...] | None = None,
-            sample_rate: int = 16000, seed: int = 0) -> Scene:
+def meeting(
+    positions: npt.ArrayLike,
+    rt60_s: float = 0.6,
+    snr_db: float = 10.0,
+    fan: bool = True,
+    farend: bool = True,
+    talkers: tuple[tuple[float, float], ...] | None = None,
+    sample_rate: int = 16000,
+    seed: int = 0,
+) -> Scene:
     """Talkers taking turns (azimuth, distance; by default from ``SEATS``, one behind the array), a fan on a
     shelf at -110 degrees, a far-end loudspeaker (under the screen, near the camera's axis) answering."""
     fs = sample_rate
@@ -164,8 +180,9 @@ def meeting(positions: npt.ArrayLike, rt60_s: float = 0.6, snr_db: float = 10.0,
         t += clips[k].size / fs + 1.0
     duration = t + 0.5
     n = round(duration * fs)
-    emitters = [Emitter(f"talker{k}", az, dist, 0.15, place(clips[k], starts[k], n, fs))
-                for k, (az, dist) in enumerate(talkers)]
+    emitters = [
+        Emitter(f"talker{k}", az, dist, 0.15, place(clips[k], starts[k], n, fs)) for k, (az, dist) in enumerate(talkers)
+    ]
     if farend:
         emitters.append(Emitter("farend", 5.0, 2.2, 0.3, place(clips[-1], starts[-1], n, fs), role="farend"))
     if fan:
@@ -228,15 +245,23 @@ def score_blocks(scene: Scene, blocks: list[tuple[float, float | None]], block_s
                 score.farend_reported += az is not None
 
 
-def run_listener(scene: Scene, mic: MicArraySection, cfg: TrackerConfig, doa: DoaConfig,
-                 with_reference: bool, score: Score, chunk: int = 1024) -> list[Heard]:
+def run_listener(
+    scene: Scene,
+    mic: MicArraySection,
+    cfg: TrackerConfig,
+    doa: DoaConfig,
+    with_reference: bool,
+    score: Score,
+    chunk: int = 1024,
+) -> list[Heard]:
     listener = Listener(mic, cfg, doa)
     heard: list[Heard] = []
     x = scene.samples
     c0 = time.process_time()
     for s in range(0, x.shape[0], chunk):
-        heard += listener.feed(x[s:s + chunk], s / scene.sample_rate,
-                               scene.reference[s:s + chunk] if with_reference else None)
+        heard += listener.feed(
+            x[s : s + chunk], s / scene.sample_rate, scene.reference[s : s + chunk] if with_reference else None
+        )
     score.cpu_s += time.process_time() - c0
     score.audio_s += x.shape[0] / scene.sample_rate
     score_blocks(scene, [(h.t, h.azimuth_deg) for h in heard], doa.block_ms / 1000.0, score)
@@ -281,14 +306,30 @@ def bench_listening(quick: bool = False) -> list[Row]:
                 run_hearing(scene, mic, doa, peer)
             cell = f"{name} RT60 {rt60:.1f} s SNR {snr:.0f} dB"
             rows += ours.rows(f"{cell} Listener")
-            rows.append((f"{cell} Listener far-end-only blocks marked far end",
-                         ours.farend_marked / max(ours.farend_total, 1), "fraction"))
-            rows.append((f"{cell} Listener local-only blocks marked far end", float(ours.local_marked_farend),
-                         "blocks"))
-            rows.append((f"{cell} Listener without reference CPU per audio second",
-                         plain.cpu_s / max(plain.audio_s, 1e-9), "s/s"))
-            rows.append((f"{cell} Listener without reference far-end-only blocks reported",
-                         float(plain.farend_reported), "blocks"))
+            rows.append(
+                (
+                    f"{cell} Listener far-end-only blocks marked far end",
+                    ours.farend_marked / max(ours.farend_total, 1),
+                    "fraction",
+                )
+            )
+            rows.append(
+                (f"{cell} Listener local-only blocks marked far end", float(ours.local_marked_farend), "blocks")
+            )
+            rows.append(
+                (
+                    f"{cell} Listener without reference CPU per audio second",
+                    plain.cpu_s / max(plain.audio_s, 1e-9),
+                    "s/s",
+                )
+            )
+            rows.append(
+                (
+                    f"{cell} Listener without reference far-end-only blocks reported",
+                    float(plain.farend_reported),
+                    "blocks",
+                )
+            )
             rows += peer.rows(f"{cell} Hearing (today)")
     return rows
 

@@ -56,16 +56,19 @@ def room_pictures(n: int, width: int, height: int) -> list[np.ndarray]:
 # ---------- encode speed ----------
 
 
-def _encode_figures(codec: str, size: str, pictures: list[np.ndarray], encode: Callable[[np.ndarray, int], Any],
-                    who: str) -> list[Row]:
+def _encode_figures(
+    codec: str, size: str, pictures: list[np.ndarray], encode: Callable[[np.ndarray, int], Any], who: str
+) -> list[Row]:
     encode(pictures[0], 0)  # open and a keyframe
     wall0, cpu0 = time.perf_counter(), time.process_time()
     for i, image in enumerate(pictures[1:], 1):
         encode(image, i * 3000)
     n = len(pictures) - 1
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    return [(f"{who} {codec} {size}: frames encoded per second", n / wall, "frames/s"),
-            (f"{who} {codec} {size}: CPU of a 30 frames/s stream", cpu / n * FPS, "cores")]
+    return [
+        (f"{who} {codec} {size}: frames encoded per second", n / wall, "frames/s"),
+        (f"{who} {codec} {size}: CPU of a 30 frames/s stream", cpu / n * FPS, "cores"),
+    ]
 
 
 def bench_encode(quick: bool) -> list[Row]:
@@ -151,14 +154,17 @@ def draw_code(image: np.ndarray, wall_s: float) -> None:
     cell = image.shape[1] // CODE_BITS
     for b in range(CODE_BITS):
         bit = (value >> (CODE_BITS - 1 - b)) & 1
-        image[:CODE_ROWS, b * cell:(b + 1) * cell] = 255 if bit else 0
+        image[:CODE_ROWS, b * cell : (b + 1) * cell] = 255 if bit else 0
 
 
 class _Box:
     def __init__(self, mode: str, codec: str, width: int, height: int, fps: float = FPS) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "appliance.bench.stream", "--box", mode, codec, str(width), str(height), str(fps)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
@@ -221,8 +227,9 @@ async def _measure_viewers(box: _Box, codec: str, n: int, window_s: float) -> tu
                 caps = caps.codecs
                 tr.setCodecPreferences([c for c in caps if c.mimeType == f"video/{codec}"])
                 await pc.setLocalDescription(await pc.createOffer())
-                async with session.post(box.url + "/offer", json={"sdp": pc.localDescription.sdp,
-                                                                  "type": "offer"}) as r:
+                async with session.post(
+                    box.url + "/offer", json={"sdp": pc.localDescription.sdp, "type": "offer"}
+                ) as r:
                     answer = await r.json()
                 await pc.setRemoteDescription(RTCSessionDescription(**answer))
             deadline = time.monotonic() + 20
@@ -261,22 +268,34 @@ def bench_viewers(quick: bool) -> list[Row]:
             rows.append((f"{who}, VP8 720p30, {n} viewers: CPU", cores[n], "cores"))
             rows.append((f"{who}, VP8 720p30, {n} viewers: CPU per picture", per_picture[n], "ms"))
             rows.append((f"{who}, VP8 720p30, {n} viewers: frames/s each", fps, "frames/s"))
-            rows.append((f"{who}, VP8 720p30, {n} viewers: CPU per frame delivered to a viewer",
-                         1000 * cores[n] / max(fps * n, 1e-9), "ms"))
+            rows.append(
+                (
+                    f"{who}, VP8 720p30, {n} viewers: CPU per frame delivered to a viewer",
+                    1000 * cores[n] / max(fps * n, 1e-9),
+                    "ms",
+                )
+            )
         last = counts[-1]
         who = "shared" if mode == "shared" else "peer: per viewer"
         rows.append((f"{who}: CPU {last} viewers / 1 viewer", cores[last] / max(cores[1], 1e-9), "x"))
-        rows.append((f"{who}: CPU per picture {last} viewers / 1 viewer",
-                     per_picture[last] / max(per_picture[1], 1e-9), "x"))
+        rows.append(
+            (f"{who}: CPU per picture {last} viewers / 1 viewer", per_picture[last] / max(per_picture[1], 1e-9), "x")
+        )
     return rows
 
 
 # ---------- Chromium ----------
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
-                 "--autoplay-policy=no-user-gesture-required"]  # as tests/conftest.py
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--autoplay-policy=no-user-gesture-required",
+]  # as tests/conftest.py
 
 CHROMIUM_JS = """
 async ([seconds, bits, rows]) => {

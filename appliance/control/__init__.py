@@ -15,10 +15,15 @@ from typing import Any
 
 # imported on first use: appliance.config imports appliance.control.settings, and guard imports appliance.config
 _EXPORTS = {
-    "SCOPES": "appliance.control.auth", "Auth": "appliance.control.auth", "AuthError": "appliance.control.auth",
-    "Principal": "appliance.control.auth", "allows": "appliance.control.auth",
-    "Control": "appliance.control.guard", "default_control": "appliance.control.guard",
-    "ConfigRejected": "appliance.control.store", "ConfigStore": "appliance.control.store",
+    "SCOPES": "appliance.control.auth",
+    "Auth": "appliance.control.auth",
+    "AuthError": "appliance.control.auth",
+    "Principal": "appliance.control.auth",
+    "allows": "appliance.control.auth",
+    "Control": "appliance.control.guard",
+    "default_control": "appliance.control.guard",
+    "ConfigRejected": "appliance.control.store",
+    "ConfigStore": "appliance.control.store",
     "Revision": "appliance.control.store",
 }
 

@@ -52,8 +52,12 @@ async def _session_post(request: web.Request) -> web.Response:
     if origin is not None and not c.origin_allowed(origin, request):
         fail(403, f"origin {origin!r} is not allowed here")
     body = await read_json(request)
-    if not isinstance(body, dict) or len(body) != 1 or not isinstance(next(iter(body.values())), str) \
-            or next(iter(body)) not in ("token", "pin"):
+    if (
+        not isinstance(body, dict)
+        or len(body) != 1
+        or not isinstance(next(iter(body.values())), str)
+        or next(iter(body)) not in ("token", "pin")
+    ):
         fail(400, 'expected {"token": "..."} or {"pin": "..."}')
     access = c.access
     remote = request.remote or "?"
@@ -70,8 +74,12 @@ async def _session_post(request: web.Request) -> web.Response:
         wait = c.auth.throttle.wait_s(client, access.pin_free_tries, access.pin_max_backoff_s)
         if wait > 0:
             log.warning("PIN try from %s refused: wait %.0f s", remote, wait)
-            fail(429, f"too many wrong PINs: try again in {wait:.0f} s", headers={"Retry-After": str(int(wait) + 1)},
-                 retry_after_s=round(wait, 1))
+            fail(
+                429,
+                f"too many wrong PINs: try again in {wait:.0f} s",
+                headers={"Retry-After": str(int(wait) + 1)},
+                retry_after_s=round(wait, 1),
+            )
         if not c.auth.pin.is_set():
             fail(409, "no admin PIN is set on this box (roombox pin set)")
         ok = await asyncio.to_thread(c.auth.pin.verify, body["pin"])
@@ -144,8 +152,11 @@ async def _config_get(request: web.Request) -> web.Response:
 def _check_if_match(request: web.Request, store: ConfigStore) -> None:
     wanted = request.headers.get("If-Match")
     if wanted is not None and wanted.strip() not in ("*", _etag(store.latest_id())):
-        fail(412, f"the config changed since revision {wanted}: it is now at {store.latest_id()}",
-             revision=store.latest_id())
+        fail(
+            412,
+            f"the config changed since revision {wanted}: it is now at {store.latest_id()}",
+            revision=store.latest_id(),
+        )
 
 
 async def _config_put(request: web.Request) -> web.Response:
@@ -162,8 +173,11 @@ async def _config_put(request: web.Request) -> web.Response:
     else:
         fail(415, f"expected Content-Type application/json or application/toml, got {request.content_type!r}")
     if not isinstance(doc, dict):
-        fail(422, "config refused: [(top level)] the config is an object (the whole document)",
-             errors=[{"key": "(top level)", "reason": "not an object"}])
+        fail(
+            422,
+            "config refused: [(top level)] the config is an object (the whole document)",
+            errors=[{"key": "(top level)", "reason": "not an object"}],
+        )
     try:
         cfg = validate(doc)
     except ConfigRejected as e:
@@ -171,8 +185,10 @@ async def _config_put(request: web.Request) -> web.Response:
         fail(422, f"config refused: {e}", errors=e.errors)
     _check_if_match(request, store)
     if cfg == store.current:
-        return web.json_response({"revision": store.latest_id(), "changed": [], "applied_live": [],
-                                  "restart_required": []}, headers={"ETag": _etag(store.latest_id())})
+        return web.json_response(
+            {"revision": store.latest_id(), "changed": [], "applied_live": [], "restart_required": []},
+            headers={"ETag": _etag(store.latest_id())},
+        )
     rev = store.write(cfg, who.who, c.on_config)
     log.info("config revision %d by %s: %s", rev.id, who.who, ", ".join(rev.changed))
     return web.json_response(_change_reply(rev), headers={"ETag": _etag(rev.id)})
@@ -221,10 +237,13 @@ async def _status(request: web.Request) -> web.Response:
     c = _control(request)
     c.require(request, "read")
     live: Any = request.app[_LIVE]
-    out: dict[str, Any] = {"version": VERSION, "uptime_s": round(time.monotonic() - c.started, 1),
-                           "config_revision": c.store.latest_id() if c.store else None,
-                           "restart_required": sorted(c.store.pending_restart) if c.store else [],
-                           **live()}
+    out: dict[str, Any] = {
+        "version": VERSION,
+        "uptime_s": round(time.monotonic() - c.started, 1),
+        "config_revision": c.store.latest_id() if c.store else None,
+        "restart_required": sorted(c.store.pending_restart) if c.store else [],
+        **live(),
+    }
     return web.json_response(out)
 
 
@@ -254,8 +273,10 @@ _document: dict[str, Any] | None = None
 
 
 def _err(description: str) -> dict[str, Any]:
-    return {"description": description,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
 
 
 def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -268,8 +289,11 @@ def _op(summary: str, scope: str | None, responses: dict[str, Any], **more: Any)
         op["security"] = []
     else:
         op["description"] = (op.get("description", "") + f" Needs the `{scope}` scope.").strip()
-        op["responses"] = {**responses, "401": _err("no valid credentials"), "403": _err(f"not {scope}, or a "
-                                                                                      "refused Origin")}
+        op["responses"] = {
+            **responses,
+            "401": _err("no valid credentials"),
+            "403": _err(f"not {scope}, or a refused Origin"),
+        }
     return op
 
 
@@ -283,84 +307,209 @@ def openapi_document() -> dict[str, Any]:
     components["Config"] = schema
     obj = {"type": "object"}
     components["Error"] = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
-    components["Change"] = {"type": "object", "properties": {
-        "revision": {"type": "integer"}, "changed": {"type": "array", "items": {"type": "string"}},
-        "applied_live": {"type": "array", "items": {"type": "string"}},
-        "restart_required": {"type": "array", "items": {"type": "string"}}}}
-    components["Revision"] = {"type": "object", "properties": {
-        "id": {"type": "integer"}, "who": {"type": "string"}, "when": {"type": "string"},
-        "changed": {"type": "array", "items": {"type": "string"}},
-        "restart": {"type": "array", "items": {"type": "string"}}, "note": {"type": "string"}}}
-    components["Who"] = {"type": "object", "properties": {
-        "who": {"type": "string"}, "scope": {"enum": list(SCOPES)}, "via": {"enum": ["token", "session"]}}}
+    components["Change"] = {
+        "type": "object",
+        "properties": {
+            "revision": {"type": "integer"},
+            "changed": {"type": "array", "items": {"type": "string"}},
+            "applied_live": {"type": "array", "items": {"type": "string"}},
+            "restart_required": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+    components["Revision"] = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "who": {"type": "string"},
+            "when": {"type": "string"},
+            "changed": {"type": "array", "items": {"type": "string"}},
+            "restart": {"type": "array", "items": {"type": "string"}},
+            "note": {"type": "string"},
+        },
+    }
+    components["Who"] = {
+        "type": "object",
+        "properties": {
+            "who": {"type": "string"},
+            "scope": {"enum": list(SCOPES)},
+            "via": {"enum": ["token", "session"]},
+        },
+    }
     config_ref = {"$ref": "#/components/schemas/Config"}
     rid = [{"name": "rid", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}]
-    if_match = [{"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
-                 "description": "the ETag of the revision this change is based on (refused with 412 if stale)"}]
+    if_match = [
+        {
+            "name": "If-Match",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "the ETag of the revision this change is based on (refused with 412 if stale)",
+        }
+    ]
     paths: dict[str, Any] = {
         "/healthz": {"get": _op("Liveness", None, {"200": _ok("alive", obj)})},
         "/api/openapi.json": {"get": _op("This document", None, {"200": _ok("the document", obj)})},
-        "/api/state": {"get": _op("The box's latest events and stream counters", "read",
-                                  {"200": _ok("state", obj)})},
-        "/api/status": {"get": _op("Version, uptime, config revision, keys waiting for a restart, viewers",
-                                   "read", {"200": _ok("status", obj)})},
+        "/api/state": {"get": _op("The box's latest events and stream counters", "read", {"200": _ok("state", obj)})},
+        "/api/status": {
+            "get": _op(
+                "Version, uptime, config revision, keys waiting for a restart, viewers",
+                "read",
+                {"200": _ok("status", obj)},
+            )
+        },
         "/api/session": {
-            "get": _op("Who this session or token is", "read",
-                       {"200": _ok("who", {"$ref": "#/components/schemas/Who"})}),
-            "post": _op("Sign a panel in (sets an HttpOnly, SameSite=Strict cookie)", None, {
-                "200": _ok("signed in", {"$ref": "#/components/schemas/Who"}),
-                "400": _err("not a sign-in request"), "401": _err("wrong token or PIN"),
-                "403": _err("refused Origin"), "409": _err("no PIN set"),
-                "415": _err("not JSON"), "429": _err("too many wrong PINs: wait (Retry-After)")},
-                requestBody={"required": True, "content": {"application/json": {"schema": {"oneOf": [
-                    {"type": "object", "required": ["pin"], "additionalProperties": False,
-                     "properties": {"pin": {"type": "string"}}},
-                    {"type": "object", "required": ["token"], "additionalProperties": False,
-                     "properties": {"token": {"type": "string"}}}]}}}}),
+            "get": _op(
+                "Who this session or token is", "read", {"200": _ok("who", {"$ref": "#/components/schemas/Who"})}
+            ),
+            "post": _op(
+                "Sign a panel in (sets an HttpOnly, SameSite=Strict cookie)",
+                None,
+                {
+                    "200": _ok("signed in", {"$ref": "#/components/schemas/Who"}),
+                    "400": _err("not a sign-in request"),
+                    "401": _err("wrong token or PIN"),
+                    "403": _err("refused Origin"),
+                    "409": _err("no PIN set"),
+                    "415": _err("not JSON"),
+                    "429": _err("too many wrong PINs: wait (Retry-After)"),
+                },
+                requestBody={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "oneOf": [
+                                    {
+                                        "type": "object",
+                                        "required": ["pin"],
+                                        "additionalProperties": False,
+                                        "properties": {"pin": {"type": "string"}},
+                                    },
+                                    {
+                                        "type": "object",
+                                        "required": ["token"],
+                                        "additionalProperties": False,
+                                        "properties": {"token": {"type": "string"}},
+                                    },
+                                ]
+                            }
+                        }
+                    },
+                },
+            ),
             "delete": _op("Sign out", "read", {"200": _ok("signed out", obj)}),
         },
         "/api/config": {
-            "get": _op("The whole config document in force (ETag: its revision)", "admin",
-                       {"200": _ok("the config", config_ref), "404": _err("no config API on this box")}),
-            "put": _op("Replace the whole config: validated by the same model as the file, written atomically, "
-                       "recorded as a revision; says which keys apply live and which need a restart", "admin", {
-                           "200": _ok("the change", {"$ref": "#/components/schemas/Change"}),
-                           "400": _err("not JSON/TOML"), "404": _err("no config API on this box"),
-                           "412": _err("stale If-Match"), "415": _err("neither JSON nor TOML"),
-                           "422": _err("refused: each key and reason in `errors`")},
-                       parameters=if_match,
-                       requestBody={"required": True, "content": {"application/json": {"schema": config_ref},
-                                                                  "application/toml": {"schema": {"type": "string"}}}}),
+            "get": _op(
+                "The whole config document in force (ETag: its revision)",
+                "admin",
+                {"200": _ok("the config", config_ref), "404": _err("no config API on this box")},
+            ),
+            "put": _op(
+                "Replace the whole config: validated by the same model as the file, written atomically, "
+                "recorded as a revision; says which keys apply live and which need a restart",
+                "admin",
+                {
+                    "200": _ok("the change", {"$ref": "#/components/schemas/Change"}),
+                    "400": _err("not JSON/TOML"),
+                    "404": _err("no config API on this box"),
+                    "412": _err("stale If-Match"),
+                    "415": _err("neither JSON nor TOML"),
+                    "422": _err("refused: each key and reason in `errors`"),
+                },
+                parameters=if_match,
+                requestBody={
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": config_ref},
+                        "application/toml": {"schema": {"type": "string"}},
+                    },
+                },
+            ),
         },
-        "/api/config/revisions": {"get": _op("Every change: who, when, what (newest first)", "admin", {
-            "200": _ok("the history", {"type": "object", "properties": {
-                "revisions": {"type": "array", "items": {"$ref": "#/components/schemas/Revision"}}}}),
-            "404": _err("no config API on this box")})},
-        "/api/config/revisions/{rid}": {"get": _op("One revision with its whole document", "admin", {
-            "200": _ok("the revision", obj), "404": _err("no such revision")}, parameters=rid)},
-        "/api/config/revisions/{rid}/restore": {"post": _op(
-            "Make an old revision's document the config again (as a new revision)", "admin", {
-                "200": _ok("the change", {"$ref": "#/components/schemas/Change"}), "404": _err("no such revision"),
-                "412": _err("stale If-Match"), "422": _err("it no longer validates")},
-            parameters=rid + if_match)},
-        "/offer": {"post": _op("WebRTC: an SDP offer in, the answer out (one viewer of the framed room)", "read", {
-            "200": _ok("the answer", {"type": "object", "properties": {"sdp": {"type": "string"},
-                                                                       "type": {"const": "answer"}}}),
-            "400": _err("not an offer the box takes (garbage, too many m-lines)"), "415": _err("not JSON"),
-            "429": _err("the box has as many viewers as it serves")},
-            requestBody={"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["sdp", "type"],
-                "properties": {"sdp": {"type": "string"}, "type": {"const": "offer"}}}}}})},
+        "/api/config/revisions": {
+            "get": _op(
+                "Every change: who, when, what (newest first)",
+                "admin",
+                {
+                    "200": _ok(
+                        "the history",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "revisions": {"type": "array", "items": {"$ref": "#/components/schemas/Revision"}}
+                            },
+                        },
+                    ),
+                    "404": _err("no config API on this box"),
+                },
+            )
+        },
+        "/api/config/revisions/{rid}": {
+            "get": _op(
+                "One revision with its whole document",
+                "admin",
+                {"200": _ok("the revision", obj), "404": _err("no such revision")},
+                parameters=rid,
+            )
+        },
+        "/api/config/revisions/{rid}/restore": {
+            "post": _op(
+                "Make an old revision's document the config again (as a new revision)",
+                "admin",
+                {
+                    "200": _ok("the change", {"$ref": "#/components/schemas/Change"}),
+                    "404": _err("no such revision"),
+                    "412": _err("stale If-Match"),
+                    "422": _err("it no longer validates"),
+                },
+                parameters=rid + if_match,
+            )
+        },
+        "/offer": {
+            "post": _op(
+                "WebRTC: an SDP offer in, the answer out (one viewer of the framed room)",
+                "read",
+                {
+                    "200": _ok(
+                        "the answer",
+                        {"type": "object", "properties": {"sdp": {"type": "string"}, "type": {"const": "answer"}}},
+                    ),
+                    "400": _err("not an offer the box takes (garbage, too many m-lines)"),
+                    "415": _err("not JSON"),
+                    "429": _err("the box has as many viewers as it serves"),
+                },
+                requestBody={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["sdp", "type"],
+                                "properties": {"sdp": {"type": "string"}, "type": {"const": "offer"}},
+                            }
+                        }
+                    },
+                },
+            )
+        },
     }
     _document = {
         "openapi": "3.1.0",
-        "info": {"title": "Roombox", "version": VERSION,
-                 "description": "A meeting-room box's remote API. Credentials: `Authorization: Bearer <token>` "
-                                "(roombox token create --scope read|control|admin) or the panel's session cookie."},
+        "info": {
+            "title": "Roombox",
+            "version": VERSION,
+            "description": "A meeting-room box's remote API. Credentials: `Authorization: Bearer <token>` "
+            "(roombox token create --scope read|control|admin) or the panel's session cookie.",
+        },
         "paths": paths,
-        "components": {"schemas": components, "securitySchemes": {
-            "bearer": {"type": "http", "scheme": "bearer"},
-            "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE}}},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE},
+            },
+        },
         "security": [{"bearer": []}, {"session": []}],
     }
     return _document

@@ -89,9 +89,14 @@ class TokenRecord:
     persisted: bool = True
 
     def to_json(self, with_hash: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.id, "name": self.name, "scope": self.scope, "created": self.created,
-                               "expires": _now_iso(self.expires) if self.expires is not None else None,
-                               "from": list(self.allowed_from)}
+        out: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "scope": self.scope,
+            "created": self.created,
+            "expires": _now_iso(self.expires) if self.expires is not None else None,
+            "from": list(self.allowed_from),
+        }
         if with_hash:
             out["sha256"] = self.sha256
             out["expires"] = self.expires
@@ -99,10 +104,15 @@ class TokenRecord:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TokenRecord:
-        return cls(id=str(d["id"]), name=str(d["name"]), scope=_check_scope(str(d["scope"])),
-                   sha256=str(d["sha256"]), created=str(d["created"]),
-                   expires=float(d["expires"]) if d.get("expires") is not None else None,
-                   allowed_from=tuple(str(a) for a in d.get("from", ())))
+        return cls(
+            id=str(d["id"]),
+            name=str(d["name"]),
+            scope=_check_scope(str(d["scope"])),
+            sha256=str(d["sha256"]),
+            created=str(d["created"]),
+            expires=float(d["expires"]) if d.get("expires") is not None else None,
+            allowed_from=tuple(str(a) for a in d.get("from", ())),
+        )
 
 
 def _hash(token: str) -> str:
@@ -147,8 +157,14 @@ class TokenStore:
         self._stamp = None
 
     # -- use ---------------------------------------------------------------------------------------
-    def create(self, scope: str, name: str | None = None, expires_s: float | None = None,
-               allowed_from: list[str] | tuple[str, ...] = (), persist: bool = True) -> tuple[TokenRecord, str]:
+    def create(
+        self,
+        scope: str,
+        name: str | None = None,
+        expires_s: float | None = None,
+        allowed_from: list[str] | tuple[str, ...] = (),
+        persist: bool = True,
+    ) -> tuple[TokenRecord, str]:
         """A new token: its record and the token itself (shown once, never stored)."""
         _check_scope(scope)
         if expires_s is not None and not expires_s > 0:
@@ -161,9 +177,16 @@ class TokenStore:
         while tid in self._records or tid in self._ephemeral:
             tid = secrets.token_hex(4)
         token = f"{TOKEN_PREFIX}{tid}_{secrets.token_urlsafe(32)}"
-        rec = TokenRecord(id=tid, name=name or f"token-{tid}", scope=scope, sha256=_hash(token), created=_now_iso(),
-                          expires=time.time() + expires_s if expires_s is not None else None,
-                          allowed_from=tuple(_networks(list(allowed_from))), persisted=persist)
+        rec = TokenRecord(
+            id=tid,
+            name=name or f"token-{tid}",
+            scope=scope,
+            sha256=_hash(token),
+            created=_now_iso(),
+            expires=time.time() + expires_s if expires_s is not None else None,
+            allowed_from=tuple(_networks(list(allowed_from))),
+            persisted=persist,
+        )
         if persist:
             self._records[tid] = rec
             self._save()
@@ -192,7 +215,7 @@ class TokenStore:
         """The record of a valid, unexpired token presented from ``remote``; ``None`` otherwise."""
         if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
             return None
-        tid = token[len(TOKEN_PREFIX):].split("_", 1)[0]
+        tid = token[len(TOKEN_PREFIX) :].split("_", 1)[0]
         return self.valid(tid, _hash(token), remote)
 
     def valid(self, tid: str, sha256: str, remote: str | None) -> TokenRecord | None:
@@ -262,8 +285,9 @@ class PinStore:
         if doc is None or not isinstance(pin, str) or len(pin) > 64:
             return False
         try:
-            digest = hashlib.scrypt(pin.encode(), salt=bytes.fromhex(doc["salt"]), n=int(doc["n"]),
-                                    r=int(doc["r"]), p=int(doc["p"]))
+            digest = hashlib.scrypt(
+                pin.encode(), salt=bytes.fromhex(doc["salt"]), n=int(doc["n"]), r=int(doc["r"]), p=int(doc["p"])
+            )
             return hmac.compare_digest(digest.hex(), str(doc["scrypt"]))
         except (KeyError, ValueError, TypeError):
             log.error("%s: damaged PIN record", self.path)
@@ -317,11 +341,11 @@ class Principal:
 @dataclass
 class Session:
     who: str
-    scope: str                  # the base scope (from a token, or "admin" from the PIN alone)
-    expires: float              # monotonic
+    scope: str  # the base scope (from a token, or "admin" from the PIN alone)
+    expires: float  # monotonic
     token_id: str | None = None
     token_sha256: str | None = None
-    admin_until: float = 0.0    # monotonic: admin rights from the PIN until then
+    admin_until: float = 0.0  # monotonic: admin rights from the PIN until then
     created: float = field(default_factory=time.monotonic)
 
 
@@ -385,17 +409,24 @@ class Auth:
         s = self.sessions.get(sid)
         if s is None:
             return None
-        if s.token_id is not None and (s.token_sha256 is None
-                                       or self.tokens.valid(s.token_id, s.token_sha256, remote) is None):
+        if s.token_id is not None and (
+            s.token_sha256 is None or self.tokens.valid(s.token_id, s.token_sha256, remote) is None
+        ):
             self.sessions.drop(sid)  # its token was revoked or expired, or it is used from elsewhere
             return None
         scope = "admin" if time.monotonic() < s.admin_until else s.scope
         return Principal(who=s.who, scope=scope, via="session", token_id=s.token_id, session_id=sid)
 
     def session_for_token(self, rec: TokenRecord, ttl_s: float) -> str:
-        return self.sessions.issue(Session(who=f"token {rec.name} ({rec.id}) session", scope=rec.scope,
-                                           expires=time.monotonic() + ttl_s, token_id=rec.id,
-                                           token_sha256=rec.sha256))
+        return self.sessions.issue(
+            Session(
+                who=f"token {rec.name} ({rec.id}) session",
+                scope=rec.scope,
+                expires=time.monotonic() + ttl_s,
+                token_id=rec.id,
+                token_sha256=rec.sha256,
+            )
+        )
 
     def session_for_pin(self, remote: str | None, existing: str | None, admin_s: float) -> str:
         """Admin rights for ``admin_s``: on the caller's existing session if it has one, else a new session."""
@@ -406,5 +437,6 @@ class Auth:
             if not s.who.endswith("+ PIN"):
                 s.who += " + PIN"
             return existing
-        return self.sessions.issue(Session(who=f"PIN from {remote}", scope="read", expires=now + admin_s,
-                                           admin_until=now + admin_s))
+        return self.sessions.issue(
+            Session(who=f"PIN from {remote}", scope="read", expires=now + admin_s, admin_until=now + admin_s)
+        )

@@ -30,9 +30,16 @@ SESSION_COOKIE = "roombox_session"
 
 
 _ERRORS: dict[int, type[web.HTTPError]] = {
-    400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden, 404: web.HTTPNotFound,
-    409: web.HTTPConflict, 412: web.HTTPPreconditionFailed, 415: web.HTTPUnsupportedMediaType,
-    421: web.HTTPMisdirectedRequest, 422: web.HTTPUnprocessableEntity, 429: web.HTTPTooManyRequests,
+    400: web.HTTPBadRequest,
+    401: web.HTTPUnauthorized,
+    403: web.HTTPForbidden,
+    404: web.HTTPNotFound,
+    409: web.HTTPConflict,
+    412: web.HTTPPreconditionFailed,
+    415: web.HTTPUnsupportedMediaType,
+    421: web.HTTPMisdirectedRequest,
+    422: web.HTTPUnprocessableEntity,
+    429: web.HTTPTooManyRequests,
 }
 
 
@@ -48,7 +55,7 @@ def split_host(host: str) -> tuple[str, str | None]:
     host = host.strip().lower()
     if host.startswith("["):
         end = host.find("]")
-        name, rest = host[1:end] if end > 0 else host[1:], host[end + 1:] if end > 0 else ""
+        name, rest = host[1:end] if end > 0 else host[1:], host[end + 1 :] if end > 0 else ""
         return name, rest[1:] if rest.startswith(":") else None
     if host.count(":") == 1:
         name, port = host.split(":")
@@ -71,8 +78,13 @@ class Control:
     on_config=fn)`` also serves the configuration API, with limits from ``store.current.access``.
     """
 
-    def __init__(self, auth: Auth, access: AccessConfig | None = None, store: ConfigStore | None = None,
-                 on_config: OnConfig | None = None) -> None:
+    def __init__(
+        self,
+        auth: Auth,
+        access: AccessConfig | None = None,
+        store: ConfigStore | None = None,
+        on_config: OnConfig | None = None,
+    ) -> None:
         self.auth = auth
         self._access = access if access is not None else AccessConfig()
         self.store = store
@@ -82,15 +94,17 @@ class Control:
         self._own_names = {"localhost", hostname, f"{hostname}.local"}
 
     @classmethod
-    def for_box(cls, cfg: Config, on_config: OnConfig | None = None, config_path: Path | None = None,
-                home: Path | None = None) -> Control:
+    def for_box(
+        cls, cfg: Config, on_config: OnConfig | None = None, config_path: Path | None = None, home: Path | None = None
+    ) -> Control:
         """The live box's control: tokens and the PIN under ``home`` (default ``$ROOMBOX_HOME``), the running
         ``cfg`` behind ``/api/config``, written to ``config_path`` (default ``home/config.toml``), its
         revisions in ``home/config-revisions/``. ``on_config(new_cfg)`` applies a change live and returns the
         keys (or section names) that need a restart."""
         home = home_dir() if home is None else home
-        store = ConfigStore(config_path if config_path is not None else home / "config.toml",
-                            home / "config-revisions", cfg)
+        store = ConfigStore(
+            config_path if config_path is not None else home / "config.toml", home / "config-revisions", cfg
+        )
         return cls(Auth.at(home), store=store, on_config=on_config)
 
     @property
@@ -152,8 +166,11 @@ class Control:
             cookie_ok = origin is not None
         who = self.principal(request, cookie_ok)
         if who is None:
-            fail(401, "credentials needed: a bearer token (roombox token create) or a panel session",
-                 headers={"WWW-Authenticate": 'Bearer realm="roombox"'})
+            fail(
+                401,
+                "credentials needed: a bearer token (roombox token create) or a panel session",
+                headers={"WWW-Authenticate": 'Bearer realm="roombox"'},
+            )
         if not allows(who.scope, scope):
             fail(403, f"this needs the {scope} scope; {who.who} has {who.scope}")
         return who
@@ -171,8 +188,9 @@ class Control:
     # -- middlewares -------------------------------------------------------------------------------
     def middlewares(self) -> list[Callable[..., Awaitable[web.StreamResponse]]]:
         @web.middleware
-        async def guard(request: web.Request,
-                        handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        async def guard(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> web.StreamResponse:
             host = request.headers.get("Host")  # not request.host: without a Host it makes one up
             if not self.host_allowed(host):
                 log.warning("refused %s %s from %s: Host %r", request.method, request.path, request.remote, host)

@@ -16,15 +16,20 @@ def token_command(a: argparse.Namespace, auth: Auth | None = None) -> int:
     if a.token_command == "create":
         expires = a.expires_days * 86400 if a.expires_days is not None else None
         rec, token = tokens.create(a.scope, a.name, expires, a.allowed_from)
-        print(f"roombox: token {rec.name} ({rec.id}), scope {rec.scope}, stored as a hash in {tokens.path}; "
-              "it is shown once:", file=sys.stderr)
+        print(
+            f"roombox: token {rec.name} ({rec.id}), scope {rec.scope}, stored as a hash in {tokens.path}; "
+            "it is shown once:",
+            file=sys.stderr,
+        )
         print(token, flush=True)
     elif a.token_command == "list":
         for r in tokens.records():
             j = r.to_json()
-            print(f"{j['id']}  {j['scope']:7}  {j['name']}  created {j['created']}"
-                  + (f"  expires {j['expires']}" if j["expires"] else "")
-                  + (f"  from {','.join(j['from'])}" if j["from"] else ""))
+            print(
+                f"{j['id']}  {j['scope']:7}  {j['name']}  created {j['created']}"
+                + (f"  expires {j['expires']}" if j["expires"] else "")
+                + (f"  from {','.join(j['from'])}" if j["from"] else "")
+            )
     elif a.token_command == "revoke":
         for r in tokens.revoke(a.token):
             print(f"roombox: revoked {r.name} ({r.id})", file=sys.stderr)
@@ -57,5 +62,3 @@ def kiosk_link(token: str, panel: PanelConfig) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{panel.port}/#token={token}"
-
-

@@ -65,21 +65,27 @@ class _ScrapeCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         m = self.m
         if m.frames is not None:
-            yield CounterMetricFamily("roombox_frames_out", "Framed pictures published to the viewers",
-                                      value=m.frames.published)
-            yield CounterMetricFamily("roombox_frames_dropped", "Framed pictures replaced before any viewer "
-                                      "took them", value=m.frames.dropped)
+            yield CounterMetricFamily(
+                "roombox_frames_out", "Framed pictures published to the viewers", value=m.frames.published
+            )
+            yield CounterMetricFamily(
+                "roombox_frames_dropped", "Framed pictures replaced before any viewer took them", value=m.frames.dropped
+            )
         if m.audio is not None:
-            yield CounterMetricFamily("roombox_audio_chunks_out", "Audio chunks published to the viewers",
-                                      value=m.audio.published)
-            yield CounterMetricFamily("roombox_audio_chunks_dropped", "Audio chunks a viewer missed",
-                                      value=m.audio.dropped)
+            yield CounterMetricFamily(
+                "roombox_audio_chunks_out", "Audio chunks published to the viewers", value=m.audio.published
+            )
+            yield CounterMetricFamily(
+                "roombox_audio_chunks_dropped", "Audio chunks a viewer missed", value=m.audio.dropped
+            )
         if m.events is not None:
             ev = m.events
-            yield CounterMetricFamily("roombox_events_published", "Messages published on the event bus",
-                                      value=ev.published)
-            yield CounterMetricFamily("roombox_events_dropped", "Event-bus messages a slow subscriber lost",
-                                      value=ev.dropped)
+            yield CounterMetricFamily(
+                "roombox_events_published", "Messages published on the event bus", value=ev.published
+            )
+            yield CounterMetricFamily(
+                "roombox_events_dropped", "Event-bus messages a slow subscriber lost", value=ev.dropped
+            )
             yield GaugeMetricFamily("roombox_event_subscribers", "Event-bus subscribers", value=ev.subscribers)
             snap = ev.snapshot()
             stats = snap.get("stats", {})
@@ -87,26 +93,32 @@ class _ScrapeCollector(Collector):
                 if isinstance(stats.get(key), int | float):
                     yield CounterMetricFamily(name, doc, value=float(stats[key]))
             if isinstance(stats.get("detection_ms"), int | float):
-                yield GaugeMetricFamily("roombox_detection_recent_seconds", "Face detection time, recent "
-                                        "average", value=float(stats["detection_ms"]) / 1000.0)
-            states = GaugeMetricFamily("roombox_device_state", "1 for the state each device is in",
-                                       labels=["device", "state"])
+                yield GaugeMetricFamily(
+                    "roombox_detection_recent_seconds",
+                    "Face detection time, recent average",
+                    value=float(stats["detection_ms"]) / 1000.0,
+                )
+            states = GaugeMetricFamily(
+                "roombox_device_state", "1 for the state each device is in", labels=["device", "state"]
+            )
             for dev, state in sorted(device_states(ev).items()):
                 for s in DEVICE_STATES:
                     states.add_metric([dev, s], 1.0 if state == s else 0.0)
             yield states
             shot = snap.get("shot", {})
             if isinstance(shot.get("mode"), str):
-                g = GaugeMetricFamily("roombox_shot_mode", "1 for the director's current shot mode",
-                                      labels=["mode"])
-                for mode in ("speaker", "group", "wide", *([shot["mode"]] if shot["mode"] not in
-                                                           ("speaker", "group", "wide") else [])):
+                g = GaugeMetricFamily("roombox_shot_mode", "1 for the director's current shot mode", labels=["mode"])
+                for mode in (
+                    "speaker",
+                    "group",
+                    "wide",
+                    *([shot["mode"]] if shot["mode"] not in ("speaker", "group", "wide") else []),
+                ):
                     g.add_metric([mode], 1.0 if shot["mode"] == mode else 0.0)
                 yield g
             faces = snap.get("faces", {})
             if isinstance(faces.get("faces"), list):
-                yield GaugeMetricFamily("roombox_faces", "Faces in the latest detection",
-                                        value=len(faces["faces"]))
+                yield GaugeMetricFamily("roombox_faces", "Faces in the latest detection", value=len(faces["faces"]))
         viewers, panels = m.viewers(), m.panels()
         if viewers is not None:
             yield GaugeMetricFamily("roombox_viewers", "WebRTC viewers (peer connections)", value=viewers)
@@ -126,22 +138,41 @@ class Metrics:
     :func:`add_metrics_routes` from the panel server when it has them.
     """
 
-    def __init__(self, events: EventBus | None = None, frames: LatestFrame | None = None,
-                 audio: AudioHub | None = None, process: bool = True) -> None:
+    def __init__(
+        self,
+        events: EventBus | None = None,
+        frames: LatestFrame | None = None,
+        audio: AudioHub | None = None,
+        process: bool = True,
+    ) -> None:
         self.events, self.frames, self.audio = events, frames, audio
         self.registry = CollectorRegistry()
         if process:
             ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, memory, open fds
-        self.detection_seconds = Histogram("roombox_detection_seconds", "Face detection time per picture",
-                                           buckets=_DETECTION_BUCKETS, registry=self.registry)
-        self.doa_seconds = Histogram("roombox_doa_seconds", "Voice activity and DOA time per audio block",
-                                     buckets=_DOA_BUCKETS, registry=self.registry)
-        self.stream_bytes = Counter("roombox_stream_sent_bytes", "RTP bytes sent to the viewers",
-                                    ["kind"], registry=self.registry)
-        self.stream_bitrate = Gauge("roombox_stream_bitrate_bps", "RTP bitrate to all viewers since the last "
-                                    "scrape (bits/s)", ["kind"], registry=self.registry)
-        self.scrape_seconds = Gauge("roombox_metrics_scrape_seconds", "Time the last scrape took",
-                                    registry=self.registry)
+        self.detection_seconds = Histogram(
+            "roombox_detection_seconds",
+            "Face detection time per picture",
+            buckets=_DETECTION_BUCKETS,
+            registry=self.registry,
+        )
+        self.doa_seconds = Histogram(
+            "roombox_doa_seconds",
+            "Voice activity and DOA time per audio block",
+            buckets=_DOA_BUCKETS,
+            registry=self.registry,
+        )
+        self.stream_bytes = Counter(
+            "roombox_stream_sent_bytes", "RTP bytes sent to the viewers", ["kind"], registry=self.registry
+        )
+        self.stream_bitrate = Gauge(
+            "roombox_stream_bitrate_bps",
+            "RTP bitrate to all viewers since the last scrape (bits/s)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.scrape_seconds = Gauge(
+            "roombox_metrics_scrape_seconds", "Time the last scrape took", registry=self.registry
+        )
         self.viewers: Callable[[], int | None] = lambda: None
         self.panels: Callable[[], int | None] = lambda: None
         self.peers: Callable[[], Iterable[Any]] = lambda: ()
@@ -211,8 +242,14 @@ class HealthCheck:
     the supervisor already retries it).
     """
 
-    def __init__(self, events: EventBus, frames: LatestFrame | None, clock: Callable[[], float] = time.monotonic,
-                 stale_s: float = 5.0, dead_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        events: EventBus,
+        frames: LatestFrame | None,
+        clock: Callable[[], float] = time.monotonic,
+        stale_s: float = 5.0,
+        dead_s: float = 30.0,
+    ) -> None:
         if not 0 < stale_s <= dead_s:
             raise ValueError("expected 0 < stale_s <= dead_s")
         self.events, self.frames, self.clock = events, frames, clock
@@ -273,8 +310,13 @@ class HealthCheck:
                 s, detail = verdict
                 if s != "ok":
                     worse(s, f"{name}: {detail}")
-        return {"status": status, "reasons": reasons, "devices": devices,
-                "uptime_s": round(self.clock() - self.started, 1), **out}
+        return {
+            "status": status,
+            "reasons": reasons,
+            "devices": devices,
+            "uptime_s": round(self.clock() - self.started, 1),
+            **out,
+        }
 
 
 METRICS = web.AppKey("roombox_metrics", Metrics)
@@ -283,14 +325,14 @@ HEALTH = web.AppKey("roombox_health", HealthCheck)
 
 async def _metrics(request: web.Request) -> web.Response:
     body = await request.app[METRICS].exposition()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4,
-                                            "Cache-Control": "no-store"})
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4, "Cache-Control": "no-store"})
 
 
 async def _health(request: web.Request) -> web.Response:
     verdict = request.app[HEALTH].evaluate()
-    return web.json_response(verdict, status=503 if verdict["status"] == "dead" else 200,
-                             headers={"Cache-Control": "no-store"})
+    return web.json_response(
+        verdict, status=503 if verdict["status"] == "dead" else 200, headers={"Cache-Control": "no-store"}
+    )
 
 
 def add_metrics_routes(app: web.Application, metrics: Metrics, health: HealthCheck | None = None) -> None:

@@ -157,10 +157,16 @@ def decode_desired(payload: bytes) -> tuple[dict[str, Any], Any]:
 class FleetClient:
     """The box's MQTT link. ``await run()`` until cancelled; see the module's doc for topics and wiring."""
 
-    def __init__(self, cfg: MqttConfig, events: EventBus | None = None, on_config: OnConfig | None = None,
-                 current_config: Callable[[], Config] | None = None,
-                 telemetry: Callable[[], dict[str, Any]] | None = None, retry_min_s: float = 1.0,
-                 timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        events: EventBus | None = None,
+        on_config: OnConfig | None = None,
+        current_config: Callable[[], Config] | None = None,
+        telemetry: Callable[[], dict[str, Any]] | None = None,
+        retry_min_s: float = 1.0,
+        timeout_s: float = 10.0,
+    ) -> None:
         self.cfg = cfg
         self.events = events
         self.on_config = on_config
@@ -220,14 +226,25 @@ class FleetClient:
             self._take(kind, payload)
 
     def status(self) -> dict[str, Any]:
-        return {"box": self.box_id, "state": "online", "version": self.version, "t": round(time.time(), 3),
-                "started": round(self._started, 3), "devices": dict(self._devices), "shot": dict(self._shot),
-                "faces": self._faces,
-                "config": {"revision": self.revision, "error": self.config_error}}
+        return {
+            "box": self.box_id,
+            "state": "online",
+            "version": self.version,
+            "t": round(time.time(), 3),
+            "started": round(self._started, 3),
+            "devices": dict(self._devices),
+            "shot": dict(self._shot),
+            "faces": self._faces,
+            "config": {"revision": self.revision, "error": self.config_error},
+        }
 
     def telemetry_payload(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"box": self.box_id, "t": round(time.time(), 3),
-                               "uptime_s": round(time.time() - self._started, 1), "stats": dict(self._stats)}
+        out: dict[str, Any] = {
+            "box": self.box_id,
+            "t": round(time.time(), 3),
+            "uptime_s": round(time.time() - self._started, 1),
+            "stats": dict(self._stats),
+        }
         if self.events is not None:
             out["bus"] = {"published": self.events.published, "dropped": self.events.dropped}
         if self.telemetry is not None:
@@ -242,16 +259,23 @@ class FleetClient:
         if self.connected:
             return None
         return "degraded", f"not connected to {self.cfg.host}:{self.cfg.port}" + (
-            f" ({self.last_error})" if self.last_error else "")
+            f" ({self.last_error})" if self.last_error else ""
+        )
 
     # -- the link --------------------------------------------------------------------------------
     def _client(self) -> aiomqtt.Client:
         return aiomqtt.Client(
-            self.cfg.host, self.cfg.port, identifier=f"roombox-{self.box_id}",
-            username=self.cfg.username or None, password=self.password if self.cfg.username else None,
-            keepalive=self.cfg.keepalive_s, tls_context=self.tls, timeout=self.timeout_s,
+            self.cfg.host,
+            self.cfg.port,
+            identifier=f"roombox-{self.box_id}",
+            username=self.cfg.username or None,
+            password=self.password if self.cfg.username else None,
+            keepalive=self.cfg.keepalive_s,
+            tls_context=self.tls,
+            timeout=self.timeout_s,
             will=aiomqtt.Will(self.topic_availability, b"offline", qos=1, retain=True),
-            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])  # small messages, sent at once
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        )  # small messages, sent at once
 
     async def run(self) -> None:
         """Connect, report and take desired configs; reconnect with back-off after any failure; on
@@ -313,8 +337,10 @@ class FleetClient:
                     self._announced.clear()
                     await self._announce(client)
                     _honour_cancel()
-                loops = [asyncio.create_task(self._publish_loop(client)),
-                         asyncio.create_task(self._receive_loop(client))]
+                loops = [
+                    asyncio.create_task(self._publish_loop(client)),
+                    asyncio.create_task(self._receive_loop(client)),
+                ]
                 done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     task.result()  # the MqttError that ended the session
@@ -344,8 +370,7 @@ class FleetClient:
                 _honour_cancel()
             now = time.monotonic()
             if now >= next_telemetry:
-                await client.publish(self.topic_telemetry, json.dumps(self.telemetry_payload(), default=str),
-                                     qos=0)
+                await client.publish(self.topic_telemetry, json.dumps(self.telemetry_payload(), default=str), qos=0)
                 _honour_cancel()
                 next_telemetry = now + self.cfg.telemetry_s
             self._changed.clear()
@@ -403,24 +428,42 @@ class FleetClient:
     # -- Home Assistant ------------------------------------------------------------------------------
     def discovery(self) -> dict[str, dict[str, Any]]:
         """Home Assistant MQTT discovery: topic -> config payload, one sensor per figure."""
-        device = {"identifiers": [f"roombox_{self.box_id}"], "name": f"Roombox {self.box_id}",
-                  "manufacturer": "Roombox", "model": "Meeting-room box", "sw_version": self.version}
+        device = {
+            "identifiers": [f"roombox_{self.box_id}"],
+            "name": f"Roombox {self.box_id}",
+            "manufacturer": "Roombox",
+            "model": "Meeting-room box",
+            "sw_version": self.version,
+        }
         sensors: dict[str, tuple[str, str, dict[str, Any]]] = {
             "shot_mode": ("Shot", "{{ value_json.shot.mode }}", {"icon": "mdi:camera-switch"}),
             "faces": ("Faces", "{{ value_json.faces }}", {"state_class": "measurement", "icon": "mdi:account-group"}),
-            "config_revision": ("Config revision", "{{ value_json.config.revision }}",
-                                {"entity_category": "diagnostic"}),
+            "config_revision": (
+                "Config revision",
+                "{{ value_json.config.revision }}",
+                {"entity_category": "diagnostic"},
+            ),
         }
         for name in sorted(self._devices):
-            sensors[f"device_{name}"] = (f"{name} state", f"{{{{ value_json.devices['{name}'] }}}}",
-                                         {"entity_category": "diagnostic"})
+            sensors[f"device_{name}"] = (
+                f"{name} state",
+                f"{{{{ value_json.devices['{name}'] }}}}",
+                {"entity_category": "diagnostic"},
+            )
         out: dict[str, dict[str, Any]] = {}
         for key, (title, template, extra) in sensors.items():
             uid = f"roombox_{self.box_id}_{key}"
             out[f"{self.cfg.ha_prefix}/sensor/roombox_{self.box_id}/{key}/config"] = {
-                "name": title, "unique_id": uid, "state_topic": self.topic_status,
-                "value_template": template, "availability_topic": self.topic_availability,
-                "payload_available": "online", "payload_not_available": "offline", "device": device, **extra}
+                "name": title,
+                "unique_id": uid,
+                "state_topic": self.topic_status,
+                "value_template": template,
+                "availability_topic": self.topic_availability,
+                "payload_available": "online",
+                "payload_not_available": "offline",
+                "device": device,
+                **extra,
+            }
         return out
 
     async def _announce(self, client: aiomqtt.Client) -> None:

@@ -80,8 +80,14 @@ class Revision:
     note: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "who": self.who, "when": self.when, "changed": self.changed,
-                "restart": self.restart, "note": self.note}
+        return {
+            "id": self.id,
+            "who": self.who,
+            "when": self.when,
+            "changed": self.changed,
+            "restart": self.restart,
+            "note": self.note,
+        }
 
 
 def _iso(t: float) -> str:
@@ -115,8 +121,13 @@ class ConfigStore:
         else:
             before = self.document(last)
             if before != doc:
-                self._record(doc, "box", changed_keys(before, doc), [], "changed outside the API since the last "
-                             "revision (file edited, or a write interrupted)")
+                self._record(
+                    doc,
+                    "box",
+                    changed_keys(before, doc),
+                    [],
+                    "changed outside the API since the last revision (file edited, or a write interrupted)",
+                )
 
     @classmethod
     def open(cls, path: Path, revisions_dir: Path, default: Config | None = None) -> ConfigStore:
@@ -164,7 +175,7 @@ class ConfigStore:
         rev = Revision(self.latest_id() + 1, who, _iso(time.time()), changed, restart, note)
         write_atomic(self._file(rev.id), json.dumps({**rev.to_json(), "config": doc}, indent=1) + "\n")
         ids = self._ids()
-        for old in ids[:max(0, len(ids) - self.keep)]:
+        for old in ids[: max(0, len(ids) - self.keep)]:
             self._file(old).unlink(missing_ok=True)
         return rev
 
@@ -177,8 +188,9 @@ class ConfigStore:
         changed = changed_keys(old_doc, doc)
         text = config_to_toml(new)
         if load_toml_text(text) != new:  # e.g. a value TOML cannot carry: refuse rather than write a different file
-            raise ConfigRejected([{"key": "(top level)", "reason": "this config does not survive a round trip "
-                                   "through TOML"}])
+            raise ConfigRejected(
+                [{"key": "(top level)", "reason": "this config does not survive a round trip through TOML"}]
+            )
         write_atomic(self.path, text)
         self.current = new
         restart = [k for k in changed if k.startswith(SERVER_RESTART)]

@@ -80,7 +80,7 @@ class SrpPhat:
             raise ValueError(f"block must be (samples, {self.n_mics}), got shape {x.shape}")
         if x.shape[0] < self.block_len:
             raise ValueError(f"block has {x.shape[0]} samples, need {self.block_len}")
-        x = x[-self.block_len:]
+        x = x[-self.block_len :]
         idx = self._starts[:, None] + np.arange(self.frame_len)[None, :]  # (F, N)
         frames = x[idx] * self._window[None, :, None]  # (F, N, M)
         spec = np.fft.rfft(frames, axis=1)[:, self._bins, :]  # (F, K, M)

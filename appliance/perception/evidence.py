@@ -93,9 +93,17 @@ def array_shape(positions: FloatArray) -> tuple[bool, bool, bool]:
 class SoftSrp:
     """Weighted SRP-PHAT over azimuth (and elevation), lag tables computed once, here."""
 
-    def __init__(self, positions: npt.ArrayLike, sample_rate: int, block_ms: float, fmin_hz: float,
-                 fmax_hz: float, grid_deg: float = 1.0, hop_ms: float | None = None,
-                 full_circle: bool = True) -> None:
+    def __init__(
+        self,
+        positions: npt.ArrayLike,
+        sample_rate: int,
+        block_ms: float,
+        fmin_hz: float,
+        fmax_hz: float,
+        grid_deg: float = 1.0,
+        hop_ms: float | None = None,
+        full_circle: bool = True,
+    ) -> None:
         pos = np.asarray(positions, dtype=np.float64)
         if pos.ndim != 2 or pos.shape[1] != 3 or pos.shape[0] < 2:
             raise ValueError(f"positions must be (M, 3) with M >= 2, got shape {pos.shape}")
@@ -131,8 +139,7 @@ class SoftSrp:
         dist = np.linalg.norm(self._pair_vec, axis=1)
         # coherence of an ideal diffuse field (reverberation, room noise) per bin and pair: sinc(2 f d / c)
         self._diffuse = np.sinc(2.0 * freqs[sel][:, None] * dist[None, :] / SPEED_OF_SOUND).astype(np.float32)
-        max_lag = int(math.ceil(float(np.linalg.norm(self._pair_vec, axis=1).max()) / SPEED_OF_SOUND
-                                * self._fs_up)) + 2
+        max_lag = int(math.ceil(float(np.linalg.norm(self._pair_vec, axis=1).max()) / SPEED_OF_SOUND * self._fs_up)) + 2
         self._max_lag = max_lag
         self._lag_len = 2 * max_lag + 1  # correlations are only needed at the lags an array can produce
         lags = np.arange(-max_lag, max_lag + 1, dtype=np.float64)
@@ -209,7 +216,7 @@ class SoftSrp:
             raise ValueError(f"block must be (samples, {self.n_mics}), got shape {x.shape}")
         if x.shape[0] < self.block_len:
             raise ValueError(f"block has {x.shape[0]} samples, need {self.block_len}")
-        frames = x[-self.block_len:].T[:, self._idx] * self._window  # (M, F, N)
+        frames = x[-self.block_len :].T[:, self._idx] * self._window  # (M, F, N)
         spec = scipy.fft.rfft(frames, axis=-1)[:, :, self._bins]  # (M, F, K)
         self._spec = np.ascontiguousarray(spec.transpose(1, 2, 0))  # (F, K, M)
         mag2 = self._spec.real**2 + self._spec.imag**2
@@ -230,15 +237,22 @@ class SoftSrp:
             self._floor = np.where(level < f, f + FLOOR_FALL * (level - f), np.minimum(f * self._rise, level))
         return self._floor
 
-    def analyse(self, block: npt.ArrayLike, speech: bool, max_sources: int = 2,
-                second_ratio: float = 0.45, min_weight: float = 0.0) -> list[Candidate]:
+    def analyse(
+        self,
+        block: npt.ArrayLike,
+        speech: bool,
+        max_sources: int = 2,
+        second_ratio: float = 0.45,
+        min_weight: float = 0.0,
+    ) -> list[Candidate]:
         """Direction estimates of one block (samples, M), strongest first. ``speech`` says whether the
         voice-activity gate heard speech: then bins near the learnt noise floor are down-weighted."""
         self.prepare(block)
         return self.evidence(speech, max_sources, second_ratio, min_weight)
 
-    def evidence(self, speech: bool, max_sources: int = 2, second_ratio: float = 0.45,
-                 min_weight: float = 0.0) -> list[Candidate]:
+    def evidence(
+        self, speech: bool, max_sources: int = 2, second_ratio: float = 0.45, min_weight: float = 0.0
+    ) -> list[Candidate]:
         """:meth:`analyse` of the block given to :meth:`prepare` last."""
         spec, power = self._spec, self._power
         floor = self._update_floor(power)
@@ -271,8 +285,10 @@ class SoftSrp:
             # elevation, and there reverberation pulls every estimate towards the zenith (lag 0)
             gh = g[:, self._high]
             gh = gh / max(float((w[self._high] / total).sum()), 1e-9)
-            cc_el = (np.ascontiguousarray(gh.real) @ self._cos[self._high]
-                     - np.ascontiguousarray(gh.imag) @ self._sin[self._high]).ravel()
+            cc_el = (
+                np.ascontiguousarray(gh.real) @ self._cos[self._high]
+                - np.ascontiguousarray(gh.imag) @ self._sin[self._high]
+            ).ravel()
         out: list[Candidate] = []
         first: Candidate | None = None
         for _ in range(max_sources):
@@ -281,8 +297,10 @@ class SoftSrp:
             if cand is None:
                 break
             if first is not None:
-                if cand.height < second_ratio * first.height or \
-                        abs(_wrap(cand.azimuth_deg - first.azimuth_deg)) < 2 * self.grid_step_deg + 10.0:
+                if (
+                    cand.height < second_ratio * first.height
+                    or abs(_wrap(cand.azimuth_deg - first.azimuth_deg)) < 2 * self.grid_step_deg + 10.0
+                ):
                     break
             if cand.weight < min_weight:
                 break
@@ -336,6 +354,9 @@ class SoftSrp:
         j, i = self._last
         centre = self._t0[j, i] + np.round(self._tf[j, i]).astype(np.intp)  # (P,) flat indices
         row = (centre // self._lag_len) * self._lag_len
-        k = np.clip(centre[:, None] + np.arange(-self._blank, self._blank + 1)[None, :], row[:, None],
-                    row[:, None] + self._lag_len - 1)
+        k = np.clip(
+            centre[:, None] + np.arange(-self._blank, self._blank + 1)[None, :],
+            row[:, None],
+            row[:, None] + self._lag_len - 1,
+        )
         cc[k] = 0.0

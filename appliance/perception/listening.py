@@ -74,8 +74,13 @@ class Heard:
 
     def to_doa(self) -> Doa:
         """The same block as the director's :class:`Doa` message (far-end blocks are not speech)."""
-        return Doa(t=self.t, azimuth_deg=self.azimuth_deg, speech=self.speech and not self.farend,
-                   level_db=self.level_db, confidence=self.confidence)
+        return Doa(
+            t=self.t,
+            azimuth_deg=self.azimuth_deg,
+            speech=self.speech and not self.farend,
+            level_db=self.level_db,
+            confidence=self.confidence,
+        )
 
 
 class _GivenLevelVad(EnergyVad):
@@ -97,8 +102,16 @@ class Listener:
         self.doa = doa = doa or DoaConfig()
         self.sample_rate = fs = int(mic.sample_rate)
         self.n_mics = len(mic.positions)
-        self.srp = SoftSrp(np.asarray(mic.positions, dtype=np.float64), fs, doa.block_ms, doa.fmin_hz,
-                           doa.fmax_hz, doa.grid_deg, hop_ms=cfg.hop_ms, full_circle=cfg.full_circle)
+        self.srp = SoftSrp(
+            np.asarray(mic.positions, dtype=np.float64),
+            fs,
+            doa.block_ms,
+            doa.fmin_hz,
+            doa.fmax_hz,
+            doa.grid_deg,
+            hop_ms=cfg.hop_ms,
+            full_circle=cfg.full_circle,
+        )
         self.vad = _GivenLevelVad(doa.model_copy(update={"hop_ms": cfg.hop_ms}), fs)
         self.tracker = SourceTracker(cfg, hop_s=cfg.hop_ms / 1000.0)
         self.block_len = self.srp.block_len
@@ -126,8 +139,10 @@ class Listener:
             x = x[:, None]
         if x.ndim != 2 or x.shape[1] != self.n_mics:
             got = x.shape[1] if x.ndim == 2 else f"shape {x.shape}"
-            raise ValueError(f"audio has the wrong number of channels: expected {self.n_mics} "
-                             f"(one per microphone in [mic_array] positions), got {got}")
+            raise ValueError(
+                f"audio has the wrong number of channels: expected {self.n_mics} "
+                f"(one per microphone in [mic_array] positions), got {got}"
+            )
         if reference is None:
             return x, None
         r = np.asarray(reference, dtype=np.float32)
@@ -136,8 +151,10 @@ class Listener:
         if r.ndim != 1:
             raise ValueError(f"the playback reference must be mono, got shape {r.shape}")
         if r.shape[0] != x.shape[0]:
-            raise ValueError(f"the playback reference has {r.shape[0]} samples but the array chunk has "
-                             f"{x.shape[0]}: they must be sample-aligned")
+            raise ValueError(
+                f"the playback reference has {r.shape[0]} samples but the array chunk has "
+                f"{x.shape[0]}: they must be sample-aligned"
+            )
         return x, r
 
     def feed(self, samples: npt.ArrayLike, t0: float, reference: npt.ArrayLike | None = None) -> list[Heard]:
@@ -178,13 +195,14 @@ class Listener:
         i_end = block_end - self._base
         n = min(self.window_len, i_end)
         need = n + self.max_delay
-        ref = self._ref[max(0, i_end - need):i_end]
+        ref = self._ref[max(0, i_end - need) : i_end]
         if ref.size < need:
             ref = np.concatenate([np.zeros(need - ref.size, np.float32), ref])
         # the room path changes rarely: search its delay again every DELAY_EVERY blocks, or when lost
         search = self._delay is None or self._blocks % DELAY_EVERY == 0
-        est = farend_share(self._x[i_end - n:i_end], ref, self.sample_rate, self.max_delay,
-                           delay=None if search else self._delay)
+        est = farend_share(
+            self._x[i_end - n : i_end], ref, self.sample_rate, self.max_delay, delay=None if search else self._delay
+        )
         if est.reference_db > SILENT_DB:
             self._delay = est.delay if est.share >= cfg.farend_ratio / 2.0 else None
         # hysteresis: while the far end plays, half the share keeps the block marked
@@ -197,7 +215,7 @@ class Listener:
     def _analyse(self, block_end: int, t: float) -> Heard:
         cfg = self.cfg
         i_end = block_end - self._base
-        block = self._x[i_end - self.block_len:i_end]
+        block = self._x[i_end - self.block_len : i_end]
         self.vad.given_db = self.srp.prepare(block)  # the voice-band level, from the DOA's own transform
         speech, level = self.vad.update(block)
         self._blocks += 1
@@ -205,8 +223,12 @@ class Listener:
         # Bins near the learnt noise floor are down-weighted (a talker the gate missed still shows), except
         # in one block out of NOISE_EVERY without speech, where the steady sources show and are learnt.
         masked = speech or self._blocks % NOISE_EVERY != 0
-        cands = self.srp.evidence(masked, max_sources=cfg.max_sources if speech else 1,
-                                  second_ratio=cfg.second_ratio, min_weight=cfg.min_weight)
+        cands = self.srp.evidence(
+            masked,
+            max_sources=cfg.max_sources if speech else 1,
+            second_ratio=cfg.second_ratio,
+            min_weight=cfg.min_weight,
+        )
         # the context the tracker classifies sources by: a block a little above the noise floor counts as
         # speech too (the gate is strict; a talker starting softly is not a fan)
         floor = self.vad.floor_db
@@ -218,8 +240,15 @@ class Listener:
             talker = self.tracker.dominant_talker()
             if talker is not None and (lively or talker.heard):
                 azimuth, confidence = talker.azimuth_deg, talker.activity
-        return Heard(t=t, azimuth_deg=azimuth, speech=speech or azimuth is not None, farend=farend,
-                     level_db=level, confidence=confidence, sources=tuple(sources))
+        return Heard(
+            t=t,
+            azimuth_deg=azimuth,
+            speech=speech or azimuth is not None,
+            farend=farend,
+            level_db=level,
+            confidence=confidence,
+            sources=tuple(sources),
+        )
 
 
 def read_reference(path: str | os.PathLike[str], samples: npt.NDArray[np.float32], sample_rate: int) -> np.ndarray:
@@ -229,14 +258,18 @@ def read_reference(path: str | os.PathLike[str], samples: npt.NDArray[np.float32
 
     ref, rate = read_wav(path)
     if rate != sample_rate:
-        raise MediaFileError(f"{path}: the reference's sample rate is {rate} Hz but the array recording's is "
-                             f"{sample_rate} Hz")
+        raise MediaFileError(
+            f"{path}: the reference's sample rate is {rate} Hz but the array recording's is {sample_rate} Hz"
+        )
     if ref.shape[1] != 1:
-        raise MediaFileError(f"{path}: the reference has {ref.shape[1]} channels; it must be mono (what was "
-                             f"sent to the loudspeaker)")
+        raise MediaFileError(
+            f"{path}: the reference has {ref.shape[1]} channels; it must be mono (what was sent to the loudspeaker)"
+        )
     if ref.shape[0] != samples.shape[0]:
-        raise MediaFileError(f"{path}: the reference has {ref.shape[0]} samples but the array recording has "
-                             f"{samples.shape[0]}: they must be sample-aligned and of the same length")
+        raise MediaFileError(
+            f"{path}: the reference has {ref.shape[0]} samples but the array recording has "
+            f"{samples.shape[0]}: they must be sample-aligned and of the same length"
+        )
     out: np.ndarray = ref[:, 0]
     return out
 

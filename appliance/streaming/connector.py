@@ -50,8 +50,9 @@ class ConnectError(RoomboxError):
 
 
 def ice_servers(config: tuple[IceServerConfig, ...]) -> list[RTCIceServer]:
-    return [RTCIceServer(urls=list(s.urls), username=s.username or None, credential=s.credential or None)
-            for s in config]
+    return [
+        RTCIceServer(urls=list(s.urls), username=s.username or None, credential=s.credential or None) for s in config
+    ]
 
 
 class Connector(ABC):
@@ -60,10 +61,18 @@ class Connector(ABC):
 
     kind = "connector"
 
-    def __init__(self, video: EncodedVideo, audio: AudioHub | None, *,
-                 ice: tuple[IceServerConfig, ...] = (), connect_timeout_s: float = 15.0,
-                 media_timeout_s: float = 4.0, retry_min_s: float = 1.0, retry_max_s: float = 8.0,
-                 on_state: StateCallback | None = None) -> None:
+    def __init__(
+        self,
+        video: EncodedVideo,
+        audio: AudioHub | None,
+        *,
+        ice: tuple[IceServerConfig, ...] = (),
+        connect_timeout_s: float = 15.0,
+        media_timeout_s: float = 4.0,
+        retry_min_s: float = 1.0,
+        retry_max_s: float = 8.0,
+        on_state: StateCallback | None = None,
+    ) -> None:
         self.video = video
         self.audio = audio
         self.ice = ice
@@ -155,8 +164,9 @@ class Connector(ABC):
             if pc.connectionState in ("failed", "closed"):
                 raise ConnectError(f"{self.kind}: ICE/DTLS {pc.connectionState}")
             if time.monotonic() > deadline:
-                raise ConnectError(f"{self.kind}: not connected within {self.connect_timeout_s:.0f} s "
-                                   f"(ICE {pc.iceConnectionState})")
+                raise ConnectError(
+                    f"{self.kind}: not connected within {self.connect_timeout_s:.0f} s (ICE {pc.iceConnectionState})"
+                )
             await asyncio.sleep(0.1)
         began = time.monotonic()
         self.connections += 1
@@ -197,12 +207,12 @@ class Connector(ABC):
         """Leave the far end (best effort); called after every session and on stop."""
 
     def stats(self) -> dict[str, Any]:
-        return {"state": self.state, "detail": self.detail, "attempts": self.attempts,
-                "connections": self.connections}
+        return {"state": self.state, "detail": self.detail, "attempts": self.attempts, "connections": self.connections}
 
 
-def connectors_from_config(cfg: Any, video: EncodedVideo, audio: AudioHub | None,
-                           on_state: Callable[[str, str, str], None] | None = None) -> list[Connector]:
+def connectors_from_config(
+    cfg: Any, video: EncodedVideo, audio: AudioHub | None, on_state: Callable[[str, str, str], None] | None = None
+) -> list[Connector]:
     """The connectors ``cfg`` (the whole :class:`appliance.config.Config`) asks for: WHIP when ``[whip] url``
     is set, the Janus VideoRoom when ``[janus] url`` is set. ``on_state(kind, state, detail)``; nothing is
     started: ``await c.start()`` each, and ``await c.stop()`` on the way out."""

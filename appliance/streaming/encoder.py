@@ -117,14 +117,27 @@ class PyAvVideoEncoder(VideoEncoder):
         ctx.thread_count = 1 if self.codec == "VP8" else self._threads
         if self.codec == "VP8":
             ctx.qmin, ctx.qmax = 4, 56
-            ctx.options = {"deadline": "realtime", "cpu-used": str(s.vp8_cpu_used), "lag-in-frames": "0",
-                           "static-thresh": "1", "undershoot-pct": "95", "overshoot-pct": "15",
-                           "bufsize": str(self._bitrate), "error-resilient": "1", "auto-alt-ref": "0"}
+            ctx.options = {
+                "deadline": "realtime",
+                "cpu-used": str(s.vp8_cpu_used),
+                "lag-in-frames": "0",
+                "static-thresh": "1",
+                "undershoot-pct": "95",
+                "overshoot-pct": "15",
+                "bufsize": str(self._bitrate),
+                "error-resilient": "1",
+                "auto-alt-ref": "0",
+            }
         else:
             ctx.profile = "Constrained Baseline"
-            ctx.options = {"preset": s.x264_preset, "tune": "zerolatency", "forced-idr": "1",
-                           "level": "31" if width * height <= 1280 * 720 else "40",
-                           "maxrate": str(self._bitrate), "bufsize": str(self._bitrate)}
+            ctx.options = {
+                "preset": s.x264_preset,
+                "tune": "zerolatency",
+                "forced-idr": "1",
+                "level": "31" if width * height <= 1280 * 720 else "40",
+                "maxrate": str(self._bitrate),
+                "bufsize": str(self._bitrate),
+            }
         self._size = (width, height)
         return ctx
 
@@ -216,8 +229,7 @@ class _CodecLine:
 
     def start(self) -> None:
         if self.executor is None:
-            self.executor = concurrent.futures.ThreadPoolExecutor(
-                1, thread_name_prefix=f"roombox-encode-{self.codec}")
+            self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"roombox-encode-{self.codec}")
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run(), name=f"encode-{self.codec}")
 
@@ -257,10 +269,15 @@ class _CodecLine:
                 track.stop()
 
     def stats(self) -> dict[str, Any]:
-        return {"viewers": len(self.subscribers), "frames_encoded": self.frames_encoded,
-                "keyframes": self.keyframes, "resent": self.resent, "bytes": self.bytes,
-                "bitrate_kbps": self.encoder.bitrate // 1000,
-                "encode_ms_mean": 1000 * self.encode_s / self.frames_encoded if self.frames_encoded else None}
+        return {
+            "viewers": len(self.subscribers),
+            "frames_encoded": self.frames_encoded,
+            "keyframes": self.keyframes,
+            "resent": self.resent,
+            "bytes": self.bytes,
+            "bitrate_kbps": self.encoder.bitrate // 1000,
+            "encode_ms_mean": 1000 * self.encode_s / self.frames_encoded if self.frames_encoded else None,
+        }
 
 
 class EncodedVideo:
@@ -271,8 +288,13 @@ class EncodedVideo:
     connection uses its codec. ``close()`` stops everything.
     """
 
-    def __init__(self, frames: LatestFrame, stream: StreamConfig,
-                 make_encoder: EncoderFactory = PyAvVideoEncoder, bitrate_min_gap_s: float = BITRATE_MIN_GAP_S) -> None:
+    def __init__(
+        self,
+        frames: LatestFrame,
+        stream: StreamConfig,
+        make_encoder: EncoderFactory = PyAvVideoEncoder,
+        bitrate_min_gap_s: float = BITRATE_MIN_GAP_S,
+    ) -> None:
         self.frames = frames
         self.stream = stream
         self.make_encoder = make_encoder

@@ -63,8 +63,12 @@ class JanusSession:
         reply = await _post(self.http, self.url, {"janus": "attach", "plugin": plugin}, self.timeout_s)
         return int(reply["data"]["id"])
 
-    async def message(self, handle: int, body: dict[str, Any], jsep: dict[str, Any] | None = None,
-                      ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    async def message(
+        self,
+        handle: int,
+        body: dict[str, Any],
+        jsep: dict[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """A plugin request: returns (plugin data, jsep or None), waiting for the asynchronous event if Janus
         acks first. A plugin error (``error_code``) raises :class:`JanusError` with the plugin's reason."""
         transaction = secrets.token_hex(8)
@@ -78,14 +82,17 @@ class JanusSession:
             if reply.get("janus") == "ack":
                 reply = await asyncio.wait_for(asyncio.shield(waiter), self.timeout_s)
         except TimeoutError:
-            raise JanusError(f"Janus {self.base_url}: no answer to {body.get('request')!r} "
-                             f"within {self.timeout_s:.0f} s") from None
+            raise JanusError(
+                f"Janus {self.base_url}: no answer to {body.get('request')!r} within {self.timeout_s:.0f} s"
+            ) from None
         finally:
             self._pending.pop(transaction, None)
         data = reply.get("plugindata", {}).get("data", {})
         if "error_code" in data or "error" in data:
-            raise JanusError(f"Janus {body.get('request')!r}: {data.get('error', 'error')} "
-                             f"(code {data.get('error_code')})", data.get("error_code"))
+            raise JanusError(
+                f"Janus {body.get('request')!r}: {data.get('error', 'error')} (code {data.get('error_code')})",
+                data.get("error_code"),
+            )
         return data, reply.get("jsep")
 
     async def detach(self, handle: int) -> None:
@@ -113,8 +120,9 @@ class JanusSession:
         try:
             while True:
                 try:
-                    async with self.http.get(self.url, params={"maxev": "10"},
-                                             timeout=aiohttp.ClientTimeout(total=45)) as r:
+                    async with self.http.get(
+                        self.url, params={"maxev": "10"}, timeout=aiohttp.ClientTimeout(total=45)
+                    ) as r:
                         if r.status != 200:
                             raise JanusError(f"Janus {self.base_url}: long poll answered {r.status}")
                         events = await r.json(content_type=None)
@@ -153,8 +161,9 @@ async def _post(http: aiohttp.ClientSession, url: str, msg: dict[str, Any], time
         raise JanusError(f"Janus {url}: the answer is not JSON") from None
     if reply.get("janus") == "error":
         err = reply.get("error", {})
-        raise JanusError(f"Janus {msg['janus']!r}: {err.get('reason', 'error')} (code {err.get('code')})",
-                         err.get("code"))
+        raise JanusError(
+            f"Janus {msg['janus']!r}: {err.get('reason', 'error')} (code {err.get('code')})", err.get("code")
+        )
     return reply
 
 
@@ -211,8 +220,17 @@ class JanusPublisher(Connector):
 
     kind = "janus"
 
-    def __init__(self, url: str, room: int, video: EncodedVideo, audio: AudioHub | None, display: str = "Roombox",
-                 pin: str = "", subscribe: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        room: int,
+        video: EncodedVideo,
+        audio: AudioHub | None,
+        display: str = "Roombox",
+        pin: str = "",
+        subscribe: bool = True,
+        **kwargs: Any,
+    ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"Janus API {url!r}: expected an http:// or https:// URL (such as http://host:8088/janus)")
         super().__init__(video, audio, **kwargs)
@@ -228,13 +246,26 @@ class JanusPublisher(Connector):
         self.far_ends: dict[int, FarEnd] = {}
 
     @classmethod
-    def from_config(cls, cfg: JanusConfig, video: EncodedVideo, audio: AudioHub | None,
-                    on_state: StateCallback | None = None) -> JanusPublisher:
+    def from_config(
+        cls, cfg: JanusConfig, video: EncodedVideo, audio: AudioHub | None, on_state: StateCallback | None = None
+    ) -> JanusPublisher:
         if not cfg.url:
             raise ValueError("[janus.url] is empty: give Janus's HTTP API URL (such as http://host:8088/janus)")
-        return cls(cfg.url, cfg.room, video, audio, display=cfg.display, pin=cfg.pin, subscribe=cfg.subscribe,
-                   ice=cfg.ice_servers, connect_timeout_s=cfg.connect_timeout_s, media_timeout_s=cfg.media_timeout_s,
-                   retry_min_s=cfg.retry_min_s, retry_max_s=cfg.retry_max_s, on_state=on_state)
+        return cls(
+            cfg.url,
+            cfg.room,
+            video,
+            audio,
+            display=cfg.display,
+            pin=cfg.pin,
+            subscribe=cfg.subscribe,
+            ice=cfg.ice_servers,
+            connect_timeout_s=cfg.connect_timeout_s,
+            media_timeout_s=cfg.media_timeout_s,
+            retry_min_s=cfg.retry_min_s,
+            retry_max_s=cfg.retry_max_s,
+            on_state=on_state,
+        )
 
     def _error(self, e: JanusError) -> ConnectError:
         return ConnectError(f"Janus {self.url} room {self.room}: {e}", retry=e.code not in _FATAL_CODES)
@@ -244,32 +275,37 @@ class JanusPublisher(Connector):
         try:
             self.session = await JanusSession.create(self.http, self.url, timeout_s=self.connect_timeout_s)
             handle = self.handle = await self.session.attach("janus.plugin.videoroom")
-            join: dict[str, Any] = {"request": "join", "ptype": "publisher", "room": self.room,
-                                    "display": self.display}
+            join: dict[str, Any] = {"request": "join", "ptype": "publisher", "room": self.room, "display": self.display}
             if self.pin:
                 join["pin"] = self.pin
             joined, _ = await self.session.message(handle, join)
             self.publisher_id = joined.get("id")
             self._note_publishers(joined)
             await pc.setLocalDescription(await pc.createOffer())
-            _, jsep = await self.session.message(handle, {"request": "publish", "display": self.display},
-                                                 {"type": "offer", "sdp": pc.localDescription.sdp})
+            _, jsep = await self.session.message(
+                handle,
+                {"request": "publish", "display": self.display},
+                {"type": "offer", "sdp": pc.localDescription.sdp},
+            )
         except JanusError as e:
             raise self._error(e) from None
         if not jsep or jsep.get("type") != "answer":
-            raise ConnectError(f"Janus {self.url} room {self.room}: no SDP answer to the publish request",
-                               retry=False)
+            raise ConnectError(f"Janus {self.url} room {self.room}: no SDP answer to the publish request", retry=False)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=jsep["sdp"], type="answer"))
         except Exception as e:
-            raise ConnectError(f"Janus {self.url} room {self.room}: cannot use the SDP answer: {e}",
-                               retry=False) from None
+            raise ConnectError(
+                f"Janus {self.url} room {self.room}: cannot use the SDP answer: {e}", retry=False
+            ) from None
 
     def _note_publishers(self, data: dict[str, Any]) -> None:
         for p in data.get("publishers", []) or []:
             if isinstance(p, dict) and "id" in p:
-                self.others[int(p["id"])] = {"id": p["id"], "display": p.get("display", ""),
-                                             "streams": p.get("streams", [])}
+                self.others[int(p["id"])] = {
+                    "id": p["id"],
+                    "display": p.get("display", ""),
+                    "streams": p.get("streams", []),
+                }
         for key in ("leaving", "unpublished"):
             gone = data.get(key)
             if isinstance(gone, int):
@@ -301,8 +337,9 @@ class JanusPublisher(Connector):
         assert self.session is not None
         far = FarEnd(feed, display)
         far.handle = await self.session.attach("janus.plugin.videoroom")
-        _, jsep = await self.session.message(far.handle, {"request": "join", "ptype": "subscriber", "room": self.room,
-                                                          "streams": [{"feed": feed}]})
+        _, jsep = await self.session.message(
+            far.handle, {"request": "join", "ptype": "subscriber", "room": self.room, "streams": [{"feed": feed}]}
+        )
         if not jsep or jsep.get("type") != "offer":
             raise JanusError(f"Janus sent no offer for participant {feed}")
         pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers(self.ice)))
@@ -322,8 +359,7 @@ class JanusPublisher(Connector):
             codecs = [c.mimeType for c in t._codecs if not c.mimeType.endswith("/rtx")]
             if codecs:
                 far.codecs[t.kind] = codecs[0]
-        await self.session.message(far.handle, {"request": "start"},
-                                   {"type": "answer", "sdp": pc.localDescription.sdp})
+        await self.session.message(far.handle, {"request": "start"}, {"type": "answer", "sdp": pc.localDescription.sdp})
         log.info("Janus room %d: subscribed to %s (%s)", self.room, display or feed, far.codecs)
         return far
 

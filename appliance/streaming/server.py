@@ -42,9 +42,16 @@ CommandHandler = Callable[[dict[str, Any]], "dict[str, Any] | Awaitable[dict[str
 class _Parts:
     """What the handlers share; one per application."""
 
-    def __init__(self, frames: LatestFrame, audio: AudioHub | None, events: EventBus, stream: StreamConfig,
-                 on_command: CommandHandler | None, control: Control,
-                 video: EncodedVideo | None = None) -> None:
+    def __init__(
+        self,
+        frames: LatestFrame,
+        audio: AudioHub | None,
+        events: EventBus,
+        stream: StreamConfig,
+        on_command: CommandHandler | None,
+        control: Control,
+        video: EncodedVideo | None = None,
+    ) -> None:
         self.frames = frames
         self.video = video if video is not None else EncodedVideo(frames, stream)
         self.audio = audio
@@ -64,6 +71,7 @@ class _Parts:
 
     def drop_if_not_connected(self, pc: RTCPeerConnection, timeout_s: float) -> None:
         """Close ``pc`` unless it is connected within ``timeout_s`` (an offer whose ICE never completes)."""
+
         async def watch() -> None:
             await asyncio.sleep(timeout_s)
             if pc in self.peers and pc.connectionState != "connected":
@@ -76,10 +84,18 @@ class _Parts:
         task.add_done_callback(self.watchers.discard)
 
     def live_status(self) -> dict[str, Any]:
-        devices = {k.split(":", 1)[1]: v.get("state") for k, v in self.events.snapshot().items()
-                   if k.startswith("device:") and isinstance(v, dict)}
-        return {"viewers": len(self.peers), "panels": len(self.sockets), "frames_published": self.frames.published,
-                "frames_dropped": self.frames.dropped, "devices": devices}
+        devices = {
+            k.split(":", 1)[1]: v.get("state")
+            for k, v in self.events.snapshot().items()
+            if k.startswith("device:") and isinstance(v, dict)
+        }
+        return {
+            "viewers": len(self.peers),
+            "panels": len(self.sockets),
+            "frames_published": self.frames.published,
+            "frames_dropped": self.frames.dropped,
+            "devices": devices,
+        }
 
 
 PARTS = web.AppKey("roombox_streaming", _Parts)
@@ -133,7 +149,8 @@ def check_offer_sdp(sdp: str, max_media_lines: int) -> str | None:
     sections = sdp.split("\nm=")[1:]
     for section in sections:
         if section.startswith(("video", "audio")) and not any(
-                line.strip() in ("a=recvonly", "a=inactive") for line in section.splitlines()):
+            line.strip() in ("a=recvonly", "a=inactive") for line in section.splitlines()
+        ):
             return "each audio and video m-line must be recvonly: the box does not take media"
     return None
 
@@ -221,8 +238,11 @@ async def _ws(request: web.Request) -> web.WebSocketResponse:
     p = request.app[PARTS]
     who = p.control.require(request, "read", changes_state=True)
     if len(p.sockets) >= p.control.access.max_sockets:
-        fail(429, f"this box already has {len(p.sockets)} panel sockets (access.max_sockets)",
-             headers={"Retry-After": "5"})
+        fail(
+            429,
+            f"this box already has {len(p.sockets)} panel sockets (access.max_sockets)",
+            headers={"Retry-After": "5"},
+        )
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024)
     await ws.prepare(request)
     p.sockets.add(ws)
@@ -271,9 +291,17 @@ async def _on_shutdown(app: web.Application) -> None:
         await p.video.close()
 
 
-def create_app(frames: LatestFrame, audio: AudioHub | None, events: EventBus, stream: StreamConfig,
-               on_command: CommandHandler | None = None, *, control: Control | None = None,
-               video: EncodedVideo | None = None, display: LatestFrame | None = None) -> web.Application:
+def create_app(
+    frames: LatestFrame,
+    audio: AudioHub | None,
+    events: EventBus,
+    stream: StreamConfig,
+    on_command: CommandHandler | None = None,
+    *,
+    control: Control | None = None,
+    video: EncodedVideo | None = None,
+    display: LatestFrame | None = None,
+) -> web.Application:
     """The panel application.
 
     ``control`` holds the credentials, the access limits and (optionally) the config store behind

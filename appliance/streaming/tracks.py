@@ -100,8 +100,9 @@ class RoomAudioTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, audio: AudioHub, prebuffer_ms: float = 60.0, max_buffer_ms: float = 200.0,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self, audio: AudioHub, prebuffer_ms: float = 60.0, max_buffer_ms: float = 200.0, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         super().__init__()
         self._audio = audio
         self._clock = clock

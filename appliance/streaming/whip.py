@@ -48,8 +48,9 @@ class WhipPublisher(Connector):
 
     kind = "whip"
 
-    def __init__(self, url: str, video: EncodedVideo, audio: AudioHub | None, token: str = "",
-                 **kwargs: object) -> None:
+    def __init__(
+        self, url: str, video: EncodedVideo, audio: AudioHub | None, token: str = "", **kwargs: object
+    ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"WHIP endpoint {url!r}: expected an http:// or https:// URL")
         super().__init__(video, audio, **kwargs)  # type: ignore[arg-type]
@@ -58,13 +59,23 @@ class WhipPublisher(Connector):
         self.resource: str | None = None
 
     @classmethod
-    def from_config(cls, cfg: WhipConfig, video: EncodedVideo, audio: AudioHub | None,
-                    on_state: StateCallback | None = None) -> WhipPublisher:
+    def from_config(
+        cls, cfg: WhipConfig, video: EncodedVideo, audio: AudioHub | None, on_state: StateCallback | None = None
+    ) -> WhipPublisher:
         if not cfg.url:
             raise ValueError("[whip.url] is empty: give the WHIP endpoint (or roombox demo --whip URL)")
-        return cls(cfg.url, video, audio, token=cfg.token, ice=cfg.ice_servers,
-                   connect_timeout_s=cfg.connect_timeout_s, media_timeout_s=cfg.media_timeout_s,
-                   retry_min_s=cfg.retry_min_s, retry_max_s=cfg.retry_max_s, on_state=on_state)
+        return cls(
+            cfg.url,
+            video,
+            audio,
+            token=cfg.token,
+            ice=cfg.ice_servers,
+            connect_timeout_s=cfg.connect_timeout_s,
+            media_timeout_s=cfg.media_timeout_s,
+            retry_min_s=cfg.retry_min_s,
+            retry_max_s=cfg.retry_max_s,
+            on_state=on_state,
+        )
 
     def _headers(self, content_type: str | None = None) -> dict[str, str]:
         h = {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -77,9 +88,12 @@ class WhipPublisher(Connector):
         await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers every candidate first
         where = f"WHIP {self.url}"
         try:
-            async with self.http.post(self.url, data=pc.localDescription.sdp.encode(),
-                                      headers=self._headers("application/sdp"),
-                                      timeout=aiohttp.ClientTimeout(total=self.connect_timeout_s)) as r:
+            async with self.http.post(
+                self.url,
+                data=pc.localDescription.sdp.encode(),
+                headers=self._headers("application/sdp"),
+                timeout=aiohttp.ClientTimeout(total=self.connect_timeout_s),
+            ) as r:
                 body = await r.text(errors="replace")
                 status, reason = r.status, r.reason or ""
                 location = r.headers.get("Location")
@@ -96,13 +110,13 @@ class WhipPublisher(Connector):
         if status not in (200, 201):
             raise ConnectError(f"{where}: refused the offer ({status} {reason}){_snippet(body)}", retry=False)
         if ctype != "application/sdp":
-            raise ConnectError(f"{where}: the answer is {ctype or 'untyped'}, not application/sdp{_snippet(body)}",
-                               retry=False)
+            raise ConnectError(
+                f"{where}: the answer is {ctype or 'untyped'}, not application/sdp{_snippet(body)}", retry=False
+            )
         if not location:
             raise ConnectError(f"{where}: the answer has no Location header (no session to leave)", retry=False)
         if not body.lstrip().startswith("v=0") or "\nm=" not in body:
-            raise ConnectError(f"{where}: the answer is not an SDP session description{_snippet(body)}",
-                               retry=False)
+            raise ConnectError(f"{where}: the answer is not an SDP session description{_snippet(body)}", retry=False)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
         except Exception as e:  # aiortc raises ValueError and others for an SDP it cannot use
@@ -112,7 +126,6 @@ class WhipPublisher(Connector):
         if self.resource is None or self.http is None:
             return
         resource, self.resource = self.resource, None
-        async with self.http.delete(resource, headers=self._headers(),
-                                    timeout=aiohttp.ClientTimeout(total=5.0)) as r:
+        async with self.http.delete(resource, headers=self._headers(), timeout=aiohttp.ClientTimeout(total=5.0)) as r:
             if r.status >= 400 and r.status != 404:
                 raise ConnectError(f"WHIP {resource}: DELETE answered {r.status} {r.reason}")

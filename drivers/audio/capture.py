@@ -73,8 +73,14 @@ class InputDevice:
     is_default: bool
 
     def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "name": self.name, "channels": self.channels,
-                "default_rate": self.default_rate, "host_api": self.host_api, "default": self.is_default}
+        return {
+            "index": self.index,
+            "name": self.name,
+            "channels": self.channels,
+            "default_rate": self.default_rate,
+            "host_api": self.host_api,
+            "default": self.is_default,
+        }
 
 
 @dataclass(frozen=True)
@@ -104,8 +110,9 @@ class Backend(Protocol):
 
     def check(self, index: int, channels: int, rate: int) -> str | None: ...
 
-    def open(self, index: int, channels: int, rate: int, blocksize: int, on_block: OnBlock,
-             on_finished: Callable[[], None]) -> Stream: ...
+    def open(
+        self, index: int, channels: int, rate: int, blocksize: int, on_block: OnBlock, on_finished: Callable[[], None]
+    ) -> Stream: ...
 
 
 def find_device(devices: Sequence[InputDevice], wanted: str | int | None, default: int | None) -> InputDevice:
@@ -136,12 +143,12 @@ def find_device(devices: Sequence[InputDevice], wanted: str | int | None, defaul
     if not found:
         raise SourceLost(f"no input device matching {wanted!r} (inputs: {listing})")
     names = "; ".join(f"{d.index}: {d.name}" for d in found)
-    raise MicDeviceError(f"device {wanted!r} matches {len(found)} input devices ({names}): give more of the "
-                         "name, or the index")
+    raise MicDeviceError(
+        f"device {wanted!r} matches {len(found)} input devices ({names}): give more of the name, or the index"
+    )
 
 
-async def _in_thread(fn: Callable[[], T], timeout: float, what: str,
-                     cleanup: Callable[[T], None] | None = None) -> T:
+async def _in_thread(fn: Callable[[], T], timeout: float, what: str, cleanup: Callable[[T], None] | None = None) -> T:
     """``fn()`` on a daemon thread; ``SourceLost`` if it has not returned within ``timeout`` seconds (a
     late result is handed to ``cleanup``). A wedged driver call cannot hang the loop or the interpreter."""
     loop = asyncio.get_running_loop()
@@ -193,10 +200,22 @@ class PortAudioMicArray:
     ``dropped_blocks`` (the queue was full) and ``gaps`` (times the timeline was anchored afresh).
     """
 
-    def __init__(self, backend: Backend, name: str, device: str | int | None, channels: int,
-                 channel_map: Sequence[int], sample_rate: int, playback_channel: int | None = None,
-                 device_rate: int | None = None, block_ms: float = 20.0, queue_blocks: int = 50,
-                 stall_s: float = 2.0, open_timeout_s: float = 10.0, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        name: str,
+        device: str | int | None,
+        channels: int,
+        channel_map: Sequence[int],
+        sample_rate: int,
+        playback_channel: int | None = None,
+        device_rate: int | None = None,
+        block_ms: float = 20.0,
+        queue_blocks: int = 50,
+        stall_s: float = 2.0,
+        open_timeout_s: float = 10.0,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         if not channel_map:
             raise ValueError(f"{name}: an empty channel map")
         for c in [*channel_map, *([] if playback_channel is None else [playback_channel])]:
@@ -259,8 +278,10 @@ class PortAudioMicArray:
         if self.wanted_device_rate is not None:
             reason = self.backend.check(dev.index, self.channels, self.wanted_device_rate)
             if reason is not None:
-                raise MicDeviceError(f"{self.name}: device {dev.index} ({dev.name}) refuses {self.channels} "
-                                     f"channels at device_rate {self.wanted_device_rate} Hz: {reason}")
+                raise MicDeviceError(
+                    f"{self.name}: device {dev.index} ({dev.name}) refuses {self.channels} "
+                    f"channels at device_rate {self.wanted_device_rate} Hz: {reason}"
+                )
             return self.wanted_device_rate
         tried: list[str] = []
         candidates = [self.sample_rate, round(dev.default_rate), 48000, 44100]
@@ -269,14 +290,18 @@ class PortAudioMicArray:
             if reason is None:
                 return rate
             tried.append(f"{rate} Hz: {reason}")
-        raise MicDeviceError(f"{self.name}: device {dev.index} ({dev.name}) refuses {self.channels} channels "
-                             f"at every rate tried ({'; '.join(tried)})")
+        raise MicDeviceError(
+            f"{self.name}: device {dev.index} ({dev.name}) refuses {self.channels} channels "
+            f"at every rate tried ({'; '.join(tried)})"
+        )
 
     def _open(self) -> tuple[InputDevice, int, Stream]:
         dev = self._resolve()
         if dev.channels < self.channels:
-            raise MicDeviceError(f"{self.name}: device {dev.index} ({dev.name}) has {dev.channels} input "
-                                 f"channels; the channel map needs {self.channels}")
+            raise MicDeviceError(
+                f"{self.name}: device {dev.index} ({dev.name}) has {dev.channels} input "
+                f"channels; the channel map needs {self.channels}"
+            )
         rate = self._pick_rate(dev)
         self.device_rate = rate  # before the first callback, which stamps with it
         blocksize = max(16, round(self.block_ms * rate / 1000.0))
@@ -297,8 +322,9 @@ class PortAudioMicArray:
         self._finished = False
         self._anchor, self._n, self._late, self._gap_next = None, 0, 0, True
         try:
-            dev, rate, stream = await _in_thread(self._open, self.open_timeout_s, f"{self.name}: opening",
-                                                 cleanup=lambda r: r[2].close())
+            dev, rate, stream = await _in_thread(
+                self._open, self.open_timeout_s, f"{self.name}: opening", cleanup=lambda r: r[2].close()
+            )
         except (SourceLost, MicDeviceError):
             raise
         except Exception as e:  # the binding's own errors (PortAudioError, OSError): name the device
@@ -403,8 +429,7 @@ class PortAudioMicArray:
             t = item.t + (rs.input_time(j0) - i0) / self.device_rate
             m = len(self.channel_map)
             ref = np.ascontiguousarray(y[:, m]) if self.playback_channel is not None else None
-            return ArrayBlock(t=t, samples=np.ascontiguousarray(y[:, :m]), sample_rate=self.sample_rate,
-                              reference=ref)
+            return ArrayBlock(t=t, samples=np.ascontiguousarray(y[:, :m]), sample_rate=self.sample_rate, reference=ref)
 
     async def stop(self) -> None:
         stream, self._stream = self._stream, None

@@ -38,24 +38,38 @@ _Channel = int
 class PortAudioMicSection(MicArraySection):
     """A sound card through PortAudio; see :mod:`drivers.audio.devices` for an example."""
 
-    device: str | int | None = Field(None, title="Input device",
-                                     description="Its index or a part of its name, as `roombox mics` lists "
-                                     "them; left out: the default input device.")
-    preset: PresetKey | None = Field(None, title="Array model",
-                                     description="Geometry, channel map and playback channel of an array "
-                                     "people buy (drivers.audio.presets).")
-    geometry: list[Vec3] | None = Field(None, min_length=1, max_length=64, title="Microphones in the array's "
-                                        "own frame (m)", description="For an array that has no preset; placed "
-                                        "by array_position and rotation_deg.")
+    device: str | int | None = Field(
+        None,
+        title="Input device",
+        description="Its index or a part of its name, as `roombox mics` lists "
+        "them; left out: the default input device.",
+    )
+    preset: PresetKey | None = Field(
+        None,
+        title="Array model",
+        description="Geometry, channel map and playback channel of an array people buy (drivers.audio.presets).",
+    )
+    geometry: list[Vec3] | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        title="Microphones in the array's own frame (m)",
+        description="For an array that has no preset; placed by array_position and rotation_deg.",
+    )
     array_position: Vec3 = Field((0.0, -0.1, 0.0), title="Array centre in the camera frame (m)")
     rotation_deg: tuple[_Angle, _Angle, _Angle] = Field((0.0, 0.0, 0.0), title="Array yaw, pitch, roll (degrees)")
     channels: int | None = Field(None, ge=1, le=64, title="Channels the device is opened with")
-    channel_map: list[_Channel] | None = Field(None, min_length=1, max_length=64,
-                                               title="Device channel of each microphone")
+    channel_map: list[_Channel] | None = Field(
+        None, min_length=1, max_length=64, title="Device channel of each microphone"
+    )
     playback_channel: int | None = Field(None, ge=0, le=63, title="Device channel of the playback reference")
-    device_rate: int | None = Field(None, ge=8000, le=768000, title="Rate the device is opened at (Hz)",
-                                    description="Left out: sample_rate if the device takes it, else its "
-                                    "default rate, resampled to sample_rate.")
+    device_rate: int | None = Field(
+        None,
+        ge=8000,
+        le=768000,
+        title="Rate the device is opened at (Hz)",
+        description="Left out: sample_rate if the device takes it, else its default rate, resampled to sample_rate.",
+    )
     block_ms: float = Field(20.0, ge=2.0, le=200.0, title="PortAudio block (ms)")
     queue_blocks: int = Field(50, ge=2, le=1000, title="Blocks queued before the oldest is dropped")
     stall_s: float = Field(2.0, ge=0.2, le=60.0, title="Silence from the device taken as lost (s)")
@@ -73,8 +87,9 @@ class PortAudioMicSection(MicArraySection):
             if any(not math.isfinite(a) or abs(a) > 360.0 for a in self.rotation_deg):
                 raise ValueError(f"rotation_deg {list(self.rotation_deg)}: each angle within -360..360")
             positions = place(geometry, self.array_position, self.rotation_deg)
-            if "positions" in given and (len(positions) != len(self.positions)
-                                         or not np.allclose(positions, self.positions, atol=1e-6)):
+            if "positions" in given and (
+                len(positions) != len(self.positions) or not np.allclose(positions, self.positions, atol=1e-6)
+            ):
                 raise ValueError("positions (camera frame) and preset/geometry together: give one")
             try:
                 MicArraySection(positions=positions)
@@ -83,8 +98,9 @@ class PortAudioMicSection(MicArraySection):
                 raise ValueError(f"the placed array: {reason}") from None
             object.__setattr__(self, "positions", positions)
         elif given & {"array_position", "rotation_deg"}:
-            raise ValueError("array_position and rotation_deg place a preset or geometry; positions are "
-                             "already in the camera frame")
+            raise ValueError(
+                "array_position and rotation_deg place a preset or geometry; positions are already in the camera frame"
+            )
         n_mics = len(self.positions)
         channel_map = self.channel_map
         if channel_map is None:
@@ -101,8 +117,10 @@ class PortAudioMicSection(MicArraySection):
         if channels is None:
             channels = preset.channels if preset is not None else max(used) + 1
         if any(c < 0 or c >= channels for c in used):
-            raise ValueError(f"channel_map {channel_map} / playback_channel {playback}: a channel outside the "
-                             f"device's {channels} channels (0..{channels - 1})")
+            raise ValueError(
+                f"channel_map {channel_map} / playback_channel {playback}: a channel outside the "
+                f"device's {channels} channels (0..{channels - 1})"
+            )
         if playback is not None and playback in channel_map:
             raise ValueError(f"playback_channel {playback} is also a microphone in channel_map")
         object.__setattr__(self, "channel_map", channel_map)
@@ -139,8 +157,10 @@ def _import_sounddevice() -> Any:
     try:
         import sounddevice
     except (ImportError, OSError) as e:
-        raise MicDeviceError(f"the sounddevice driver needs the Python package sounddevice and the PortAudio "
-                             f"library (pip install sounddevice; apt-get install libportaudio2): {e}") from None
+        raise MicDeviceError(
+            f"the sounddevice driver needs the Python package sounddevice and the PortAudio "
+            f"library (pip install sounddevice; apt-get install libportaudio2): {e}"
+        ) from None
     return sounddevice
 
 
@@ -178,10 +198,17 @@ class SoundDeviceBackend:
                 default = sd.query_devices(kind="input")["index"]
             except sd.PortAudioError:
                 default = -1
-        return [InputDevice(index=int(d["index"]), name=str(d["name"]), channels=int(d["max_input_channels"]),
-                            default_rate=float(d["default_samplerate"]),
-                            host_api=str(apis[d["hostapi"]]["name"]), is_default=int(d["index"]) == default)
-                for d in sd.query_devices()]
+        return [
+            InputDevice(
+                index=int(d["index"]),
+                name=str(d["name"]),
+                channels=int(d["max_input_channels"]),
+                default_rate=float(d["default_samplerate"]),
+                host_api=str(apis[d["hostapi"]]["name"]),
+                is_default=int(d["index"]) == default,
+            )
+            for d in sd.query_devices()
+        ]
 
     def refresh(self) -> None:
         _import_sounddevice()
@@ -195,8 +222,9 @@ class SoundDeviceBackend:
             return str(e)
         return None
 
-    def open(self, index: int, channels: int, rate: int, blocksize: int, on_block: OnBlock,
-             on_finished: Callable[[], None]) -> Stream:
+    def open(
+        self, index: int, channels: int, rate: int, blocksize: int, on_block: OnBlock, on_finished: Callable[[], None]
+    ) -> Stream:
         global _sd_open_streams
         sd = _import_sounddevice()
 
@@ -204,21 +232,31 @@ class SoundDeviceBackend:
             adc, now = float(time.inputBufferAdcTime), float(time.currentTime)
             on_block(indata.copy(), now - adc if adc > 0.0 and now > 0.0 else None, bool(status.input_overflow))
 
-        stream = sd.InputStream(device=index, channels=channels, samplerate=rate, dtype="float32",
-                                blocksize=blocksize, callback=callback, finished_callback=on_finished)
+        stream = sd.InputStream(
+            device=index,
+            channels=channels,
+            samplerate=rate,
+            dtype="float32",
+            blocksize=blocksize,
+            callback=callback,
+            finished_callback=on_finished,
+        )
         _sd_open_streams += 1
         return _SdStream(stream)
 
 
 # -- PyAudio -------------------------------------------------------------------------------------------
 
+
 def _import_pyaudio() -> Any:
     try:
         import pyaudio
     except ImportError as e:
-        raise MicDeviceError(f"the pyaudio driver needs the Python package PyAudio (pip install pyaudio, which "
-                             f"builds against apt-get install portaudio19-dev), or use type = \"sounddevice\": "
-                             f"{e}") from None
+        raise MicDeviceError(
+            f"the pyaudio driver needs the Python package PyAudio (pip install pyaudio, which "
+            f'builds against apt-get install portaudio19-dev), or use type = "sounddevice": '
+            f"{e}"
+        ) from None
     return pyaudio
 
 
@@ -257,9 +295,16 @@ class PyAudioBackend:
             for i in range(pa.get_device_count()):
                 d = pa.get_device_info_by_index(i)
                 api = pa.get_host_api_info_by_index(d["hostApi"])["name"]
-                out.append(InputDevice(index=i, name=str(d["name"]), channels=int(d["maxInputChannels"]),
-                                       default_rate=float(d["defaultSampleRate"]), host_api=str(api),
-                                       is_default=i == default))
+                out.append(
+                    InputDevice(
+                        index=i,
+                        name=str(d["name"]),
+                        channels=int(d["maxInputChannels"]),
+                        default_rate=float(d["defaultSampleRate"]),
+                        host_api=str(api),
+                        is_default=i == default,
+                    )
+                )
             return out
         finally:
             pa.terminate()
@@ -271,21 +316,22 @@ class PyAudioBackend:
         pyaudio = _import_pyaudio()
         pa = pyaudio.PyAudio()
         try:
-            pa.is_format_supported(rate, input_device=index, input_channels=channels,
-                                   input_format=pyaudio.paFloat32)
+            pa.is_format_supported(rate, input_device=index, input_channels=channels, input_format=pyaudio.paFloat32)
         except ValueError as e:
             return str(e.args[0] if e.args else e)
         finally:
             pa.terminate()
         return None
 
-    def open(self, index: int, channels: int, rate: int, blocksize: int, on_block: OnBlock,
-             on_finished: Callable[[], None]) -> Stream:
+    def open(
+        self, index: int, channels: int, rate: int, blocksize: int, on_block: OnBlock, on_finished: Callable[[], None]
+    ) -> Stream:
         pyaudio = _import_pyaudio()
         pa = pyaudio.PyAudio()
 
-        def callback(in_data: bytes | None, frame_count: int, time_info: dict[str, float],
-                     status: int) -> tuple[None, int]:
+        def callback(
+            in_data: bytes | None, frame_count: int, time_info: dict[str, float], status: int
+        ) -> tuple[None, int]:
             if in_data:
                 x = np.frombuffer(in_data, dtype=np.float32).reshape(-1, channels).copy()
                 adc, now = time_info.get("input_buffer_adc_time", 0.0), time_info.get("current_time", 0.0)
@@ -293,9 +339,16 @@ class PyAudioBackend:
             return None, pyaudio.paContinue
 
         try:
-            stream = pa.open(format=pyaudio.paFloat32, channels=channels, rate=rate, input=True,
-                             input_device_index=index, frames_per_buffer=blocksize, stream_callback=callback,
-                             start=False)
+            stream = pa.open(
+                format=pyaudio.paFloat32,
+                channels=channels,
+                rate=rate,
+                input=True,
+                input_device_index=index,
+                frames_per_buffer=blocksize,
+                stream_callback=callback,
+                start=False,
+            )
         except BaseException:
             pa.terminate()
             raise
@@ -314,10 +367,20 @@ def list_input_devices(backend: str = "sounddevice") -> list[InputDevice]:
 
 def open_portaudio(name: str, cfg: PortAudioMicSection, backend: Backend, ctx: DriverContext) -> PortAudioMicArray:
     assert cfg.channels is not None and cfg.channel_map is not None  # resolved by the section's validator
-    return PortAudioMicArray(backend, name, cfg.device, channels=cfg.channels, channel_map=cfg.channel_map,
-                             sample_rate=cfg.sample_rate, playback_channel=cfg.playback_channel,
-                             device_rate=cfg.device_rate, block_ms=cfg.block_ms, queue_blocks=cfg.queue_blocks,
-                             stall_s=cfg.stall_s, clock=ctx.clock)
+    return PortAudioMicArray(
+        backend,
+        name,
+        cfg.device,
+        channels=cfg.channels,
+        channel_map=cfg.channel_map,
+        sample_rate=cfg.sample_rate,
+        playback_channel=cfg.playback_channel,
+        device_rate=cfg.device_rate,
+        block_ms=cfg.block_ms,
+        queue_blocks=cfg.queue_blocks,
+        stall_s=cfg.stall_s,
+        clock=ctx.clock,
+    )
 
 
 @register("mic_array", "sounddevice", SoundDeviceMicConfig)

@@ -54,38 +54,62 @@ PRESETS: dict[str, ArrayPreset] = {
     p.key: p
     for p in (
         ArrayPreset(
-            "respeaker-usb-4mic", "Seeed ReSpeaker USB Mic Array v2.0 (4 mics, 6-channel firmware)",
+            "respeaker-usb-4mic",
+            "Seeed ReSpeaker USB Mic Array v2.0 (4 mics, 6-channel firmware)",
             # ODAS respeaker_usb_4_mic_array.cfg: mics at (-32, 0), (0, -32), (32, 0), (0, 32) mm
             ((-0.032, 0.0, 0.0), (0.0, 0.0, -0.032), (0.032, 0.0, 0.0), (0.0, 0.0, 0.032)),
-            channels=6, channel_map=(1, 2, 3, 4), playback_channel=5, native_rate=16000,
+            channels=6,
+            channel_map=(1, 2, 3, 4),
+            playback_channel=5,
+            native_rate=16000,
             source="6_channels_firmware: channel 0 processed audio, 1-4 the raw microphones, 5 playback; "
-            "square of 45.3 mm sides (radius 32 mm)"),
+            "square of 45.3 mm sides (radius 32 mm)",
+        ),
         ArrayPreset(
-            "respeaker-6mic", "Seeed ReSpeaker 6-Mic Circular Array kit for Raspberry Pi (AC108)",
+            "respeaker-6mic",
+            "Seeed ReSpeaker 6-Mic Circular Array kit for Raspberry Pi (AC108)",
             # ODAS respeaker_6_mic_array.cfg: radius 46.3 mm, mic 1 at 120 deg, counter-clockwise
             _ring(6, 0.0463, start_deg=120.0),
-            channels=8, channel_map=(0, 1, 2, 3, 4, 5), playback_channel=6, native_rate=16000,
+            channels=8,
+            channel_map=(0, 1, 2, 3, 4, 5),
+            playback_channel=6,
+            native_rate=16000,
             source="seeed-voicecard: 8 channels, 0-5 the microphones, 6-7 the playback loopback; "
-            "circle of radius 46.3 mm"),
+            "circle of radius 46.3 mm",
+        ),
         ArrayPreset(
-            "uma8", "miniDSP UMA-8 (7 mics, raw firmware)",
+            "uma8",
+            "miniDSP UMA-8 (7 mics, raw firmware)",
             ((0.0, 0.0, 0.0),) + _ring(6, 0.043, start_deg=0.0),
-            channels=8, channel_map=(0, 1, 2, 3, 4, 5, 6), playback_channel=None, native_rate=48000,
+            channels=8,
+            channel_map=(0, 1, 2, 3, 4, 5, 6),
+            playback_channel=None,
+            native_rate=48000,
             source="one centre microphone and six on a circle of radius 43 mm (90 mm board), "
-            "counter-clockwise from the first; raw firmware, 8 channels, the 8th unused"),
+            "counter-clockwise from the first; raw firmware, 8 channels, the 8th unused",
+        ),
         ArrayPreset(
-            "respeaker-lite", "Seeed ReSpeaker Lite (2 mics, XU316, USB firmware)",
+            "respeaker-lite",
+            "Seeed ReSpeaker Lite (2 mics, XU316, USB firmware)",
             ((-0.033, 0.0, 0.0), (0.033, 0.0, 0.0)),
-            channels=2, channel_map=(0, 1), playback_channel=None, native_rate=16000,
+            channels=2,
+            channel_map=(0, 1),
+            playback_channel=None,
+            native_rate=16000,
             source="two microphones across the 86 mm board; the datasheet gives no spacing, 66 mm is "
             "an estimate: measure your board and give geometry if it differs. A pair has a front/back "
-            "ambiguity: azimuth only within +-90 deg"),
+            "ambiguity: azimuth only within +-90 deg",
+        ),
         ArrayPreset(
-            "linear-4", "A generic 4-mic linear array, 50 mm pitch",
+            "linear-4",
+            "A generic 4-mic linear array, 50 mm pitch",
             tuple(((k - 1.5) * 0.05, 0.0, 0.0) for k in range(4)),
-            channels=4, channel_map=(0, 1, 2, 3), playback_channel=None, native_rate=16000,
-            source="a uniform line along x; a line has a front/back ambiguity: azimuth only within "
-            "+-90 deg"),
+            channels=4,
+            channel_map=(0, 1, 2, 3),
+            playback_channel=None,
+            native_rate=16000,
+            source="a uniform line along x; a line has a front/back ambiguity: azimuth only within +-90 deg",
+        ),
     )
 }
 
@@ -101,8 +125,9 @@ def rotation_matrix(yaw_deg: float, pitch_deg: float, roll_deg: float) -> np.nda
     return rot
 
 
-def place(geometry: Sequence[Sequence[float]], position: Sequence[float],
-          rotation_deg: Sequence[float] = (0.0, 0.0, 0.0)) -> list[Vec3]:
+def place(
+    geometry: Sequence[Sequence[float]], position: Sequence[float], rotation_deg: Sequence[float] = (0.0, 0.0, 0.0)
+) -> list[Vec3]:
     """Microphone positions in the camera frame: ``geometry`` (array frame) rotated by ``rotation_deg``
     (yaw, pitch, roll) and moved to ``position``."""
     g = np.asarray(geometry, dtype=np.float64).reshape(-1, 3)

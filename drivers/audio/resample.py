@@ -23,8 +23,9 @@ from scipy.signal import firwin, resample_poly
 class StreamResampler:
     """``in_rate`` -> ``out_rate`` on (frames, channels) float32 blocks, continuous across blocks."""
 
-    def __init__(self, in_rate: int, out_rate: int, channels: int,
-                 engine: Literal["auto", "soxr", "scipy"] = "auto") -> None:
+    def __init__(
+        self, in_rate: int, out_rate: int, channels: int, engine: Literal["auto", "soxr", "scipy"] = "auto"
+    ) -> None:
         if in_rate <= 0 or out_rate <= 0:
             raise ValueError(f"rates must be positive, got {in_rate} -> {out_rate}")
         self._soxr: Any = None
@@ -53,8 +54,9 @@ class StreamResampler:
         self._n_in = 0  # input samples seen since reset
         self._n_out = 0  # output samples handed out since reset
         if self._soxr is not None:
-            self._stream = self._soxr.ResampleStream(self.in_rate, self.out_rate, self.channels,
-                                                     dtype="float32", quality="HQ")
+            self._stream = self._soxr.ResampleStream(
+                self.in_rate, self.out_rate, self.channels, dtype="float32", quality="HQ"
+            )
 
     @property
     def samples_out(self) -> int:
@@ -74,8 +76,9 @@ class StreamResampler:
             self._n_out += x.shape[0]
             return x.astype(np.float32, copy=False)
         if self._soxr is not None:
-            y = np.asarray(self._stream.resample_chunk(np.ascontiguousarray(x, dtype=np.float32)),
-                           dtype=np.float32).reshape(-1, self.channels)
+            y = np.asarray(
+                self._stream.resample_chunk(np.ascontiguousarray(x, dtype=np.float32)), dtype=np.float32
+            ).reshape(-1, self.channels)
             self._n_in += x.shape[0]
             self._n_out += y.shape[0]
             return y
@@ -87,11 +90,11 @@ class StreamResampler:
             return np.zeros((0, self.channels), dtype=np.float32)
         y = resample_poly(self._buf, self.up, self.down, axis=0, window=self._taps)
         first_local = self._n_out - self._base * self.up // self.down
-        out = y[first_local:last_ready + 1 - self._base * self.up // self.down]
+        out = y[first_local : last_ready + 1 - self._base * self.up // self.down]
         self._n_out = last_ready + 1
         # keep what the next outputs still need, from a multiple of ``down`` so the phase is unchanged
         keep_from = (self._n_out * self.down // self.up) - self._half_in - 1
         keep_from = max(self._base, (keep_from // self.down) * self.down)
-        self._buf = self._buf[keep_from - self._base:]
+        self._buf = self._buf[keep_from - self._base :]
         self._base = keep_from
         return np.asarray(out, dtype=np.float32)

@@ -39,9 +39,11 @@ class PtzLimits:
     def clamp(self, pan_deg: float, tilt_deg: float, zoom: float) -> PtzPosition:
         if not all(math.isfinite(v) for v in (pan_deg, tilt_deg, zoom)):
             raise ValueError(f"not a position: pan {pan_deg}, tilt {tilt_deg}, zoom {zoom}")
-        return PtzPosition(min(max(pan_deg, self.pan_deg[0]), self.pan_deg[1]),
-                           min(max(tilt_deg, self.tilt_deg[0]), self.tilt_deg[1]),
-                           min(max(zoom, 0.0), 1.0))
+        return PtzPosition(
+            min(max(pan_deg, self.pan_deg[0]), self.pan_deg[1]),
+            min(max(tilt_deg, self.tilt_deg[0]), self.tilt_deg[1]),
+            min(max(zoom, 0.0), 1.0),
+        )
 
 
 @runtime_checkable
@@ -68,8 +70,12 @@ class PtzSection(Section):
     """What every PTZ camera's config section has: its travel and its optics. Drivers add their own keys and
     a ``type`` (``[ptz.NAME] type = "visca-ip"``)."""
 
-    camera: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,39}$", title="Camera it moves",
-                               description="The [cameras.NAME] whose picture this PTZ head moves")
+    camera: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,39}$",
+        title="Camera it moves",
+        description="The [cameras.NAME] whose picture this PTZ head moves",
+    )
     pan_min_deg: float = Field(-170.0, ge=-180.0, le=0.0, title="Leftmost pan (degrees)")
     pan_max_deg: float = Field(170.0, ge=0.0, le=180.0, title="Rightmost pan (degrees)")
     tilt_min_deg: float = Field(-30.0, ge=-90.0, le=0.0, title="Lowest tilt (degrees)")

@@ -56,12 +56,26 @@ class _Axis:
 
 
 class ViscaCameraSim:
-    def __init__(self, source: VideoSource | None = None, *, clock: Clock = SYSTEM_CLOCK, address: int = 1,
-                 source_hfov_deg: float = 90.0, hfov_wide_deg: float = 60.0, optical_zoom: float = 4.0,
-                 limits: PtzLimits | None = None, pan_units_per_deg: float = 14.4,
-                 tilt_units_per_deg: float = 14.4, zoom_max: int = 0x4000, max_pan_deg_s: float = 100.0,
-                 max_tilt_deg_s: float = 80.0, zoom_full_s: float = 2.0, out_size: tuple[int, int] = (1280, 720),
-                 behaviour: Behaviour = "ok", name: str = "visca-sim") -> None:
+    def __init__(
+        self,
+        source: VideoSource | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        address: int = 1,
+        source_hfov_deg: float = 90.0,
+        hfov_wide_deg: float = 60.0,
+        optical_zoom: float = 4.0,
+        limits: PtzLimits | None = None,
+        pan_units_per_deg: float = 14.4,
+        tilt_units_per_deg: float = 14.4,
+        zoom_max: int = 0x4000,
+        max_pan_deg_s: float = 100.0,
+        max_tilt_deg_s: float = 80.0,
+        zoom_full_s: float = 2.0,
+        out_size: tuple[int, int] = (1280, 720),
+        behaviour: Behaviour = "ok",
+        name: str = "visca-sim",
+    ) -> None:
         self.source, self.clock, self.address, self.name = source, clock, address, name
         self.source_hfov_deg, self.hfov_wide_deg, self.optical_zoom = source_hfov_deg, hfov_wide_deg, optical_zoom
         self.limits = limits or PtzLimits((-170.0, 170.0), (-30.0, 90.0))
@@ -132,8 +146,14 @@ class ViscaCameraSim:
         now = self.clock.now()
         if cmd.kind == "inq_pan_tilt":
             p = self.position(now)
-            reply(visca.completion(a, 0, visca.nibbles(round(p.pan_deg * self.pan_units))
-                                   + visca.nibbles(round(p.tilt_deg * self.tilt_units))))
+            reply(
+                visca.completion(
+                    a,
+                    0,
+                    visca.nibbles(round(p.pan_deg * self.pan_units))
+                    + visca.nibbles(round(p.tilt_deg * self.tilt_units)),
+                )
+            )
         elif cmd.kind == "inq_zoom":
             reply(visca.completion(a, 0, visca.nibbles(round(self.zoom.at(now) * self.zoom_max))))
         elif cmd.kind in ("pan_tilt_absolute", "pan_tilt_drive", "home"):
@@ -158,8 +178,10 @@ class ViscaCameraSim:
         vp, vt = visca.PAN_SPEED_MAX, visca.TILT_SPEED_MAX
         if cmd.kind == "pan_tilt_absolute":
             pan, tilt, vp, vt = cmd.values[0] / self.pan_units, cmd.values[1] / self.tilt_units, *cmd.values[2:]
-            if not (lim.pan_deg[0] - 0.5 <= pan <= lim.pan_deg[1] + 0.5
-                    and lim.tilt_deg[0] - 0.5 <= tilt <= lim.tilt_deg[1] + 0.5):
+            if not (
+                lim.pan_deg[0] - 0.5 <= pan <= lim.pan_deg[1] + 0.5
+                and lim.tilt_deg[0] - 0.5 <= tilt <= lim.tilt_deg[1] + 0.5
+            ):
                 reply(visca.error(a, 0, 0x41))  # beyond the head's travel: not executable
                 return
         elif cmd.kind == "home":
@@ -193,8 +215,7 @@ class ViscaCameraSim:
                 try:
                     ptype, seq, payload = visca.ip_unpack(data)
                 except visca.ViscaProtocolError:
-                    self.transport.sendto(visca.ip_pack(visca.PT_CONTROL_REPLY, 0, visca.CONTROL_ERROR_MESSAGE),
-                                          addr)
+                    self.transport.sendto(visca.ip_pack(visca.PT_CONTROL_REPLY, 0, visca.CONTROL_ERROR_MESSAGE), addr)
                     return
                 if ptype == visca.PT_CONTROL:
                     if sim.behaviour == "ok":
@@ -249,8 +270,7 @@ class ViscaCameraSim:
         reader = asyncio.StreamReader()
         read_pipe = os.fdopen(os.dup(master), "rb", buffering=0)
         r_transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), read_pipe)
-        w_transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(os.dup(master), "wb",
-                                                                                    buffering=0))
+        w_transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(os.dup(master), "wb", buffering=0))
         self._servers += [r_transport, w_transport]
         task = loop.create_task(self._serve_stream(reader, w_transport.write))
         self._tasks.add(task)
@@ -298,7 +318,7 @@ class ViscaCameraSim:
         assert self.source is not None
         frame = await self.source.recv()
         x, y, w, h = self.crop_box(frame.width, frame.height, self.position(frame.t))
-        view = cv2.resize(frame.image[y:y + h, x:x + w], self.out_size, interpolation=cv2.INTER_AREA)
+        view = cv2.resize(frame.image[y : y + h, x : x + w], self.out_size, interpolation=cv2.INTER_AREA)
         return Frame(t=frame.t, image=np.ascontiguousarray(view))
 
     async def stop(self) -> None:

@@ -36,9 +36,17 @@ class v4l2_control(ctypes.Structure):
 
 
 class v4l2_queryctrl(ctypes.Structure):
-    _fields_ = [("id", ctypes.c_uint32), ("type", ctypes.c_uint32), ("name", ctypes.c_uint8 * 32),
-                ("minimum", ctypes.c_int32), ("maximum", ctypes.c_int32), ("step", ctypes.c_int32),
-                ("default_value", ctypes.c_int32), ("flags", ctypes.c_uint32), ("reserved", ctypes.c_uint32 * 2)]
+    _fields_ = [
+        ("id", ctypes.c_uint32),
+        ("type", ctypes.c_uint32),
+        ("name", ctypes.c_uint8 * 32),
+        ("minimum", ctypes.c_int32),
+        ("maximum", ctypes.c_int32),
+        ("step", ctypes.c_int32),
+        ("default_value", ctypes.c_int32),
+        ("flags", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32 * 2),
+    ]
 
 
 def _iowr(kind: str, nr: int, size: int) -> int:
@@ -62,8 +70,11 @@ class ControlRange:
         """The nearest value on the control's grid (minimum + k step), inside its range."""
         step = max(1, self.step)
         k = round((value - self.minimum) / step)
-        return max(self.minimum, min(self.maximum, self.minimum + k * step)) if self.maximum >= self.minimum \
+        return (
+            max(self.minimum, min(self.maximum, self.minimum + k * step))
+            if self.maximum >= self.minimum
             else self.minimum
+        )
 
 
 def encode_angle(deg: float, rng: ControlRange) -> int:
@@ -87,8 +98,13 @@ def decode_zoom(value: int, rng: ControlRange) -> float:
 
 class UvcPtzConfig(PtzSection):
     type: Literal["uvc"] = "uvc"
-    device: str = Field("/dev/video0", min_length=1, max_length=300, title="Device",
-                        description="A device path or the camera's name (as `roombox cameras` shows it)")
+    device: str = Field(
+        "/dev/video0",
+        min_length=1,
+        max_length=300,
+        title="Device",
+        description="A device path or the camera's name (as `roombox cameras` shows it)",
+    )
 
 
 class UvcPtz:
@@ -145,9 +161,12 @@ class UvcPtz:
         lim = self.cfg.limits
         self.limits = PtzLimits(
             (max(lim.pan_deg[0], decode_angle(pan.minimum)), min(lim.pan_deg[1], decode_angle(pan.maximum)))
-            if pan else (0.0, 0.0),
+            if pan
+            else (0.0, 0.0),
             (max(lim.tilt_deg[0], decode_angle(tilt.minimum)), min(lim.tilt_deg[1], decode_angle(tilt.maximum)))
-            if tilt else (0.0, 0.0))
+            if tilt
+            else (0.0, 0.0),
+        )
 
     def _close(self) -> None:
         if self._fd >= 0:
@@ -192,9 +211,11 @@ class UvcPtz:
         await self.open()
         v = await asyncio.to_thread(self._get)
         zoom_rng = self.ranges.get(V4L2_CID_ZOOM_ABSOLUTE)
-        return PtzPosition(decode_angle(v.get(V4L2_CID_PAN_ABSOLUTE, 0)),
-                           decode_angle(v.get(V4L2_CID_TILT_ABSOLUTE, 0)),
-                           decode_zoom(v[V4L2_CID_ZOOM_ABSOLUTE], zoom_rng) if zoom_rng else 0.0)
+        return PtzPosition(
+            decode_angle(v.get(V4L2_CID_PAN_ABSOLUTE, 0)),
+            decode_angle(v.get(V4L2_CID_TILT_ABSOLUTE, 0)),
+            decode_zoom(v[V4L2_CID_ZOOM_ABSOLUTE], zoom_rng) if zoom_rng else 0.0,
+        )
 
     async def stop(self) -> None:
         """Absolute UVC moves cannot be interrupted; hold where the camera is."""

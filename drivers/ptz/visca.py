@@ -50,6 +50,7 @@ class ViscaProtocolError(ValueError):
 
 # --- values ---
 
+
 def nibbles(value: int, n: int = 4) -> bytes:
     """``value`` (signed, two's complement in ``4 n`` bits) as ``n`` bytes ``0x0?``, most significant first."""
     lo, hi = -(1 << (4 * n - 1)), (1 << (4 * n)) - 1
@@ -86,11 +87,26 @@ def _speed(v: int, top: int, what: str) -> int:
 
 # --- commands (controller -> camera) ---
 
-def pan_tilt_absolute(address: int, pan: int, tilt: int, pan_speed: int = PAN_SPEED_MAX,
-                      tilt_speed: int = TILT_SPEED_MAX) -> bytes:
+
+def pan_tilt_absolute(
+    address: int, pan: int, tilt: int, pan_speed: int = PAN_SPEED_MAX, tilt_speed: int = TILT_SPEED_MAX
+) -> bytes:
     """``8x 01 06 02 VV WW 0Y 0Y 0Y 0Y 0Z 0Z 0Z 0Z FF``: go to pan ``pan``, tilt ``tilt`` (camera units)."""
-    return bytes([_check_address(address), 0x01, 0x06, 0x02, _speed(pan_speed, PAN_SPEED_MAX, "pan"),
-                  _speed(tilt_speed, TILT_SPEED_MAX, "tilt")]) + nibbles(pan) + nibbles(tilt) + b"\xff"
+    return (
+        bytes(
+            [
+                _check_address(address),
+                0x01,
+                0x06,
+                0x02,
+                _speed(pan_speed, PAN_SPEED_MAX, "pan"),
+                _speed(tilt_speed, TILT_SPEED_MAX, "tilt"),
+            ]
+        )
+        + nibbles(pan)
+        + nibbles(tilt)
+        + b"\xff"
+    )
 
 
 def pan_tilt_stop(address: int, pan_speed: int = 1, tilt_speed: int = 1) -> bytes:
@@ -202,8 +218,8 @@ class MessageSplitter:
         self._buf += data
         out = []
         while (i := self._buf.find(TERMINATOR)) >= 0:
-            out.append(bytes(self._buf[:i + 1]))
-            del self._buf[:i + 1]
+            out.append(bytes(self._buf[: i + 1]))
+            del self._buf[: i + 1]
         if len(self._buf) > MAX_MESSAGE:
             junk = bytes(self._buf[:24])
             self._buf.clear()
@@ -212,6 +228,7 @@ class MessageSplitter:
 
 
 # --- commands as the camera sees them (for the simulator) ---
+
 
 @dataclass(frozen=True)
 class Command:
@@ -231,8 +248,9 @@ def parse_command(msg: bytes) -> Command:
     address, body = msg[0] & 0x0F, msg[1:-1]
     try:
         if body[:3] == b"\x01\x06\x02" and len(body) == 13:
-            return Command("pan_tilt_absolute", address, (from_nibbles(body[5:9]), from_nibbles(body[9:13]),
-                                                          body[3], body[4]))
+            return Command(
+                "pan_tilt_absolute", address, (from_nibbles(body[5:9]), from_nibbles(body[9:13]), body[3], body[4])
+            )
         if body[:3] == b"\x01\x06\x01" and len(body) == 7:
             return Command("pan_tilt_drive", address, (body[3], body[4], body[5], body[6]))
         if body == b"\x01\x06\x04":
@@ -254,6 +272,7 @@ def parse_command(msg: bytes) -> Command:
 
 # --- VISCA over IP ---
 
+
 def ip_pack(payload_type: int, sequence: int, payload: bytes) -> bytes:
     return IP_HEADER.pack(payload_type, len(payload), sequence & 0xFFFFFFFF) + payload
 
@@ -263,7 +282,7 @@ def ip_unpack(datagram: bytes) -> tuple[int, int, bytes]:
     if len(datagram) < IP_HEADER.size + 1:
         raise ViscaProtocolError(f"a VISCA-over-IP datagram has 9+ bytes, got {datagram[:24].hex(' ')}")
     ptype, length, seq = IP_HEADER.unpack_from(datagram)
-    payload = datagram[IP_HEADER.size:]
+    payload = datagram[IP_HEADER.size :]
     if ptype not in (PT_COMMAND, PT_INQUIRY, PT_REPLY, PT_SETTING, PT_CONTROL, PT_CONTROL_REPLY):
         raise ViscaProtocolError(f"unknown VISCA-over-IP payload type 0x{ptype:04x}")
     if length != len(payload) or length > MAX_MESSAGE:

@@ -52,6 +52,7 @@ class ViscaSerialConfig(ViscaSection):
 
 # --- transports: send one VISCA message, receive VISCA messages ---
 
+
 class _Transport:
     where = ""
 
@@ -90,8 +91,9 @@ class UdpTransport(_Transport):
     async def open(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
         self._proto = _Datagrams()
-        self._transport, _ = await loop.create_datagram_endpoint(lambda: self._proto,
-                                                                 remote_addr=(self.host, self.port))
+        self._transport, _ = await loop.create_datagram_endpoint(
+            lambda: self._proto, remote_addr=(self.host, self.port)
+        )
         # reset the camera's sequence number (cameras that do not answer it are still usable)
         self._seq = 0
         self._transport.sendto(visca.ip_pack(visca.PT_CONTROL, 0, visca.CONTROL_RESET))
@@ -107,8 +109,10 @@ class UdpTransport(_Transport):
             if ptype == visca.PT_REPLY and seq == self._seq:
                 return payload
             if ptype == visca.PT_CONTROL_REPLY and payload[:1] == b"\x0f" and seq == self._seq:
-                what = {visca.CONTROL_ERROR_SEQUENCE: "an abnormal sequence number",
-                        visca.CONTROL_ERROR_MESSAGE: "an abnormal message"}.get(payload, payload.hex(" "))
+                what = {
+                    visca.CONTROL_ERROR_SEQUENCE: "an abnormal sequence number",
+                    visca.CONTROL_ERROR_MESSAGE: "an abnormal message",
+                }.get(payload, payload.hex(" "))
                 raise PtzError(f"{self.where}: the camera reports {what}")
 
     def close(self) -> None:
@@ -156,16 +160,21 @@ class TcpTransport(_StreamTransport):
 
     async def open(self, timeout: float) -> None:
         try:
-            self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), timeout)
+            self._reader, self._writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), timeout)
         except TimeoutError:
             raise PtzError(f"{self.where}: no connection within {timeout:g} s") from None
         except OSError as e:
             raise PtzError(f"{self.where}: cannot connect: {e.strerror or e}") from None
 
 
-_BAUD = {2400: termios.B2400, 4800: termios.B4800, 9600: termios.B9600, 19200: termios.B19200,
-         38400: termios.B38400, 115200: termios.B115200}
+_BAUD = {
+    2400: termios.B2400,
+    4800: termios.B4800,
+    9600: termios.B9600,
+    19200: termios.B19200,
+    38400: termios.B38400,
+    115200: termios.B115200,
+}
 
 
 def open_serial(path: str, baud: int) -> int:
@@ -177,8 +186,12 @@ def open_serial(path: str, baud: int) -> int:
         iflag = 0
         oflag = 0
         lflag = 0
-        cflag = (cflag & ~(termios.CSIZE | termios.PARENB | termios.CSTOPB | termios.CRTSCTS)) | termios.CS8 \
-            | termios.CREAD | termios.CLOCAL
+        cflag = (
+            (cflag & ~(termios.CSIZE | termios.PARENB | termios.CSTOPB | termios.CRTSCTS))
+            | termios.CS8
+            | termios.CREAD
+            | termios.CLOCAL
+        )
         cc[termios.VMIN], cc[termios.VTIME] = 1, 0
         speed = _BAUD[baud]
         termios.tcsetattr(fd, termios.TCSANOW, [iflag, oflag, cflag, lflag, speed, speed, cc])
@@ -204,8 +217,7 @@ class SerialTransport(_StreamTransport):
         reader = self._reader = asyncio.StreamReader()
         read_file = os.fdopen(fd, "rb", buffering=0)
         write_file = os.fdopen(os.dup(fd), "wb", buffering=0)
-        self._read_transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
-                                                               read_file)
+        self._read_transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), read_file)
         self._writer, _ = await loop.connect_write_pipe(asyncio.Protocol, write_file)
 
     def close(self) -> None:
@@ -216,6 +228,7 @@ class SerialTransport(_StreamTransport):
 
 
 # --- the camera ---
+
 
 class ViscaPtz:
     """A :class:`drivers.ptz.base.PtzControl` over VISCA."""
@@ -254,9 +267,11 @@ class ViscaPtz:
                     raw = await asyncio.wait_for(self._t.recv(), max(left, 0.0))
                 except TimeoutError:
                     state = "no completion" if socket >= 0 else "no answer"
-                    raise PtzError(f"{self.where}: {state} to {what} within "
-                                   f"{(self.cfg.move_timeout_s if socket >= 0 else self.cfg.timeout_s):g} s "
-                                   f"(is the camera on, at this address?)") from None
+                    raise PtzError(
+                        f"{self.where}: {state} to {what} within "
+                        f"{(self.cfg.move_timeout_s if socket >= 0 else self.cfg.timeout_s):g} s "
+                        f"(is the camera on, at this address?)"
+                    ) from None
                 except visca.ViscaProtocolError as e:
                     raise PtzError(f"{self.where}: garbage in answer to {what}: {e}") from None
                 try:
@@ -291,16 +306,20 @@ class ViscaPtz:
         pos = self.limits.clamp(pan_deg, tilt_deg, zoom)
         pan, tilt, z = self._units(pos)
         a = self.cfg.address
-        await self._request(visca.pan_tilt_absolute(a, pan, tilt, self.cfg.pan_speed, self.cfg.tilt_speed),
-                            f"pan-tilt to ({pos.pan_deg:.1f}, {pos.tilt_deg:.1f}) deg", wait=wait)
+        await self._request(
+            visca.pan_tilt_absolute(a, pan, tilt, self.cfg.pan_speed, self.cfg.tilt_speed),
+            f"pan-tilt to ({pos.pan_deg:.1f}, {pos.tilt_deg:.1f}) deg",
+            wait=wait,
+        )
         await self._request(visca.zoom_direct(a, z), f"zoom to {pos.zoom:.2f}", wait=wait)
         return pos
 
     async def position(self) -> PtzPosition:
         a, c = self.cfg.address, self.cfg
         try:
-            pan, tilt = visca.pan_tilt_answer(await self._request(visca.inquire_pan_tilt(a), "the pan-tilt "
-                                                                  "inquiry", inquiry=True))
+            pan, tilt = visca.pan_tilt_answer(
+                await self._request(visca.inquire_pan_tilt(a), "the pan-tilt inquiry", inquiry=True)
+            )
             zoom = visca.zoom_answer(await self._request(visca.inquire_zoom(a), "the zoom inquiry", inquiry=True))
         except visca.ViscaProtocolError as e:
             raise PtzError(f"{self.where}: garbage in a position answer: {e}") from None

@@ -118,8 +118,7 @@ def speech_cache_dir() -> Path:
     return Path.home() / ".cache" / "roombox" / "speech"
 
 
-def synthesize(text: str, voice: str, rate: int, speed_wpm: int = 160,
-               cache_dir: Path | None = None) -> np.ndarray:
+def synthesize(text: str, voice: str, rate: int, speed_wpm: int = 160, cache_dir: Path | None = None) -> np.ndarray:
     """``text`` spoken by espeak-ng with ``voice``, as float32 mono at ``rate``; cached on disk."""
     cache = Path(cache_dir) if cache_dir is not None else speech_cache_dir()
     key = hashlib.sha256(f"{voice}\n{speed_wpm}\n{text}".encode()).hexdigest()[:24]
@@ -132,8 +131,9 @@ def synthesize(text: str, voice: str, rate: int, speed_wpm: int = 160,
         fd, tmp = tempfile.mkstemp(prefix=".espeak-", suffix=".wav", dir=cache)
         os.close(fd)
         try:
-            r = subprocess.run([exe, "-v", voice, "-s", str(speed_wpm), "-w", tmp, "--", text],
-                               capture_output=True, text=True)
+            r = subprocess.run(
+                [exe, "-v", voice, "-s", str(speed_wpm), "-w", tmp, "--", text], capture_output=True, text=True
+            )
             if r.returncode != 0 or Path(tmp).stat().st_size < 100:
                 raise AssetError(f"espeak-ng failed for voice {voice!r}: {r.stderr.strip()}")
             os.replace(tmp, path)

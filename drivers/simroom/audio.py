@@ -38,8 +38,9 @@ class RenderedAudio:
         return [pid for pid, spans in self.activity.items() if any(a <= t < b for a, b in spans)]
 
 
-def dry_speech(scn: Scenario, person: Person, speech_root: Path | None = None,
-               cache_dir: Path | None = None) -> np.ndarray:
+def dry_speech(
+    scn: Scenario, person: Person, speech_root: Path | None = None, cache_dir: Path | None = None
+) -> np.ndarray:
     """The person's utterances placed at their start times, float32 mono, ``duration_s`` long.
 
     Each utterance is brought to the same RMS (-20 dBFS) before its gain, so voices are comparable.
@@ -57,12 +58,13 @@ def dry_speech(scn: Scenario, person: Person, speech_root: Path | None = None,
         x = x * (10 ** ((-20.0 + u.gain_db) / 20) / rms)
         i = round(u.start_s * rate)
         m = max(0, min(len(x), n - i))
-        out[i:i + m] += x[:m]
+        out[i : i + m] += x[:m]
     return out
 
 
-def speech_intervals(x: np.ndarray, rate: int, offset_s: float = 0.0, rel_db: float = -32.0,
-                     bridge_s: float = 0.12, min_s: float = 0.06) -> list[tuple[float, float]]:
+def speech_intervals(
+    x: np.ndarray, rate: int, offset_s: float = 0.0, rel_db: float = -32.0, bridge_s: float = 0.12, min_s: float = 0.06
+) -> list[tuple[float, float]]:
     """Where the dry signal ``x`` is speech: 20 ms frames within ``rel_db`` of its loudest frame.
 
     Gaps shorter than ``bridge_s`` (between syllables) are bridged; pauses longer count as silence.
@@ -71,7 +73,7 @@ def speech_intervals(x: np.ndarray, rate: int, offset_s: float = 0.0, rel_db: fl
     nf = len(x) // hop
     if nf == 0:
         return []
-    e = np.mean(x[:nf * hop].astype(np.float64).reshape(nf, hop) ** 2, axis=1)
+    e = np.mean(x[: nf * hop].astype(np.float64).reshape(nf, hop) ** 2, axis=1)
     if e.max() <= 0:
         return []
     on = 10 * np.log10(e / e.max() + 1e-20) > rel_db
@@ -93,8 +95,7 @@ def speech_intervals(x: np.ndarray, rate: int, offset_s: float = 0.0, rel_db: fl
     return [(round(a, 3), round(b, 3)) for a, b in spans if b - a >= min_s]
 
 
-def diffuse_noise(mics: np.ndarray, n: int, rate: int, rng: np.random.Generator,
-                  nfft: int = 512) -> np.ndarray:
+def diffuse_noise(mics: np.ndarray, n: int, rate: int, rng: np.random.Generator, nfft: int = 512) -> np.ndarray:
     """Noise with the coherence of a spherically diffuse field, pink-ish (HVAC), unit RMS, (n, ch)."""
     ch = len(mics)
     white = rng.standard_normal((ch, n + nfft)).astype(np.float64)
@@ -112,8 +113,16 @@ def diffuse_noise(mics: np.ndarray, n: int, rate: int, rng: np.random.Generator,
     return unit.astype(np.float32)
 
 
-def late_tail_rirs(rirs: list[np.ndarray], mics: np.ndarray, rate: int, rt60_s: float, direct_s: float,
-                   rng: np.random.Generator, mix_s: float = 0.05, fade_s: float = 0.04) -> np.ndarray:
+def late_tail_rirs(
+    rirs: list[np.ndarray],
+    mics: np.ndarray,
+    rate: int,
+    rt60_s: float,
+    direct_s: float,
+    rng: np.random.Generator,
+    mix_s: float = 0.05,
+    fade_s: float = 0.04,
+) -> np.ndarray:
     """Impulse responses of one source at every mic, (L, ch): image-source early part, then a seeded
     diffuse tail decaying at ``rt60_s``.
 
@@ -125,7 +134,7 @@ def late_tail_rirs(rirs: list[np.ndarray], mics: np.ndarray, rate: int, rt60_s: 
     length = max(n, round((direct_s + 1.2 * rt60_s) * rate))
     early = np.zeros((length, len(rirs)))
     for k, h in enumerate(rirs):
-        early[:len(h), k] = h
+        early[: len(h), k] = h
     t = np.arange(length) / rate
     t0 = direct_s + mix_s
     w = np.clip((t - t0) / fade_s, 0.0, 1.0)
@@ -138,9 +147,15 @@ def late_tail_rirs(rirs: list[np.ndarray], mics: np.ndarray, rate: int, rt60_s: 
     return out
 
 
-def render_shoebox(size_m: list[float] | tuple[float, ...], rt60_s: float, mics: np.ndarray, rate: int,
-                   sources: list[tuple[np.ndarray, np.ndarray]], n: int,
-                   rng: np.random.Generator) -> list[np.ndarray]:
+def render_shoebox(
+    size_m: list[float] | tuple[float, ...],
+    rt60_s: float,
+    mics: np.ndarray,
+    rate: int,
+    sources: list[tuple[np.ndarray, np.ndarray]],
+    n: int,
+    rng: np.random.Generator,
+) -> list[np.ndarray]:
     """Each source's sound at every microphone of a shoebox room, as float64 (n, ch) arrays, one per source.
 
     ``mics`` is (ch, 3) in room coordinates (metres); ``sources`` are (position (3,), dry mono signal at
@@ -151,8 +166,9 @@ def render_shoebox(size_m: list[float] | tuple[float, ...], rt60_s: float, mics:
     """
     size = list(size_m)
     e_abs, order = pra.inverse_sabine(rt60_s, size)
-    room = pra.ShoeBox(size, fs=rate, materials=pra.Material(e_abs),
-                       max_order=min(int(order), MAX_ISM_ORDER), air_absorption=False)
+    room = pra.ShoeBox(
+        size, fs=rate, materials=pra.Material(e_abs), max_order=min(int(order), MAX_ISM_ORDER), air_absorption=False
+    )
     mics = np.asarray(mics, np.float64)
     room.add_microphone_array(pra.MicrophoneArray(mics.T, rate))
     centre = mics.mean(axis=0)
@@ -165,17 +181,15 @@ def render_shoebox(size_m: list[float] | tuple[float, ...], rt60_s: float, mics:
     out: list[np.ndarray] = []
     for s, (pos, x) in enumerate(sources):
         delay = float(np.linalg.norm(np.asarray(pos, np.float64) - centre)) / SPEED_OF_SOUND
-        h = late_tail_rirs([room.rir[m][s] for m in range(len(mics))], mics, rate, rt60_s,
-                           delay + lag / rate, rng)
-        y = scipy.signal.fftconvolve(np.asarray(x, np.float64)[:, None], h, axes=0)[lag:lag + n]
+        h = late_tail_rirs([room.rir[m][s] for m in range(len(mics))], mics, rate, rt60_s, delay + lag / rate, rng)
+        y = scipy.signal.fftconvolve(np.asarray(x, np.float64)[:, None], h, axes=0)[lag : lag + n]
         if y.shape[0] < n:
             y = np.concatenate([y, np.zeros((n - y.shape[0], y.shape[1]))])
         out.append(y)
     return out
 
 
-def render_audio(scn: Scenario, speech_root: Path | None = None,
-                 cache_dir: Path | None = None) -> RenderedAudio:
+def render_audio(scn: Scenario, speech_root: Path | None = None, cache_dir: Path | None = None) -> RenderedAudio:
     """Simulate the whole scenario at the mic array; deterministic for a given scenario."""
     rate = scn.mic_array.sample_rate
     n = round(scn.duration_s * rate)

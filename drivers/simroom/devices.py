@@ -34,8 +34,12 @@ class SimroomCameraConfig(CameraSection):
     """The simulated room's camera."""
 
     type: Literal["simroom"] = "simroom"
-    scenario: str = Field("default", min_length=1, title="Scenario",
-                          description="A built-in scenario's name (default, short) or a scenario file.")
+    scenario: str = Field(
+        "default",
+        min_length=1,
+        title="Scenario",
+        description="A built-in scenario's name (default, short) or a scenario file.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -47,8 +51,12 @@ class SimroomMicArrayConfig(MicArraySection):
     """The simulated room's mic array."""
 
     type: Literal["simroom"] = "simroom"
-    scenario: str = Field("default", min_length=1, title="Scenario",
-                          description="A built-in scenario's name (default, short) or a scenario file.")
+    scenario: str = Field(
+        "default",
+        min_length=1,
+        title="Scenario",
+        description="A built-in scenario's name (default, short) or a scenario file.",
+    )
     block_ms: float = Field(20.0, ge=1.0, le=500.0, title="Block delivered per read (ms)")
 
     @model_validator(mode="before")

@@ -37,8 +37,12 @@ def device_config_toml(scn: Scenario) -> str:
     the other sections are left out so that they keep their defaults and can be appended by hand."""
     camera = FileCameraConfig(**camera_geometry(scn))
     mics = WavMicArrayConfig(**mic_array_geometry(scn))
-    return tomli_w.dumps({"cameras": {"main": camera.model_dump(mode="json", exclude_none=True)},
-                          "mic_arrays": {"main": mics.model_dump(mode="json", exclude_none=True)}})
+    return tomli_w.dumps(
+        {
+            "cameras": {"main": camera.model_dump(mode="json", exclude_none=True)},
+            "mic_arrays": {"main": mics.model_dump(mode="json", exclude_none=True)},
+        }
+    )
 
 
 def write_wav16(path: Path, samples: np.ndarray, rate: int) -> None:
@@ -49,8 +53,12 @@ def write_wav16(path: Path, samples: np.ndarray, rate: int) -> None:
     write_atomic(path, buf.getvalue())
 
 
-def render_to_dir(scenario_path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
-                  duration_s: float | None = None, speech_root: Path | None = None) -> Path:
+def render_to_dir(
+    scenario_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    duration_s: float | None = None,
+    speech_root: Path | None = None,
+) -> Path:
     """Render the scenario (or its first ``duration_s`` seconds) into ``out_dir``; returns ``out_dir``."""
     src = Path(scenario_path)
     scn = load_scenario(src)
@@ -74,8 +82,10 @@ def render_to_dir(scenario_path: str | os.PathLike[str], out_dir: str | os.PathL
     for k in range(n_frames):
         t = k / fps
         boxes = renderer.face_boxes(t)
-        people = [{"id": p.id, "box": [round(v, 1) for v in boxes[p.id]],
-                   "azimuth_deg": round(azimuths[p.id], 2)} for p in scn.people]
+        people = [
+            {"id": p.id, "box": [round(v, 1) for v in boxes[p.id]], "azimuth_deg": round(azimuths[p.id], 2)}
+            for p in scn.people
+        ]
         lines.append(json.dumps({"t": round(t, 4), "talkers": audio.talkers_at(t), "people": people}))
     write_atomic(out / "truth.jsonl", "\n".join(lines) + "\n")
     write_atomic(out / "config.toml", device_config_toml(scn))
@@ -84,4 +94,3 @@ def render_to_dir(scenario_path: str | os.PathLike[str], out_dir: str | os.PathL
         text = f"# rendered with duration_s = {scn.duration_s}\n" + text
     write_atomic(out / "scenario.toml", text)
     return out
-

@@ -65,7 +65,7 @@ def _astronaut_head(face_w: int) -> HeadPatch:
     s = face_w / _ASTRONAUT_FACE[2]
     (hx, hy), (ax, ay) = _ASTRONAUT_HEAD_CENTRE, _ASTRONAUT_HEAD_AXES
     x0, y0 = hx - ax - 4, hy - ay - 4
-    crop = _astronaut()[y0:hy + ay + 4, x0:hx + ax + 4].astype(np.float32)
+    crop = _astronaut()[y0 : hy + ay + 4, x0 : hx + ax + 4].astype(np.float32)
     w, h = max(4, round(crop.shape[1] * s)), max(4, round(crop.shape[0] * s))
     interp = cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC
     rgb = np.clip(cv2.resize(crop, (w, h), interpolation=interp), 0, 255)
@@ -86,7 +86,7 @@ def _lfw_head(index: int, face_w: int) -> HeadPatch:
     hair_a = _soft_ellipse(h, w, cx, cy - 0.12 * f, 0.64 * f, 0.64 * f, feather)
     head_a = _soft_ellipse(h, w, cx, cy + 0.03 * f, 0.53 * f, 0.62 * f, feather)
     neck_a = np.zeros((h, w), np.float32)
-    neck_a[round(cy + 0.3 * f):, round(cx - 0.27 * f):round(cx + 0.27 * f)] = 1.0
+    neck_a[round(cy + 0.3 * f) :, round(cx - 0.27 * f) : round(cx + 0.27 * f)] = 1.0
     img = np.empty((h, w, 3), np.float32)
     img[:] = hair
     img = img * (1 - neck_a[..., None]) + skin * 0.85 * neck_a[..., None]
@@ -100,8 +100,8 @@ def _lfw_head(index: int, face_w: int) -> HeadPatch:
     tile = np.clip(g[..., None] * skin, 0, 255)
     fx0, fy0 = round(cx - f / 2), round(cy - f / 2)
     face_a = _soft_ellipse(fw, fw, fw / 2, fw / 2 + 0.02 * f, 0.47 * f, 0.53 * f, 0.07 * f)[..., None]
-    region = img[fy0:fy0 + fw, fx0:fx0 + fw]
-    img[fy0:fy0 + fw, fx0:fx0 + fw] = region * (1 - face_a) + tile * face_a
+    region = img[fy0 : fy0 + fw, fx0 : fx0 + fw]
+    img[fy0 : fy0 + fw, fx0 : fx0 + fw] = region * (1 - face_a) + tile * face_a
     alpha = np.maximum(np.maximum(hair_a, head_a), neck_a)[..., None]
     return HeadPatch(np.clip(img, 0, 255) * alpha, alpha, (float(fx0), float(fy0), float(fw), float(fw)))
 

@@ -30,8 +30,13 @@ class SimulatedRoom:
     async code) unless ``lazy``, when the first mic-array start does.
     """
 
-    def __init__(self, scenario: Scenario | str | Path, speech_root: Path | None = None,
-                 lazy: bool = False, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self,
+        scenario: Scenario | str | Path,
+        speech_root: Path | None = None,
+        lazy: bool = False,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         self.clock = clock
         self._speech_root = speech_root
@@ -129,8 +134,9 @@ class SimMicArray:
         await self.room.clock.sleep_until(self._epoch + self._pos / self.sample_rate)  # ready once recorded
         n = len(self._samples)
         idx = np.arange(start, start + self.block) % n
-        return AudioBlock(t=self._epoch + start / self.sample_rate, samples=self._samples[idx],
-                          sample_rate=self.sample_rate)
+        return AudioBlock(
+            t=self._epoch + start / self.sample_rate, samples=self._samples[idx], sample_rate=self.sample_rate
+        )
 
     async def stop(self) -> None:
         self._epoch = None

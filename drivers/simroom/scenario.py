@@ -28,8 +28,13 @@ class ScenarioError(ValueError):
 class RoomSpec(Section):
     size_m: Vec3 = Field((7.0, 6.0, 3.0), title="Room size (width x, depth y, height z) (m)")
     rt60_s: float = Field(0.45, ge=0.1, le=2.0, title="Reverberation time RT60 (s)")
-    noise_db: float = Field(-55.0, ge=-120.0, le=-10.0, title="Diffuse noise level (dBFS RMS)",
-                            description="At each microphone, with the speech peak-normalised to -6 dBFS.")
+    noise_db: float = Field(
+        -55.0,
+        ge=-120.0,
+        le=-10.0,
+        title="Diffuse noise level (dBFS RMS)",
+        description="At each microphone, with the speech peak-normalised to -6 dBFS.",
+    )
     seed: int = Field(0, ge=0, title="Random seed (noise, head motion)")
 
     @field_validator("size_m")
@@ -41,8 +46,9 @@ class RoomSpec(Section):
 
 
 class CameraSpec(Section):
-    position_m: Vec3 = Field((3.5, 0.05, 1.25), title="Camera position in the room (m)",
-                             description="It looks along +y of the room, level.")
+    position_m: Vec3 = Field(
+        (3.5, 0.05, 1.25), title="Camera position in the room (m)", description="It looks along +y of the room, level."
+    )
     hfov_deg: float = Field(90.0, gt=10.0, lt=170.0, title="Horizontal field of view (degrees)")
     width: int = Field(1920, ge=160, le=7680, title="Width (px)")
     height: int = Field(1080, ge=120, le=4320, title="Height (px)")
@@ -51,9 +57,13 @@ class CameraSpec(Section):
 
 class MicArraySpec(Section):
     sample_rate: int = Field(16000, ge=8000, le=48000, title="Sample rate (Hz)")
-    positions: list[Vec3] = Field(default_factory=lambda: list(MicArraySection().positions),
-                                  min_length=2, max_length=64, title="Microphone positions (m)",
-                                  description="In the camera's frame, as in the roombox config.")
+    positions: list[Vec3] = Field(
+        default_factory=lambda: list(MicArraySection().positions),
+        min_length=2,
+        max_length=64,
+        title="Microphone positions (m)",
+        description="In the camera's frame, as in the roombox config.",
+    )
 
 
 class Utterance(Section):
@@ -75,8 +85,7 @@ class Person(Section):
     id: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_\-]+$", title="Name")
     seat_m: tuple[float, float] = Field(title="Seat position in the room (x, y) (m)")
     head_height_m: float = Field(1.2, ge=0.5, le=2.2, title="Height of the head centre (m)")
-    face: str = Field("astronaut", pattern=r"^(astronaut|lfw:\d{1,3})$",
-                      title="Face photo: astronaut or lfw:N (0-199)")
+    face: str = Field("astronaut", pattern=r"^(astronaut|lfw:\d{1,3})$", title="Face photo: astronaut or lfw:N (0-199)")
     shirt_rgb: tuple[int, int, int] = Field((60, 90, 160), title="Shirt colour (RGB 0-255)")
     utterances: list[Utterance] = Field(default_factory=list, title="What the person says, and when")
 
@@ -105,8 +114,11 @@ class Scenario(Section):
     @model_validator(mode="after")
     def _inside(self) -> Scenario:
         w, d, h = self.room.size_m
-        if not (0 < self.camera.position_m[0] < w and 0 < self.camera.position_m[1] < d
-                and 0 < self.camera.position_m[2] < h):
+        if not (
+            0 < self.camera.position_m[0] < w
+            and 0 < self.camera.position_m[1] < d
+            and 0 < self.camera.position_m[2] < h
+        ):
             raise ValueError(f"camera.position_m {self.camera.position_m} is outside the room")
         for k, m in enumerate(self.mic_positions_room()):
             if not (0 < m[0] < w and 0 < m[1] < d and 0 < m[2] < h):
@@ -161,8 +173,6 @@ def mic_array_geometry(scn: Scenario) -> dict[str, Any]:
     """The scenario's mic array as the keys every mic-array section has
     (:class:`drivers.base.MicArraySection`)."""
     return {"sample_rate": scn.mic_array.sample_rate, "positions": [list(p) for p in scn.mic_array.positions]}
-
-
 
 
 def parse_scenario(data: dict[str, Any], source: str = "scenario") -> Scenario:

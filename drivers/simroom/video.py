@@ -108,16 +108,24 @@ class RoomRenderer:
         y0, y1 = max(cy + 0.8, 1.0), min(d - 0.8, 4.5)
         self._poly(img, [(0, y0, 0.9), (0, y1, 0.9), (0, y1, 2.3), (0, y0, 2.3)], (170, 205, 235))  # window
         for yy in np.linspace(y0, y1, 4):
-            self._poly(img, [(0, yy - 0.03, 0.9), (0, yy + 0.03, 0.9), (0, yy + 0.03, 2.3),
-                             (0, yy - 0.03, 2.3)], (240, 240, 240))
-        self._poly(img, [(w / 2 - 1.0, d, 1.0), (w / 2 + 1.0, d, 1.0), (w / 2 + 1.0, d, 2.0),
-                         (w / 2 - 1.0, d, 2.0)], (245, 245, 248))  # whiteboard
-        self._poly(img, [(w - 0.3, d, 0.0), (w - 1.2, d, 0.0), (w - 1.2, d, 2.1), (w - 0.3, d, 2.1)],
-                   (140, 100, 70))  # door
+            self._poly(
+                img,
+                [(0, yy - 0.03, 0.9), (0, yy + 0.03, 0.9), (0, yy + 0.03, 2.3), (0, yy - 0.03, 2.3)],
+                (240, 240, 240),
+            )
+        self._poly(
+            img,
+            [(w / 2 - 1.0, d, 1.0), (w / 2 + 1.0, d, 1.0), (w / 2 + 1.0, d, 2.0), (w / 2 - 1.0, d, 2.0)],
+            (245, 245, 248),
+        )  # whiteboard
+        self._poly(
+            img, [(w - 0.3, d, 0.0), (w - 1.2, d, 0.0), (w - 1.2, d, 2.1), (w - 0.3, d, 2.1)], (140, 100, 70)
+        )  # door
         tx0, ty0, tx1, ty1 = table_rect(self.scn)
         th = TABLE_HEIGHT_M
-        self._poly(img, [(tx0, ty0, th - 0.05), (tx1, ty0, th - 0.05), (tx1, ty0, th), (tx0, ty0, th)],
-                   (90, 60, 40))  # table edge facing the camera
+        self._poly(
+            img, [(tx0, ty0, th - 0.05), (tx1, ty0, th - 0.05), (tx1, ty0, th), (tx0, ty0, th)], (90, 60, 40)
+        )  # table edge facing the camera
         self._poly(img, [(tx0, ty0, th), (tx1, ty0, th), (tx1, ty1, th), (tx0, ty1, th)], (150, 110, 75))
         rng = np.random.default_rng(self.scn.room.seed)
         grain = cv2.GaussianBlur(rng.normal(0, 6, img.shape[:2]).astype(np.float32), (0, 0), 1.2)
@@ -142,17 +150,31 @@ class RoomRenderer:
         alpha = np.zeros((bh_px, bw_px), np.float32)
         c = bw_px / 2
         cap = 0.22 * sw  # rounded shoulders
-        cv2.ellipse(alpha, (round(c * 16), round(cap * 16)), (round(sw / 2 * 16), round(cap * 16)),
-                    0, 180, 360, 1.0, -1, cv2.LINE_AA, shift=4)
-        alpha[round(cap):, round(c - sw / 2):round(c + sw / 2)] = 1.0
+        cv2.ellipse(
+            alpha,
+            (round(c * 16), round(cap * 16)),
+            (round(sw / 2 * 16), round(cap * 16)),
+            0,
+            180,
+            360,
+            1.0,
+            -1,
+            cv2.LINE_AA,
+            shift=4,
+        )
+        alpha[round(cap) :, round(c - sw / 2) : round(c + sw / 2)] = 1.0
         shirt = np.array(p.shirt_rgb, np.float32)
         light = np.linspace(1.1, 0.85, bw_px, dtype=np.float32)[None, :, None]
         rgb = np.clip(shirt * light * np.ones((bh_px, 1, 1), np.float32), 0, 255)
         u, _ = self.cam.project(x, y, z)
         body_xy = (round(u - c), round(top - cap * 0.5))
         rng = np.random.default_rng([self.scn.room.seed, index])
-        sway = (float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(0, 2 * math.pi)),
-                float(rng.uniform(0.12, 0.3)), float(rng.uniform(0.2, 0.45)))
+        sway = (
+            float(rng.uniform(0, 2 * math.pi)),
+            float(rng.uniform(0, 2 * math.pi)),
+            float(rng.uniform(0.12, 0.3)),
+            float(rng.uniform(0.2, 0.45)),
+        )
         return _Sprite(p, head_cam, head, anchor, rgb * alpha[..., None], alpha[..., None], body_xy, sway)
 
     @staticmethod
@@ -162,9 +184,9 @@ class RoomRenderer:
         x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
         if x0 >= x1 or y0 >= y1:
             return
-        a = alpha[y0 - y:y1 - y, x0 - x:x1 - x]
+        a = alpha[y0 - y : y1 - y, x0 - x : x1 - x]
         dst = frame[y0:y1, x0:x1]
-        out = dst * (1.0 - a) + rgb[y0 - y:y1 - y, x0 - x:x1 - x]
+        out = dst * (1.0 - a) + rgb[y0 - y : y1 - y, x0 - x : x1 - x]
         np.clip(out, 0, 255, out=out)
         dst[:] = out
 

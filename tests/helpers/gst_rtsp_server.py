@@ -20,9 +20,10 @@ server.set_address("127.0.0.1")
 server.set_service(rtsp_port)
 factory = GstRtspServer.RTSPMediaFactory.new()
 factory.set_launch(
-    f'( udpsrc address=127.0.0.1 port={rtp_port} '
+    f"( udpsrc address=127.0.0.1 port={rtp_port} "
     'caps="application/x-rtp,media=video,clock-rate=90000,encoding-name=H264,payload=96" '
-    '! rtph264depay ! rtph264pay name=pay0 pt=96 config-interval=-1 )')
+    "! rtph264depay ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+)
 factory.set_shared(True)
 server.get_mount_points().add_factory("/live", factory)
 if server.attach(None) == 0:
