@@ -100,7 +100,10 @@ def test_the_kiosk_runs_chromium_on_the_panel_under_cage() -> None:
     unit = {k: v for s, k, v in _entries(SYSTEMD / "roombox-kiosk.service") if s == "Unit"}
     cmd = svc["ExecStart"].split()
     assert cmd[0] == "/usr/bin/cage" and "/usr/bin/chromium" in cmd and "--kiosk" in cmd
-    assert cmd[-1] == "http://127.0.0.1:8080/"
+    # the panel's address with a kiosk token, from /etc/roombox/kiosk.env; without one the bare panel page
+    env = [v for s, k, v in _entries(SYSTEMD / "roombox-kiosk.service") if k == "Environment"]
+    assert cmd[-1] == "${ROOMBOX_KIOSK_URL}" and "ROOMBOX_KIOSK_URL=http://127.0.0.1:8080/" in env
+    assert svc["EnvironmentFile"] == "-/etc/roombox/kiosk.env"
     assert svc["User"] == "roombox-panel" and svc["Restart"] == "always"
     assert "roombox.service" in after and unit["Conflicts"] == "getty@tty1.service"
 
