@@ -225,20 +225,11 @@ def fan_sound(n: int, rate: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def cache_dir() -> Path:
-    """``<data dir>/cache/hearing`` when it can be written, else ``~/.cache/roombox/hearing``."""
-    from common.paths import data_dir
+    """``ROOMBOX_BENCH_CACHE``, else ``<data dir>/cache/hearing`` when it can be written, else
+    ``~/.cache/roombox/hearing``."""
+    from common.paths import cache_dir as shared_cache_dir
 
-    env = os.environ.get("ROOMBOX_BENCH_CACHE")
-    if env:
-        return Path(env)
-    preferred = data_dir() / "cache" / "hearing"
-    try:
-        preferred.mkdir(parents=True, exist_ok=True)
-        if os.access(preferred, os.W_OK):
-            return preferred
-    except OSError:
-        pass
-    return Path.home() / ".cache" / "roombox" / "hearing"
+    return shared_cache_dir("hearing", "ROOMBOX_BENCH_CACHE")
 
 
 def _azimuth(centre: np.ndarray, p: np.ndarray) -> float:

@@ -24,7 +24,7 @@ import scipy.signal
 
 from common.atomic import write_atomic
 from common.errors import RoomboxError
-from common.paths import data_dir
+from common.paths import cache_dir, data_dir
 from drivers.files import pcm_to_float
 
 ARCTIC_NAME = "arctic_a0007.wav"
@@ -104,18 +104,8 @@ def arctic_clip(rate: int, root: Path | None = None) -> np.ndarray:
 
 def speech_cache_dir() -> Path:
     """Where synthesised speech is cached: ``ROOMBOX_SPEECH_CACHE``, else ``<data_dir>/cache/speech`` when
-    that can be written, else ``~/.cache/roombox/speech`` (an installed data dir may be read-only)."""
-    env = os.environ.get("ROOMBOX_SPEECH_CACHE")
-    if env:
-        return Path(env)
-    preferred = data_dir() / "cache" / "speech"
-    try:
-        preferred.mkdir(parents=True, exist_ok=True)
-        if os.access(preferred, os.W_OK):
-            return preferred
-    except OSError:
-        pass
-    return Path.home() / ".cache" / "roombox" / "speech"
+    that can be written, else ``~/.cache/roombox/speech``."""
+    return cache_dir("speech", "ROOMBOX_SPEECH_CACHE")
 
 
 def synthesize(text: str, voice: str, rate: int, speed_wpm: int = 160, cache_dir: Path | None = None) -> np.ndarray:
