@@ -32,9 +32,9 @@ blocks in pauses / in steady noise with ``speech`` true; ``impulses``: share of 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -48,6 +48,7 @@ from appliance.config import DoaConfig, MicArraySection
 from appliance.messages import Doa
 from appliance.perception.doa import SPEED_OF_SOUND
 from appliance.perception.hearing import Hearing
+from common.atomic import write_atomic
 
 Row = tuple[str, float, str]
 Vec3 = tuple[float, float, float]
@@ -388,9 +389,9 @@ def _save(rec: Recording, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"turns": rec.turns, "impulses": rec.impulses, "silences": rec.silences, "positions": rec.positions}
     pcm = np.round(np.clip(rec.samples, -1, 1) * 32767).astype(np.int16)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
-    np.savez_compressed(tmp, pcm=pcm, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, pcm=pcm, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    write_atomic(path, buf.getvalue())
 
 
 def _load(cell: Cell, path: Path) -> Recording | None:
