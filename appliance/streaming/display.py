@@ -48,9 +48,9 @@ class Display:
         body = await read_json(request)
         if not isinstance(body, dict) or not isinstance(body.get("sdp"), str) or not isinstance(body.get("type"), str):
             return web.json_response({"error": 'expected JSON {"sdp": "...", "type": "offer"}'}, status=400)
-        offer = RTCSessionDescription(sdp=body["sdp"], type=body["type"])
-        if offer.type != "offer":
-            return web.json_response({"error": f'expected an offer, got "{offer.type}"'}, status=400)
+        if body["type"] != "offer":  # checked first: aiortc raises on a type it does not know
+            return web.json_response({"error": f'expected an offer, got "{body["type"]}"'}, status=400)
+        offer = RTCSessionDescription(sdp=body["sdp"], type="offer")
         problem = check_offer_sdp(offer.sdp, self.control.access.max_media_lines)
         if problem is not None:
             return web.json_response({"error": problem}, status=400)

@@ -162,9 +162,9 @@ async def _offer(request: web.Request) -> web.Response:
     body = await read_json(request)
     if not isinstance(body, dict) or not isinstance(body.get("sdp"), str) or not isinstance(body.get("type"), str):
         return _error(400, 'expected JSON {"sdp": "...", "type": "offer"}')
-    offer = RTCSessionDescription(sdp=body["sdp"], type=body["type"])
-    if offer.type != "offer":
-        return _error(400, f'expected an offer, got "{offer.type}"')
+    if body["type"] != "offer":  # checked first: aiortc raises on a type it does not know
+        return _error(400, f'expected an offer, got "{body["type"]}"')
+    offer = RTCSessionDescription(sdp=body["sdp"], type="offer")
     problem = check_offer_sdp(offer.sdp, access.max_media_lines)
     if problem is not None:
         return _error(400, problem)
