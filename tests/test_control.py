@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import tomllib
 import urllib.error
@@ -36,29 +35,10 @@ from appliance.control.guard import Control
 from appliance.control.store import ConfigStore
 from appliance.streaming.hub import EventBus, LatestFrame
 from appliance.streaming.server import PARTS, create_app, run_server
+from tests.test_streaming import LoopThread
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class LoopThread:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="test-control-loop", daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        async def drain() -> None:
-            await self.loop.shutdown_asyncgens()
-            await self.loop.shutdown_default_executor()
-
-        self.run(drain())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5.0)
-        self.loop.close()
 
 
 def _command(cmd: dict[str, Any]) -> dict[str, Any]:
@@ -269,6 +249,7 @@ def test_offers_are_refused_without_credentials_origin_json_or_a_sane_sdp(box: B
         ("null sdp", {"body": {"sdp": None, "type": "offer"}, "token": "read"}, 400, "expected JSON"),
         ("null body", {"raw": b"null", "token": "read"}, 400, "expected JSON"),
         ("an answer", {"body": {"sdp": sdp, "type": "answer"}, "token": "read"}, 400, "expected an offer"),
+        ("a made-up type", {"body": {"sdp": sdp, "type": "zebra"}, "token": "read"}, 400, 'got "zebra"'),
         ("no media", {"body": {"sdp": SDP_HEAD, "type": "offer"}, "token": "read"}, 400, "neither video"),
         (
             "sending media",
