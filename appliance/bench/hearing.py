@@ -657,10 +657,19 @@ def pra_factory(algorithm: str, cfg: DoaConfig | None = None) -> EstimatorFactor
     return lambda mic: PraHearing(mic, c, algorithm)
 
 
+def listener_factory() -> EstimatorFactory:
+    """The box's default hearing (``[doa] estimator = "tracker"``): soft evidence, the source tracker."""
+    from appliance.config import TrackerConfig
+    from appliance.perception.listening import ListeningDoas
+
+    return lambda mic: ListeningDoas(mic, TrackerConfig(), DoaConfig())
+
+
 def peers() -> dict[str, EstimatorFactory]:
-    """Today's Hearing (energy VAD), Hearing with the Silero VAD (its usual threshold 0.5, and 0.3),
-    pyroomacoustics SRP and NormMUSIC (both behind the energy VAD)."""
+    """The box's tracked listener, the foundation's Hearing (energy VAD), Hearing with the Silero VAD (its
+    usual threshold 0.5, and 0.3), pyroomacoustics SRP and NormMUSIC (both behind the energy VAD)."""
     return {
+        "listener": listener_factory(),
         "hearing": hearing_factory(),
         "hearing+silero": hearing_factory(DoaConfig(vad="silero")),
         "hearing+silero0.3": hearing_factory(DoaConfig(vad="silero", vad_threshold=0.3)),
