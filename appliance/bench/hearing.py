@@ -792,6 +792,7 @@ def _main() -> None:
     ap = argparse.ArgumentParser(description="the hearing grid as a markdown table; per-recording JSON lines")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seeds", type=int, nargs="*", help="only these seeds of the full grid")
+    ap.add_argument("--only", nargs="*", help="only these estimators of peers() (default: all)")
     ap.add_argument("--log", help="append one JSON line per recording and estimator to this file")
     ap.add_argument("--table", help="only print the table of the JSON lines in this file")
     args = ap.parse_args()
@@ -820,7 +821,10 @@ def _main() -> None:
             )
             log.flush()
 
-    res = evaluate_many(peers(), cells, progress=progress)
+    chosen = {k: f for k, f in peers().items() if not args.only or k in args.only}
+    if args.only and len(chosen) != len(args.only):
+        ap.error(f"--only: unknown estimator; the estimators are {', '.join(peers())}")
+    res = evaluate_many(chosen, cells, progress=progress)
     print(summary(res) + "\n\n" + table(res))
 
 
