@@ -85,7 +85,7 @@ class RoomBox:
         await _pump(self.mics, self._on_audio, started)
 
     def _on_audio(self, block: AudioBlock) -> None:
-        doas = self.hearing.feed(block.samples, block.t)
+        doas = self.hearing.feed(block.samples, block.t, block.reference)  # the playback reference, if any
         self.counters.audio_blocks += 1
         self.counters.doa_blocks += len(doas)
         self.step.add_doas(doas)
