@@ -316,3 +316,20 @@ def test_the_box_takes_the_reference_from_the_mic_array(rendered: Path) -> None:
     assert [d["t"] for d in far if d["azimuth_deg"] is not None or d["speech"]] == []
     ann = [d["azimuth_deg"] for d in _during(doas, activity, "ann") if d["azimuth_deg"] is not None]
     assert len(ann) >= 10 and float(np.median([err(a, -30.0) for a in ann])) < 8.0
+
+
+# -- the benchmark's scoring ---------------------------------------------------------------------------------
+
+
+def test_bench_farend_scores_the_far_end_with_and_without_the_reference() -> None:
+    from appliance.bench.farend import listen, render_cell, rows_of
+
+    scn, audio, samples = render_cell(0.6, 10.0, "square4", "ceiling", 9.0)  # alice, then the far end alone
+    assert audio.reference is not None and samples.shape == (9 * 16000, 4)
+    ref, plain = listen(scn, audio, samples, True), listen(scn, audio, samples, False)
+    assert ref.farend_only == plain.farend_only >= 30 and ref.local_only >= 30
+    assert ref.farend_reported == 0 and plain.farend_reported >= 0.5 * plain.farend_only
+    assert ref.recall() >= 0.8 and ref.local_within_10 >= 0.8 * ref.local_only
+    rows = {name: value for name, value, _ in rows_of("cell", ref, plain)}
+    assert rows["cell far-end-only blocks reported as a local talker"] == 0.0
+    assert rows["cell same without reference (peer), time"] == pytest.approx(plain.farend_reported * 0.064)
