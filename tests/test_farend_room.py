@@ -141,7 +141,9 @@ def test_render_writes_the_reference_and_the_far_ends_intervals(rendered: Path) 
     assert ref_rate == rate == 16000 and ref.shape == (samples.shape[0], 1) and samples.shape[1] == 6
     # exactly what was sent to the loudspeaker: the far-end turns at their start times (16-bit)
     scn = load_scenario(rendered / "scenario.toml")
-    sent = playback_reference(farend_track(scn))
+    track = farend_track(scn)
+    assert track is not None
+    sent = playback_reference(track)
     assert np.abs(ref[:, 0] - sent).max() < 2.0 / 32768
     assert np.abs(sent[: 3 * rate]).max() == 0.0 and np.abs(sent[3 * rate : 4 * rate]).max() > 0.01
     activity = json.loads((rendered / "activity.json").read_text())

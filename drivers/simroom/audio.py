@@ -246,7 +246,8 @@ def render_audio(scn: Scenario, speech_root: Path | None = None, cache_dir: Path
     """Simulate the whole scenario at the mic array; deterministic for a given scenario.
 
     The loudspeaker, when there is one, is one more source, playing :func:`farend_track` at
-    ``loudspeaker.level_db``; the track itself is the rendering's ``reference``."""
+    ``loudspeaker.level_db``; the rendering's ``reference`` is that track as sent to it
+    (:func:`playback_reference`: the same samples up to a gain)."""
     rate = scn.mic_array.sample_rate
     n = round(scn.duration_s * rate)
     mics = np.array(scn.mic_positions_room(), np.float64)
