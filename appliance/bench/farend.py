@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -56,15 +56,12 @@ class Tally:
     double_reported: int = 0
     cpu_s: float = 0.0
     audio_s: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
 
     def add(self, o: Tally) -> None:
-        for k in ("farend_only", "farend_reported", "farend_marked", "local_only", "local_reported"):
-            setattr(self, k, getattr(self, k) + getattr(o, k))
-        for k in ("local_within_10", "local_marked_farend", "double", "double_reported"):
-            setattr(self, k, getattr(self, k) + getattr(o, k))
-        self.cpu_s += o.cpu_s
-        self.audio_s += o.audio_s
+        """Add ``o``'s counts and times (the hop stays)."""
+        for f in fields(self):
+            if f.name != "hop_s":
+                setattr(self, f.name, getattr(self, f.name) + getattr(o, f.name))
 
     def farend_fraction(self) -> float:
         return self.farend_reported / max(self.farend_only, 1)
