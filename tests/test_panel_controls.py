@@ -331,6 +331,7 @@ def test_panel_runs_the_room_in_chromium(box: RunningBox, janus: Janus, chromium
         # -- big touch targets, landscape and portrait ------------------------------------------------
         for name, size in (("landscape", (1280, 800)), ("portrait", (800, 1280))):
             page.set_viewport_size({"width": size[0], "height": size[1]})
+            page.evaluate("document.querySelector('.side').scrollTop = 0")
             page.wait_for_timeout(500)
             targets = page.evaluate(VISIBLE_TARGETS)
             assert len(targets) > 20, targets

@@ -24,6 +24,7 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "listening": ("appliance.bench.listening", "bench_listening"),
     "stream": ("appliance.bench.stream", "bench_stream"),
     "hearing": ("appliance.bench.hearing", "bench_hearing"),
+    "panel": ("appliance.bench.panel", "bench_panel"),
 }
 DEFAULT_SECTIONS = ("core", "faces", "doa", "simroom")
 
