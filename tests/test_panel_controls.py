@@ -151,13 +151,8 @@ def until(check: Callable[[], Any], what: str, bound_s: float = 60.0) -> Any:
 @pytest.fixture(scope="module")
 def janus(chromium: Any) -> Iterator[Janus]:
     """Janus, started after Chromium so that it is stopped before the Chromium fixture looks for leftovers."""
-    with tempfile.TemporaryDirectory(prefix="roombox-janus-") as folder:
-        j = Janus(Path(folder))
-        j.start()
-        try:
-            yield j
-        finally:
-            j.stop()
+    with Janus.running() as j:
+        yield j
 
 
 @pytest.fixture(scope="module")
