@@ -81,6 +81,7 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
             events,
             cfg,
             policy=lambda: box.step.policy,
+            muted=lambda: box.muted,
             connectors=connectors,
             store=control.store,
             on_config=box.on_config,

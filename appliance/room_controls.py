@@ -41,10 +41,10 @@ class RoomControls:
     """The panel's commands and the room's state.
 
     ``box_command(cmd)``: the box's own commands (:meth:`appliance.box.RoomBox.command`); ``policy()``: the
-    framing mode now; ``connectors``: the meetings configured (:func:`connectors_from_config`); ``store``:
-    the config store the source choice is written through (``None``: no choice can be kept); ``on_config``:
-    the box's live config hook; ``running``: the camera and mic array opened at start; ``on_volume(gain)``:
-    the far end's audio path (0..1), when there is one.
+    framing mode now; ``muted()``: the box's microphones muted; ``connectors``: the meetings configured
+    (:func:`connectors_from_config`); ``store``: the config store the source choice is written through
+    (``None``: no choice can be kept); ``on_config``: the box's live config hook; ``running``: the camera
+    and mic array opened at start; ``on_volume(gain)``: the far end's audio path (0..1), when there is one.
     """
 
     def __init__(
@@ -54,6 +54,7 @@ class RoomControls:
         cfg: Config,
         *,
         policy: Callable[[], str | None] = lambda: None,
+        muted: Callable[[], bool] | None = None,
         connectors: Sequence[Connector] = (),
         store: ConfigStore | None = None,
         on_config: OnConfig | None = None,
@@ -72,7 +73,8 @@ class RoomControls:
         self.running = running if running is not None else (next(iter(cfg.cameras)), next(iter(cfg.mic_arrays)))
         self.on_volume = on_volume
         self.clock = clock
-        self.muted = False
+        self._muted = muted
+        self._muted_here = False
         self.volume = volume
         for c in connectors:
             self._follow(c)
@@ -86,6 +88,11 @@ class RoomControls:
             self.publish()
 
         connector.on_state = on_state
+
+    @property
+    def muted(self) -> bool:
+        """The microphones muted: the box's own flag when given (``muted()``), else the last set_mute's."""
+        return self._muted() if self._muted is not None else self._muted_here
 
     @property
     def cfg(self) -> Config:
@@ -130,7 +137,7 @@ class RoomControls:
             log.info("meeting %s: %s from the panel", connector.kind, name)
         elif name == "set_mute":
             box_reply = await self._box({"cmd": "set_mute", "muted": cmd.get("muted")})
-            self.muted = bool(box_reply.get("muted", cmd.get("muted")))
+            self._muted_here = bool(box_reply.get("muted", cmd.get("muted")))
             log.info("microphones %s from the panel", "muted" if self.muted else "on")
         elif name == "set_volume":
             self.set_volume(cmd.get("volume"))
