@@ -50,6 +50,7 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
     from appliance.control.metrics import HealthCheck, Metrics, add_metrics_routes
     from appliance.messages import MeetingStatus
     from appliance.perception.watch import FaceWatcher
+    from appliance.room_controls import RoomControls
     from appliance.streaming.connector import connectors_from_config
     from appliance.streaming.display import show_far_end
     from appliance.streaming.encoder import EncodedVideo
@@ -75,12 +76,25 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
     with FaceWatcher.from_config(cfg.detector, cfg.camera.hfov_deg) as detector:
         box = RoomBox(cfg, camera, mic_array, detector, frames, audio, events, clock=clock)
         control = Control.for_box(cfg, on_config=box.on_config, config_path=config_path)
+        controls = RoomControls(  # the panel's commands: the box's, meetings, mute, volume, sources
+            box.command,
+            events,
+            cfg,
+            policy=lambda: box.step.policy,
+            muted=lambda: box.muted,
+            connectors=connectors,
+            store=control.store,
+            on_config=box.on_config,
+            running=(cam_name, mic_name),
+            clock=clock,
+        )
+        controls.publish()
         app = create_app(
             frames,
             audio,
             events,
             cfg.stream,
-            on_command=box.command,
+            on_command=controls.command,
             control=control,
             video=video,
             display=far_end_picture,

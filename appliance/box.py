@@ -69,6 +69,7 @@ class RoomBox:
         self.step = FrameStep(cfg)
         self.counters = Counters()
         self.decisions: deque[Shot] = deque(maxlen=20)  # the latest cuts, newest first
+        self.muted = False  # microphones muted on the panel: the room's sound is not sent (hearing goes on)
         self._detecting: asyncio.Future[tuple[Faces, float]] | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="detect")
 
@@ -92,7 +93,8 @@ class RoomBox:
         for d in doas:
             self.events.publish(d)
         if self.audio_out is not None:
-            self.audio_out.put(block.samples.mean(axis=1).astype(np.float32), block.sample_rate, block.t)
+            mono = block.samples.mean(axis=1).astype(np.float32)
+            self.audio_out.put(np.zeros_like(mono) if self.muted else mono, block.sample_rate, block.t)
 
     # -- per frame -------------------------------------------------------------------------------
     def _on_frame(self, frame: Frame) -> None:
@@ -146,7 +148,8 @@ class RoomBox:
     def command(self, cmd: dict[str, Any]) -> dict[str, Any]:
         """A command from the panel: ``{"cmd": "set_mode", "mode": M}`` (speaker, group, gallery, off, manual)
         or ``{"cmd": "ptz", "pan": P, "tilt": T, "zoom": Z}`` (manual framing; pan and tilt in [-1, 1],
-        zoom >= 1). Returns the framing mode now; a ValueError names what is wrong."""
+        zoom >= 1) or ``{"cmd": "set_mute", "muted": B}`` (the room's sound is not sent while muted). Returns
+        the framing mode now (and ``muted`` for set_mute); a ValueError names what is wrong."""
         name = cmd.get("cmd")
         now = self.clock.now()
         if name == "set_mode":
@@ -157,8 +160,14 @@ class RoomBox:
             except (TypeError, ValueError):
                 raise ValueError("ptz wants numbers: pan and tilt in [-1, 1], zoom >= 1") from None
             self.step.manual_view(pan, tilt, zoom, now)
+        elif name == "set_mute":
+            muted = cmd.get("muted")
+            if not isinstance(muted, bool):
+                raise ValueError(f"set_mute wants muted true or false, not {muted!r}")
+            self.muted = muted
+            return {"mode": self.step.policy, "muted": muted}
         else:
-            raise ValueError(f"unknown command {name!r}: set_mode or ptz")
+            raise ValueError(f"unknown command {name!r}: set_mode, ptz or set_mute")
         return {"mode": self.step.policy}
 
     def stats(self) -> Stats:

@@ -25,6 +25,7 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "stream": ("appliance.bench.stream", "bench_stream"),
     "hearing": ("appliance.bench.hearing", "bench_hearing"),
     "farend": ("appliance.bench.farend", "bench_farend"),
+    "panel": ("appliance.bench.panel", "bench_panel"),
 }
 DEFAULT_SECTIONS = ("core", "faces", "doa", "simroom")
 
