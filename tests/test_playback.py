@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,7 +29,8 @@ from drivers.audio.devices import SoundDeviceBackend
 from drivers.audio.speaker import PortAudioSpeaker, SpeakerDeviceError, find_output
 from drivers.base import SourceLost
 from drivers.registry import DriverContext, open_device
-from tests.test_mics import PulseServer, pulse  # noqa: F401  (the fixture, reused)
+from tests.test_janus import janus  # noqa: F401  (the fixtures, reused)
+from tests.test_mics import PulseServer, pulse  # noqa: F401
 
 RATE = 16000
 
@@ -109,6 +111,67 @@ def test_the_listener_takes_the_window_as_its_reference() -> None:
     farend = [h.farend for h in heard if t_far + 0.5 < h.t < t_far + 1.9]
     assert farend and np.mean(farend) > 0.9
     assert not any(h.azimuth_deg is not None for h in heard if t_far + 0.5 < h.t < t_far + 1.9)
+
+
+@pytest.fixture(scope="module")
+def far_end_only() -> tuple[np.ndarray, np.ndarray]:
+    """The room's loudspeaker (50 degrees, 1.5 m) playing the far end into the default array, nobody local
+    talking; and what was sent to the loudspeaker, sample-aligned."""
+    from appliance.bench.doa import render_room, speech_signal
+
+    mic = parse_config({}).mic_array
+    far = speech_signal(RATE, seed=3)[: 3 * RATE]
+    mics = render_room(mic.positions, 50.0, 1.5, far, RATE, rt60_s=0.3, snr_db=30.0, lead_s=0.5, seed=2)
+    sent = np.concatenate([np.zeros(RATE // 2), far])[: len(mics)].astype(np.float32)
+    return mics, np.pad(sent, (0, len(mics) - len(sent)))
+
+
+@pytest.mark.parametrize("played", [False, True])
+def test_the_box_hands_the_played_reference_to_the_hearing(
+    far_end_only: tuple[np.ndarray, np.ndarray], played: bool, tmp_path: object
+) -> None:
+    """The wiring in the box: each captured block goes to the hearing with the reference covering its span.
+    Without it the loudspeaker is taken for a talker at 50 degrees; with it, it is the far end."""
+    from appliance.box import RoomBox
+    from appliance.streaming.hub import EventBus, LatestFrame
+    from drivers.base import AudioBlock
+    from drivers.files import FileCamera, WavMicArray
+
+    mics, sent = far_end_only
+    clock = VirtualClock(start=500.0)
+    cfg = parse_config({})
+    playback = Playback(PortAudioSpeaker("room"), RATE, lambda: [], clock)
+    t_mics = clock.now() + 0.25
+    if played:  # what the speaker reported playing, 10 ms blocks, 3 ms before the mics hear it
+        for k in range(0, len(sent), 160):
+            if sent[k : k + 160].any():
+                playback.reference.add(t_mics - 0.003 + k / RATE, sent[k : k + 160])
+    events = EventBus(queue_size=100_000)
+    seen = events.subscribe()
+    box = RoomBox(
+        cfg,
+        FileCamera("none.mp4"),
+        WavMicArray("none.wav"),
+        None,
+        LatestFrame(),
+        None,
+        events,
+        clock,
+        playback=playback,
+    )
+    for k in range(0, len(mics) - 320, 320):
+        box._on_audio(AudioBlock(t_mics + k / RATE, mics[k : k + 320], RATE))
+    doas = []
+    while not seen.empty():
+        kind, d = seen.get_nowait()
+        if kind == "doa" and t_mics + 1.0 < d["t"] < t_mics + 3.3:  # the far end talks
+            doas.append(d)
+    near_50 = np.mean([d["azimuth_deg"] is not None and abs(d["azimuth_deg"] - 50.0) < 15.0 for d in doas])
+    if played:
+        assert len(doas) > 25 and near_50 < 0.05, near_50
+        assert box.hearing.listener._has_ref  # type: ignore[attr-defined]
+    else:
+        assert len(doas) > 25 and near_50 > 0.3, near_50
 
 
 def test_mix_sums_the_far_ends_at_the_mic_rate() -> None:
@@ -271,7 +334,9 @@ def test_speaker_errors_name_the_device(pulse: PulseServer) -> None:  # noqa: F8
         asyncio.run(start(speaker(device="Soundbar")))
     with pytest.raises(SourceLost, match=r"room: no output device 999 \(outputs: "):
         asyncio.run(start(speaker(device=999)))
-    with pytest.raises(SpeakerDeviceError, match=r"room: device \d+ \(pulse\) refuses 2 channels at device_rate 768000"):
+    with pytest.raises(
+        SpeakerDeviceError, match=r"room: device \d+ \(pulse\) refuses 2 channels at device_rate 768000"
+    ):
         asyncio.run(start(speaker(device="pulse", device_rate=768000)))
     with pytest.raises(SpeakerDeviceError, match=r"room: device \d+ \(pulse\) has \d+ output channels, not 40"):
         asyncio.run(start(speaker(device="pulse", channels=40)))
@@ -333,3 +398,65 @@ def test_a_missing_speaker_is_reported_and_retried_never_a_crash(pulse: PulseSer
 
     message = asyncio.run(vanish())
     assert message.startswith("room: device ") and "(pulse)" in message
+
+
+# -- end to end: a real Janus peer's sound on the speaker ------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_a_janus_participants_sound_reaches_the_speaker(pulse: PulseServer, chromium: Any, janus: Any) -> None:  # noqa: F811
+    """Chromium publishes a 440 Hz tone into a Janus VideoRoom; the box, in the room, subscribes and plays
+    the far end's sound on the speaker (PortAudio's ``pulse`` device, a null sink): the sink's monitor has
+    the tone, and the reference has what the monitor has, where the capture clock says."""
+    from tests.janus_fixture import ROOM, wait_for
+    from tests.test_janus import PUBLISH_JS, _Publishing
+
+    box = _Publishing(janus, "videoroom", "VP8")
+    page = chromium.new_page()
+    try:
+        page.goto(f"http://127.0.0.1:{janus.port}/janus/info")
+        assert page.evaluate(PUBLISH_JS, [ROOM]) == {"ok": True}
+
+        async def play_and_record() -> tuple[Recording, PlaybackReference, list[DeviceStatus], dict[str, int]]:
+            pub = box.pub
+            speaker = PortAudioSpeaker("room", "pulse", RATE)
+            playback = Playback(speaker, RATE, lambda: far_end_audio([pub]), SYSTEM_CLOCK)
+            recorder = PortAudioMicArray(SoundDeviceBackend(), "monitor", "pulse", 6, list(range(6)), RATE)
+            events: list[DeviceStatus] = []
+            task = asyncio.create_task(supervise("speaker", playback.run, events.append, SYSTEM_CLOCK))
+            await recorder.start()
+            try:
+                await wait_for(lambda: any(f.audio.published > 20 for f in pub.far_ends.values()), 20, "far sound")
+                await wait_for(lambda: playback.written > RATE, 20, "a second of it played")
+                blocks = []
+                end = SYSTEM_CLOCK.now() + 2.0
+                while SYSTEM_CLOCK.now() < end:
+                    blocks.append(await asyncio.wait_for(recorder.recv(), 30.0))
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await recorder.stop()
+            return Recording(blocks), playback.reference, events, speaker.counters
+
+        recording, ref, events, counters = box.lt.run(play_and_record(), timeout=60)
+        page.evaluate("window.farEnd.close()")
+    finally:
+        page.close()
+        box.close()
+    assert [e.state for e in events][:2] == ["starting", "running"], events
+    rec = recording.samples[RATE // 2 :]  # the last 1.5 s
+    spectrum = np.abs(np.fft.rfft(rec * np.hanning(rec.size)))
+    peak_hz = np.argmax(spectrum) * RATE / rec.size
+    rms = float(np.sqrt(np.mean(rec**2)))
+    # piece by piece (the far end's packets arrive with jitter: an underrun leaves a gap in what is played,
+    # and in the reference), each 0.1 s of the monitor is in the reference, within 50 ms of its capture stamp
+    found = []
+    for i in range(RATE // 2, recording.samples.size - 1600, 1600):
+        t0 = recording.time_of(i)
+        lag, corr = _corr_at(ref.window(t0 - 0.05, 1600 + RATE // 10), recording.samples[i : i + 1600])
+        found.append(corr)
+    print(
+        f"\nthe far end's tone on the speaker: {peak_hz:.1f} Hz, rms {rms:.3f}; {counters}; pieces {np.round(found, 3)}"
+    )
+    assert abs(peak_hz - 440.0) < 5.0 and rms > 0.05  # 0.3 of full scale from Chromium, 0.8 volume
+    assert np.median(found) > 0.95, found
