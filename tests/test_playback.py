@@ -239,7 +239,7 @@ async def _play_and_record(
     try:
         while not any(e.state == "running" for e in events):
             blocks.append(await asyncio.wait_for(recorder.recv(), 30.0))
-        settle = clock.now() + 1.0  # both streams past their start (a sound server's first buffers)
+        settle = clock.now() + 2.0  # both streams past their start (a sound server's first buffers)
         while clock.now() < settle:
             blocks.append(await asyncio.wait_for(recorder.recv(), 30.0))
         arrived = clock.now()
