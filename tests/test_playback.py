@@ -174,6 +174,19 @@ def test_the_box_hands_the_played_reference_to_the_hearing(
         assert len(doas) > 25 and near_50 > 0.3, near_50
 
 
+def test_sample_fifo_takes_pads_and_drops_the_oldest() -> None:
+    from drivers.audio.fifo import SampleFifo
+
+    q = SampleFifo()
+    q.push(np.arange(5, dtype=np.float32))
+    q.push(np.arange(5, 8, dtype=np.float32))
+    out, n = q.take(3)
+    assert n == 3 and out.tolist() == [0, 1, 2] and q.size == 5
+    assert q.drop_oldest(2) == 3 and q.size == 2
+    out, n = q.take(4)
+    assert n == 2 and out.tolist() == [6, 7, 0, 0] and q.size == 0
+
+
 def test_mix_sums_the_far_ends_at_the_mic_rate() -> None:
     a, b = AudioHub(max_seconds=5.0), AudioHub(max_seconds=5.0)
     janus_like = type("C", (), {"far_ends": {1: type("F", (), {"audio": a})(), 2: type("F", (), {"audio": b})()}})()
@@ -218,6 +231,17 @@ class Recording:
         return self._t[k] + (i - self._starts[k]) / RATE
 
 
+async def _record_until(recorder: PortAudioMicArray, blocks: list[ArrayBlock], end: float) -> None:
+    while SYSTEM_CLOCK.now() < end:
+        blocks.append(await asyncio.wait_for(recorder.recv(), 30.0))
+
+
+async def _stop(task: asyncio.Task[None], recorder: PortAudioMicArray) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await recorder.stop()
+
+
 async def _play_and_record(
     volume: float, signal: np.ndarray, device_rate: int | None = None
 ) -> tuple[Recording, PlaybackReference, float, dict[str, int]]:
@@ -239,24 +263,16 @@ async def _play_and_record(
     try:
         while not any(e.state == "running" for e in events):
             blocks.append(await asyncio.wait_for(recorder.recv(), 30.0))
-        settle = clock.now() + 2.0  # both streams past their start (a sound server's first buffers)
-        while clock.now() < settle:
-            blocks.append(await asyncio.wait_for(recorder.recv(), 30.0))
+        await _record_until(recorder, blocks, clock.now() + 2.0)  # both streams past a sound server's start
         arrived = clock.now()
         for k in range(0, signal.size, 320):  # the far end's packets, paced as they arrive
             hub.put(signal[k : k + 320], RATE, k / RATE)
             if k == 0:
                 arrived = clock.now()
-            deadline = arrived + (k + 320) / RATE
-            while clock.now() < deadline:
-                blocks.append(await asyncio.wait_for(recorder.recv(), 30.0))
-        end = clock.now() + 0.6
-        while clock.now() < end:
-            blocks.append(await asyncio.wait_for(recorder.recv(), 30.0))
+            await _record_until(recorder, blocks, arrived + (k + 320) / RATE)
+        await _record_until(recorder, blocks, clock.now() + 0.6)
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await recorder.stop()
+        await _stop(task, recorder)
     assert [e.state for e in events][:2] == ["starting", "running"], events
     return Recording(blocks), playback.reference, arrived, speaker.counters  # type: ignore[attr-defined]
 
@@ -428,14 +444,10 @@ def test_a_janus_participants_sound_reaches_the_speaker(pulse: PulseServer, chro
             try:
                 await wait_for(lambda: any(f.audio.published > 20 for f in pub.far_ends.values()), 20, "far sound")
                 await wait_for(lambda: playback.written > RATE, 20, "a second of it played")
-                blocks = []
-                end = SYSTEM_CLOCK.now() + 2.0
-                while SYSTEM_CLOCK.now() < end:
-                    blocks.append(await asyncio.wait_for(recorder.recv(), 30.0))
+                blocks: list[ArrayBlock] = []
+                await _record_until(recorder, blocks, SYSTEM_CLOCK.now() + 2.0)
             finally:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                await recorder.stop()
+                await _stop(task, recorder)
             return Recording(blocks), playback.reference, events, speaker.counters
 
         recording, ref, events, counters = box.lt.run(play_and_record(), timeout=60)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -28,6 +27,7 @@ import numpy as np
 
 from appliance.streaming.hub import AudioHub
 from common.clock import SYSTEM_CLOCK, Clock
+from drivers.audio.fifo import SampleFifo
 from drivers.audio.resample import StreamResampler
 
 log = logging.getLogger(__name__)
@@ -163,33 +163,14 @@ class _Input:
     def __init__(self) -> None:
         self.cursor = 0
         self.resampler: StreamResampler | None = None
-        self.pending: deque[np.ndarray] = deque()
-        self.held = 0
+        self.pending = SampleFifo()
 
     def take(self, hub: AudioHub, rate: int) -> None:
         self.cursor, chunks = hub.read(self.cursor)
         for c in chunks:
             if self.resampler is None or self.resampler.in_rate != c.sample_rate:
                 self.resampler = StreamResampler(c.sample_rate, rate, 1)
-            y = self.resampler.process((c.samples.astype(np.float32) / 32768.0)[:, None])[:, 0]
-            if y.size:
-                self.pending.append(y)
-                self.held += y.size
-
-    def pop(self, n: int) -> np.ndarray:
-        out = np.zeros(n, dtype=np.float32)
-        filled = 0
-        while filled < n and self.pending:
-            head = self.pending[0]
-            k = min(n - filled, head.size)
-            out[filled : filled + k] = head[:k]
-            if k == head.size:
-                self.pending.popleft()
-            else:
-                self.pending[0] = head[k:]
-            filled += k
-        self.held -= filled
-        return out
+            self.pending.push(self.resampler.process((c.samples.astype(np.float32) / 32768.0)[:, None])[:, 0])
 
 
 class Playback:
@@ -225,13 +206,13 @@ class Playback:
             del self._inputs[gone]
         for hub in hubs:
             self._inputs.setdefault(hub, _Input()).take(hub, self.sample_rate)
-        n = max((i.held for i in self._inputs.values()), default=0)
+        n = max((i.pending.size for i in self._inputs.values()), default=0)
         if n == 0:
             return np.zeros(0, dtype=np.float32)
         out = np.zeros(n, dtype=np.float32)
         for i in self._inputs.values():
-            if i.held:
-                out += i.pop(n)
+            if i.pending.size:
+                out += i.pending.take(n)[0]
         return np.clip(out, -1.0, 1.0)
 
     def step(self) -> int:

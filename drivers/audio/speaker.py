@@ -30,7 +30,6 @@ import logging
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -43,6 +42,7 @@ from common.errors import RoomboxError
 from common.settings import Section
 from drivers.audio import devices as _devices
 from drivers.audio.capture import _in_thread
+from drivers.audio.fifo import SampleFifo
 from drivers.audio.resample import StreamResampler
 from drivers.base import SourceLost
 from drivers.registry import DriverContext, register
@@ -196,8 +196,7 @@ class PortAudioSpeaker:
         self._stream: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
-        self._queue: deque[np.ndarray] = deque()
-        self._queued = 0
+        self._queue = SampleFifo()  # at the device's rate, written on the loop, taken by the callback
         self._starved = True
         self._finished = False
         self._last_callback = 0.0
@@ -220,7 +219,7 @@ class PortAudioSpeaker:
     @property
     def queued_s(self) -> float:
         """Sound written but not yet taken by the device (s)."""
-        return self._queued / self.device_rate if self.device_rate else 0.0
+        return self._queue.size / self.device_rate if self.device_rate else 0.0
 
     def _describe(self) -> str:
         d = self.device_info
@@ -300,7 +299,7 @@ class PortAudioSpeaker:
         self._loop = asyncio.get_running_loop()
         with self._lock:
             self._queue.clear()
-            self._queued, self._starved = 0, True
+            self._starved = True
         self._finished = False
         self._anchor, self._n, self._off = None, 0, 0
         self._last_callback = time.monotonic()
@@ -350,20 +349,9 @@ class PortAudioSpeaker:
         if not y.size:
             return
         limit = round(self.max_queue_ms * self.device_rate / 1000.0)
-        with self._lock:
-            self._queue.append(y)
-            self._queued += y.size
-            while self._queued > limit and self._queue:  # the far end runs ahead of the device: drop the oldest
-                extra = self._queued - limit
-                head = self._queue[0]
-                if head.size <= extra:
-                    self._queue.popleft()
-                    cut = head.size
-                else:
-                    self._queue[0] = head[extra:]
-                    cut = extra
-                self._queued -= cut
-                self.dropped_samples += cut
+        with self._lock:  # the far end runs ahead of the device: the oldest goes
+            self._queue.push(y)
+            self.dropped_samples += self._queue.drop_oldest(limit)
 
     async def stop(self) -> None:
         stream, self._stream = self._stream, None
@@ -381,26 +369,13 @@ class PortAudioSpeaker:
 
     # -- the callback thread -------------------------------------------------------------------------
     def _take(self, frames: int) -> np.ndarray:
-        out = np.zeros(frames, dtype=np.float32)
         with self._lock:
-            if self._starved and self._queued < max(1, round(self.prefill_ms * self.device_rate / 1000.0)):
-                return out
-            self._starved = False
-            filled = 0
-            while filled < frames and self._queue:
-                head = self._queue[0]
-                k = min(frames - filled, head.size)
-                out[filled : filled + k] = head[:k]
-                if k == head.size:
-                    self._queue.popleft()
-                else:
-                    self._queue[0] = head[k:]
-                filled += k
-                self._queued -= k
-            if filled < frames:
-                self._starved = True
-                if filled:
-                    self.underruns += 1
+            if self._starved and self._queue.size < max(1, round(self.prefill_ms * self.device_rate / 1000.0)):
+                return np.zeros(frames, dtype=np.float32)
+            out, filled = self._queue.take(frames)
+            self._starved = filled < frames
+            if 0 < filled < frames:
+                self.underruns += 1
         return out
 
     def _stamp(self, now: float, latency_s: float | None, frames: int, underflow: bool) -> float:
