@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from appliance.step import FrameStep
 from appliance.supervisor import supervise
 from common.clock import SYSTEM_CLOCK, Clock
 from drivers.base import AudioBlock, AudioSource, Frame, VideoSource
+
+if TYPE_CHECKING:
+    from appliance.streaming.playback import Playback
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +63,13 @@ class RoomBox:
         clock: Clock = SYSTEM_CLOCK,
         retry_s: float = 2.0,
         stats_every_s: float = 1.0,
+        playback: Playback | None = None,
     ) -> None:
         self.cfg = cfg
         self.camera, self.mics, self.detector = camera, mics, detector
         self.frames, self.audio_out, self.events = frames, audio_out, events
         self.clock, self.retry_s, self.stats_every_s = clock, retry_s, stats_every_s
+        self.playback = playback  # the far end on the room's speaker: its reference goes to the hearing
         self.hearing = make_ears(cfg.mic_array, cfg.doa, cfg.tracker)
         self.step = FrameStep(cfg)
         self.counters = Counters()
@@ -86,7 +91,11 @@ class RoomBox:
         await _pump(self.mics, self._on_audio, started)
 
     def _on_audio(self, block: AudioBlock) -> None:
-        doas = self.hearing.feed(block.samples, block.t, block.reference)  # the playback reference, if any
+        # the playback reference: the array's own playback channel where it has one, else what the box played
+        reference = block.reference
+        if reference is None and self.playback is not None:
+            reference = self.playback.reference.reference_for(block.t, block.samples.shape[0])
+        doas = self.hearing.feed(block.samples, block.t, reference=reference)
         self.counters.audio_blocks += 1
         self.counters.doa_blocks += len(doas)
         self.step.add_doas(doas)
@@ -198,6 +207,8 @@ class RoomBox:
                 tg.create_task(supervise("camera", self._camera_loop, publish, self.clock, self.retry_s))
                 tg.create_task(supervise("mic_array", self._mic_loop, publish, self.clock, self.retry_s))
                 tg.create_task(self._stats_loop())
+                if self.playback is not None:
+                    tg.create_task(supervise("speaker", self.playback.run, publish, self.clock, self.retry_s))
         finally:
             # wait for a detection in flight: the detector may be closed right after this returns
             self._pool.shutdown(wait=False, cancel_futures=True)

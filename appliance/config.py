@@ -21,6 +21,7 @@ from drivers.registry import Kind, drivers, section_union
 CameraSections = section_union("camera")
 MicArraySections = section_union("mic_array")
 PtzSections = section_union("ptz")
+SpeakerSections = section_union("speaker")
 _Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")]
 
 
@@ -390,6 +391,12 @@ class Config(Section):
         title="PTZ cameras",
         description='[ptz.NAME] type = "visca-ip" | "visca-tcp" | "visca-serial" | "uvc"',
     )
+    speakers: dict[_Name, SpeakerSections] = Field(  # type: ignore[valid-type]
+        default_factory=dict,
+        max_length=4,
+        title="Loudspeakers",
+        description='[speakers.NAME] type = "sounddevice": the first plays the far end (drivers.audio.speaker)',
+    )
     doa: DoaConfig = Field(default_factory=DoaConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     detector: DetectorSection = Field(default_factory=YuNetConfig)
@@ -429,9 +436,10 @@ class Config(Section):
             for name, section in sections.items() if isinstance(sections, dict) else ():
                 if isinstance(section, dict) and "type" not in section:
                     raise ValueError(f"[{new}.{name}] has no type: give one of {', '.join(drivers(kind))}")
-        for name, section in data["ptz"].items() if isinstance(data.get("ptz"), dict) else ():
-            if isinstance(section, dict) and "type" not in section:
-                raise ValueError(f"[ptz.{name}] has no type: give one of {', '.join(drivers('ptz'))}")
+        for kind, key in (("ptz", "ptz"), ("speaker", "speakers")):
+            for name, section in data[key].items() if isinstance(data.get(key), dict) else ():
+                if isinstance(section, dict) and "type" not in section:
+                    raise ValueError(f"[{key}.{name}] has no type: give one of {', '.join(drivers(kind))}")
         detector = data.get("detector")
         if isinstance(detector, dict) and "type" not in detector:
             data["detector"] = {"type": _detector_type(detector), **detector}
