@@ -92,7 +92,10 @@ class RoomBox:
         for d in doas:
             self.events.publish(d)
         if self.audio_out is not None:
-            self.audio_out.put(block.samples.mean(axis=1).astype(np.float32), block.sample_rate, block.t)
+            room = block.samples.mean(axis=1).astype(np.float32)
+            if self.step.muted:  # microphones muted from the panel: the far end hears silence
+                room = np.zeros_like(room)
+            self.audio_out.put(room, block.sample_rate, block.t)
 
     # -- per frame -------------------------------------------------------------------------------
     def _on_frame(self, frame: Frame) -> None:
@@ -146,7 +149,9 @@ class RoomBox:
     def command(self, cmd: dict[str, Any]) -> dict[str, Any]:
         """A command from the panel: ``{"cmd": "set_mode", "mode": M}`` (speaker, group, gallery, off, manual)
         or ``{"cmd": "ptz", "pan": P, "tilt": T, "zoom": Z}`` (manual framing; pan and tilt in [-1, 1],
-        zoom >= 1). Returns the framing mode now; a ValueError names what is wrong."""
+        zoom >= 1) or ``{"cmd": "set_mute", "muted": true|false}`` (the microphones: the far end hears
+        silence, the director shows the group, every shot says ``muted``). Returns the framing mode and the
+        mute now; a ValueError names what is wrong."""
         name = cmd.get("cmd")
         now = self.clock.now()
         if name == "set_mode":
@@ -157,9 +162,14 @@ class RoomBox:
             except (TypeError, ValueError):
                 raise ValueError("ptz wants numbers: pan and tilt in [-1, 1], zoom >= 1") from None
             self.step.manual_view(pan, tilt, zoom, now)
+        elif name == "set_mute":
+            muted = cmd.get("muted")
+            if not isinstance(muted, bool):
+                raise ValueError(f"set_mute wants muted: true or false, got {muted!r}")
+            self.step.set_muted(muted, now)
         else:
-            raise ValueError(f"unknown command {name!r}: set_mode or ptz")
-        return {"mode": self.step.policy}
+            raise ValueError(f"unknown command {name!r}: set_mode, ptz or set_mute")
+        return {"mode": self.step.policy, "muted": self.step.muted}
 
     def stats(self) -> Stats:
         """The counters now, as a message."""

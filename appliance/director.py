@@ -97,6 +97,7 @@ class Director:
         self._all: list[_Seen] = []  # tracks outside the excluded ranges
         self._seen: list[_Seen] = []  # ... that are people (not pictures)
         self._prints: list[_Seen] = []
+        self._new_prints: list[_Seen] = []  # faces found to be pictures at the last detection
         self._talked: set[int] = set()  # tracks that have been the talker: people, never pictures
         self._ev: dict[int, float] = {}  # recent speech of each person seen (s)
         self._outside = (0.0, 0.0)  # the strongest recent speech where nobody is seen: azimuth, seconds
@@ -192,7 +193,10 @@ class Director:
             seen = [_Seen(tr.box, tr.azimuth_deg, tr.id, tr.still_s) for tr in tracks]
             self._all = [s for s in seen if not any(lo <= s.azimuth_deg <= hi for lo, hi in self.cfg.exclude_deg)]
             limit = self.cfg.print_still_s
-            self._prints = [s for s in self._all if s.id not in self._talked and s.still_s >= limit]
+            prints = [s for s in self._all if s.id not in self._talked and s.still_s >= limit]
+            known = {s.id for s in self._prints}
+            self._new_prints = [s for s in prints if s.id not in known]
+            self._prints = prints
             self._seen = [s for s in self._all if s not in self._prints]
         self._decay(now)
         for d in doas:
@@ -394,16 +398,22 @@ class Director:
             return self._cut("speaker", "talker", reason, now, target=best)
         if self._shown_pair is not None and self._mode == "group":  # the exchange is over, nobody took over
             return self._cut("group", "exchange-ended", "the exchange is over: group", now)
+        new_prints, self._new_prints = self._new_prints, []
+        if new_prints and self._mode == "group":  # the group shot no longer has to hold the picture
+            where = ", ".join(f"{s.azimuth_deg:+.1f}" for s in new_prints)
+            reason = f"face at {where} deg still for {cfg.print_still_s:g} s and never heard: a picture, left out"
+            return self._cut("group", "print", reason, now)
 
+        # speech from where nobody is seen: a talker outside the picture gets the group, never an empty
+        # shot; speech from a picture's direction is no reason to move at all
         out_az, out_ev = self._outside
         if (
             self._mode == "speaker"
             and out_ev >= self._switch_level
             and out_ev > _HYSTERESIS * max(current_ev, best_ev)
             and held >= cfg.min_hold_s
+            and self._nearest(out_az, self._prints) is None
         ):
-            if self._nearest(out_az, self._prints) is not None:
-                return self._cut("group", "print", f"speech at {out_az:+.1f} deg from a still picture: group", now)
             return self._cut(
                 "group", "outside-picture", f"talker at {out_az:+.1f} deg where nobody is seen: group", now
             )
