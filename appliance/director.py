@@ -396,8 +396,11 @@ class Director:
                 f" vs {current_ev:.2f} s" if current_ev > 0 else ""
             )
             return self._cut("speaker", "talker", reason, now, target=best)
+        silent_for = now - self._last_speech_t
         if self._shown_pair is not None and self._mode == "group":  # the exchange is over, nobody took over
-            return self._cut("group", "exchange-ended", "the exchange is over: group", now)
+            if silent_for < cfg.silence_to_group_s:
+                return False
+            return self._cut("group", "exchange-ended", f"exchange over, no speech for {silent_for:.1f} s: group", now)
         new_prints, self._new_prints = self._new_prints, []
         if new_prints and self._mode == "group":  # the group shot no longer has to hold the picture
             where = ", ".join(f"{s.azimuth_deg:+.1f}" for s in new_prints)
@@ -417,7 +420,6 @@ class Director:
             return self._cut(
                 "group", "outside-picture", f"talker at {out_az:+.1f} deg where nobody is seen: group", now
             )
-        silent_for = now - self._last_speech_t
         if self._mode == "speaker" and silent_for >= cfg.silence_to_group_s and held >= cfg.min_hold_s:
             return self._cut("group", "silence", f"no speech for {silent_for:.1f} s: group", now)
         if self._mode == "wide" and self._seen:

@@ -304,3 +304,12 @@ def test_the_box_mutes_from_the_panel_and_the_state_says_so(tmp_path: Path) -> N
         assert not box.step.step(0.3, 1920, 1080, None).muted
     finally:
         box.detector.close()
+
+
+def test_an_exchange_that_falls_silent_ends_on_the_group() -> None:
+    room = Room({"a": -10.0, "b": 10.0, "c": 35.0})
+    shots = run(room, talk(exchange(3, 2.0, 20.0), room), 30.0)
+    rules = [(s.rule, s.t) for s in cuts(shots)]
+    assert [r for r, _ in rules][-2:] == ["ping-pong", "exchange-ended"], rules
+    ended = cuts(shots)[-1]
+    assert 24.0 <= ended.t < 26.0 and ended.mode == "group" and shows(room, ended, "a", "b", "c")
