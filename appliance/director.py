@@ -14,9 +14,11 @@ How it decides (every number is in ``[director]``, :class:`appliance.config.Dire
   beats the framed talker's evidence, and the current shot has been held ``min_hold_s`` (rule ``talker``).
 - After ``silence_to_group_s`` without attributable speech the director shows the group (``silence``).
 - A face track still for ``print_still_s`` that was never the talker is a picture (a print, the room's
-  display): never framed close, never a reason to move; speech from it gives the group (``print``).
+  display): never framed close, left out of the group shot (``print``), and speech from its direction
+  moves nothing.
 - Speech from where nobody is seen (a talker outside the picture) keeps the shot, or gives the group
-  instead of a talker who is silent (``outside-picture``): never an empty shot.
+  instead of a talker who is silent (``outside-picture``): never an empty shot. A framed face that is
+  gone gives the group too (``face-lost``).
 - ``ping_pong_swaps`` swaps between the same two talkers within ``ping_pong_window_s`` frame both together
   (``ping-pong``) until someone else talks or one of them holds the floor ``ping_pong_end_s``.
 - Two people talking over each other (the second at least ``overlap_ratio`` of the first, both above

@@ -55,7 +55,10 @@ class Room:
         return Faces(t, tuple(Face(self.box(n, t), 0.9) for n in names), CAM.width, CAM.height)
 
 
-def talk(script: Sequence[tuple[float, float, str | tuple[str, ...]]], room: Room) -> Callable[[int, float], Doa]:
+Script = list[tuple[float, float, str | tuple[str, ...]]]
+
+
+def talk(script: Script, room: Room) -> Callable[[int, float], Doa]:
     """DOA blocks from (start, end, who) spans: who is a name, or several talking over each other (the
     blocks alternate between them, as the dominant direction does); a little jitter on every azimuth."""
     where = {**room.people, **room.pictures, "ceiling": 60.0, "empty": 25.0}
@@ -155,7 +158,7 @@ def test_a_face_that_never_moves_and_never_talks_is_never_framed_close() -> None
     # a framed print hangs at 0 deg between two people; after 25 s a voice comes from its direction (a
     # loudspeaker below it, a reflection): it is no reason to move, and the print is never a close shot
     room = Room({"a": -30.0, "c": 28.0}, pictures={"print": 0.0})
-    script = [(1.0, 6.0, "a"), (7.0, 12.0, "c"), (25.0, 35.0, "print"), (37.0, 41.0, "a")]
+    script: Script = [(1.0, 6.0, "a"), (7.0, 12.0, "c"), (25.0, 35.0, "print"), (37.0, 41.0, "a")]
     shots = run(room, talk(script, room), 42.0)
     assert not any(framed(room, s, "print") for s in shots)
     assert not any(s.mode == "speaker" and abs((s.target_azimuth_deg or 99.0) - 0.0) < 5.0 for s in shots)
@@ -170,9 +173,10 @@ def test_a_face_that_never_moves_and_never_talks_is_never_framed_close() -> None
     assert sum(framed(room, s, "print") for s in loose) / FPS > 5.0
 
 
-def exchange(seed: int, t0: float, t1: float) -> list[tuple[float, float, str | tuple[str, ...]]]:
+def exchange(seed: int, t0: float, t1: float) -> Script:
     """A-B-A-B turns of 1.2-2.5 s (a short pause between them) from t0 to t1."""
-    rng, t, who, out = np.random.default_rng(seed), t0, "a", []
+    rng, t, who = np.random.default_rng(seed), t0, "a"
+    out: Script = []
     while t < t1:
         dur = float(rng.uniform(1.2, 2.5))
         out.append((t, min(t + dur, t1), who))
@@ -191,7 +195,7 @@ def exchange_figures(room: Room, shots: list[Shot], t0: float, t1: float) -> tup
 def test_a_b_a_b_exchanges_frame_both_with_few_cuts(seed: int) -> None:
     # two neighbours trade 1.2-2.5 s turns for a minute; then a third person speaks up
     room = Room({"a": -10.0, "b": 10.0, "c": 35.0})
-    script = [*exchange(seed, 2.0, 62.0), (64.0, 70.0, "c")]
+    script: Script = [*exchange(seed, 2.0, 62.0), (64.0, 70.0, "c")]
     shots = run(room, talk(script, room), 70.0)
     per_min, both = exchange_figures(room, shots, 2.0, 62.0)
     assert per_min <= 12.0 and both >= 0.8, (per_min, both)
@@ -207,7 +211,7 @@ def test_a_b_a_b_exchanges_frame_both_with_few_cuts(seed: int) -> None:
 
 def test_two_people_talking_over_each_other_are_framed_together() -> None:
     room = Room({"a": -30.0, "b": 0.0, "c": 25.0})
-    script = [(1.0, 5.0, "a"), (5.0, 12.0, ("a", "b")), (12.0, 17.0, "b")]
+    script: Script = [(1.0, 5.0, "a"), (5.0, 12.0, ("a", "b")), (12.0, 17.0, "b")]
     shots = run(room, talk(script, room), 17.0)
     over = next(s for s in cuts(shots) if s.rule == "overlap")
     where = {p["track"]: p["azimuth_deg"] for p in over.evidence["people"]}
@@ -224,7 +228,7 @@ def test_a_talker_outside_the_picture_never_gets_an_empty_shot() -> None:
     # a talks, then a voice from the ceiling at +60 deg (outside the 90 deg view), a again, then a voice
     # from +25 deg where nobody is seen
     room = Room({"a": -30.0, "b": 0.0})
-    script = [(1.0, 5.0, "a"), (6.0, 12.0, "ceiling"), (13.0, 17.0, "a"), (18.0, 24.0, "empty")]
+    script: Script = [(1.0, 5.0, "a"), (6.0, 12.0, "ceiling"), (13.0, 17.0, "a"), (18.0, 24.0, "empty")]
     shots = run(room, talk(script, room), 24.0)
     assert all(s.mode != "wide" and (shows(room, s, "a") or shows(room, s, "b")) for s in shots)
     unseen = [s for s in cuts(shots) if s.rule == "outside-picture"]
