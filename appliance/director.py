@@ -103,6 +103,8 @@ class Director:
         self._talked: set[int] = set()  # tracks that have been the talker: people, never pictures
         self._ev: dict[int, float] = {}  # recent speech of each person seen (s)
         self._outside = (0.0, 0.0)  # the strongest recent speech where nobody is seen: azimuth, seconds
+        self._owner_key: tuple[float, ...] | None = None
+        self._owner = np.full(_GRID.shape, -1)  # the person (index in _seen) each direction belongs to
         self.policy: Policy = cfg.mode
         self._resume_policy: Policy = cfg.mode
         self._manual_crop: tuple[float, float, float, float] | None = None
@@ -147,22 +149,27 @@ class Director:
 
     def _attribute(self) -> None:
         """Each direction's evidence to the nearest person within ``match_deg``; the rest is "outside"."""
-        self._ev = {}
-        md = self.cfg.match_deg
-        owner = np.full(_GRID.shape, -1)
-        if self._seen:
-            az = np.array([s.azimuth_deg for s in self._seen])
-            dist = np.abs(_GRID[:, None] - az[None, :])
-            nearest = dist.argmin(axis=1)
-            owner = np.where(dist[np.arange(len(_GRID)), nearest] <= md, nearest, -1)
-            sums = np.bincount(nearest[owner >= 0], weights=self._evidence[owner >= 0], minlength=len(self._seen))
+        key = tuple(s.azimuth_deg for s in self._seen)
+        if key != self._owner_key:  # which person each direction belongs to, when the people move
+            owner = np.full(_GRID.shape, -1)
+            if key:
+                dist = np.abs(_GRID[:, None] - np.array(key)[None, :])
+                nearest = dist.argmin(axis=1)
+                owner = np.where(dist[np.arange(len(_GRID)), nearest] <= self.cfg.match_deg, nearest, -1)
+            self._owner_key, self._owner = key, owner
+        owned = self._owner >= 0
+        if key:
+            sums = np.bincount(self._owner[owned], weights=self._evidence[owned], minlength=len(key))
             self._ev = {s.id: float(v) for s, v in zip(self._seen, sums, strict=True)}
-        free = np.where(owner < 0, self._evidence, 0.0)
-        if free.max(initial=0.0) <= 0.0:
+        else:
+            self._ev = {}
+        free = np.where(owned, 0.0, self._evidence)
+        i = int(free.argmax())
+        if free[i] <= 0.0:
             self._outside = (0.0, 0.0)
             return
-        peak = float(_GRID[int(free.argmax())])
-        self._outside = (peak, float(free[np.abs(_GRID - peak) <= md].sum()))
+        peak = float(_GRID[i])
+        self._outside = (peak, float(free[np.abs(_GRID - peak) <= self.cfg.match_deg].sum()))
 
     def _nearest(self, azimuth_deg: float, among: Sequence[_Seen] | None = None) -> _Seen | None:
         pool = self._seen if among is None else among
