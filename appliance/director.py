@@ -201,6 +201,7 @@ class Director:
         if tracks is not None:
             seen = [_Seen(tr.box, tr.azimuth_deg, tr.id, tr.still_s) for tr in tracks]
             self._all = [s for s in seen if not any(lo <= s.azimuth_deg <= hi for lo, hi in self.cfg.exclude_deg)]
+            self._talked &= {s.id for s in self._all}  # a track that is gone never comes back
             limit = self.cfg.print_still_s
             prints = [s for s in self._all if s.id not in self._talked and s.still_s >= limit]
             known = {s.id for s in self._prints}
