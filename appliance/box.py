@@ -74,7 +74,6 @@ class RoomBox:
         self.step = FrameStep(cfg)
         self.counters = Counters()
         self.decisions: deque[Shot] = deque(maxlen=20)  # the latest cuts, newest first
-        self.muted = False  # microphones muted on the panel: the room's sound is not sent (hearing goes on)
         self._detecting: asyncio.Future[tuple[Faces, float]] | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="detect")
 
@@ -102,8 +101,10 @@ class RoomBox:
         for d in doas:
             self.events.publish(d)
         if self.audio_out is not None:
-            mono = block.samples.mean(axis=1).astype(np.float32)
-            self.audio_out.put(np.zeros_like(mono) if self.muted else mono, block.sample_rate, block.t)
+            room = block.samples.mean(axis=1).astype(np.float32)
+            if self.step.muted:  # microphones muted from the panel: the far end hears silence
+                room = np.zeros_like(room)
+            self.audio_out.put(room, block.sample_rate, block.t)
 
     # -- per frame -------------------------------------------------------------------------------
     def _on_frame(self, frame: Frame) -> None:
@@ -157,8 +158,9 @@ class RoomBox:
     def command(self, cmd: dict[str, Any]) -> dict[str, Any]:
         """A command from the panel: ``{"cmd": "set_mode", "mode": M}`` (speaker, group, gallery, off, manual)
         or ``{"cmd": "ptz", "pan": P, "tilt": T, "zoom": Z}`` (manual framing; pan and tilt in [-1, 1],
-        zoom >= 1) or ``{"cmd": "set_mute", "muted": B}`` (the room's sound is not sent while muted). Returns
-        the framing mode now (and ``muted`` for set_mute); a ValueError names what is wrong."""
+        zoom >= 1) or ``{"cmd": "set_mute", "muted": true|false}`` (the microphones: the far end hears
+        silence, the director shows the group, every shot says ``muted``). Returns the framing mode and the
+        mute now; a ValueError names what is wrong."""
         name = cmd.get("cmd")
         now = self.clock.now()
         if name == "set_mode":
@@ -172,12 +174,16 @@ class RoomBox:
         elif name == "set_mute":
             muted = cmd.get("muted")
             if not isinstance(muted, bool):
-                raise ValueError(f"set_mute wants muted true or false, not {muted!r}")
-            self.muted = muted
-            return {"mode": self.step.policy, "muted": muted}
+                raise ValueError(f"set_mute wants muted: true or false, got {muted!r}")
+            self.step.set_muted(muted, now)
         else:
             raise ValueError(f"unknown command {name!r}: set_mode, ptz or set_mute")
-        return {"mode": self.step.policy}
+        return {"mode": self.step.policy, "muted": self.step.muted}
+
+    @property
+    def muted(self) -> bool:
+        """Microphones muted on the panel: the room's sound is not sent (hearing goes on)."""
+        return self.step.muted
 
     def stats(self) -> Stats:
         """The counters now, as a message."""

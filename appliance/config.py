@@ -225,6 +225,39 @@ class DirectorConfig(Section):
         title="Azimuth ranges where nobody is framed (degrees)",
         description="[from, to] pairs, e.g. a TV or a picture on the wall; faces there are never framed.",
     )
+    print_still_s: float = Field(
+        20.0,
+        ge=1.0,
+        le=3600.0,
+        title="A face still this long and never heard is a picture (s)",
+        description="A face track that has not moved for this long and was never matched to speech (a print on "
+        "the wall, the room's display) is never the subject of a close shot and never a reason to move.",
+    )
+    ping_pong_swaps: int = Field(
+        3,
+        ge=0,
+        le=20,
+        title="Talker swaps between two people that make an exchange (0: off)",
+        description="After this many swaps between the same two talkers within ping_pong_window_s, both are "
+        "framed together until the exchange ends.",
+    )
+    ping_pong_window_s: float = Field(20.0, ge=1.0, le=300.0, title="Time in which the exchange's swaps count (s)")
+    ping_pong_end_s: float = Field(
+        4.0, ge=0.5, le=60.0, title="One talker holding the floor this long ends an exchange (s)"
+    )
+    frame_overlap: bool = Field(True, title="Frame both when two people talk over each other")
+    overlap_ratio: float = Field(
+        0.5,
+        ge=0.05,
+        le=1.0,
+        title="The second talker's share of the first's recent speech that counts as talking over",
+    )
+    overlap_level_s: float = Field(
+        0.15, ge=0.01, le=5.0, title="Least recent speech of each of two talkers over each other (s)"
+    )
+    overlap_after_s: float = Field(
+        0.8, ge=0.0, le=10.0, title="Two talking over each other this long before both are framed (s)"
+    )
 
     @field_validator("exclude_deg")
     @classmethod

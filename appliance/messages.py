@@ -122,6 +122,9 @@ class Shot:
     cut: bool = False
     tiles: tuple[Crop, ...] = ()
     policy: str = "speaker"  # the framing mode chosen (speaker, group, gallery, manual, off)
+    rule: str = ""  # the rule that chose this shot (talker, silence, ping-pong, overlap, print, muted, ...)
+    muted: bool = False  # the room's microphones are muted from the panel
+    evidence: dict[str, Any] = field(default_factory=dict)  # on a cut: what the rule saw (sources, people)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -133,6 +136,9 @@ class Shot:
             "cut": self.cut,
             "tiles": [[int(v) for v in c] for c in self.tiles],
             "policy": self.policy,
+            "rule": self.rule,
+            "muted": self.muted,
+            "evidence": self.evidence,
         }
 
     @classmethod
@@ -150,6 +156,9 @@ class Shot:
             bool(d.get("cut", False)),
             tuple(_crop(c) for c in d.get("tiles", ())),
             str(d.get("policy", "speaker")),
+            str(d.get("rule", "")),
+            bool(d.get("muted", False)),
+            dict(d.get("evidence", {})),
         )
 
 
