@@ -476,7 +476,7 @@ class EncodedVideoTrack(MediaStreamTrack):
         if packet is None or self.readyState != "live":
             raise MediaStreamError
         self.sent += 1
-        if trace is not None:
+        if trace is not None and packet.pts is not None:
             self._last_pts = packet.pts
             trace("handed", packet.pts, time.time())
         return packet
