@@ -139,49 +139,65 @@ async def _serve_box(mode: str, codec: str, width: int, height: int, fps: float)
         video: EncodedVideo = PerViewer(frames, stream)
     else:
         video = EncodedVideo(frames, stream, BeforeEncoder if mode == "before" else PyAvVideoEncoder)
-    code_of_t: dict[float, int] = {}  # a picture's t -> its bar code
-    code_of_pts: dict[int, int] = {}
-    trace: list[tuple[int, str, float]] = []
-
-    def on_stage(stage: str, pts: int, t: float) -> None:
-        if stage == "picked":
-            code = code_of_t.get(t)
-            if code is None:
-                return
-            code_of_pts[pts] = code
-            t = time.time()
-        elif pts not in code_of_pts:
-            return
-        trace.append((code_of_pts[pts], stage, t))
-
-    video.trace = on_stage
+    room = CodedRoom(frames, width, height, fps)
+    video.trace = room.on_stage
     control = Control(Auth.in_memory())
     token = control.auth.tokens.create("read", "bench viewers", allowed_from=["127.0.0.1"])[1]
     app = create_app(frames, None, EventBus(), stream, video=video, control=control)
     server = await run_server(app, "127.0.0.1", 0)
-    pictures = room_pictures(30, width, height)
     print(json.dumps({"port": server.port, "token": token}), flush=True)
-    loop = asyncio.get_running_loop()
-    stdin_closed = loop.run_in_executor(None, sys.stdin.read)
-    t0, i = loop.time(), 0
-    while not stdin_closed.done():
-        image = pictures[i % len(pictures)].copy()
-        wall = time.time()
-        code = draw_code(image, wall)
-        t = t0 + i / fps
-        code_of_t[t] = code
-        trace.append((code, "captured", wall))
-        frames.put(image, t)
-        i += 1
-        await asyncio.sleep(max(0.0, t0 + i / fps - loop.time()))
+    stdin_closed = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    feeding = asyncio.create_task(room.feed())
+    await stdin_closed
+    feeding.cancel()
+    await asyncio.gather(feeding, return_exceptions=True)
     await server.stop()
     await video.close()
-    print(json.dumps({"trace": trace}), flush=True)
+    print(json.dumps({"trace": room.trace}), flush=True)
 
 
 # the [stream] settings before the latency work (issue 14), measured as a peer of today's defaults (with
 # swscale's colour conversion in the encoder)
 BEFORE: dict[str, Any] = {"playout_delay_max_ms": None}
+
+
+class CodedRoom:
+    """The simulated room's pictures fed into ``frames`` at ``fps``, each with the wall clock drawn as a bar code,
+    and the trace of each picture along the box's path (:attr:`EncodedVideo.trace` = :meth:`on_stage`):
+    ``trace`` is ``[(code, stage, wall s)]`` with stages captured, picked, encoded, handed, sent."""
+
+    def __init__(self, frames: Any, width: int, height: int, fps: float = FPS) -> None:
+        self.frames, self.fps = frames, fps
+        self.pictures = room_pictures(30, width, height)
+        self.trace: list[tuple[int, str, float]] = []
+        self._code_of_t: dict[float, int] = {}
+        self._code_of_pts: dict[int, int] = {}
+
+    def on_stage(self, stage: str, pts: int, t: float) -> None:
+        if stage == "picked":
+            code = self._code_of_t.pop(t, None)
+            if code is None:
+                return
+            self._code_of_pts[pts] = code
+            t = time.time()
+        elif pts not in self._code_of_pts:
+            return
+        self.trace.append((self._code_of_pts[pts], stage, t))
+
+    async def feed(self) -> None:
+        loop = asyncio.get_running_loop()
+        t0, i = loop.time(), 0
+        while True:
+            image = self.pictures[i % len(self.pictures)].copy()
+            wall = time.time()
+            code = draw_code(image, wall)
+            t = t0 + i / self.fps
+            self._code_of_t[t] = code
+            self.trace.append((code, "captured", wall))
+            self.frames.put(image, t)
+            i += 1
+            await asyncio.sleep(max(0.0, t0 + i / self.fps - loop.time()))
+
 
 CODE_BITS = 40
 CODE_ROWS = 24
