@@ -17,6 +17,7 @@ from appliance.bench.stream import CODE_BITS, CODE_ROWS, MEASURE_JS, CodedRoom, 
 from appliance.config import JanusConfig, StreamConfig
 from appliance.streaming.encoder import EncodedVideo
 from appliance.streaming.hub import AudioHub, LatestFrame
+from appliance.streaming.ice import offer_loopback
 from appliance.streaming.janus import JanusPublisher
 from appliance.streaming.playout import PLAYOUT_DELAY_URI, PlayoutDelayMap, playout_delay_bytes
 from tests.janus_fixture import ROOM, Janus, wait_for
@@ -70,6 +71,7 @@ class _CodedBox:
         self.lt.run(self._start(janus, codec), timeout=60)
 
     async def _start(self, janus: Janus, codec: str) -> None:
+        offer_loopback()  # Janus is on 127.0.0.1
         frames = LatestFrame()
         self.video = EncodedVideo(frames, StreamConfig(width=W, height=H, codecs=(codec,)))
         self.room = CodedRoom(frames, W, H)
