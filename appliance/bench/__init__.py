@@ -23,6 +23,7 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "simroom": ("appliance.bench.simroom", "bench_simroom"),
     "listening": ("appliance.bench.listening", "bench_listening"),
     "stream": ("appliance.bench.stream", "bench_stream"),
+    "latency": ("appliance.bench.stream", "bench_latency"),
     "hearing": ("appliance.bench.hearing", "bench_hearing"),
 }
 DEFAULT_SECTIONS = ("core", "faces", "doa", "simroom")

@@ -6,10 +6,16 @@
 - **viewers**: the CPU of a box process (panel server, shared encoder, a 720p30 feed of the simulated
   room's pictures, pre-rendered) with 1, 4 and 10 aiortc viewers on 127.0.0.1 (in this process, not
   decoding: they only count what arrives). Peer: the same box with aiortc encoding per viewer.
-- **Chromium** (without ``--quick``): one headless Chromium viewer of the 720p30 panel stream: frames
-  decoded per second, and glass-to-glass latency: the box draws its clock into each picture as a bar
-  code, the page reads it back from each presented video frame (``requestVideoFrameCallback``) and
-  compares with the same clock (the page's ``performance.timeOrigin + now()``, wall clock in ms).
+- **Chromium** (without ``--quick``; alone: ``roombox bench latency``): one headless Chromium viewer of the
+  720p30 panel stream: frames decoded per second (``getStats()`` framesDecoded over the window, and
+  framesPerSecond), and glass-to-glass latency: the box draws its clock into each picture as a bar code,
+  the page reads it back from each presented video frame (``requestVideoFrameCallback``) and compares
+  with the same clock (the page's ``performance.timeOrigin + expectedDisplayTime``, wall clock in ms).
+  Where the time goes: the box traces each picture (``EncodedVideo.trace``: taken by the encoder,
+  encoded, taken by the sender, sent), Chromium gives each frame's receive time and processing
+  duration, and its jitter-buffer and decode totals; the median of each step is a row. Peer: the same
+  box with the settings before the latency work (``BEFORE``), in the same run. The machine's load
+  average is a row: it is shared, and a starved encoder shows as a long encode step.
 
 The box runs as a child process, ``python -m appliance.bench.stream --box MODE CODEC W H FPS``.
 """
@@ -531,12 +537,19 @@ def bench_chromium(quick: bool, modes: tuple[str, ...] = ("shared",)) -> list[Ro
     return rows
 
 
+def bench_latency(quick: bool = False) -> list[Row]:
+    """``roombox bench latency``: Chromium's view of the 720p30 panel stream alone (the part of ``bench stream``
+    without ``--quick``): decoded frames per second, glass-to-glass latency and where it goes, today's settings
+    beside the settings before the latency work (``BEFORE``), with the machine's load."""
+    return bench_chromium(quick, modes=("before", "shared"))
+
+
 def bench_stream(quick: bool = False) -> list[Row]:
     """Encode speed per codec and size, box CPU by viewer count, and (not quick) Chromium's view of it."""
     rows = bench_encode(quick)
     rows += bench_viewers(quick)
     if not quick:
-        rows += bench_chromium(quick)
+        rows += bench_latency(quick)
     return rows
 
 
