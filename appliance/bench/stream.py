@@ -479,8 +479,8 @@ def video_rows(who: str, r: dict[str, Any], trace: list[Any]) -> list[Row]:
         "handed": "-> taken by the connection's sender",
         "sent": "-> packetized, encrypted and sent",
         "received": "-> last packet received by Chromium",
-        "decoded": "-> decoded (Chromium: jitter buffer + decode)",
-        "shown": "-> shown (expectedDisplayTime)",
+        "decoded": "-> decoded (Chromium's processingDuration)",
+        "shown": "-> shown (Chromium: held to its render time, the jitter buffer's delay, and the display)",
     }
     for f in r["frames"]:
         st = stages.get(int(f["code"]))
