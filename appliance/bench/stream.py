@@ -36,7 +36,7 @@ from typing import Any
 import av
 import numpy as np
 
-from appliance.config import StreamConfig
+from appliance.config import AccessConfig, StreamConfig
 
 Row = tuple[str, float, str]
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
@@ -147,7 +147,7 @@ async def _serve_box(mode: str, codec: str, width: int, height: int, fps: float)
         video = EncodedVideo(frames, stream, BeforeEncoder if mode == "before" else PyAvVideoEncoder)
     room = CodedRoom(frames, width, height, fps)
     video.trace = room.on_stage
-    control = Control(Auth.in_memory())
+    control = Control(Auth.in_memory(), AccessConfig(max_viewers=16))  # the bench connects 10
     token = control.auth.tokens.create("read", "bench viewers", allowed_from=["127.0.0.1"])[1]
     app = create_app(frames, None, EventBus(), stream, video=video, control=control)
     server = await run_server(app, "127.0.0.1", 0)
@@ -298,6 +298,8 @@ async def _measure_viewers(box: _Box, codec: str, n: int, window_s: float) -> tu
                     box.url + "/offer", json={"sdp": pc.localDescription.sdp, "type": "offer"}, headers=box.headers
                 ) as r:
                     answer = await r.json()
+                if "error" in answer:
+                    raise RuntimeError(f"the bench box refused viewer {len(pcs)}: {answer['error']}")
                 await pc.setRemoteDescription(RTCSessionDescription(**answer))
             deadline = time.monotonic() + 20
             while any(pc.connectionState != "connected" for pc in pcs):
