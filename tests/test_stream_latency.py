@@ -97,6 +97,7 @@ class _CodedBox:
 THROUGH_JANUS_JS = SUBSCRIBE_JS.replace("async ([room, seconds]) =>", "async ([room, seconds, bits, rows]) =>").replace(
     "  const waitUntil = Date.now() + 20000;",
     "  const measured = await window.measureVideo(pc, video, seconds, bits, rows);\n"
+    '  measured.playoutDelayOffered = offer.sdp.includes("playout-delay");\n'
     "  polling = false;\n"
     '  await post(`${base}/${s}`, {janus: "destroy"});\n'
     "  await keepalive;\n"
@@ -120,6 +121,7 @@ def test_chromium_through_janus_decodes_the_720p_room_and_reads_its_codes(janus:
     assert "error" not in r, r
     rows = video_rows("Chromium through Janus, VP8", r, box.room.trace)
     print("\n" + "\n".join(f"{v:8.1f} {unit:9s} {name}" for name, v, unit in rows))
+    print(f"Janus offered Chromium the playout-delay extension: {r['playoutDelayOffered']}")
     assert (r["width"], r["height"]) == (W, H)
     assert r["framesDecoded"] > 0
     # the codes Chromium read are pictures the box drew: the picture came through whole and in order
