@@ -5,9 +5,6 @@ bench's bar code (the figures are printed; the targets are `roombox bench stream
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +17,7 @@ from appliance.streaming.hub import AudioHub, LatestFrame
 from appliance.streaming.ice import offer_loopback
 from appliance.streaming.janus import JanusPublisher
 from appliance.streaming.playout import PLAYOUT_DELAY_URI, PlayoutDelayMap, playout_delay_bytes
+from tests import test_janus
 from tests.janus_fixture import ROOM, Janus, wait_for
 from tests.test_janus import SUBSCRIBE_JS
 from tests.test_streaming import LoopThread
@@ -51,16 +49,7 @@ def test_playout_delay_bytes_and_the_map_writes_them_on_each_packet() -> None:
     assert rtp.RtpPacket.parse(data).payload == b"x"
 
 
-@pytest.fixture(scope="module")
-def janus(chromium: Any) -> Iterator[Janus]:
-    """Janus, started after Chromium so that it is stopped before the Chromium fixture looks for leftovers."""
-    with tempfile.TemporaryDirectory(prefix="roombox-janus-") as folder:
-        j = Janus(Path(folder))
-        j.start()
-        try:
-            yield j
-        finally:
-            j.stop()
+janus = test_janus.janus  # the same Janus fixture (one Janus for this module's tests)
 
 
 class _CodedBox:

@@ -12,6 +12,10 @@ which aiortc's ``RTCRtpSender`` then only packetizes (``Encoder.pack``): no per-
   ``min_bitrate_kbps``. Neither libvpx nor libx264 (through FFmpeg) takes a new bitrate on the fly, so a
   change reopens the encoder (one keyframe); it is done only for a change of more than a quarter, at most
   every ``BITRATE_MIN_GAP_S``.
+- Latency: each connection's sender writes the RTP playout-delay extension (``[stream] playout_delay_max_ms``,
+  :mod:`appliance.streaming.playout`) so that Chromium shows frames without holding them in its jitter
+  buffer; pictures are converted to yuv420p with OpenCV (a quarter of swscale's CPU). ``EncodedVideo.trace``
+  stamps each picture along the way (``roombox bench latency`` reports the steps).
 - Codec: the connection's negotiated codec (the first of the answer's, which follows the offer's order)
   picks the encoder: ``VP8`` (libvpx, realtime) or ``H264`` (libx264, zerolatency, constrained baseline).
 
