@@ -164,7 +164,7 @@ async def _serve_box(mode: str, codec: str, width: int, height: int, fps: float)
 
 # the [stream] settings before the latency work (issue 14), measured as a peer of today's defaults (with
 # swscale's colour conversion in the encoder)
-BEFORE: dict[str, Any] = {"playout_delay_max_ms": None}
+BEFORE: dict[str, Any] = {"playout_delay": False}
 
 
 class CodedRoom:

@@ -12,7 +12,7 @@ which aiortc's ``RTCRtpSender`` then only packetizes (``Encoder.pack``): no per-
   ``min_bitrate_kbps``. Neither libvpx nor libx264 (through FFmpeg) takes a new bitrate on the fly, so a
   change reopens the encoder (one keyframe); it is done only for a change of more than a quarter, at most
   every ``BITRATE_MIN_GAP_S``.
-- Latency: each connection's sender writes the RTP playout-delay extension (``[stream] playout_delay_max_ms``,
+- Latency: each connection's sender writes the RTP playout-delay extension (``[stream] playout_delay``,
   :mod:`appliance.streaming.playout`) so that Chromium shows frames without holding them in its jitter
   buffer; pictures are converted to yuv420p with OpenCV (a quarter of swscale's CPU). ``EncodedVideo.trace``
   stamps each picture along the way (``roombox bench latency`` reports the steps).
@@ -325,7 +325,7 @@ class EncodedVideo:
         # an encoder takes a picture, then ("encoded" | "handed" | "sent", pts, time.time()) when it is
         # encoded, taken by a connection's sender, and sent (the sender asks for the next one)
         self.trace: Tracer | None = None
-        if stream.playout_delay_max_ms is not None:
+        if stream.playout_delay:
             offer_playout_delay()  # before any offer or answer is made
 
     def line(self, codec: str) -> _CodecLine:
@@ -429,9 +429,9 @@ class EncodedVideoTrack(MediaStreamTrack):
 
         sender._handle_rtcp_packet = handle_rtcp
         sender._send_keyframe = self.request_keyframe  # called on PLI and FIR
-        max_delay_ms = self._fanout.stream.playout_delay_max_ms
-        if max_delay_ms is not None:
-            send_playout_delay(sender, 0, max_delay_ms)
+        stream = self._fanout.stream
+        if stream.playout_delay:
+            send_playout_delay(sender, 0, stream.playout_delay_max_ms)
 
     def request_keyframe(self) -> None:
         self.keyframe_requests += 1
