@@ -5,10 +5,13 @@ bench's bar code (the figures are printed; the targets are `roombox bench stream
 from __future__ import annotations
 
 import asyncio
+import re
+import struct
 from typing import Any
 
+import numpy as np
 import pytest
-from aiortc import RTCRtpHeaderExtensionParameters, RTCRtpParameters, rtp
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpHeaderExtensionParameters, RTCRtpParameters, rtp
 
 from appliance.bench.stream import CODE_BITS, CODE_ROWS, MEASURE_JS, CodedRoom, video_rows
 from appliance.config import JanusConfig, StreamConfig
@@ -20,7 +23,7 @@ from appliance.streaming.playout import PLAYOUT_DELAY_URI, PlayoutDelayMap, play
 from tests import test_janus
 from tests.janus_fixture import ROOM, Janus, wait_for
 from tests.test_janus import SUBSCRIBE_JS
-from tests.test_streaming import LoopThread
+from tests.test_streaming import LoopThread, run_async
 
 W, H = 1280, 720
 
@@ -47,6 +50,65 @@ def test_playout_delay_bytes_and_the_map_writes_them_on_each_packet() -> None:
     data = packet.serialize(m)
     assert data[12:14] == b"\xbe\xde" and bytes([0x92, 0, 0, 0]) in data[16:]  # one-byte header: id 9, 3 bytes
     assert rtp.RtpPacket.parse(data).payload == b"x"
+
+
+def _extensions(data: bytes) -> list[tuple[int, bytes]]:
+    """The header extensions of one (decrypted) RTP packet."""
+    cc, has_extension = data[0] & 0x0F, data[0] & 0x10
+    if not has_extension:
+        return []
+    pos = 12 + 4 * cc
+    profile, length = struct.unpack_from("!HH", data, pos)
+    return rtp.unpack_header_extensions(profile, data[pos + 4 : pos + 4 + 4 * length])
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_box_video_carries_the_playout_delay_to_a_real_peer(enabled: bool) -> None:
+    """Two aiortc peers on 127.0.0.1: the viewer offers, the box answers with its shared encoder's track; the
+    packets the viewer decrypts carry min 0 / max ``[stream] playout_delay_max_ms`` (none when turned off)."""
+
+    async def main() -> None:
+        offer_loopback()
+        frames = LatestFrame()
+        stream = StreamConfig(width=320, height=180, codecs=("VP8",), playout_delay=enabled, playout_delay_max_ms=100)
+        video = EncodedVideo(frames, stream)
+        viewer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        box = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        viewer.addTransceiver("video", direction="recvonly")
+        await viewer.setLocalDescription(await viewer.createOffer())
+        await box.setRemoteDescription(viewer.localDescription)
+        video.add_to(box)
+        await box.setLocalDescription(await box.createAnswer())
+        await viewer.setRemoteDescription(box.localDescription)
+        ids = [int(m) for m in re.findall(rf"a=extmap:(\d+) {PLAYOUT_DELAY_URI}", box.localDescription.sdp)]
+        if enabled:
+            assert len(ids) == 1, box.localDescription.sdp
+        transport: Any = viewer.getTransceivers()[0].receiver.transport
+        original, seen = transport._handle_rtp_data, []
+
+        async def handle(data: bytes, arrival_time_ms: int) -> None:
+            seen.append(_extensions(data))
+            await original(data, arrival_time_ms)
+
+        transport._handle_rtp_data = handle
+        try:
+            for i in range(300):
+                frames.put(np.full((180, 320, 3), i % 250, np.uint8), i / 30)
+                await asyncio.sleep(1 / 30)
+                if len(seen) >= 20:
+                    break
+            assert len(seen) >= 20, f"{len(seen)} RTP packets reached the viewer"
+            delays = [value for exts in seen for x_id, value in exts if x_id in ids]
+            if enabled:
+                assert len(delays) == len(seen) and set(delays) == {b"\x00\x00\x0a"}  # 0 and 10 x 10 ms
+            else:
+                assert delays == []
+        finally:
+            await viewer.close()
+            await box.close()
+            await video.close()
+
+    run_async(main())
 
 
 janus = test_janus.janus  # the same Janus fixture (one Janus for this module's tests)
