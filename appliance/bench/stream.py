@@ -470,6 +470,12 @@ def video_rows(who: str, r: dict[str, Any], trace: list[Any]) -> list[Row]:
     if lat:
         rows.append((f"{who}: glass-to-glass latency, median", _median(lat), "ms"))
         rows.append((f"{who}: glass-to-glass latency, p95", _p95(lat), "ms"))
+    shown = [f["callback"] / 1000 for f in r["frames"]]
+    if len(shown) > 1 and trace:
+        a, b = min(shown), max(shown)
+        for stage, label in (("captured", "pictures fed to the box"), ("encoded", "pictures the box encoded")):
+            n = sum(1 for _, st, t in trace if st == stage and a <= t <= b)
+            rows.append((f"{who}: {label} per second (same window)", n / (b - a), "frames/s"))
     stages: dict[int, dict[str, float]] = {}
     for code, stage, t in trace:
         stages.setdefault(int(code), {}).setdefault(stage, float(t))
