@@ -5,6 +5,7 @@ bench's bar code (the figures are printed; the targets are `roombox bench stream
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import struct
 from typing import Any
@@ -172,7 +173,7 @@ def test_chromium_through_janus_decodes_the_720p_room_and_reads_its_codes(janus:
     assert "error" not in r, r
     rows = video_rows("Chromium through Janus, VP8", r, box.room.trace)
     print("\n" + "\n".join(f"{v:8.1f} {unit:9s} {name}" for name, v, unit in rows))
-    print(f"Janus offered Chromium the playout-delay extension: {r['playoutDelayOffered']}")
+    print(f"Janus offered Chromium the playout-delay extension: {r['playoutDelayOffered']}; load {os.getloadavg()}")
     assert (r["width"], r["height"]) == (W, H)
     assert r["framesDecoded"] > 0
     # the codes Chromium read are pictures the box drew: the picture came through whole and in order
