@@ -305,6 +305,20 @@ class StreamConfig(Section):
         title="VP8 encoder speed (libvpx cpu-used, realtime)",
         description="Higher is faster and coarser.",
     )
+    playout_delay: bool = Field(
+        True,
+        title="Tell receivers how long they may hold a frame",
+        description="The RTP playout-delay header extension (minimum 0, maximum below) on the box's video. Off: "
+        "the receiver's jitter buffer decides (25-100 ms in Chromium on a loaded machine).",
+    )
+    playout_delay_max_ms: int = Field(
+        0,
+        ge=0,
+        le=40_950,
+        title="Most time a receiver may hold a frame before showing it (ms)",
+        description="0 shows each frame as soon as it is decoded (the panel on the room's network); more smooths "
+        "a jittery network.",
+    )
     ice_loopback: bool = Field(
         True,
         title="Offer a loopback candidate",
