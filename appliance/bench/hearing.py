@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -613,7 +613,7 @@ def evaluate(
 
 def hearing_factory(cfg: DoaConfig | None = None) -> EstimatorFactory:
     """Today's :class:`Hearing` with ``cfg`` (default: energy VAD, SRP-PHAT, the confidence gate)."""
-    c = cfg or DoaConfig()
+    c = cfg or DoaConfig(vad="energy")
     return lambda mic: Hearing(mic, c)
 
 
@@ -653,26 +653,27 @@ class PraHearing(Hearing):
 
 
 def pra_factory(algorithm: str, cfg: DoaConfig | None = None) -> EstimatorFactory:
-    c = cfg or DoaConfig()
+    c = cfg or DoaConfig(vad="energy")
     return lambda mic: PraHearing(mic, c, algorithm)
 
 
-def listener_factory() -> EstimatorFactory:
-    """The box's default hearing (``[doa] estimator = "tracker"``): soft evidence, the source tracker."""
+def listener_factory(vad: Literal["energy", "silero"] = "silero") -> EstimatorFactory:
+    """The box's default hearing (``[doa] estimator = "tracker"``): soft evidence, the source tracker, the
+    Silero voice gate (or the energy gate, a peer)."""
     from appliance.config import TrackerConfig
     from appliance.perception.listening import ListeningDoas
 
-    return lambda mic: ListeningDoas(mic, TrackerConfig(), DoaConfig())
+    return lambda mic: ListeningDoas(mic, TrackerConfig(), DoaConfig(vad=vad))
 
 
 def peers() -> dict[str, EstimatorFactory]:
-    """The box's tracked listener, the foundation's Hearing (energy VAD), Hearing with the Silero VAD (its
-    usual threshold 0.5, and 0.3), pyroomacoustics SRP and NormMUSIC (both behind the energy VAD)."""
+    """The box's tracked listener (Silero gate; and with the energy gate), the foundation's Hearing (energy
+    VAD; and with the Silero VAD), pyroomacoustics SRP and NormMUSIC (both behind the energy VAD)."""
     return {
         "listener": listener_factory(),
-        "hearing": hearing_factory(),
+        "listener+energy": listener_factory("energy"),
+        "hearing": hearing_factory(DoaConfig(vad="energy")),
         "hearing+silero": hearing_factory(DoaConfig(vad="silero")),
-        "hearing+silero0.3": hearing_factory(DoaConfig(vad="silero", vad_threshold=0.3)),
         "pra SRP": pra_factory("SRP"),
         "pra NormMUSIC": pra_factory("NormMUSIC"),
     }

@@ -4,7 +4,11 @@
 it does not replace: chunks of any length with the time of their first sample, cut into ``[doa] block_ms``
 blocks every ``[tracker] hop_ms``. Per block:
 
-- voice activity (:class:`appliance.perception.vad.EnergyVad`) and the block's level;
+- voice activity: with ``[doa] vad = "silero"`` (the default) the Silero network
+  (:class:`appliance.perception.silero.SileroVad`) on the mics delayed and summed towards the source the
+  listener attends to (the dominant talker, else the liveliest source heard that is not a learnt noise):
+  a few dB above one mic in noise and reverberation; the energy gate
+  (:class:`appliance.perception.vad.EnergyVad`) still learns the noise floor and gives the block's level;
 - with a playback reference, the far-end share (:func:`appliance.perception.farend.farend_share`) over the
   last ``farend_window_ms``; a block whose share reaches ``farend_ratio`` is ``farend`` (held for
   ``farend_hold_s``, the loudspeaker's reverberation) and is never reported as local speech;
@@ -13,8 +17,8 @@ blocks every ``[tracker] hop_ms``. Per block:
 - the source tracker (:class:`appliance.perception.tracker.SourceTracker`).
 
 ``azimuth_deg`` is the dominant active talker (a tracked source of kind ``talker`` that the voice gate has
-heard), given in blocks that are not far end when the block is lively (the gate passed, or the level is a
-little above the noise floor) or the talker was heard in this very block: soft evidence, not a hard gate.
+heard), given in blocks that are not far end when the voice gate passes, or when the block is lively (a
+little above the noise floor) and the talker was heard in this very block: soft evidence, not a hard gate.
 ``speech`` is the gate's verdict, or true when a talker is reported.
 
 Wiring (the live box): one ``Listener(cfg.mic_array, cfg.tracker, cfg.doa)`` per array;
@@ -27,21 +31,25 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from appliance.config import DoaConfig, MicArraySection, TrackerConfig
 from appliance.messages import Doa
+from appliance.perception.doa import SPEED_OF_SOUND
 from appliance.perception.evidence import SoftSrp
 from appliance.perception.farend import SILENT_DB, farend_share
 from appliance.perception.tracker import Source, SourceTracker
 from appliance.perception.vad import EnergyVad
 
+if TYPE_CHECKING:
+    from appliance.perception.silero import SileroVad
+
 NOISE_EVERY = 4  # one block in this many without speech is analysed without the noise-floor weights
-DELAY_EVERY = 4
-LIVELY_DB = 3.0  # the far-end delay is searched again every this many blocks
+DELAY_EVERY = 4  # the far-end delay is searched again every this many blocks
+LIVELY_DB = 3.0  # a block this far above the noise floor is lively (context for the tracker, not speech)
 
 
 def _r(v: float, nd: int = 3) -> float:
@@ -113,6 +121,11 @@ class Listener:
             full_circle=cfg.full_circle,
         )
         self.vad = _GivenLevelVad(doa.model_copy(update={"hop_ms": cfg.hop_ms}), fs)
+        self.silero: SileroVad | None = None
+        if doa.vad == "silero":
+            from appliance.perception.silero import SileroVad
+
+            self.silero = SileroVad(doa.model_copy(update={"hop_ms": cfg.hop_ms}), fs)
         self.tracker = SourceTracker(cfg, hop_s=cfg.hop_ms / 1000.0)
         self.block_len = self.srp.block_len
         self.hop_len = max(1, round(cfg.hop_ms * fs / 1000.0))
@@ -120,6 +133,9 @@ class Listener:
         self.window_len = max(self.block_len, round(cfg.farend_window_ms * fs / 1000.0))
         self._history = self.window_len + self.max_delay  # samples kept behind a block's end
         self._farend_until = -math.inf
+        self._steer_az: float | None = None
+        self._steer_key: tuple[int, int] | None = None
+        self._steer_w = np.zeros((0, 0), np.complex64)
         self._blocks = 0
         self._delay: int | None = None
         self.reset()
@@ -212,12 +228,48 @@ class Listener:
             self._farend_until = t + cfg.farend_hold_s
         return t <= self._farend_until
 
+    def _steered(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """The new samples (n, M) as one channel for the voice gate: the mics delayed and summed towards the
+        source the listener attends to (a few dB above a single mic in noise and reverberation), or their
+        mean before any source is heard."""
+        if self._steer_az is None or self.n_mics < 2:
+            out: npt.NDArray[np.float32] = x.mean(axis=1)
+            return out
+        n = x.shape[0]
+        key = (n, round(self._steer_az))
+        if self._steer_key != key:
+            a = math.radians(key[1])
+            u = np.array([math.sin(a), 0.0, math.cos(a)])
+            pos = np.asarray(self.mic.positions, np.float64)
+            lead = (pos - pos.mean(axis=0)) @ u / SPEED_OF_SOUND  # seconds each mic hears the wave early
+            f = np.fft.rfftfreq(n, 1.0 / self.sample_rate)
+            self._steer_w = (np.exp(-2j * np.pi * f[:, None] * lead[None, :]) / self.n_mics).astype(np.complex64)
+            self._steer_key = key
+        spec = np.fft.rfft(x, axis=0)
+        y: npt.NDArray[np.float32] = np.fft.irfft((spec * self._steer_w).sum(axis=1), n).astype(np.float32)
+        return y
+
+    def _aim(self, sources: list[Source]) -> None:
+        """Attend to the dominant talker, else to the liveliest source heard now that is not a learnt noise."""
+        talker = self.tracker.dominant_talker()
+        if talker is not None:
+            self._steer_az = talker.azimuth_deg
+            return
+        heard = [s for s in sources if s.heard and s.kind not in ("noise", "farend")]
+        if heard:
+            self._steer_az = max(heard, key=lambda s: s.evidence).azimuth_deg
+
     def _analyse(self, block_end: int, t: float) -> Heard:
         cfg = self.cfg
         i_end = block_end - self._base
         block = self._x[i_end - self.block_len : i_end]
         self.vad.given_db = self.srp.prepare(block)  # the voice-band level, from the DOA's own transform
-        speech, level = self.vad.update(block)
+        energetic, level = self.vad.update(block)
+        if self.silero is not None:  # the trained gate decides; the energy gate still learns the floor
+            new = self._steered(block[-self.hop_len :])
+            speech = self.silero.hear(new) and level > self.doa.min_level_db
+        else:
+            speech = energetic
         self._blocks += 1
         farend = self._has_ref and self._farend(block_end, t)
         # Bins near the learnt noise floor are down-weighted (a talker the gate missed still shows), except
@@ -232,13 +284,14 @@ class Listener:
         # the context the tracker classifies sources by: a block a little above the noise floor counts as
         # speech too (the gate is strict; a talker starting softly is not a fan)
         floor = self.vad.floor_db
-        lively = speech or (floor is not None and level > floor + LIVELY_DB)
+        lively = speech or energetic or (floor is not None and level > floor + LIVELY_DB)
         sources = self.tracker.update(t, cands, speech=lively, farend=farend, level_db=level, voiced=speech)
+        self._aim(sources)
         azimuth: float | None = None
         confidence = 0.0
         if not farend:
             talker = self.tracker.dominant_talker()
-            if talker is not None and (lively or talker.heard):
+            if talker is not None and (speech or (lively and talker.heard)):
                 azimuth, confidence = talker.azimuth_deg, talker.activity
         return Heard(
             t=t,

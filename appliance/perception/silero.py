@@ -132,7 +132,12 @@ class SileroVad:
             x = x[:, None]
         level = self.level_db(x)
         new = x[-min(self._hop, x.shape[0]) :].mean(axis=1)  # only the newest hop is new audio
-        self._pending = np.concatenate([self._pending, self._mono_16k(np.ascontiguousarray(new))])
+        return self.hear(new) and level > self.cfg.min_level_db, level
+
+    def hear(self, new: npt.NDArray[np.float32]) -> bool:
+        """Feed new mono audio (samples,) at the stream's rate: is someone talking (the network's verdict
+        with Silero's hysteresis and hangover, no level check)?"""
+        self._pending = np.concatenate([self._pending, self._mono_16k(np.ascontiguousarray(new, np.float32))])
         probs: list[float] = []
         while self._pending.size >= self._window:
             window = np.ascontiguousarray(np.clip(self._pending[: self._window], -1.0, 1.0), dtype=np.float32)
@@ -150,5 +155,4 @@ class SileroVad:
                     self._below = 0
             else:
                 self._below = 0
-        speech = self._speaking and level > self.cfg.min_level_db
-        return speech, level
+        return self._speaking

@@ -37,6 +37,7 @@ STAT_TAU_OBS = 25.0  # observations over which a source's context statistics are
 CONTEXT_LIMIT = 0.5  # share of a source's observations in silence / far end that decides its kind
 MIN_VOICED = 2  # a talker is reported once active in this many blocks the voice gate passed
 NEAR_NOISE_VOICED = 6  # the same, for a source next to a learnt noise
+STRONGER = 1.0  # in speech, an estimate this many times a learnt noise's usual weight is not the noise's
 
 
 def _wrap(deg: float) -> float:
@@ -87,6 +88,7 @@ class _Track:
     level_dev: float = 6.0  # smoothed absolute deviation of that level (dB): small = steady
     n_obs: int = 0
     n_voiced: int = 0  # blocks the strict voice gate passed while it was active
+    weight: float = 0.0  # smoothed weight of its estimates
     learnt_noise: bool = False
     kind: Kind = "unknown"
 
@@ -155,6 +157,8 @@ class SourceTracker:
             for tr in self._tracks:
                 if tr.id in used or (farend and tr.kind == "talker"):
                     continue
+                if tr.learnt_noise and voiced and not farend and cand.weight > STRONGER * tr.weight:
+                    continue  # the fan's bins are masked while someone talks: a strong estimate there is speech
                 d = abs(_wrap(cand.azimuth_deg - tr.az))
                 # the gate widens with the source's uncertainty, but only so far: a source unheard for
                 # a while must not capture an estimate from elsewhere
@@ -190,6 +194,7 @@ class SourceTracker:
         tr.evidence += cand.weight
         tr.n_obs += 1
         a = 1.0 / min(tr.n_obs, STAT_TAU_OBS)
+        tr.weight += a * (cand.weight - tr.weight)
         tr.silent_frac += a * ((0.0 if speech else 1.0) - tr.silent_frac)
         tr.farend_frac += a * ((1.0 if farend else 0.0) - tr.farend_frac)
         if level_db is not None:
@@ -223,7 +228,14 @@ class SourceTracker:
         merged: list[_Track] = []
         for tr in keep:
             twin = next(
-                (m for m in merged if abs(_wrap(m.az - tr.az)) < cfg.merge_deg and (m.confirmed or not tr.confirmed)),
+                (
+                    m
+                    for m in merged
+                    if abs(_wrap(m.az - tr.az)) < cfg.merge_deg
+                    and (m.confirmed or not tr.confirmed)
+                    # a talker in front of the fan stays a talker
+                    and not (m.learnt_noise != tr.learnt_noise and {m.kind, tr.kind} & {"talker", "unknown"})
+                ),
                 None,
             )
             if twin is None:
