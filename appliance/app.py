@@ -88,6 +88,8 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
             on_config=box.on_config,
             running=(cam_name, mic_name),
             clock=clock,
+            on_volume=None if playback is None else lambda gain: setattr(playback.speaker, "volume", 100.0 * gain),
+            volume=100 if playback is None else round(playback.speaker.volume),
         )
         controls.publish()
         app = create_app(
