@@ -30,7 +30,7 @@ DETECT_HZ, CAMERA_FPS = 5.0, 30.0
 # (id, seat (x, y) in the room, head height, face photo, shirt); the camera at (3.5, 0.05, 1.25), 90 deg
 SEATS = (
     ("alice", (2.411, 1.727), 1.22, "astronaut", (200, 90, 40)),
-    ("frank", (2.45, 2.6), 1.19, "lfw:12", (90, 90, 60)),
+    ("frank", (2.28, 2.79), 1.19, "lfw:12", (90, 90, 60)),
     ("bob", (2.568, 3.527), 1.24, "lfw:3", (40, 70, 140)),
     ("carol", (3.5, 4.55), 1.18, "lfw:7", (60, 140, 80)),
     ("dave", (4.323, 3.349), 1.26, "lfw:1", (120, 120, 125)),
@@ -143,11 +143,29 @@ def score_tracks(
 # ---- the rendered meeting ----
 
 
+def _lanes(size: tuple[int, int]) -> list[tuple[float, float]]:
+    """How far (m) each seated person's head may lean to the left and to the right while it stays clear of
+    its neighbours' in the picture (each keeps to its own side of the midpoints between heads): seated
+    people lean towards the table and each other, not behind one another."""
+    f = size[0] / 2.0 / math.tan(math.radians(45.0))
+    cam_x, cam_y = 3.5, 0.05
+    heads = [(f * (x - cam_x) / (y - cam_y), y - cam_y) for _, (x, y), _, _, _ in SEATS]
+    out = []
+    for u, z in heads:
+        half = 0.75 * f * 0.16 / z  # half the head picture, hair included
+        left = min((u - v) / 2.0 for v, _ in heads if v < u) if any(v < u for v, _ in heads) else 1e9
+        right = min((v - u) / 2.0 for v, _ in heads if v > u) if any(v > u for v, _ in heads) else 1e9
+        out.append((max(0.0, (left - half) * z / f), max(0.0, (right - half) * z / f)))
+    return out
+
+
 def meeting_scenario(duration_s: float, size: tuple[int, int] = (1920, 1080), seed: int = 3) -> Scenario:
-    """The meeting: :data:`SEATS`, each person leaning (2-8 s, up to 0.3 m across and 0.12 m down), turning
-    away and hiding the face behind a hand (0.8-1.2 s each) at random times, deterministic for ``seed``.
+    """The meeting: :data:`SEATS`, each person leaning (2-8 s, up to 0.3 m across, within :func:`_lanes`,
+    and 0.12 m down), turning away and hiding the face behind a hand (0.8-1.2 s each) at random times,
+    deterministic for ``seed``.
     """
     rng = np.random.default_rng(seed)
+    lanes = _lanes(size)
     people = []
     for k, (pid, seat, height, face, shirt) in enumerate(SEATS):
         moves: list[Move] = []
@@ -156,7 +174,11 @@ def meeting_scenario(duration_s: float, size: tuple[int, int] = (1920, 1080), se
             kind = str(rng.choice(["lean", "turn", "hide"], p=[0.5, 0.3, 0.2]))
             if kind == "lean":
                 d = float(rng.uniform(2.0, 8.0))
-                off = (float(rng.choice([-1.0, 1.0]) * rng.uniform(0.1, 0.3)), float(rng.uniform(-0.12, 0.02)))
+                side = int(rng.integers(0, 2))
+                if lanes[k][side] < 0.05:  # no room on that side
+                    side = 1 - side
+                across = min(float(rng.uniform(0.1, 0.3)), lanes[k][side]) * (-1.0 if side == 0 else 1.0)
+                off = (across, float(rng.uniform(-0.12, 0.02)))
                 moves.append(Move(kind="lean", start_s=t, duration_s=d, offset_m=off))
             else:
                 d = float(rng.uniform(0.8, 1.2))

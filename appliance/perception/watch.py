@@ -5,8 +5,9 @@ A :class:`FaceWatcher` is itself a :class:`appliance.ports.Detector`: call it at
 empty room too: that is its whole cost); in between, a detector that can
 (:class:`~appliance.perception.yunet.YuNetDetector`) only looks again at full-resolution crops around the
 faces being tracked, which costs a few crops instead of a frame. A new face is therefore found within
-``scan_interval_s``; a known one is followed at every call. Detectors without ``refine`` (BlazeFace) search
-the whole frame at every call. After each call, ``tracks`` holds the live tracks and ``track_ids`` the track
+``scan_interval_s``; a known one is followed at every call. A face followed at the last call that its crop
+no longer shows (it moved fast, or turned away) makes the frame searched at once, so a quick lean does not
+lose its track. Detectors without ``refine`` (BlazeFace) search the whole frame at every call. After each call, ``tracks`` holds the live tracks and ``track_ids`` the track
 of each face returned.
 """
 
@@ -49,6 +50,7 @@ class FaceWatcher:
         self.tracks: list[Track] = []
         self.track_ids: list[int] = []
         self._last_scan = -float("inf")
+        self._last_t = -float("inf")
         self.scans = 0
         self.refines = 0
 
@@ -88,8 +90,20 @@ class FaceWatcher:
         else:
             found = refine(rgb, [tr.box for tr in live])
             self.refines += 1
-            kept = [Face(f.box, f.score) for f in found if f is not None and f.score >= self.min_score]
-            faces = finish_faces(kept, self.min_score, t, width, height)
+            lost = any(
+                (f is None or f.score < self.min_score)
+                and tr.confirmed
+                and abs(tr.missed_s - (t - self._last_t)) < 1e-6
+                for f, tr in zip(found, live, strict=True)
+            )
+            if lost:  # seen at the last call, not on its crop now: search the whole frame
+                faces = self.detector.detect(rgb, t)
+                self._last_scan = t
+                self.scans += 1
+            else:
+                kept = [Face(f.box, f.score) for f in found if f is not None and f.score >= self.min_score]
+                faces = finish_faces(kept, self.min_score, t, width, height)
+        self._last_t = t
         self.tracks = tracker.update(faces)
         self.track_ids = list(tracker.last_ids)
         return faces, self.tracks
