@@ -234,3 +234,24 @@ def test_faces_on_a_rendered_video_carry_track_ids_through_a_hidden_face(tmp_pat
     assert min(far_times) < 1.0 and max(far_times) > 2.5
     assert len({i for _, i in ids["far"]}) == 1  # the same track before and after the second unseen
     assert ids["near"][0][1] != ids["far"][0][1]
+
+
+def test_a_face_that_jumps_off_its_crop_is_searched_for_at_once() -> None:
+    """A quick lean: the face moves 0.9 of its width between two detections, out of its crop; the watcher
+    searches the whole frame at once (not at the next scheduled search) and the track keeps its id."""
+    import numpy as np
+
+    from appliance.bench.faces_suite import match, room_shot
+    from appliance.perception.watch import FaceWatcher
+    from appliance.perception.yunet import YuNetDetector
+
+    room, boxes = room_shot((1920, 1080), (100.0,), seed=4)
+    with YuNetDetector() as det:
+        watcher = FaceWatcher(det, 90.0, scan_interval_s=10.0)
+        for k, dx in enumerate((0, 0, 90, 0, 90, 0)):  # confirmed after two; then back and forth
+            img = np.roll(room, dx, axis=1)
+            faces, _ = watcher.step(img, 0.2 * k)
+            hit, false = match([f.box for f in faces.faces], [(x + dx, y, w, h) for x, y, w, h in boxes])
+            assert (hit, false, watcher.track_ids) == ([True], 0, [1]), k
+        assert watcher.scans == 2  # the first search, and one when the face left its crop
+        assert watcher.refines == 5

@@ -7,8 +7,8 @@ empty room too: that is its whole cost); in between, a detector that can
 faces being tracked, which costs a few crops instead of a frame. A new face is therefore found within
 ``scan_interval_s``; a known one is followed at every call. A face followed at the last call that its crop
 no longer shows (it moved fast, or turned away) makes the frame searched at once, so a quick lean does not
-lose its track. Detectors without ``refine`` (BlazeFace) search the whole frame at every call. After each call, ``tracks`` holds the live tracks and ``track_ids`` the track
-of each face returned.
+lose its track. Detectors without ``refine`` (BlazeFace) search the whole frame at every call. After each
+call, ``tracks`` holds the live tracks and ``track_ids`` the track of each face returned.
 """
 
 from __future__ import annotations
