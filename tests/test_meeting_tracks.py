@@ -201,7 +201,7 @@ def test_a_rendered_meeting_keeps_who_is_who() -> None:
 
 def test_faces_on_a_rendered_video_carry_track_ids_through_a_hidden_face(tmp_path: Path) -> None:
     people = [TWO[0], {**TWO[1], "moves": [{"kind": "hide", "start_s": 1.0, "duration_s": 1.0}]}]
-    scn = _scene(people)
+    scn = _scene(people, fps=5.0)
     r = RoomRenderer(scn)
     video = tmp_path / "room.mp4"
     fps = scn.camera.fps
