@@ -276,7 +276,8 @@ def _rows(run: MeetingRun, misses: Mapping[str, Sequence[tuple[float, float]]], 
     per_frame = DETECT_HZ / CAMERA_FPS
     for name, out in run.outputs.items():
         s = score_tracks(run.truth[: len(out)], out, misses)
-        span = f"{label} {len(out) / DETECT_HZ / 60:.3g} min"
+        secs = len(out) / DETECT_HZ
+        span = f"{label} {secs / 60:.3g} min" if secs >= 60 else f"{label} {secs:.3g} s"
         rows += [
             (f"{name} {span}: identity switches", float(s.switches), "switches"),
             (f"{name} {span}: ~1 s misses survived (of {s.misses})", float(s.survived), "misses"),
