@@ -223,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
         "sections",
         nargs="*",
         metavar="SECTION",
-        help="core, faces, doa, simroom (default: all of these), listening, hearing, farend, stream",
+        help="core, faces, doa, simroom (default: all of these), listening, hearing, farend, stream, panel, "
+        "latency, tracks",
     )
     b.add_argument("--quick", action="store_true", help="fewer repetitions")
     b.add_argument(

@@ -19,6 +19,7 @@ Row = tuple[str, float, str]
 SECTIONS: dict[str, tuple[str, str]] = {
     "core": ("appliance.bench.core", "bench_core"),
     "faces": ("appliance.bench.faces", "bench_faces_section"),
+    "tracks": ("appliance.bench.faces_meeting", "bench_meeting"),  # the rendered meeting of `faces` alone
     "doa": ("appliance.bench.doa", "bench_doa"),
     "simroom": ("appliance.bench.simroom", "bench_simroom"),
     "listening": ("appliance.bench.listening", "bench_listening"),

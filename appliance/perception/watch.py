@@ -5,9 +5,10 @@ A :class:`FaceWatcher` is itself a :class:`appliance.ports.Detector`: call it at
 empty room too: that is its whole cost); in between, a detector that can
 (:class:`~appliance.perception.yunet.YuNetDetector`) only looks again at full-resolution crops around the
 faces being tracked, which costs a few crops instead of a frame. A new face is therefore found within
-``scan_interval_s``; a known one is followed at every call. Detectors without ``refine`` (BlazeFace) search
-the whole frame at every call. After each call, ``tracks`` holds the live tracks and ``track_ids`` the track
-of each face returned.
+``scan_interval_s``; a known one is followed at every call. A face followed at the last call that its crop
+no longer shows (it moved fast, or turned away) is looked for at once on a crop half as wide again, so a quick
+lean does not lose its track. Detectors without ``refine`` (BlazeFace) search the whole frame at every call. After each
+call, ``tracks`` holds the live tracks and ``track_ids`` the track of each face returned.
 """
 
 from __future__ import annotations
@@ -17,12 +18,19 @@ from typing import Any
 import numpy as np
 
 from appliance.config import BlazeFaceConfig, YuNetConfig
-from appliance.messages import Face, Faces
+from appliance.messages import Box, Face, Faces
 from appliance.perception.detectors import make_detector
 from appliance.perception.tracking import FaceTracker, FaceTrackerConfig, Track
 from appliance.perception.yunet import finish_faces
 from appliance.ports import Detector
 from common.geometry import PinholeCamera
+
+LOST_WIDEN = 1.5  # a face lost from its crop is looked for on a crop this many times as wide
+
+
+def _widen(box: Box, k: float) -> Box:
+    x, y, w, h = box
+    return (x + w / 2.0 - k * w / 2.0, y + h / 2.0 - k * h / 2.0, k * w, k * h)
 
 
 class FaceWatcher:
@@ -49,7 +57,9 @@ class FaceWatcher:
         self.tracks: list[Track] = []
         self.track_ids: list[int] = []
         self._last_scan = -float("inf")
+        self._last_t = -float("inf")
         self.scans = 0
+        self.widened = 0  # faces looked for again on a wider crop
         self.refines = 0
 
     @classmethod
@@ -88,8 +98,23 @@ class FaceWatcher:
         else:
             found = refine(rgb, [tr.box for tr in live])
             self.refines += 1
+            found = list(found)
+            lost = [
+                i
+                for i, (f, tr) in enumerate(zip(found, live, strict=True))
+                if (f is None or f.score < self.min_score)
+                and tr.confirmed
+                and abs(tr.missed_s - (t - self._last_t)) < 1e-6
+            ]
+            if lost:  # seen at the last call, not on its crop now: look again on a crop half as wide again
+                self.widened += len(lost)
+                wide = refine(rgb, [_widen(live[i].box, LOST_WIDEN) for i in lost])
+                for i, f in zip(lost, wide, strict=True):
+                    if f is not None and f.score >= self.min_score:
+                        found[i] = f
             kept = [Face(f.box, f.score) for f in found if f is not None and f.score >= self.min_score]
             faces = finish_faces(kept, self.min_score, t, width, height)
+        self._last_t = t
         self.tracks = tracker.update(faces)
         self.track_ids = list(tracker.last_ids)
         return faces, self.tracks

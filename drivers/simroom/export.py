@@ -2,7 +2,8 @@
 
 Writes ``room.mp4`` (H.264, yuv420p), ``array.wav`` (16-bit PCM, channel k = microphone k),
 ``config.toml`` (a roombox config matching the camera and the array), ``truth.jsonl`` (one line per
-video frame: who speaks, whether the far end does, each face box and each mouth's azimuth),
+video frame: who speaks, whether the far end does, each face box, whether the face can be seen
+(``"face"``: ``visible``, ``turned`` or ``hidden``) and each mouth's azimuth),
 ``activity.json`` (the exact intervals: each person's speech and the far end's, as heard at the array)
 and ``scenario.toml`` (a copy). With a loudspeaker in the scenario, also ``reference.wav``: what was sent
 to it (16-bit PCM, mono, the array's rate and length, sample-aligned), the playback reference of
@@ -112,8 +113,14 @@ def render_to_dir(
     for k in range(n_frames):
         t = k / fps
         boxes = renderer.face_boxes(t)
+        states = renderer.face_states(t)
         people = [
-            {"id": p.id, "box": [round(v, 1) for v in boxes[p.id]], "azimuth_deg": round(azimuths[p.id], 2)}
+            {
+                "id": p.id,
+                "box": [round(v, 1) for v in boxes[p.id]],
+                "face": states[p.id],
+                "azimuth_deg": round(azimuths[p.id], 2),
+            }
             for p in scn.people
         ]
         lines.append(

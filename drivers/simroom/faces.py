@@ -117,3 +117,38 @@ def head_patch(face: str, face_w: int) -> HeadPatch:
             raise ValueError(f"no lfw face {index}")
         return _lfw_head(index, face_w)
     raise ValueError(f"unknown face source {face!r}")
+
+
+def _hair_colour(face: str) -> np.ndarray:
+    if face.startswith("lfw:"):
+        index = int(face[4:])
+        return np.array(HAIR_COLOURS[(index // len(SKIN_TONES)) % len(HAIR_COLOURS)], np.float32)
+    return np.array((95, 62, 40), np.float32)  # the astronaut's
+
+
+def back_of_head(face: str, head: HeadPatch) -> HeadPatch:
+    """The same head turned away from the camera: its outline filled with hair (a little texture, lit from
+    above), the face box unchanged (where the face would be)."""
+    h, w = head.alpha.shape[:2]
+    hair = _hair_colour(face)
+    rng = np.random.default_rng(h * 7919 + w)
+    grain = cv2.GaussianBlur(rng.normal(0.0, 10.0, (h, w)).astype(np.float32), (0, 0), max(0.6, w / 60))
+    light = np.linspace(1.15, 0.8, h, dtype=np.float32)[:, None]
+    rgb = np.clip(hair * light[..., None] + grain[..., None], 0, 255)
+    return HeadPatch(rgb * head.alpha, head.alpha, head.face_box)
+
+
+def hand_over(face: str, head: HeadPatch) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """A hand in front of the face: (premultiplied RGB, alpha, (x, y) in head-patch pixels), covering the
+    eyes, nose and mouth, in a skin tone of the person's."""
+    fx, fy, fw, fh = head.face_box
+    w, h = max(4, round(0.95 * fw)), max(4, round(0.95 * fh))
+    index = int(face[4:]) if face.startswith("lfw:") else 0
+    skin = np.array(SKIN_TONES[index % len(SKIN_TONES)], np.float32)
+    alpha = _soft_ellipse(h, w, w / 2, h / 2, 0.5 * w, 0.5 * h, max(1.0, 0.04 * w))
+    # fingers: darker lines across the palm
+    yy = np.arange(h, dtype=np.float32)[:, None]
+    fingers = 1.0 - 0.18 * (np.cos(yy / max(h, 1) * 4 * 2 * np.pi) > 0.85)
+    shade = np.linspace(1.05, 0.9, w, dtype=np.float32)[None, :]
+    rgb = np.clip(skin * (fingers * shade)[..., None], 0, 255) * alpha[..., None]
+    return rgb, alpha[..., None], (round(fx + fw / 2 - w / 2), round(fy + fh / 2 - h / 2))

@@ -86,6 +86,42 @@ class Utterance(Section):
         return self
 
 
+class Move(Section):
+    """Something a seated person does for a while: lean, turn away, or hide the face behind a hand.
+
+    ``lean``: the head moves by ``offset_m`` (room metres, across x and up z) and back, easing in and out
+    over ``ease_s``; ``turn``: the head is turned away (the camera sees the back of it); ``hide``: a hand
+    covers the face. During ``turn`` and ``hide`` the face is not visible (the ground truth says so).
+    """
+
+    kind: Literal["lean", "turn", "hide"] = Field(title="What the person does")
+    start_s: float = Field(ge=0.0, le=3600.0, title="Start time (s)")
+    duration_s: float = Field(gt=0.0, le=600.0, title="How long (s)")
+    offset_m: tuple[float, float] = Field(
+        (0.0, 0.0), title="Lean: head displacement (across x, up z) (m)", description="Each between -0.6 and 0.6."
+    )
+    ease_s: float = Field(0.6, ge=0.0, le=10.0, title="Lean: time to reach the full offset and to come back (s)")
+
+    @field_validator("offset_m")
+    @classmethod
+    def _offset(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(-0.6 <= c <= 0.6 for c in v):
+            raise ValueError(f"each component must be between -0.6 and 0.6 m, got {v}")
+        return v
+
+    def active(self, t: float) -> bool:
+        return self.start_s <= t < self.start_s + self.duration_s
+
+    def lean_at(self, t: float) -> tuple[float, float]:
+        """The lean's head offset (x, z) at time ``t`` (zero outside it, eased at both ends)."""
+        if self.kind != "lean" or not self.active(t):
+            return (0.0, 0.0)
+        ease = min(self.ease_s, self.duration_s / 2.0)
+        k = 1.0 if ease <= 0 else min(1.0, (t - self.start_s) / ease, (self.start_s + self.duration_s - t) / ease)
+        k = k * k * (3.0 - 2.0 * k)  # smoothstep
+        return (k * self.offset_m[0], k * self.offset_m[1])
+
+
 class Person(Section):
     id: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_\-]+$", title="Name")
     seat_m: tuple[float, float] = Field(title="Seat position in the room (x, y) (m)")
@@ -93,6 +129,9 @@ class Person(Section):
     face: str = Field("astronaut", pattern=r"^(astronaut|lfw:\d{1,3})$", title="Face photo: astronaut or lfw:N (0-199)")
     shirt_rgb: tuple[int, int, int] = Field((60, 90, 160), title="Shirt colour (RGB 0-255)")
     utterances: list[Utterance] = Field(default_factory=list, title="What the person says, and when")
+    moves: list[Move] = Field(
+        default_factory=list, max_length=5000, title="Leaning, turning away, hiding the face, and when"
+    )
 
     @field_validator("face")
     @classmethod
@@ -206,7 +245,23 @@ class Scenario(Section):
         return [self.to_room(p) for p in self.mic_array.positions]
 
     def head_room(self, person: Person) -> Vec3:
+        """The head centre at rest (the seat, at head height)."""
         return (person.seat_m[0], person.seat_m[1], person.head_height_m)
+
+    @staticmethod
+    def lean_at(person: Person, t: float) -> tuple[float, float]:
+        """The person's head offset from rest (across x, up z; metres) at time ``t``, all leans added."""
+        dx = dz = 0.0
+        for m in person.moves:
+            ox, oz = m.lean_at(t)
+            dx, dz = dx + ox, dz + oz
+        return dx, dz
+
+    @staticmethod
+    def face_state(person: Person, t: float) -> Literal["visible", "turned", "hidden"]:
+        """Whether the camera can see the person's face at time ``t``: a turn wins over a hand."""
+        kinds = {m.kind for m in person.moves if m.active(t)}
+        return "turned" if "turn" in kinds else "hidden" if "hide" in kinds else "visible"
 
     def mouth_room(self, person: Person) -> Vec3:
         """Where the person's voice comes from: 8 cm below the head centre, 8 cm towards the camera."""

@@ -4,6 +4,10 @@ The room (walls, floor, ceiling, window, whiteboard, table) is drawn once. Each 
 shirt colour and a head picture (:mod:`drivers.simroom.faces`) placed where the camera model projects the
 head; heads sway gently and deterministically with time. Patches are made once at the person's distance,
 so a frame costs a copy of the background and a few small alpha blends.
+
+A person's ``moves`` (:class:`drivers.simroom.scenario.Move`) lean the head (the shoulders follow by
+half), turn it away (the back of the head is drawn) or hide the face behind a hand;
+:meth:`RoomRenderer.face_states` says which faces the camera can see.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import cv2
 import numpy as np
 
 from common.geometry import PinholeCamera
-from drivers.simroom.faces import HeadPatch, head_patch
+from drivers.simroom.faces import HeadPatch, back_of_head, hand_over, head_patch
 from drivers.simroom.scenario import Person, Scenario, Vec3
 
 FACE_WIDTH_M = 0.16
@@ -33,6 +37,8 @@ class _Sprite:
     body_alpha: np.ndarray
     body_xy: tuple[int, int]
     sway: tuple[float, float, float, float]  # phases and frequencies
+    back: HeadPatch | None  # the head turned away (people who turn)
+    hand: tuple[np.ndarray, np.ndarray, tuple[int, int]] | None  # over the face (people who hide it)
 
 
 def camera_of(scn: Scenario) -> PinholeCamera:
@@ -72,8 +78,13 @@ class RoomRenderer:
         return self.cam.project(x, y, max(z, 0.05))
 
     def _head_offset(self, s: _Sprite, t: float) -> tuple[float, float]:
+        """The head's offset from rest in the camera frame (x right, y up; metres): sway plus leans."""
         ph1, ph2, f1, f2 = s.sway
-        return 0.015 * math.sin(2 * math.pi * f1 * t + ph1), 0.006 * math.sin(2 * math.pi * f2 * t + ph2)
+        lx, lz = self.scn.lean_at(s.person, t) if s.person.moves else (0.0, 0.0)
+        return (
+            0.015 * math.sin(2 * math.pi * f1 * t + ph1) + lx,
+            0.006 * math.sin(2 * math.pi * f2 * t + ph2) + lz,
+        )
 
     def _head_origin(self, s: _Sprite, t: float) -> tuple[int, int]:
         dx, dy = self._head_offset(s, t)
@@ -89,6 +100,10 @@ class RoomRenderer:
             bx, by, bw, bh = s.head.face_box
             out[s.person.id] = (x0 + bx, y0 + by, bw, bh)
         return out
+
+    def face_states(self, t: float) -> dict[str, str]:
+        """Each person's face at time ``t``: ``visible``, ``turned`` (away) or ``hidden`` (behind a hand)."""
+        return {s.person.id: self.scn.face_state(s.person, t) for s in self._sprites}
 
     # -- drawing --------------------------------------------------------------------------------------
     def _poly(self, img: np.ndarray, pts: list[Vec3], colour: tuple[int, int, int]) -> None:
@@ -175,7 +190,10 @@ class RoomRenderer:
             float(rng.uniform(0.12, 0.3)),
             float(rng.uniform(0.2, 0.45)),
         )
-        return _Sprite(p, head_cam, head, anchor, rgb * alpha[..., None], alpha[..., None], body_xy, sway)
+        kinds = {m.kind for m in p.moves}
+        back = back_of_head(p.face, head) if "turn" in kinds else None
+        hand = hand_over(p.face, head) if "hide" in kinds else None
+        return _Sprite(p, head_cam, head, anchor, rgb * alpha[..., None], alpha[..., None], body_xy, sway, back, hand)
 
     @staticmethod
     def _blit(frame: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, x: int, y: int) -> None:
@@ -194,7 +212,16 @@ class RoomRenderer:
         """The RGB uint8 picture (height, width, 3) at scenario time ``t``."""
         frame = self.background.copy()
         for s in self._sprites:
-            self._blit(frame, s.body_rgb, s.body_alpha, *s.body_xy)
+            bx, by = s.body_xy
+            if s.person.moves:  # the shoulders follow a lean by half
+                lx, _ = self.scn.lean_at(s.person, t)
+                bx += round(0.5 * self.cam.focal_px * lx / s.head_cam[2])
+            self._blit(frame, s.body_rgb, s.body_alpha, bx, by)
             x0, y0 = self._head_origin(s, t)
-            self._blit(frame, s.head.rgb, s.head.alpha, x0, y0)
+            state = self.scn.face_state(s.person, t) if s.person.moves else "visible"
+            head = s.back if state == "turned" and s.back is not None else s.head
+            self._blit(frame, head.rgb, head.alpha, x0, y0)
+            if state == "hidden" and s.hand is not None:
+                rgb, alpha, (hx, hy) = s.hand
+                self._blit(frame, rgb, alpha, x0 + hx, y0 + hy)
         return frame
