@@ -11,7 +11,7 @@ import logging
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from appliance.box import RoomBox
 from appliance.config import Config
@@ -50,7 +50,7 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
     from appliance.control.metrics import HealthCheck, Metrics, add_metrics_routes
     from appliance.messages import MeetingStatus
     from appliance.perception.watch import FaceWatcher
-    from appliance.room_controls import RoomControls
+    from appliance.room_controls import SOURCE_KINDS, RoomControls
     from appliance.streaming.connector import connectors_from_config
     from appliance.streaming.display import show_far_end
     from appliance.streaming.encoder import EncodedVideo
@@ -90,6 +90,9 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
             clock=clock,
             on_volume=None if playback is None else lambda gain: setattr(playback.speaker, "volume", 100.0 * gain),
             volume=100 if playback is None else round(playback.speaker.volume),
+            switch=lambda kind, name, new: box.use_source(
+                kind, name, open_device(_source_kind(kind), name, getattr(new, SOURCE_KINDS[kind])[name], ctx), new
+            ),
         )
         controls.publish()
         app = create_app(
@@ -133,6 +136,12 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
             await asyncio.gather(*tasks, return_exceptions=True)
     await video.close()
     return 0
+
+
+def _source_kind(kind: str) -> Literal["camera", "mic_array"]:
+    if kind not in ("camera", "mic_array"):
+        raise ValueError(f"no source kind {kind!r}: camera or mic_array")
+    return "camera" if kind == "camera" else "mic_array"
 
 
 def _playback(cfg: Config, ctx: DriverContext, connectors: list[Any]) -> Any:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +77,7 @@ class RoomBox:
         self.decisions: deque[Shot] = deque(maxlen=20)  # the latest cuts, newest first
         self._detecting: asyncio.Future[tuple[Faces, float]] | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="detect")
+        self._switch: dict[str, asyncio.Event] = {}  # set to swap a running device (use_source)
 
     # -- devices ---------------------------------------------------------------------------------
     async def _camera_loop(self, started: Callable[[], None]) -> None:
@@ -83,11 +85,48 @@ class RoomBox:
             self._detecting = None
             self.step.restart()
 
-        await _pump(self.camera, self._on_frame, started, fresh_start)
+        await self._until_switched("camera", lambda: _pump(self.camera, self._on_frame, started, fresh_start))
 
     async def _mic_loop(self, started: Callable[[], None]) -> None:
         self.hearing.reset()
-        await _pump(self.mics, self._on_audio, started)
+        await self._until_switched("mic_array", lambda: _pump(self.mics, self._on_audio, started))
+
+    async def _until_switched(self, kind: str, pump: Callable[[], Awaitable[None]]) -> None:
+        """Run a device's pump; when :meth:`use_source` swaps the device, stop the old one and pump the new."""
+        while True:
+            switched = self._switch[kind] = asyncio.Event()
+            running = asyncio.ensure_future(pump())
+            waiting = asyncio.ensure_future(switched.wait())
+            try:
+                await asyncio.wait({running, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiting.cancel()
+                if not running.done():
+                    running.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await running
+            if not switched.is_set():
+                running.result()  # the device stopped or failed: the supervisor reports it and retries
+                return
+
+    def use_source(self, kind: str, name: str, source: Any, cfg: Config) -> None:
+        """Swap the running camera (``kind`` "camera") or mic array ("mic_array") for ``source`` (opened, not
+        started) while the box runs; ``cfg`` is the config with that device first. The old device is
+        stopped, the new one started; framing and hearing take the new geometry."""
+        if kind not in ("camera", "mic_array"):
+            raise ValueError(f"use_source wants kind camera or mic_array, not {kind!r}")
+        self.on_config(cfg)
+        if kind == "camera":
+            self.camera = source
+            c = cfg.camera
+            if hasattr(self.detector, "hfov_deg"):
+                self.detector.hfov_deg = c.hfov_deg  # the face tracks' directions
+            self.events.publish(CameraInfo(name, c.hfov_deg, c.width, c.height))
+        else:
+            self.mics = source
+        switched = self._switch.get(kind)
+        if switched is not None:
+            switched.set()
 
     def _on_audio(self, block: AudioBlock) -> None:
         # the playback reference: the array's own playback channel where it has one, else what the box played

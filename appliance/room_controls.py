@@ -11,9 +11,9 @@ objects over the panel's WebSocket, which needs the ``control`` scope):
 - ``{"cmd": "set_mute", "muted": true}``: the box stops sending the room's sound (the hearing goes on);
 - ``{"cmd": "set_volume", "volume": 0..100}``: the far end's sound on the room's speaker (``on_volume``
   gets 0..1);
-- ``{"cmd": "choose_source", "kind": "camera" | "mic_array", "name": N}``: the device the box uses from its
-  next start: written through the config store (a revision, the device first in its section), and
-  reported as needing a restart (the running device stays until then);
+- ``{"cmd": "choose_source", "kind": "camera" | "mic_array", "name": N}``: the device the box uses, written
+  through the config store (a revision, the device first in its section); with ``switch`` (the live box)
+  the box changes to it at once, without it the choice is reported as needing a restart;
 - anything else goes to the box (``set_mode``, ``ptz``).
 """
 
@@ -44,7 +44,9 @@ class RoomControls:
     framing mode now; ``muted()``: the box's microphones muted; ``connectors``: the meetings configured
     (:func:`connectors_from_config`); ``store``: the config store the source choice is written through
     (``None``: no choice can be kept); ``on_config``: the box's live config hook; ``running``: the camera
-    and mic array opened at start; ``on_volume(gain)``: the far end's audio path (0..1), when there is one.
+    and mic array opened at start; ``on_volume(gain)``: the far end's audio path (0..1), when there is one;
+    ``switch(kind, name, cfg)``: opens that device and makes the running box use it (``cfg``: the config
+    with it first); a failure to open it refuses the choice.
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class RoomControls:
         running: tuple[str, str] | None = None,
         on_volume: Callable[[float], None] | None = None,
         volume: int = 100,
+        switch: Callable[[str, str, Config], None] | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.box_command = box_command
@@ -72,6 +75,7 @@ class RoomControls:
         self.on_config = on_config
         self.running = running if running is not None else (next(iter(cfg.cameras)), next(iter(cfg.mic_arrays)))
         self.on_volume = on_volume
+        self.switch = switch
         self.clock = clock
         self._muted = muted
         self._muted_here = False
@@ -190,6 +194,15 @@ class RoomControls:
         ordered = {name: devices[name], **{k: v for k, v in devices.items() if k != name}}
         new = cfg.model_copy(update={section: ordered})
         running = self.running
+        switch = self.switch
+        if switch is not None:
+            # the box changes device at once; the other kind stays the one it runs with
+            other = ("mic_arrays", running[1]) if kind == "camera" else ("cameras", running[0])
+            switch(kind, name, _first(new, *other))  # a device that cannot be opened refuses the choice here
+            self.running = (name, running[1]) if kind == "camera" else (running[0], name)
+            rev = self.store.write(new, "panel", lambda changed: [], note=f"{kind} {name!r} chosen on the panel")
+            log.info("config revision %d: %s %r chosen on the panel, in use now", rev.id, kind, name)
+            return
 
         def apply(changed: Config) -> list[str]:
             # the running box keeps framing and listening with the devices it opened

@@ -68,3 +68,30 @@ def test_choosing_a_camera_writes_a_revision_that_needs_a_restart(tmp_path: Path
     # the same choice again changes nothing
     asyncio.run(controls.command({"cmd": "choose_source", "kind": "camera", "name": "door"}))
     assert store.revisions()[0].id == rev.id
+
+
+def test_with_a_live_box_the_choice_switches_at_once_and_a_device_that_fails_is_refused(tmp_path: Path) -> None:
+    switched: list[tuple[str, str, list[str]]] = []
+
+    def switch(kind: str, name: str, new: Config) -> None:
+        if name == "broken":
+            raise ValueError("camera broken: no such device")
+        switched.append((kind, name, list(new.cameras)))
+
+    def box_command(cmd: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError(f"unknown command {cmd.get('cmd')!r}")
+
+    cameras = {name: {"type": "file", "path": f"{name}.mp4"} for name in ("main", "door", "broken")}
+    doc = {**DOC, "cameras": cameras}
+    cfg = Config.model_validate(doc)
+    path = tmp_path / "room.toml"
+    path.write_text(config_to_toml(cfg))
+    store = ConfigStore(path, tmp_path / "revisions", cfg)
+    controls = RoomControls(box_command, EventBus(), cfg, store=store, switch=switch)
+    chosen = asyncio.run(controls.command({"cmd": "choose_source", "kind": "camera", "name": "door"}))
+    assert switched == [("camera", "door", ["door", "main", "broken"])]
+    assert (chosen["camera"], chosen["camera_chosen"], chosen["restart_required"]) == ("door", "door", [])
+    assert list(store.current.cameras)[0] == "door" and store.revisions()[0].restart == []
+    with pytest.raises(ValueError, match="camera broken: no such device"):
+        asyncio.run(controls.command({"cmd": "choose_source", "kind": "camera", "name": "broken"}))
+    assert list(store.current.cameras)[0] == "door" and controls.running[0] == "door"  # nothing changed
