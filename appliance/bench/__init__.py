@@ -24,6 +24,7 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "listening": ("appliance.bench.listening", "bench_listening"),
     "stream": ("appliance.bench.stream", "bench_stream"),
     "hearing": ("appliance.bench.hearing", "bench_hearing"),
+    "director": ("appliance.bench.director", "bench_director"),
 }
 DEFAULT_SECTIONS = ("core", "faces", "doa", "simroom")
 
