@@ -14,6 +14,7 @@ photo on the wall), ``exchange`` (the two ids of an A-B-A-B exchange running at 
 - *faceless*: seconds of shots that show no person's face (its centre) while people are in the room;
 - *far-end moves*: seconds during far-end speech in which the crop changes;
 - *print close*: seconds in which a print is the subject of a speaker shot (inside it, nearest its centre);
+- *cuts per minute*: ``"cut": true`` lines (after the first) per minute of track;
 - *exchanges*: their length, the cuts (``"cut": true`` in the track) during them, and the seconds with both
   talkers' faces inside the crop.
 """
@@ -46,6 +47,12 @@ class Score:
     exchange_s: float = 0.0
     exchange_cuts: int = 0
     exchange_both_s: float = 0.0
+    track_s: float = 0.0
+    cuts: int = 0
+
+    @property
+    def cuts_per_min(self) -> float:
+        return 60.0 * self.cuts / self.track_s if self.track_s else 0.0
 
     @property
     def framed_after_grace_frac(self) -> float:
@@ -90,6 +97,7 @@ class Score:
             "exchange_s": round(self.exchange_s, 2),
             "exchange_cuts_per_min": round(self.exchange_cuts_per_min, 2),
             "exchange_both_fraction": round(self.exchange_both_frac, 4),
+            "cuts_per_min": round(self.cuts_per_min, 2),
         }
 
 
@@ -195,10 +203,11 @@ def score(track: Iterable[dict[str, Any]], truth: Iterable[dict[str, Any]], grac
             "print_close_s",
             "exchange_s",
             "exchange_both_s",
+            "track_s",
         ),
         0.0,
     )
-    exchange_cuts = 0
+    exchange_cuts = cuts = 0
     turn_starts: list[tuple[float, str]] = []
     current: str | None = None
     since = -np.inf
@@ -208,6 +217,8 @@ def score(track: Iterable[dict[str, Any]], truth: Iterable[dict[str, Any]], grac
         g = truth_rows[int(np.argmin(np.abs(tt - r.t)))]
         people, talkers = g.people, g.talkers
         ok = {k for k in talkers if is_framed(k, people, r.crop, r.mode)}
+        extra["track_s"] += dt
+        cuts += int(r.cut and i > 0)  # the first line is where the track starts, not a cut
         if talkers:
             speech += dt
             framed += dt if ok else 0.0
@@ -252,7 +263,15 @@ def score(track: Iterable[dict[str, Any]], truth: Iterable[dict[str, Any]], grac
         else:
             latencies.append(hit)
     return Score(
-        speech, framed, visible, len(turn_starts), missed, tuple(latencies), exchange_cuts=exchange_cuts, **extra
+        speech,
+        framed,
+        visible,
+        len(turn_starts),
+        missed,
+        tuple(latencies),
+        exchange_cuts=exchange_cuts,
+        cuts=cuts,
+        **extra,
     )
 
 

@@ -16,7 +16,8 @@ Three directors run on each recording and produce the same track lines as ``room
   fed by the configured hearing and :class:`~appliance.perception.watch.FaceWatcher`, on the same frames; the
   detections are cached per video, as they do not depend on the sound, and one recording per run is also
   processed by :func:`appliance.process.run_offline` itself, timed, and compared line by line);
-- ``naive``: on every frame, a cut to the face nearest the loudest speech block's direction, no hold;
+- ``naive``: on every frame, a cut to the face nearest the direction of the loudest speech block (plain
+  SRP-PHAT blocks, ``[doa] estimator = "srp-phat"``: the peak of each block, no tracking), no hold;
 - ``oracle``: knows from the ground truth who talks, frames them (from the same detections) with the
   config's hold times (``min_hold_s``, ``silence_to_group_s``).
 
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from appliance.bench.hearing import ARRAYS, SPEECH_DBFS, fan_sound, impulse_sound
-from appliance.config import Config, DirectorConfig, parse_config
+from appliance.config import Config, DirectorConfig, DoaConfig, parse_config
 from appliance.messages import Doa, Face, Faces
 from appliance.score import Score, pooled, score
 from common.atomic import write_atomic
@@ -289,14 +290,15 @@ def _faces_json(faces: Faces | None) -> dict[str, Any] | None:
     return {"t": faces.t, "b": [[*f.box, f.score] for f in faces.faces], "w": faces.width, "h": faces.height}
 
 
-def hear(rec: Recording) -> list[Doa]:
-    """The configured hearing over the cell's sound, as ``roombox process`` feeds it."""
+def hear(rec: Recording, doa: DoaConfig | None = None) -> list[Doa]:
+    """The configured hearing over the cell's sound, as ``roombox process`` feeds it (``doa``: another
+    ``[doa]`` section)."""
     from appliance.perception.hearing import make_ears
     from drivers.files import read_array_wav
 
     cfg = rec.cfg
     samples = read_array_wav(rec.audio, cfg.mic_array)
-    return list(make_ears(cfg.mic_array, cfg.doa, cfg.tracker).feed(samples, 0.0, None))
+    return list(make_ears(cfg.mic_array, doa or cfg.doa, cfg.tracker).feed(samples, 0.0, None))
 
 
 def box_track(cfg: Config, frames: Sequence[FrameInfo], doas: Sequence[Doa]) -> list[dict[str, Any]]:
@@ -480,9 +482,11 @@ def evaluate(p: Plan, root: Path | None = None, time_process: bool = True) -> Re
             frames_of[rec.dir] = detections(rec)
         frames, detect_s = frames_of[rec.dir]
         doas = hear(rec)
+        # the naive director hears the loudest direction of each block: plain SRP-PHAT, no tracking
+        raw = hear(rec, rec.cfg.doa.model_copy(update={"estimator": "srp-phat"}))
         tracks = {
             "box": box_track(rec.cfg, frames, doas),
-            "naive": naive_track(rec.cfg, frames, doas),
+            "naive": naive_track(rec.cfg, frames, raw),
             "oracle": oracle_track(rec.cfg, frames, rec.truth),
         }
         for name, track in tracks.items():
@@ -533,6 +537,7 @@ FIGURES: tuple[tuple[Callable[[Score], float], str, str, bool], ...] = (
     (lambda s: s.print_close_s, "face print as subject of a close shot", "s", False),
     (lambda s: s.exchange_cuts_per_min, "cuts per minute in A-B-A-B exchanges", "1/min", False),
     (lambda s: s.exchange_both_frac, "both exchange talkers in the picture", "fraction", True),
+    (lambda s: s.cuts_per_min, "cuts per minute", "1/min", False),
 )
 
 

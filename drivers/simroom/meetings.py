@@ -31,7 +31,7 @@ from drivers.simroom.faces import HeadPatch, head_patch
 from drivers.simroom.scenario import Scenario, Vec3, parse_scenario
 from drivers.simroom.video import FACE_WIDTH_M, SHOULDER_WIDTH_M, RoomRenderer, _Sprite
 
-GENERATOR_VERSION = 1  # bump when a meeting drawn from a seed changes
+GENERATOR_VERSION = 2  # bump when a meeting drawn from a seed changes
 PRINT_WIDTH_M = 0.24  # a poster-sized face
 WALK_S = 3.5  # from the door to the seat
 SIT_S = 0.6  # the last part of the walk: sitting down
@@ -321,9 +321,14 @@ def make_meeting(
         )
     prints: tuple[str, ...] = ()
     if face_print:
-        side = -1 if rng.uniform() < 0.5 else 1
-        x = w / 2 + side * float(rng.uniform(1.25, 1.6))
-        x = min(x, w - 1.5)  # clear of the door on the right of the back wall
+        # on the back wall beside the whiteboard, where no seated head hides it (6 deg clear of all of them)
+        cam_x, cam_y = w / 2, 0.05
+        heads = [math.degrees(math.atan2(x - cam_x, y - cam_y)) for x, y in seats]
+        cands = [w / 2 + side * r for r in np.linspace(1.1, 2.2, 12) for side in (-1, 1)]
+        cands = [x for x in cands if 0.4 < x < w - 1.5]  # clear of the door on the right of the back wall
+        rng.shuffle(cands)
+        clear = [x for x in cands if min(abs(math.degrees(math.atan2(x - cam_x, d - cam_y)) - a) for a in heads) >= 6]
+        x = float((clear or cands)[0])
         people.append(
             {
                 "id": "print",
@@ -393,7 +398,15 @@ class MeetingRenderer(RoomRenderer):
         u = min(max((t - e.t_s) / (WALK_S - SIT_S), 0.0), 1.0)
         seat = self.scn.head_room(s.person)
         stand = (seat[0], seat[1] + 0.25, STANDING_HEAD_M)
-        p = tuple(a + u * (b - a) for a, b in zip(e.door_m, stand, strict=True))
+        # along the back wall to the seat's side of the table, then down beside it
+        side = 1.0 if seat[0] >= self.scn.camera.position_m[0] else -1.0
+        turn = (seat[0] + side * 0.35, e.door_m[1], STANDING_HEAD_M)
+        legs = [(e.door_m, turn), (turn, stand)]
+        lengths = [math.dist(a, b) for a, b in legs]
+        walked = u * sum(lengths)
+        a, b = legs[0] if walked <= lengths[0] or lengths[1] == 0 else legs[1]
+        f = walked / lengths[0] if (a, b) == legs[0] and lengths[0] else (walked - lengths[0]) / max(lengths[1], 1e-9)
+        p = tuple(x + min(max(f, 0.0), 1.0) * (y - x) for x, y in zip(a, b, strict=True))
         up = 1.0
         if t > e.t_s + WALK_S - SIT_S:
             up = 1.0 - (t - (e.t_s + WALK_S - SIT_S)) / SIT_S
