@@ -31,7 +31,7 @@ import math
 import time
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -467,11 +467,34 @@ class Result:
     detector_x_realtime: float = math.nan
     process_agrees: float = math.nan
     process_clip: str = ""
+    detected: dict[str, tuple[float, float]] = field(default_factory=dict)  # cell -> (found, looked) talker-frames
 
 
-def evaluate(p: Plan, root: Path | None = None, time_process: bool = True) -> Result:
+def talkers_detected(frames: Sequence[FrameInfo], truth: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """On the frames with a detection: how many (frame, talker) pairs had the talker's face among the
+    detections (a detection within a face width of the true face's centre), and how many pairs there were.
+    What the oracle, which frames detected faces only, can reach."""
+    tt = np.array([float(r["t"]) for r in truth])
+    found = looked = 0
+    for f in frames:
+        if f.faces is None:
+            continue
+        row = truth[int(np.argmin(np.abs(tt - f.t)))]
+        for p in row["people"]:
+            if p["id"] not in row["talkers"]:
+                continue
+            x, y, w, h = p["box"]
+            looked += 1
+            found += any(math.hypot(g.center[0] - x - w / 2, g.center[1] - y - h / 2) <= w for g in f.faces.faces)
+    return found, looked
+
+
+def evaluate(
+    p: Plan, root: Path | None = None, time_process: bool = True, progress: Callable[[str], None] | None = None
+) -> Result:
     """Every director on every cell of ``p``; ``time_process``: also run :func:`appliance.process.run_offline`
-    on the first recording, timed, and compare its lines with the box's track."""
+    on the first recording, timed, and compare its lines with the box's track. ``progress`` hears of each
+    recording done."""
     per: dict[str, dict[str, list[Score]]] = {name: {} for name in DIRECTORS}
     cells: dict[str, Cell] = {}
     res = Result({}, cells)
@@ -491,6 +514,13 @@ def evaluate(p: Plan, root: Path | None = None, time_process: bool = True) -> Re
         }
         for name, track in tracks.items():
             per[name].setdefault(cell.name, []).append(score(track, rec.truth))
+        found, looked = talkers_detected(frames, rec.truth)
+        a, b = res.detected.get(cell.name, (0.0, 0.0))
+        res.detected[cell.name] = (a + found, b + looked)
+        if progress is not None:
+            progress(
+                f"{cell.name} seed {cell.seed}: " + ", ".join(f"{k} {per[k][cell.name][-1].to_json()}" for k in per)
+            )
         if time_process and math.isnan(res.process_x_realtime):
             _time_process(rec, tracks["box"], frames, detect_s, res)
     res.scores = {name: {c: pooled(s) for c, s in by_cell.items()} for name, by_cell in per.items()}
@@ -557,6 +587,14 @@ def rows_of(res: Result) -> list[Row]:
                 if vals:
                     v, k = (min if higher else max)(vals)
                     rows.append((f"{name} {scope}: {label} ({k})", v, unit))
+    for cell_name, (found, looked) in res.detected.items():
+        rows.append(
+            (
+                f"detector {cell_name}: talkers' faces found (what the oracle can frame)",
+                found / max(looked, 1),
+                "fraction",
+            )
+        )
     if math.isfinite(res.process_x_realtime):
         rows.append((f"roombox process speed ({res.process_clip})", res.process_x_realtime, "x real time"))
         rows.append(("peer: the face detector alone, same frames", res.detector_x_realtime, "x real time"))
@@ -586,7 +624,12 @@ def _main() -> None:
         and (args.rt60 is None or c.rt60_s in args.rt60)
         and (args.snr is None or c.snr_db in args.snr)
     )
-    for figure, value, unit in rows_of(evaluate(Plan(cells, base.duration_s))):
+    import sys
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    for figure, value, unit in rows_of(evaluate(Plan(cells, base.duration_s), progress=progress)):
         print(f"{figure:<86} {value:>9.3f}  {unit}", flush=True)
 
 
