@@ -25,9 +25,9 @@ def result(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
 def test_the_meeting_has_the_cases(result) -> None:  # type: ignore[no-untyped-def]
     _, root = result
     (meeting,) = [p for p in Path(root).iterdir() if p.is_dir()]
-    assert {"room.mp4", "truth.jsonl", "config.toml", "faces.jsonl", "array-0.40-10.wav"} <= {
-        p.name for p in meeting.iterdir()
-    }
+    names = {p.name for p in meeting.iterdir()}
+    assert {"room.mp4", "truth.jsonl", "config.toml", "array-v1-0.40-10.wav"} <= names
+    assert any(n.startswith("faces-") and n.endswith(".jsonl") for n in names)
     rows = [json.loads(line) for line in (meeting / "truth.jsonl").read_text().splitlines()]
     assert len(rows) == 26 * FPS
     assert all(len(r["prints"]) == 1 and not any(p["id"] == "print" for p in r["people"]) for r in rows)

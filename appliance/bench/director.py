@@ -55,6 +55,9 @@ SENSOR_NOISE_DBFS = -85.0
 # the 4-mic square, 10 cm below the camera (camera frame: x right, y up, z forward)
 POSITIONS: list[tuple[float, float, float]] = [(x, y - 0.1, z) for x, y, z in ARRAYS["respeaker4"]]
 DIRECTORS = ("box", "naive", "oracle")
+SOUND_VERSION = 1  # bump when the sound of a meeting changes: old cached sound is then ignored
+# the detections are cached per video under a hash of the detector's config and of these modules' source
+DETECTOR_MODULES = ("detectors", "watch", "yunet", "faces", "tracking", "facemodel")
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ class Recording:
     audio: Path
     cfg: Config
     truth: list[dict[str, Any]]
+    reference: Path | None = None  # what a far-end loudspeaker played (none in the meetings yet)
 
     @property
     def video(self) -> Path:
@@ -160,7 +164,7 @@ def render_sound(meeting: Meeting, rt60_s: float, snrs: Sequence[float], out: Pa
     from drivers.simroom.audio import diffuse_noise, dry_speech, render_shoebox
     from drivers.simroom.export import write_wav16
 
-    paths = {snr: out / f"array-{rt60_s:.2f}-{snr:g}.wav" for snr in snrs}
+    paths = {snr: out / f"array-v{SOUND_VERSION}-{rt60_s:.2f}-{snr:g}.wav" for snr in snrs}
     if all(p.is_file() for p in paths.values()):
         return paths
     scn = meeting.scenario
@@ -252,7 +256,7 @@ def detections(rec: Recording) -> tuple[list[FrameInfo], float]:
     from appliance.step import FrameStep
     from drivers.files import iter_video_frames
 
-    path = rec.dir / "faces.jsonl"
+    path = rec.dir / f"faces-{_detector_key(rec.cfg)}.jsonl"
     if path.is_file():
         out = []
         for line in path.read_text().splitlines():
@@ -283,6 +287,18 @@ def detections(rec: Recording) -> tuple[list[FrameInfo], float]:
     return out, spent
 
 
+def _detector_key(cfg: Config) -> str:
+    import hashlib
+
+    import appliance.perception as perception
+
+    h = hashlib.sha256(cfg.detector.model_dump_json().encode())
+    for name in DETECTOR_MODULES:
+        src = Path(perception.__file__).parent / f"{name}.py"
+        h.update(src.read_bytes() if src.is_file() else name.encode())
+    return h.hexdigest()[:16]
+
+
 def _faces_json(faces: Faces | None) -> dict[str, Any] | None:
     """Faces at full precision (their wire form rounds the boxes, which would move the crops)."""
     if faces is None:
@@ -294,11 +310,13 @@ def hear(rec: Recording, doa: DoaConfig | None = None) -> list[Doa]:
     """The configured hearing over the cell's sound, as ``roombox process`` feeds it (``doa``: another
     ``[doa]`` section)."""
     from appliance.perception.hearing import make_ears
+    from appliance.perception.listening import read_reference
     from drivers.files import read_array_wav
 
     cfg = rec.cfg
     samples = read_array_wav(rec.audio, cfg.mic_array)
-    return list(make_ears(cfg.mic_array, doa or cfg.doa, cfg.tracker).feed(samples, 0.0, None))
+    playback = None if rec.reference is None else read_reference(rec.reference, samples, cfg.mic_array.sample_rate)
+    return list(make_ears(cfg.mic_array, doa or cfg.doa, cfg.tracker).feed(samples, 0.0, playback))
 
 
 def box_track(cfg: Config, frames: Sequence[FrameInfo], doas: Sequence[Doa]) -> list[dict[str, Any]]:
@@ -535,7 +553,7 @@ def _time_process(
     from drivers.files import iter_video_frames
 
     began = time.perf_counter()
-    lines = list(run_offline(rec.video, rec.audio, rec.cfg))
+    lines = list(run_offline(rec.video, rec.audio, rec.cfg, reference=rec.reference))
     wall = time.perf_counter() - began
     length = len(frames) / rec.cfg.camera.fps
     if detect_s <= 0.0:  # the detections came from the cache: time the detector alone here
