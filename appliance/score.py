@@ -291,6 +291,7 @@ def format_table(s: Score, grace_s: float = 2.0) -> str:
         ("switch latency p95", "-" if j["switch_latency_p95_s"] is None else f"{j['switch_latency_p95_s']:.2f} s"),
         (f"framed after a {grace_s:g} s grace", f"{100 * s.framed_after_grace_frac:.1f} %"),
         ("no face in the shot, people present", f"{s.faceless_s:.1f} s"),
+        ("cuts per minute", f"{s.cuts_per_min:.1f}"),
     ]
     if s.farend_s:
         rows.append(("camera moves during far-end speech", f"{s.farend_moves_s:.1f} s of {s.farend_s:.1f} s"))
