@@ -31,7 +31,7 @@ from drivers.simroom.faces import HeadPatch, head_patch
 from drivers.simroom.scenario import Scenario, Vec3, parse_scenario
 from drivers.simroom.video import FACE_WIDTH_M, SHOULDER_WIDTH_M, RoomRenderer, _Sprite
 
-GENERATOR_VERSION = 2  # bump when a meeting drawn from a seed changes
+GENERATOR_VERSION = 3  # bump when a meeting drawn from a seed changes
 PRINT_WIDTH_M = 0.24  # a poster-sized face
 WALK_S = 3.5  # from the door to the seat
 SIT_S = 0.6  # the last part of the walk: sitting down
@@ -236,7 +236,8 @@ def make_meeting(
     ids = [f"p{k}" for k in range(n)]
     voices = {pid: VOICES[(k + seed) % len(VOICES)] for k, pid in enumerate(ids)}
     speeds = {pid: int(rng.integers(150, 185)) for pid in ids}
-    faces = [f"lfw:{int(i)}" for i in rng.choice(200, size=n + 1, replace=False)]
+    # lfw 0-99 are faces; 100-199 are the subset's non-face crops (scikit-image's lfw_subset)
+    faces = [f"lfw:{int(i)}" for i in rng.choice(100, size=n + 1, replace=False)]
     seat_of = dict(zip(ids, seats, strict=True))
 
     late = ids[int(rng.integers(0, n))] if latecomer and duration_s >= 25.0 else None
