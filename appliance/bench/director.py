@@ -574,7 +574,11 @@ def _time_process(
     res.process_clip = f"{w}x{h}@{rec.cfg.camera.fps:g}, {len(rec.cfg.mic_array.positions)} mics, {length:.0f} s"
 
 
-# (attribute or function of a Score, label, unit, higher is better)
+def _if_exchange(s: Score, value: float) -> float:
+    return value if s.exchange_s > 0 else math.nan  # no exchange in the cell: no figure
+
+
+# (function of a Score, label, unit, higher is better)
 FIGURES: tuple[tuple[Callable[[Score], float], str, str, bool], ...] = (
     (lambda s: s.framed_after_grace_frac, "talker in a close shot after 2 s", "fraction", True),
     (lambda s: s.latency_percentile(50), "switch latency median", "s", False),
@@ -583,8 +587,8 @@ FIGURES: tuple[tuple[Callable[[Score], float], str, str, bool], ...] = (
     (lambda s: s.faceless_s, "no face in the shot, people present", "s", False),
     (lambda s: s.farend_moves_s, "camera moves during far-end speech", "s", False),
     (lambda s: s.print_close_s, "face print as subject of a close shot", "s", False),
-    (lambda s: s.exchange_cuts_per_min, "cuts per minute in A-B-A-B exchanges", "1/min", False),
-    (lambda s: s.exchange_both_frac, "both exchange talkers in the picture", "fraction", True),
+    (lambda s: _if_exchange(s, s.exchange_cuts_per_min), "cuts per minute in A-B-A-B exchanges", "1/min", False),
+    (lambda s: _if_exchange(s, s.exchange_both_frac), "both exchange talkers in the picture", "fraction", True),
     (lambda s: s.cuts_per_min, "cuts per minute", "1/min", False),
 )
 
