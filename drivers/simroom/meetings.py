@@ -31,7 +31,7 @@ from drivers.simroom.faces import HeadPatch, head_patch
 from drivers.simroom.scenario import Scenario, Vec3, parse_scenario
 from drivers.simroom.video import FACE_WIDTH_M, SHOULDER_WIDTH_M, RoomRenderer, _Sprite
 
-GENERATOR_VERSION = 3  # bump when a meeting drawn from a seed changes
+GENERATOR_VERSION = 4  # bump when a meeting drawn from a seed changes
 PRINT_WIDTH_M = 0.24  # a poster-sized face
 WALK_S = 3.5  # from the door to the seat
 SIT_S = 0.6  # the last part of the walk: sitting down
@@ -192,13 +192,17 @@ def _utterance_span(text: str, voice: str, speed: int, rate: int) -> tuple[float
 
 
 def _seats(rng: np.random.Generator, n: int, w: float) -> list[tuple[float, float]]:
-    """``n`` seats around a table in front of the camera (room x, y), in a random order."""
+    """``n`` seats around a table in front of the camera (room x, y), in a random order. The back seats sit
+    a little closer in, so that no head hides another from the camera (heads >= 6 deg apart)."""
     cx = w / 2
-    slots = [(cx + side * 0.95, y) for y in (1.65, 2.55, 3.45) for side in (-1, 1)] + [(cx, 4.35)]
+    rows = ((1.0, 1.6), (1.0, 2.5), (0.8, 3.4))  # (x offset, y) on each side
+    slots = [(cx + side * dx, y) for dx, y in rows for side in (-1, 1)] + [(cx, 4.35)]
     if n > len(slots):
-        slots.append((cx + 0.55 * (1 if rng.uniform() < 0.5 else -1), 4.3))
+        slots.append((cx + 0.5 * (1 if rng.uniform() < 0.5 else -1), 4.3))
     order = rng.permutation(len(slots))[:n]
-    return [(slots[i][0] + float(rng.uniform(-0.08, 0.08)), slots[i][1] + float(rng.uniform(-0.1, 0.1))) for i in order]
+    return [
+        (slots[i][0] + float(rng.uniform(-0.04, 0.04)), slots[i][1] + float(rng.uniform(-0.06, 0.06))) for i in order
+    ]
 
 
 def _neighbours(seats: dict[str, tuple[float, float]], a: str) -> list[str]:
