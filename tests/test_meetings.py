@@ -63,4 +63,4 @@ def test_no_head_hides_another(seed: int) -> None:
     m = make_meeting(seed, 30.0, n_people=8, width=640, height=360, face_print=False, latecomer=False)
     cx, cy = m.scenario.camera.position_m[:2]
     az = sorted(math.degrees(math.atan2(p.seat_m[0] - cx, p.seat_m[1] - cy)) for p in m.scenario.people)
-    assert min(b - a for a, b in zip(az, az[1:])) >= 5.5
+    assert min(b - a for a, b in zip(az, az[1:], strict=False)) >= 5.5
