@@ -9,20 +9,20 @@ from pathlib import Path
 import pytest
 
 from appliance.bench import SECTIONS, section_function
-from appliance.bench.director import Cell, Plan, evaluate, rows_of
+from appliance.bench.director import Cell, Plan, Result, evaluate, rows_of
 
 CELL = Cell(0.4, 10.0, 0)
 FPS = 10.0
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[Result, Path]:
     root = tmp_path_factory.mktemp("director-cache")
     res = evaluate(Plan((CELL,), lambda seed: 26.0, width=640, height=360, fps=FPS), root)
     return res, root
 
 
-def test_the_meeting_has_the_cases(result) -> None:  # type: ignore[no-untyped-def]
+def test_the_meeting_has_the_cases(result: tuple[Result, Path]) -> None:
     _, root = result
     (meeting,) = [p for p in Path(root).iterdir() if p.is_dir()]
     names = {p.name for p in meeting.iterdir()}
@@ -39,7 +39,7 @@ def test_the_meeting_has_the_cases(result) -> None:  # type: ignore[no-untyped-d
     assert {k for r in rows if "exchange" in r for k in r["talkers"]} <= set(ex[0])
 
 
-def test_oracle_cuts_less_than_naive_in_exchanges(result) -> None:  # type: ignore[no-untyped-def]
+def test_oracle_cuts_less_than_naive_in_exchanges(result: tuple[Result, Path]) -> None:
     res, _ = result
     box, naive, oracle = (res.scores[d][CELL.name] for d in ("box", "naive", "oracle"))
     assert oracle.exchange_s > 5.0
@@ -51,13 +51,13 @@ def test_oracle_cuts_less_than_naive_in_exchanges(result) -> None:  # type: igno
     assert box.speech_s > 10.0
 
 
-def test_roombox_process_gives_the_bench_track(result) -> None:  # type: ignore[no-untyped-def]
+def test_roombox_process_gives_the_bench_track(result: tuple[Result, Path]) -> None:
     res, _ = result
     assert res.process_agrees == 1.0
     assert res.process_x_realtime > 0 and res.detector_x_realtime > 0
 
 
-def test_rows(result) -> None:  # type: ignore[no-untyped-def]
+def test_rows(result: tuple[Result, Path]) -> None:
     res, _ = result
     rows = rows_of(res)
     names = [r[0] for r in rows]
