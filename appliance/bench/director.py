@@ -7,7 +7,8 @@ overlaps, A-B-A-B exchanges, a face print on the back wall, a latecomer walking 
 room's acoustics (:func:`drivers.simroom.audio.render_shoebox`) and mixed at each SNR with the hearing
 bench's noise (diffuse HVAC noise and a projector fan, together ``snr_db`` below the speech power) and
 impulses (the door as the latecomer comes in, a cough, typing). The array is a 4-mic square
-(``respeaker4`` of the hearing bench) 10 cm below the camera.
+(``respeaker4`` of the hearing bench; ``python -m appliance.bench.director --array circle6`` for another)
+10 cm below the camera.
 
 Three directors run on each recording and produce the same track lines as ``roombox process``, scored by
 :func:`appliance.score.score` (``roombox score``):
@@ -52,8 +53,16 @@ SNRS = (20.0, 10.0, 5.0)
 SEEDS = (0, 1, 2)
 RATE = 16000
 SENSOR_NOISE_DBFS = -85.0
-# the 4-mic square, 10 cm below the camera (camera frame: x right, y up, z forward)
-POSITIONS: list[tuple[float, float, float]] = [(x, y - 0.1, z) for x, y, z in ARRAYS["respeaker4"]]
+ARRAY = "respeaker4"  # the 4-mic square of the hearing bench; any of its ARRAYS can be chosen
+
+
+def positions(array: str) -> list[tuple[float, float, float]]:
+    """The hearing bench's array ``array``, 10 cm below the camera (camera frame: x right, y up, z forward)."""
+    if array not in ARRAYS:
+        raise ValueError(f"no array {array!r}: choose from {', '.join(ARRAYS)}")
+    return [(x, y - 0.1, z) for x, y, z in ARRAYS[array]]
+
+
 DIRECTORS = ("box", "naive", "oracle")
 SOUND_VERSION = 1  # bump when the sound of a meeting changes: old cached sound is then ignored
 # the detections are cached per video under a hash of the detector's config and of these modules' source
@@ -81,6 +90,7 @@ class Plan:
     height: int = 1080
     fps: float = 15.0
     n_people: int | None = None
+    array: str = ARRAY
 
 
 def full_duration(seed: int) -> float:
@@ -122,7 +132,8 @@ class Recording:
 
 
 def _meeting(seed: int, p: Plan) -> Meeting:
-    return make_meeting(seed, p.duration_s(seed), p.n_people, p.width, p.height, p.fps, POSITIONS, sample_rate=RATE)
+    mics = positions(p.array)
+    return make_meeting(seed, p.duration_s(seed), p.n_people, p.width, p.height, p.fps, mics, sample_rate=RATE)
 
 
 def _activity(meeting: Meeting) -> dict[str, list[tuple[float, float]]]:
@@ -637,6 +648,7 @@ def _main() -> None:
     ap.add_argument("--seeds", type=int, nargs="*", help="only these seeds of the full grid")
     ap.add_argument("--rt60", type=float, nargs="*", help="only these RT60s")
     ap.add_argument("--snr", type=float, nargs="*", help="only these SNRs")
+    ap.add_argument("--array", default=ARRAY, choices=sorted(ARRAYS), help="the mic array under the camera")
     args = ap.parse_args()
     base = plan(args.quick)
     cells = tuple(
@@ -651,7 +663,8 @@ def _main() -> None:
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    for figure, value, unit in rows_of(evaluate(Plan(cells, base.duration_s), progress=progress)):
+    chosen = Plan(cells, base.duration_s, array=args.array)
+    for figure, value, unit in rows_of(evaluate(chosen, progress=progress)):
         print(f"{figure:<86} {value:>9.3f}  {unit}", flush=True)
 
 
