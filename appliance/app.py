@@ -50,6 +50,7 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
     from appliance.control.metrics import HealthCheck, Metrics, add_metrics_routes
     from appliance.messages import MeetingStatus
     from appliance.perception.watch import FaceWatcher
+    from appliance.room_controls import RoomControls
     from appliance.streaming.connector import connectors_from_config
     from appliance.streaming.display import show_far_end
     from appliance.streaming.encoder import EncodedVideo
@@ -68,19 +69,33 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
         events.publish(MeetingStatus(kind, state, detail, clock.now()))
 
     connectors = connectors_from_config(cfg, video, audio, on_state=meeting_state)
+    playback = _playback(cfg, ctx, connectors)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     with FaceWatcher.from_config(cfg.detector, cfg.camera.hfov_deg) as detector:
-        box = RoomBox(cfg, camera, mic_array, detector, frames, audio, events, clock=clock)
+        box = RoomBox(cfg, camera, mic_array, detector, frames, audio, events, clock=clock, playback=playback)
         control = Control.for_box(cfg, on_config=box.on_config, config_path=config_path)
+        controls = RoomControls(  # the panel's commands: the box's, meetings, mute, volume, sources
+            box.command,
+            events,
+            cfg,
+            policy=lambda: box.step.policy,
+            muted=lambda: box.muted,
+            connectors=connectors,
+            store=control.store,
+            on_config=box.on_config,
+            running=(cam_name, mic_name),
+            clock=clock,
+        )
+        controls.publish()
         app = create_app(
             frames,
             audio,
             events,
             cfg.stream,
-            on_command=box.command,
+            on_command=controls.command,
             control=control,
             video=video,
             display=far_end_picture,
@@ -116,6 +131,17 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
             await asyncio.gather(*tasks, return_exceptions=True)
     await video.close()
     return 0
+
+
+def _playback(cfg: Config, ctx: DriverContext, connectors: list[Any]) -> Any:
+    """The far ends' sound on the first ``[speakers.NAME]`` (None without one), at the mic array's rate."""
+    if not cfg.speakers:
+        return None
+    from appliance.streaming.playback import Playback, far_end_audio
+
+    name, section = next(iter(cfg.speakers.items()))
+    speaker = open_device("speaker", name, section, ctx)
+    return Playback(speaker, cfg.mic_array.sample_rate, lambda: far_end_audio(connectors), ctx.clock)
 
 
 def _first_far_end(janus: Any) -> Callable[[], Any]:

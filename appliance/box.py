@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from appliance.step import FrameStep
 from appliance.supervisor import supervise
 from common.clock import SYSTEM_CLOCK, Clock
 from drivers.base import AudioBlock, AudioSource, Frame, VideoSource
+
+if TYPE_CHECKING:
+    from appliance.streaming.playback import Playback
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +63,13 @@ class RoomBox:
         clock: Clock = SYSTEM_CLOCK,
         retry_s: float = 2.0,
         stats_every_s: float = 1.0,
+        playback: Playback | None = None,
     ) -> None:
         self.cfg = cfg
         self.camera, self.mics, self.detector = camera, mics, detector
         self.frames, self.audio_out, self.events = frames, audio_out, events
         self.clock, self.retry_s, self.stats_every_s = clock, retry_s, stats_every_s
+        self.playback = playback  # the far end on the room's speaker: its reference goes to the hearing
         self.hearing = make_ears(cfg.mic_array, cfg.doa, cfg.tracker)
         self.step = FrameStep(cfg)
         self.counters = Counters()
@@ -85,14 +90,21 @@ class RoomBox:
         await _pump(self.mics, self._on_audio, started)
 
     def _on_audio(self, block: AudioBlock) -> None:
-        doas = self.hearing.feed(block.samples, block.t)
+        # the playback reference: the array's own playback channel where it has one, else what the box played
+        reference = block.reference
+        if reference is None and self.playback is not None:
+            reference = self.playback.reference.reference_for(block.t, block.samples.shape[0])
+        doas = self.hearing.feed(block.samples, block.t, reference=reference)
         self.counters.audio_blocks += 1
         self.counters.doa_blocks += len(doas)
         self.step.add_doas(doas)
         for d in doas:
             self.events.publish(d)
         if self.audio_out is not None:
-            self.audio_out.put(block.samples.mean(axis=1).astype(np.float32), block.sample_rate, block.t)
+            room = block.samples.mean(axis=1).astype(np.float32)
+            if self.step.muted:  # microphones muted from the panel: the far end hears silence
+                room = np.zeros_like(room)
+            self.audio_out.put(room, block.sample_rate, block.t)
 
     # -- per frame -------------------------------------------------------------------------------
     def _on_frame(self, frame: Frame) -> None:
@@ -146,7 +158,9 @@ class RoomBox:
     def command(self, cmd: dict[str, Any]) -> dict[str, Any]:
         """A command from the panel: ``{"cmd": "set_mode", "mode": M}`` (speaker, group, gallery, off, manual)
         or ``{"cmd": "ptz", "pan": P, "tilt": T, "zoom": Z}`` (manual framing; pan and tilt in [-1, 1],
-        zoom >= 1). Returns the framing mode now; a ValueError names what is wrong."""
+        zoom >= 1) or ``{"cmd": "set_mute", "muted": true|false}`` (the microphones: the far end hears
+        silence, the director shows the group, every shot says ``muted``). Returns the framing mode and the
+        mute now; a ValueError names what is wrong."""
         name = cmd.get("cmd")
         now = self.clock.now()
         if name == "set_mode":
@@ -157,9 +171,19 @@ class RoomBox:
             except (TypeError, ValueError):
                 raise ValueError("ptz wants numbers: pan and tilt in [-1, 1], zoom >= 1") from None
             self.step.manual_view(pan, tilt, zoom, now)
+        elif name == "set_mute":
+            muted = cmd.get("muted")
+            if not isinstance(muted, bool):
+                raise ValueError(f"set_mute wants muted: true or false, got {muted!r}")
+            self.step.set_muted(muted, now)
         else:
-            raise ValueError(f"unknown command {name!r}: set_mode or ptz")
-        return {"mode": self.step.policy}
+            raise ValueError(f"unknown command {name!r}: set_mode, ptz or set_mute")
+        return {"mode": self.step.policy, "muted": self.step.muted}
+
+    @property
+    def muted(self) -> bool:
+        """Microphones muted on the panel: the room's sound is not sent (hearing goes on)."""
+        return self.step.muted
 
     def stats(self) -> Stats:
         """The counters now, as a message."""
@@ -189,6 +213,8 @@ class RoomBox:
                 tg.create_task(supervise("camera", self._camera_loop, publish, self.clock, self.retry_s))
                 tg.create_task(supervise("mic_array", self._mic_loop, publish, self.clock, self.retry_s))
                 tg.create_task(self._stats_loop())
+                if self.playback is not None:
+                    tg.create_task(supervise("speaker", self.playback.run, publish, self.clock, self.retry_s))
         finally:
             # wait for a detection in flight: the detector may be closed right after this returns
             self._pool.shutdown(wait=False, cancel_futures=True)

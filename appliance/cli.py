@@ -220,7 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="print a table of figures (or JSON lines), each against a peer")
     b.add_argument(
-        "sections", nargs="*", metavar="SECTION", help="core, faces, doa, simroom (default: all of these), listening"
+        "sections",
+        nargs="*",
+        metavar="SECTION",
+        help="core, faces, doa, simroom (default: all of these), listening, hearing, farend, stream",
     )
     b.add_argument("--quick", action="store_true", help="fewer repetitions")
     b.add_argument(

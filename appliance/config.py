@@ -21,6 +21,7 @@ from drivers.registry import Kind, drivers, section_union
 CameraSections = section_union("camera")
 MicArraySections = section_union("mic_array")
 PtzSections = section_union("ptz")
+SpeakerSections = section_union("speaker")
 _Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")]
 
 
@@ -224,6 +225,39 @@ class DirectorConfig(Section):
         title="Azimuth ranges where nobody is framed (degrees)",
         description="[from, to] pairs, e.g. a TV or a picture on the wall; faces there are never framed.",
     )
+    print_still_s: float = Field(
+        20.0,
+        ge=1.0,
+        le=3600.0,
+        title="A face still this long and never heard is a picture (s)",
+        description="A face track that has not moved for this long and was never matched to speech (a print on "
+        "the wall, the room's display) is never the subject of a close shot and never a reason to move.",
+    )
+    ping_pong_swaps: int = Field(
+        3,
+        ge=0,
+        le=20,
+        title="Talker swaps between two people that make an exchange (0: off)",
+        description="After this many swaps between the same two talkers within ping_pong_window_s, both are "
+        "framed together until the exchange ends.",
+    )
+    ping_pong_window_s: float = Field(20.0, ge=1.0, le=300.0, title="Time in which the exchange's swaps count (s)")
+    ping_pong_end_s: float = Field(
+        4.0, ge=0.5, le=60.0, title="One talker holding the floor this long ends an exchange (s)"
+    )
+    frame_overlap: bool = Field(True, title="Frame both when two people talk over each other")
+    overlap_ratio: float = Field(
+        0.5,
+        ge=0.05,
+        le=1.0,
+        title="The second talker's share of the first's recent speech that counts as talking over",
+    )
+    overlap_level_s: float = Field(
+        0.15, ge=0.01, le=5.0, title="Least recent speech of each of two talkers over each other (s)"
+    )
+    overlap_after_s: float = Field(
+        0.8, ge=0.0, le=10.0, title="Two talking over each other this long before both are framed (s)"
+    )
 
     @field_validator("exclude_deg")
     @classmethod
@@ -270,6 +304,20 @@ class StreamConfig(Section):
         le=16,
         title="VP8 encoder speed (libvpx cpu-used, realtime)",
         description="Higher is faster and coarser.",
+    )
+    playout_delay: bool = Field(
+        True,
+        title="Tell receivers how long they may hold a frame",
+        description="The RTP playout-delay header extension (minimum 0, maximum below) on the box's video. Off: "
+        "the receiver's jitter buffer decides (25-100 ms in Chromium on a loaded machine).",
+    )
+    playout_delay_max_ms: int = Field(
+        0,
+        ge=0,
+        le=40_950,
+        title="Most time a receiver may hold a frame before showing it (ms)",
+        description="0 shows each frame as soon as it is decoded (the panel on the room's network); more smooths "
+        "a jittery network.",
     )
     ice_loopback: bool = Field(
         True,
@@ -390,6 +438,12 @@ class Config(Section):
         title="PTZ cameras",
         description='[ptz.NAME] type = "visca-ip" | "visca-tcp" | "visca-serial" | "uvc"',
     )
+    speakers: dict[_Name, SpeakerSections] = Field(  # type: ignore[valid-type]
+        default_factory=dict,
+        max_length=4,
+        title="Loudspeakers",
+        description='[speakers.NAME] type = "sounddevice": the first plays the far end (drivers.audio.speaker)',
+    )
     doa: DoaConfig = Field(default_factory=DoaConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     detector: DetectorSection = Field(default_factory=YuNetConfig)
@@ -429,9 +483,10 @@ class Config(Section):
             for name, section in sections.items() if isinstance(sections, dict) else ():
                 if isinstance(section, dict) and "type" not in section:
                     raise ValueError(f"[{new}.{name}] has no type: give one of {', '.join(drivers(kind))}")
-        for name, section in data["ptz"].items() if isinstance(data.get("ptz"), dict) else ():
-            if isinstance(section, dict) and "type" not in section:
-                raise ValueError(f"[ptz.{name}] has no type: give one of {', '.join(drivers('ptz'))}")
+        for kind, key in (("ptz", "ptz"), ("speaker", "speakers")):
+            for name, section in data[key].items() if isinstance(data.get(key), dict) else ():
+                if isinstance(section, dict) and "type" not in section:
+                    raise ValueError(f"[{key}.{name}] has no type: give one of {', '.join(drivers(kind))}")
         detector = data.get("detector")
         if isinstance(detector, dict) and "type" not in detector:
             data["detector"] = {"type": _detector_type(detector), **detector}

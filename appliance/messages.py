@@ -122,6 +122,9 @@ class Shot:
     cut: bool = False
     tiles: tuple[Crop, ...] = ()
     policy: str = "speaker"  # the framing mode chosen (speaker, group, gallery, manual, off)
+    rule: str = ""  # the rule that chose this shot (talker, silence, ping-pong, overlap, print, muted, ...)
+    muted: bool = False  # the room's microphones are muted from the panel
+    evidence: dict[str, Any] = field(default_factory=dict)  # on a cut: what the rule saw (sources, people)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -133,6 +136,9 @@ class Shot:
             "cut": self.cut,
             "tiles": [[int(v) for v in c] for c in self.tiles],
             "policy": self.policy,
+            "rule": self.rule,
+            "muted": self.muted,
+            "evidence": self.evidence,
         }
 
     @classmethod
@@ -150,6 +156,9 @@ class Shot:
             bool(d.get("cut", False)),
             tuple(_crop(c) for c in d.get("tiles", ())),
             str(d.get("policy", "speaker")),
+            str(d.get("rule", "")),
+            bool(d.get("muted", False)),
+            dict(d.get("evidence", {})),
         )
 
 
@@ -288,6 +297,61 @@ class Decisions:
         return cls(tuple(Shot.from_json(c) for c in d["cuts"]))
 
 
+@dataclass(frozen=True)
+class RoomState:
+    """The room's controls as the panel shows them: the framing mode, the microphones (muted or not), the
+    speaker volume (0-100), the meetings configured (each a :class:`MeetingStatus`), the cameras and mic
+    arrays configured, the one running and the one chosen for the next start, and what waits for a restart."""
+
+    KIND: ClassVar[str] = "room"
+    t: float
+    policy: str | None = None
+    muted: bool = False
+    volume: int = 100
+    meetings: tuple[MeetingStatus, ...] = ()
+    cameras: tuple[str, ...] = ()
+    camera: str = ""
+    camera_chosen: str = ""
+    mic_arrays: tuple[str, ...] = ()
+    mic_array: str = ""
+    mic_array_chosen: str = ""
+    restart_required: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "t": _r(self.t),
+            "policy": self.policy,
+            "muted": self.muted,
+            "volume": self.volume,
+            "meetings": [m.to_json() for m in self.meetings],
+            "cameras": list(self.cameras),
+            "camera": self.camera,
+            "camera_chosen": self.camera_chosen,
+            "mic_arrays": list(self.mic_arrays),
+            "mic_array": self.mic_array,
+            "mic_array_chosen": self.mic_array_chosen,
+            "restart_required": list(self.restart_required),
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> RoomState:
+        policy = d.get("policy")
+        return cls(
+            float(d["t"]),
+            None if policy is None else str(policy),
+            bool(d.get("muted", False)),
+            int(d.get("volume", 100)),
+            tuple(MeetingStatus.from_json(m) for m in d.get("meetings", ())),
+            tuple(str(c) for c in d.get("cameras", ())),
+            str(d.get("camera", "")),
+            str(d.get("camera_chosen", "")),
+            tuple(str(m) for m in d.get("mic_arrays", ())),
+            str(d.get("mic_array", "")),
+            str(d.get("mic_array_chosen", "")),
+            tuple(str(k) for k in d.get("restart_required", ())),
+        )
+
+
 class Message(Protocol):
     """What every message is: a kind, a JSON form and a way back from it."""
 
@@ -296,9 +360,9 @@ class Message(Protocol):
     def to_json(self) -> dict[str, Any]: ...
 
 
-AnyMessage = Faces | Doa | Shot | DeviceStatus | CameraInfo | Stats | Decisions | MeetingStatus
+AnyMessage = Faces | Doa | Shot | DeviceStatus | CameraInfo | Stats | Decisions | MeetingStatus | RoomState
 MESSAGE_TYPES: dict[str, type[AnyMessage]] = {
-    t.KIND: t for t in (Faces, Doa, Shot, DeviceStatus, CameraInfo, Stats, Decisions, MeetingStatus)
+    t.KIND: t for t in (Faces, Doa, Shot, DeviceStatus, CameraInfo, Stats, Decisions, MeetingStatus, RoomState)
 }
 
 

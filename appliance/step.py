@@ -8,18 +8,21 @@ The live box (:mod:`appliance.box`) and the offline run (:mod:`appliance.process
 - a detection falls due every ``[detector] interval_s`` of frame time (:meth:`FrameStep.detection_due`);
   its faces are handed to the first step after they are found;
 - the director is made for the frame size it sees first, and made again when the size changes or the camera
-  restarts (:meth:`FrameStep.restart`).
+  restarts (:meth:`FrameStep.restart`); the mode and the microphones' mute chosen on the panel carry over;
+- the director follows face tracks: the detections it is handed are tracked
+  (:class:`~appliance.perception.tracking.FaceTracker`), or tracks made elsewhere are handed in directly.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from appliance.config import Config
 from appliance.director import Director, Policy
 from appliance.messages import Doa, Faces, Shot
+from appliance.perception.tracking import Track
 from common.geometry import PinholeCamera
 
 _EPS = 1e-6
@@ -35,6 +38,7 @@ class FrameStep:
         self._doas: deque[Doa] = deque()
         self._next_detect = -math.inf
         self._policy: Policy = cfg.director.mode
+        self._muted = False
 
     def reconfigure(self, cfg: Config) -> None:
         """Take a new config: the next frame gets a director made with it (the chosen mode stays)."""
@@ -51,6 +55,17 @@ class FrameStep:
             raise ValueError(f"mode {policy!r} needs a picture first")
         if policy != "manual":
             self._policy = policy  # kept for a director made anew (a restarted camera); manual is not
+
+    def set_muted(self, muted: bool, now: float) -> None:
+        """The room's microphones muted (or on again) from the panel
+        (:meth:`appliance.director.Director.set_muted`): the group shot, and every shot says so."""
+        self._muted = bool(muted)
+        if self.director is not None:
+            self.director.set_muted(self._muted, now)
+
+    @property
+    def muted(self) -> bool:
+        return self._muted
 
     def manual_view(self, pan: float, tilt: float, zoom: float, now: float) -> None:
         """Manual pan-tilt-zoom from the panel (:meth:`appliance.director.Director.manual_view`)."""
@@ -78,15 +93,22 @@ class FrameStep:
         self._next_detect = t + self.cfg.detector.interval_s
         return True
 
-    def step(self, t: float, width: int, height: int, faces: Faces | None) -> Shot:
-        """The shot for the frame at ``t`` (``width`` x ``height``), with new ``faces`` if a detection ended."""
+    def step(
+        self, t: float, width: int, height: int, faces: Faces | None, tracks: Sequence[Track] | None = None
+    ) -> Shot:
+        """The shot for the frame at ``t`` (``width`` x ``height``), with new ``faces`` if a detection ended
+        (tracked by the director), or the live face ``tracks`` made elsewhere (then ``faces`` is not used)."""
         if self.director is None or self._size != (width, height):
             cam = PinholeCamera(width, height, self.cfg.camera.hfov_deg)
             self.director = Director(cam, self.cfg.director, self.cfg.stream.width / self.cfg.stream.height)
             if self._policy != self.cfg.director.mode:
                 self.director.set_mode(self._policy, t)
+            if self._muted:
+                self.director.set_muted(True, t)
             self._size = (width, height)
         due: list[Doa] = []
         while self._doas and self._doas[0].t <= t + 1e-9:
             due.append(self._doas.popleft())
+        if tracks is not None:
+            return self.director.step_tracks(tracks, due, t)
         return self.director.step(faces, due, t)

@@ -42,11 +42,14 @@ class Frame:
 class AudioBlock:
     """A block of mic-array samples: float32 (frames, channels) in [-1, 1]; ``t`` is the time of the first
     sample on the box's capture clock (:mod:`common.clock`). Channel k is microphone k of the array's
-    ``positions`` (a driver applies its channel map before handing the block over)."""
+    ``positions`` (a driver applies its channel map before handing the block over). ``reference``, when the
+    device knows it, is the playback reference: float32 (frames,), what was sent to the room's loudspeaker
+    over the same samples (sample-aligned, same rate), for telling the far end from a talker."""
 
     t: float
     samples: np.ndarray
     sample_rate: int
+    reference: np.ndarray | None = None
 
 
 @runtime_checkable

@@ -22,7 +22,7 @@ from pydantic import Field
 from common.clock import SYSTEM_CLOCK, Clock
 from common.settings import Section
 
-Kind = Literal["camera", "mic_array", "ptz"]
+Kind = Literal["camera", "mic_array", "ptz", "speaker"]
 
 # The modules that register the drivers shipped with roombox; each registers on import.
 BUILTIN_MODULES = (
@@ -33,6 +33,7 @@ BUILTIN_MODULES = (
     "drivers.ptz.visca_client",
     "drivers.ptz.uvc",
     "drivers.audio.devices",
+    "drivers.audio.speaker",
 )
 
 
@@ -56,7 +57,7 @@ class Driver:
     open: Opener
 
 
-_DRIVERS: dict[Kind, dict[str, Driver]] = {"camera": {}, "mic_array": {}, "ptz": {}}
+_DRIVERS: dict[Kind, dict[str, Driver]] = {"camera": {}, "mic_array": {}, "ptz": {}, "speaker": {}}
 _loaded = False
 
 

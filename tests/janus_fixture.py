@@ -9,14 +9,17 @@ machines, see ``tests/test_whip.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +149,18 @@ room-{ROOM}: {{
             self.proc.kill()
             self.proc.wait()
             self.proc = None
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls) -> Iterator[Janus]:
+        """A started Janus in a temporary folder, stopped on the way out."""
+        with tempfile.TemporaryDirectory(prefix="roombox-janus-") as folder:
+            j = cls(Path(folder))
+            j.start()
+            try:
+                yield j
+            finally:
+                j.stop()
 
     def admin(self, request: str, **extra: Any) -> dict[str, Any]:
         """An admin API request (``list_sessions``, ``list_handles`` with session_id, ...)."""

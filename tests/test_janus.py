@@ -4,10 +4,8 @@ subscribing to it through Janus and decoding it."""
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,13 +30,8 @@ W, H = 320, 180
 @pytest.fixture(scope="module")
 def janus(chromium: Any) -> Iterator[Janus]:
     """Janus, started after Chromium so that it is stopped before the Chromium fixture looks for leftovers."""
-    with tempfile.TemporaryDirectory(prefix="roombox-janus-") as folder:
-        j = Janus(Path(folder))
-        j.start()
-        try:
-            yield j
-        finally:
-            j.stop()
+    with Janus.running() as j:
+        yield j
 
 
 def _videoroom(room: Room, janus: Janus, room_id: int = ROOM) -> JanusPublisher:

@@ -11,10 +11,8 @@ goes to the real Janus, checked through Janus's admin API (codec, packets receiv
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,13 +32,8 @@ W, H, FPS = 320, 180, 30.0
 
 @pytest.fixture(scope="module")
 def janus() -> Iterator[Janus]:
-    with tempfile.TemporaryDirectory(prefix="roombox-janus-") as folder:
-        j = Janus(Path(folder))
-        j.start()
-        try:
-            yield j
-        finally:
-            j.stop()
+    with Janus.running() as j:
+        yield j
 
 
 class Room:

@@ -23,7 +23,10 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "simroom": ("appliance.bench.simroom", "bench_simroom"),
     "listening": ("appliance.bench.listening", "bench_listening"),
     "stream": ("appliance.bench.stream", "bench_stream"),
+    "latency": ("appliance.bench.stream", "bench_latency"),
     "hearing": ("appliance.bench.hearing", "bench_hearing"),
+    "farend": ("appliance.bench.farend", "bench_farend"),
+    "panel": ("appliance.bench.panel", "bench_panel"),
     "director": ("appliance.bench.director", "bench_director"),
 }
 DEFAULT_SECTIONS = ("core", "faces", "doa", "simroom")

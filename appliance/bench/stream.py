@@ -6,10 +6,16 @@
 - **viewers**: the CPU of a box process (panel server, shared encoder, a 720p30 feed of the simulated
   room's pictures, pre-rendered) with 1, 4 and 10 aiortc viewers on 127.0.0.1 (in this process, not
   decoding: they only count what arrives). Peer: the same box with aiortc encoding per viewer.
-- **Chromium** (without ``--quick``): one headless Chromium viewer of the 720p30 panel stream: frames
-  decoded per second, and glass-to-glass latency: the box draws its clock into each picture as a bar
-  code, the page reads it back from each presented video frame (``requestVideoFrameCallback``) and
-  compares with the same clock (the page's ``performance.timeOrigin + now()``, wall clock in ms).
+- **Chromium** (without ``--quick``; alone: ``roombox bench latency``): one headless Chromium viewer of the
+  720p30 panel stream: frames decoded per second (``getStats()`` framesDecoded over the window, and
+  framesPerSecond), and glass-to-glass latency: the box draws its clock into each picture as a bar code,
+  the page reads it back from each presented video frame (``requestVideoFrameCallback``) and compares
+  with the same clock (the page's ``performance.timeOrigin + expectedDisplayTime``, wall clock in ms).
+  Where the time goes: the box traces each picture (``EncodedVideo.trace``: taken by the encoder,
+  encoded, taken by the sender, sent), Chromium gives each frame's receive time and processing
+  duration, and its jitter-buffer and decode totals; the median of each step is a row. Peer: the same
+  box with the settings before the latency work (``BEFORE``), in the same run. The machine's load
+  average is a row: it is shared, and a starved encoder shows as a long encode step.
 
 The box runs as a child process, ``python -m appliance.bench.stream --box MODE CODEC W H FPS``.
 """
@@ -30,7 +36,7 @@ from typing import Any
 import av
 import numpy as np
 
-from appliance.config import StreamConfig
+from appliance.config import AccessConfig, StreamConfig
 
 Row = tuple[str, float, str]
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
@@ -108,17 +114,21 @@ def _cpu_seconds(pid: int) -> float:
 
 
 async def _serve_box(mode: str, codec: str, width: int, height: int, fps: float) -> None:
-    """The child: a panel server on 127.0.0.1 fed the room at ``fps``; prints its port; runs until stdin closes.
+    """The child: a panel server on 127.0.0.1 fed the room at ``fps``; prints its port; runs until stdin closes,
+    then prints where each picture's time went (``{"trace": [[code, stage, wall s], ...]}``).
 
-    ``mode`` "shared": the box's encoders; "per-viewer": aiortc encodes for each viewer (the old way).
+    ``mode`` "shared": the box's encoders; "before": the same with the settings before the latency work
+    (``BEFORE``); "per-viewer": aiortc encodes for each viewer (the old way).
     Each picture carries a bar code of the wall clock (ms) in its top rows, for the latency reading.
     """
-    from appliance.streaming.encoder import EncodedVideo, EncodedVideoTrack
+    from appliance.control import Auth, Control
+    from appliance.streaming.encoder import EncodedVideo, EncodedVideoTrack, PyAvVideoEncoder
     from appliance.streaming.hub import EventBus, LatestFrame
     from appliance.streaming.server import create_app, run_server
     from appliance.streaming.tracks import FramedVideoTrack
 
-    stream = StreamConfig(width=width, height=height, fps=fps, codecs=(codec,))
+    before = BEFORE if mode == "before" else {}
+    stream = StreamConfig(width=width, height=height, fps=fps, codecs=(codec,), **before)
     frames = LatestFrame()
 
     class PerViewer(EncodedVideo):
@@ -126,35 +136,88 @@ async def _serve_box(mode: str, codec: str, width: int, height: int, fps: float)
             pc.addTrack(FramedVideoTrack(frames, stream))
             return EncodedVideoTrack(self, codec)  # unused: aiortc encodes this connection's frames itself
 
-    video = EncodedVideo(frames, stream) if mode == "shared" else PerViewer(frames, stream)
-    app = create_app(frames, None, EventBus(), stream, video=video)
+    class BeforeEncoder(PyAvVideoEncoder):
+        @staticmethod
+        def to_frame(image: np.ndarray) -> av.VideoFrame:  # swscale's conversion, as before
+            return av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+
+    if mode == "per-viewer":
+        video: EncodedVideo = PerViewer(frames, stream)
+    else:
+        video = EncodedVideo(frames, stream, BeforeEncoder if mode == "before" else PyAvVideoEncoder)
+    room = CodedRoom(frames, width, height, fps)
+    video.trace = room.on_stage
+    control = Control(Auth.in_memory(), AccessConfig(max_viewers=16))  # the bench connects 10
+    token = control.auth.tokens.create("read", "bench viewers", allowed_from=["127.0.0.1"])[1]
+    app = create_app(frames, None, EventBus(), stream, video=video, control=control)
     server = await run_server(app, "127.0.0.1", 0)
-    pictures = room_pictures(30, width, height)
-    print(json.dumps({"port": server.port}), flush=True)
-    loop = asyncio.get_running_loop()
-    stdin_closed = loop.run_in_executor(None, sys.stdin.read)
-    t0, i = loop.time(), 0
-    while not stdin_closed.done():
-        image = pictures[i % len(pictures)].copy()
-        draw_code(image, time.time())
-        frames.put(image, t0 + i / fps)
-        i += 1
-        await asyncio.sleep(max(0.0, t0 + i / fps - loop.time()))
+    print(json.dumps({"port": server.port, "token": token}), flush=True)
+    stdin_closed = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    feeding = asyncio.create_task(room.feed())
+    await stdin_closed
+    feeding.cancel()
+    await asyncio.gather(feeding, return_exceptions=True)
     await server.stop()
     await video.close()
+    print(json.dumps({"trace": room.trace}), flush=True)
+
+
+# the [stream] settings before the latency work (issue 14), measured as a peer of today's defaults (with
+# swscale's colour conversion in the encoder)
+BEFORE: dict[str, Any] = {"playout_delay": False}
+
+
+class CodedRoom:
+    """The simulated room's pictures fed into ``frames`` at ``fps``, each with the wall clock drawn as a bar code,
+    and the trace of each picture along the box's path (:attr:`EncodedVideo.trace` = :meth:`on_stage`):
+    ``trace`` is ``[(code, stage, wall s)]`` with stages captured, picked, encoded, handed, sent."""
+
+    def __init__(self, frames: Any, width: int, height: int, fps: float = FPS) -> None:
+        self.frames, self.fps = frames, fps
+        self.pictures = room_pictures(30, width, height)
+        self.trace: list[tuple[int, str, float]] = []
+        self._code_of_t: dict[float, int] = {}
+        self._code_of_pts: dict[int, int] = {}
+
+    def on_stage(self, stage: str, pts: int, t: float) -> None:
+        if stage == "picked":
+            code = self._code_of_t.pop(t, None)
+            if code is None:
+                return
+            self._code_of_pts[pts] = code
+            t = time.time()
+        elif pts not in self._code_of_pts:
+            return
+        self.trace.append((self._code_of_pts[pts], stage, t))
+
+    async def feed(self) -> None:
+        loop = asyncio.get_running_loop()
+        t0, i = loop.time(), 0
+        while True:
+            image = self.pictures[i % len(self.pictures)].copy()
+            wall = time.time()
+            code = draw_code(image, wall)
+            t = t0 + i / self.fps
+            self._code_of_t[t] = code
+            self.trace.append((code, "captured", wall))
+            self.frames.put(image, t)
+            i += 1
+            await asyncio.sleep(max(0.0, t0 + i / self.fps - loop.time()))
 
 
 CODE_BITS = 40
 CODE_ROWS = 24
 
 
-def draw_code(image: np.ndarray, wall_s: float) -> None:
-    """The wall clock in ms, 40 bits, as black/white cells across the top ``CODE_ROWS`` rows (MSB left)."""
+def draw_code(image: np.ndarray, wall_s: float) -> int:
+    """The wall clock in ms, 40 bits, as black/white cells across the top ``CODE_ROWS`` rows (MSB left).
+    Returns the value drawn."""
     value = int(wall_s * 1000) & ((1 << CODE_BITS) - 1)
     cell = image.shape[1] // CODE_BITS
     for b in range(CODE_BITS):
         bit = (value >> (CODE_BITS - 1 - b)) & 1
         image[:CODE_ROWS, b * cell : (b + 1) * cell] = 255 if bit else 0
+    return value
 
 
 class _Box:
@@ -170,22 +233,26 @@ class _Box:
         if not line:
             self.close()
             raise RuntimeError("the bench box did not start")
-        self.port = int(json.loads(line)["port"])
+        hello = json.loads(line)
+        self.port = int(hello["port"])
         self.url = f"http://127.0.0.1:{self.port}"
+        self.headers = {"Authorization": f"Bearer {hello['token']}"}
 
     def cpu(self) -> float:
         return _cpu_seconds(self.proc.pid)
 
-    def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
+    def close(self) -> dict[str, Any]:
+        """Stop the box; returns what it printed last (its trace), or {}."""
         try:
-            self.proc.wait(15)
+            out = self.proc.communicate(timeout=15)[0] or ""  # closes its stdin: it stops
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+            out = self.proc.communicate()[0] or ""
+        lines = out.strip().splitlines()
+        try:
+            return dict(json.loads(lines[-1])) if lines else {}
+        except ValueError:
+            return {}
 
 
 class _CountingDecoder:
@@ -199,7 +266,7 @@ class _CountingDecoder:
 
 
 async def _published(session: Any, box: _Box) -> int:
-    async with session.get(box.url + "/api/state") as r:
+    async with session.get(box.url + "/api/state", headers=box.headers) as r:
         return int((await r.json())["stream"]["frames_published"])
 
 
@@ -228,9 +295,11 @@ async def _measure_viewers(box: _Box, codec: str, n: int, window_s: float) -> tu
                 tr.setCodecPreferences([c for c in caps if c.mimeType == f"video/{codec}"])
                 await pc.setLocalDescription(await pc.createOffer())
                 async with session.post(
-                    box.url + "/offer", json={"sdp": pc.localDescription.sdp, "type": "offer"}
+                    box.url + "/offer", json={"sdp": pc.localDescription.sdp, "type": "offer"}, headers=box.headers
                 ) as r:
                     answer = await r.json()
+                if "error" in answer:
+                    raise RuntimeError(f"the bench box refused viewer {len(pcs)}: {answer['error']}")
                 await pc.setRemoteDescription(RTCSessionDescription(**answer))
             deadline = time.monotonic() + 20
             while any(pc.connectionState != "connected" for pc in pcs):
@@ -298,7 +367,7 @@ CHROMIUM_ARGS = [
 ]  # as tests/conftest.py
 
 CHROMIUM_JS = """
-async ([seconds, bits, rows]) => {
+async ([seconds, bits, rows, auth]) => {
   const pc = new RTCPeerConnection({iceServers: []});
   pc.addTransceiver("video", {direction: "recvonly"});
   const video = document.createElement("video");
@@ -308,71 +377,179 @@ async ([seconds, bits, rows]) => {
   await pc.setLocalDescription(await pc.createOffer());
   await new Promise(r => { if (pc.iceGatheringState === "complete") r();
                            else pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && r(); });
-  const res = await fetch("/offer", {method: "POST", headers: {"Content-Type": "application/json"},
+  const res = await fetch("/offer", {method: "POST", headers: {"Content-Type": "application/json", ...auth},
                                      body: JSON.stringify({sdp: pc.localDescription.sdp, type: "offer"})});
   await pc.setRemoteDescription(await res.json());
+  return await window.measureVideo(pc, video, seconds, bits, rows);
+}
+"""
+
+MEASURE_JS = """
+() => { window.measureVideo = async (pc, video, seconds, bits, rows) => {
+  // per presented frame: its bar code (the box's wall clock in ms when it was captured), when its last packet
+  // arrived, how long receiving to decoding took, when it is shown; and getStats() at both ends of the window
   const canvas = document.createElement("canvas");
   const ctx = canvas.getContext("2d", {willReadFrequently: true});
-  const lat = []; let presented = 0; let started = null;
+  const T = (x) => performance.timeOrigin + x;
+  const inbound = async () => {
+    for (const r of (await pc.getStats()).values()) if (r.type === "inbound-rtp" && r.kind === "video") return r;
+    return {};
+  };
+  const until = performance.now() + 20000;
+  const sleep = (ms) => new Promise(r => setTimeout(r, ms));
+  while (!((await inbound()).framesDecoded > 0) && performance.now() < until) await sleep(200);
   await new Promise(r => setTimeout(r, 2000));
+  const frames = []; const fpsSamples = [];
+  const first = await inbound();
+  const sample = async () => { const r = await inbound(); if (r.framesPerSecond) fpsSamples.push(r.framesPerSecond); };
+  const sampler = setInterval(sample, 1000);
   const done = performance.now() + seconds * 1000;
   await new Promise(resolve => {
     const onFrame = (now, meta) => {
-      if (started === null) started = now;
-      presented += 1;
-      const arrived = performance.timeOrigin + meta.expectedDisplayTime;
-      canvas.width = video.videoWidth; canvas.height = rows;
-      ctx.drawImage(video, 0, 0, video.videoWidth, rows, 0, 0, video.videoWidth, rows);
-      const cell = Math.floor(video.videoWidth / bits);
-      const px = ctx.getImageData(0, 0, video.videoWidth, rows).data;
-      let value = 0;
+      const w = video.videoWidth;
+      canvas.width = w; canvas.height = rows;
+      ctx.drawImage(video, 0, 0, w, rows, 0, 0, w, rows);
+      const cell = Math.floor(w / bits);
+      const px = ctx.getImageData(0, 0, w, rows).data;
+      let code = 0;
       for (let b = 0; b < bits; b++) {
-        const x = b * cell + Math.floor(cell / 2), y = Math.floor(rows / 2);
-        const i = (y * video.videoWidth + x) * 4;
-        value = value * 2 + (px[i] + px[i + 1] + px[i + 2] > 384 ? 1 : 0);
+        const i = (Math.floor(rows / 2) * w + b * cell + Math.floor(cell / 2)) * 4;
+        code = code * 2 + (px[i] + px[i + 1] + px[i + 2] > 384 ? 1 : 0);
       }
-      const sent = value, mod = 2 ** bits;
-      const d = ((Math.round(arrived) % mod) - sent + mod) % mod;
-      if (d < 5000) lat.push(d);
+      frames.push({code, received: meta.receiveTime ? T(meta.receiveTime) : null,
+                   processing: meta.processingDuration === undefined ? null : 1000 * meta.processingDuration,
+                   shown: T(meta.expectedDisplayTime), callback: T(now)});
       if (performance.now() < done) video.requestVideoFrameCallback(onFrame); else resolve();
     };
     video.requestVideoFrameCallback(onFrame);
   });
-  const stats = await pc.getStats();
-  let inbound = {};
-  for (const r of stats.values()) if (r.type === "inbound-rtp" && r.kind === "video") inbound = r;
+  clearInterval(sampler);
+  const last = await inbound();
   pc.close();
-  return {lat, presented, fps: presented / seconds, framesDecoded: inbound.framesDecoded,
-          width: inbound.frameWidth, height: inbound.frameHeight};
-}
+  const d = (k) => (last[k] || 0) - (first[k] || 0);
+  const emitted = d("jitterBufferEmittedCount"), decoded = d("framesDecoded");
+  return {frames, fpsSamples, seconds: (last.timestamp - first.timestamp) / 1000, framesDecoded: decoded,
+          framesDropped: d("framesDropped"), width: last.frameWidth, height: last.frameHeight,
+          jitterBufferMs: emitted ? 1000 * d("jitterBufferDelay") / emitted : null,
+          jitterTargetMs: emitted ? 1000 * d("jitterBufferTargetDelay") / emitted : null,
+          decodeMs: decoded ? 1000 * d("totalDecodeTime") / decoded : null,
+          processingMs: decoded ? 1000 * d("totalProcessingDelay") / decoded : null};
+}; }
 """
 
+MOD = 1 << CODE_BITS
 
-def bench_chromium(quick: bool) -> list[Row]:
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def _p95(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[int(0.95 * (len(xs) - 1))] if xs else float("nan")
+
+
+def video_rows(who: str, r: dict[str, Any], trace: list[Any]) -> list[Row]:
+    """Chromium's decoding rate and the glass-to-glass latency, with where the time went: the box's
+    ``trace`` (per bar code: captured, picked, encoded, handed, sent, wall s) joined with Chromium's
+    per-frame reading (``MEASURE_JS``) by bar code."""
+    rows: list[Row] = []
+    size = f"{r.get('width')}x{r.get('height')}"
+    if r.get("seconds"):
+        rows.append(
+            (f"{who} {size}: frames decoded per second (framesDecoded)", r["framesDecoded"] / r["seconds"], "frames/s")
+        )
+    if r.get("fpsSamples"):
+        rows.append((f"{who}: framesPerSecond, median of 1 s samples", _median(r["fpsSamples"]), "frames/s"))
+    rows.append((f"{who}: frames dropped by Chromium", float(r.get("framesDropped") or 0), "frames"))
+    lat = []
+    for f in r["frames"]:
+        ms = (round(f["shown"]) % MOD - f["code"]) % MOD
+        if ms < 5000:
+            lat.append(float(ms))
+    if lat:
+        rows.append((f"{who}: glass-to-glass latency, median", _median(lat), "ms"))
+        rows.append((f"{who}: glass-to-glass latency, p95", _p95(lat), "ms"))
+    shown = [f["callback"] / 1000 for f in r["frames"]]
+    if len(shown) > 1 and trace:
+        a, b = min(shown), max(shown)
+        for stage, label in (("captured", "pictures fed to the box"), ("encoded", "pictures the box encoded")):
+            n = sum(1 for _, st, t in trace if st == stage and a <= t <= b)
+            rows.append((f"{who}: {label} per second (same window)", n / (b - a), "frames/s"))
+    stages: dict[int, dict[str, float]] = {}
+    for code, stage, t in trace:
+        stages.setdefault(int(code), {}).setdefault(stage, float(t))
+    steps: dict[str, list[float]] = {}
+    order = ["captured", "picked", "encoded", "handed", "sent", "received", "decoded", "shown"]
+    names = {
+        "picked": "captured -> taken by the encoder",
+        "encoded": "-> encoded (colour conversion + encode)",
+        "handed": "-> taken by the connection's sender",
+        "sent": "-> packetized, encrypted and sent",
+        "received": "-> last packet received by Chromium",
+        "decoded": "-> decoded (Chromium's processingDuration)",
+        "shown": "-> shown (Chromium: held to its render time, the jitter buffer's delay, and the display)",
+    }
+    for f in r["frames"]:
+        st = stages.get(int(f["code"]))
+        if st is None or "captured" not in st:
+            continue
+        st = dict(st)
+        if f.get("received") is not None:
+            st["received"] = f["received"] / 1000
+            if f.get("processing") is not None:
+                # processingDuration runs from the first packet's arrival; the last one's is what we have
+                st["decoded"] = st["received"] + f["processing"] / 1000
+        st["shown"] = f["shown"] / 1000
+        known = [s for s in order if s in st]
+        for a, b in zip(known, known[1:], strict=False):
+            steps.setdefault(b, []).append(1000 * (st[b] - st[a]))
+    for stage in order[1:]:
+        if steps.get(stage):
+            rows.append((f"{who}: {names[stage]}, median", _median(steps[stage]), "ms"))
+    for key, label in (
+        ("jitterBufferMs", "Chromium jitter buffer delay per frame (getStats)"),
+        ("jitterTargetMs", "Chromium jitter buffer target delay per frame (getStats)"),
+        ("decodeMs", "Chromium decode time per frame (getStats)"),
+        ("processingMs", "Chromium processing delay per frame, first packet to decoded (getStats)"),
+    ):
+        if r.get(key) is not None:
+            rows.append((f"{who}: {label}", float(r[key]), "ms"))
+    return rows
+
+
+def bench_chromium(quick: bool, modes: tuple[str, ...] = ("shared",)) -> list[Row]:
     import playwright.sync_api as sync_api
 
-    rows: list[Row] = []
+    rows: list[Row] = [("load average (1 min) before the Chromium runs", os.getloadavg()[0], "runnable")]
     w, h = SIZES["720p"]
-    for codec in ("VP8", "H264"):
-        box = _Box("shared", codec, w, h)
-        try:
-            with sync_api.sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-                try:
-                    page = browser.new_page()
-                    page.goto(box.url + "/healthz")
-                    r = page.evaluate(CHROMIUM_JS, [4 if quick else 10, CODE_BITS, CODE_ROWS])
-                finally:
-                    browser.close()
-        finally:
-            box.close()
-        lat = sorted(r["lat"])
-        figure = f"Chromium, {codec} {r['width']}x{r['height']}: frames presented per second"
-        rows.append((figure, r["fps"], "frames/s"))
-        if lat:
-            rows.append((f"Chromium, {codec}: glass-to-glass latency, median", statistics.median(lat), "ms"))
-            rows.append((f"Chromium, {codec}: glass-to-glass latency, p95", lat[int(0.95 * (len(lat) - 1))], "ms"))
+    for codec in ("VP8", "H264"):  # before and after side by side: the machine's load drifts
+        for mode in modes:
+            box = _Box(mode, codec, w, h)
+            trace: dict[str, Any] = {}
+            try:
+                with sync_api.sync_playwright() as pw:
+                    browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+                    try:
+                        page = browser.new_page()
+                        page.goto(box.url + "/healthz")
+                        page.evaluate(MEASURE_JS)
+                        r = page.evaluate(CHROMIUM_JS, [4 if quick else 10, CODE_BITS, CODE_ROWS, box.headers])
+                    finally:
+                        browser.close()
+            finally:
+                trace = box.close()
+            who = f"Chromium from the panel, {codec}" + ("" if mode == "shared" else f" ({mode})")
+            rows += video_rows(who, r, trace.get("trace", []))
+            rows.append((f"{who}: load average (1 min) after", os.getloadavg()[0], "runnable"))
     return rows
+
+
+def bench_latency(quick: bool = False) -> list[Row]:
+    """``roombox bench latency``: Chromium's view of the 720p30 panel stream alone (the part of ``bench stream``
+    without ``--quick``): decoded frames per second, glass-to-glass latency and where it goes, today's settings
+    beside the settings before the latency work (``BEFORE``), with the machine's load."""
+    return bench_chromium(quick, modes=("before", "shared"))
 
 
 def bench_stream(quick: bool = False) -> list[Row]:
@@ -380,7 +557,7 @@ def bench_stream(quick: bool = False) -> list[Row]:
     rows = bench_encode(quick)
     rows += bench_viewers(quick)
     if not quick:
-        rows += bench_chromium(quick)
+        rows += bench_latency(quick)
     return rows
 
 

@@ -63,6 +63,8 @@ def load_toml_text(text: str) -> Config:
 def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two JSON documents (a changed list is one key)."""
     if isinstance(old, dict) and isinstance(new, dict):
+        if prefix and set(old) == set(new) and list(old) != list(new):
+            return [prefix.rstrip(".")]  # the same devices in another order: the first is the one used
         out: list[str] = []
         for k in sorted(set(old) | set(new), key=str):
             out += changed_keys(old.get(k), new.get(k), f"{prefix}{k}.")

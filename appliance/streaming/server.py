@@ -64,6 +64,7 @@ class _Parts:
         self.sockets: set[web.WebSocketResponse] = set()
         self.watchers: set[asyncio.Task[None]] = set()
         self.control = control
+        self.sent: dict[int, tuple[dict[str, Any], str]] = {}  # events serialized once for all panels
 
     async def close_peer(self, pc: RTCPeerConnection) -> None:
         self.peers.discard(pc)
@@ -200,6 +201,19 @@ def _reply(kind: str, data: dict[str, Any]) -> str:
     return json.dumps({"kind": kind, "data": data})
 
 
+def _event_text(sent: dict[int, tuple[dict[str, Any], str]], kind: str, data: dict[str, Any]) -> str:
+    """An event's text, serialized once for all panels: the bus hands every subscriber the same payload.
+    ``sent``: id(payload) -> (payload, text), the latest ones (kept alive, so an id is not reused)."""
+    hit = sent.get(id(data))
+    if hit is not None and hit[0] is data:
+        return hit[1]
+    text = _reply(kind, data)
+    if len(sent) >= 256:
+        sent.pop(next(iter(sent)))
+    sent[id(data)] = (data, text)
+    return text
+
+
 async def _run_command(p: _Parts, text: str, who: Principal | None = None, remote: str | None = None) -> str:
     """One command from a panel: a JSON object with a string ``cmd`` (and an optional ``id``, echoed).
     ``who`` sent it: it needs the ``control`` scope, still valid now."""
@@ -250,10 +264,10 @@ async def _ws(request: web.Request) -> web.WebSocketResponse:
 
     async def forward() -> None:
         for kind, payload in p.events.snapshot_messages():
-            await ws.send_str(_reply(kind, payload))
+            await ws.send_str(_event_text(p.sent, kind, payload))
         while True:
             kind, payload = await queue.get()
-            await ws.send_str(_reply(kind, payload))
+            await ws.send_str(_event_text(p.sent, kind, payload))
 
     async def recheck() -> None:  # a revoked token or an ended session loses its sockets too
         while True:

@@ -83,12 +83,7 @@ class InputDevice:
         }
 
 
-@dataclass(frozen=True)
-class ArrayBlock(AudioBlock):
-    """An :class:`AudioBlock` from a sound card; ``reference`` is the array's playback channel (what its
-    loudspeaker output played, float32 (frames,), same rate and stamps) where the array delivers one."""
-
-    reference: np.ndarray | None = None
+ArrayBlock = AudioBlock  # a sound card's block: ``reference`` is the array's playback channel where it has one
 
 
 class Stream(Protocol):

@@ -16,26 +16,77 @@ import pyroomacoustics as pra
 import scipy.signal
 
 from drivers.simroom.assets import arctic_clip, synthesize
-from drivers.simroom.scenario import Person, Scenario
+from drivers.simroom.scenario import Person, Scenario, ScenarioError, Utterance
 
 PEAK_DBFS = -6.0
 SENSOR_NOISE_DBFS = -80.0
 SPEED_OF_SOUND = 343.0
 MAX_ISM_ORDER = 12
 ACTIVITY_FRAME_S = 0.02
+REFERENCE_PEAK_DBFS = -1.0
 
 
 @dataclass(frozen=True)
 class RenderedAudio:
-    """The array's samples (float32, (n, channels)) and who speaks when (intervals in seconds)."""
+    """The array's samples (float32, (n, channels)) and who speaks when (intervals in seconds, as heard at
+    the array's centre). With a loudspeaker: ``reference`` is what was sent to it (float32 (n,),
+    sample-aligned with ``samples``) and ``farend`` when it plays speech."""
 
     samples: np.ndarray
     sample_rate: int
     activity: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    reference: np.ndarray | None = None
+    farend: list[tuple[float, float]] = field(default_factory=list)
 
     def talkers_at(self, t: float) -> list[str]:
         """Ids of the people speaking at time ``t`` (seconds)."""
         return [pid for pid, spans in self.activity.items() if any(a <= t < b for a, b in spans)]
+
+    def farend_at(self, t: float) -> bool:
+        """Whether the far end's speech is heard at time ``t`` (seconds)."""
+        return any(a <= t < b for a, b in self.farend)
+
+
+def _utterance(u: Utterance, rate: int, speech_root: Path | None, cache_dir: Path | None) -> np.ndarray:
+    """One utterance's samples, brought to -20 dBFS RMS and then its gain."""
+    if u.clip == "arctic":
+        x = arctic_clip(rate, speech_root)
+    else:
+        assert u.text is not None
+        x = synthesize(u.text, u.voice, rate, u.speed_wpm, cache_dir)
+    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) or 1.0
+    out: np.ndarray = x * (10 ** ((-20.0 + u.gain_db) / 20) / rms)
+    return out
+
+
+def place_utterances(
+    scn: Scenario,
+    utterances: list[Utterance],
+    speech_root: Path | None = None,
+    cache_dir: Path | None = None,
+    no_overlap: str | None = None,
+) -> np.ndarray:
+    """The utterances placed at their start times, float32 mono, ``duration_s`` long.
+
+    With ``no_overlap`` (the utterances' key, e.g. ``loudspeaker.turns``), an utterance that starts before
+    the previous one ends raises :class:`ScenarioError` naming both.
+    """
+    rate = scn.mic_array.sample_rate
+    n = round(scn.duration_s * rate)
+    out = np.zeros(n, np.float32)
+    prev_end = -1.0
+    for k, u in enumerate(utterances):
+        x = _utterance(u, rate, speech_root, cache_dir)
+        if no_overlap is not None and u.start_s < prev_end:
+            raise ScenarioError(
+                f"[{no_overlap}.{k}] starts at {u.start_s} s, before {no_overlap}.{k - 1} ends "
+                f"({prev_end:.2f} s): they must not overlap"
+            )
+        prev_end = u.start_s + len(x) / rate
+        i = round(u.start_s * rate)
+        m = max(0, min(len(x), n - i))
+        out[i : i + m] += x[:m]
+    return out
 
 
 def dry_speech(
@@ -45,20 +96,22 @@ def dry_speech(
 
     Each utterance is brought to the same RMS (-20 dBFS) before its gain, so voices are comparable.
     """
-    rate = scn.mic_array.sample_rate
-    n = round(scn.duration_s * rate)
-    out = np.zeros(n, np.float32)
-    for u in person.utterances:
-        if u.clip == "arctic":
-            x = arctic_clip(rate, speech_root)
-        else:
-            assert u.text is not None
-            x = synthesize(u.text, u.voice, rate, u.speed_wpm, cache_dir)
-        rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) or 1.0
-        x = x * (10 ** ((-20.0 + u.gain_db) / 20) / rms)
-        i = round(u.start_s * rate)
-        m = max(0, min(len(x), n - i))
-        out[i : i + m] += x[:m]
+    return place_utterances(scn, person.utterances, speech_root, cache_dir)
+
+
+def farend_track(scn: Scenario, speech_root: Path | None = None, cache_dir: Path | None = None) -> np.ndarray | None:
+    """The far end's turns placed at their start times (float32 mono, ``duration_s`` long, each turn at
+    -20 dBFS RMS plus its gain, as a person's utterances are); None without a loudspeaker."""
+    if scn.loudspeaker is None:
+        return None
+    return place_utterances(scn, scn.loudspeaker.turns, speech_root, cache_dir, no_overlap="loudspeaker.turns")
+
+
+def playback_reference(track: np.ndarray) -> np.ndarray:
+    """What is sent to the loudspeaker: the far-end track, scaled down when needed so that its peak stays at
+    or below ``REFERENCE_PEAK_DBFS`` (a linear gain: the room hears the track at the loudspeaker's level)."""
+    peak, top = float(np.abs(track).max(initial=0.0)), 10 ** (REFERENCE_PEAK_DBFS / 20)
+    out: np.ndarray = (track * (top / peak) if peak > top else track).astype(np.float32)
     return out
 
 
@@ -190,7 +243,11 @@ def render_shoebox(
 
 
 def render_audio(scn: Scenario, speech_root: Path | None = None, cache_dir: Path | None = None) -> RenderedAudio:
-    """Simulate the whole scenario at the mic array; deterministic for a given scenario."""
+    """Simulate the whole scenario at the mic array; deterministic for a given scenario.
+
+    The loudspeaker, when there is one, is one more source, playing :func:`farend_track` at
+    ``loudspeaker.level_db``; the rendering's ``reference`` is that track as sent to it
+    (:func:`playback_reference`: the same samples up to a gain)."""
     rate = scn.mic_array.sample_rate
     n = round(scn.duration_s * rate)
     mics = np.array(scn.mic_positions_room(), np.float64)
@@ -205,6 +262,16 @@ def render_audio(scn: Scenario, speech_root: Path | None = None, cache_dir: Path
         activity[p.id] = speech_intervals(x, rate, offset_s=delay)
         if np.any(x):
             sources.append((mouth, x))
+    track = farend_track(scn, speech_root, cache_dir)
+    reference: np.ndarray | None = None
+    farend: list[tuple[float, float]] = []
+    if scn.loudspeaker is not None and track is not None:
+        reference = playback_reference(track)
+        at = np.array(scn.loudspeaker.position_m, np.float64)
+        delay = float(np.linalg.norm(at - centre)) / SPEED_OF_SOUND
+        farend = speech_intervals(track, rate, offset_s=delay)
+        if np.any(track):
+            sources.append((at, track * np.float32(10 ** (scn.loudspeaker.level_db / 20))))
     wet = np.zeros((n, len(mics)))
     for y in render_shoebox(scn.room.size_m, scn.room.rt60_s, mics, rate, sources, n, rng):
         wet += y
@@ -214,4 +281,4 @@ def render_audio(scn: Scenario, speech_root: Path | None = None, cache_dir: Path
     wet += diffuse_noise(mics, n, rate, rng) * 10 ** (scn.room.noise_db / 20)
     wet += rng.standard_normal(wet.shape) * 10 ** (SENSOR_NOISE_DBFS / 20)
     samples = np.clip(wet, -1.0, 1.0).astype(np.float32)
-    return RenderedAudio(samples, rate, activity)
+    return RenderedAudio(samples, rate, activity, reference, farend)

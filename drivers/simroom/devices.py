@@ -38,7 +38,7 @@ class SimroomCameraConfig(CameraSection):
         "default",
         min_length=1,
         title="Scenario",
-        description="A built-in scenario's name (default, short) or a scenario file.",
+        description="A built-in scenario's name (default, short, farend) or a scenario file.",
     )
 
     @model_validator(mode="before")
@@ -55,7 +55,7 @@ class SimroomMicArrayConfig(MicArraySection):
         "default",
         min_length=1,
         title="Scenario",
-        description="A built-in scenario's name (default, short) or a scenario file.",
+        description="A built-in scenario's name (default, short, farend) or a scenario file.",
     )
     block_ms: float = Field(20.0, ge=1.0, le=500.0, title="Block delivered per read (ms)")
 

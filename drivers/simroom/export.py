@@ -2,8 +2,11 @@
 
 Writes ``room.mp4`` (H.264, yuv420p), ``array.wav`` (16-bit PCM, channel k = microphone k),
 ``config.toml`` (a roombox config matching the camera and the array), ``truth.jsonl`` (one line per
-video frame: who speaks, each face box and each mouth's azimuth) and ``scenario.toml`` (a copy).
-Each file is written under a temporary name and renamed when complete.
+video frame: who speaks, whether the far end does, each face box and each mouth's azimuth),
+``activity.json`` (the exact intervals: each person's speech and the far end's, as heard at the array)
+and ``scenario.toml`` (a copy). With a loudspeaker in the scenario, also ``reference.wav``: what was sent
+to it (16-bit PCM, mono, the array's rate and length, sample-aligned), the playback reference of
+``roombox doa --reference``. Each file is written under a temporary name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import io
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.io.wavfile
@@ -19,8 +23,8 @@ import tomli_w
 
 from common.atomic import write_atomic
 from drivers.files import FileCameraConfig, VideoFileWriter, WavMicArrayConfig
-from drivers.simroom.audio import render_audio
-from drivers.simroom.scenario import Scenario, camera_geometry, load_scenario, mic_array_geometry
+from drivers.simroom.audio import RenderedAudio, render_audio
+from drivers.simroom.scenario import Scenario, ScenarioError, camera_geometry, load_scenario, mic_array_geometry
 from drivers.simroom.video import RoomRenderer
 
 
@@ -53,6 +57,25 @@ def write_wav16(path: Path, samples: np.ndarray, rate: int) -> None:
     write_atomic(path, buf.getvalue())
 
 
+def activity_record(scn: Scenario, audio: RenderedAudio) -> dict[str, Any]:
+    """``activity.json``: when each person speaks and when the far end does (``[start, end]`` seconds, as
+    heard at the array's centre), and where the loudspeaker is (azimuth and elevation from the array's
+    centre, camera frame, degrees; null without one)."""
+    direction = scn.loudspeaker_direction_deg()
+    return {
+        "duration_s": scn.duration_s,
+        "talkers": {pid: [list(span) for span in spans] for pid, spans in audio.activity.items()},
+        "farend": [list(span) for span in audio.farend],
+        "loudspeaker": None
+        if direction is None or scn.loudspeaker is None
+        else {
+            "position_m": list(scn.loudspeaker.position_m),
+            "azimuth_deg": round(direction[0], 2),
+            "elevation_deg": round(direction[1], 2),
+        },
+    }
+
+
 def render_to_dir(
     scenario_path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -69,8 +92,15 @@ def render_to_dir(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    audio = render_audio(scn, speech_root)
+    try:
+        audio = render_audio(scn, speech_root)
+    except ScenarioError as e:
+        raise ScenarioError(f"{src}: {e}") from None
     write_wav16(out / "array.wav", audio.samples, audio.sample_rate)
+    if audio.reference is not None:
+        write_wav16(out / "reference.wav", audio.reference, audio.sample_rate)
+    else:
+        (out / "reference.wav").unlink(missing_ok=True)  # from an earlier rendering into the same directory
 
     renderer = RoomRenderer(scn)
     fps = scn.camera.fps
@@ -86,8 +116,13 @@ def render_to_dir(
             {"id": p.id, "box": [round(v, 1) for v in boxes[p.id]], "azimuth_deg": round(azimuths[p.id], 2)}
             for p in scn.people
         ]
-        lines.append(json.dumps({"t": round(t, 4), "talkers": audio.talkers_at(t), "people": people}))
+        lines.append(
+            json.dumps(
+                {"t": round(t, 4), "talkers": audio.talkers_at(t), "farend": audio.farend_at(t), "people": people}
+            )
+        )
     write_atomic(out / "truth.jsonl", "\n".join(lines) + "\n")
+    write_atomic(out / "activity.json", json.dumps(activity_record(scn, audio), indent=1) + "\n")
     write_atomic(out / "config.toml", device_config_toml(scn))
     text = src.read_text(encoding="utf-8")
     if duration_s is not None:

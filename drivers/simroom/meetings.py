@@ -122,9 +122,12 @@ class Meeting:
 
     def key(self) -> str:
         """A hash of everything the meeting renders from (scenario, prints, entries)."""
+        scenario = self.scenario.model_dump(mode="json")
+        if scenario.get("loudspeaker") is None:
+            scenario.pop("loudspeaker", None)  # a meeting without one keys as before the loudspeaker existed
         doc = {
             "v": GENERATOR_VERSION,
-            "scenario": self.scenario.model_dump(mode="json"),
+            "scenario": scenario,
             "prints": self.prints,
             "entries": {k: [e.t_s, e.door_m] for k, e in self.entries.items()},
             "farend": self.farend,

@@ -4,7 +4,8 @@ Both sources are paced on the capture clock they are given (:mod:`common.clock`)
 clock's time when the first of them started), so their timestamps agree: a frame or block of scene time
 ``s`` is stamped ``epoch + s``. The scenario loops; timestamps keep increasing.
 The camera delivers the newest frame (a late reader skips frames, counted in ``dropped``); the mic array
-delivers every block, as a sound card's buffer would.
+delivers every block, as a sound card's buffer would, and, when the scenario has a loudspeaker, the
+matching samples of what was sent to it (``AudioBlock.reference``).
 """
 
 from __future__ import annotations
@@ -120,9 +121,11 @@ class SimMicArray:
         self._pos = 0  # samples delivered since start
         self._epoch: float | None = None
         self._samples: np.ndarray | None = None
+        self._reference: np.ndarray | None = None
 
     async def start(self) -> None:
-        self._samples = (await asyncio.to_thread(self.room.audio)).samples
+        audio = await asyncio.to_thread(self.room.audio)
+        self._samples, self._reference = audio.samples, audio.reference
         self._epoch = self.room.epoch()
         self._pos = math.ceil((self.room.clock.now() - self._epoch) * self.sample_rate)  # on the shared clock
 
@@ -135,7 +138,10 @@ class SimMicArray:
         n = len(self._samples)
         idx = np.arange(start, start + self.block) % n
         return AudioBlock(
-            t=self._epoch + start / self.sample_rate, samples=self._samples[idx], sample_rate=self.sample_rate
+            t=self._epoch + start / self.sample_rate,
+            samples=self._samples[idx],
+            sample_rate=self.sample_rate,
+            reference=None if self._reference is None else self._reference[idx],
         )
 
     async def stop(self) -> None:

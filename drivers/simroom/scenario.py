@@ -4,6 +4,10 @@ Room coordinates: x across the room, y away from the front wall, z up (metres, o
 The camera stands at ``camera.position_m`` and looks along +y of the room, level, so that the camera
 frame (x right, y up, z forward; see :mod:`common.geometry`) is the room frame shifted and turned:
 camera (x, y, z) = room (x - cx, z - cz, y - cy).
+
+An optional ``[loudspeaker]`` is the room's far-end loudspeaker (on the ceiling, beside the display): its
+``turns`` are what the far end says, and when; the simulated room plays them through the same acoustics
+as the people, and what was sent to it is the playback reference.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from common.settings import Section, describe_errors, read_toml
 from drivers.base import MicArraySection
 
 Vec3 = tuple[float, float, float]
+MIN_LOUDSPEAKER_TO_MIC_M = 0.2
 
 
 class ScenarioError(ValueError):
@@ -104,12 +109,46 @@ class Person(Section):
         return v
 
 
+class LoudspeakerSpec(Section):
+    """The room's loudspeaker, playing the far end of the meeting."""
+
+    position_m: Vec3 = Field(
+        title="Loudspeaker position in the room (m)",
+        description="Room coordinates, like camera.position_m: on the ceiling, or beside the display.",
+    )
+    level_db: float = Field(
+        0.0,
+        ge=-30.0,
+        le=20.0,
+        title="Far-end speech level in the room, relative to a local talker's (dB)",
+        description="How loud the loudspeaker plays a turn of gain 0 dB, compared with a person's utterance.",
+    )
+    turns: list[Utterance] = Field(
+        min_length=1,
+        max_length=500,
+        title="What the far end says, and when",
+        description="Like a person's utterances; turns are in time order and must not overlap.",
+    )
+
+    @field_validator("turns")
+    @classmethod
+    def _in_order(cls, v: list[Utterance]) -> list[Utterance]:
+        for k in range(1, len(v)):
+            if v[k].start_s <= v[k - 1].start_s:
+                raise ValueError(
+                    f"turn {k} starts at {v[k].start_s} s, not after turn {k - 1} ({v[k - 1].start_s} s): "
+                    "give the turns in time order"
+                )
+        return v
+
+
 class Scenario(Section):
     duration_s: float = Field(60.0, gt=0.0, le=3600.0, title="Length (s)")
     room: RoomSpec = Field(default_factory=RoomSpec)
     camera: CameraSpec = Field(default_factory=CameraSpec)
     mic_array: MicArraySpec = Field(default_factory=MicArraySpec)
     people: list[Person] = Field(default_factory=list, max_length=20)
+    loudspeaker: LoudspeakerSpec | None = Field(None, title="The far-end loudspeaker (none by default)")
 
     @model_validator(mode="after")
     def _inside(self) -> Scenario:
@@ -132,7 +171,26 @@ class Scenario(Section):
                 raise ValueError(f"people.{i} ({p.id}) is outside the room")
             if self.to_camera((x, y, p.head_height_m))[2] < 0.5:
                 raise ValueError(f"people.{i} ({p.id}) is less than 0.5 m in front of the camera")
+        if self.loudspeaker is not None:
+            self._check_loudspeaker(self.loudspeaker)
         return self
+
+    def _check_loudspeaker(self, spk: LoudspeakerSpec) -> None:
+        w, d, h = self.room.size_m
+        x, y, z = spk.position_m
+        if not (0 < x < w and 0 < y < d and 0 < z < h):
+            raise ValueError(f"loudspeaker.position_m {spk.position_m} is outside the room ({w} x {d} x {h} m)")
+        for k, m in enumerate(self.mic_positions_room()):
+            if math.dist(m, spk.position_m) < MIN_LOUDSPEAKER_TO_MIC_M:
+                raise ValueError(
+                    f"loudspeaker.position_m {spk.position_m} is {math.dist(m, spk.position_m):.2f} m from "
+                    f"microphone {k}: keep it at least {MIN_LOUDSPEAKER_TO_MIC_M} m away"
+                )
+        for k, turn in enumerate(spk.turns):
+            if turn.start_s >= self.duration_s:
+                raise ValueError(
+                    f"loudspeaker.turns.{k} starts at {turn.start_s} s, after the scenario ends ({self.duration_s} s)"
+                )
 
     def to_camera(self, p: Vec3) -> Vec3:
         """Camera-frame coordinates of the room point ``p``."""
@@ -161,6 +219,16 @@ class Scenario(Section):
     def mouth_azimuth_deg(self, person: Person) -> float:
         x, _, z = self.to_camera(self.mouth_room(person))
         return math.degrees(math.atan2(x, z))
+
+    def loudspeaker_direction_deg(self) -> tuple[float, float] | None:
+        """The loudspeaker's (azimuth, elevation) seen from the mic array's centre in the camera frame, in
+        degrees (azimuth 0 on the camera's axis, positive to its right); None without a loudspeaker."""
+        if self.loudspeaker is None:
+            return None
+        mics = self.mic_array.positions
+        centre = [sum(m[k] for m in mics) / len(mics) for k in range(3)]
+        x, y, z = (a - b for a, b in zip(self.to_camera(self.loudspeaker.position_m), centre, strict=True))
+        return math.degrees(math.atan2(x, z)), math.degrees(math.atan2(y, math.hypot(x, z)))
 
 
 def camera_geometry(scn: Scenario) -> dict[str, Any]:

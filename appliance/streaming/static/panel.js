@@ -26,6 +26,8 @@ const state = (window.roombox = {
   policy: null,          // the framing mode the box runs (speaker, group, gallery, manual, off)
   why: [],               // the latest cuts, newest first: {t, mode, reason}
   ptz: { pan: 0, tilt: 0, zoom: 1 },
+  room: null,            // the room's controls (a "room" event): muted, volume, meetings, cameras, mic arrays
+  settings: null,        // the settings form's last outcome: {ok, text}
   send: sendCommand,     // send({cmd: ...}) -> Promise of the reply's data
   rtcSummary,            // () -> Promise of {video: {...}, audio: {...}} from the receiver's getStats
 });
@@ -221,6 +223,17 @@ function handleEvent(kind, data) {
     case "doa": state.lastDoa = data; drawMap(); break;
     case "camera": state.camera = { ...state.camera, ...data }; drawMap(); break;
     case "stats": state.stats = data; drawStats(); break;
+    case "room":
+      state.room = data;
+      if (data.policy && data.policy !== state.policy) { state.policy = data.policy; drawModes(); }
+      drawRoom();
+      break;
+    case "meeting":  // one connector's state: the next "room" event has all of them
+      if (state.room) {
+        state.room.meetings = state.room.meetings.map((m) => (m.name === data.name ? data : m));
+        drawMeetings();
+      }
+      break;
     case "reply":
     case "error": {
       state.lastReply = { kind, ...data };
@@ -404,4 +417,194 @@ for (const b of document.querySelectorAll("#modes [data-mode]")) {
 }
 for (const b of document.querySelectorAll("#ptz [data-ptz]")) {
   b.addEventListener("click", () => ptz(b.dataset.ptz));
+}
+
+// ---------- the room's controls: meetings, microphones, speaker, sources ----------
+const MEETING_STATES = {
+  stopped: ["idle", "idle"],
+  connecting: ["connecting", "wait"],
+  retrying: ["connecting", "wait"],
+  connected: ["in meeting", "ok"],
+  failed: ["failed", "bad"],
+};
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function drawMeetings() {
+  const list = $("meetings");
+  const meetings = (state.room && state.room.meetings) || [];
+  list.textContent = "";
+  if (!meetings.length) {
+    list.append(el("li", "muted", "no meeting configured ([whip] or [janus] in the config)"));
+    return;
+  }
+  for (const m of meetings) {
+    const [label, cls] = MEETING_STATES[m.state] || [m.state, "wait"];
+    const li = el("li", "meeting " + cls);
+    li.dataset.meeting = m.name;
+    const text = el("div", "meeting-text");
+    const title = el("span", "meeting-name", m.name === "janus" ? "Janus room" : m.name.toUpperCase());
+    const st = el("span", "meeting-state", label);
+    st.dataset.state = label;
+    text.append(el("i", "dot"), title, st);
+    if (m.detail && (m.state === "failed" || m.state === "retrying")) text.append(el("small", "meeting-detail", m.detail));
+    const joined = m.state !== "stopped" && m.state !== "failed";
+    const b = el("button", "button " + (joined ? "leave" : "join"), joined ? "Leave" : "Join");
+    b.type = "button";
+    b.dataset.action = joined ? "leave" : "join";
+    b.addEventListener("click", () => command({ cmd: b.dataset.action, meeting: m.name }));
+    li.append(text, b);
+    list.append(li);
+  }
+}
+
+function drawMute() {
+  const muted = !!(state.room && state.room.muted);
+  const b = $("mute");
+  b.setAttribute("aria-pressed", String(muted));
+  b.textContent = muted ? "Microphones muted – tap to unmute" : "Mute microphones";
+  b.classList.toggle("alert", muted);
+  $("muted-badge").classList.toggle("hidden", !muted);
+  $("muted-banner").classList.toggle("hidden", !muted);
+  document.body.classList.toggle("is-muted", muted);
+}
+
+function drawVolume() {
+  if (!state.room) return;
+  $("volume").value = String(state.room.volume);
+  $("volume-value").textContent = String(state.room.volume);
+}
+
+function drawChoices(box, names, running, chosen, kind) {
+  box.textContent = "";
+  for (const name of names) {
+    const b = el("button", "button", name);
+    b.type = "button";
+    b.dataset.name = name;
+    b.setAttribute("aria-pressed", String(name === chosen));
+    if (name === running) b.append(el("small", "tag", " in use"));
+    b.addEventListener("click", () => command({ cmd: "choose_source", kind, name }));
+    box.append(b);
+  }
+}
+
+function drawSources() {
+  const r = state.room;
+  if (!r) return;
+  drawChoices($("cameras"), r.cameras, r.camera, r.camera_chosen, "camera");
+  drawChoices($("mic-arrays"), r.mic_arrays, r.mic_array, r.mic_array_chosen, "mic_array");
+  const waiting = [];
+  if (r.camera_chosen !== r.camera) waiting.push(`camera ${r.camera_chosen}`);
+  if (r.mic_array_chosen !== r.mic_array) waiting.push(`microphones ${r.mic_array_chosen}`);
+  $("sources-note").textContent = waiting.length ? `restart needed to use ${waiting.join(" and ")}` : "";
+}
+
+function drawRoom() { drawMeetings(); drawMute(); drawVolume(); drawSources(); }
+
+$("mute").addEventListener("click", () => command({ cmd: "set_mute", muted: !(state.room && state.room.muted) }));
+function setVolume(v) { return command({ cmd: "set_volume", volume: Math.max(0, Math.min(100, v)) }); }
+$("vol-down").addEventListener("click", () => setVolume(((state.room && state.room.volume) || 0) - 10));
+$("vol-up").addEventListener("click", () => setVolume(((state.room && state.room.volume) || 0) + 10));
+$("volume").addEventListener("change", () => setVolume(Number($("volume").value)));
+
+// ---------- settings behind the admin PIN ----------
+let pin = "";
+let configDoc = null;
+let configTag = null;
+
+function settingsMessage(ok, text) {
+  state.settings = { ok, text };
+  const m = $("settings-msg");
+  m.textContent = text;
+  m.className = "note " + (ok ? "good" : "bad");
+}
+
+function showPinPad(show) {
+  $("pin-pad").classList.toggle("hidden", !show);
+  pin = "";
+  $("pin-dots").textContent = "enter the admin PIN";
+}
+
+function drawPin() { $("pin-dots").textContent = pin ? "•".repeat(pin.length) : "enter the admin PIN"; }
+
+async function errorText(res) {
+  try { const body = await res.json(); return body.error || String(res.status); } catch (e) { return String(res.status); }
+}
+
+async function openSettings() {
+  settingsMessage(true, "");
+  const res = await fetch("/api/config", { headers: { Accept: "application/json" } });
+  if (res.status === 401 || res.status === 403) { $("settings").classList.add("hidden"); showPinPad(true); return; }
+  if (!res.ok) { settingsMessage(false, await errorText(res)); return; }
+  configTag = res.headers.get("ETag");
+  configDoc = await res.json();
+  const d = configDoc.director;
+  $("set-mode").value = d.mode;
+  $("set-resume").value = String(d.manual_resume_s);
+  $("set-exclude").value = (d.exclude_deg || []).map((r) => r.join(",")).join("; ");
+  showPinPad(false);
+  $("settings").classList.remove("hidden");
+}
+
+async function signInWithPin() {
+  const res = await fetch("/api/session", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ pin }),
+  });
+  pin = "";
+  drawPin();
+  if (!res.ok) { settingsMessage(false, await errorText(res)); return; }
+  await openSettings();
+}
+
+function parseRanges(text) {
+  // "from,to; from,to" -> [[from, to], ...]; what is not a number goes as null: the box says what is wrong
+  return text.split(";").map((r) => r.trim()).filter((r) => r).map((r) => r.split(/[ ,]+/).map((x) => {
+    const n = Number(x);
+    return x !== "" && Number.isFinite(n) ? n : null;
+  }));
+}
+
+async function saveSettings(ev) {
+  ev.preventDefault();
+  if (!configDoc) return;
+  const resume = $("set-resume").value.trim();
+  const doc = JSON.parse(JSON.stringify(configDoc));
+  doc.director.mode = $("set-mode").value;
+  doc.director.manual_resume_s = resume !== "" && Number.isFinite(Number(resume)) ? Number(resume) : resume;
+  doc.director.exclude_deg = parseRanges($("set-exclude").value);
+  const headers = { "Content-Type": "application/json" };
+  if (configTag) headers["If-Match"] = configTag;
+  const res = await fetch("/api/config", { method: "PUT", headers, body: JSON.stringify(doc) });
+  if (res.status === 401 || res.status === 403) {
+    settingsMessage(false, "admin rights ran out: enter the PIN again");
+    $("settings").classList.add("hidden");
+    showPinPad(true);
+    return;
+  }
+  if (!res.ok) { settingsMessage(false, await errorText(res)); return; }
+  const change = await res.json();
+  configTag = res.headers.get("ETag");
+  configDoc = doc;
+  const restart = change.restart_required.length ? `; restart needed for ${change.restart_required.join(", ")}` : "";
+  settingsMessage(true, change.changed.length ? `saved as revision ${change.revision}${restart}` : "nothing changed");
+}
+
+$("settings-open").addEventListener("click", () => { openSettings().catch((e) => settingsMessage(false, String(e))); });
+$("settings-close").addEventListener("click", () => { $("settings").classList.add("hidden"); showPinPad(false); });
+$("settings").addEventListener("submit", (ev) => { saveSettings(ev).catch((e) => settingsMessage(false, String(e))); });
+for (const b of document.querySelectorAll("#keys [data-key]")) {
+  b.addEventListener("click", () => {
+    const k = b.dataset.key;
+    if (k === "clear") pin = pin.slice(0, -1);
+    else if (k === "enter") { signInWithPin().catch((e) => settingsMessage(false, String(e))); return; }
+    else if (pin.length < 12) pin += k;
+    drawPin();
+  });
 }

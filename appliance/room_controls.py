@@ -1,0 +1,208 @@
+"""The room's controls behind the panel: meetings (join, leave), the microphones (mute), the speaker volume,
+the choice of camera and mic array, on top of the box's own commands (framing mode, manual pan-tilt-zoom).
+
+:class:`RoomControls` is the panel's command handler (``create_app(..., on_command=controls.command)``).
+After every command, and whenever a meeting's state changes, it publishes a :class:`RoomState` on the event
+bus: every panel sees the change at once (and ``/api/state`` has it under ``"room"``). Commands (JSON
+objects over the panel's WebSocket, which needs the ``control`` scope):
+
+- ``{"cmd": "join", "meeting": "janus"}`` / ``{"cmd": "leave", "meeting": "janus"}``: start or stop a
+  configured connector (``[whip]``, ``[janus]``);
+- ``{"cmd": "set_mute", "muted": true}``: the box stops sending the room's sound (the hearing goes on);
+- ``{"cmd": "set_volume", "volume": 0..100}``: the far end's sound on the room's speaker (``on_volume``
+  gets 0..1);
+- ``{"cmd": "choose_source", "kind": "camera" | "mic_array", "name": N}``: the device the box uses from its
+  next start: written through the config store (a revision, the device first in its section), and
+  reported as needing a restart (the running device stays until then);
+- anything else goes to the box (``set_mode``, ``ptz``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from appliance.config import Config
+from appliance.control.store import ConfigStore, OnConfig
+from appliance.messages import MeetingStatus, RoomState
+from appliance.ports import EventSink
+from appliance.streaming.connector import Connector
+from common.clock import SYSTEM_CLOCK, Clock
+
+log = logging.getLogger(__name__)
+
+BoxCommand = Callable[[dict[str, Any]], "dict[str, Any] | Awaitable[dict[str, Any]]"]
+SOURCE_KINDS = {"camera": "cameras", "mic_array": "mic_arrays"}
+
+
+class RoomControls:
+    """The panel's commands and the room's state.
+
+    ``box_command(cmd)``: the box's own commands (:meth:`appliance.box.RoomBox.command`); ``policy()``: the
+    framing mode now; ``muted()``: the box's microphones muted; ``connectors``: the meetings configured
+    (:func:`connectors_from_config`); ``store``: the config store the source choice is written through
+    (``None``: no choice can be kept); ``on_config``: the box's live config hook; ``running``: the camera
+    and mic array opened at start; ``on_volume(gain)``: the far end's audio path (0..1), when there is one.
+    """
+
+    def __init__(
+        self,
+        box_command: BoxCommand,
+        events: EventSink,
+        cfg: Config,
+        *,
+        policy: Callable[[], str | None] = lambda: None,
+        muted: Callable[[], bool] | None = None,
+        connectors: Sequence[Connector] = (),
+        store: ConfigStore | None = None,
+        on_config: OnConfig | None = None,
+        running: tuple[str, str] | None = None,
+        on_volume: Callable[[float], None] | None = None,
+        volume: int = 100,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.box_command = box_command
+        self.events = events
+        self._cfg = cfg
+        self.policy = policy
+        self.connectors = {c.kind: c for c in connectors}
+        self.store = store
+        self.on_config = on_config
+        self.running = running if running is not None else (next(iter(cfg.cameras)), next(iter(cfg.mic_arrays)))
+        self.on_volume = on_volume
+        self.clock = clock
+        self._muted = muted
+        self._muted_here = False
+        self.volume = volume
+        for c in connectors:
+            self._follow(c)
+
+    def _follow(self, connector: Connector) -> None:
+        before = connector.on_state
+
+        def on_state(state: str, detail: str) -> None:
+            if before is not None:
+                before(state, detail)
+            self.publish()
+
+        connector.on_state = on_state
+
+    @property
+    def muted(self) -> bool:
+        """The microphones muted: the box's own flag when given (``muted()``), else the last set_mute's."""
+        return self._muted() if self._muted is not None else self._muted_here
+
+    @property
+    def cfg(self) -> Config:
+        return self.store.current if self.store is not None else self._cfg
+
+    def state(self) -> RoomState:
+        """The room's controls now."""
+        cfg = self.cfg
+        meetings = tuple(
+            MeetingStatus(kind, c.state, c.detail, self.clock.now()) for kind, c in sorted(self.connectors.items())
+        )
+        pending = sorted(self.store.pending_restart) if self.store is not None else []
+        return RoomState(
+            self.clock.now(),
+            self.policy(),
+            self.muted,
+            self.volume,
+            meetings,
+            tuple(cfg.cameras),
+            self.running[0],
+            next(iter(cfg.cameras)),
+            tuple(cfg.mic_arrays),
+            self.running[1],
+            next(iter(cfg.mic_arrays)),
+            tuple(pending),
+        )
+
+    def publish(self) -> RoomState:
+        """Send the room's state to every panel."""
+        state = self.state()
+        self.events.publish(state)
+        return state
+
+    async def command(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """One panel command; returns the room's state (and the box's reply under ``"box"``). A ValueError
+        names what is wrong; nothing changes then."""
+        name = cmd.get("cmd")
+        box_reply: dict[str, Any] | None = None
+        if name in ("join", "leave"):
+            connector = self._meeting(cmd.get("meeting"))
+            await (connector.start() if name == "join" else connector.stop())
+            log.info("meeting %s: %s from the panel", connector.kind, name)
+        elif name == "set_mute":
+            box_reply = await self._box({"cmd": "set_mute", "muted": cmd.get("muted")})
+            self._muted_here = bool(box_reply.get("muted", cmd.get("muted")))
+            log.info("microphones %s from the panel", "muted" if self.muted else "on")
+        elif name == "set_volume":
+            self.set_volume(cmd.get("volume"))
+        elif name == "choose_source":
+            self.choose_source(cmd.get("kind"), cmd.get("name"))
+        else:
+            box_reply = await self._box(cmd)
+        out = self.publish().to_json()
+        if box_reply is not None:
+            out["box"] = box_reply
+        if isinstance(out.get("policy"), str):
+            out["mode"] = out["policy"]
+        return out
+
+    async def _box(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        result = self.box_command(cmd)
+        if inspect.isawaitable(result):
+            result = await result
+        return dict(result)
+
+    def _meeting(self, kind: Any) -> Connector:
+        connector = self.connectors.get(kind) if isinstance(kind, str) else None
+        if connector is None:
+            have = ", ".join(sorted(self.connectors)) or "none (add [whip] url or [janus] url to the config)"
+            raise ValueError(f"no meeting {kind!r} configured; configured: {have}")
+        return connector
+
+    def set_volume(self, volume: Any) -> None:
+        """The speaker volume, 0..100 (a ValueError outside)."""
+        if isinstance(volume, bool) or not isinstance(volume, int | float) or not 0 <= volume <= 100:
+            raise ValueError(f"set_volume wants a volume from 0 to 100, not {volume!r}")
+        self.volume = round(volume)
+        if self.on_volume is not None:
+            self.on_volume(self.volume / 100.0)
+
+    def choose_source(self, kind: Any, name: Any) -> None:
+        """Make ``name`` the camera (``kind`` "camera") or mic array ("mic_array") the box uses from its next
+        start: written as a config revision with that device first in its section."""
+        section = SOURCE_KINDS.get(kind) if isinstance(kind, str) else None
+        if section is None:
+            raise ValueError(f"choose_source wants kind camera or mic_array, not {kind!r}")
+        cfg = self.cfg
+        devices: dict[str, Any] = getattr(cfg, section)
+        if not isinstance(name, str) or name not in devices:
+            raise ValueError(f"no {kind} {name!r} in [{section}]; configured: {', '.join(devices)}")
+        if self.store is None:
+            raise ValueError("this box keeps no config to write the choice to")
+        if next(iter(devices)) == name:
+            return
+        ordered = {name: devices[name], **{k: v for k, v in devices.items() if k != name}}
+        new = cfg.model_copy(update={section: ordered})
+        running = self.running
+
+        def apply(changed: Config) -> list[str]:
+            # the running box keeps framing and listening with the devices it opened
+            live = _first(_first(changed, "cameras", running[0]), "mic_arrays", running[1])
+            needs = list(self.on_config(live)) if self.on_config is not None else []
+            return [*needs, section]
+
+        rev = self.store.write(new, "panel", apply, note=f"{kind} {name!r} chosen on the panel")
+        log.info("config revision %d: %s %r chosen on the panel (restart needed)", rev.id, kind, name)
+
+
+def _first(cfg: Config, section: str, name: str) -> Config:
+    devices: dict[str, Any] = getattr(cfg, section)
+    if name not in devices or next(iter(devices)) == name:
+        return cfg
+    return cfg.model_copy(update={section: {name: devices[name], **{k: v for k, v in devices.items() if k != name}}})
