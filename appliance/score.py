@@ -4,10 +4,24 @@ A talker counts as *framed* in a frame when the shot is a speaker shot, the talk
 the crop, and the talker is the person nearest the crop's centre. *Visible* only asks that the face be
 inside the crop (a group shot shows everyone). The *switch latency* of a turn is the time from the moment
 a new talker starts to the first frame that frames them; a turn that ends before that counts as missed.
+
+The director's figures (issue 12) also read, when the truth has them, ``prints`` (faces that never talk: a
+photo on the wall), ``exchange`` (the two ids of an A-B-A-B exchange running at that time) and ``farend``
+(far-end speech from a loudspeaker):
+
+- *framed after grace*: the share of speech time, counted from ``grace_s`` (2 s) after the talker took the
+  floor (a talker takes it when they are the only one talking and were not holding it), that is framed;
+- *faceless*: seconds of shots that show no person's face (its centre) while people are in the room;
+- *far-end moves*: seconds during far-end speech in which the crop changes;
+- *print close*: seconds in which a print is the subject of a speaker shot (inside it, nearest its centre);
+- *cuts per minute*: ``"cut": true`` lines (after the first) per minute of track;
+- *exchanges*: their length, the cuts (``"cut": true`` in the track) during them, and the seconds with both
+  talkers' faces inside the crop.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +37,38 @@ class Score:
     turns: int
     missed_turns: int
     latencies_s: tuple[float, ...]
+    grace_speech_s: float = 0.0
+    grace_framed_s: float = 0.0
+    people_s: float = 0.0
+    faceless_s: float = 0.0
+    farend_s: float = 0.0
+    farend_moves_s: float = 0.0
+    print_close_s: float = 0.0
+    exchange_s: float = 0.0
+    exchange_cuts: int = 0
+    exchange_both_s: float = 0.0
+    track_s: float = 0.0
+    cuts: int = 0
+
+    @property
+    def cuts_per_min(self) -> float:
+        return 60.0 * self.cuts / self.track_s if self.track_s else 0.0
+
+    @property
+    def framed_after_grace_frac(self) -> float:
+        return self.grace_framed_s / self.grace_speech_s if self.grace_speech_s else 0.0
+
+    @property
+    def exchange_cuts_per_min(self) -> float:
+        return 60.0 * self.exchange_cuts / self.exchange_s if self.exchange_s else 0.0
+
+    @property
+    def exchange_both_frac(self) -> float:
+        return self.exchange_both_s / self.exchange_s if self.exchange_s else 0.0
+
+    def latency_percentile(self, q: float) -> float:
+        """The ``q``-th percentile of the switch latencies (NaN when no turn was framed)."""
+        return float(np.percentile(self.latencies_s, q)) if self.latencies_s else float("nan")
 
     @property
     def framed_frac(self) -> float:
@@ -42,13 +88,41 @@ class Score:
             "missed_turns": self.missed_turns,
             "switch_latency_median_s": None if np.isnan(lat).all() else round(float(np.median(lat)), 3),
             "switch_latency_p90_s": None if np.isnan(lat).all() else round(float(np.percentile(lat, 90)), 3),
+            "switch_latency_p95_s": None if np.isnan(lat).all() else round(float(np.percentile(lat, 95)), 3),
+            "framed_after_grace_fraction": round(self.framed_after_grace_frac, 4),
+            "faceless_s": round(self.faceless_s, 2),
+            "farend_s": round(self.farend_s, 2),
+            "farend_moves_s": round(self.farend_moves_s, 2),
+            "print_close_s": round(self.print_close_s, 2),
+            "exchange_s": round(self.exchange_s, 2),
+            "exchange_cuts_per_min": round(self.exchange_cuts_per_min, 2),
+            "exchange_both_fraction": round(self.exchange_both_frac, 4),
+            "cuts_per_min": round(self.cuts_per_min, 2),
         }
+
+
+def pooled(scores: Iterable[Score]) -> Score:
+    """Several recordings' scores as one: times, counts and latencies added up."""
+    items = list(scores)
+    fields = [f.name for f in dataclasses.fields(Score)]
+    total: dict[str, Any] = {k: 0 for k in fields}
+    total["latencies_s"] = ()
+    for s in items:
+        for k in fields:
+            total[k] = total[k] + getattr(s, k)
+    return Score(**total)
 
 
 def _inside(face: list[float], crop: list[float]) -> bool:
     fx, fy, fw, fh = face
     x, y, w, h = crop
     return x <= fx and fy >= y and fx + fw <= x + w and fy + fh <= y + h
+
+
+def _centre_inside(face: list[float], crop: list[float]) -> bool:
+    fx, fy, fw, fh = face
+    x, y, w, h = crop
+    return x <= fx + fw / 2 <= x + w and y <= fy + fh / 2 <= y + h
 
 
 def is_framed(talker: str, people: dict[str, list[float]], crop: list[float], mode: str) -> bool:
@@ -68,6 +142,7 @@ class _TrackRow:
     t: float
     crop: list[float]
     mode: str
+    cut: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,6 +150,9 @@ class _TruthRow:
     t: float
     people: dict[str, list[float]]
     talkers: list[str]
+    prints: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    exchange: tuple[str, ...] = ()
+    farend: bool = False
 
 
 def _checked(rows: Iterable[Any], what: str, make: Any) -> list[Any]:
@@ -91,15 +169,17 @@ def _track_row(r: dict[str, Any]) -> _TrackRow:
     crop = [float(v) for v in r["crop"]]
     if len(crop) != 4:
         raise ValueError("crop must be [x, y, w, h]")
-    return _TrackRow(float(r["t"]), crop, str(r.get("mode", "speaker")))
+    return _TrackRow(float(r["t"]), crop, str(r.get("mode", "speaker")), bool(r.get("cut", False)))
 
 
 def _truth_row(r: dict[str, Any]) -> _TruthRow:
     people = {str(p["id"]): [float(v) for v in p["box"]] for p in r["people"]}
-    return _TruthRow(float(r["t"]), people, [str(k) for k in r["talkers"]])
+    prints = {str(p["id"]): [float(v) for v in p["box"]] for p in r.get("prints", ())}
+    exchange = tuple(str(k) for k in (r.get("exchange") or ()))
+    return _TruthRow(float(r["t"]), people, [str(k) for k in r["talkers"]], prints, exchange, bool(r.get("farend")))
 
 
-def score(track: Iterable[dict[str, Any]], truth: Iterable[dict[str, Any]]) -> Score:
+def score(track: Iterable[dict[str, Any]], truth: Iterable[dict[str, Any]], grace_s: float = 2.0) -> Score:
     """Score track lines against truth lines; both are matched by time (nearest truth frame).
 
     Raises ValueError naming the first line that is not a track (``t``, ``crop``) or truth (``t``,
@@ -112,21 +192,60 @@ def score(track: Iterable[dict[str, Any]], truth: Iterable[dict[str, Any]]) -> S
     if not rows:
         raise ValueError("the track is empty")
     speech = framed = visible = 0.0
+    extra = dict.fromkeys(
+        (
+            "grace_speech_s",
+            "grace_framed_s",
+            "people_s",
+            "faceless_s",
+            "farend_s",
+            "farend_moves_s",
+            "print_close_s",
+            "exchange_s",
+            "exchange_both_s",
+            "track_s",
+        ),
+        0.0,
+    )
+    exchange_cuts = cuts = 0
     turn_starts: list[tuple[float, str]] = []
     current: str | None = None
+    since = -np.inf
     evaluated: list[tuple[float, list[str], set[str]]] = []
     for i, r in enumerate(rows):
         dt = (rows[i + 1].t - r.t) if i + 1 < len(rows) else (r.t - rows[i - 1].t if i else 0.0)
         g = truth_rows[int(np.argmin(np.abs(tt - r.t)))]
         people, talkers = g.people, g.talkers
         ok = {k for k in talkers if is_framed(k, people, r.crop, r.mode)}
+        extra["track_s"] += dt
+        cuts += int(r.cut and i > 0)  # the first line is where the track starts, not a cut
         if talkers:
             speech += dt
             framed += dt if ok else 0.0
             visible += dt if any(_inside(people[k], r.crop) for k in talkers if k in people) else 0.0
             if len(talkers) == 1 and talkers[0] != current:
-                current = talkers[0]
+                current, since = talkers[0], r.t
                 turn_starts.append((r.t, current))
+            if current in talkers and r.t - since >= grace_s - 1e-9:
+                extra["grace_speech_s"] += dt
+                extra["grace_framed_s"] += dt if ok else 0.0
+        if people:
+            extra["people_s"] += dt
+            if not any(_centre_inside(b, r.crop) for b in people.values()):
+                extra["faceless_s"] += dt
+        if g.farend:
+            extra["farend_s"] += dt
+            if i and rows[i - 1].crop != r.crop:
+                extra["farend_moves_s"] += rows[i].t - rows[i - 1].t
+        if g.prints:
+            everyone = {**people, **g.prints}
+            if any(is_framed(k, everyone, r.crop, r.mode) for k in g.prints):
+                extra["print_close_s"] += dt
+        if len(g.exchange) == 2:
+            extra["exchange_s"] += dt
+            exchange_cuts += int(r.cut)
+            if all(k in people and _inside(people[k], r.crop) for k in g.exchange):
+                extra["exchange_both_s"] += dt
         evaluated.append((r.t, talkers, ok))
     latencies, missed = [], 0
     for t0, who in turn_starts:
@@ -143,10 +262,20 @@ def score(track: Iterable[dict[str, Any]], truth: Iterable[dict[str, Any]]) -> S
             missed += 1
         else:
             latencies.append(hit)
-    return Score(speech, framed, visible, len(turn_starts), missed, tuple(latencies))
+    return Score(
+        speech,
+        framed,
+        visible,
+        len(turn_starts),
+        missed,
+        tuple(latencies),
+        exchange_cuts=exchange_cuts,
+        cuts=cuts,
+        **extra,
+    )
 
 
-def format_table(s: Score) -> str:
+def format_table(s: Score, grace_s: float = 2.0) -> str:
     j = s.to_json()
     rows = [
         ("speech time", f"{j['speech_s']:.1f} s"),
@@ -159,6 +288,16 @@ def format_table(s: Score) -> str:
             "-" if j["switch_latency_median_s"] is None else f"{j['switch_latency_median_s']:.2f} s",
         ),
         ("switch latency p90", "-" if j["switch_latency_p90_s"] is None else f"{j['switch_latency_p90_s']:.2f} s"),
+        ("switch latency p95", "-" if j["switch_latency_p95_s"] is None else f"{j['switch_latency_p95_s']:.2f} s"),
+        (f"framed after a {grace_s:g} s grace", f"{100 * s.framed_after_grace_frac:.1f} %"),
+        ("no face in the shot, people present", f"{s.faceless_s:.1f} s"),
+        ("cuts per minute", f"{s.cuts_per_min:.1f}"),
     ]
+    if s.farend_s:
+        rows.append(("camera moves during far-end speech", f"{s.farend_moves_s:.1f} s of {s.farend_s:.1f} s"))
+    rows.append(("a face print as the subject of a close shot", f"{s.print_close_s:.1f} s"))
+    if s.exchange_s:
+        rows.append(("cuts per minute in A-B-A-B exchanges", f"{s.exchange_cuts_per_min:.1f}"))
+        rows.append(("both exchange talkers in the picture", f"{100 * s.exchange_both_frac:.1f} %"))
     w = max(len(a) for a, _ in rows)
     return "\n".join(f"{a:<{w}}  {b}" for a, b in rows)

@@ -28,6 +28,7 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "hearing": ("appliance.bench.hearing", "bench_hearing"),
     "farend": ("appliance.bench.farend", "bench_farend"),
     "panel": ("appliance.bench.panel", "bench_panel"),
+    "director": ("appliance.bench.director", "bench_director"),
 }
 DEFAULT_SECTIONS = ("core", "faces", "doa", "simroom")
 
