@@ -13,7 +13,8 @@ recording of about 22 s in a shoebox room rendered by the simulated room's acous
   pauses after each turn (false alarms in silence: the pauses, from 0.4 s after the turn ends).
 
 Planar arrays sit on the table in the middle of the room and the talkers are at any azimuth (360 deg); the
-linear array sits under the camera on the front wall and the talkers are in front of it (-75..75 deg).
+linear array sits under the camera on the front wall and the talkers are in front of it (-75..75 deg), and so
+does ``circle6-wall``: the 6-mic circle flat under the camera, its centre 8 cm from the wall.
 Azimuth 0 is the camera's axis (+y in the room), positive to the right (+x).
 
 Renders are cached under ``<data dir>/cache/hearing`` keyed by a hash of the cell's parameters, so a second
@@ -98,8 +99,12 @@ ARRAYS: dict[str, list[Vec3]] = {
     "circle6": _ring(6, 0.0463),  # ReSpeaker 6-mic circular
     "uma8": [(0.0, 0.0, 0.0), *_ring(6, 0.043)],  # miniDSP UMA-8: 6 on a circle + 1 in the centre
     "linear4": [((k - 1.5) * 0.05, 0.0, 0.0) for k in range(4)],  # 4 mics, 5 cm apart, across the camera
+    "circle6-wall": _ring(6, 0.0463),  # the 6-mic circle flat under the camera, 8 cm from the front wall
 }
 LINEAR = {"linear4"}
+WALL = {"circle6-wall"}  # planar arrays under the camera on the front wall (talkers in front of them)
+# the seed of each array's noises: fixed, so that adding an array leaves the others' renders as they were
+_ARRAY_SEED = {name: k for k, name in enumerate(("circle6", "linear4", "respeaker4", "uma8", "circle6-wall"))}
 
 
 @dataclass(frozen=True)
@@ -277,13 +282,13 @@ def render_group(
     """
     from drivers.simroom.audio import diffuse_noise, render_shoebox, speech_intervals
 
-    rng = np.random.default_rng([seed, int(rt60_s * 1000), sorted(ARRAYS).index(array)])
+    rng = np.random.default_rng([seed, int(rt60_s * 1000), _ARRAY_SEED[array]])
     layout = np.random.default_rng(seed)  # the same rooms and talkers for every RT60 and array
     size = [layout.uniform(9.0, 11.0), layout.uniform(8.5, 10.0), layout.uniform(2.7, 3.2)]
-    linear = array in LINEAR
+    linear = array in LINEAR or array in WALL  # under the camera, talkers in front
     pos = np.asarray(ARRAYS[array], np.float64)
     if linear:
-        centre = np.array([size[0] / 2, 0.3, 1.2])
+        centre = np.array([size[0] / 2, 0.08, 1.15]) if array in WALL else np.array([size[0] / 2, 0.3, 1.2])
         azimuths = [layout.uniform(-75, 75)]
         while len(azimuths) < 2:
             a = layout.uniform(-75, 75)
@@ -347,6 +352,8 @@ def render_group(
             at = _place(centre, rng.uniform(-180, 180), rng.uniform(1.5, 2.5), 1.2, size)
         if linear:
             at[1] = max(at[1], 0.8)
+            if not 0.0 < at[0] < size[0]:  # a place behind the array, folded in front: kept inside the room
+                at[0] = min(max(at[0], 0.4), size[0] - 0.4)
         x = np.zeros(n)
         i = int(onset * RATE)
         x[i : i + len(s)] = s
@@ -794,6 +801,7 @@ def _main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seeds", type=int, nargs="*", help="only these seeds of the full grid")
     ap.add_argument("--only", nargs="*", help="only these estimators of peers() (default: all)")
+    ap.add_argument("--arrays", nargs="*", choices=sorted(ARRAYS), help="only these arrays of the grid")
     ap.add_argument("--log", help="append one JSON line per recording and estimator to this file")
     ap.add_argument("--table", help="only print the table of the JSON lines in this file")
     args = ap.parse_args()
@@ -801,7 +809,11 @@ def _main() -> None:
         res = pooled(Path(args.table).read_text().splitlines())
         print(summary(res) + "\n\n" + table(res))
         return
-    cells = [c for c in grid(args.quick) if args.seeds is None or c.seed in args.seeds]
+    cells = [
+        c
+        for c in grid(args.quick)
+        if (args.seeds is None or c.seed in args.seeds) and (not args.arrays or c.array in args.arrays)
+    ]
     log = open(args.log, "a") if args.log else None
 
     def progress(cell: Cell, name: str, counts: Counts) -> None:
