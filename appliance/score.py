@@ -12,7 +12,8 @@ photo on the wall), ``exchange`` (the two ids of an A-B-A-B exchange running at 
 - *framed after grace*: the share of speech time, counted from ``grace_s`` (2 s) after the talker took the
   floor (a talker takes it when they are the only one talking and were not holding it), that is framed;
 - *faceless*: seconds of shots that show no person's face (its centre) while people are in the room;
-- *far-end moves*: seconds during far-end speech in which the crop changes;
+- *far-end moves*: seconds of far-end-only speech (no local talker: a cut to a local talker over the far end
+  is right) in which the crop changes;
 - *print close*: seconds in which a print is the subject of a speaker shot (inside it, nearest its centre);
 - *cuts per minute*: ``"cut": true`` lines (after the first) per minute of track;
 - *exchanges*: their length, the cuts (``"cut": true`` in the track) during them, and the seconds with both
@@ -233,7 +234,7 @@ def score(track: Iterable[dict[str, Any]], truth: Iterable[dict[str, Any]], grac
             extra["people_s"] += dt
             if not any(_centre_inside(b, r.crop) for b in people.values()):
                 extra["faceless_s"] += dt
-        if g.farend:
+        if g.farend and not talkers:
             extra["farend_s"] += dt
             if i and rows[i - 1].crop != r.crop:
                 extra["farend_moves_s"] += rows[i].t - rows[i - 1].t

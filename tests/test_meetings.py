@@ -64,3 +64,31 @@ def test_no_head_hides_another(seed: int) -> None:
     cx, cy = m.scenario.camera.position_m[:2]
     az = sorted(math.degrees(math.atan2(p.seat_m[0] - cx, p.seat_m[1] - cy)) for p in m.scenario.people)
     assert min(b - a for a, b in zip(az, az[1:], strict=False)) >= 5.5
+
+
+def test_the_far_end_speaks_from_a_ceiling_loudspeaker_at_a_seated_persons_azimuth() -> None:
+    import math
+
+    m = make_meeting(0, 120.0, width=640, height=360)
+    spk = m.scenario.loudspeaker
+    assert spk is not None and m.farend and len(m.farend) == len(spk.turns)
+    w, d, h = m.scenario.room.size_m
+    assert spk.position_m[2] > h - 0.2  # on the ceiling
+    cam_x, cam_y, _ = m.scenario.camera.position_m
+    az = math.degrees(math.atan2(spk.position_m[0] - cam_x, spk.position_m[1] - cam_y))
+    seats = [
+        math.degrees(math.atan2(p.seat_m[0] - cam_x, p.seat_m[1] - cam_y)) for p in m.scenario.people if p.id != "print"
+    ]
+    assert min(abs(az - s) for s in seats) < 0.5
+    # its turns are spans of speech in time order, and the truth marks them
+    assert all(a < b for a, b in m.farend) and all(m.farend[k][1] < m.farend[k + 1][0] for k in range(len(m.farend) - 1))
+    rows = m.truth_rows(MeetingRenderer(m), {}, int(120 * m.scenario.camera.fps))
+    a, b = m.farend[0]
+    inside = [r["farend"] for r in rows if a + 0.1 <= r["t"] < b - 0.1]
+    assert inside and all(inside)
+    assert not any(r["farend"] for r in rows if r["t"] < m.farend[0][0])
+    # without it: the same people in the same seats, and no loudspeaker
+    quiet = make_meeting(0, 120.0, width=640, height=360, farend=False)
+    assert quiet.scenario.loudspeaker is None and quiet.farend == ()
+    seated = [(p.id, p.seat_m) for p in m.scenario.people if p.id != "print"]
+    assert [(p.id, p.seat_m) for p in quiet.scenario.people if p.id != "print"] == seated

@@ -86,6 +86,10 @@ def test_camera_moves_during_far_end_speech() -> None:
     assert score(glide, g).farend_moves_s == pytest.approx(1.0 + 0.1)  # ten moves in, one back to ON_A
     no_farend = truth(6.0, [])
     assert score(glide, no_farend).farend_moves_s == 0.0 and score(glide, no_farend).farend_s == 0.0
+    # over a local talker (double talk), framing the local talker is no far-end move
+    double = truth(6.0, [(2.5, 6.0, "b")], farend=[(2.0, 4.0, True)])
+    s = score(track(6.0, [(0.0, 3.0, ON_A, "speaker"), (3.0, 6.0, ON_B, "speaker")]), double)
+    assert s.farend_s == pytest.approx(0.5) and s.farend_moves_s == 0.0
 
 
 def test_a_face_print_as_the_subject_of_a_close_shot() -> None:

@@ -2,11 +2,13 @@
 reference directors scored the same way.
 
 Each meeting (:func:`drivers.simroom.meetings.make_meeting`: 3-8 people around a table, turns with gaps and
-overlaps, A-B-A-B exchanges, a face print on the back wall, a latecomer walking in) is rendered once as a
+overlaps, A-B-A-B exchanges, the far end on a ceiling loudspeaker at a seated person's azimuth, a face
+print on the back wall, a latecomer walking in) is rendered once as a
 1080p15 video with its ground truth; its sound is rendered for each RT60 of the grid by the simulated
 room's acoustics (:func:`drivers.simroom.audio.render_shoebox`) and mixed at each SNR with the hearing
 bench's noise (diffuse HVAC noise and a projector fan, together ``snr_db`` below the speech power) and
-impulses (the door as the latecomer comes in, a cough, typing). The array is a 4-mic square
+impulses (the door as the latecomer comes in, a cough, typing); what the loudspeaker played is the
+recording's ``reference.wav``, which the box's hearing takes as ``roombox process --reference`` does. The array is a 4-mic square
 (``respeaker4`` of the hearing bench; ``python -m appliance.bench.director --array circle6`` for another)
 10 cm below the camera.
 
@@ -64,7 +66,7 @@ def positions(array: str) -> list[tuple[float, float, float]]:
 
 
 DIRECTORS = ("box", "naive", "oracle")
-SOUND_VERSION = 1  # bump when the sound of a meeting changes: old cached sound is then ignored
+SOUND_VERSION = 2  # bump when the sound of a meeting changes: old cached sound is then ignored
 # the detections are cached per video under a hash of the detector's config and of these modules' source
 DETECTOR_MODULES = ("detectors", "watch", "yunet", "faces", "tracking", "facemodel")
 
@@ -124,7 +126,7 @@ class Recording:
     audio: Path
     cfg: Config
     truth: list[dict[str, Any]]
-    reference: Path | None = None  # what a far-end loudspeaker played (none in the meetings yet)
+    reference: Path | None = None  # what the far-end loudspeaker played (``reference.wav``), if it played
 
     @property
     def video(self) -> Path:
@@ -172,7 +174,7 @@ def render_video(meeting: Meeting, root: Path) -> Path:
 
 def render_sound(meeting: Meeting, rt60_s: float, snrs: Sequence[float], out: Path) -> dict[float, Path]:
     """The array's sound for ``rt60_s`` at each SNR (``array-<rt60>-<snr>.wav`` in ``out``, cached)."""
-    from drivers.simroom.audio import diffuse_noise, dry_speech, render_shoebox
+    from drivers.simroom.audio import diffuse_noise, dry_speech, farend_track, playback_reference, render_shoebox
     from drivers.simroom.export import write_wav16
 
     paths = {snr: out / f"array-v{SOUND_VERSION}-{rt60_s:.2f}-{snr:g}.wav" for snr in snrs}
@@ -190,6 +192,11 @@ def render_sound(meeting: Meeting, rt60_s: float, snrs: Sequence[float], out: Pa
         if p.id not in meeting.prints and np.any(x):
             sources.append((np.array(scn.mouth_room(p)), x))
     n_talk = len(sources)
+    track = farend_track(scn)
+    if scn.loudspeaker is not None and track is not None:  # the far end: as loud as a talker at level_db 0
+        sources.append((np.array(scn.loudspeaker.position_m), track * 10 ** (scn.loudspeaker.level_db / 20)))
+        write_wav16(out / "reference.wav", playback_reference(track)[:, None], RATE)
+    n_voiced = len(sources)
     fan_at = np.array([w / 2 + rng.uniform(-0.5, 0.5), 2.5, h - 0.35])
     sources.append((fan_at, fan_sound(n, RATE, rng)))
     door_t = min((e.t_s - 0.3 for e in meeting.entries.values()), default=rng.uniform(0.2, 0.8) * scn.duration_s)
@@ -209,15 +216,16 @@ def render_sound(meeting: Meeting, rt60_s: float, snrs: Sequence[float], out: Pa
         spans.append((i, i + m))
     wet = render_shoebox(scn.room.size_m, rt60_s, mics, RATE, sources, n, rng)
     speech = np.sum(wet[:n_talk], axis=0) if n_talk else np.zeros((n, len(mics)))
+    far = np.sum(wet[n_talk:n_voiced], axis=0) if n_voiced > n_talk else np.zeros((n, len(mics)))
     active = np.zeros(n, bool)
     for talk in activity.values():
         for a, b in talk:
             active[int(a * RATE) : int(b * RATE)] = True
     p_speech = float(np.mean(speech[active] ** 2)) if active.any() else 1e-6
     gain = 10 ** (SPEECH_DBFS / 20) / math.sqrt(p_speech)
-    fan = wet[n_talk] / math.sqrt(float(np.mean(wet[n_talk] ** 2)))
+    fan = wet[n_voiced] / math.sqrt(float(np.mean(wet[n_voiced] ** 2)))
     bumps = np.zeros((n, len(mics)))
-    for (a, b), y, (_, _, _, level_db) in zip(spans, wet[n_talk + 1 :], events, strict=True):
+    for (a, b), y, (_, _, _, level_db) in zip(spans, wet[n_voiced + 1 :], events, strict=True):
         seg = y[a:b]
         if seg.size:
             bumps += y * math.sqrt(p_speech * 10 ** (level_db / 10) / (float(np.mean(seg**2)) + 1e-20))
@@ -225,7 +233,7 @@ def render_sound(meeting: Meeting, rt60_s: float, snrs: Sequence[float], out: Pa
     sensor = rng.standard_normal((n, len(mics))) * 10 ** (SENSOR_NOISE_DBFS / 20)
     for snr, path in paths.items():
         noise = math.sqrt(p_speech / 10 ** (snr / 10) / 2)
-        mix = (speech + bumps + noise * (fan + diffuse)) * gain + sensor
+        mix = (speech + far + bumps + noise * (fan + diffuse)) * gain + sensor
         write_wav16(path, np.clip(mix, -1.0, 1.0).astype(np.float32), RATE)
     return paths
 
@@ -244,7 +252,9 @@ def recordings(p: Plan, root: Path | None = None) -> Iterable[tuple[Cell, Record
         snrs = sorted({c.snr_db for c in p.cells if (c.seed, c.rt60_s) == (cell.seed, cell.rt60_s)})
         audio = render_sound(m, cell.rt60_s, snrs, out)[cell.snr_db]
         cfg = parse_config(tomllib.loads((out / "config.toml").read_text()), str(out / "config.toml"))
-        yield cell, Recording(out, audio, cfg, list(read_jsonl(out / "truth.jsonl")))
+        ref = out / "reference.wav"
+        rec = Recording(out, audio, cfg, list(read_jsonl(out / "truth.jsonl")), ref if ref.is_file() else None)
+        yield cell, rec
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -3,16 +3,17 @@ director gets wrong.
 
 ``make_meeting(seed, duration_s)`` draws a meeting room (a table in front of the camera, 3-8 people around it)
 and a conversation: turns of one to three sentences by a random next talker, with gaps and overlaps
-(-0.6..0.8 s); A-B-A-B exchanges between neighbours (turns of 1.2-2.5 s, about one exchange a minute); a
-**face print** on the back wall (a photo: drawn without a body, never moves, never talks); a **latecomer**
+(-0.6..0.8 s); A-B-A-B exchanges between neighbours (turns of 1.2-2.5 s, about one exchange a minute); the **far end**
+of the meeting on a ceiling loudspeaker at the azimuth of a seated person (about one turn in five, some of
+them over a local talker); a **face print** on the back wall (a photo: drawn without a body, never moves, never talks); a **latecomer**
 who walks in from the door and sits down (and talks only once seated). Everything follows from the seed.
 
 The scenario format has no face prints and no entries, so :class:`MeetingRenderer` draws them on top of the
 simulated room's :class:`~drivers.simroom.video.RoomRenderer` (the print and the latecomer are ordinary
-``people`` of the scenario that the renderer treats specially); :meth:`Meeting.truth_rows` gives the ground
-truth ``roombox score`` reads, with ``prints`` (face boxes of the prints), ``exchange`` (the two ids while an
-exchange runs) and ``farend`` (far-end speech from a loudspeaker; always false here: the scene has no
-loudspeaker yet, :attr:`Meeting.farend` is where its spans go).
+``people`` of the scenario that the renderer treats specially); the far end is the scenario's
+``[loudspeaker]``. :meth:`Meeting.truth_rows` gives the ground truth ``roombox score`` reads, with ``prints``
+(face boxes of the prints), ``exchange`` (the two ids while an exchange runs) and ``farend`` (far-end speech
+heard at the array: :attr:`Meeting.farend`).
 """
 
 from __future__ import annotations
@@ -31,12 +32,15 @@ from drivers.simroom.faces import HeadPatch, head_patch
 from drivers.simroom.scenario import Scenario, Vec3, parse_scenario
 from drivers.simroom.video import FACE_WIDTH_M, SHOULDER_WIDTH_M, RoomRenderer, _Sprite
 
-GENERATOR_VERSION = 4  # bump when a meeting drawn from a seed changes
+GENERATOR_VERSION = 5  # bump when a meeting drawn from a seed changes
 PRINT_WIDTH_M = 0.24  # a poster-sized face
 WALK_S = 3.5  # from the door to the seat
 SIT_S = 0.6  # the last part of the walk: sitting down
 STANDING_HEAD_M = 1.65
 EXCHANGE_TURN_S = (1.2, 2.5)
+FAREND_SHARE = 0.2  # the chance that the far end takes the next turn
+FAREND_VOICE = "en-gb+m4"
+FAREND_OUT_M = 2.5  # the loudspeaker's distance from the camera along a seated person's azimuth
 
 VOICES = (
     "en-us+f3",
@@ -227,10 +231,11 @@ def make_meeting(
     sample_rate: int = 16000,
     face_print: bool = True,
     latecomer: bool = True,
+    farend: bool = True,
 ) -> Meeting:
     """A meeting drawn from ``seed``: 3-8 people (or ``n_people``), ``duration_s`` of conversation with
-    overlaps and A-B-A-B exchanges, a face print on the back wall and a latecomer (when asked for and the
-    meeting is long enough). ``positions``: the mic array in the camera frame (the scenario's default
+    overlaps and A-B-A-B exchanges, the far end on a ceiling loudspeaker, a face print on the back wall and a
+    latecomer (when asked for and the meeting is long enough). ``positions``: the mic array in the camera frame (the scenario's default
     otherwise). Synthesises the utterances (espeak-ng, cached) to place the turns."""
     if duration_s < 10.0:
         raise ValueError(f"a meeting needs at least 10 s, got {duration_s}")
@@ -252,6 +257,11 @@ def make_meeting(
     seated_s = enter_s + WALK_S + 1.0
 
     utter: dict[str, list[dict[str, Any]]] = {pid: [] for pid in ids}
+    # the far end: drawn from its own stream, so that the people's draws stay those of a meeting without it
+    fe_rng = np.random.default_rng([GENERATOR_VERSION, seed, 17])
+    far_turns: list[dict[str, Any]] = []
+    far_spans: list[tuple[float, float]] = []
+    far_speed = 165
     exchanges: list[Exchange] = []
     end_by = duration_s - 0.8
     t = 0.5
@@ -298,6 +308,16 @@ def make_meeting(
             prev = b
             t = last_end + float(rng.uniform(0.3, 0.9))
             continue
+        if farend and prev is not None and prev != "farend" and fe_rng.uniform() < FAREND_SHARE:
+            text = LONG[int(fe_rng.integers(0, len(LONG)))]
+            a, b, _ = _utterance_span(text, FAREND_VOICE, far_speed, sample_rate)
+            if t + (b - a) <= end_by:
+                far_turns.append({"start_s": round(max(0.0, t - a), 3), "text": text, "voice": FAREND_VOICE})
+                far_turns[-1]["speed_wpm"] = far_speed
+                far_spans.append((t, t + (b - a)))
+                prev = "farend"
+                t = t + (b - a) + float(fe_rng.uniform(-0.6, 0.8))  # sometimes over the next local talker
+                continue
         cand = [p for p in available(t) if p != prev]
         who = cand[int(rng.integers(0, len(cand)))]
         if late is not None and t >= seated_s and not utter[late] and prev != late:
@@ -358,9 +378,20 @@ def make_meeting(
         doc["mic_array"] = {"sample_rate": sample_rate, "positions": [list(p) for p in positions]}
     else:
         doc["mic_array"] = {"sample_rate": sample_rate}
+    heard: tuple[tuple[float, float], ...] = ()
+    if far_turns:
+        # on the ceiling along a seated person's azimuth: the case a director gets wrong without the reference
+        sx, sy = seats[int(fe_rng.integers(0, n))]
+        cam_x, cam_y = w / 2, 0.05
+        r = math.hypot(sx - cam_x, sy - cam_y)
+        at = [cam_x + FAREND_OUT_M * (sx - cam_x) / r, cam_y + FAREND_OUT_M * (sy - cam_y) / r, h - 0.1]
+        doc["loudspeaker"] = {"position_m": [round(v, 3) for v in at], "level_db": 0.0, "turns": far_turns}
+        # as heard at the array: the propagation time added (the array is under the camera)
+        delay = math.dist(at, (cam_x, cam_y, 1.15)) / 343.0
+        heard = tuple((round(a + delay, 3), round(b + delay, 3)) for a, b in far_spans)
     scn = parse_scenario(doc, f"meeting {seed}")
     entries = {late: Entry(round(enter_s, 3), (w - 0.75, d - 0.35, STANDING_HEAD_M))} if late else {}
-    return Meeting(seed, scn, prints, entries, tuple(exchanges))
+    return Meeting(seed, scn, prints, entries, tuple(exchanges), heard)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -455,6 +486,8 @@ class MeetingRenderer(RoomRenderer):
                 self._blit(frame, s.body_rgb, s.body_alpha, *s.body_xy)
                 x0, y0 = self._head_origin(s, t)
                 self._blit(frame, s.head.rgb, s.head.alpha, x0, y0)
+                bx, by, bw, bh = s.head.face_box
+                self._draw_mouth(frame, (x0 + bx, y0 + by, bw, bh), self.mouth_open(s.person.id, t))
                 continue
             (x, y, z), up = walking
             f = self.cam.focal_px
@@ -467,6 +500,8 @@ class MeetingRenderer(RoomRenderer):
             self._blit(frame, rgb, alpha, round(u - bw / 2), round(top))
             head, x0, y0 = self._walking_head(s, (x, y, z))
             self._blit(frame, head.rgb, head.alpha, x0, y0)
+            bx, by, bw, bh = head.face_box
+            self._draw_mouth(frame, (x0 + bx, y0 + by, bw, bh), self.mouth_open(s.person.id, t))
         return frame
 
 
