@@ -152,7 +152,11 @@ class Calibrator:
         return cal.describe(), True
 
     def _pairs(self) -> list[tuple[float, float]]:
-        return [(p.doa_deg, p.camera_deg) for n in POINT_NAMES if (p := self.captured.get(n)) is not None]
+        return [
+            (round(p.doa_deg, 2), round(p.camera_deg, 2))
+            for n in POINT_NAMES
+            if (p := self.captured.get(n)) is not None
+        ]
 
     def save(self, who: str = "panel") -> Revision | None:
         """Write the captured points as the calibration (a config revision; applied live at once). Refused
