@@ -134,10 +134,11 @@ class Run:
         self.store = ConfigStore(self.home / "config.toml", self.home / "config-revisions", cfg)
         control = Control(auth, store=self.store, on_config=self.box.on_config)
         self.token = auth.tokens.create("admin", "it")[1]
-        self.box.calibrator = Calibrator(
+        self.calibrator = Calibrator(
             lambda: self.box.cfg, self.bus, self.clock, store=self.store, on_config=self.box.on_config
         )
-        app = create_app(LatestFrame(), None, self.bus, cfg.stream, control=control, calibration=self.box.calibrator)
+        self.box.calibrator = self.calibrator
+        app = create_app(LatestFrame(), None, self.bus, cfg.stream, control=control, calibration=self.calibrator)
         self.server = PanelServer(app, "127.0.0.1", 0)
         port = await self.server.start()
         self.url = f"http://127.0.0.1:{port}"
@@ -210,7 +211,7 @@ async def _calibrate(room: Path, home: Path) -> dict[str, Any]:
         status, state = await run.call("GET", "/api/state")
         out["state"] = state
         # a calibration that would turn the array behind the camera is refused; the saved one stays
-        run.box.calibrator.captured["left"] = run.box.calibrator.captured.get("left") or _point("left", 160.0, ANN)
+        run.calibrator.captured["left"] = _point("left", 160.0, ANN)
         status, bad = await run.call("POST", "/api/calibration/save")
         out["refused"] = (status, bad)
         out["config_after_refusal"] = run.store.current.calibration
