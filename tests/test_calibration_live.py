@@ -109,13 +109,14 @@ def box_config(room: Path) -> Config:
 class Run:
     """The live box, its panel server and a client, on one virtual clock."""
 
-    def __init__(self, room: Path, home: Path) -> None:
-        self.room, self.home = room, home
+    def __init__(self, room: Path, home: Path, tick_s: float = 0.003, autostart: bool = True) -> None:
+        self.room, self.home, self.tick_s, self.autostart = room, home, tick_s, autostart
         self.events: list[tuple[str, Any]] = []
+        self.task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Run:
         cfg = box_config(self.room)
-        self.clock = VirtualClock(1000.0, tick_s=0.003)
+        self.clock = VirtualClock(1000.0, tick_s=self.tick_s)
         self.bus = EventBus(queue_size=100_000)
         self.seen = self.bus.subscribe()
         self.watcher = FaceWatcher.from_config(cfg.detector, cfg.camera.hfov_deg)
@@ -143,15 +144,20 @@ class Run:
         port = await self.server.start()
         self.url = f"http://127.0.0.1:{port}"
         self.http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"})
-        self.task = asyncio.create_task(self.box.run())
+        if self.autostart:
+            await self.start_box()
         return self
 
+    async def start_box(self) -> None:
+        self.task = asyncio.create_task(self.box.run())
+
     async def __aexit__(self, *exc: object) -> None:
-        self.task.cancel()
-        try:
-            await asyncio.wait_for(self.task, 30.0)
-        except asyncio.CancelledError:
-            pass
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await asyncio.wait_for(self.task, 30.0)
+            except asyncio.CancelledError:
+                pass
         await self.http.close()
         await self.server.stop()
         self.watcher.close()
@@ -259,3 +265,45 @@ def test_the_guided_calibration_through_the_api_corrects_a_turned_array(room: Pa
     assert got["config_after_refusal"].points == cfg.calibration.points
     assert got["step_cal"] is not None and got["step_cal"].knots == reloaded.knots
     assert load_config(tmp_path / "config.toml").calibration == cfg.calibration
+
+
+def test_the_panel_walks_through_the_calibration_in_chromium(
+    room: Path, tmp_path: Path, chromium: Any, artifacts_dir: Path
+) -> None:
+    """The same room, driven by clicks on the panel's settings: Listen (left), Listen (right), the fit, Save."""
+    from tests.test_streaming import LoopThread
+
+    lt = LoopThread()
+    run = Run(room, tmp_path, tick_s=0.01, autostart=False)
+    lt.run(run.__aenter__())
+    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(run.url + "/#token=" + run.token)  # an admin token: the settings open without the PIN
+        page.wait_for_function("window.roombox.signedIn === true", timeout=30_000)
+        page.click("#settings-open")
+        page.wait_for_selector("#calib:not(.hidden)", timeout=30_000)
+        page.wait_for_function("document.getElementById('calib-status').textContent.startsWith('not calibrated')")
+        assert "left end of the table" in page.inner_text("#calib-prompt")
+        lt.run(run.start_box())
+        lt.run(run.until_audio(0.9), timeout=120)
+        page.click("#calib-listen")  # left
+        page.wait_for_function("document.querySelectorAll('#calib-points .calib-point').length === 1", timeout=60_000)
+        assert page.inner_text("#calib-points").startswith("left: heard at −")
+        assert "right end of the table" in page.inner_text("#calib-prompt")
+        lt.run(run.until_audio(5.5), timeout=120)
+        page.click("#calib-listen")  # right
+        page.wait_for_selector("#calib-points .calib-fit.good", timeout=60_000)
+        assert "array turned +1" in page.inner_text("#calib-points .calib-fit")
+        page.click("#calib-save")
+        saved = "(window.roombox.calibMessage || {}).text?.startsWith('saved as revision')"
+        page.wait_for_function(saved, timeout=30_000)
+        page.wait_for_function("document.getElementById('calib-status').textContent.startsWith('calibrated')")
+        (artifacts_dir / "panel-calibrated.png").write_bytes(page.locator("#settings-card").screenshot())
+        assert run.store.current.calibration.points and run.box.step.calibration is not None
+        assert not errors, errors
+    finally:
+        page.close()
+        lt.run(run.__aexit__(None, None, None), timeout=60)
+        lt.close()
