@@ -3,12 +3,17 @@ collector's refusals, the config section, and the step mapping every DOA block t
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
 from appliance.calibration import (
     CalibrationRefused,
     Limits,
+    Point,
     PointCollector,
     face_azimuths,
     fit,
@@ -145,3 +150,70 @@ def test_a_new_calibration_alone_keeps_the_director() -> None:
     assert step.director is director and step.calibration is not None
     step.reconfigure(calibrated.model_copy(update={"director": cfg.director.model_copy(update={"min_hold_s": 3.0})}))
     assert step.director is None
+
+
+def test_the_calibrator_captures_saves_refuses_and_forgets(tmp_path: Path) -> None:
+    """The live calibrator on a virtual clock and a real config store, fed as the box feeds it."""
+    from appliance.calibrator import CalibrationBusy, Calibrator
+    from appliance.control.store import ConfigStore
+    from appliance.streaming.hub import EventBus
+    from common.clock import VirtualClock
+
+    async def scenario() -> None:
+        clock = VirtualClock(100.0)
+        store = ConfigStore(tmp_path / "config.toml", tmp_path / "revisions", Config())
+        applied: list[Config] = []
+
+        def on_config(cfg: Config) -> list[str]:
+            applied.append(cfg)
+            return []
+
+        bus = EventBus()
+        cal = Calibrator(lambda: store.current, bus, clock, store=store, on_config=on_config)
+
+        async def talk(heard: float, faces: list[float], seconds: float) -> None:
+            end = clock.now() + seconds
+            while clock.now() < end:
+                await clock.sleep_until(clock.now() + 0.064)
+                cal.feed_doas([Doa(clock.now(), heard, True, -30.0, 0.8)])
+                if round(clock.now() * 1000) % 192 < 64:  # a detection every ~0.2 s
+                    width = 1920
+                    boxes = tuple(Face((960 + 960 * np.tan(np.radians(a)) - 20, 500.0, 40.0, 40.0), 0.9) for a in faces)
+                    cal.feed_faces(Faces(clock.now(), boxes, width, 1080))
+
+        async def capture(name: str, heard: float) -> Any:
+            task = asyncio.ensure_future(cal.capture(name))
+            await asyncio.sleep(0)
+            with pytest.raises(CalibrationBusy):
+                await cal.capture("centre")
+            await talk(heard, [-25.0, 0.0, 22.0], 6.5)
+            return await task
+
+        left = await capture("left", -45.0)
+        assert left.doa_deg == pytest.approx(-45.0) and left.camera_deg == pytest.approx(-25.0, abs=0.1)
+        assert cal.proposal() == ("array turned +20.0 deg", True)
+        right = await capture("right", 2.0)
+        assert right.camera_deg == pytest.approx(22.0, abs=0.1)
+        rev = cal.save("it")
+        assert rev is not None and rev.changed == ["calibration.mic_array", "calibration.points", "calibration.when"]
+        saved = store.current.calibration
+        assert saved.points == [(-45.0, -25.0), (2.0, 22.0)] and saved.mic_array == "main" and saved.when
+        assert applied[-1].calibration == saved
+        assert bus.snapshot()["calibration"]["calibrated"] is True
+        # a silent capture is refused and says why; a fit of contradicting points is refused, the saved one stays
+        with pytest.raises(CalibrationRefused, match="left: too few speech blocks: 0"):
+            task = asyncio.ensure_future(cal.capture("left"))
+            await talk(float("nan"), [-25.0], 6.5)
+            await task
+        cal.captured["left"] = Point("left", 10.0, -25.0, 30, 1.0, 5)
+        cal.captured["right"] = Point("right", -30.0, 22.0, 30, 1.0, 5)
+        with pytest.raises(CalibrationRefused, match="not saved: the map would decrease"):
+            cal.save("it")
+        assert store.current.calibration == saved and store.latest_id() == rev.id
+        assert bus.snapshot()["calibration"]["error"].startswith("not saved")
+        cal.discard()
+        assert cal.state().captured == () and cal.state().calibrated
+        cal.forget("it")
+        assert store.current.calibration.points == [] and not cal.state().calibrated
+
+    asyncio.run(scenario())
