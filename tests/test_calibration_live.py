@@ -267,6 +267,44 @@ def test_the_guided_calibration_through_the_api_corrects_a_turned_array(room: Pa
     assert load_config(tmp_path / "config.toml").calibration == cfg.calibration
 
 
+def test_roombox_process_applies_the_same_calibration(room: Path) -> None:
+    """Offline: the points captured from the recording's own DOA blocks and faces by the pure collector, the
+    fit written to the config, and ``roombox process``'s step (the live box's) frames the talkers."""
+    from appliance.calibration import PointCollector, face_azimuths
+    from appliance.perception.hearing import make_ears
+    from appliance.process import run_offline
+    from appliance.score import score
+    from drivers.files import iter_video_frames, read_array_wav, read_jsonl
+
+    cfg = box_config(room)
+    doas = make_ears(cfg.mic_array, cfg.doa, cfg.tracker).feed(read_array_wav(room / "array.wav", cfg.mic_array), 0.0)
+    windows = [
+        (PointCollector("left", cfg.calibration.limits), 0.9),
+        (PointCollector("right", cfg.calibration.limits), 5.5),
+    ]
+    with FaceWatcher.from_config(cfg.detector, cfg.camera.hfov_deg) as watcher:
+        for frame in iter_video_frames(room / "room.mp4"):
+            for col, t0 in windows:  # a detection every other frame while the capture listens
+                if t0 <= frame.t <= t0 + 2.5 and round(frame.t * 10) % 2 == 0:
+                    col.add_faces(face_azimuths(watcher.detect(frame.image, frame.t), cfg.camera.hfov_deg))
+    points = []
+    for col, t0 in windows:
+        col.add_doas([d for d in doas if t0 < d.t <= t0 + 2.5])
+        p = col.point()
+        points.append((round(p.doa_deg, 2), round(p.camera_deg, 2)))
+    calibrated = cfg.model_copy(
+        update={"calibration": cfg.calibration.model_validate({"points": points, "mic_array": "main"})}
+    )
+    truth = read_jsonl(room / "truth.jsonl")
+    plain = score(list(run_offline(room / "room.mp4", room / "array.wav", cfg)), truth)
+    fixed = score(list(run_offline(room / "room.mp4", room / "array.wav", calibrated)), truth)
+    print(
+        f"\nroombox process, talker framed after 2 s: {plain.framed_after_grace_frac:.0%} as configured, "
+        f"{fixed.framed_after_grace_frac:.0%} calibrated ({points})"
+    )
+    assert plain.framed_after_grace_frac < 0.3 and fixed.framed_after_grace_frac > 0.8
+
+
 def test_the_panel_walks_through_the_calibration_in_chromium(
     room: Path, tmp_path: Path, chromium: Any, artifacts_dir: Path
 ) -> None:
