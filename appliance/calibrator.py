@@ -67,6 +67,7 @@ class Calibrator:
         self.live, self.events, self.clock = live, events, clock
         self.store, self.on_config, self.wall = store, on_config, wall
         self.captured: dict[str, Point] = {}
+        self._array = ""  # the mic array the captured points were heard with
         self.error = ""
         self._collector: PointCollector | None = None
         self._window = (0.0, 0.0)
@@ -107,7 +108,12 @@ class Calibrator:
             raise CalibrationBusy(f"already capturing the {self._collector.name} point")
         if name not in POINT_NAMES:
             raise CalibrationRefused(f"no calibration point {name!r}: one of {', '.join(POINT_NAMES)}")
-        cfg = self.live().calibration
+        live = self.live()
+        array = next(iter(live.mic_arrays))
+        if self.captured and array != self._array:  # points heard by another array do not fit together
+            self.captured.clear()
+        self._array = array
+        cfg = live.calibration
         col = PointCollector(name, cfg.limits)
         t0 = self.clock.now()
         self._collector, self._window = col, (t0, t0 + cfg.capture_s)
@@ -166,6 +172,12 @@ class Calibrator:
             raise CalibrationRefused("nothing captured yet: capture the left and right points first")
         pairs = self._pairs()
         live = self.live()
+        running = next(iter(live.mic_arrays))
+        if running != self._array:
+            self.captured.clear()
+            self.error = f"not saved: the points were heard by mic array {self._array!r}, now {running!r} runs"
+            self.publish()
+            raise CalibrationRefused(self.error)
         try:
             cal = fit(pairs, live.calibration.limits)
         except CalibrationRefused as e:
@@ -173,7 +185,7 @@ class Calibrator:
             self.publish()
             raise CalibrationRefused(self.error) from None
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.wall()))
-        keys = {"points": pairs, "mic_array": next(iter(live.mic_arrays)), "when": stamp}
+        keys = {"points": pairs, "mic_array": self._array, "when": stamp}
         rev = self._write(keys, who, cal.describe())
         self.captured.clear()
         self.error = ""

@@ -211,6 +211,13 @@ def test_the_calibrator_captures_saves_refuses_and_forgets(tmp_path: Path) -> No
             cal.save("it")
         assert store.current.calibration == saved and store.latest_id() == rev.id
         assert bus.snapshot()["calibration"]["error"].startswith("not saved")
+        # points heard by another mic array than the one running now are not saved
+        store.current = store.current.model_copy(update={"mic_arrays": {"table": store.current.mic_array}})
+        with pytest.raises(CalibrationRefused, match="heard by mic array 'main', now 'table' runs"):
+            cal.save("it")
+        assert cal.state().captured == () and not cal.state().in_use  # saved for "main", not the one running
+        store.current = store.current.model_copy(update={"mic_arrays": {"main": store.current.mic_array}})
+        cal.captured["left"] = left
         cal.discard()
         assert cal.state().captured == () and cal.state().calibrated
         cal.forget("it")
