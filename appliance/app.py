@@ -95,6 +95,12 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
             ),
         )
         controls.publish()
+        from appliance.calibrator import Calibrator
+
+        box.calibrator = Calibrator(  # the guided mic-array calibration (panel settings, /api/calibration)
+            lambda: box.cfg, events, clock, store=control.store, on_config=box.on_config
+        )
+        box.calibrator.publish()
         app = create_app(
             frames,
             audio,
@@ -104,6 +110,7 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
             control=control,
             video=video,
             display=far_end_picture,
+            calibration=box.calibrator,
         )
         health = HealthCheck(events, frames)
         add_metrics_routes(app, Metrics(events=events, frames=frames, audio=audio), health)

@@ -33,6 +33,7 @@ from common.clock import SYSTEM_CLOCK, Clock
 from drivers.base import AudioBlock, AudioSource, Frame, VideoSource
 
 if TYPE_CHECKING:
+    from appliance.calibrator import Calibrator
     from appliance.streaming.playback import Playback
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class RoomBox:
         self._detecting: asyncio.Future[tuple[Faces, float]] | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="detect")
         self._switch: dict[str, asyncio.Event] = {}  # set to swap a running device (use_source)
+        self.calibrator: Calibrator | None = None  # the guided mic-array calibration, fed while it captures
 
     # -- devices ---------------------------------------------------------------------------------
     async def _camera_loop(self, started: Callable[[], None]) -> None:
@@ -136,8 +138,10 @@ class RoomBox:
         doas = self.hearing.feed(block.samples, block.t, reference=reference)
         self.counters.audio_blocks += 1
         self.counters.doa_blocks += len(doas)
+        if self.calibrator is not None:
+            self.calibrator.feed_doas(doas)  # as the array hears them
         self.step.add_doas(doas)
-        for d in doas:
+        for d in self.step.to_camera(doas):  # in the camera's frame, as the director sees them
             self.events.publish(d)
         if self.audio_out is not None:
             room = block.samples.mean(axis=1).astype(np.float32)
@@ -172,6 +176,8 @@ class RoomBox:
         c.detections += 1
         c.detection_ms = ms if c.detections == 1 else 0.8 * c.detection_ms + 0.2 * ms
         self.events.publish(faces)
+        if self.calibrator is not None:
+            self.calibrator.feed_faces(faces)
         return faces
 
     def _detect(self, frame: Frame) -> tuple[Faces, float]:
@@ -181,7 +187,7 @@ class RoomBox:
         return Faces(faces.t, faces.faces, frame.width, frame.height), 1000 * (time.perf_counter() - began)
 
     # sections a running box takes over at once; the others (devices, stream, panel) need a restart
-    LIVE_SECTIONS = ("doa", "tracker", "detector", "director", "access")
+    LIVE_SECTIONS = ("doa", "tracker", "detector", "director", "access", "calibration")
 
     def on_config(self, new: Config) -> list[str]:
         """Apply a changed config: the director, detection and hearing take it at once (the framing mode

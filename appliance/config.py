@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import tomli_w
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from appliance.calibration import CalibrationRefused, Limits, fit
 from appliance.control.settings import MqttConfig
 from appliance.logs import LogConfig
 from common.settings import ConfigError, Section, describe_errors, read_toml
@@ -269,6 +270,69 @@ class DirectorConfig(Section):
         return v
 
 
+_Angle = Annotated[float, Field(ge=-180.0, le=180.0)]
+
+
+class CalibrationConfig(Section):
+    """The mic array's calibration against the camera (:mod:`appliance.calibration`): the points the guided
+    calibration captured, what a capture needs and what a fit may be. Every DOA block is mapped through it
+    before the director sees it (:mod:`appliance.step`)."""
+
+    points: list[tuple[_Angle, _Angle]] = Field(
+        default_factory=list,
+        max_length=8,
+        title="Calibration points: [heard azimuth, camera azimuth] (degrees)",
+        description="Empty: not calibrated. One point: the array's rotation; two or more: a monotone map "
+        "between them. Written by the guided calibration on the panel or POST /api/calibration/save.",
+    )
+    mic_array: str = Field(
+        "",
+        max_length=40,
+        title="Mic array the points were captured with",
+        description="The calibration applies while this array ([mic_arrays.NAME]) is the one in use; empty: any.",
+    )
+    when: str = Field("", max_length=40, title="When the calibration was saved (UTC)")
+    capture_s: float = Field(5.0, ge=1.0, le=60.0, title="Time one calibration point listens (s)")
+    min_blocks: int = Field(12, ge=3, le=1000, title="Least speech blocks with a direction for a point")
+    max_spread_deg: float = Field(8.0, ge=0.5, le=45.0, title="Widest DOA spread of a point's speech (degrees)")
+    voice_gap_deg: float = Field(
+        15.0, ge=2.0, le=90.0, title="Blocks this far from the talker's direction are another voice (degrees)"
+    )
+    max_offset_deg: float = Field(
+        90.0,
+        ge=1.0,
+        le=180.0,
+        title="Largest rotation of the array a calibration may find (degrees)",
+        description="More means the array would face away from the camera: the config's positions are wrong.",
+    )
+    min_scale: float = Field(0.25, gt=0.0, le=1.0, title="Least camera degrees per heard degree between points")
+    max_scale: float = Field(4.0, ge=1.0, le=20.0, title="Most camera degrees per heard degree between points")
+    min_separation_deg: float = Field(
+        5.0, ge=0.5, le=90.0, title="Least distance between two points in the picture (degrees)"
+    )
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            self.min_blocks,
+            self.max_spread_deg,
+            self.voice_gap_deg,
+            self.max_offset_deg,
+            self.min_scale,
+            self.max_scale,
+            self.min_separation_deg,
+        )
+
+    @model_validator(mode="after")
+    def _fits(self) -> CalibrationConfig:
+        if self.points:
+            try:
+                fit(self.points, self.limits)
+            except CalibrationRefused as e:
+                raise ValueError(f"points {[list(p) for p in self.points]}: {e}") from None
+        return self
+
+
 class StreamConfig(Section):
     width: int = Field(1280, ge=160, le=3840, multiple_of=2, title="Output width (px)")
     height: int = Field(720, ge=90, le=2160, multiple_of=2, title="Output height (px)")
@@ -449,6 +513,7 @@ class Config(Section):
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     detector: DetectorSection = Field(default_factory=YuNetConfig)
     director: DirectorConfig = Field(default_factory=DirectorConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig, title="Mic array calibration")
     stream: StreamConfig = Field(default_factory=StreamConfig)
     panel: PanelConfig = Field(default_factory=PanelConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)
@@ -539,6 +604,7 @@ def config_to_toml(cfg: Config) -> str:
 
 __all__ = [
     "BlazeFaceConfig",
+    "CalibrationConfig",
     "CameraSection",
     "ConfigError",
     "Config",

@@ -352,6 +352,107 @@ class RoomState:
         )
 
 
+@dataclass(frozen=True)
+class CalibrationPoint:
+    """One point of the mic array's guided calibration (:mod:`appliance.calibration`): the talker was heard at
+    ``doa_deg`` (the array's frame) and their face seen at ``camera_deg``; ``blocks`` speech blocks with a
+    direction, their spread (degrees), ``faces`` detections that saw the face."""
+
+    name: str
+    doa_deg: float
+    camera_deg: float
+    blocks: int = 0
+    spread_deg: float = 0.0
+    faces: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "doa_deg": _r(self.doa_deg, 2),
+            "camera_deg": _r(self.camera_deg, 2),
+            "blocks": int(self.blocks),
+            "spread_deg": _r(self.spread_deg, 2),
+            "faces": int(self.faces),
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> CalibrationPoint:
+        return cls(
+            str(d["name"]),
+            float(d["doa_deg"]),
+            float(d["camera_deg"]),
+            int(d.get("blocks", 0)),
+            float(d.get("spread_deg", 0.0)),
+            int(d.get("faces", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class CalibrationState:
+    """The mic array's calibration as the panel and ``/api/state`` show it: the one saved (``calibrated``,
+    ``when``, for which ``mic_array``, whether it is ``in_use`` with the array running, its rotation, scale and
+    points) and the guided calibration under way (the point ``capturing`` until ``until`` on the capture clock
+    with ``blocks`` speech blocks so far, the points ``captured``, the fit they give or why not, the last
+    refusal)."""
+
+    KIND: ClassVar[str] = "calibration"
+    t: float
+    calibrated: bool = False
+    in_use: bool = False
+    when: str = ""
+    mic_array: str = ""
+    rotation_deg: float | None = None
+    scale: float | None = None
+    points: tuple[tuple[float, float], ...] = ()
+    capturing: str | None = None
+    until: float = 0.0
+    blocks: int = 0
+    captured: tuple[CalibrationPoint, ...] = ()
+    proposal: str = ""  # what the captured points fit to (or why they do not)
+    proposal_ok: bool = False
+    error: str = ""  # the last refusal (a capture, a fit, a save)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "t": _r(self.t),
+            "calibrated": self.calibrated,
+            "in_use": self.in_use,
+            "when": self.when,
+            "mic_array": self.mic_array,
+            "rotation_deg": None if self.rotation_deg is None else _r(self.rotation_deg, 2),
+            "scale": None if self.scale is None else _r(self.scale, 3),
+            "points": [[_r(d, 2), _r(c, 2)] for d, c in self.points],
+            "capturing": self.capturing,
+            "until": _r(self.until),
+            "blocks": int(self.blocks),
+            "captured": [p.to_json() for p in self.captured],
+            "proposal": self.proposal,
+            "proposal_ok": self.proposal_ok,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> CalibrationState:
+        rot, scale, capturing = d.get("rotation_deg"), d.get("scale"), d.get("capturing")
+        return cls(
+            float(d["t"]),
+            bool(d.get("calibrated", False)),
+            bool(d.get("in_use", False)),
+            str(d.get("when", "")),
+            str(d.get("mic_array", "")),
+            None if rot is None else float(rot),
+            None if scale is None else float(scale),
+            tuple((float(p[0]), float(p[1])) for p in d.get("points", ())),
+            None if capturing is None else str(capturing),
+            float(d.get("until", 0.0)),
+            int(d.get("blocks", 0)),
+            tuple(CalibrationPoint.from_json(p) for p in d.get("captured", ())),
+            str(d.get("proposal", "")),
+            bool(d.get("proposal_ok", False)),
+            str(d.get("error", "")),
+        )
+
+
 class Message(Protocol):
     """What every message is: a kind, a JSON form and a way back from it."""
 
@@ -360,9 +461,23 @@ class Message(Protocol):
     def to_json(self) -> dict[str, Any]: ...
 
 
-AnyMessage = Faces | Doa | Shot | DeviceStatus | CameraInfo | Stats | Decisions | MeetingStatus | RoomState
+AnyMessage = (
+    Faces | Doa | Shot | DeviceStatus | CameraInfo | Stats | Decisions | MeetingStatus | RoomState | CalibrationState
+)
 MESSAGE_TYPES: dict[str, type[AnyMessage]] = {
-    t.KIND: t for t in (Faces, Doa, Shot, DeviceStatus, CameraInfo, Stats, Decisions, MeetingStatus, RoomState)
+    t.KIND: t
+    for t in (
+        Faces,
+        Doa,
+        Shot,
+        DeviceStatus,
+        CameraInfo,
+        Stats,
+        Decisions,
+        MeetingStatus,
+        RoomState,
+        CalibrationState,
+    )
 }
 
 

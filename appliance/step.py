@@ -10,7 +10,10 @@ The live box (:mod:`appliance.box`) and the offline run (:mod:`appliance.process
 - the director is made for the frame size it sees first, and made again when the size changes or the camera
   restarts (:meth:`FrameStep.restart`); the mode and the microphones' mute chosen on the panel carry over;
 - the director follows face tracks: the detections it is handed are tracked
-  (:class:`~appliance.perception.tracking.FaceTracker`), or tracks made elsewhere are handed in directly.
+  (:class:`~appliance.perception.tracking.FaceTracker`), or tracks made elsewhere are handed in directly;
+- every DOA block's azimuth is mapped through the mic array's calibration (``[calibration]``,
+  :mod:`appliance.calibration`) as it is queued: the director sees directions in the camera's frame
+  (:meth:`FrameStep.to_camera`). A new calibration alone does not restart the director.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
+from appliance.calibration import Calibration, fit
 from appliance.config import Config
 from appliance.director import Director, Policy
 from appliance.messages import Doa, Faces, Shot
@@ -39,10 +44,16 @@ class FrameStep:
         self._next_detect = -math.inf
         self._policy: Policy = cfg.director.mode
         self._muted = False
+        self.calibration = calibration_of(cfg)
 
     def reconfigure(self, cfg: Config) -> None:
-        """Take a new config: the next frame gets a director made with it (the chosen mode stays)."""
+        """Take a new config: the next frame gets a director made with it (the chosen mode stays). A change
+        of the calibration alone keeps the director."""
+        only_calibration = cfg.model_copy(update={"calibration": self.cfg.calibration}) == self.cfg
         self.cfg = cfg
+        self.calibration = calibration_of(cfg)
+        if only_calibration:
+            return
         if self.director is not None and self.director.policy != "manual":
             self._policy = self.director.policy
         self.director, self._size = None, None
@@ -81,9 +92,16 @@ class FrameStep:
         """The camera started again: a new director, and a detection on the next frame."""
         self.director, self._size, self._next_detect = None, None, -math.inf
 
+    def to_camera(self, doas: Iterable[Doa]) -> list[Doa]:
+        """DOA blocks with their azimuths mapped through the calibration (the same blocks without one)."""
+        cal = self.calibration
+        if cal is None:
+            return list(doas)
+        return [d if d.azimuth_deg is None else replace(d, azimuth_deg=cal.to_camera(d.azimuth_deg)) for d in doas]
+
     def add_doas(self, doas: Iterable[Doa]) -> None:
-        """Queue DOA blocks (in the order they ended)."""
-        self._doas.extend(doas)
+        """Queue DOA blocks (in the order they ended), mapped to the camera's frame (:meth:`to_camera`)."""
+        self._doas.extend(self.to_camera(doas))
 
     def detection_due(self, t: float) -> bool:
         """Whether a detection should start on the frame at ``t``; when it says yes, the next one falls due
@@ -112,3 +130,12 @@ class FrameStep:
         if tracks is not None:
             return self.director.step_tracks(tracks, due, t)
         return self.director.step(faces, due, t)
+
+
+def calibration_of(cfg: Config) -> Calibration | None:
+    """The mic array's calibration in force: ``[calibration] points`` when they were captured with the mic
+    array in use (or name none), else None."""
+    c = cfg.calibration
+    if not c.points or (c.mic_array and c.mic_array != next(iter(cfg.mic_arrays))):
+        return None
+    return fit(c.points, c.limits)

@@ -8,6 +8,8 @@ import pytest
 
 from appliance.messages import (
     AnyMessage,
+    CalibrationPoint,
+    CalibrationState,
     CameraInfo,
     Decisions,
     DeviceStatus,
@@ -57,6 +59,24 @@ MESSAGES = [
         ("cameras",),
     ),
     RoomState(9.0),
+    CalibrationState(2.0),
+    CalibrationState(
+        5.5,
+        True,
+        True,
+        "2026-11-27T05:00:00Z",
+        "main",
+        20.25,
+        1.0,
+        ((-45.0, -25.0), (2.0, 22.0)),
+        "right",
+        8.0,
+        17,
+        (CalibrationPoint("left", -45.0, -25.0, 40, 1.5, 9),),
+        "array turned +20.0 deg",
+        True,
+        "",
+    ),
     Decisions(
         (
             Shot(3.0, (100, 50, 640, 360), "speaker", 12.25, "talker at +12.2 deg", cut=True),

@@ -494,6 +494,9 @@ def openapi_document() -> dict[str, Any]:
             )
         },
     }
+    from appliance.control.calibration_api import calibration_paths  # it imports this module
+
+    paths.update(calibration_paths(_op, _ok, _err))
     _document = {
         "openapi": "3.1.0",
         "info": {

@@ -16,7 +16,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -24,12 +24,16 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from appliance.config import StreamConfig
 from appliance.control.api import add_routes
 from appliance.control.auth import Principal, allows
+from appliance.control.calibration_api import add_calibration_routes
 from appliance.control.guard import Control, default_control, fail, read_json
 from appliance.streaming.display import add_display
 from appliance.streaming.encoder import EncodedVideo
 from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
 from appliance.streaming.ice import offer_loopback
 from appliance.streaming.tracks import RoomAudioTrack
+
+if TYPE_CHECKING:
+    from appliance.calibrator import Calibrator
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +319,7 @@ def create_app(
     control: Control | None = None,
     video: EncodedVideo | None = None,
     display: LatestFrame | None = None,
+    calibration: Calibrator | None = None,
 ) -> web.Application:
     """The panel application.
 
@@ -330,7 +335,8 @@ def create_app(
     ``video``: the shared encoders (:class:`EncodedVideo`) that viewers' connections take their packets
     from; give the box's own when WHIP or Janus share them (the caller then closes it), else the app makes
     one and closes it on shutdown. ``display``: the far end's pictures, served to the room display at
-    ``/display`` (:mod:`appliance.streaming.display`).
+    ``/display`` (:mod:`appliance.streaming.display`). ``calibration``: the live box's guided mic-array
+    calibration, served under ``/api/calibration`` (:mod:`appliance.control.calibration_api`; 404 without).
     """
     if stream.ice_loopback:
         offer_loopback()
@@ -339,6 +345,7 @@ def create_app(
     parts = _Parts(frames, audio, events, stream, on_command, control, video)
     app[PARTS] = parts
     add_routes(app, control, parts.live_status)
+    add_calibration_routes(app, calibration)
     app.router.add_get("/", _index)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/api/state", _state)

@@ -28,6 +28,8 @@ const state = (window.roombox = {
   ptz: { pan: 0, tilt: 0, zoom: 1 },
   room: null,            // the room's controls (a "room" event): muted, volume, meetings, cameras, mic arrays
   settings: null,        // the settings form's last outcome: {ok, text}
+  calibration: null,     // the mic array's calibration: saved, under way (a "calibration" event or the API)
+  calibMessage: null,    // the calibration flow's last outcome: {ok, text}
   send: sendCommand,     // send({cmd: ...}) -> Promise of the reply's data
   rtcSummary,            // () -> Promise of {video: {...}, audio: {...}} from the receiver's getStats
 });
@@ -223,6 +225,7 @@ function handleEvent(kind, data) {
     case "doa": state.lastDoa = data; drawMap(); break;
     case "camera": state.camera = { ...state.camera, ...data }; drawMap(); break;
     case "stats": state.stats = data; drawStats(); break;
+    case "calibration": state.calibration = { ...(state.calibration || {}), ...data }; drawCalibration(); break;
     case "room":
       state.room = data;
       if (data.policy && data.policy !== state.policy) { state.policy = data.policy; drawModes(); }
@@ -549,6 +552,8 @@ async function openSettings() {
   $("set-exclude").value = (d.exclude_deg || []).map((r) => r.join(",")).join("; ");
   showPinPad(false);
   $("settings").classList.remove("hidden");
+  $("calib").classList.remove("hidden");
+  refreshCalibration().catch(() => {});
 }
 
 async function signInWithPin() {
@@ -597,7 +602,11 @@ async function saveSettings(ev) {
 }
 
 $("settings-open").addEventListener("click", () => { openSettings().catch((e) => settingsMessage(false, String(e))); });
-$("settings-close").addEventListener("click", () => { $("settings").classList.add("hidden"); showPinPad(false); });
+$("settings-close").addEventListener("click", () => {
+  $("settings").classList.add("hidden");
+  $("calib").classList.add("hidden");
+  showPinPad(false);
+});
 $("settings").addEventListener("submit", (ev) => { saveSettings(ev).catch((e) => settingsMessage(false, String(e))); });
 for (const b of document.querySelectorAll("#keys [data-key]")) {
   b.addEventListener("click", () => {
@@ -608,3 +617,117 @@ for (const b of document.querySelectorAll("#keys [data-key]")) {
     drawPin();
   });
 }
+
+// ---------- the mic array's guided calibration (behind the admin PIN, /api/calibration) ----------
+// left end, right end, then an optional centre point; each: a prompt, a few seconds of listening, the point
+// or the reason it was refused; then the fit, saved (a config revision) or discarded.
+const CALIB_ORDER = ["left", "right", "centre"];
+let calibBusy = false;
+
+function fmtDeg(v) { return (v >= 0 ? "+" : "−") + Math.abs(v).toFixed(1) + "°"; }
+
+function calibMessage(ok, text) {
+  state.calibMessage = { ok, text };
+  const m = $("calib-result");
+  m.textContent = text;
+  m.className = "note " + (ok ? "good" : "bad");
+}
+
+function nextCalibPoint() {
+  const c = state.calibration || {};
+  const have = new Set((c.captured || []).map((p) => p.name));
+  return CALIB_ORDER.find((n) => !have.has(n)) || null;
+}
+
+function drawCalibration() {
+  const c = state.calibration;
+  if (!c) return;
+  const status = c.calibrated
+    ? `calibrated ${c.when ? c.when.replace("T", " ").replace("Z", " UTC") : ""}: array turned ${fmtDeg(c.rotation_deg)}` +
+      (c.points.length > 1 ? `, scale ${c.scale.toFixed(2)}` : "") + ` (${c.points.length} point${c.points.length === 1 ? "" : "s"})` +
+      (c.in_use ? "" : ` — for mic array ${c.mic_array}, not in use`)
+    : "not calibrated: voices are matched to faces as the array hears them";
+  $("calib-status").textContent = status;
+  $("calib-remove").classList.toggle("hidden", !c.calibrated);
+  const next = nextCalibPoint();
+  const prompts = c.prompts || {};
+  if (c.capturing) {
+    const left = Math.max(0, c.until - c.t);
+    $("calib-prompt").textContent = `Listening to the ${c.capturing} point… ${c.blocks} speech blocks so far` +
+      (left > 0 ? ` (${left.toFixed(0)} s left)` : "");
+  } else if (next) {
+    const optional = next === "centre" ? " (optional)" : "";
+    const text = prompts[next] || `the person at the ${next}, please talk for a few seconds`;
+    $("calib-prompt").textContent = `${next}${optional}: ${text.charAt(0).toUpperCase()}${text.slice(1)}, then press Listen.`;
+  } else {
+    $("calib-prompt").textContent = "All points captured: save or discard.";
+  }
+  $("calib-listen").textContent = next ? `Listen: ${next}` : "Listen";
+  $("calib-listen").disabled = calibBusy || !!c.capturing || !next;
+  $("calib-listen").dataset.point = next || "";
+  const list = $("calib-points");
+  list.textContent = "";
+  for (const p of c.captured || []) {
+    list.append(el("li", "calib-point",
+      `${p.name}: heard at ${fmtDeg(p.doa_deg)}, face at ${fmtDeg(p.camera_deg)} — ${p.blocks} speech blocks, ` +
+      `spread ${p.spread_deg.toFixed(1)}°`));
+  }
+  if (c.proposal) list.append(el("li", "calib-fit " + (c.proposal_ok ? "good" : "bad"), `fit: ${c.proposal}`));
+  $("calib-save").disabled = calibBusy || !!c.capturing || !c.proposal_ok;
+  $("calib-discard").disabled = calibBusy || !(c.captured || []).length;
+}
+
+async function calibCall(method, path, body) {
+  const opts = { method, headers: {} };
+  if (body !== undefined) { opts.headers["Content-Type"] = "application/json"; opts.body = JSON.stringify(body); }
+  const res = await fetch(path, opts);
+  let data = {};
+  try { data = await res.json(); } catch (e) { /* no body */ }
+  if (res.status === 401 || res.status === 403) {
+    $("settings").classList.add("hidden");
+    $("calib").classList.add("hidden");
+    showPinPad(true);
+    settingsMessage(false, "admin rights ran out: enter the PIN again");
+  }
+  if (data.calibration) state.calibration = { ...(state.calibration || {}), ...data.calibration };
+  else if (res.ok) state.calibration = { ...(state.calibration || {}), ...data };
+  return { ok: res.ok, status: res.status, data };
+}
+
+async function refreshCalibration() {
+  const r = await calibCall("GET", "/api/calibration");
+  if (!r.ok) calibMessage(false, r.data.error || String(r.status));
+  drawCalibration();
+}
+
+async function calibStep(fn) {
+  if (calibBusy) return;
+  calibBusy = true;
+  drawCalibration();
+  try { await fn(); } catch (e) { calibMessage(false, String(e.message || e)); }
+  calibBusy = false;
+  drawCalibration();
+}
+
+$("calib-listen").addEventListener("click", () => calibStep(async () => {
+  const point = $("calib-listen").dataset.point;
+  if (!point) return;
+  calibMessage(true, `listening to the ${point} point…`);
+  const r = await calibCall("POST", "/api/calibration/capture", { point });
+  if (!r.ok) { calibMessage(false, r.data.error || String(r.status)); return; }
+  const p = r.data.point;
+  calibMessage(true, `${point}: heard at ${fmtDeg(p.doa_deg)}, face at ${fmtDeg(p.camera_deg)}`);
+}));
+$("calib-save").addEventListener("click", () => calibStep(async () => {
+  const r = await calibCall("POST", "/api/calibration/save");
+  if (!r.ok) { calibMessage(false, r.data.error || String(r.status)); return; }
+  calibMessage(true, `saved as revision ${r.data.revision}: array turned ${fmtDeg(r.data.rotation_deg)}`);
+}));
+$("calib-discard").addEventListener("click", () => calibStep(async () => {
+  const r = await calibCall("POST", "/api/calibration/discard");
+  calibMessage(r.ok, r.ok ? "captured points discarded" : r.data.error || String(r.status));
+}));
+$("calib-remove").addEventListener("click", () => calibStep(async () => {
+  const r = await calibCall("DELETE", "/api/calibration");
+  calibMessage(r.ok, r.ok ? `calibration removed (revision ${r.data.revision})` : r.data.error || String(r.status));
+}));
