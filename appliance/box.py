@@ -158,7 +158,7 @@ class RoomBox:
             self._detecting = None
         if self._detecting is None and self.step.detection_due(frame.t):
             self._detecting = asyncio.get_running_loop().run_in_executor(self._pool, self._detect, frame)
-        shot = self.step.step(frame.t, frame.width, frame.height, faces)
+        shot = self.step.step(frame.t, frame.width, frame.height, faces, image=frame.image)
         self.events.publish(shot)
         if shot.cut:
             self.decisions.appendleft(shot)

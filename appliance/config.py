@@ -247,6 +247,18 @@ class DirectorConfig(Section):
     ping_pong_end_s: float = Field(
         4.0, ge=0.5, le=60.0, title="One talker holding the floor this long ends an exchange (s)"
     )
+    lips: bool = Field(
+        True,
+        title="Give heard speech to the face whose lips move",
+        description="Among the faces within lips_window_deg of a heard direction, speech goes to those whose "
+        "mouths move (appliance/perception/lips.py); with none, to the heard direction as before.",
+    )
+    lips_window_deg: float = Field(
+        25.0, ge=0.0, le=90.0, title="Faces this near a heard direction may take its speech by their lips (degrees)"
+    )
+    lips_min: float = Field(
+        0.1, ge=0.0, le=50.0, title="Lip activity that counts as a moving mouth (grey levels per frame)"
+    )
     frame_overlap: bool = Field(True, title="Frame both when two people talk over each other")
     overlap_ratio: float = Field(
         0.5,

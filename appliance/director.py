@@ -10,6 +10,10 @@ How it decides (every number is in ``[director]``, :class:`appliance.config.Dire
   every speech block adds its duration (a Gaussian bump at its azimuth). Each direction within ``match_deg``
   of a person counts for the nearest person, so a person's evidence reads as "seconds of recent speech".
   Far-end blocks come as ``Doa(speech=False)`` and never count.
+- Lips (``lips``): a small array's direction can be several degrees off in a reverberant room, and people at
+  a table sit about ten degrees apart. When faces within ``lips_window_deg`` of a heard direction have moving
+  lips (:mod:`appliance.perception.lips`, at least ``lips_min``), the speech goes to them, shared by how much
+  their lips move, instead of to the heard direction. Lips never make speech: no sound, no evidence.
 - A talker earns a cut when their evidence reaches what ``switch_after_s`` of continuous speech gives,
   beats the framed talker's evidence, and the current shot has been held ``min_hold_s`` (rule ``talker``).
 - After ``silence_to_group_s`` without attributable speech the director shows the group (``silence``).
@@ -46,6 +50,7 @@ import numpy as np
 
 from appliance.config import DirectorConfig
 from appliance.messages import Box, Crop, Doa, Faces, Shot, ShotMode
+from appliance.perception.lips import LipReading
 from appliance.perception.tracking import FaceTracker, Track
 from common.geometry import PinholeCamera, fit_aspect
 
@@ -54,6 +59,8 @@ _BUMP_SIGMA_DEG = 3.0
 _DEADBAND = 0.03  # changes smaller than this fraction of the crop width are not followed
 _HYSTERESIS = 1.25  # a new talker's evidence must beat the current one's by this factor
 _NOTED_S = 0.02  # evidence below this is left out of a decision's record
+_LIP_MATCH_DEG = 3.0  # a lip reading belongs to the person seen this near its face
+_LIP_FRESH_S = 0.5  # a lip reading older than this is not used
 Policy = Literal["speaker", "group", "gallery", "off", "manual"]
 POLICIES: tuple[Policy, ...] = ("speaker", "group", "gallery", "off", "manual")
 Rule = Literal[
@@ -129,6 +136,7 @@ class Director:
         self._evidence_record: dict[str, Any] = {}
         self._glide_t: float | None = None
         self._last_doa_t: float | None = None
+        self._lips: dict[int, tuple[float, float]] = {}  # each person's latest lip activity: (t, activity)
         tau = cfg.evidence_tau_s
         self._switch_level = tau * (1.0 - math.exp(-cfg.switch_after_s / tau)) if cfg.switch_after_s else 1e-6
 
@@ -142,10 +150,41 @@ class Director:
             self._evidence *= math.exp(-(now - self._last_t) / self.cfg.evidence_tau_s)
         self._last_t = now if self._last_t is None else max(self._last_t, now)
 
-    def _add(self, doa: Doa, weight: float) -> None:
-        assert doa.azimuth_deg is not None
-        bump = np.exp(-0.5 * ((_GRID - doa.azimuth_deg) / _BUMP_SIGMA_DEG) ** 2)
+    def _add(self, azimuth_deg: float, weight: float) -> None:
+        bump = np.exp(-0.5 * ((_GRID - azimuth_deg) / _BUMP_SIGMA_DEG) ** 2)
         self._evidence += weight * bump / bump.sum()
+
+    def _add_heard(self, azimuth_deg: float, weight: float, now: float) -> None:
+        """Speech heard from ``azimuth_deg``: to the faces near it whose lips move, shared by how much they
+        move; with none, to the heard direction."""
+        cfg = self.cfg
+        if cfg.lips:
+            moving = [
+                (s, a)
+                for s in self._seen
+                if abs(s.azimuth_deg - azimuth_deg) <= cfg.lips_window_deg
+                and (a := self._lip_activity(s.id, now)) >= cfg.lips_min
+            ]
+            total = sum(a for _, a in moving)
+            if total > 0.0:
+                for s, a in moving:
+                    self._add(s.azimuth_deg, weight * a / total)
+                return
+        self._add(azimuth_deg, weight)
+
+    def _read_lips(self, lips: Sequence[LipReading], now: float) -> None:
+        for reading in lips:
+            if reading.activity is None:
+                continue
+            x, _, w, _ = reading.box
+            az = self.camera.azimuth_of_column(x + w / 2.0)
+            s = self._nearest(az)
+            if s is not None and abs(s.azimuth_deg - az) <= _LIP_MATCH_DEG:
+                self._lips[s.id] = (now, reading.activity)
+
+    def _lip_activity(self, track_id: int, now: float) -> float:
+        t, a = self._lips.get(track_id, (-math.inf, 0.0))
+        return a if now - t <= _LIP_FRESH_S else 0.0
 
     def _attribute(self) -> None:
         """Each direction's evidence to the nearest person within ``match_deg``; the rest is "outside"."""
@@ -185,19 +224,23 @@ class Director:
         return next((s for s in self._seen if s.id == track_id), None)
 
     # -- the step -------------------------------------------------------------------------------
-    def step(self, faces: Faces | None, doas: Sequence[Doa], now: float) -> Shot:
+    def step(self, faces: Faces | None, doas: Sequence[Doa], now: float, lips: Sequence[LipReading] = ()) -> Shot:
         """Advance to ``now`` with the new evidence and return the shot to show. ``faces`` (a new detection,
-        or None) are tracked here; :meth:`step_tracks` takes tracks made elsewhere."""
+        or None) are tracked here; :meth:`step_tracks` takes tracks made elsewhere. ``lips``: this frame's
+        lip readings (:class:`~appliance.perception.lips.LipWatch`)."""
         tracks = None
         if faces is not None:
             if faces.t < self._tracker_t:  # time went back (a new recording): new tracks
                 self._tracker = FaceTracker(self.camera)
             self._tracker_t = faces.t
             tracks = self._tracker.update(faces)
-        return self.step_tracks(tracks, doas, now)
+        return self.step_tracks(tracks, doas, now, lips)
 
-    def step_tracks(self, tracks: Sequence[Track] | None, doas: Sequence[Doa], now: float) -> Shot:
-        """Advance to ``now`` with the live face tracks (None: no new detection) and the new DOA blocks."""
+    def step_tracks(
+        self, tracks: Sequence[Track] | None, doas: Sequence[Doa], now: float, lips: Sequence[LipReading] = ()
+    ) -> Shot:
+        """Advance to ``now`` with the live face tracks (None: no new detection), the new DOA blocks and this
+        frame's lip readings."""
         if tracks is not None:
             seen = [_Seen(tr.box, tr.azimuth_deg, tr.id, tr.still_s) for tr in tracks]
             self._all = [s for s in seen if not any(lo <= s.azimuth_deg <= hi for lo, hi in self.cfg.exclude_deg)]
@@ -209,12 +252,14 @@ class Director:
             self._prints = prints
             self._seen = [s for s in self._all if s not in self._prints]
         self._decay(now)
+        if lips:
+            self._read_lips(lips, now)
         for d in doas:
             # each block counts for the time it covers since the previous one
             span = 0.032 if self._last_doa_t is None else min(max(d.t - self._last_doa_t, 0.0), 0.25)
             self._last_doa_t = d.t
             if d.speech and d.azimuth_deg is not None and not self._muted:  # far-end blocks are not speech
-                self._add(d, span)
+                self._add_heard(d.azimuth_deg, span, now)
                 if self._nearest(d.azimuth_deg) is not None:
                     self._last_speech_t = max(self._last_speech_t, d.t)
         self._attribute()
@@ -348,6 +393,7 @@ class Director:
                     "azimuth_deg": r(s.azimuth_deg, 1),
                     "speech_s": r(self._ev.get(s.id, 0.0), 2),
                     "still_s": r(s.still_s, 1),
+                    "lips": r(self._lip_activity(s.id, now), 2),
                 }
                 for s in self._seen
             ],

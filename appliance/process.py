@@ -38,7 +38,7 @@ def run_offline(
             if writer is None and out is not None:
                 writer = VideoFileWriter(out, cfg.stream.width, cfg.stream.height, video_rate(video))
             faces = detector.detect(frame.image, frame.t) if step.detection_due(frame.t) else None
-            shot = step.step(frame.t, frame.width, frame.height, faces)
+            shot = step.step(frame.t, frame.width, frame.height, faces, image=frame.image)
             if writer is not None:
                 writer.write(render_shot(frame.image, shot, cfg.stream.width, cfg.stream.height))
             record = shot.to_json()

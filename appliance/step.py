@@ -11,6 +11,8 @@ The live box (:mod:`appliance.box`) and the offline run (:mod:`appliance.process
   restarts (:meth:`FrameStep.restart`); the mode and the microphones' mute chosen on the panel carry over;
 - the director follows face tracks: the detections it is handed are tracked
   (:class:`~appliance.perception.tracking.FaceTracker`), or tracks made elsewhere are handed in directly;
+- the faces' lips are read on every frame (:class:`~appliance.perception.lips.LipWatch`) and handed to the
+  director with the frame's DOA blocks;
 - every DOA block's azimuth is mapped through the mic array's calibration (``[calibration]``,
   :mod:`appliance.calibration`) as it is queued: the director sees directions in the camera's frame
   (:meth:`FrameStep.to_camera`). A new calibration alone does not restart the director.
@@ -23,10 +25,14 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
+import numpy as np
+import numpy.typing as npt
+
 from appliance.calibration import Calibration, fit
 from appliance.config import Config
 from appliance.director import Director, Policy
 from appliance.messages import Doa, Faces, Shot
+from appliance.perception.lips import LipReading, LipWatch
 from appliance.perception.tracking import Track
 from common.geometry import PinholeCamera
 
@@ -45,6 +51,7 @@ class FrameStep:
         self._policy: Policy = cfg.director.mode
         self._muted = False
         self.calibration = calibration_of(cfg)
+        self.lips = LipWatch()
 
     def reconfigure(self, cfg: Config) -> None:
         """Take a new config: the next frame gets a director made with it (the chosen mode stays). A change
@@ -91,6 +98,7 @@ class FrameStep:
     def restart(self) -> None:
         """The camera started again: a new director, and a detection on the next frame."""
         self.director, self._size, self._next_detect = None, None, -math.inf
+        self.lips = LipWatch()
 
     def to_camera(self, doas: Iterable[Doa]) -> list[Doa]:
         """DOA blocks with their azimuths mapped through the calibration (the same blocks without one)."""
@@ -112,10 +120,20 @@ class FrameStep:
         return True
 
     def step(
-        self, t: float, width: int, height: int, faces: Faces | None, tracks: Sequence[Track] | None = None
+        self,
+        t: float,
+        width: int,
+        height: int,
+        faces: Faces | None,
+        tracks: Sequence[Track] | None = None,
+        image: npt.NDArray[np.uint8] | None = None,
+        lips: Sequence[LipReading] | None = None,
     ) -> Shot:
         """The shot for the frame at ``t`` (``width`` x ``height``), with new ``faces`` if a detection ended
-        (tracked by the director), or the live face ``tracks`` made elsewhere (then ``faces`` is not used)."""
+        (tracked by the director), or the live face ``tracks`` made elsewhere (then ``faces`` is not used).
+
+        ``image`` (the frame, RGB): the faces' lips are read on it (:meth:`read_lips`); ``lips``: readings
+        made elsewhere, by :meth:`read_lips` on the same frames (the director bench caches them)."""
         if self.director is None or self._size != (width, height):
             cam = PinholeCamera(width, height, self.cfg.camera.hfov_deg)
             self.director = Director(cam, self.cfg.director, self.cfg.stream.width / self.cfg.stream.height)
@@ -127,9 +145,23 @@ class FrameStep:
         due: list[Doa] = []
         while self._doas and self._doas[0].t <= t + 1e-9:
             due.append(self._doas.popleft())
+        if lips is None:
+            lips = self.read_lips(t, image, faces, tracks) if image is not None else ()
         if tracks is not None:
-            return self.director.step_tracks(tracks, due, t)
-        return self.director.step(faces, due, t)
+            return self.director.step_tracks(tracks, due, t, lips)
+        return self.director.step(faces, due, t, lips)
+
+    def read_lips(
+        self, t: float, image: npt.NDArray[np.uint8], faces: Faces | None, tracks: Sequence[Track] | None = None
+    ) -> list[LipReading]:
+        """The lips of the latest detection's faces on the frame at ``t`` (``[director] lips``; none when off)."""
+        if not self.cfg.director.lips:
+            return []
+        if tracks is not None:
+            self.lips.set_boxes([tr.box for tr in tracks])
+        elif faces is not None:
+            self.lips.set_boxes([f.box for f in faces.faces])
+        return self.lips.look(t, image)
 
 
 def calibration_of(cfg: Config) -> Calibration | None:

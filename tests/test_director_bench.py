@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from appliance.bench import SECTIONS, section_function
-from appliance.bench.director import Cell, Plan, Result, evaluate, rows_of
+from appliance.bench.director import SOUND_VERSION, Cell, Plan, Result, evaluate, rows_of
 
 CELL = Cell(0.4, 10.0, 0)
 FPS = 10.0
@@ -26,7 +26,7 @@ def test_the_meeting_has_the_cases(result: tuple[Result, Path]) -> None:
     _, root = result
     (meeting,) = [p for p in Path(root).iterdir() if p.is_dir()]
     names = {p.name for p in meeting.iterdir()}
-    assert {"room.mp4", "truth.jsonl", "config.toml", "array-v1-0.40-10.wav"} <= names
+    assert {"room.mp4", "truth.jsonl", "config.toml", f"array-v{SOUND_VERSION}-0.40-10.wav"} <= names
     assert any(n.startswith("faces-") and n.endswith(".jsonl") for n in names)
     rows = [json.loads(line) for line in (meeting / "truth.jsonl").read_text().splitlines()]
     assert len(rows) == 26 * FPS
@@ -37,6 +37,8 @@ def test_the_meeting_has_the_cases(result: tuple[Result, Path]) -> None:
     ex = [r["exchange"] for r in rows if "exchange" in r]
     assert len(ex) > 5 * FPS and all(e == ex[0] for e in ex)
     assert {k for r in rows if "exchange" in r for k in r["talkers"]} <= set(ex[0])
+    # the far end: what its loudspeaker played is there for the box's hearing, when it spoke
+    assert any(r["farend"] for r in rows) == ("reference.wav" in names)
 
 
 def test_oracle_cuts_less_than_naive_in_exchanges(result: tuple[Result, Path]) -> None:

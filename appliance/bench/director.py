@@ -8,9 +8,9 @@ print on the back wall, a latecomer walking in) is rendered once as a
 room's acoustics (:func:`drivers.simroom.audio.render_shoebox`) and mixed at each SNR with the hearing
 bench's noise (diffuse HVAC noise and a projector fan, together ``snr_db`` below the speech power) and
 impulses (the door as the latecomer comes in, a cough, typing); what the loudspeaker played is the
-recording's ``reference.wav``, which the box's hearing takes as ``roombox process --reference`` does. The array is a 4-mic square
-(``respeaker4`` of the hearing bench; ``python -m appliance.bench.director --array circle6`` for another)
-10 cm below the camera.
+recording's ``reference.wav``, which the box's hearing takes as ``roombox process --reference`` does. The
+array is a 4-mic square (``respeaker4`` of the hearing bench; ``python -m appliance.bench.director --array
+circle6`` for another) 10 cm below the camera.
 
 Three directors run on each recording and produce the same track lines as ``roombox process``, scored by
 :func:`appliance.score.score` (``roombox score``):
@@ -43,6 +43,7 @@ import numpy as np
 from appliance.bench.hearing import ARRAYS, SPEECH_DBFS, fan_sound, impulse_sound
 from appliance.config import Config, DirectorConfig, DoaConfig, parse_config
 from appliance.messages import Doa, Face, Faces
+from appliance.perception.lips import LipReading, LipWatch
 from appliance.score import Score, pooled, score
 from common.atomic import write_atomic
 from common.geometry import PinholeCamera, fit_aspect
@@ -68,7 +69,7 @@ def positions(array: str) -> list[tuple[float, float, float]]:
 DIRECTORS = ("box", "naive", "oracle")
 SOUND_VERSION = 2  # bump when the sound of a meeting changes: old cached sound is then ignored
 # the detections are cached per video under a hash of the detector's config and of these modules' source
-DETECTOR_MODULES = ("detectors", "watch", "yunet", "faces", "tracking", "facemodel")
+DETECTOR_MODULES = ("detectors", "watch", "yunet", "faces", "tracking", "facemodel", "lips")
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,7 @@ class FrameInfo:
     width: int
     height: int
     faces: Faces | None  # the detection that ended on this frame, if one was due
+    lips: tuple[LipReading, ...] = ()  # the lips of the latest detection's faces, read on this frame
 
 
 def detections(rec: Recording) -> tuple[list[FrameInfo], float]:
@@ -286,10 +288,12 @@ def detections(rec: Recording) -> tuple[list[FrameInfo], float]:
             faces = (
                 None if g is None else Faces(g["t"], tuple(Face(tuple(b[:4]), b[4]) for b in g["b"]), g["w"], g["h"])
             )
-            out.append(FrameInfo(r["t"], r["w"], r["h"], faces))
+            lips = tuple(LipReading((x[0], x[1], x[2], x[3]), x[4]) for x in r.get("l", ()))
+            out.append(FrameInfo(r["t"], r["w"], r["h"], faces, lips))
         return out, 0.0
     cfg = rec.cfg
     step = FrameStep(cfg)
+    lipwatch = LipWatch()  # as the step reads them (FrameStep.read_lips), whether [director] lips is on or not
     detector = FaceWatcher.from_config(cfg.detector, cfg.camera.hfov_deg)
     spent = 0.0
     out = []
@@ -300,10 +304,24 @@ def detections(rec: Recording) -> tuple[list[FrameInfo], float]:
                 began = time.perf_counter()
                 faces = detector.detect(frame.image, frame.t)
                 spent += time.perf_counter() - began
-            out.append(FrameInfo(frame.t, frame.width, frame.height, faces))
+            if faces is not None:
+                lipwatch.set_boxes([f.box for f in faces.faces])
+            lips = tuple(lipwatch.look(frame.t, frame.image))
+            out.append(FrameInfo(frame.t, frame.width, frame.height, faces, lips))
     finally:
         detector.close()
-    lines = [json.dumps({"t": f.t, "w": f.width, "h": f.height, "f": _faces_json(f.faces)}) for f in out]
+    lines = [
+        json.dumps(
+            {
+                "t": f.t,
+                "w": f.width,
+                "h": f.height,
+                "f": _faces_json(f.faces),
+                "l": [[*x.box, x.activity] for x in f.lips],
+            }
+        )
+        for f in out
+    ]
     write_atomic(path, "\n".join(lines) + "\n")
     return out, spent
 
@@ -350,7 +368,7 @@ def box_track(cfg: Config, frames: Sequence[FrameInfo], doas: Sequence[Doa]) -> 
     out = []
     for f in frames:
         step.detection_due(f.t)  # keeps the schedule as the offline run does
-        record = step.step(f.t, f.width, f.height, f.faces).to_json()
+        record = step.step(f.t, f.width, f.height, f.faces, lips=f.lips).to_json()
         if f.faces is not None:
             record["faces"] = [x.to_json() for x in f.faces.faces]
         out.append(record)

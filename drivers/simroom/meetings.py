@@ -3,10 +3,11 @@ director gets wrong.
 
 ``make_meeting(seed, duration_s)`` draws a meeting room (a table in front of the camera, 3-8 people around it)
 and a conversation: turns of one to three sentences by a random next talker, with gaps and overlaps
-(-0.6..0.8 s); A-B-A-B exchanges between neighbours (turns of 1.2-2.5 s, about one exchange a minute); the **far end**
-of the meeting on a ceiling loudspeaker at the azimuth of a seated person (about one turn in five, some of
-them over a local talker); a **face print** on the back wall (a photo: drawn without a body, never moves, never talks); a **latecomer**
-who walks in from the door and sits down (and talks only once seated). Everything follows from the seed.
+(-0.6..0.8 s); A-B-A-B exchanges between neighbours (turns of 1.2-2.5 s, about one exchange a minute); the
+**far end** of the meeting on a ceiling loudspeaker at the azimuth of a seated person (about one turn in five,
+some of them over a local talker); a **face print** on the back wall (a photo: drawn without a body, never
+moves, never talks); a **latecomer** who walks in from the door and sits down (and talks only once seated).
+Everything follows from the seed. Mouths open with their owner's speech (the simulated room's picture).
 
 The scenario format has no face prints and no entries, so :class:`MeetingRenderer` draws them on top of the
 simulated room's :class:`~drivers.simroom.video.RoomRenderer` (the print and the latecomer are ordinary
@@ -33,6 +34,7 @@ from drivers.simroom.scenario import Scenario, Vec3, parse_scenario
 from drivers.simroom.video import FACE_WIDTH_M, SHOULDER_WIDTH_M, RoomRenderer, _Sprite
 
 GENERATOR_VERSION = 5  # bump when a meeting drawn from a seed changes
+PICTURE_VERSION = 2  # bump when the picture of the same meeting changes (2: mouths move with speech)
 PRINT_WIDTH_M = 0.24  # a poster-sized face
 WALK_S = 3.5  # from the door to the seat
 SIT_S = 0.6  # the last part of the walk: sitting down
@@ -131,6 +133,7 @@ class Meeting:
             scenario.pop("loudspeaker", None)  # a meeting without one keys as before the loudspeaker existed
         doc = {
             "v": GENERATOR_VERSION,
+            "picture": PICTURE_VERSION,
             "scenario": scenario,
             "prints": self.prints,
             "entries": {k: [e.t_s, e.door_m] for k, e in self.entries.items()},
@@ -235,8 +238,8 @@ def make_meeting(
 ) -> Meeting:
     """A meeting drawn from ``seed``: 3-8 people (or ``n_people``), ``duration_s`` of conversation with
     overlaps and A-B-A-B exchanges, the far end on a ceiling loudspeaker, a face print on the back wall and a
-    latecomer (when asked for and the meeting is long enough). ``positions``: the mic array in the camera frame (the scenario's default
-    otherwise). Synthesises the utterances (espeak-ng, cached) to place the turns."""
+    latecomer (when asked for and the meeting is long enough). ``positions``: the mic array in the camera frame
+    (the scenario's default otherwise). Synthesises the utterances (espeak-ng, cached) to place the turns."""
     if duration_s < 10.0:
         raise ValueError(f"a meeting needs at least 10 s, got {duration_s}")
     rng = np.random.default_rng([GENERATOR_VERSION, seed])
@@ -310,13 +313,13 @@ def make_meeting(
             continue
         if farend and prev is not None and prev != "farend" and fe_rng.uniform() < FAREND_SHARE:
             text = LONG[int(fe_rng.integers(0, len(LONG)))]
-            a, b, _ = _utterance_span(text, FAREND_VOICE, far_speed, sample_rate)
-            if t + (b - a) <= end_by:
-                far_turns.append({"start_s": round(max(0.0, t - a), 3), "text": text, "voice": FAREND_VOICE})
+            lead, tail, _ = _utterance_span(text, FAREND_VOICE, far_speed, sample_rate)
+            if t + (tail - lead) <= end_by:
+                far_turns.append({"start_s": round(max(0.0, t - lead), 3), "text": text, "voice": FAREND_VOICE})
                 far_turns[-1]["speed_wpm"] = far_speed
-                far_spans.append((t, t + (b - a)))
+                far_spans.append((t, t + (tail - lead)))
                 prev = "farend"
-                t = t + (b - a) + float(fe_rng.uniform(-0.6, 0.8))  # sometimes over the next local talker
+                t = t + (tail - lead) + float(fe_rng.uniform(-0.6, 0.8))  # sometimes over the next local talker
                 continue
         cand = [p for p in available(t) if p != prev]
         who = cand[int(rng.integers(0, len(cand)))]

@@ -8,12 +8,17 @@ so a frame costs a copy of the background and a few small alpha blends.
 A person's ``moves`` (:class:`drivers.simroom.scenario.Move`) lean the head (the shoulders follow by
 half), turn it away (the back of the head is drawn) or hide the face behind a hand;
 :meth:`RoomRenderer.face_states` says which faces the camera can see.
+
+A visible face's mouth opens with the person's own speech (:meth:`RoomRenderer.mouth_open`: the loudness of
+their dry speech, syllable by syllable), drawn as a dark opening between the lips: what a camera sees of a
+talker and what a lip-motion cue reads.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -25,6 +30,9 @@ from drivers.simroom.scenario import Person, Scenario, Vec3
 FACE_WIDTH_M = 0.16
 SHOULDER_WIDTH_M = 0.44
 TABLE_HEIGHT_M = 0.74
+MOUTH_RATE_HZ = 100  # the mouth's opening is sampled at this rate from the speech's loudness
+MOUTH_OPEN_MAX = 0.09  # the opening at full voice, a share of the face box's height
+MOUTH_DB = (-40.0, -20.0)  # the speech loudness (dBFS over 40 ms) at which the mouth starts to open / is open
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,51 @@ class RoomRenderer:
             bx, by, bw, bh = s.head.face_box
             out[s.person.id] = (x0 + bx, y0 + by, bw, bh)
         return out
+
+    @cached_property
+    def _mouths(self) -> dict[str, np.ndarray]:
+        """Each person's mouth opening (0..1) at ``MOUTH_RATE_HZ`` from the loudness of their dry speech."""
+        from drivers.simroom.audio import dry_speech
+
+        out = {}
+        rate = self.scn.mic_array.sample_rate
+        hop, win = rate // MOUTH_RATE_HZ, rate // 25
+        for p in self.scn.people:
+            if not p.utterances:
+                continue
+            x = dry_speech(self.scn, p).astype(np.float64)
+            n = len(x) // hop
+            power = np.convolve(x**2, np.ones(win) / win, mode="same")[: n * hop : hop]
+            db = 10 * np.log10(power + 1e-12)
+            lo, hi = MOUTH_DB
+            out[p.id] = np.clip((db - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+        return out
+
+    def mouth_open(self, pid: str, t: float) -> float:
+        """How far person ``pid``'s mouth is open at ``t`` (0 closed .. 1 wide, as when talking loudly)."""
+        env = self._mouths.get(pid)
+        if env is None or env.size == 0:
+            return 0.0
+        k = round(t * MOUTH_RATE_HZ)
+        return float(env[k]) if 0 <= k < env.size else 0.0
+
+    @staticmethod
+    def _draw_mouth(frame: np.ndarray, box: tuple[float, float, float, float], opening: float) -> None:
+        """A dark opening between the lips, ``opening`` (0..1) of ``MOUTH_OPEN_MAX`` high, on the face box."""
+        if opening <= 0.02:
+            return
+        x, y, w, h = box
+        cx, cy = x + 0.5 * w, y + 0.8 * h
+        ax, ay = 0.17 * w, max(0.5, opening * MOUTH_OPEN_MAX * h / 2)
+        x0, y0 = max(0, math.floor(cx - ax - 1)), max(0, math.floor(cy - ay - 1))
+        x1, y1 = min(frame.shape[1], math.ceil(cx + ax + 2)), min(frame.shape[0], math.ceil(cy + ay + 2))
+        if x0 >= x1 or y0 >= y1:
+            return
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        r = ((xx + 0.5 - cx) / ax) ** 2 + ((yy + 0.5 - cy) / ay) ** 2
+        a = np.clip(1.5 - r, 0.0, 1.0)[..., None] * 0.85  # soft edge
+        dst = frame[y0:y1, x0:x1].astype(np.float32)
+        frame[y0:y1, x0:x1] = (dst * (1 - a) + np.array([45.0, 18.0, 18.0], np.float32) * a).astype(frame.dtype)
 
     def face_states(self, t: float) -> dict[str, str]:
         """Each person's face at time ``t``: ``visible``, ``turned`` (away) or ``hidden`` (behind a hand)."""
@@ -221,6 +274,9 @@ class RoomRenderer:
             state = self.scn.face_state(s.person, t) if s.person.moves else "visible"
             head = s.back if state == "turned" and s.back is not None else s.head
             self._blit(frame, head.rgb, head.alpha, x0, y0)
+            if state == "visible":
+                fx, fy, fw, fh = head.face_box
+                self._draw_mouth(frame, (x0 + fx, y0 + fy, fw, fh), self.mouth_open(s.person.id, t))
             if state == "hidden" and s.hand is not None:
                 rgb, alpha, (hx, hy) = s.hand
                 self._blit(frame, rgb, alpha, x0 + hx, y0 + hy)
