@@ -244,6 +244,14 @@ class DirectorConfig(Section):
         "framed together until the exchange ends.",
     )
     ping_pong_window_s: float = Field(20.0, ge=1.0, le=300.0, title="Time in which the exchange's swaps count (s)")
+    ping_pong_quick_s: float = Field(
+        0.0,
+        ge=0.0,
+        le=30.0,
+        title="A turn this short that is answered starts an exchange at once (s; 0: off)",
+        description="When the new talker answers someone who held the floor less than this, both are framed "
+        "together at once, as after ping_pong_swaps swaps: quick remarks back and forth are an exchange.",
+    )
     ping_pong_end_s: float = Field(
         4.0, ge=0.5, le=60.0, title="One talker holding the floor this long ends an exchange (s)"
     )

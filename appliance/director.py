@@ -125,6 +125,7 @@ class Director:
         self._talker: int | None = None  # who talks now (whatever is framed)
         self._talker_since = -math.inf
         self._swaps: deque[tuple[float, frozenset[int]]] = deque()  # talker changes within the window
+        self._quick: frozenset[int] | None = None  # the last quick answer to a short remark (ping_pong_quick_s)
         self._pair: tuple[tuple[int, int], Rule] | None = None  # two people to frame together, and why
         self._overlap_since: float | None = None
         self._overlap_off_since: float | None = None
@@ -319,7 +320,10 @@ class Director:
             self._talked.add(best.id)
             if best.id != self._talker and best_ev > _HYSTERESIS * talker_ev:
                 if self._talker is not None:
-                    self._swaps.append((now, frozenset((self._talker, best.id))))
+                    swap = frozenset((self._talker, best.id))
+                    self._swaps.append((now, swap))
+                    quick = cfg.ping_pong_quick_s > 0 and now - self._talker_since < cfg.ping_pong_quick_s
+                    self._quick = swap if quick else None  # a quick answer to a short remark
                 self._talker, self._talker_since = best.id, now
         while self._swaps and self._swaps[0][0] < now - cfg.ping_pong_window_s:
             self._swaps.popleft()
@@ -350,6 +354,7 @@ class Director:
             if self._talker not in pair[0] or now - self._talker_since >= cfg.ping_pong_end_s:
                 ended = frozenset(pair[0])  # the exchange is over: its swaps no longer count
                 self._swaps = deque(s for s in self._swaps if s[1] != ended)
+                self._quick = None
                 pair = None
         if pair is not None and any(self._person(i) is None for i in pair[0]):
             pair = None
@@ -360,7 +365,7 @@ class Director:
         if pair is None and cfg.ping_pong_swaps > 0 and self._talker is not None and self._swaps:
             last = self._swaps[-1][1]
             swaps = sum(1 for _, p in self._swaps if p == last)
-            if swaps >= cfg.ping_pong_swaps and now - self._talker_since < cfg.ping_pong_end_s:
+            if (swaps >= cfg.ping_pong_swaps or last == self._quick) and now - self._talker_since < cfg.ping_pong_end_s:
                 a_id, b_id = sorted(last)
                 pair = ((a_id, b_id), "ping-pong")
         self._pair = pair

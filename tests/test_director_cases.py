@@ -317,3 +317,18 @@ def test_an_exchange_that_falls_silent_ends_on_the_group() -> None:
     assert [r for r, _ in rules][-2:] == ["ping-pong", "exchange-ended"], rules
     ended = cuts(shots)[-1]
     assert 24.0 <= ended.t < 26.0 and ended.mode == "group" and shows(room, ended, "a", "b", "c")
+
+
+def test_a_quick_answer_to_a_short_remark_frames_both_at_once_when_asked() -> None:
+    room = Room({"a": -10.0, "b": 10.0, "c": 35.0})
+    # c speaks at length, then a makes a short remark, b answers at once, and they go on
+    script: Script = [(0.0, 6.0, "c"), (7.0, 8.8, "a"), (9.0, 10.8, "b"), (11.0, 12.6, "a"), (12.8, 14.5, "b")]
+    quick = run(room, talk(script, room), 16.0, DirectorConfig(ping_pong_quick_s=3.0))
+    pp = [s for s in cuts(quick) if s.rule == "ping-pong"]
+    assert pp and pp[0].t < 11.0 and shows(room, pp[0], "a", "b")  # at b's first answer, not after 3 swaps
+    slow = run(room, talk(script, room), 16.0)  # off by default: three swaps first
+    assert all(s.t > 11.0 for s in cuts(slow) if s.rule == "ping-pong")
+    # a long turn answered is no exchange
+    long_turns: Script = [(0.0, 6.0, "c"), (7.0, 12.0, "a"), (12.2, 16.0, "b")]
+    shots = run(room, talk(long_turns, room), 16.0, DirectorConfig(ping_pong_quick_s=3.0))
+    assert not any(s.rule == "ping-pong" for s in cuts(shots))
