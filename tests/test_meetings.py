@@ -81,7 +81,9 @@ def test_the_far_end_speaks_from_a_ceiling_loudspeaker_at_a_seated_persons_azimu
     ]
     assert min(abs(az - s) for s in seats) < 0.5
     # its turns are spans of speech in time order, and the truth marks them
-    assert all(a < b for a, b in m.farend) and all(m.farend[k][1] < m.farend[k + 1][0] for k in range(len(m.farend) - 1))
+    assert all(a < b for a, b in m.farend) and all(
+        m.farend[k][1] < m.farend[k + 1][0] for k in range(len(m.farend) - 1)
+    )
     rows = m.truth_rows(MeetingRenderer(m), {}, int(120 * m.scenario.camera.fps))
     a, b = m.farend[0]
     inside = [r["farend"] for r in rows if a + 0.1 <= r["t"] < b - 0.1]
