@@ -265,13 +265,23 @@ class Listener:
         block = self._x[i_end - self.block_len : i_end]
         self.vad.given_db = self.srp.prepare(block)  # the voice-band level, from the DOA's own transform
         energetic, level = self.vad.update(block)
+        floor = self.vad.floor_db
+        # nothing above the steady background: no talk spurt can start here (context for the tracker)
+        quiet = not energetic and (floor is None or level <= floor + LIVELY_DB)
         if self.silero is not None:  # the trained gate decides; the energy gate still learns the floor
-            new = self._steered(block[-self.hop_len :])
-            speech = self.silero.hear(new) and level > self.doa.min_level_db
+            if quiet and floor is not None and not self.silero.speaking:
+                speech = self.silero.skip()  # between talk spurts the network is not worth its cost
+            else:
+                new = self._steered(block[-self.hop_len :])
+                speech = self.silero.hear(new) and level > self.doa.min_level_db
         else:
             speech = energetic
+        voiced = speech  # the gate's verdict, before a new source's spurt is confirmed
         self._blocks += 1
         farend = self._has_ref and self._farend(block_end, t)
+        # the context the tracker classifies sources by: a block a little above the noise floor counts as
+        # speech too (the gate is strict; a talker starting softly is not a fan)
+        lively = speech or not quiet
         # Bins near the learnt noise floor are down-weighted (a talker the gate missed still shows), except
         # in one block out of NOISE_EVERY without speech, where the steady sources show and are learnt.
         masked = speech or self._blocks % NOISE_EVERY != 0
@@ -281,15 +291,19 @@ class Listener:
             second_ratio=cfg.second_ratio,
             min_weight=cfg.min_weight,
         )
-        # the context the tracker classifies sources by: a block a little above the noise floor counts as
-        # speech too (the gate is strict; a talker starting softly is not a fan)
-        floor = self.vad.floor_db
-        lively = speech or energetic or (floor is not None and level > floor + LIVELY_DB)
-        sources = self.tracker.update(t, cands, speech=lively, farend=farend, level_db=level, voiced=speech)
+        held = False
+        if voiced and self.silero is not None and not self.silero.confirmed:
+            # a talk spurt shorter than silero.MIN_SPEECH_S (a chair scrape, a burst of typing) is speech
+            # only when it comes from a talker already heard talking; until then nobody is reported
+            speech = bool(cands) and self.tracker.known_talker_at(cands[0].azimuth_deg)
+            held = not speech
+        sources = self.tracker.update(
+            t, cands, speech=lively, farend=farend, level_db=level, voiced=voiced, confirmed=not held
+        )
         self._aim(sources)
         azimuth: float | None = None
         confidence = 0.0
-        if not farend:
+        if not farend and not held:
             talker = self.tracker.dominant_talker()
             if talker is not None and (speech or (lively and talker.heard)):
                 azimuth, confidence = talker.azimuth_deg, talker.activity
