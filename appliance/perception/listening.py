@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+import scipy.fft
 
 from appliance.config import DoaConfig, MicArraySection, TrackerConfig
 from appliance.messages import Doa
@@ -187,10 +188,12 @@ class Listener:
                 self.reset()
         if self._t_origin is None:
             self._t_origin = float(t0)
-        if r is not None:
+        if r is not None and not self._has_ref:  # the reference starts: silence before it
             self._has_ref = True
+            self._ref = np.zeros(self._x.shape[0], np.float32)
         self._x = np.concatenate([self._x, x]) if self._x.size else x.copy()
-        self._ref = np.concatenate([self._ref, r if r is not None else np.zeros(x.shape[0], np.float32)])
+        if self._has_ref:  # kept sample-aligned with the mics once the box plays something
+            self._ref = np.concatenate([self._ref, r if r is not None else np.zeros(x.shape[0], np.float32)])
 
         out: list[Heard] = []
         end = self._base + self._x.shape[0]
@@ -245,8 +248,9 @@ class Listener:
             f = np.fft.rfftfreq(n, 1.0 / self.sample_rate)
             self._steer_w = (np.exp(-2j * np.pi * f[:, None] * lead[None, :]) / self.n_mics).astype(np.complex64)
             self._steer_key = key
-        spec = np.fft.rfft(x, axis=0)
-        y: npt.NDArray[np.float32] = np.fft.irfft((spec * self._steer_w).sum(axis=1), n).astype(np.float32)
+        spec = scipy.fft.rfft(x, axis=0)
+        spec *= self._steer_w
+        y: npt.NDArray[np.float32] = scipy.fft.irfft(spec.sum(axis=1), n)
         return y
 
     def _aim(self, sources: list[Source]) -> None:
