@@ -290,6 +290,11 @@ class SoftSrp:
         self.prepare(block)
         return self.evidence(speech, max_sources, second_ratio, min_weight)
 
+    def skip(self) -> None:
+        """Learn the noise floor from the block given to :meth:`prepare` last, without analysing it: for a
+        quiet block whose bins would all be weighted down to nothing by :meth:`evidence`."""
+        self._update_floor(self._power)
+
     def evidence(
         self, speech: bool, max_sources: int = 2, second_ratio: float = 0.45, min_weight: float = 0.0
     ) -> list[Candidate]:

@@ -8,12 +8,17 @@ blocks every ``[tracker] hop_ms``. Per block:
   (:class:`appliance.perception.silero.SileroVad`) on the mics delayed and summed towards the source the
   listener attends to (the dominant talker, else the liveliest source heard that is not a learnt noise):
   a few dB above one mic in noise and reverberation; the energy gate
-  (:class:`appliance.perception.vad.EnergyVad`) still learns the noise floor and gives the block's level;
+  (:class:`appliance.perception.vad.EnergyVad`) still learns the noise floor and gives the block's level.
+  Between talk spurts the network rests on quiet blocks (not ``LIVELY_DB`` above the floor): it is most of
+  the listener's cost. A talk spurt counts as speech once it has lasted ``silero.MIN_SPEECH_S`` (Silero's
+  min_speech_duration), or at once when it comes from a talker already heard talking: a chair scrape, a
+  cough or a burst of typing that Silero takes for voice for a moment is not a new talker;
 - with a playback reference, the far-end share (:func:`appliance.perception.farend.farend_share`) over the
   last ``farend_window_ms``; a block whose share reaches ``farend_ratio`` is ``farend`` (held for
   ``farend_hold_s``, the loudspeaker's reverberation) and is never reported as local speech;
 - soft DOA evidence (:class:`appliance.perception.evidence.SoftSrp`): up to ``max_sources`` weighted
-  direction estimates, from every block (blocks without speech teach the tracker the steady noises);
+  direction estimates, from every block that is not quiet, and from one quiet block in ``NOISE_EVERY``
+  without the floor's weights (they teach the tracker the steady noises);
 - the source tracker (:class:`appliance.perception.tracker.SourceTracker`).
 
 ``azimuth_deg`` is the dominant active talker (a tracked source of kind ``talker`` that the voice gate has
@@ -289,12 +294,18 @@ class Listener:
         # Bins near the learnt noise floor are down-weighted (a talker the gate missed still shows), except
         # in one block out of NOISE_EVERY without speech, where the steady sources show and are learnt.
         masked = speech or self._blocks % NOISE_EVERY != 0
-        cands = self.srp.evidence(
-            masked,
-            max_sources=cfg.max_sources if speech else 1,
-            second_ratio=cfg.second_ratio,
-            min_weight=cfg.min_weight,
-        )
+        if masked and not lively and not farend:
+            # a quiet block analysed with the floor's weights: next to nothing stands above the floor, and
+            # the steady sources are learnt in the unweighted blocks; only the floor learns from it
+            self.srp.skip()
+            cands = []
+        else:
+            cands = self.srp.evidence(
+                masked,
+                max_sources=cfg.max_sources if speech else 1,
+                second_ratio=cfg.second_ratio,
+                min_weight=cfg.min_weight,
+            )
         held = False
         if voiced and self.silero is not None and not self.silero.confirmed:
             # a talk spurt shorter than silero.MIN_SPEECH_S (a chair scrape, a burst of typing) is speech
