@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
 NOISE_EVERY = 4  # one block in this many without speech is analysed without the noise-floor weights
 DELAY_EVERY = 4  # the far-end delay is searched again every this many blocks
+SILERO_WARMUP_S = 0.5  # Silero hears every block while the energy gate learns its floor (vad.WARMUP_S)
 LIVELY_DB = 3.0  # a block this far above the noise floor is lively (context for the tracker, not speech)
 
 
@@ -143,6 +144,9 @@ class Listener:
         self._steer_key: tuple[int, int] | None = None
         self._steer_w = np.zeros((0, 0), np.complex64)
         self._blocks = 0
+        # the network hears the background this long before it may rest (from a blank state it is slow to
+        # take the first words for speech)
+        self._silero_warmup = math.ceil(SILERO_WARMUP_S * 1000.0 / cfg.hop_ms - 1e-9)
         self._delay: int | None = None
         self.reset()
 
@@ -278,7 +282,7 @@ class Listener:
         # nothing above the steady background: no talk spurt can start here (context for the tracker)
         quiet = not energetic and (floor is None or level <= floor + LIVELY_DB)
         if self.silero is not None:  # the trained gate decides; the energy gate still learns the floor
-            if quiet and floor is not None and not self.silero.speaking:
+            if quiet and not self.silero.speaking and self._blocks >= self._silero_warmup:
                 speech = self.silero.skip()  # between talk spurts the network is not worth its cost
             else:
                 new = self._steered(block[-self.hop_len :])
