@@ -10,6 +10,7 @@ import pytest
 from appliance.bench.hearing import (
     ARRAYS,
     CellMetrics,
+    Counts,
     Recording,
     _load,
     _save,
@@ -17,6 +18,7 @@ from appliance.bench.hearing import (
     render_group,
     run,
     score,
+    summary,
 )
 from appliance.config import DoaConfig
 from appliance.messages import Doa
@@ -65,6 +67,13 @@ def test_scoring_counts_truth_and_mistakes(dry: Recording) -> None:
     assert len(c.errors) == c.speech_blocks and max(c.errors) < 1e-9
     assert c.silence_flagged == 0 and c.noise_flagged == 0
     assert (c.impulse_events, c.impulses_flagged) == (4, 1)
+    assert c.impulse_kinds == {"door": [1, 1], "chair": [0, 1], "typing": [0, 1], "cough": [0, 1]}
+    both = Counts()
+    both.add(c)
+    both.add(c)
+    assert both.impulse_kinds["door"] == [2, 2]
+    text = summary({"oracle": [CellMetrics.of(0.4, 10.0, "x", both)]})
+    assert "- oracle: chair 0/2, cough 0/2, door 2/2, typing 0/2; -" in text
     # a deaf estimator: nothing found, nothing false
     c = score(dry, [Doa(float(ti), None, False) for ti in t])
     assert c.errors == [] and c.vad_speech == 0 and c.impulses_flagged == 0

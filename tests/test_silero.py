@@ -71,3 +71,26 @@ def test_selected_by_config() -> None:
         parse_config({"doa": {"vad": "webrtc"}})
     with pytest.raises(ValueError, match="44100 Hz"):
         SileroVad(DoaConfig(vad="silero"), 44100)
+
+
+def test_a_talk_spurt_is_confirmed_after_min_speech() -> None:
+    """Speech opens a spurt at once; it is ``confirmed`` only after MIN_SPEECH_S above the end threshold
+    (Silero's min_speech_duration), and both end with the spurt; ``skip`` closes it."""
+    from appliance.perception.silero import MIN_SPEECH_S
+
+    x, spans, _, _ = scene()
+    vad = SileroVad(DoaConfig(vad="silero"), FS)
+    hop = 1024
+    opened: float | None = None
+    confirmed_at: float | None = None
+    for s in range(int(4.0 * FS), int(spans[0][1] * FS), hop):
+        speaking = vad.hear(x[s : s + hop])
+        if speaking and opened is None:
+            opened = s / FS
+            assert not vad.confirmed, "a spurt confirmed in its first hop"
+        if vad.confirmed and confirmed_at is None:
+            confirmed_at = s / FS
+    assert opened is not None and confirmed_at is not None
+    assert MIN_SPEECH_S - 0.07 <= confirmed_at - opened <= MIN_SPEECH_S + 0.2, (opened, confirmed_at)
+    assert vad.speaking and vad.confirmed
+    assert not vad.skip() and not vad.speaking and not vad.confirmed

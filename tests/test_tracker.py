@@ -190,3 +190,22 @@ def test_a_talker_in_front_of_a_learnt_fan_becomes_a_talker() -> None:
     talker = tr.dominant_talker()
     assert talker is not None and err(talker.azimuth_deg, 103.0) < 4.0
     assert sorted(s.kind for s in tr.sources) == ["noise", "talker"]  # the fan is still known
+
+
+def test_a_talker_is_reported_once_its_talk_spurt_is_confirmed() -> None:
+    """Voiced blocks of a spurt not yet confirmed (a chair scrape sounds voiced for a moment) make no
+    reported talker; one confirmed block does, and its place is then a known talker's."""
+    tr = SourceTracker(TrackerConfig(), hop_s=HOP)
+    t = 0.0
+    for _ in range(6):
+        t += HOP
+        tr.update(t, [cand(40.0)], speech=True, voiced=True, confirmed=False)
+    assert tr.dominant_talker() is None
+    assert not tr.known_talker_at(40.0)
+    (s,) = tr.sources
+    assert s.kind == "talker" and s.voiced >= 2 and not s.talked
+    t += HOP
+    tr.update(t, [cand(40.0)], speech=True, voiced=True, confirmed=True)
+    talker = tr.dominant_talker()
+    assert talker is not None and err(talker.azimuth_deg, 40.0) < 3.0 and talker.talked
+    assert tr.known_talker_at(48.0) and not tr.known_talker_at(100.0)

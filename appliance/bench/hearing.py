@@ -465,9 +465,14 @@ class Counts:
     impulses_flagged: int = 0
     cpu_s: float = 0.0
     audio_s: float = 0.0
+    impulse_kinds: dict[str, list[int]] = field(default_factory=dict)  # kind -> [flagged, events]
 
     def add(self, o: Counts) -> None:
         self.errors += o.errors
+        for kind, (flagged, events) in o.impulse_kinds.items():
+            mine = self.impulse_kinds.setdefault(kind, [0, 0])
+            mine[0] += flagged
+            mine[1] += events
         for name in (
             "speech_blocks",
             "vad_speech",
@@ -498,6 +503,7 @@ class CellMetrics:
     fa_noise: float
     impulses: float
     cpu_per_s: float
+    impulse_kinds: tuple[tuple[str, int, int], ...] = ()  # (kind, events reported as speech, events)
 
     @property
     def name(self) -> str:
@@ -518,6 +524,7 @@ class CellMetrics:
             fa_noise=c.noise_flagged / max(c.noise_blocks, 1),
             impulses=c.impulses_flagged / max(c.impulse_events, 1),
             cpu_per_s=c.cpu_s / max(c.audio_s, 1e-9),
+            impulse_kinds=tuple((k, f, n) for k, (f, n) in sorted(c.impulse_kinds.items())),
         )
 
 
@@ -562,9 +569,13 @@ def score(rec: Recording, doas: Sequence[Doa], cpu_s: float = 0.0) -> Counts:
         elif rec.noise_span[0] <= t < rec.noise_span[1]:
             c.noise_blocks += 1
             c.noise_flagged += bool(d.speech)
-    for _, a, b in rec.impulses:
+    for kind, a, b in rec.impulses:
+        flagged = any(f for t, f in zip(times, flagged_at, strict=True) if a <= t < b)
         c.impulse_events += 1
-        c.impulses_flagged += any(f for t, f in zip(times, flagged_at, strict=True) if a <= t < b)
+        c.impulses_flagged += flagged
+        tally = c.impulse_kinds.setdefault(kind, [0, 0])
+        tally[0] += flagged
+        tally[1] += 1
     return c
 
 
@@ -708,6 +719,16 @@ def _worst(cells: Sequence[CellMetrics], attr: str, higher_better: bool) -> Cell
     return (min if higher_better else max)(ok, key=lambda c: getattr(c, attr))
 
 
+def _kinds(cells: Iterable[CellMetrics]) -> dict[str, tuple[int, int]]:
+    """Impulse events reported as speech, and events, by kind, over ``cells``."""
+    out: dict[str, tuple[int, int]] = {}
+    for c in cells:
+        for kind, flagged, events in c.impulse_kinds:
+            f, n = out.get(kind, (0, 0))
+            out[kind] = (f + flagged, n + events)
+    return out
+
+
 def rows_of(results: dict[str, list[CellMetrics]]) -> list[Row]:
     """Per-cell rows, then the worst cell overall and among the moderate ones (RT60 <= 0.6 s, SNR >= 10)."""
     rows: list[Row] = []
@@ -716,6 +737,8 @@ def rows_of(results: dict[str, list[CellMetrics]]) -> list[Row]:
             for attr, label, unit, _ in METRICS:
                 rows.append((f"{name} {c.name}: {label}", float(getattr(c, attr)), unit))
     for name, cells in results.items():
+        for kind, (flagged, events) in _kinds(cells).items():
+            rows.append((f"{name} all cells: {kind}s reported as speech", flagged / max(events, 1), "fraction"))
         moderate = [c for c in cells if c.rt60_s <= 0.6 + 1e-9 and c.snr_db >= 10.0]
         for scope, subset in (("worst cell", cells), ("worst moderate cell", moderate)):
             for attr, label, unit, higher in METRICS:
@@ -785,6 +808,13 @@ def summary(results: dict[str, list[CellMetrics]]) -> str:
                 f"{mean['recall']:.2f} | {mean['vad_recall']:.2f} | {mean['fa_silence']:.3f} | "
                 f"{mean['fa_noise']:.3f} | {mean['impulses']:.2f} | {mean['cpu_per_s']:.4f} | {ok} |"
             )
+    lines.append("\nImpulse events reported as speech, by kind (moderate cells; hard cells):\n")
+    for name, cells in results.items():
+        parts = []
+        for moderate in (True, False):
+            kinds = _kinds(c for c in cells if (c.rt60_s <= 0.6 + 1e-9 and c.snr_db >= 10.0) == moderate)
+            parts.append(", ".join(f"{k} {f}/{n}" for k, (f, n) in kinds.items()) or "-")
+        lines.append(f"- {name}: {parts[0]}; {parts[1]}")
     return "\n".join(lines)
 
 

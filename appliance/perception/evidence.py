@@ -71,12 +71,27 @@ def _direct_share(gamma: npt.NDArray[np.complex64], diffuse: npt.NDArray[np.floa
     (2015), as CDR / (1 + CDR). 0 where the bin is as coherent as a diffuse field would make it (low
     frequencies on close pairs, reverberation), towards 1 for one direct wave."""
     re = gamma.real
-    g2 = np.minimum(re * re + gamma.imag * gamma.imag, np.float32(1.0 - 1e-4))
+    im = gamma.imag
+    re2 = re * re
+    g2 = re2 + im * im
+    np.minimum(g2, np.float32(1.0 - 1e-4), out=g2)
     n = diffuse
+    nre = n * re
     # sqrt(n^2 re^2 - n^2 g2 + n^2 - 2 n re + g2) = sqrt(n^2 (re^2 - g2 + 1) - 2 n re + g2)
-    root = np.sqrt(np.maximum(n * n * (re * re - g2 + 1.0) - 2.0 * n * re + g2, 0.0))
-    cdr = np.maximum((n * re - g2 - root) / (g2 - 1.0), 0.0)
-    share: npt.NDArray[np.float32] = cdr / (1.0 + cdr)
+    root = re2 - g2
+    root += 1.0
+    root *= n * n
+    root -= nre + nre
+    root += g2
+    np.maximum(root, 0.0, out=root)
+    np.sqrt(root, out=root)
+    # CDR = (n re - g2 - root) / (g2 - 1), at least 0; the share is CDR / (1 + CDR)
+    cdr = nre - g2
+    cdr -= root
+    g2 -= 1.0
+    cdr /= g2
+    np.maximum(cdr, 0.0, out=cdr)
+    share: npt.NDArray[np.float32] = cdr / (cdr + 1.0)
     return share
 
 
@@ -126,7 +141,7 @@ class SoftSrp:
         if sel.size == 0:
             raise ValueError(f"no FFT bin between {fmin_hz} and {fmax_hz} Hz at {sample_rate} Hz")
         self._bins = sel
-        self._voice = freqs[sel] <= 3400.0  # the voice-activity band's upper edge (as EnergyVad)
+        self._n_voice = int(np.count_nonzero(freqs[sel] <= 3400.0))  # the voice-activity band (as EnergyVad)
         self._level_scale = 2.0 / (self.frame_len * float(np.sum(np.hanning(self.frame_len + 2)[1:-1] ** 2)))
         self._chance = 1.0 / math.sqrt(n_frames)  # coherence of unrelated phases over the block's frames
 
@@ -146,8 +161,11 @@ class SoftSrp:
         w = 2.0 * np.pi * freqs[sel]
         self._high = freqs[sel] >= ELEV_FMIN_HZ
         phase = w[:, None] * lags[None, :] / self._fs_up  # (K, NL)
-        self._cos = np.cos(phase).astype(np.float32)
-        self._sin = np.sin(phase).astype(np.float32)
+        # sum_k Re(G(k) exp(+j w n / fs_up)) = Re(G) cos - Im(G) sin: one complex product gives every lag
+        self._exp = np.exp(1j * phase).astype(np.complex64)  # (K, NL)
+        self._hi0 = int(np.argmax(self._high)) if self._high.any() else sel.size  # the upper band's first bin
+        self._exp_high = np.ascontiguousarray(self._exp[self._hi0 :])
+        self._bin_lo, self._bin_hi = int(sel[0]), int(sel[-1]) + 1  # the analysed bins are one run
         lobe = self._fs_up / (2.0 * (min(fmax_hz, self.sample_rate / 2.0) - fmin_hz))
         self._blank = max(1, int(round(lobe)))  # half-width of a peak in lag samples, blanked for source 2
 
@@ -179,6 +197,13 @@ class SoftSrp:
         np.add.at(ring, (self._ring[0], cols), (1.0 - self._ring[2]).astype(np.float32))
         np.add.at(ring, (self._ring[1], cols), self._ring[2].astype(np.float32))
         self._ring_matrix = ring
+        # the elevation tables by azimuth, contiguous: (G, E, P) indices and interpolation weights
+        self._el_i0 = np.ascontiguousarray(self._t0.transpose(1, 0, 2))
+        self._el_i1 = np.ascontiguousarray(self._t1.transpose(1, 0, 2))
+        self._el_w1 = np.ascontiguousarray(self._tf.transpose(1, 0, 2).astype(np.float32))
+        self._el_w0 = np.ascontiguousarray(1.0 - self._el_w1)
+        self._blank_offsets = np.arange(-self._blank, self._blank + 1)[None, :]
+        self._pair_rows = (np.arange(self.n_pairs) * self._lag_len)[:, None]
 
         hop_s = (hop_ms if hop_ms is not None else block_ms / 2.0) / 1000.0
         self._rise = 10 ** (FLOOR_RISE_DB_PER_S * hop_s / 10.0)
@@ -187,7 +212,15 @@ class SoftSrp:
         self._blocks = 0
         self._last = (self._el0, 0)  # (elevation, azimuth) grid indices of the last peak found
         self._spec: npt.NDArray[np.complex64] = np.zeros((n_frames, sel.size, self.n_mics), np.complex64)
+        self._mag2 = np.zeros((n_frames, sel.size, self.n_mics), np.float32)
         self._power = np.zeros((n_frames, sel.size))
+        self._window_col = self._window[:, None]
+        self._mean_w = np.full(self.n_mics, 1.0 / self.n_mics, np.float32)
+        # half-overlapping sub-frames that tile the block: each is two consecutive half-frame chunks
+        half = self.frame_len // 2
+        tiles = (n_frames + 1) * half == self.block_len
+        self._halves = bool(n_frames > 1 and tiles and (self._starts == half * np.arange(n_frames)).all())
+        self._chunks_shape = (n_frames + 1, half, self.n_mics)
 
     def _lag_table(self, az_deg: FloatArray, el_deg: FloatArray) -> LagTable:
         """Flat indices into the (P, L) correlations and the interpolation fraction, for each direction."""
@@ -216,25 +249,32 @@ class SoftSrp:
             raise ValueError(f"block must be (samples, {self.n_mics}), got shape {x.shape}")
         if x.shape[0] < self.block_len:
             raise ValueError(f"block has {x.shape[0]} samples, need {self.block_len}")
-        frames = x[-self.block_len :].T[:, self._idx] * self._window  # (M, F, N)
-        spec = scipy.fft.rfft(frames, axis=-1)[:, :, self._bins]  # (M, F, K)
-        self._spec = np.ascontiguousarray(spec.transpose(1, 2, 0))  # (F, K, M)
-        mag2 = self._spec.real**2 + self._spec.imag**2
-        self._power = mag2.mean(axis=2, dtype=np.float64)  # (F, K)
+        x = x[-self.block_len :]
+        if self._halves:  # (F, N, M): chunk f then chunk f + 1
+            chunks = x.reshape(self._chunks_shape)
+            frames = np.concatenate((chunks[:-1], chunks[1:]), axis=1)
+            frames *= self._window_col
+        else:
+            frames = x[self._idx] * self._window_col
+        spec = scipy.fft.rfft(frames, axis=1)[:, self._bin_lo : self._bin_hi]  # (F, K, M)
+        self._spec = np.ascontiguousarray(spec)
+        self._mag2 = mag2 = (self._spec * self._spec.conj()).real
+        self._power = mag2 @ self._mean_w  # (F, K): mean over mics
         # Parseval with the window: mean square in the band = 2 sum |X_k|^2 / (N sum w^2)
-        band = float(self._power[:, self._voice].sum()) / self._power.shape[0] * self._level_scale
+        band = float(self._power[:, : self._n_voice].sum()) / self._power.shape[0] * self._level_scale
         return 10.0 * math.log10(band) if band > 1e-12 else -120.0
 
     def _update_floor(self, power: FloatArray) -> FloatArray:
         self._blocks += 1
-        level = power.mean(axis=0)  # (K,)
+        level = power.sum(axis=0) * (1.0 / power.shape[0])  # (K,)
         if self._floor is None:
             self._floor = level.copy()
         elif self._blocks <= self._warmup:
             self._floor = np.minimum(self._floor, level)
         else:
+            # below the floor: close FLOOR_FALL of the gap; above it: rise at most by the factor _rise
             f = self._floor
-            self._floor = np.where(level < f, f + FLOOR_FALL * (level - f), np.minimum(f * self._rise, level))
+            self._floor = np.minimum(f * self._rise, np.maximum(level, f + FLOOR_FALL * (level - f)))
         return self._floor
 
     def analyse(
@@ -250,50 +290,56 @@ class SoftSrp:
         self.prepare(block)
         return self.evidence(speech, max_sources, second_ratio, min_weight)
 
+    def skip(self) -> None:
+        """Learn the noise floor from the block given to :meth:`prepare` last, without analysing it: for a
+        quiet block whose bins would all be weighted down to nothing by :meth:`evidence`."""
+        self._update_floor(self._power)
+
     def evidence(
         self, speech: bool, max_sources: int = 2, second_ratio: float = 0.45, min_weight: float = 0.0
     ) -> list[Candidate]:
         """:meth:`analyse` of the block given to :meth:`prepare` last."""
         spec, power = self._spec, self._power
         floor = self._update_floor(power)
+        n_frames = power.shape[0]
         if speech:
-            a = np.clip(1.0 - OVER_SUBTRACT * floor[None, :] / np.maximum(power, 1e-30), 0.0, 1.0)
+            a = (OVER_SUBTRACT * floor) / np.maximum(power, 1e-30)
+            np.subtract(1.0, a, out=a)
+            np.clip(a, 0.0, 1.0, out=a)
+            a_sum = a.sum(axis=0)  # (K,)
+            if float(a_sum.sum()) <= 1e-9:
+                return []
+            af = a[:, :, None]
+            y = spec * np.sqrt(af)
+            auto = (self._mag2 * af).sum(axis=0)  # (K, M)
         else:
-            a = np.ones_like(power)
-        a_sum = a.sum(axis=0)  # (K,)
-        if float(a_sum.sum()) <= 1e-9:
-            return []
+            a_sum = np.full(power.shape[1], float(n_frames))
+            y = spec
+            auto = self._mag2.sum(axis=0)
         # weighted cross- and auto-spectra over the block's frames, and the complex coherence per pair: (K, P)
-        af = a.astype(np.float32)
-        y = (spec * np.sqrt(af)[:, :, None]).transpose(1, 2, 0)  # (K, M, F)
-        cov = np.matmul(y, np.conj(y.transpose(0, 2, 1)))  # (K, M, M)
+        yt = y.transpose(1, 2, 0)  # (K, M, F)
+        cov = np.matmul(yt, np.conj(y.transpose(1, 0, 2)))  # (K, M, M)
         phi = cov[:, self._pi, self._pj]
-        auto = cov[:, self._diag, self._diag].real
         gamma = phi / np.sqrt(np.maximum(auto[:, self._pi] * auto[:, self._pj], 1e-30))
         direct = _direct_share(gamma, self._diffuse)
-        w = direct * (a_sum / a.shape[0]).astype(np.float32)[:, None]  # (K, P): direct-path evidence
+        w = direct * (a_sum / n_frames).astype(np.float32)[:, None]  # (K, P): direct-path evidence
         total = float(w.sum())
         if total <= 1e-9:
             return []
         usable = total / w.size
-        g = (gamma / (np.abs(gamma) + 1e-12) * (w / total)).T  # (P, K): the phase of each direct-path bin
+        g = (gamma * ((w / total) / (np.abs(gamma) + 1e-12))).T  # (P, K): the phase of each direct-path bin
         # sum_k Re(G(k) exp(+j w n / fs_up)) at each lag n: the weighted GCC of each pair
-        cc = (np.ascontiguousarray(g.real) @ self._cos - np.ascontiguousarray(g.imag) @ self._sin).ravel()
+        cc = (g @ self._exp).real.ravel()
         cc_el = cc
-        if self._elev.size > 1 and self._high.any():
+        if self._elev.size > 1 and self._hi0 < self._exp.shape[0]:
             # elevation from the upper band only: low frequencies on a small array barely change with
-            # elevation, and there reverberation pulls every estimate towards the zenith (lag 0)
-            gh = g[:, self._high]
-            gh = gh / max(float((w[self._high] / total).sum()), 1e-9)
-            cc_el = (
-                np.ascontiguousarray(gh.real) @ self._cos[self._high]
-                - np.ascontiguousarray(gh.imag) @ self._sin[self._high]
-            ).ravel()
+            # elevation, and there reverberation pulls every estimate towards the zenith (lag 0); only its
+            # argmax is used, so it needs no normalisation
+            cc_el = (g[:, self._hi0 :] @ self._exp_high).real.ravel()
         out: list[Candidate] = []
         first: Candidate | None = None
         for _ in range(max_sources):
-            ring = (cc @ self._ring_matrix).astype(np.float64)
-            cand = self._peak(cc, cc_el, ring, usable)
+            cand = self._peak(cc, cc_el, usable, min_weight)
             if cand is None:
                 break
             if first is not None:
@@ -310,14 +356,9 @@ class SoftSrp:
                 self._blank_lags(cc)
         return out
 
-    @staticmethod
-    def _response(cc: FloatArray, table: LagTable) -> FloatArray:
-        idx0, idx1, frac = table
-        resp: FloatArray = (cc[idx0] * (1.0 - frac) + cc[idx1] * frac).sum(axis=1)
-        return resp
-
-    def _peak(self, cc: FloatArray, cc_el: FloatArray, ring: FloatArray, usable: float) -> Candidate | None:
-        i = int(np.argmax(ring))
+    def _peak(self, cc: FloatArray, cc_el: FloatArray, usable: float, min_weight: float) -> Candidate | None:
+        ring = cc @ self._ring_matrix
+        i = int(ring.argmax())
         n = ring.size
         if self.full_circle:
             left, right = float(ring[(i - 1) % n]), float(ring[(i + 1) % n])
@@ -334,17 +375,17 @@ class SoftSrp:
         else:
             azimuth = min(90.0, max(-90.0, azimuth))
         height = mid
-        elevation = 0.0
-        j = self._el0
-        if self._elev.size > 1:
-            resp = self._response(cc_el, (self._t0[:, i], self._t1[:, i], self._tf[:, i]))
-            j = int(np.argmax(resp))
-            elevation = float(self._elev[j])
         if height <= 0.0:
             return None
-        mean = float(ring.mean())
+        mean = float(ring.sum()) / n
         sharp = min(1.0, max(0.0, (height - mean) / max(1.0 - mean, 1e-9)))
         weight = sharp * math.sqrt(min(1.0, usable))
+        elevation = 0.0
+        j = self._el0
+        if self._elev.size > 1 and weight >= min_weight:  # (a weaker estimate is dropped by the caller)
+            resp = (cc_el[self._el_i0[i]] * self._el_w0[i] + cc_el[self._el_i1[i]] * self._el_w1[i]).sum(axis=1)
+            j = int(resp.argmax())
+            elevation = float(self._elev[j])
         self._last = (j, i)
         return Candidate(azimuth_deg=azimuth, elevation_deg=elevation, height=height, weight=weight)
 
@@ -352,11 +393,7 @@ class SoftSrp:
         """Zero each pair's correlation around the lags of the last peak found, so that the next search
         finds another source."""
         j, i = self._last
-        centre = self._t0[j, i] + np.round(self._tf[j, i]).astype(np.intp)  # (P,) flat indices
-        row = (centre // self._lag_len) * self._lag_len
-        k = np.clip(
-            centre[:, None] + np.arange(-self._blank, self._blank + 1)[None, :],
-            row[:, None],
-            row[:, None] + self._lag_len - 1,
-        )
+        centre = self._t0[j, i] + (self._tf[j, i] > 0.5)  # (P,) flat indices
+        row = self._pair_rows
+        k = np.clip(centre[:, None] + self._blank_offsets, row, row + (self._lag_len - 1))
         cc[k] = 0.0

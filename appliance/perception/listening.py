@@ -8,12 +8,17 @@ blocks every ``[tracker] hop_ms``. Per block:
   (:class:`appliance.perception.silero.SileroVad`) on the mics delayed and summed towards the source the
   listener attends to (the dominant talker, else the liveliest source heard that is not a learnt noise):
   a few dB above one mic in noise and reverberation; the energy gate
-  (:class:`appliance.perception.vad.EnergyVad`) still learns the noise floor and gives the block's level;
+  (:class:`appliance.perception.vad.EnergyVad`) still learns the noise floor and gives the block's level.
+  Between talk spurts the network rests on quiet blocks (not ``LIVELY_DB`` above the floor): it is most of
+  the listener's cost. A talk spurt counts as speech once it has lasted ``silero.MIN_SPEECH_S`` (Silero's
+  min_speech_duration), or at once when it comes from a talker already heard talking: a chair scrape, a
+  cough or a burst of typing that Silero takes for voice for a moment is not a new talker;
 - with a playback reference, the far-end share (:func:`appliance.perception.farend.farend_share`) over the
   last ``farend_window_ms``; a block whose share reaches ``farend_ratio`` is ``farend`` (held for
   ``farend_hold_s``, the loudspeaker's reverberation) and is never reported as local speech;
 - soft DOA evidence (:class:`appliance.perception.evidence.SoftSrp`): up to ``max_sources`` weighted
-  direction estimates, from every block (blocks without speech teach the tracker the steady noises);
+  direction estimates, from every block that is not quiet, and from one quiet block in ``NOISE_EVERY``
+  without the floor's weights (they teach the tracker the steady noises);
 - the source tracker (:class:`appliance.perception.tracker.SourceTracker`).
 
 ``azimuth_deg`` is the dominant active talker (a tracked source of kind ``talker`` that the voice gate has
@@ -35,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+import scipy.fft
 
 from appliance.config import DoaConfig, MicArraySection, TrackerConfig
 from appliance.messages import Doa
@@ -49,6 +55,7 @@ if TYPE_CHECKING:
 
 NOISE_EVERY = 4  # one block in this many without speech is analysed without the noise-floor weights
 DELAY_EVERY = 4  # the far-end delay is searched again every this many blocks
+SILERO_WARMUP_S = 0.5  # Silero hears every block while the energy gate learns its floor (vad.WARMUP_S)
 LIVELY_DB = 3.0  # a block this far above the noise floor is lively (context for the tracker, not speech)
 
 
@@ -137,6 +144,9 @@ class Listener:
         self._steer_key: tuple[int, int] | None = None
         self._steer_w = np.zeros((0, 0), np.complex64)
         self._blocks = 0
+        # the network hears the background this long before it may rest (from a blank state it is slow to
+        # take the first words for speech)
+        self._silero_warmup = math.ceil(SILERO_WARMUP_S * 1000.0 / cfg.hop_ms - 1e-9)
         self._delay: int | None = None
         self.reset()
 
@@ -187,10 +197,12 @@ class Listener:
                 self.reset()
         if self._t_origin is None:
             self._t_origin = float(t0)
-        if r is not None:
+        if r is not None and not self._has_ref:  # the reference starts: silence before it
             self._has_ref = True
+            self._ref = np.zeros(self._x.shape[0], np.float32)
         self._x = np.concatenate([self._x, x]) if self._x.size else x.copy()
-        self._ref = np.concatenate([self._ref, r if r is not None else np.zeros(x.shape[0], np.float32)])
+        if self._has_ref:  # kept sample-aligned with the mics once the box plays something
+            self._ref = np.concatenate([self._ref, r if r is not None else np.zeros(x.shape[0], np.float32)])
 
         out: list[Heard] = []
         end = self._base + self._x.shape[0]
@@ -245,8 +257,9 @@ class Listener:
             f = np.fft.rfftfreq(n, 1.0 / self.sample_rate)
             self._steer_w = (np.exp(-2j * np.pi * f[:, None] * lead[None, :]) / self.n_mics).astype(np.complex64)
             self._steer_key = key
-        spec = np.fft.rfft(x, axis=0)
-        y: npt.NDArray[np.float32] = np.fft.irfft((spec * self._steer_w).sum(axis=1), n).astype(np.float32)
+        spec = scipy.fft.rfft(x, axis=0)
+        spec *= self._steer_w
+        y: npt.NDArray[np.float32] = scipy.fft.irfft(spec.sum(axis=1), n)
         return y
 
     def _aim(self, sources: list[Source]) -> None:
@@ -265,31 +278,51 @@ class Listener:
         block = self._x[i_end - self.block_len : i_end]
         self.vad.given_db = self.srp.prepare(block)  # the voice-band level, from the DOA's own transform
         energetic, level = self.vad.update(block)
+        floor = self.vad.floor_db
+        # nothing above the steady background: no talk spurt can start here (context for the tracker)
+        quiet = not energetic and (floor is None or level <= floor + LIVELY_DB)
         if self.silero is not None:  # the trained gate decides; the energy gate still learns the floor
-            new = self._steered(block[-self.hop_len :])
-            speech = self.silero.hear(new) and level > self.doa.min_level_db
+            if quiet and not self.silero.speaking and self._blocks >= self._silero_warmup:
+                speech = self.silero.skip()  # between talk spurts the network is not worth its cost
+            else:
+                new = self._steered(block[-self.hop_len :])
+                speech = self.silero.hear(new) and level > self.doa.min_level_db
         else:
             speech = energetic
+        voiced = speech  # the gate's verdict, before a new source's spurt is confirmed
         self._blocks += 1
         farend = self._has_ref and self._farend(block_end, t)
+        # the context the tracker classifies sources by: a block a little above the noise floor counts as
+        # speech too (the gate is strict; a talker starting softly is not a fan)
+        lively = speech or not quiet
         # Bins near the learnt noise floor are down-weighted (a talker the gate missed still shows), except
         # in one block out of NOISE_EVERY without speech, where the steady sources show and are learnt.
         masked = speech or self._blocks % NOISE_EVERY != 0
-        cands = self.srp.evidence(
-            masked,
-            max_sources=cfg.max_sources if speech else 1,
-            second_ratio=cfg.second_ratio,
-            min_weight=cfg.min_weight,
+        if masked and not lively and not farend:
+            # a quiet block analysed with the floor's weights: next to nothing stands above the floor, and
+            # the steady sources are learnt in the unweighted blocks; only the floor learns from it
+            self.srp.skip()
+            cands = []
+        else:
+            cands = self.srp.evidence(
+                masked,
+                max_sources=cfg.max_sources if speech else 1,
+                second_ratio=cfg.second_ratio,
+                min_weight=cfg.min_weight,
+            )
+        held = False
+        if voiced and self.silero is not None and not self.silero.confirmed:
+            # a talk spurt shorter than silero.MIN_SPEECH_S (a chair scrape, a burst of typing) is speech
+            # only when it comes from a talker already heard talking; until then nobody is reported
+            speech = bool(cands) and self.tracker.known_talker_at(cands[0].azimuth_deg)
+            held = not speech
+        sources = self.tracker.update(
+            t, cands, speech=lively, farend=farend, level_db=level, voiced=voiced, confirmed=not held
         )
-        # the context the tracker classifies sources by: a block a little above the noise floor counts as
-        # speech too (the gate is strict; a talker starting softly is not a fan)
-        floor = self.vad.floor_db
-        lively = speech or energetic or (floor is not None and level > floor + LIVELY_DB)
-        sources = self.tracker.update(t, cands, speech=lively, farend=farend, level_db=level, voiced=speech)
         self._aim(sources)
         azimuth: float | None = None
         confidence = 0.0
-        if not farend:
+        if not farend and not held:
             talker = self.tracker.dominant_talker()
             if talker is not None and (speech or (lively and talker.heard)):
                 azimuth, confidence = talker.azimuth_deg, talker.activity

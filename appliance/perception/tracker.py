@@ -59,6 +59,7 @@ class Source:
     evidence: float = 0.0
     heard: bool = False  # an estimate of this block was associated with it
     voiced: int = 0  # in how many blocks the voice gate passed while it was active
+    talked: bool = True  # active once in a block whose talk spurt was confirmed (not a mere click)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,6 +89,7 @@ class _Track:
     level_dev: float = 6.0  # smoothed absolute deviation of that level (dB): small = steady
     n_obs: int = 0
     n_voiced: int = 0  # blocks the strict voice gate passed while it was active
+    talked: bool = False  # active in a block whose talk spurt was confirmed
     weight: float = 0.0  # smoothed weight of its estimates
     learnt_noise: bool = False
     kind: Kind = "unknown"
@@ -129,14 +131,17 @@ class SourceTracker:
         farend: bool = False,
         level_db: float | None = None,
         voiced: bool | None = None,
+        confirmed: bool | None = None,
     ) -> list[Source]:
         """Advance to time ``t`` (seconds, increasing) with the estimates of the block ending then.
 
         The block's context: ``speech`` (something lively, not the steady background), ``farend`` (the
         playback dominates: estimates then never feed a talker), ``level_db``, and ``voiced`` (the strict
         voice gate's verdict, ``speech`` when not given): a talker is only reported once it has been heard
-        in voiced blocks."""
+        in voiced blocks, and once in a ``confirmed`` one (a talk spurt long enough not to be a click or a
+        scrape; ``voiced`` when not given)."""
         voiced = speech if voiced is None else voiced
+        confirmed = voiced if confirmed is None else confirmed
         self._cache = None
         cfg = self.cfg
         dt = 0.0 if self._t is None else max(0.0, t - self._t)
@@ -184,6 +189,7 @@ class SourceTracker:
             for tr in self._tracks:
                 if t - tr.last_obs <= cfg.active_hold_s:
                     tr.n_voiced += 1
+                    tr.talked = tr.talked or confirmed
         self._confirm_and_prune(t)
         return self.sources
 
@@ -289,6 +295,18 @@ class SourceTracker:
             evidence=tr.evidence,
             heard=tr.last_obs == t,
             voiced=tr.n_voiced,
+            talked=tr.talked,
+        )
+
+    def known_talker_at(self, azimuth_deg: float) -> bool:
+        """Whether a talker already heard talking (in voiced blocks) is within ``gate_deg`` of
+        ``azimuth_deg``: a talk spurt from there is that talker again, not a new source to be wary of."""
+        return any(
+            s.kind == "talker"
+            and s.voiced >= MIN_VOICED
+            and s.talked
+            and abs(_wrap(s.azimuth_deg - azimuth_deg)) <= self.cfg.gate_deg
+            for s in self.sources
         )
 
     def dominant_talker(self) -> Source | None:
@@ -299,6 +317,7 @@ class SourceTracker:
                 s.kind == "talker"
                 and s.active
                 and s.voiced >= MIN_VOICED
+                and s.talked
                 and (best is None or s.evidence > best.evidence)
             ):
                 best = s
