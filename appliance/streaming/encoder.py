@@ -43,6 +43,7 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 
 from appliance.config import StreamConfig
+from appliance.streaming import fastrtp
 from appliance.streaming.hub import LatestFrame
 from appliance.streaming.playout import offer_playout_delay, send_playout_delay
 
@@ -60,6 +61,10 @@ KEYFRAME_MIN_GAP_S = 0.25  # requests closer than this (many viewers, repeated P
 BITRATE_MIN_GAP_S = 3.0
 QUEUE_PACKETS = 10  # per connection; a sender this far behind skips to the next keyframe
 _MAX_PTS_STEP_S = 5.0
+# an encoder that kept up and was then held up once (one slow encode, a busy machine) encodes the pictures it
+# missed in turn when it is at most this many behind the newest (costing a frame's latency, not the picture);
+# one that is behind already, or further behind, skips to the newest (a starved encoder: latency stays bounded)
+CATCH_UP_PICTURES = 2
 
 
 class VideoEncoder(ABC):
@@ -170,6 +175,29 @@ class PyAvVideoEncoder(VideoEncoder):
         return packets
 
 
+class EncodedFrame:
+    """One encoded picture as every connection sends it: the packet, its RTP payloads (packetized once, for all
+    connections) and its RTP timestamp (90 kHz, before each connection's random offset)."""
+
+    __slots__ = ("packet", "payloads", "timestamp")
+
+    def __init__(self, packet: Packet, payloads: list[bytes], timestamp: int) -> None:
+        self.packet = packet
+        self.payloads = payloads
+        self.timestamp = timestamp
+
+
+def packetizer(codec: str) -> Any:
+    """aiortc's RTP packetizer of ``codec`` (its encoder class; only ``pack`` is used: nothing is encoded)."""
+    if codec == "VP8":
+        from aiortc.codecs.vpx import Vp8Encoder
+
+        return Vp8Encoder()
+    from aiortc.codecs.h264 import H264Encoder
+
+    return H264Encoder()
+
+
 EncoderFactory = Callable[[str, StreamConfig], VideoEncoder]
 Tracer = Callable[[str, int, float], None]
 """``(stage, pts, t)``: a picture (by its 90 kHz pts) reached a stage of the path, at ``time.time()`` ``t``;
@@ -194,6 +222,7 @@ class _CodecLine:
         self.fanout = fanout
         self.codec = codec
         self.encoder = fanout.make_encoder(codec, fanout.stream)
+        self.packer = packetizer(codec)  # the RTP payloads, made once for all connections
         self.subscribers: set[EncodedVideoTrack] = set()
         self.task: asyncio.Task[None] | None = None
         # one thread for the codec's life: a cancelled run's last encode finishes before the next run's first
@@ -204,6 +233,7 @@ class _CodecLine:
         self.frames_encoded = 0
         self.keyframes = 0
         self.resent = 0
+        self.skipped_pictures = 0  # pictures of the source never encoded (the encoder too far behind)
         self.bytes = 0
         self.encode_s = 0.0
         self._seq = 0
@@ -255,10 +285,18 @@ class _CodecLine:
         frames, stream = self.fanout.frames, self.fanout.stream
         keepalive = max(2.0 / stream.fps, 0.25)
         executor = self.executor
+        first = current = True
         try:
             while self.subscribers:
                 try:
-                    self._seq, image, t = await asyncio.wait_for(frames.get_newer(self._seq), keepalive)
+                    behind = CATCH_UP_PICTURES if current else 0
+                    seq, image, t = await asyncio.wait_for(frames.get_next(self._seq, behind), keepalive)
+                    current = seq == frames.seq
+                    if first:  # this run's first picture: what came before it was nobody's
+                        first = False
+                    else:
+                        self.skipped_pictures += seq - self._seq - 1
+                    self._seq = seq
                     pts = self._pts_for(t)
                     if self.fanout.trace is not None:
                         self.fanout.trace("picked", pts, t)
@@ -282,8 +320,10 @@ class _CodecLine:
                     if p.is_keyframe:
                         self.keyframes += 1
                         self.last_keyframe = now
+                    payloads, timestamp = self.packer.pack(p)
+                    frame = EncodedFrame(p, payloads, timestamp)
                     for track in list(self.subscribers):
-                        track._deliver(p)
+                        track._deliver(frame)
         except Exception:
             log.exception("%s encoder failed", self.codec)
             for track in list(self.subscribers):
@@ -295,6 +335,7 @@ class _CodecLine:
             "frames_encoded": self.frames_encoded,
             "keyframes": self.keyframes,
             "resent": self.resent,
+            "skipped_pictures": self.skipped_pictures,
             "bytes": self.bytes,
             "bitrate_kbps": self.encoder.bitrate // 1000,
             "encode_ms_mean": 1000 * self.encode_s / self.frames_encoded if self.frames_encoded else None,
@@ -396,13 +437,14 @@ class EncodedVideoTrack(MediaStreamTrack):
         self._codec = codec
         self._transceiver: RTCRtpTransceiver | None = None
         self._line: _CodecLine | None = None
-        self._queue: asyncio.Queue[Packet | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[EncodedFrame | None] = asyncio.Queue()
         self._waiting_for_keyframe = True
         self.estimate_bps: int | None = None
         self.last_rtcp = 0.0  # time.monotonic() of the last RTCP from this connection's receiver
         self.sent = 0
         self.skipped = 0
         self.keyframe_requests = 0
+        self.fast_rtp = False  # whether the sender sends the shared payloads (fastrtp), or aiortc packetizes
         self._last_pts: int | None = None  # traced only
 
     @property
@@ -429,6 +471,7 @@ class EncodedVideoTrack(MediaStreamTrack):
 
         sender._handle_rtcp_packet = handle_rtcp
         sender._send_keyframe = self.request_keyframe  # called on PLI and FIR
+        self.fast_rtp = fastrtp.install(sender, self)  # the shared payloads, less work per packet
         stream = self._fanout.stream
         if stream.playout_delay:
             send_playout_delay(sender, 0, stream.playout_delay_max_ms)
@@ -450,9 +493,10 @@ class EncodedVideoTrack(MediaStreamTrack):
         line.start()
         return line
 
-    def _deliver(self, packet: Packet) -> None:
+    def _deliver(self, frame: EncodedFrame) -> None:
+        keyframe = frame.packet.is_keyframe
         if self._waiting_for_keyframe:
-            if not packet.is_keyframe:
+            if not keyframe:
                 return
             self._waiting_for_keyframe = False
         if self._queue.qsize() >= QUEUE_PACKETS:
@@ -462,13 +506,17 @@ class EncodedVideoTrack(MediaStreamTrack):
             self._waiting_for_keyframe = True
             if self._line is not None:
                 self._line.request_keyframe()
-            if not packet.is_keyframe:
+            if not keyframe:
                 return
             self._waiting_for_keyframe = False
-        self._queue.put_nowait(packet)
+        self._queue.put_nowait(frame)
 
     async def recv(self) -> Packet:
-        """The next encoded packet for this connection."""
+        """The next encoded packet for this connection (aiortc's sender packetizes it)."""
+        return (await self.next_frame()).packet
+
+    async def next_frame(self) -> EncodedFrame:
+        """The next encoded frame for this connection, with its shared RTP payloads (:mod:`fastrtp`)."""
         if self.readyState != "live":
             raise MediaStreamError
         if self._line is None:
@@ -476,14 +524,15 @@ class EncodedVideoTrack(MediaStreamTrack):
         trace = self._fanout.trace
         if trace is not None and self._last_pts is not None:
             trace("sent", self._last_pts, time.time())
-        packet = await self._queue.get()
-        if packet is None or self.readyState != "live":
+        frame = await self._queue.get()
+        if frame is None or self.readyState != "live":
             raise MediaStreamError
         self.sent += 1
-        if trace is not None and packet.pts is not None:
-            self._last_pts = packet.pts
-            trace("handed", packet.pts, time.time())
-        return packet
+        pts = frame.packet.pts
+        if trace is not None and pts is not None:
+            self._last_pts = pts
+            trace("handed", pts, time.time())
+        return frame
 
     def stop(self) -> None:
         super().stop()
