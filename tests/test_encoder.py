@@ -206,6 +206,18 @@ def test_connections_send_the_shared_payloads_and_resend_what_a_receiver_lost(co
     run_async(main())
 
 
+def test_pictures_after_keep_alives_get_a_later_pts() -> None:
+    """The source's first picture after the keep-alives sent while it was silent (a camera still starting) goes
+    after them: a pts back at 0 made libvpx refuse every picture once a bitrate change had reopened it on a
+    keep-alive ("pts is smaller than initial pts": the shared encoder died)."""
+    line = EncodedVideo(LatestFrame(), StreamConfig(width=W, height=H, fps=30.0)).line("VP8")
+    line._last_pts = 6000  # two keep-alives sent (0, then 3000 in a reopened encoder, then 6000)
+    pts = [line._pts_for(t) for t in (100.0, 100.1)]
+    assert pts == [9000, 18000]
+    line._last_pts = pts[-1]
+    assert line._pts_for(99.0) == 21000  # the producer's clock went back: still later
+
+
 def test_unknown_codec_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="AV2"):
         PyAvVideoEncoder("AV2", StreamConfig())

@@ -251,14 +251,18 @@ class _CodecLine:
         return False
 
     def _pts_for(self, t: float) -> int:
+        """The 90 kHz pts of a picture taken at ``t``: strictly after the last one encoded (libvpx refuses a
+        pts before its first, and a reopened encoder's first may be a keep-alive's)."""
         ticks = max(1, round(VIDEO_CLOCK / self.fanout.stream.fps))
-        if self._last_pts is None or self._t0 is None:
+        if self._last_pts is None:
             self._t0 = t
             return 0
-        pts = round((t - self._t0) * VIDEO_CLOCK)
-        if 0 < pts - self._last_pts <= _MAX_PTS_STEP_S * VIDEO_CLOCK:
-            return pts
-        pts = self._last_pts + ticks  # the producer's clock jumped (or went back): re-anchor
+        if self._t0 is not None:
+            pts = round((t - self._t0) * VIDEO_CLOCK)
+            if 0 < pts - self._last_pts <= _MAX_PTS_STEP_S * VIDEO_CLOCK:
+                return pts
+        # the first picture after keep-alives, or the producer's clock jumped (or went back): re-anchor
+        pts = self._last_pts + ticks
         self._t0 = t - pts / VIDEO_CLOCK
         return pts
 
