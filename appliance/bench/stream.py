@@ -270,9 +270,17 @@ async def _published(session: Any, box: _Box) -> int:
         return int((await r.json())["stream"]["frames_published"])
 
 
-async def _measure_viewers(box: _Box, codec: str, n: int, window_s: float) -> tuple[float, float, float]:
+async def _measure_viewers(
+    box: _Box,
+    codec: str,
+    n: int,
+    window_s: float,
+    probe: Callable[[], Any] | None = None,
+    probed: list[Any] | None = None,
+) -> tuple[float, float, float]:
     """Connect ``n`` aiortc viewers, let them settle, then (box CPU in cores, frames/s per viewer, box CPU
-    ms per picture fed: a figure that still compares when a loaded machine starves the box)."""
+    ms per picture fed: a figure that still compares when a loaded machine starves the box). ``probe()``, if
+    given, is called at the window's start and end (in a thread), its results appended to ``probed``."""
     import aiohttp
     import aiortc.rtcrtpreceiver
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
@@ -308,9 +316,13 @@ async def _measure_viewers(box: _Box, codec: str, n: int, window_s: float) -> tu
                 await asyncio.sleep(0.1)
             await asyncio.sleep(2.0)  # settle: keyframes, bitrate
             pub0 = await _published(session, box)
+            if probe is not None and probed is not None:
+                probed.append(await asyncio.to_thread(probe))
             frames0, cpu0, wall0 = _CountingDecoder.frames, box.cpu(), time.monotonic()
             await asyncio.sleep(window_s)
             frames1, cpu1, wall1 = _CountingDecoder.frames, box.cpu(), time.monotonic()
+            if probe is not None and probed is not None:
+                probed.append(await asyncio.to_thread(probe))
             pub1 = await _published(session, box)
         dt = wall1 - wall0
         return (cpu1 - cpu0) / dt, (frames1 - frames0) / dt / n, 1000 * (cpu1 - cpu0) / max(1, pub1 - pub0)
@@ -644,11 +656,13 @@ def bench_meeting(quick: bool = False) -> list[Row]:
                         raise RuntimeError(f"the box did not join over WHIP: {box.state().get('meeting:whip')}")
                     time.sleep(0.5)
                 time.sleep(2.0)
-                video0, audio0, ta = janus.published("video"), janus.published("audio"), time.monotonic()
-                stream0 = box.state()["stream"]
-                cores, fps, _ = asyncio.run(_measure_viewers(box, "VP8", 1, window))  # type: ignore[arg-type]
-                video1, audio1, tb = janus.published("video"), janus.published("audio"), time.monotonic()
-                stream = box.state()["stream"]
+
+                def probe() -> tuple[Any, Any, float, Any]:
+                    return janus.published("video"), janus.published("audio"), time.monotonic(), box.state()["stream"]
+
+                probed: list[Any] = []
+                cores, fps, _ = asyncio.run(_measure_viewers(box, "VP8", 1, window, probe, probed))  # type: ignore[arg-type]
+                (video0, audio0, ta, stream0), (video1, audio1, tb, stream) = probed
             finally:
                 box.close()
         who = "box on the simulated room (camera 30 frames/s), 720p30 to a panel viewer + WHIP to Janus"
