@@ -57,6 +57,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def terminate(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if ``proc`` is still there after ``timeout`` seconds; reaped either way."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def wait_serving(proc: subprocess.Popen[Any], url: str, timeout: float, answer: bytes) -> bool:
+    """Whether ``url`` answers 200 with ``answer`` in its body within ``timeout`` s, ``proc`` still running."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200 and answer in r.read():
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
 class Janus:
     """``janus`` in a temporary config folder, HTTP API and admin API on free ports of 127.0.0.1."""
 
@@ -129,27 +153,14 @@ room-{ROOM}: {{
             env={**os.environ, "LD_PRELOAD": str(shim)},
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/janus/info", timeout=2) as r:
-                    if json.loads(r.read()).get("janus") == "server_info":
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"janus did not start: see {self.folder / 'janus.log'}")
-            time.sleep(0.1)
+        serving = wait_serving(self.proc, f"http://127.0.0.1:{self.port}/janus/info", timeout, b"server_info")
+        if not serving:
+            self.stop()
+            raise RuntimeError(f"janus did not start: see {self.folder / 'janus.log'}")
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            terminate(self.proc)
             self.proc = None
 
     def kill(self) -> None:
@@ -257,18 +268,9 @@ class SimpleWhipServer:
             env={**os.environ, "NODE_PATH": ":".join(map(str, node_path)), "DEBUG": "whip:*,-whip:debug"},
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthcheck", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"simple-whip-server did not start: see {self.folder / 'sws.log'}")
-            time.sleep(0.2)
+        if not wait_serving(self.proc, f"{self.url}/healthcheck", timeout, b"OK"):
+            self.stop()
+            raise RuntimeError(f"simple-whip-server did not start: see {self.folder / 'sws.log'}")
 
     def endpoint(self, endpoint_id: str, room: int, token: str) -> str:
         """Create a WHIP endpoint into VideoRoom ``room`` that wants ``token``; returns its URL."""
@@ -281,12 +283,7 @@ class SimpleWhipServer:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            terminate(self.proc)
             self.proc = None
 
     @classmethod

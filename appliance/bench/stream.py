@@ -616,7 +616,7 @@ class _DemoBox:
         self.proc.terminate()
         try:
             self.proc.wait(20)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired:  # a box that does not stop on SIGTERM
             self.proc.kill()
             self.proc.wait()
 
