@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from appliance.config import StreamConfig, WhipConfig
-from appliance.streaming.encoder import EncodedVideo
+from appliance.streaming.encoder import EncodedVideo, PyAvVideoEncoder
 from appliance.streaming.hub import AudioHub, LatestFrame
 from appliance.streaming.ice import offer_loopback
 from appliance.streaming.whip import WhipPublisher
@@ -193,9 +193,52 @@ def test_whip_reports_a_killed_janus_and_is_back_after_it_returns(janus: Janus) 
             await asyncio.sleep(1.5)
             assert [p["codec"] for p in await asyncio.to_thread(janus.published)] == ["vp8"]
         finally:
-            await pub.stop()
-            await front.stop()
-            await room.close()
+            await _leave(pub, front, room)
+        assert await asyncio.to_thread(janus.sessions) == []
+
+    run_async(main())
+
+
+async def _leave(pub: WhipPublisher, front: WhipFront, room: Room) -> None:
+    await pub.stop()
+    await front.stop()
+    await room.close()
+
+
+class _FailsOnce(PyAvVideoEncoder):
+    """libvpx, whose 15th picture (of all instances) raises, as a broken encoder would."""
+
+    calls = 0
+
+    def encode(self, image: np.ndarray, pts: int, keyframe: bool = False) -> list[Any]:
+        _FailsOnce.calls += 1
+        if _FailsOnce.calls == 15:
+            raise ValueError("the encoder broke")
+        return super().encode(image, pts, keyframe)
+
+
+def test_whip_reconnects_with_a_new_encoder_when_the_shared_one_fails(janus: Janus) -> None:
+    async def main() -> None:
+        room = Room(codecs=("VP8",))
+        room.video.make_encoder = _FailsOnce
+        front = WhipFront(janus.url, TOKEN)
+        url = await front.start()
+        pub = _publisher(room, f"{url}/endpoint/{ROOM}")
+        try:
+            await pub.start()
+            await wait_for(lambda: pub.connections >= 2 and pub.state == "connected", 30, "connected again")
+            await asyncio.sleep(1.0)
+            first = await asyncio.to_thread(janus.published)
+            await asyncio.sleep(1.0)
+            later = await asyncio.to_thread(janus.published)
+            print(f"\nstates: {[(s, d) for _, s, d in room.states]}; encoders: {room.video.stats()}")
+            assert ("retrying", "whip: the video stopped (the encoder failed); next attempt in 0.5 s") in [
+                (s, d) for _, s, d in room.states
+            ]
+            assert room.video.stats()["VP8"]["failures"] == 1
+            assert later[0]["packets"] > first[0]["packets"] + 10  # the new session's video flows
+        finally:
+            await _leave(pub, front, room)
         assert await asyncio.to_thread(janus.sessions) == []
 
     run_async(main())

@@ -243,6 +243,7 @@ class _CodecLine:
         self.keyframes = 0
         self.resent = 0
         self.skipped_pictures = 0  # pictures of the source never encoded (the encoder too far behind)
+        self.failures = 0  # encodes that raised (each ended the connections of the time)
         self.bytes = 0
         self.encode_s = 0.0
         self._seq = 0
@@ -306,8 +307,12 @@ class _CodecLine:
         if done.cancelled():
             return
         error = done.exception()
-        if error is not None:
+        if error is not None:  # its connections end (their connectors reconnect); the next one gets a new encoder
             log.error("%s encoder failed: %s", self.codec, error, exc_info=error)
+            self.failures += 1
+            self.encoder = self.fanout.make_encoder(self.codec, self.fanout.stream)
+            self._bitrate = self.encoder.bitrate
+            self.keyframe_wanted = True
             for track in list(self.subscribers):
                 track.stop()
             return
@@ -383,6 +388,7 @@ class _CodecLine:
             "keyframes": self.keyframes,
             "resent": self.resent,
             "skipped_pictures": self.skipped_pictures,
+            "failures": self.failures,
             "bytes": self.bytes,
             "bitrate_kbps": self.encoder.bitrate // 1000,
             "encode_ms_mean": 1000 * self.encode_s / self.frames_encoded if self.frames_encoded else None,
