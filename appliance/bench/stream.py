@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -37,6 +38,7 @@ import av
 import numpy as np
 
 from appliance.config import AccessConfig, StreamConfig
+from common.errors import RoomboxError
 
 Row = tuple[str, float, str]
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
@@ -640,20 +642,27 @@ def bench_meeting(quick: bool = False) -> list[Row]:
     try:
         from tests.janus_fixture import ROOM, Janus, SimpleWhipServer
     except ImportError as e:
-        raise RuntimeError(f"bench meeting runs from a checkout with tests/janus_fixture.py: {e}") from None
+        raise RoomboxError(f"bench meeting runs from a checkout with tests/janus_fixture.py: {e}") from None
 
     window = 8.0 if quick else 20.0
     rows: list[Row] = [("load average (1 min) before", os.getloadavg()[0], "runnable")]
     token = "bench-whip-token"
     with tempfile.TemporaryDirectory(prefix="roombox-bench-meeting-") as folder:
-        with Janus.running() as janus, SimpleWhipServer.running(janus) as sws:
+        with contextlib.ExitStack() as stack:
+            try:
+                janus = stack.enter_context(Janus.running())
+                sws = stack.enter_context(SimpleWhipServer.running(janus))
+            except RuntimeError as e:  # not installed, or did not start: say which
+                raise RoomboxError(f"bench meeting: {e}") from None
             url = sws.endpoint("bench", ROOM, token)
             box = _DemoBox(folder, FPS, whip=(url, token))
             try:
                 deadline = time.monotonic() + 60
                 while box.state().get("meeting:whip", {}).get("state") != "connected":
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"the box did not join over WHIP: {box.state().get('meeting:whip')}")
+                        raise RoomboxError(
+                            f"bench meeting: the box did not join over WHIP: {box.state().get('meeting:whip')}"
+                        )
                     time.sleep(0.5)
                 time.sleep(2.0)
 
