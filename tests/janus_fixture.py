@@ -1,9 +1,11 @@
-"""A real Janus (Debian's ``janus``: HTTP API, admin API, VideoRoom) started on 127.0.0.1, and a WHIP front
-for it.
+"""A real Janus (Debian's ``janus``: HTTP API, admin API, WebSocket API, VideoRoom) started on 127.0.0.1,
+Debian's ``simple-whip-server`` in front of it, and a WHIP front of our own for the bad-input cases.
 
-The WHIP front does what ``simple-whip-server`` does (a WHIP endpoint per VideoRoom, the offer published
-as a VideoRoom participant, DELETE hangs up): Debian's ``simple-whip-server`` cannot be installed on these
-machines, see ``tests/test_whip.py``.
+``simple-whip-server`` cannot be installed by apt beside NodeSource's ``nodejs``: ``scripts/setup`` unpacks its
+Debian packages under ``/opt/roombox/simple-whip-server`` (``scripts/unpack-simple-whip-server``);
+:class:`SimpleWhipServer` runs it from there (or from ``/usr/share`` where apt installed it) with Node.js.
+:class:`WhipFront` does what it does (a WHIP endpoint per VideoRoom, the offer published as a VideoRoom
+participant, DELETE hangs up) and can also answer errors and garbage on purpose.
 """
 
 from __future__ import annotations
@@ -46,13 +48,37 @@ PLUGINS = [
     "videocall",
     "voicemail",
 ]
-TRANSPORTS = ["websockets", "mqtt", "nanomsg", "pfunix", "rabbitmq"]
+TRANSPORTS = ["mqtt", "nanomsg", "pfunix", "rabbitmq"]
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def terminate(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if ``proc`` is still there after ``timeout`` seconds; reaped either way."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def wait_serving(proc: subprocess.Popen[Any], url: str, timeout: float, answer: bytes) -> bool:
+    """Whether ``url`` answers 200 with ``answer`` in its body within ``timeout`` s, ``proc`` still running."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200 and answer in r.read():
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
 
 
 class Janus:
@@ -62,6 +88,8 @@ class Janus:
         self.folder = folder
         self.port = free_port()
         self.admin_port = free_port()
+        self.ws_port = free_port()
+        self.ws_url = f"ws://127.0.0.1:{self.ws_port}"
         self.url = f"http://127.0.0.1:{self.port}/janus"
         self.admin_url = f"http://127.0.0.1:{self.admin_port}/admin"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -96,6 +124,10 @@ general: {{ json = "compact"  base_path = "/janus"  http = true  port = {self.po
 admin: {{ admin_base_path = "/admin"  admin_http = true  admin_port = {self.admin_port}  admin_ip = "127.0.0.1"
           admin_https = false }}
 """)
+        (f / "janus.transport.websockets.jcfg").write_text(f"""
+general: {{ json = "compact"  ws = true  ws_port = {self.ws_port}  ws_ip = "127.0.0.1"  wss = false }}
+admin: {{ admin_ws = false  admin_wss = false }}
+""")
         (f / "janus.plugin.videoroom.jcfg").write_text(f"""
 general: {{ }}
 room-{ROOM}: {{
@@ -121,27 +153,14 @@ room-{ROOM}: {{
             env={**os.environ, "LD_PRELOAD": str(shim)},
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/janus/info", timeout=2) as r:
-                    if json.loads(r.read()).get("janus") == "server_info":
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"janus did not start: see {self.folder / 'janus.log'}")
-            time.sleep(0.1)
+        serving = wait_serving(self.proc, f"http://127.0.0.1:{self.port}/janus/info", timeout, b"server_info")
+        if not serving:
+            self.stop()
+            raise RuntimeError(f"janus did not start: see {self.folder / 'janus.log'}")
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            terminate(self.proc)
             self.proc = None
 
     def kill(self) -> None:
@@ -180,14 +199,15 @@ room-{ROOM}: {{
     def sessions(self) -> list[int]:
         return [int(s) for s in self.admin("list_sessions").get("sessions", [])]
 
-    def published(self) -> list[dict[str, Any]]:
-        """What Janus receives: one ``{"codec", "packets", "bytes"}`` per incoming video stream, all sessions."""
+    def published(self, kind: str = "video") -> list[dict[str, Any]]:
+        """What Janus receives: one ``{"codec", "packets", "bytes"}`` per incoming ``kind`` ("video", "audio")
+        stream, all sessions."""
         out = []
         for sid in self.sessions():
             for hid in self.admin("list_handles", session_id=sid).get("handles", []):
                 info = self.admin("handle_info", session_id=sid, handle_id=hid).get("info", {})
                 for m in (info.get("webrtc", {}).get("media") or {}).values():
-                    if m.get("type") == "video" and m.get("direction", {}).get("recv"):
+                    if m.get("type") == kind and m.get("direction", {}).get("recv"):
                         stats = m.get("stats", {}).get("in", {})
                         out.append(
                             {
@@ -197,6 +217,85 @@ room-{ROOM}: {{
                             }
                         )
         return out
+
+
+SIMPLE_WHIP_SERVER_ROOTS = (Path("/"), Path("/opt/roombox/simple-whip-server"))
+# simple-whip-server listens on every interface; the tests' servers listen on 127.0.0.1 only
+NODE_LOOPBACK = """
+const net = require("net");
+const listen = net.Server.prototype.listen;
+net.Server.prototype.listen = function (...args) {
+  if (typeof args[0] === "number" && typeof args[1] !== "string") args.splice(1, 0, "127.0.0.1");
+  return listen.apply(this, args);
+};
+"""
+
+
+class SimpleWhipServer:
+    """Debian's ``simple-whip-server`` on 127.0.0.1, talking to ``janus`` over its WebSocket API.
+
+    ``url = sws.endpoint(id, room, token)`` creates a WHIP endpoint publishing into a VideoRoom (its
+    non-standard ``/whip/create``). Started with :meth:`running`; the server's log is ``folder/sws.log``."""
+
+    def __init__(self, janus: Janus, folder: Path) -> None:
+        root = next((r for r in SIMPLE_WHIP_SERVER_ROOTS if (r / "usr/share/simple-whip-server/src").is_dir()), None)
+        if root is None:
+            raise RuntimeError("simple-whip-server is not there: run scripts/setup (scripts/unpack-simple-whip-server)")
+        self.root = root
+        self.folder = folder
+        self.janus = janus
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/whip"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> None:
+        src = self.folder / "src"
+        src.mkdir(parents=True, exist_ok=True)
+        for name in ("server.js", "whip-janus.js"):  # copied: its config.js is read from beside server.js
+            shutil.copyfile(self.root / "usr/share/simple-whip-server/src" / name, src / name)
+        (src / "config.js").write_text(
+            f"module.exports = {{janus: {{address: {json.dumps(self.janus.ws_url)}}}, port: {self.port},"
+            " rest: '/whip', allowTrickle: true, strictETags: false, iceServers: []};\n"
+        )
+        (self.folder / "loopback.js").write_text(NODE_LOOPBACK)
+        node_path = [self.root / "usr/share/nodejs", self.root / "usr/lib/x86_64-linux-gnu/nodejs"]
+        log = open(self.folder / "sws.log", "ab")
+        self.proc = subprocess.Popen(
+            ["node", "--require", str(self.folder / "loopback.js"), "src/server.js"],
+            cwd=self.folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "NODE_PATH": ":".join(map(str, node_path)), "DEBUG": "whip:*,-whip:debug"},
+        )
+        log.close()
+        if not wait_serving(self.proc, f"{self.url}/healthcheck", timeout, b"OK"):
+            self.stop()
+            raise RuntimeError(f"simple-whip-server did not start: see {self.folder / 'sws.log'}")
+
+    def endpoint(self, endpoint_id: str, room: int, token: str) -> str:
+        """Create a WHIP endpoint into VideoRoom ``room`` that wants ``token``; returns its URL."""
+        body = json.dumps({"id": endpoint_id, "room": room, "token": token, "label": endpoint_id}).encode()
+        req = urllib.request.Request(f"{self.url}/create", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            if r.status != 200:
+                raise RuntimeError(f"simple-whip-server /create answered {r.status}")
+        return f"{self.url}/endpoint/{endpoint_id}"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            terminate(self.proc)
+            self.proc = None
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, janus: Janus) -> Iterator[SimpleWhipServer]:
+        with tempfile.TemporaryDirectory(prefix="roombox-sws-") as folder:
+            sws = cls(janus, Path(folder))
+            sws.start()
+            try:
+                yield sws
+            finally:
+                sws.stop()
 
 
 class WhipFront:

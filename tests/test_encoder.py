@@ -17,6 +17,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_PLI, RtcpPsfbPacket, pack_remb_f
 from appliance.config import StreamConfig
 from appliance.streaming.encoder import EncodedVideo, PyAvVideoEncoder, negotiated_codec
 from appliance.streaming.hub import LatestFrame
+from appliance.streaming.ice import offer_loopback
 from tests.test_streaming import Box, run_async
 
 W, H = 320, 180
@@ -115,6 +116,13 @@ def test_receivers_pli_forces_a_shared_keyframe_and_remb_lowers_the_bitrate() ->
             i += 1
             return await asyncio.wait_for(track.recv(), 5.0)
 
+        async def bitrate_becomes(kbps: int) -> None:  # taken by the encoder with a following picture
+            for _ in range(50):
+                if video.stats()["VP8"]["bitrate_kbps"] == kbps:
+                    return
+                await step()
+            raise AssertionError(f"bitrate stayed {video.stats()['VP8']['bitrate_kbps']} kbit/s, not {kbps}")
+
         pull = asyncio.create_task(track.recv())
         await asyncio.sleep(0.01)
         frames.put(_picture(i), 0.0)
@@ -124,22 +132,98 @@ def test_receivers_pli_forces_a_shared_keyframe_and_remb_lowers_the_bitrate() ->
         assert not any([(await step()).is_keyframe for _ in range(3)])
         await sender._handle_rtcp_packet(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1234, media_ssrc=sender._ssrc))
         assert track.keyframe_requests == 1
-        assert (await step()).is_keyframe
+        # the next picture is a keyframe (a keep-alive of the 0.3 s pause may still be queued before it)
+        assert any([(await step()).is_keyframe for _ in range(2)])
 
         remb = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1234, media_ssrc=0, fci=pack_remb_fci(1_000_000, [sender._ssrc]))
         await sender._handle_rtcp_packet(remb)
         assert track.estimate_bps == 1_000_000
         await step()
-        assert video.stats()["VP8"]["bitrate_kbps"] == 1000
+        await bitrate_becomes(1000)
         tiny = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1234, media_ssrc=0, fci=pack_remb_fci(10_000, [sender._ssrc]))
         await sender._handle_rtcp_packet(tiny)
         await asyncio.sleep(0.35)
         await step()
-        assert video.stats()["VP8"]["bitrate_kbps"] == 300  # never below [stream] min_bitrate_kbps
+        await bitrate_becomes(300)  # never below [stream] min_bitrate_kbps
         await video.close()
         await pc.close()
 
     run_async(main())
+
+
+@pytest.mark.parametrize("codec", ["VP8", "H264"])
+def test_connections_send_the_shared_payloads_and_resend_what_a_receiver_lost(codec: str) -> None:
+    """A real aiortc viewer over loopback decodes what the box's RTP loop (``fastrtp``: payloads packetized once
+    per frame for all connections) sends, and a packet asked for again (NACK) goes out again as RTX."""
+
+    async def main() -> None:
+        offer_loopback()
+        frames = LatestFrame()
+        video = EncodedVideo(frames, StreamConfig(width=W, height=H, fps=30.0, codecs=(codec,)))
+        box, viewer = RTCPeerConnection(RTCConfiguration(iceServers=[])), RTCPeerConnection(RTCConfiguration())
+        track = video.add_to(box, direction="sendonly")
+        sender = box.getTransceivers()[0].sender
+        got: asyncio.Queue[Any] = asyncio.Queue()
+        viewer.on("track", got.put_nowait)
+        await box.setLocalDescription(await box.createOffer())
+        await viewer.setRemoteDescription(box.localDescription)
+        await viewer.setLocalDescription(await viewer.createAnswer())
+        await box.setRemoteDescription(viewer.localDescription)
+        sent: list[bytes] = []
+        dtls = sender.transport
+        send_rtp = dtls._send_rtp
+
+        async def record(data: bytes) -> None:  # what goes to SRTP, as written by the box's RTP loop
+            sent.append(data)
+            await send_rtp(data)
+
+        dtls._send_rtp = record  # type: ignore[method-assign]
+
+        async def feed() -> None:
+            for i in range(100_000):
+                frames.put(_picture(i), i / 30)
+                await asyncio.sleep(1 / 30)
+
+        feeder = asyncio.create_task(feed())
+        try:
+            remote = await asyncio.wait_for(got.get(), 20.0)
+            decoded = [await asyncio.wait_for(remote.recv(), 20.0) for _ in range(10)]
+            assert track.fast_rtp and track.sent >= 10
+            image = decoded[-1].to_ndarray(format="rgb24")
+            assert image.shape == (H, W, 3)
+            r, _, b = image[150:170, 10:30].reshape(-1, 3).mean(axis=0)
+            assert b > 150 and r < 90  # the blue picture
+            payload_type = box.getTransceivers()[0]._codecs[0].payloadType  # the negotiated codec's
+            media = [d for d in sent if d[1] & 0x7F == payload_type]
+            seqs = [int.from_bytes(d[2:4], "big") for d in media]
+            assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False))  # one sequence, no gaps
+            assert all(d[0] == 0x90 for d in media)  # RTP version 2 with header extensions (mid, send time)
+            before = len(sent)
+            await sender._retransmit(seqs[-2])  # a NACK for an earlier packet
+            rtx = sent[before:]
+            assert len(rtx) == 1 and rtx[0][1] & 0x7F != media[-2][1] & 0x7F  # sent on the RTX payload type
+            tail = media[-2][-20:]  # the lost packet's sequence number and payload, again
+            assert rtx[0].endswith(tail) and seqs[-2].to_bytes(2, "big") in rtx[0]
+        finally:
+            feeder.cancel()
+            await asyncio.gather(feeder, return_exceptions=True)
+            await box.close()
+            await viewer.close()
+            await video.close()
+
+    run_async(main())
+
+
+def test_pictures_after_keep_alives_get_a_later_pts() -> None:
+    """The source's first picture after the keep-alives sent while it was silent (a camera still starting) goes
+    after them: a pts back at 0 made libvpx refuse every picture once a bitrate change had reopened it on a
+    keep-alive ("pts is smaller than initial pts": the shared encoder died)."""
+    line = EncodedVideo(LatestFrame(), StreamConfig(width=W, height=H, fps=30.0)).line("VP8")
+    line._last_pts = 6000  # two keep-alives sent (0, then 3000 in a reopened encoder, then 6000)
+    pts = [line._pts_for(t) for t in (100.0, 100.1)]
+    assert pts == [9000, 18000]
+    line._last_pts = pts[-1]
+    assert line._pts_for(99.0) == 21000  # the producer's clock went back: still later
 
 
 def test_unknown_codec_is_refused_by_name() -> None:

@@ -20,7 +20,7 @@ from appliance.streaming.hub import EventBus, LatestFrame
 from appliance.streaming.janus import JanusPublisher
 from appliance.streaming.server import PanelServer, create_app, run_server
 from appliance.streaming.whip import WhipPublisher
-from tests.janus_fixture import ROOM, Janus, WhipFront, wait_for
+from tests.janus_fixture import ROOM, Janus, SimpleWhipServer, WhipFront, wait_for
 from tests.test_streaming import LoopThread, run_async
 from tests.test_whip import TOKEN, Room
 
@@ -133,7 +133,11 @@ async ([room, seconds]) => {
   const video = document.createElement("video");
   video.muted = true; video.autoplay = true; video.playsInline = true;
   document.body.appendChild(video);
-  pc.ontrack = (e) => { if (e.track.kind === "video") video.srcObject = new MediaStream([e.track]); };
+  const audio = new Audio();  // played, so that Chromium decodes the sound and measures its energy
+  pc.ontrack = (e) => {
+    if (e.track.kind === "video") video.srcObject = new MediaStream([e.track]);
+    else { audio.srcObject = new MediaStream([e.track]); audio.play().catch(() => null); }
+  };
   await pc.setRemoteDescription(offer);
   await pc.setLocalDescription(await pc.createAnswer());
   await new Promise(r => { if (pc.iceGatheringState === "complete") r();
@@ -143,10 +147,17 @@ async ([room, seconds]) => {
   await post(`${base}/${s}/${h}`, {janus: "trickle", candidate: {completed: true}});
   const summary = async () => {
     const stats = await pc.getStats();
-    for (const r of stats.values()) if (r.type === "inbound-rtp" && r.kind === "video")
-      return {codec: r.codecId && stats.get(r.codecId) ? stats.get(r.codecId).mimeType : null,
-              framesDecoded: r.framesDecoded || 0, frameWidth: r.frameWidth, frameHeight: r.frameHeight};
-    return {framesDecoded: 0};
+    const out = {framesDecoded: 0};
+    for (const r of stats.values()) {
+      const codec = r.codecId && stats.get(r.codecId) ? stats.get(r.codecId).mimeType : null;
+      if (r.type === "inbound-rtp" && r.kind === "video")
+        Object.assign(out, {codec, framesDecoded: r.framesDecoded || 0, frameWidth: r.frameWidth,
+                            frameHeight: r.frameHeight});
+      if (r.type === "inbound-rtp" && r.kind === "audio")
+        Object.assign(out, {audioCodec: codec, audioPackets: r.packetsReceived || 0,
+                            audioEnergy: r.totalAudioEnergy || 0, audioLevel: r.audioLevel || 0});
+    }
+    return out;
   };
   const waitUntil = Date.now() + 20000;
   while ((await summary()).framesDecoded < 5 && Date.now() < waitUntil) await new Promise(r => setTimeout(r, 100));
@@ -158,7 +169,7 @@ async ([room, seconds]) => {
   polling = false;
   await post(`${base}/${s}`, {janus: "destroy"});
   await keepalive;
-  return {...after, fps};
+  return {...after, fps, audioPacketsBefore: before.audioPackets || 0, audioEnergyBefore: before.audioEnergy || 0};
 }
 """
 
@@ -354,3 +365,55 @@ def test_videoroom_publisher_subscribes_to_a_chromium_participant(janus: Janus, 
         tv.close()
         page.close()
         box.close()
+
+
+@pytest.mark.e2e
+def test_whip_through_simple_whip_server_carries_the_rooms_picture_and_sound(janus: Janus, chromium: Any) -> None:
+    """The box publishes over WHIP to Debian's simple-whip-server, which puts it into the Janus VideoRoom:
+    Janus receives Opus and VP8 from it, and Chromium subscribed through Janus decodes the picture and hears the
+    room's tone (its inbound audio's packets and energy grow); leaving hangs the publisher up in Janus."""
+    lt = LoopThread()
+    with SimpleWhipServer.running(janus) as sws:
+        url = sws.endpoint("roombox", ROOM, TOKEN)
+
+        async def start() -> tuple[Room, WhipPublisher]:
+            room = Room(codecs=("VP8",), tone_hz=440.0)
+            pub = WhipPublisher(url, room.video, room.audio, token=TOKEN, on_state=room.on_state)
+            await pub.start()
+            await wait_for(lambda: pub.state == "connected", 20, "connected")
+            return room, pub
+
+        room, pub = lt.run(start(), timeout=30)
+        page = chromium.new_page()
+        try:
+            assert pub.resource == f"http://127.0.0.1:{sws.port}/whip/resource/roombox"
+            time.sleep(1.0)
+            audio0 = janus.published("audio")
+            time.sleep(1.0)
+            audio, video = janus.published("audio"), janus.published("video")
+            print(f"\nJanus receives over simple-whip-server: audio {audio}, video {video}")
+            assert [a["codec"] for a in audio] == ["opus"] and [v["codec"] for v in video] == ["vp8"]
+            assert audio[0]["packets"] >= audio0[0]["packets"] + 30  # 50 packets/s of 20 ms
+            page.goto(f"http://127.0.0.1:{janus.port}/janus/info")
+            result = page.evaluate(SUBSCRIBE_JS, [ROOM, 3])
+            print(f"Chromium through Janus (simple-whip-server): {result}")
+            assert "error" not in result, result
+            assert result["codec"] == "video/VP8" and result["framesDecoded"] > 20
+            assert result["audioCodec"] == "audio/opus"
+            assert result["audioPackets"] >= result["audioPacketsBefore"] + 50  # 3 s of 20 ms packets, some lost
+            assert result["audioEnergy"] > result["audioEnergyBefore"]  # sound, not silence:
+            assert result["audioLevel"] > 0.1  # the tone at 0.3 of full scale (silence is 0)
+        finally:
+            page.close()
+
+            async def stop() -> None:
+                await pub.stop()
+                await room.close()
+
+            lt.run(stop(), timeout=30)
+            lt.close()
+        deadline = time.monotonic() + 10
+        while janus.published("audio") or janus.published("video"):  # the DELETE hung the publisher up
+            assert time.monotonic() < deadline, f"still published in Janus: {janus.published('video')}"
+            time.sleep(0.2)
+        assert pub.state == "stopped" and pub.resource is None

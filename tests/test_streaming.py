@@ -54,6 +54,28 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
 # ---------- hubs ----------
 
 
+def test_latest_frame_hands_a_consumer_a_little_behind_every_picture_in_turn() -> None:
+    async def main() -> None:
+        frames = LatestFrame()
+        for i in (1, 2):
+            frames.put(_image(i), i / 10)
+        assert [(await frames.get_next(s, 2))[0] for s in (0, 1)] == [1, 2]  # in turn
+        for i in (3, 4, 5, 6):
+            frames.put(_image(i), i / 10)
+        seq, image, t = await frames.get_next(2, 2)  # 4 behind: skips to the newest
+        assert (seq, int(image[0, 0, 0]), t) == (6, 6, 0.6)
+        for i in (7, 8, 9):
+            frames.put(_image(i), i / 10)
+        assert [(await frames.get_next(s, 2))[0] for s in (6, 7, 8)] == [7, 8, 9]  # 3 behind: caught up in turn
+        waiter = asyncio.create_task(frames.get_next(9, 2))
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        frames.put(_image(10), 1.0)
+        assert (await asyncio.wait_for(waiter, 1.0))[0] == 10
+
+    run_async(main())
+
+
 def test_latest_frame_counts_pictures_replaced_before_anyone_took_them() -> None:
     async def main() -> None:
         frames = LatestFrame()

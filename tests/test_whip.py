@@ -1,11 +1,10 @@
 """WHIP (RFC 9725) against a real Janus on 127.0.0.1.
 
-Debian's ``simple-whip-server`` (the WHIP front for Janus the issue names) cannot be installed on these
-machines: its ``node-websocket`` depends on ``libnode108``, which conflicts with the installed NodeSource
-``nodejs`` 20 (it Provides ``nodejs-legacy``); installing it means replacing the system's Node.js. So the
-WHIP endpoint here is ``tests/janus_fixture.WhipFront``, which does what simple-whip-server does (each
-offer becomes a publisher in a real Janus VideoRoom through Janus's API; DELETE hangs it up), and the media
-goes to the real Janus, checked through Janus's admin API (codec, packets received, sessions left).
+The WHIP endpoint here is ``tests/janus_fixture.WhipFront``, which does what Debian's ``simple-whip-server``
+does (each offer becomes a publisher in a real Janus VideoRoom through Janus's API; DELETE hangs it up) and can
+also answer errors and garbage on purpose; the media goes to the real Janus, checked through Janus's admin API
+(codec, packets received, sessions left). The real ``simple-whip-server`` (unpacked by ``scripts/setup``, see
+``tests/janus_fixture.py``) carries the room's picture and sound to Chromium in ``tests/test_janus.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 
 from appliance.config import StreamConfig, WhipConfig
-from appliance.streaming.encoder import EncodedVideo
+from appliance.streaming.encoder import EncodedVideo, PyAvVideoEncoder
 from appliance.streaming.hub import AudioHub, LatestFrame
 from appliance.streaming.ice import offer_loopback
 from appliance.streaming.whip import WhipPublisher
@@ -39,8 +38,9 @@ def janus() -> Iterator[Janus]:
 class Room:
     """A 30 frames/s picture and sound feed and the shared encoders, on the running loop."""
 
-    def __init__(self, codecs: tuple[str, ...] = ("VP8", "H264")) -> None:
+    def __init__(self, codecs: tuple[str, ...] = ("VP8", "H264"), tone_hz: float = 0.0) -> None:
         offer_loopback()
+        self.tone_hz = tone_hz  # the room's sound: silence, or a tone at 0.3 of full scale
         self.frames, self.audio = LatestFrame(), AudioHub()
         self.video = EncodedVideo(self.frames, StreamConfig(width=W, height=H, fps=FPS, codecs=codecs))
         self.states: list[tuple[float, str, str]] = []
@@ -56,7 +56,9 @@ class Room:
             img = np.full((H, W, 3), 70, np.uint8)
             img[:, (i * 4) % (W - 20) : (i * 4) % (W - 20) + 20] = 255
             self.frames.put(img, t0 + i / FPS)
-            self.audio.put(np.zeros(int(16000 / FPS), np.float32), 16000, t0 + i / FPS)
+            n = int(16000 / FPS)
+            tone = 0.3 * np.sin(2 * np.pi * self.tone_hz * (np.arange(n) + i * n) / 16000)
+            self.audio.put(tone.astype(np.float32), 16000, t0 + i / FPS)
             i += 1
             await asyncio.sleep(max(0.0, t0 + i / FPS - loop.time()))
 
@@ -191,9 +193,52 @@ def test_whip_reports_a_killed_janus_and_is_back_after_it_returns(janus: Janus) 
             await asyncio.sleep(1.5)
             assert [p["codec"] for p in await asyncio.to_thread(janus.published)] == ["vp8"]
         finally:
-            await pub.stop()
-            await front.stop()
-            await room.close()
+            await _leave(pub, front, room)
+        assert await asyncio.to_thread(janus.sessions) == []
+
+    run_async(main())
+
+
+async def _leave(pub: WhipPublisher, front: WhipFront, room: Room) -> None:
+    await pub.stop()
+    await front.stop()
+    await room.close()
+
+
+class _FailsOnce(PyAvVideoEncoder):
+    """libvpx, whose 15th picture (of all instances) raises, as a broken encoder would."""
+
+    calls = 0
+
+    def encode(self, image: np.ndarray, pts: int, keyframe: bool = False) -> list[Any]:
+        _FailsOnce.calls += 1
+        if _FailsOnce.calls == 15:
+            raise ValueError("the encoder broke")
+        return super().encode(image, pts, keyframe)
+
+
+def test_whip_reconnects_with_a_new_encoder_when_the_shared_one_fails(janus: Janus) -> None:
+    async def main() -> None:
+        room = Room(codecs=("VP8",))
+        room.video.make_encoder = _FailsOnce
+        front = WhipFront(janus.url, TOKEN)
+        url = await front.start()
+        pub = _publisher(room, f"{url}/endpoint/{ROOM}")
+        try:
+            await pub.start()
+            await wait_for(lambda: pub.connections >= 2 and pub.state == "connected", 30, "connected again")
+            await asyncio.sleep(1.0)
+            first = await asyncio.to_thread(janus.published)
+            await asyncio.sleep(1.0)
+            later = await asyncio.to_thread(janus.published)
+            print(f"\nstates: {[(s, d) for _, s, d in room.states]}; encoders: {room.video.stats()}")
+            assert ("retrying", "whip: the video stopped (the encoder failed); next attempt in 0.5 s") in [
+                (s, d) for _, s, d in room.states
+            ]
+            assert room.video.stats()["VP8"]["failures"] == 1
+            assert later[0]["packets"] > first[0]["packets"] + 10  # the new session's video flows
+        finally:
+            await _leave(pub, front, room)
         assert await asyncio.to_thread(janus.sessions) == []
 
     run_async(main())

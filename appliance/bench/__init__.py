@@ -25,6 +25,7 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "listening": ("appliance.bench.listening", "bench_listening"),
     "stream": ("appliance.bench.stream", "bench_stream"),
     "latency": ("appliance.bench.stream", "bench_latency"),
+    "meeting": ("appliance.bench.stream", "bench_meeting"),  # the box at 720p30 to a panel viewer and WHIP
     "hearing": ("appliance.bench.hearing", "bench_hearing"),
     "farend": ("appliance.bench.farend", "bench_farend"),
     "panel": ("appliance.bench.panel", "bench_panel"),

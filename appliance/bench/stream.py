@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -37,6 +38,7 @@ import av
 import numpy as np
 
 from appliance.config import AccessConfig, StreamConfig
+from common.errors import RoomboxError
 
 Row = tuple[str, float, str]
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
@@ -270,9 +272,17 @@ async def _published(session: Any, box: _Box) -> int:
         return int((await r.json())["stream"]["frames_published"])
 
 
-async def _measure_viewers(box: _Box, codec: str, n: int, window_s: float) -> tuple[float, float, float]:
+async def _measure_viewers(
+    box: _Box,
+    codec: str,
+    n: int,
+    window_s: float,
+    probe: Callable[[], Any] | None = None,
+    probed: list[Any] | None = None,
+) -> tuple[float, float, float]:
     """Connect ``n`` aiortc viewers, let them settle, then (box CPU in cores, frames/s per viewer, box CPU
-    ms per picture fed: a figure that still compares when a loaded machine starves the box)."""
+    ms per picture fed: a figure that still compares when a loaded machine starves the box). ``probe()``, if
+    given, is called at the window's start and end (in a thread), its results appended to ``probed``."""
     import aiohttp
     import aiortc.rtcrtpreceiver
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
@@ -308,9 +318,13 @@ async def _measure_viewers(box: _Box, codec: str, n: int, window_s: float) -> tu
                 await asyncio.sleep(0.1)
             await asyncio.sleep(2.0)  # settle: keyframes, bitrate
             pub0 = await _published(session, box)
+            if probe is not None and probed is not None:
+                probed.append(await asyncio.to_thread(probe))
             frames0, cpu0, wall0 = _CountingDecoder.frames, box.cpu(), time.monotonic()
             await asyncio.sleep(window_s)
             frames1, cpu1, wall1 = _CountingDecoder.frames, box.cpu(), time.monotonic()
+            if probe is not None and probed is not None:
+                probed.append(await asyncio.to_thread(probe))
             pub1 = await _published(session, box)
         dt = wall1 - wall0
         return (cpu1 - cpu0) / dt, (frames1 - frames0) / dt / n, 1000 * (cpu1 - cpu0) / max(1, pub1 - pub0)
@@ -552,10 +566,159 @@ def bench_latency(quick: bool = False) -> list[Row]:
     return bench_chromium(quick, modes=("before", "shared"))
 
 
+# ---------- the box in a meeting ----------
+
+
+class _DemoBox:
+    """``roombox demo`` as a child process on 127.0.0.1 (the simulated room, its camera at ``camera_fps``),
+    optionally publishing over WHIP; ``url``, ``headers`` (the kiosk token) and ``cpu()`` as :class:`_Box`."""
+
+    def __init__(self, folder: str, camera_fps: float, whip: tuple[str, str] | None = None) -> None:
+        from pathlib import Path
+
+        from appliance.cli import DEFAULT_SCENARIO
+
+        scenario = Path(folder) / "room30.toml"
+        text = DEFAULT_SCENARIO.read_text()
+        if "fps = 15.0" not in text:
+            raise RuntimeError(f"{DEFAULT_SCENARIO}: no camera 'fps = 15.0' to raise to {camera_fps}")
+        scenario.write_text(text.replace("fps = 15.0", f"fps = {camera_fps}", 1))
+        port = _free_port()
+        cmd = [sys.executable, "-m", "appliance.cli", "demo", "--host", "127.0.0.1", "--port", str(port)]
+        cmd += ["--scenario", str(scenario)]
+        if whip is not None:
+            cmd += ["--whip", whip[0], "--whip-token", whip[1]]
+        env = {**os.environ, "ROOMBOX_HOME": folder}
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 120
+        token = ""
+        while not token:
+            line = self.proc.stdout.readline()
+            if not line or time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError("roombox demo did not start")
+            if "#token=" in line:
+                token = line.strip().rsplit("#token=", 1)[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def cpu(self) -> float:
+        return _cpu_seconds(self.proc.pid)
+
+    def state(self) -> dict[str, Any]:
+        import urllib.request
+
+        req = urllib.request.Request(self.url + "/api/state", headers=self.headers)
+        with urllib.request.urlopen(req, timeout=10) as r:
+            state: dict[str, Any] = json.loads(r.read())
+            return state
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:  # a box that does not stop on SIGTERM
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bench_meeting(quick: bool = False) -> list[Row]:
+    """The box on the simulated room (its camera at 30 frames/s), 1280x720 at 30 to one panel viewer and published
+    over WHIP to a local Janus VideoRoom through Debian's simple-whip-server: the box process's CPU over the window
+    (the issue's figure: at most 1 core), what the viewer gets and what Janus receives. Peer: the same box with
+    nobody watching and no WHIP (the simulated room, perception and director alone), in the same run.
+    Needs ``janus`` and simple-whip-server (``scripts/setup``); runs from a checkout (``tests/janus_fixture``)."""
+    import tempfile
+
+    try:
+        from tests.janus_fixture import ROOM, Janus, SimpleWhipServer
+    except ImportError as e:
+        raise RoomboxError(f"bench meeting runs from a checkout with tests/janus_fixture.py: {e}") from None
+
+    window = 8.0 if quick else 20.0
+    rows: list[Row] = [("load average (1 min) before", os.getloadavg()[0], "runnable")]
+    token = "bench-whip-token"
+    with tempfile.TemporaryDirectory(prefix="roombox-bench-meeting-") as folder:
+        with contextlib.ExitStack() as stack:
+            try:
+                janus = stack.enter_context(Janus.running())
+                sws = stack.enter_context(SimpleWhipServer.running(janus))
+            except RuntimeError as e:  # not installed, or did not start: say which
+                raise RoomboxError(f"bench meeting: {e}") from None
+            url = sws.endpoint("bench", ROOM, token)
+            box = _DemoBox(folder, FPS, whip=(url, token))
+            try:
+                deadline = time.monotonic() + 60
+                while box.state().get("meeting:whip", {}).get("state") != "connected":
+                    if time.monotonic() > deadline:
+                        raise RoomboxError(
+                            f"bench meeting: the box did not join over WHIP: {box.state().get('meeting:whip')}"
+                        )
+                    time.sleep(0.5)
+                time.sleep(2.0)
+
+                def probe() -> tuple[Any, Any, float, Any]:
+                    return janus.published("video"), janus.published("audio"), time.monotonic(), box.state()["stream"]
+
+                probed: list[Any] = []
+                cores, fps, _ = asyncio.run(_measure_viewers(box, "VP8", 1, window, probe, probed))  # type: ignore[arg-type]
+                (video0, audio0, ta, stream0), (video1, audio1, tb, stream) = probed
+            finally:
+                box.close()
+        who = "box on the simulated room (camera 30 frames/s), 720p30 to a panel viewer + WHIP to Janus"
+        rows.append((f"{who}: CPU", cores, "cores"))
+        rows.append((f"{who}: frames/s the panel viewer gets", fps, "frames/s"))
+        for kind, before, after in (("video", video0, video1), ("audio", audio0, audio1)):
+            if before and after:
+                rate = (after[0]["packets"] - before[0]["packets"]) / (tb - ta)
+                rows.append((f"{who}: {kind} packets/s Janus receives ({after[0]['codec']})", rate, "packets/s"))
+            else:
+                rows.append((f"{who}: {kind} packets/s Janus receives (none published)", 0.0, "packets/s"))
+        rows.append(
+            (
+                f"{who}: framed pictures per second",
+                (stream["frames_published"] - stream0["frames_published"]) / (tb - ta),
+                "frames/s",
+            )
+        )
+        for codec, enc in stream["encoders"].items():
+            done = enc["frames_encoded"] - stream0["encoders"].get(codec, {}).get("frames_encoded", 0)
+            rows.append(
+                (
+                    f"{who}: {codec} frames encoded per second ({enc['viewers']} connections)",
+                    done / (tb - ta),
+                    "frames/s",
+                )
+            )
+
+        idle = _DemoBox(folder, FPS)
+        try:
+            time.sleep(4.0)
+            cpu0, t0 = idle.cpu(), time.monotonic()
+            time.sleep(window)
+            idle_cores = (idle.cpu() - cpu0) / (time.monotonic() - t0)
+        finally:
+            idle.close()
+        rows.append(("peer: the same box, no viewer and no WHIP: CPU", idle_cores, "cores"))
+        rows.append(("streaming to the panel and WHIP adds (CPU)", cores - idle_cores, "cores"))
+    rows.append(("load average (1 min) after", os.getloadavg()[0], "runnable"))
+    return rows
+
+
 def bench_stream(quick: bool = False) -> list[Row]:
     """Encode speed per codec and size, box CPU by viewer count, and (not quick) Chromium's view of it."""
     rows = bench_encode(quick)
     rows += bench_viewers(quick)
+    rows += bench_meeting(quick)
     if not quick:
         rows += bench_latency(quick)
     return rows

@@ -175,6 +175,8 @@ class Connector(ABC):
         while True:
             if pc.connectionState in ("failed", "closed"):
                 raise ConnectError(f"{self.kind}: connection {pc.connectionState}")
+            if track.readyState != "live":  # the shared encoder failed: a new session gets a new one
+                raise ConnectError(f"{self.kind}: the video stopped (the encoder failed)")
             silent = time.monotonic() - max(track.last_rtcp, began)
             if silent > self.media_timeout_s:
                 raise ConnectError(f"{self.kind}: the far end went silent (no RTCP for {silent:.1f} s)")

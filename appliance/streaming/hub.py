@@ -23,7 +23,12 @@ class LatestFrame:
 
     Not a queue: ``put`` replaces the picture. ``published`` counts puts; ``dropped`` counts pictures
     replaced before any consumer took them. Any number of consumers may wait with :meth:`get_newer`.
+    The last ``HISTORY`` pictures stay at hand for a consumer that takes them in order (:meth:`get_next`:
+    an encoder that a busy machine held up for a picture or two catches up instead of losing them); a
+    producer must not change a picture once it is put.
     """
+
+    HISTORY = 4
 
     def __init__(self) -> None:
         self._seq = 0
@@ -31,6 +36,7 @@ class LatestFrame:
         self._t = 0.0
         self._taken = True  # whether some consumer took the current picture
         self._changed = asyncio.Event()
+        self._recent: deque[tuple[int, np.ndarray, float]] = deque(maxlen=self.HISTORY)
         self.published = 0
         self.dropped = 0
 
@@ -49,6 +55,7 @@ class LatestFrame:
         self._image = image
         self._t = float(t)
         self._taken = False
+        self._recent.append((self._seq, image, self._t))
         self.published += 1
         self._changed.set()
         self._changed = asyncio.Event()
@@ -63,6 +70,24 @@ class LatestFrame:
         """Wait for a picture newer than ``after_seq``; returns (seq, image, t)."""
         while self._seq <= after_seq or self._image is None:
             await self._changed.wait()
+        self._taken = True
+        return self._seq, self._image, self._t
+
+    async def get_next(self, after_seq: int, max_behind: int = 2) -> tuple[int, np.ndarray, float]:
+        """Wait for a picture newer than ``after_seq``; returns (seq, image, t) of the one right after it when
+        that is at most ``max_behind`` pictures older than the newest (and still at hand), else of the newest.
+
+        A consumer that takes every picture in turn, as long as it is no more than ``max_behind`` late: a
+        short hold-up costs a little latency instead of pictures, a long one skips to the newest.
+        """
+        while self._seq <= after_seq or self._image is None:
+            await self._changed.wait()
+        if self._seq - after_seq <= max_behind + 1:
+            for seq, image, t in self._recent:
+                if seq == after_seq + 1:
+                    if seq == self._seq:
+                        self._taken = True
+                    return seq, image, t
         self._taken = True
         return self._seq, self._image, self._t
 
