@@ -262,7 +262,12 @@ class DirectorConfig(Section):
         "mouths move (appliance/perception/lips.py); with none, to the heard direction as before.",
     )
     lips_window_deg: float = Field(
-        25.0, ge=0.0, le=90.0, title="Faces this near a heard direction may take its speech by their lips (degrees)"
+        60.0,
+        ge=0.0,
+        le=90.0,
+        title="Faces this near a heard direction may take its speech by their lips (degrees)",
+        description="Wide: a small array under the camera in a reverberant room can hear a talker 30-40 "
+        "degrees off (wall reflections, front and back confused), and only faces whose lips move take speech.",
     )
     lips_min: float = Field(
         0.1, ge=0.0, le=50.0, title="Lip activity that counts as a moving mouth (grey levels per frame)"

@@ -19,7 +19,7 @@ How it decides (every number is in ``[director]``, :class:`appliance.config.Dire
 - After ``silence_to_group_s`` without attributable speech the director shows the group (``silence``).
 - A face track still for ``print_still_s`` that was never the talker is a picture (a print, the room's
   display): never framed close, left out of the group shot (``print``), and speech from its direction
-  moves nothing.
+  moves nothing; until its lips move while speech is heard near it (a person who sat very still).
 - Speech from where nobody is seen (a talker outside the picture) keeps the shot, or gives the group
   instead of a talker who is silent (``outside-picture``): never an empty shot. A framed face that is
   gone gives the group too (``face-lost``).
@@ -162,13 +162,17 @@ class Director:
         if cfg.lips:
             moving = [
                 (s, a)
-                for s in self._seen
+                for s in self._all
                 if abs(s.azimuth_deg - azimuth_deg) <= cfg.lips_window_deg
                 and (a := self._lip_activity(s.id, now)) >= cfg.lips_min
             ]
             total = sum(a for _, a in moving)
             if total > 0.0:
                 for s, a in moving:
+                    if s in self._prints:  # a still face that talks is a person, not a picture
+                        self._talked.add(s.id)
+                        self._prints.remove(s)
+                        self._seen.append(s)
                     self._add(s.azimuth_deg, weight * a / total)
                 return
         self._add(azimuth_deg, weight)
@@ -179,7 +183,7 @@ class Director:
                 continue
             x, _, w, _ = reading.box
             az = self.camera.azimuth_of_column(x + w / 2.0)
-            s = self._nearest(az)
+            s = self._nearest(az, self._all)  # pictures too: a still face whose lips move is a person
             if s is not None and abs(s.azimuth_deg - az) <= _LIP_MATCH_DEG:
                 self._lips[s.id] = (now, reading.activity)
 
@@ -351,7 +355,7 @@ class Director:
         if pair is not None and pair[1] == "overlap" and self._overlap_since is None:
             pair = None
         if pair is not None and pair[1] == "ping-pong":
-            if self._talker not in pair[0] or now - self._talker_since >= cfg.ping_pong_end_s:
+            if self._talker not in pair[0] or now - self._talker_since >= self._exchange_hold(frozenset(pair[0])):
                 ended = frozenset(pair[0])  # the exchange is over: its swaps no longer count
                 self._swaps = deque(s for s in self._swaps if s[1] != ended)
                 self._quick = None
@@ -365,10 +369,19 @@ class Director:
         if pair is None and cfg.ping_pong_swaps > 0 and self._talker is not None and self._swaps:
             last = self._swaps[-1][1]
             swaps = sum(1 for _, p in self._swaps if p == last)
-            if (swaps >= cfg.ping_pong_swaps or last == self._quick) and now - self._talker_since < cfg.ping_pong_end_s:
+            quick = last == self._quick
+            if (swaps >= cfg.ping_pong_swaps or quick) and now - self._talker_since < self._exchange_hold(last):
                 a_id, b_id = sorted(last)
                 pair = ((a_id, b_id), "ping-pong")
         self._pair = pair
+
+    def _exchange_hold(self, pair: frozenset[int]) -> float:
+        """How long one of an exchange's two may hold the floor before it is over: ``ping_pong_end_s``, or
+        for an exchange of quick remarks not yet ``ping_pong_swaps`` long, a quick remark's length."""
+        cfg = self.cfg
+        if cfg.ping_pong_quick_s <= 0 or sum(1 for _, p in self._swaps if p == pair) >= cfg.ping_pong_swaps:
+            return cfg.ping_pong_end_s
+        return min(cfg.ping_pong_quick_s, cfg.ping_pong_end_s)
 
     # -- decisions ------------------------------------------------------------------------------
     def _cut(

@@ -5,6 +5,7 @@ neighbour; the lips tell which of the two talks. Lips never make speech."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -139,3 +140,29 @@ def test_heard_speech_goes_to_the_face_whose_lips_move() -> None:
 def test_lips_never_make_speech() -> None:
     # b's lips move (chewing, a smile) but nothing is heard, or only the far end: no close shot of b
     assert math.isnan(direct("b", -6.0, speech=False))
+
+
+def test_a_still_face_whose_lips_move_while_speech_is_heard_is_a_person_not_a_picture() -> None:
+    still = DirectorConfig().print_still_s
+
+    def subject(cfg: DirectorConfig) -> float:
+        d = Director(CAM, cfg)
+        faces = Faces(0.0, tuple(face_at(a) for a in SEATS.values()), 1920, 1080)  # nobody ever moves
+        shot = None
+        n_quiet = int((still + 2.0) * 15)
+        for n in range(n_quiet + 60):
+            now = n / 15
+            talking = n >= n_quiet
+            doas = [Doa(now - k * 0.032, -6.0 if talking else None, talking) for k in (1, 0)]
+            lips = [
+                LipReading(f.box, 2.0 if talking and who == "b" else 0.0)
+                for who, f in zip(SEATS, faces.faces, strict=True)
+            ]
+            shot = d.step(replace(faces, t=now) if n % 3 == 0 else None, doas, now, lips)
+        assert shot is not None
+        return shot.target_azimuth_deg if shot.mode == "speaker" and shot.target_azimuth_deg is not None else math.nan
+
+    # both sat still long enough to pass for pictures; b talks and its lips move: b is a person, framed
+    assert subject(DirectorConfig()) == pytest.approx(SEATS["b"], abs=1.0)
+    # by sound alone, a picture's direction moves nothing
+    assert math.isnan(subject(DirectorConfig(lips=False)))
