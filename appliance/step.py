@@ -146,7 +146,7 @@ class FrameStep:
         while self._doas and self._doas[0].t <= t + 1e-9:
             due.append(self._doas.popleft())
         if lips is None:
-            lips = self.read_lips(t, image, faces, tracks) if image is not None else ()
+            lips = self.read_lips(t, image, faces, tracks) if image is not None and self.cfg.director.lips else ()
         if tracks is not None:
             return self.director.step_tracks(tracks, due, t, lips)
         return self.director.step(faces, due, t, lips)
@@ -154,9 +154,8 @@ class FrameStep:
     def read_lips(
         self, t: float, image: npt.NDArray[np.uint8], faces: Faces | None, tracks: Sequence[Track] | None = None
     ) -> list[LipReading]:
-        """The lips of the latest detection's faces on the frame at ``t`` (``[director] lips``; none when off)."""
-        if not self.cfg.director.lips:
-            return []
+        """The lips of the latest detection's faces (``faces`` or ``tracks``: a new detection) on the frame at
+        ``t``; :meth:`step` reads them when ``[director] lips`` is on."""
         if tracks is not None:
             self.lips.set_boxes([tr.box for tr in tracks])
         elif faces is not None:

@@ -43,7 +43,7 @@ import numpy as np
 from appliance.bench.hearing import ARRAYS, SPEECH_DBFS, fan_sound, impulse_sound
 from appliance.config import Config, DirectorConfig, DoaConfig, parse_config
 from appliance.messages import Doa, Face, Faces
-from appliance.perception.lips import LipReading, LipWatch
+from appliance.perception.lips import LipReading
 from appliance.score import Score, pooled, score
 from common.atomic import write_atomic
 from common.geometry import PinholeCamera, fit_aspect
@@ -293,7 +293,6 @@ def detections(rec: Recording) -> tuple[list[FrameInfo], float]:
         return out, 0.0
     cfg = rec.cfg
     step = FrameStep(cfg)
-    lipwatch = LipWatch()  # as the step reads them (FrameStep.read_lips), whether [director] lips is on or not
     detector = FaceWatcher.from_config(cfg.detector, cfg.camera.hfov_deg)
     spent = 0.0
     out = []
@@ -304,9 +303,7 @@ def detections(rec: Recording) -> tuple[list[FrameInfo], float]:
                 began = time.perf_counter()
                 faces = detector.detect(frame.image, frame.t)
                 spent += time.perf_counter() - began
-            if faces is not None:
-                lipwatch.set_boxes([f.box for f in faces.faces])
-            lips = tuple(lipwatch.look(frame.t, frame.image))
+            lips = tuple(step.read_lips(frame.t, frame.image, faces))
             out.append(FrameInfo(frame.t, frame.width, frame.height, faces, lips))
     finally:
         detector.close()

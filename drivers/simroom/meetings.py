@@ -381,7 +381,6 @@ def make_meeting(
         doc["mic_array"] = {"sample_rate": sample_rate, "positions": [list(p) for p in positions]}
     else:
         doc["mic_array"] = {"sample_rate": sample_rate}
-    heard: tuple[tuple[float, float], ...] = ()
     if far_turns:
         # on the ceiling along a seated person's azimuth: the case a director gets wrong without the reference
         sx, sy = seats[int(fe_rng.integers(0, n))]
@@ -389,10 +388,14 @@ def make_meeting(
         r = math.hypot(sx - cam_x, sy - cam_y)
         at = [cam_x + FAREND_OUT_M * (sx - cam_x) / r, cam_y + FAREND_OUT_M * (sy - cam_y) / r, h - 0.1]
         doc["loudspeaker"] = {"position_m": [round(v, 3) for v in at], "level_db": 0.0, "turns": far_turns}
-        # as heard at the array: the propagation time added (the array is under the camera)
-        delay = math.dist(at, (cam_x, cam_y, 1.15)) / 343.0
-        heard = tuple((round(a + delay, 3), round(b + delay, 3)) for a, b in far_spans)
     scn = parse_scenario(doc, f"meeting {seed}")
+    heard: tuple[tuple[float, float], ...] = ()
+    if scn.loudspeaker is not None:  # as heard at the array: the propagation time from the loudspeaker added
+        from drivers.simroom.audio import SPEED_OF_SOUND
+
+        centre = np.mean(np.array(scn.mic_positions_room()), axis=0)
+        delay = math.dist(scn.loudspeaker.position_m, centre) / SPEED_OF_SOUND
+        heard = tuple((round(a + delay, 3), round(b + delay, 3)) for a, b in far_spans)
     entries = {late: Entry(round(enter_s, 3), (w - 0.75, d - 0.35, STANDING_HEAD_M))} if late else {}
     return Meeting(seed, scn, prints, entries, tuple(exchanges), heard)
 
