@@ -272,6 +272,13 @@ class DirectorConfig(Section):
     lips_min: float = Field(
         0.1, ge=0.0, le=50.0, title="Lip activity that counts as a moving mouth (grey levels per frame)"
     )
+    behind: Literal["mirror", "clamp"] = Field(
+        "mirror",
+        title="Speech heard behind the camera",
+        description="mirror: a direction behind the camera's plane is taken as its mirror image in front (a box "
+        "on the front wall has nobody behind it; what a small array hears there is the front wall's reflection, "
+        "or front and back confused). clamp: it counts at the picture's nearest side, as a talker out of view.",
+    )
     frame_overlap: bool = Field(True, title="Frame both when two people talk over each other")
     overlap_ratio: float = Field(
         0.5,

@@ -14,6 +14,10 @@ How it decides (every number is in ``[director]``, :class:`appliance.config.Dire
   a table sit about ten degrees apart. When faces within ``lips_window_deg`` of a heard direction have moving
   lips (:mod:`appliance.perception.lips`, at least ``lips_min``), the speech goes to them, shared by how much
   their lips move, instead of to the heard direction. Lips never make speech: no sound, no evidence.
+- Behind the camera (``behind = "mirror"``): the camera looks into the room from the front wall, so a
+  direction heard behind its plane is taken as its mirror image in front. A small array beside the wall hears
+  the wall's reflection, or confuses front and back, in a reverberant room; clamped at the picture's edge such
+  a talker would be "outside the picture" and cost the close shot.
 - A talker earns a cut when their evidence reaches what ``switch_after_s`` of continuous speech gives,
   beats the framed talker's evidence, and the current shot has been held ``min_hold_s`` (rule ``talker``).
 - After ``silence_to_group_s`` without attributable speech the director shows the group (``silence``).
@@ -264,8 +268,11 @@ class Director:
             span = 0.032 if self._last_doa_t is None else min(max(d.t - self._last_doa_t, 0.0), 0.25)
             self._last_doa_t = d.t
             if d.speech and d.azimuth_deg is not None and not self._muted:  # far-end blocks are not speech
-                self._add_heard(d.azimuth_deg, span, now)
-                if self._nearest(d.azimuth_deg) is not None:
+                az = d.azimuth_deg
+                if self.cfg.behind == "mirror" and abs(az) > 90.0:  # behind the camera: the front wall's image
+                    az = math.copysign(180.0, az) - az
+                self._add_heard(az, span, now)
+                if self._nearest(az) is not None:
                     self._last_speech_t = max(self._last_speech_t, d.t)
         self._attribute()
         self._follow_talker(now)

@@ -332,3 +332,20 @@ def test_a_quick_answer_to_a_short_remark_frames_both_at_once_when_asked() -> No
     long_turns: Script = [(0.0, 6.0, "c"), (7.0, 12.0, "a"), (12.2, 16.0, "b")]
     shots = run(room, talk(long_turns, room), 16.0, DirectorConfig(ping_pong_quick_s=3.0))
     assert not any(s.rule == "ping-pong" for s in cuts(shots))
+
+
+def test_speech_heard_behind_the_camera_is_the_front_walls_image() -> None:
+    # a small array on the front wall hears a talker at +20 deg as if from +160 deg (the wall's image, front and
+    # back confused): nobody can sit behind the camera, so the direction is mirrored into the room
+    room = Room({"a": -30.0, "b": 20.0})
+
+    def doa(k: int, t: float) -> Doa:
+        speaking = 2.0 <= t < 8.0
+        return Doa(t, 160.0 + 1.5 * math.sin(7 * t) if speaking else None, speaking, -30.0, 0.8)
+
+    shots = run(room, doa, 8.0)
+    assert all(framed(room, s, "b") for s in between(shots, 3.5, 8.0))
+    # taken as heard, the voice is out of view at the picture's edge: the group, nobody framed close
+    clamped = run(room, doa, 8.0, DirectorConfig(behind="clamp"))
+    assert not any(framed(room, s, "b") for s in between(clamped, 3.5, 8.0))
+    assert all(s.mode == "group" for s in between(clamped, 3.5, 8.0))
