@@ -230,6 +230,7 @@ class PtzFollower:
         self.superseded = 0  # targets replaced by a newer one before they were sent
         self.position: PtzPosition | None = None  # the last move the head accepted
         self.connected = False
+        self._moving = False
 
     @classmethod
     def from_config(
@@ -258,6 +259,11 @@ class PtzFollower:
             self._pending = target
             self._wake.set()
         return target
+
+    @property
+    def idle(self) -> bool:
+        """No move in flight and none waiting."""
+        return self._pending is None and not self._moving
 
     def set_camera(self, width: int, height: int, hfov_deg: float) -> None:
         self.planner.set_camera(PinholeCamera(width, height, hfov_deg))
@@ -304,11 +310,13 @@ class PtzFollower:
                 target, self._pending = self._pending, None
                 if target is None or same_position(target, self.position):
                     continue
+                self._moving = True
                 pos = await self._bounded("a move", self.ptz.move_to(target.pan_deg, target.tilt_deg, target.zoom))
+                self._moving = False
                 self.position = pos
                 self.sent += 1
         except BaseException:
-            self.connected = False
+            self.connected = self._moving = False
             self.planner.forget()  # where the head is is not known: move it at once when it is back
             raise
         finally:
