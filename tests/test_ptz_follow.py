@@ -266,3 +266,39 @@ async def _stops_answering() -> None:
         await until(lambda: r.state() == "running", timeout=40.0)
         assert newest is not None
         await until(lambda: view_error_deg(r.sim.position(), newest) < 0.1)
+
+
+def test_a_glide_costs_few_commands_and_stays_close() -> None:
+    """The bench's path (a virtual clock, the simulated head at finite speed): a cut, then the director's
+    exponential glide over 20 degrees, then a sway of a pixel or two. The planner sends a few commands where
+    a follower without deadband sends one per changed frame, and its view stays within the deadband."""
+    from appliance.bench.ptz import follow
+
+    shots, crop = [shot(0.0, crop_at(700, 540, 480), cut=True)], (700.0, 540.0)
+    for k in range(1, 150):  # 10 s at 15 fps: glide to u = 1150 (tau 0.5 s), then sway
+        t = k / 15
+        u = 1150 - 450 * math.exp(-t / 0.5) + (1.5 * math.sin(t * 3) if t > 4 else 0.0)
+        crop = (u, 540.0)
+        shots.append(shot(t, crop_at(*crop, 480)))
+    base = PtzFollowConfig(enabled=True, deadband=0.1, min_interval_s=1.0)
+    planned = asyncio.run(follow(shots, CAM, base))
+    every = asyncio.run(follow(shots, CAM, base.model_copy(update={"deadband": 0.0, "min_interval_s": 0.0})))
+    assert 2 <= planned.commands <= 6 and every.commands > 5 * planned.commands
+    hfov = HEAD.hfov_at(target_of(crop_at(1150, 540, 480), CAM, HEAD).zoom)
+    late = planned.errors_deg[-60:]  # settled: off by less than the deadband, never chasing the sway
+    assert max(late) < 0.1 * hfov and sum(every.errors_deg[-60:]) < sum(late)
+
+
+def test_manual_framing_on_the_panel_moves_the_head_at_once() -> None:
+    """The panel's ``{"cmd": "ptz"}`` becomes the director's manual shot (a cut): the head follows it."""
+    from appliance.step import FrameStep
+
+    step = FrameStep(Config())
+    p = PtzPlanner(HEAD, PtzFollowConfig(enabled=True), CAM)
+    assert p.plan(step.step(0.0, 1920, 1080, None)) is not None
+    assert p.plan(step.step(0.1, 1920, 1080, None)) is None
+    step.manual_view(1.0, 0.0, 3.0, 0.2)  # right edge, 3x
+    s = step.step(0.3, 1920, 1080, None)
+    target = p.plan(s)
+    assert s.mode == "manual" and s.cut and target is not None and p.reason == "cut"
+    assert target.pan_deg > 25 and target.zoom > 0.2
