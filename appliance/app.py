@@ -50,6 +50,7 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
     from appliance.control.metrics import HealthCheck, Metrics, add_metrics_routes
     from appliance.messages import MeetingStatus
     from appliance.perception.watch import FaceWatcher
+    from appliance.ptz_follow import follower_from_config
     from appliance.room_controls import SOURCE_KINDS, RoomControls
     from appliance.streaming.connector import connectors_from_config
     from appliance.streaming.display import show_far_end
@@ -126,6 +127,9 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
                 )
             print(f"roombox: panel at http://{cfg.panel.host}:{cfg.panel.port}/", flush=True)
             tasks = [asyncio.create_task(box.run())]
+            follower = follower_from_config(cfg, events, ctx, clock)  # [ptz_follow]: a PTZ head shows the shot
+            if follower is not None:
+                tasks.append(asyncio.create_task(follower.serve(events)))
             if fleet is not None:
                 tasks.append(asyncio.create_task(fleet.run()))
             sdnotify.notify_ready(f"panel at http://{cfg.panel.host}:{cfg.panel.port}/")

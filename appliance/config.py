@@ -472,6 +472,35 @@ class JanusConfig(Section):
     retry_max_s: float = Field(8.0, ge=0.5, le=600.0, title="Longest time between retries (s)")
 
 
+class PtzFollowConfig(Section):
+    """A PTZ camera that shows the director's shot: the director frames on the main (wide) camera, and the
+    PTZ head named here is moved to show the same view (:mod:`appliance.ptz_follow`)."""
+
+    enabled: bool = Field(False, title="Move a PTZ camera with the director's shots")
+    ptz: str = Field(
+        "",
+        pattern=r"^([A-Za-z][A-Za-z0-9_-]{0,39})?$",
+        title="PTZ camera that follows",
+        description="A [ptz.NAME]; empty: the first one",
+    )
+    deadband: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        title="Least change worth a move (fraction of the view)",
+        description="A slow glide moves the head only once its target is off by more than this fraction of the "
+        "head's field of view (or the zoom by this fraction); a cut moves it at once.",
+    )
+    min_interval_s: float = Field(1.0, ge=0.0, le=60.0, title="Least time between two moves on a glide (s)")
+    home_azimuth_deg: float = Field(
+        0.0, ge=-180.0, le=180.0, title="Where the head's home points (azimuth in the wide camera, degrees)"
+    )
+    home_elevation_deg: float = Field(
+        0.0, ge=-90.0, le=90.0, title="Where the head's home points (elevation in the wide camera, degrees)"
+    )
+    retry_s: float = Field(2.0, ge=0.1, le=600.0, title="Retry a PTZ camera that does not answer after (s)")
+
+
 class PanelConfig(Section):
     host: str = Field("127.0.0.1", title="Listen address")
     port: int = Field(8080, ge=1, le=65535, title="Listen port")
@@ -541,6 +570,7 @@ class Config(Section):
         title="Loudspeakers",
         description='[speakers.NAME] type = "sounddevice": the first plays the far end (drivers.audio.speaker)',
     )
+    ptz_follow: PtzFollowConfig = Field(default_factory=PtzFollowConfig, title="PTZ camera following the director")
     doa: DoaConfig = Field(default_factory=DoaConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     detector: DetectorSection = Field(default_factory=YuNetConfig)
@@ -589,6 +619,24 @@ class Config(Section):
         if isinstance(detector, dict) and "type" not in detector:
             data["detector"] = {"type": _detector_type(detector), **detector}
         return data
+
+    @model_validator(mode="after")
+    def _ptz_follow(self) -> Config:
+        """``[ptz_follow]`` names a PTZ camera that exists, and not one that moves the director's own camera."""
+        f = self.ptz_follow
+        if not f.enabled:
+            return self
+        if f.ptz and f.ptz not in self.ptz:
+            raise ValueError(f"[ptz_follow] ptz = {f.ptz!r}: no [ptz.{f.ptz}] (have: {', '.join(self.ptz) or 'none'})")
+        if not self.ptz:
+            raise ValueError("[ptz_follow] enabled = true needs a [ptz.NAME] section")
+        name = f.ptz or next(iter(self.ptz))
+        if getattr(self.ptz[name], "camera", None) == next(iter(self.cameras)):
+            raise ValueError(
+                f"[ptz.{name}] camera = {next(iter(self.cameras))!r} is the camera the director frames: "
+                "following its own shots would move the picture it frames (give the wide camera first in [cameras])"
+            )
+        return self
 
     @property
     def camera(self) -> CameraSection:

@@ -30,6 +30,7 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "farend": ("appliance.bench.farend", "bench_farend"),
     "panel": ("appliance.bench.panel", "bench_panel"),
     "director": ("appliance.bench.director", "bench_director"),
+    "ptz": ("appliance.bench.ptz", "bench_ptz"),  # a PTZ head following the director (appliance.ptz_follow)
 }
 DEFAULT_SECTIONS = ("core", "faces", "doa", "simroom")
 
