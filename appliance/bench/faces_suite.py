@@ -9,6 +9,7 @@ neighbours than about the detector; BlazeFace's peer figures are measured the sa
 per camera frame is amortised at a 5 Hz detection rate on a 30 fps camera (6 frames per detection),
 tracking included; YuNet's runs with :class:`~appliance.perception.watch.FaceWatcher` (a whole-frame search
 every ``scan_interval_s``, tracked faces refined on crops in between) on a sequence of swaying shots.
+The real group photo's shots, scored the same way, are in :mod:`appliance.bench.faces_group`.
 
 Track figures: a scripted 5-minute meeting of six seated people (sway, leaning, turning away, missed and
 false detections, one 1 s miss each) and a poster on the wall through :class:`FaceTracker`.
