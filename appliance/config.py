@@ -272,6 +272,16 @@ class DirectorConfig(Section):
     lips_min: float = Field(
         0.1, ge=0.0, le=50.0, title="Lip activity that counts as a moving mouth (grey levels per frame)"
     )
+    farend_still: bool = Field(
+        True,
+        title="Hold the picture still while the far end talks",
+        description="While the far end's voice plays in the room and nobody in the room speaks, the shot does "
+        "not glide, and the silence, print and exchange-ended cuts wait until the far end has been quiet "
+        "farend_quiet_s: the room is listening, and the far end sees a still picture.",
+    )
+    farend_quiet_s: float = Field(
+        1.5, ge=0.0, le=30.0, title="The far end counts as talking until it has been quiet this long (s)"
+    )
     behind: Literal["mirror", "clamp"] = Field(
         "mirror",
         title="Speech heard behind the camera",

@@ -32,6 +32,9 @@ How it decides (every number is in ``[director]``, :class:`appliance.config.Dire
 - Two people talking over each other (the second at least ``overlap_ratio`` of the first, both above
   ``overlap_level_s``) for ``overlap_after_s`` are framed together (``overlap``).
 - Microphones muted from the panel (:meth:`Director.set_muted`): the group shot, speech ignored (``muted``).
+- The far end talking (``farend_still``): while only the far end's voice plays in the room, the shot holds
+  still: no glide, and the silence, print and exchange-ended cuts wait until it has been quiet
+  ``farend_quiet_s``. A local talker still gets a cut.
 - Cuts jump; small changes of the same shot (a talker leaning) glide with time constant ``smooth_tau_s``.
 Every cut carries the rule that fired and its evidence (``Shot.rule``, ``Shot.evidence``).
 
@@ -135,6 +138,8 @@ class Director:
         self._overlap_off_since: float | None = None
         self._last_cut_t = -math.inf
         self._last_speech_t = -math.inf
+        self._farend_t = -math.inf  # the last far-end block
+        self._local_t = -math.inf  # the last local speech block, from anywhere
         self._crop = (0.0, 0.0, float(camera.width), float(camera.height))
         self._reason = "starting: whole room"
         self._rule: Rule = "start"
@@ -267,6 +272,10 @@ class Director:
             # each block counts for the time it covers since the previous one
             span = 0.032 if self._last_doa_t is None else min(max(d.t - self._last_doa_t, 0.0), 0.25)
             self._last_doa_t = d.t
+            if d.farend:
+                self._farend_t = max(self._farend_t, d.t)
+            elif d.speech:
+                self._local_t = max(self._local_t, d.t)
             if d.speech and d.azimuth_deg is not None and not self._muted:  # far-end blocks are not speech
                 az = d.azimuth_deg
                 if self.cfg.behind == "mirror" and abs(az) > 90.0:  # behind the camera: the front wall's image
@@ -382,6 +391,12 @@ class Director:
                 pair = ((a_id, b_id), "ping-pong")
         self._pair = pair
 
+    def _listening(self, now: float) -> bool:
+        """The far end talks and nobody in the room does: the room listens, the picture holds still."""
+        cfg = self.cfg
+        quiet = cfg.farend_quiet_s
+        return cfg.farend_still and now - self._farend_t <= quiet and self._local_t < self._farend_t
+
     def _exchange_hold(self, pair: frozenset[int]) -> float:
         """How long one of an exchange's two may hold the floor before it is over: ``ping_pong_end_s``, or
         for an exchange of quick remarks not yet ``ping_pong_swaps`` long, a quick remark's length."""
@@ -478,6 +493,8 @@ class Director:
             )
             return self._cut("speaker", "talker", reason, now, target=best)
         silent_for = now - self._last_speech_t
+        if self._listening(now):  # the far end talks: silence, prints and ended exchanges wait
+            return False
         if self._shown_pair is not None and self._mode == "group":  # the exchange is over, nobody took over
             if silent_for < cfg.silence_to_group_s:
                 return False
@@ -642,6 +659,9 @@ class Director:
         if cut or self.cfg.smooth_tau_s <= 0:
             self._glide_t = now
             return target
+        if self._listening(now) and self.policy != "manual":  # the far end talks: no glide
+            self._glide_t = now
+            return cur
         if max(abs(a - b) for a, b in zip(cur, target, strict=True)) < _DEADBAND * cur[2]:
             self._glide_t = now
             return cur

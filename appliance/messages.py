@@ -80,6 +80,7 @@ class Doa:
     speech: bool
     level_db: float = -120.0
     confidence: float = 0.0
+    farend: bool = False  # the far end's voice from the room's loudspeaker (then never speech)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,6 +89,7 @@ class Doa:
             "speech": bool(self.speech),
             "level_db": _r(self.level_db, 1),
             "confidence": _r(self.confidence),
+            "farend": bool(self.farend),
         }
 
     @classmethod
@@ -99,6 +101,7 @@ class Doa:
             bool(d["speech"]),
             float(d.get("level_db", -120.0)),
             float(d.get("confidence", 0.0)),
+            bool(d.get("farend", False)),
         )
 
 

@@ -349,3 +349,25 @@ def test_speech_heard_behind_the_camera_is_the_front_walls_image() -> None:
     clamped = run(room, doa, 8.0, DirectorConfig(behind="clamp"))
     assert not any(framed(room, s, "b") for s in between(clamped, 3.5, 8.0))
     assert all(s.mode == "group" for s in between(clamped, 3.5, 8.0))
+
+
+def test_the_picture_holds_still_while_the_far_end_talks() -> None:
+    # a talks and is framed; then the far end talks for 12 s (a sways in the picture meanwhile); then quiet
+    room = Room({"a": -20.0, "b": 15.0})
+
+    def doa(k: int, t: float) -> Doa:
+        if 1.0 <= t < 6.0:
+            return Doa(t, -20.0 + 1.5 * math.sin(7 * t), True, -30.0, 0.8)
+        if 7.0 <= t < 19.0:
+            return Doa(t, 40.0, False, -30.0, 0.8, farend=True)
+        return Doa(t, None, False, -60.0)
+
+    shots = run(room, doa, 26.0)
+    far = between(shots, 7.0, 19.0)
+    assert framed(room, far[0], "a") and all(s.crop == far[0].crop and not s.cut for s in far)
+    # once the far end has been quiet a moment, the silence rule gives the group
+    after = [s for s in cuts(shots, 19.0) if s.rule == "silence"]
+    assert after and after[0].t < 19.0 + DirectorConfig().farend_quiet_s + 1.0
+    # without the rule the shot follows a's sway and goes to the group in the far end's speech
+    plain = between(run(room, doa, 26.0, DirectorConfig(farend_still=False)), 7.0, 19.0)
+    assert any(s.cut for s in plain) and len({s.crop for s in plain}) > 3

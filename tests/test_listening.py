@@ -154,7 +154,8 @@ def test_roombox_doa_with_a_reference(tmp_path: Path, room: Scene, capsys: pytes
     srp.write_text(config.read_text(encoding="utf-8") + '[doa]\nestimator = "srp-phat"\n', encoding="utf-8")
     assert main(["doa", "--audio", str(audio), "--config", str(srp)]) == 0
     first = json.loads(capsys.readouterr().out.splitlines()[0])
-    assert set(first) == {"t", "azimuth_deg", "speech", "level_db", "confidence"}
+    assert set(first) == {"t", "azimuth_deg", "speech", "level_db", "confidence", "farend"}
+    assert first["farend"] is False  # the plain estimator has no reference: it marks nothing far end
 
 
 @pytest.mark.parametrize(

@@ -95,6 +95,7 @@ class Heard:
             speech=self.speech and not self.farend,
             level_db=self.level_db,
             confidence=self.confidence,
+            farend=self.farend,
         )
 
 
