@@ -50,6 +50,7 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
     from appliance.control.metrics import HealthCheck, Metrics, add_metrics_routes
     from appliance.messages import MeetingStatus
     from appliance.perception.watch import FaceWatcher
+    from appliance.program import program_from_config
     from appliance.ptz_follow import follower_from_config
     from appliance.room_controls import SOURCE_KINDS, RoomControls
     from appliance.streaming.connector import connectors_from_config
@@ -75,8 +76,13 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    follower = follower_from_config(cfg, events, ctx, clock)  # [ptz_follow]: a PTZ head shows the shot
+    # ... and its camera, when its [ptz.NAME] names one, is what the meeting sees while it and the head are live
+    program = program_from_config(cfg, frames, ctx, None if follower is None else lambda: follower.connected, clock)
     with FaceWatcher.from_config(cfg.detector, cfg.camera.hfov_deg) as detector:
-        box = RoomBox(cfg, camera, mic_array, detector, frames, audio, events, clock=clock, playback=playback)
+        box = RoomBox(
+            cfg, camera, mic_array, detector, frames, audio, events, clock=clock, playback=playback, program=program
+        )
         control = Control.for_box(cfg, on_config=box.on_config, config_path=config_path)
         controls = RoomControls(  # the panel's commands: the box's, meetings, mute, volume, sources
             box.command,
@@ -127,7 +133,6 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
                 )
             print(f"roombox: panel at http://{cfg.panel.host}:{cfg.panel.port}/", flush=True)
             tasks = [asyncio.create_task(box.run())]
-            follower = follower_from_config(cfg, events, ctx, clock)  # [ptz_follow]: a PTZ head shows the shot
             if follower is not None:
                 tasks.append(asyncio.create_task(follower.serve(events)))
             if fleet is not None:

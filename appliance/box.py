@@ -34,6 +34,7 @@ from drivers.base import AudioBlock, AudioSource, Frame, VideoSource
 
 if TYPE_CHECKING:
     from appliance.calibrator import Calibrator
+    from appliance.program import ProgramCamera
     from appliance.streaming.playback import Playback
 
 log = logging.getLogger(__name__)
@@ -66,12 +67,15 @@ class RoomBox:
         retry_s: float = 2.0,
         stats_every_s: float = 1.0,
         playback: Playback | None = None,
+        program: ProgramCamera | None = None,
     ) -> None:
         self.cfg = cfg
         self.camera, self.mics, self.detector = camera, mics, detector
         self.frames, self.audio_out, self.events = frames, audio_out, events
         self.clock, self.retry_s, self.stats_every_s = clock, retry_s, stats_every_s
         self.playback = playback  # the far end on the room's speaker: its reference goes to the hearing
+        self.program = program  # the PTZ camera's picture, what the meeting sees while it is live (or None)
+        self._program_live = False
         self.hearing = make_ears(cfg.mic_array, cfg.doa, cfg.tracker)
         self.step = FrameStep(cfg)
         self.counters = Counters()
@@ -88,6 +92,10 @@ class RoomBox:
             self.step.restart()
 
         await self._until_switched("camera", lambda: _pump(self.camera, self._on_frame, started, fresh_start))
+
+    async def _program_loop(self, started: Callable[[], None]) -> None:
+        assert self.program is not None
+        await _pump(self.program.source, self.program.take, started, on_end=self.program.gone)
 
     async def _mic_loop(self, started: Callable[[], None]) -> None:
         self.hearing.reset()
@@ -163,8 +171,14 @@ class RoomBox:
         if shot.cut:
             self.decisions.appendleft(shot)
             self.events.publish(Decisions(tuple(self.decisions)))
-        s = self.cfg.stream
-        self.frames.put(render_shot(frame.image, shot, s.width, s.height), frame.t)
+        live = self.program is not None and self.program.live()
+        if live != self._program_live:  # the PTZ camera's picture came or went: say which goes out, now
+            self._program_live = live
+            log.info("program: %s", "the PTZ camera's picture" if live else "the wide camera's crop")
+            self.events.publish(self.stats())
+        if not live:  # else the program camera puts its own pictures
+            s = self.cfg.stream
+            self.frames.put(render_shot(frame.image, shot, s.width, s.height), frame.t)
 
     def _detection_result(self, done: asyncio.Future[tuple[Faces, float]]) -> Faces | None:
         try:
@@ -241,6 +255,7 @@ class RoomBox:
             c.audio_blocks,
             c.doa_blocks,
             int(getattr(self.camera, "dropped", 0)),
+            "ptz" if self._program_live else "crop",
         )
 
     async def _stats_loop(self) -> None:
@@ -258,6 +273,8 @@ class RoomBox:
                 tg.create_task(supervise("camera", self._camera_loop, publish, self.clock, self.retry_s))
                 tg.create_task(supervise("mic_array", self._mic_loop, publish, self.clock, self.retry_s))
                 tg.create_task(self._stats_loop())
+                if self.program is not None:
+                    tg.create_task(supervise("program_camera", self._program_loop, publish, self.clock, self.retry_s))
                 if self.playback is not None:
                     tg.create_task(supervise("speaker", self.playback.run, publish, self.clock, self.retry_s))
         finally:
@@ -267,10 +284,14 @@ class RoomBox:
 
 
 async def _pump(
-    source: Any, handle: Callable[[Any], None], started: Callable[[], None], on_start: Callable[[], None] | None = None
+    source: Any,
+    handle: Callable[[Any], None],
+    started: Callable[[], None],
+    on_start: Callable[[], None] | None = None,
+    on_end: Callable[[], None] | None = None,
 ) -> None:
     """Start ``source``, hand each item it delivers to ``handle`` (``started()`` after the first), stop it
-    whatever happens."""
+    whatever happens (``on_end()`` first)."""
     await source.start()
     if on_start is not None:
         on_start()
@@ -281,4 +302,6 @@ async def _pump(
             handle(item)
             item = await source.recv()
     finally:
+        if on_end is not None:
+            on_end()
         await source.stop()

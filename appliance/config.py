@@ -509,6 +509,15 @@ class PtzFollowConfig(Section):
         0.0, ge=-90.0, le=90.0, title="Where the head's home points (elevation in the wide camera, degrees)"
     )
     retry_s: float = Field(2.0, ge=0.1, le=600.0, title="Retry a PTZ camera that does not answer after (s)")
+    program_timeout_s: float = Field(
+        1.0,
+        ge=0.1,
+        le=30.0,
+        title="Back to the wide camera's crop after (s) without a PTZ picture",
+        description="When the head's [ptz.NAME] names its camera, that camera's picture is what the meeting "
+        "sees; without a picture from it for this long (or while it or the head is lost) the meeting sees "
+        "the crop of the wide camera instead, until it is back (appliance/program.py).",
+    )
 
 
 class PanelConfig(Section):
@@ -632,7 +641,12 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _ptz_follow(self) -> Config:
-        """``[ptz_follow]`` names a PTZ camera that exists, and not one that moves the director's own camera."""
+        """A head's ``camera`` is one of ``[cameras]``; ``[ptz_follow]`` names a PTZ camera that exists, and not
+        one that moves the director's own camera."""
+        for name, section in self.ptz.items():  # the camera a head moves is one of [cameras]
+            cam = getattr(section, "camera", None)
+            if cam is not None and cam not in self.cameras:
+                raise ValueError(f"[ptz.{name}] camera = {cam!r}: no [cameras.{cam}] (have: {', '.join(self.cameras)})")
         f = self.ptz_follow
         if not f.enabled:
             return self

@@ -242,6 +242,7 @@ class Stats:
     audio_blocks: int = 0
     doa_blocks: int = 0
     frames_dropped: int = 0
+    program: str = "crop"  # the picture the meeting sees: "crop" of the wide camera, or "ptz" (the PTZ camera's)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -252,6 +253,7 @@ class Stats:
             "audio_blocks": self.audio_blocks,
             "doa_blocks": self.doa_blocks,
             "frames_dropped": self.frames_dropped,
+            "program": self.program,
         }
 
     @classmethod
@@ -264,6 +266,7 @@ class Stats:
             int(d.get("audio_blocks", 0)),
             int(d.get("doa_blocks", 0)),
             int(d.get("frames_dropped", 0)),
+            str(d.get("program", "crop")),
         )
 
 

@@ -43,6 +43,7 @@ MESSAGES = [
     DeviceStatus("camera", "lost", "SourceLost: end of file", 4.0, {"failures": 2}),
     CameraInfo("main", 90.0, 1920, 1080),
     Stats(5.0, 75, 12, 21.5, 250, 150, 3),
+    Stats(5.5, 80, 12, 21.5, 260, 155, 3, program="ptz"),
     MeetingStatus("whip", "retrying", "the token was refused (401 Unauthorized)", 7.5),
     RoomState(
         8.0,
