@@ -236,7 +236,7 @@ async def _meeting(tmp_path: Path, wide: np.ndarray) -> None:
         assert follower is not None
         follower.report = w.publish
         program = ProgramCamera(sim, w, STREAM[0], STREAM[1], clock, 0.5, head=lambda: follower.connected)
-        with FaceDetector(cfg=cfg.detector) as detector:  # type: ignore[arg-type]
+        with FaceDetector(cfg=cfg.detector) as detector:
             box = RoomBox(
                 cfg,
                 FileCamera(tmp_path / "wide.mp4", realtime=True, clock=clock),
