@@ -245,7 +245,7 @@ class DirectorConfig(Section):
     )
     ping_pong_window_s: float = Field(20.0, ge=1.0, le=300.0, title="Time in which the exchange's swaps count (s)")
     ping_pong_quick_s: float = Field(
-        0.0,
+        3.0,
         ge=0.0,
         le=30.0,
         title="A turn this short that is answered starts an exchange at once (s; 0: off)",

@@ -200,7 +200,8 @@ def test_a_b_a_b_exchanges_frame_both_with_few_cuts(seed: int) -> None:
     per_min, both = exchange_figures(room, shots, 2.0, 62.0)
     assert per_min <= 12.0 and both >= 0.8, (per_min, both)
     pp = next(s for s in cuts(shots) if s.rule == "ping-pong")
-    assert pp.mode == "group" and pp.evidence["swaps"] >= 3 and len(pp.evidence["pair"]) == 2
+    # a quick answer to a short remark (ping_pong_quick_s) already makes it an exchange
+    assert pp.mode == "group" and pp.evidence["swaps"] >= 1 and len(pp.evidence["pair"]) == 2
     assert not shows(room, pp, "c")  # the two of them, not the whole group
     assert any(framed(room, s, "c") for s in between(shots, 64.0, 66.0))  # the exchange is over
     # without the rule: a cut at almost every turn, the picture on one of them only
@@ -319,18 +320,18 @@ def test_an_exchange_that_falls_silent_ends_on_the_group() -> None:
     assert 24.0 <= ended.t < 26.0 and ended.mode == "group" and shows(room, ended, "a", "b", "c")
 
 
-def test_a_quick_answer_to_a_short_remark_frames_both_at_once_when_asked() -> None:
+def test_a_quick_answer_to_a_short_remark_frames_both_at_once() -> None:
     room = Room({"a": -10.0, "b": 10.0, "c": 35.0})
     # c speaks at length, then a makes a short remark, b answers at once, and they go on
     script: Script = [(0.0, 6.0, "c"), (7.0, 8.8, "a"), (9.0, 10.8, "b"), (11.0, 12.6, "a"), (12.8, 14.5, "b")]
-    quick = run(room, talk(script, room), 16.0, DirectorConfig(ping_pong_quick_s=3.0))
+    quick = run(room, talk(script, room), 16.0)
     pp = [s for s in cuts(quick) if s.rule == "ping-pong"]
     assert pp and pp[0].t < 11.0 and shows(room, pp[0], "a", "b")  # at b's first answer, not after 3 swaps
-    slow = run(room, talk(script, room), 16.0)  # off by default: three swaps first
+    slow = run(room, talk(script, room), 16.0, DirectorConfig(ping_pong_quick_s=0.0))  # off: three swaps first
     assert all(s.t > 11.0 for s in cuts(slow) if s.rule == "ping-pong")
     # a long turn answered is no exchange
     long_turns: Script = [(0.0, 6.0, "c"), (7.0, 12.0, "a"), (12.2, 16.0, "b")]
-    shots = run(room, talk(long_turns, room), 16.0, DirectorConfig(ping_pong_quick_s=3.0))
+    shots = run(room, talk(long_turns, room), 16.0)
     assert not any(s.rule == "ping-pong" for s in cuts(shots))
 
 
