@@ -186,7 +186,7 @@ def test_a_viewer_close_cancelled_halfway_is_finished_by_the_server_shutdown() -
                 async with run_server(app, "127.0.0.1", 0) as server:
                     viewer = await _viewer(f"http://127.0.0.1:{server.port}", token)
                     try:
-                        await wait_for(lambda: viewer.connectionState == "connected", 30, "connected")
+                        await wait_for(lambda v=viewer: v.connectionState == "connected", 30, "connected")
                         (pc,) = parts.peers
                         await wait_for(lambda pc=pc: pc.connectionState == "connected", 30, "connected")
                         ports = candidate_ports(pc.localDescription.sdp)
