@@ -90,9 +90,8 @@ def artifacts_dir() -> Path:
 # and pytest then fails the whole run with an unclosed-transport ResourceWarning that names no test. So every
 # datagram transport's birthplace is noted, and the test that leaves one open fails, saying where it was made.
 _DATAGRAMS: weakref.WeakSet[Any] = weakref.WeakSet()
-_make_datagram_transport = asyncio.selector_events.BaseSelectorEventLoop._make_datagram_transport
-
-
+_SELECTOR_LOOP: Any = asyncio.selector_events.BaseSelectorEventLoop
+_make_datagram_transport = _SELECTOR_LOOP._make_datagram_transport
 _PLUMBING = (os.path.dirname(asyncio.__file__), os.path.dirname(threading.__file__) + "/threading.py")
 
 
@@ -106,7 +105,7 @@ def _noting_datagram_transport(self: Any, *args: Any, **kwargs: Any) -> Any:
     return transport
 
 
-asyncio.selector_events.BaseSelectorEventLoop._make_datagram_transport = _noting_datagram_transport  # type: ignore[method-assign]
+_SELECTOR_LOOP._make_datagram_transport = _noting_datagram_transport
 
 
 def _left_open() -> list[str]:

@@ -34,8 +34,8 @@ from tests.test_streaming import run_async
 W, H, FPS = 160, 90, 15.0
 # event-loop steps into the teardown at which it is interrupted: with aiohttp 3.14 and aiortc 1.16 the old code
 # left the socket open at steps 10-15 of the WHIP teardown (its DELETE first) and 1-6 of a viewer's close
-WHIP_STEPS = range(0, 24, 2)
-VIEWER_STEPS = range(0, 10)
+WHIP_STEPS = range(0, 24, 3)
+VIEWER_STEPS = range(0, 10, 2)
 
 
 def open_udp_ports() -> set[int]:
