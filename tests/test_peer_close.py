@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import numpy as np
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -29,6 +29,7 @@ from appliance.streaming.ice import offer_loopback
 from appliance.streaming.server import PARTS, create_app, run_server
 from appliance.streaming.whip import WhipPublisher
 from tests.janus_fixture import wait_for
+from tests.test_metrics_health import _viewer
 from tests.test_streaming import run_async
 
 W, H, FPS = 160, 90, 15.0
@@ -112,98 +113,76 @@ class Ingest:
             await self.runner.cleanup()
 
 
-def test_a_stop_landing_while_the_whip_connector_closes_its_session_leaves_no_socket_open() -> None:
+def _sweep(steps: range, once: Callable[[LatestFrame, int], Awaitable[set[int]]], what: str) -> None:
+    """``once(frames, n)`` interrupts a close ``n`` loop steps in and returns the ports left open: none may be."""
+
     async def main() -> list[tuple[int, set[int]]]:
-        offer_loopback()
         frames = LatestFrame()
         feeder = asyncio.create_task(_feed(frames))
-        video = EncodedVideo(frames, StreamConfig(width=W, height=H, fps=FPS, codecs=("VP8",)))
-        ingest = Ingest()
-        url = await ingest.start()
-        left = []
         try:
-            for steps in WHIP_STEPS:
-                pub = WhipPublisher.from_config(WhipConfig(url=url, retry_min_s=0.5), video, None)
-                await pub.start()
-                await wait_for(lambda pub=pub: pub.state == "connected", 30, "connected")
-                assert pub.pc is not None
-                ports = candidate_ports(pub.pc.localDescription.sdp)
-                assert ports and ports <= open_udp_ports()
-                # the session ends (as on a lost far end) and stop() lands while it is being torn down
-                assert pub._task is not None
-                pub._task.cancel()
-                await asyncio.gather(pub._task, return_exceptions=True)
-                teardown = asyncio.create_task(pub._teardown())
-                await _steps(steps)
-                teardown.cancel()
-                await asyncio.gather(teardown, return_exceptions=True)
-                await pub.stop()
-                left.append((steps, ports & open_udp_ports()))
+            return [(n, await once(frames, n)) for n in steps]
         finally:
-            await ingest.stop()
-            await video.close()
             feeder.cancel()
             await asyncio.gather(feeder, return_exceptions=True)
-        return left
 
     left = run_async(main())
-    print(f"\nthe publisher's ICE ports still open after stop(), by the step of the close it landed at: {left}")
+    print(f"\n{what}, by the loop step the close was interrupted at: {left}")
     assert all(not ports for _, ports in left), left
 
 
-async def _viewer(url: str, token: str) -> RTCPeerConnection:
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver("video", direction="recvonly")
-    await pc.setLocalDescription(await pc.createOffer())
-    async with (
-        aiohttp.ClientSession() as s,
-        s.post(
-            url + "/offer",
-            headers={"Authorization": f"Bearer {token}"},
-            json={"sdp": pc.localDescription.sdp, "type": "offer"},
-        ) as r,
-    ):
-        assert r.status == 200, await r.text()
-        answer = await r.json()
-    await pc.setRemoteDescription(RTCSessionDescription(**answer))
-    return pc
+async def _whip_stopped_in_its_teardown(frames: LatestFrame, steps: int) -> set[int]:
+    offer_loopback()
+    video = EncodedVideo(frames, StreamConfig(width=W, height=H, fps=FPS, codecs=("VP8",)))
+    ingest = Ingest()
+    url = await ingest.start()
+    try:
+        pub = WhipPublisher.from_config(WhipConfig(url=url, retry_min_s=0.5), video, None)
+        await pub.start()
+        await wait_for(lambda: pub.state == "connected", 30, "connected")
+        assert pub.pc is not None and pub._task is not None
+        ports = candidate_ports(pub.pc.localDescription.sdp)
+        assert ports and ports <= open_udp_ports()
+        # the session ends (as on a lost far end) and stop() lands while it is being torn down
+        pub._task.cancel()
+        await asyncio.gather(pub._task, return_exceptions=True)
+        teardown = asyncio.create_task(pub._teardown())
+        await _steps(steps)
+        teardown.cancel()
+        await asyncio.gather(teardown, return_exceptions=True)
+        await pub.stop()
+        return ports & open_udp_ports()
+    finally:
+        await ingest.stop()
+        await video.close()
+
+
+def test_a_stop_landing_while_the_whip_connector_closes_its_session_leaves_no_socket_open() -> None:
+    _sweep(WHIP_STEPS, _whip_stopped_in_its_teardown, "the publisher's ICE ports still open after stop()")
+
+
+async def _viewer_close_cancelled(frames: LatestFrame, steps: int) -> set[int]:
+    control = Control(Auth.in_memory())
+    token = control.auth.tokens.create("read", "a viewer")[1]
+    app = create_app(frames, None, EventBus(), StreamConfig(width=W, height=H, fps=FPS), control=control)
+    parts: Any = app[PARTS]
+    async with run_server(app, "127.0.0.1", 0) as server:
+        viewer = await _viewer(f"http://127.0.0.1:{server.port}", [], token)
+        try:
+            await wait_for(lambda: viewer.connectionState == "connected", 30, "connected")
+            (pc,) = parts.peers
+            await wait_for(lambda: pc.connectionState == "connected", 30, "connected")
+            ports = candidate_ports(pc.localDescription.sdp)
+            assert ports and ports <= open_udp_ports()
+            closing = asyncio.create_task(parts.close_peer(pc))
+            await _steps(steps)
+            closing.cancel()
+            await asyncio.gather(closing, return_exceptions=True)
+        finally:
+            await server.stop()
+            await viewer.close()
+    return ports & open_udp_ports()
 
 
 def test_a_viewer_close_cancelled_halfway_is_finished_by_the_server_shutdown() -> None:
     """E.g. the watcher that drops a viewer never connected, cancelled by the shutdown while closing it."""
-
-    async def main() -> list[tuple[int, set[int]]]:
-        frames = LatestFrame()
-        feeder = asyncio.create_task(_feed(frames))
-        left = []
-        try:
-            for steps in VIEWER_STEPS:
-                control = Control(Auth.in_memory())
-                token = control.auth.tokens.create("read", "a viewer")[1]
-                stream = StreamConfig(width=W, height=H, fps=FPS, codecs=("VP8",))
-                app = create_app(frames, None, EventBus(), stream, control=control)
-                parts: Any = app[PARTS]
-                async with run_server(app, "127.0.0.1", 0) as server:
-                    viewer = await _viewer(f"http://127.0.0.1:{server.port}", token)
-                    try:
-                        await wait_for(lambda v=viewer: v.connectionState == "connected", 30, "connected")
-                        (pc,) = parts.peers
-                        await wait_for(lambda pc=pc: pc.connectionState == "connected", 30, "connected")
-                        ports = candidate_ports(pc.localDescription.sdp)
-                        assert ports and ports <= open_udp_ports()
-                        closing = asyncio.create_task(parts.close_peer(pc))
-                        await _steps(steps)
-                        closing.cancel()
-                        await asyncio.gather(closing, return_exceptions=True)
-                    finally:
-                        await server.stop()
-                        await viewer.close()
-                left.append((steps, ports & open_udp_ports()))
-        finally:
-            feeder.cancel()
-            await asyncio.gather(feeder, return_exceptions=True)
-        return left
-
-    left = run_async(main())
-    print(f"\nthe server's ICE ports still open after its shutdown, by the step of the close cancelled: {left}")
-    assert all(not ports for _, ports in left), left
+    _sweep(VIEWER_STEPS, _viewer_close_cancelled, "the server's ICE ports still open after its shutdown")
