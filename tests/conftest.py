@@ -1,9 +1,14 @@
-"""Shared fixtures: a real headless Chromium (Debian's) driven by Playwright, and the artifacts folder."""
+"""Shared fixtures: a real headless Chromium (Debian's) driven by Playwright, and the artifacts folder; and a
+check, after each test, that it left no UDP socket open for good."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import threading
+import traceback
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,3 +82,47 @@ def artifacts_dir() -> Path:
     path = REPO / "artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+# ---------- UDP sockets left open for good ----------
+# An asyncio datagram transport (aiortc/aioice's ICE sockets, a VISCA client) still open when its event loop is
+# closed can never be closed: the garbage collector finds it whenever it runs next, often after the last test,
+# and pytest then fails the whole run with an unclosed-transport ResourceWarning that names no test. So every
+# datagram transport's birthplace is noted, and the test that leaves one open fails, saying where it was made.
+_DATAGRAMS: weakref.WeakSet[Any] = weakref.WeakSet()
+_SELECTOR_LOOP: Any = asyncio.selector_events.BaseSelectorEventLoop
+_make_datagram_transport = _SELECTOR_LOOP._make_datagram_transport
+_PLUMBING = (os.path.dirname(asyncio.__file__), os.path.dirname(threading.__file__) + "/threading.py")
+
+
+def _noting_datagram_transport(self: Any, *args: Any, **kwargs: Any) -> Any:
+    transport = _make_datagram_transport(self, *args, **kwargs)
+    frames = [f for f in traceback.extract_stack()[:-1] if not f.filename.startswith(_PLUMBING)]
+    task = asyncio.current_task(self)
+    coro = getattr(task.get_coro(), "__qualname__", "?") if task is not None else "none"
+    transport._made_at = "".join(traceback.format_list(frames[-10:])) + f"  in the task running {coro}\n"
+    _DATAGRAMS.add(transport)
+    return transport
+
+
+_SELECTOR_LOOP._make_datagram_transport = _noting_datagram_transport
+
+
+def _left_open() -> list[str]:
+    found = []
+    for transport in list(_DATAGRAMS):
+        sock = transport._sock
+        if sock is not None and transport._loop.is_closed():
+            found.append(f"{sock!r}, made at:\n{transport._made_at}")
+            transport._sock = None  # reported here: not again by the garbage collector, in another test
+            sock.close()
+    return found
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    result = yield
+    left = _left_open()
+    if left:
+        pytest.fail(f"{len(left)} UDP socket(s) left open after their event loop closed: " + "\n".join(left))
+    return result

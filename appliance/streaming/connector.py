@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -89,6 +89,7 @@ class Connector(ABC):
         self.video_track: EncodedVideoTrack | None = None
         self.http: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # closes that a cancelled caller left running
 
     def _set(self, state: str, detail: str = "") -> None:
         if (state, detail) == (self.state, self.detail):
@@ -117,6 +118,7 @@ class Connector(ABC):
                 await self._task
             self._task = None
         await self._teardown()
+        await asyncio.gather(*self._closing, return_exceptions=True)
         if self.http is not None:
             await self.http.close()
             self.http = None
@@ -194,8 +196,19 @@ class Connector(ABC):
             log.warning("%s: leaving failed: %s", self.kind, e or type(e).__name__)
         if self.pc is not None:
             pc, self.pc = self.pc, None
-            await pc.close()
+            await self._close(pc.close())
         self.video_track = None
+
+    def _closing_task(self, closing: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(closing)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        return task
+
+    async def _close(self, *closing: Coroutine[Any, Any, None]) -> None:
+        """Run these closes (of peer connections) to their end even when the caller is cancelled: a
+        connection closed halfway keeps its ICE sockets open for good. ``stop()`` waits for them."""
+        await asyncio.shield(asyncio.gather(*(self._closing_task(c) for c in closing)))
 
     @abstractmethod
     async def _negotiate(self, pc: RTCPeerConnection) -> None:

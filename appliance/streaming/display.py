@@ -33,10 +33,13 @@ class Display:
         self.control = control
         self.video = EncodedVideo(frames, stream)
         self.peers: set[RTCPeerConnection] = set()
+        self.closed = False
 
     async def close_peer(self, pc: RTCPeerConnection) -> None:
+        # shielded, and counted in peers until closed: a caller cancelled halfway (a watcher at shutdown) must
+        # not leave it half-closed with its ICE sockets open, and shutdown waits for closes under way
+        await asyncio.shield(pc.close())
         self.peers.discard(pc)
-        await pc.close()
 
     async def page(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC_DIR / "display.html", headers={"Cache-Control": "no-cache"})
@@ -56,6 +59,8 @@ class Display:
             return web.json_response({"error": problem}, status=400)
         if len(self.peers) >= self.control.access.max_viewers:
             return web.json_response({"error": "too many displays (access.max_viewers)"}, status=429)
+        if self.closed:
+            return web.json_response({"error": "the box is shutting down"}, status=503)
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.peers.add(pc)
 
@@ -73,9 +78,16 @@ class Display:
         except Exception as e:
             await self.close_peer(pc)
             return web.json_response({"error": f"cannot answer this offer: {e}"}, status=400)
+        except BaseException:  # cancelled (the server going away): its ICE sockets must not stay open
+            await self.close_peer(pc)
+            raise
+        if self.closed:  # shut down meanwhile
+            await self.close_peer(pc)
+            return web.json_response({"error": "the box is shutting down"}, status=503)
         return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type})
 
     async def close(self) -> None:
+        self.closed = True
         await asyncio.gather(*(self.close_peer(pc) for pc in list(self.peers)))
         await self.video.close()
 

@@ -323,7 +323,7 @@ class JanusPublisher(Connector):
             raise ConnectError(f"Janus {self.url} room {self.room}: {await self.session.wait_lost()}")
         if self.subscribe:
             for feed in [f for f in self.far_ends if f not in self.others]:
-                await self.far_ends.pop(feed).close()
+                await self._close(self.far_ends.pop(feed).close())
             for feed, other in list(self.others.items()):
                 if feed not in self.far_ends and other.get("streams"):
                     try:
@@ -334,8 +334,18 @@ class JanusPublisher(Connector):
 
     async def _subscribe(self, feed: int, display: str) -> FarEnd:
         """Subscribe to participant ``feed``: its media decoded into a :class:`FarEnd`'s hubs."""
-        assert self.session is not None
         far = FarEnd(feed, display)
+        try:
+            await self._take(far)
+        except BaseException:  # refused, Janus gone, or stop(): its connection must not stay open
+            await self._close(far.close())
+            raise
+        log.info("Janus room %d: subscribed to %s (%s)", self.room, display or feed, far.codecs)
+        return far
+
+    async def _take(self, far: FarEnd) -> None:
+        assert self.session is not None
+        feed, display = far.feed, far.display
         far.handle = await self.session.attach("janus.plugin.videoroom")
         _, jsep = await self.session.message(
             far.handle, {"request": "join", "ptype": "subscriber", "room": self.room, "streams": [{"feed": feed}]}
@@ -353,22 +363,18 @@ class JanusPublisher(Connector):
             await pc.setRemoteDescription(RTCSessionDescription(sdp=jsep["sdp"], type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as e:  # an unsupported codec, say: reported, not fatal for the meeting
-            await far.close()
             raise ValueError(f"cannot take {display or feed}'s media: {e}") from None
         for t in pc.getTransceivers():
             codecs = [c.mimeType for c in t._codecs if not c.mimeType.endswith("/rtx")]
             if codecs:
                 far.codecs[t.kind] = codecs[0]
         await self.session.message(far.handle, {"request": "start"}, {"type": "answer", "sdp": pc.localDescription.sdp})
-        log.info("Janus room %d: subscribed to %s (%s)", self.room, display or feed, far.codecs)
-        return far
 
     async def _leave(self) -> None:
         session, self.session = self.session, None
         self.publisher_id = None
         self.others.clear()
-        for far in self.far_ends.values():
-            await far.close()
-        self.far_ends.clear()
+        fars, self.far_ends = list(self.far_ends.values()), {}
+        await self._close(*(far.close() for far in fars))
         if session is not None:
             await session.destroy()

@@ -64,6 +64,8 @@ class _Parts:
         self.on_command = on_command
         self.owns_video = video is None
         self.peers: set[RTCPeerConnection] = set()
+        self.negotiating: set[RTCPeerConnection] = set()  # their /offer handler closes them if it fails
+        self.closed = False  # shut down: no more viewers
         self.dropped_unconnected = 0
         self.sockets: set[web.WebSocketResponse] = set()
         self.watchers: set[asyncio.Task[None]] = set()
@@ -71,8 +73,10 @@ class _Parts:
         self.sent: dict[int, tuple[dict[str, Any], str]] = {}  # events serialized once for all panels
 
     async def close_peer(self, pc: RTCPeerConnection) -> None:
+        # shielded, and counted in peers until closed: a caller cancelled halfway (a watcher at shutdown) must
+        # not leave it half-closed with its ICE sockets open, and shutdown waits for closes under way
+        await asyncio.shield(pc.close())
         self.peers.discard(pc)
-        await pc.close()
 
     def drop_if_not_connected(self, pc: RTCPeerConnection, timeout_s: float) -> None:
         """Close ``pc`` unless it is connected within ``timeout_s`` (an offer whose ICE never completes)."""
@@ -175,8 +179,11 @@ async def _offer(request: web.Request) -> web.Response:
         return _error(400, problem)
     if len(p.peers) >= access.max_viewers:
         fail(429, f"this box already serves {len(p.peers)} viewers (access.max_viewers)", headers={"Retry-After": "5"})
+    if p.closed:
+        return _error(503, "the box is shutting down")
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     p.peers.add(pc)
+    p.negotiating.add(pc)
     p.drop_if_not_connected(pc, access.ice_timeout_s)
     remote = request.remote
 
@@ -197,6 +204,14 @@ async def _offer(request: web.Request) -> web.Response:
     except Exception as e:  # a malformed SDP surfaces as any of several aiortc errors
         await p.close_peer(pc)
         return _error(400, f"cannot answer this offer: {e}")
+    except BaseException:  # cancelled (the server going away): its ICE sockets must not stay open
+        await p.close_peer(pc)
+        raise
+    finally:
+        p.negotiating.discard(pc)
+    if p.closed:  # shut down meanwhile: left to this handler, not closed under its negotiation
+        await p.close_peer(pc)
+        return _error(503, "the box is shutting down")
     answer = pc.localDescription
     return web.json_response({"sdp": answer.sdp, "type": answer.type})
 
@@ -300,11 +315,12 @@ async def _ws(request: web.Request) -> web.WebSocketResponse:
 
 async def _on_shutdown(app: web.Application) -> None:
     p = app[PARTS]
+    p.closed = True
     for task in list(p.watchers):
         task.cancel()
     for ws in list(p.sockets):
         await ws.close(code=1001, message=b"server shutdown")
-    await asyncio.gather(*(p.close_peer(pc) for pc in list(p.peers)))
+    await asyncio.gather(*(p.close_peer(pc) for pc in list(p.peers - p.negotiating)))
     if p.owns_video:
         await p.video.close()
 
