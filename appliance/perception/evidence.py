@@ -49,6 +49,33 @@ ELEV_STEP_DEG = 5.0
 ELEV_FMIN_HZ = 1500.0  # elevation is searched on this part of the band only
 
 
+def _scipy_rfft(x: npt.NDArray[np.float32]) -> npt.NDArray[np.complex64]:
+    out: npt.NDArray[np.complex64] = scipy.fft.rfft(x, axis=-1)
+    return out
+
+
+def _scipy_irfft(x: npt.NDArray[np.complex64], n: int) -> npt.NDArray[np.float32]:
+    out: npt.NDArray[np.float32] = scipy.fft.irfft(x, n)
+    return out
+
+
+try:  # scipy.fft's own pocketfft without its dispatch, which costs more than a short transform itself
+    from scipy.fft._pocketfft import pypocketfft as _pocketfft
+
+    def rfft(x: npt.NDArray[np.float32]) -> npt.NDArray[np.complex64]:
+        """The real FFT of ``x`` along its last axis (as ``scipy.fft.rfft(x, axis=-1)``)."""
+        out: npt.NDArray[np.complex64] = _pocketfft.r2c(x, (x.ndim - 1,), True, 0, None, 1)
+        return out
+
+    def irfft(x: npt.NDArray[np.complex64], n: int) -> npt.NDArray[np.float32]:
+        """The inverse real FFT of the 1-D spectrum ``x``, ``n`` samples (as ``scipy.fft.irfft(x, n)``)."""
+        out: npt.NDArray[np.float32] = _pocketfft.c2r(x, (0,), n, False, 2, None, 1)
+        return out
+
+except (ImportError, AttributeError):  # pragma: no cover - another scipy layout
+    rfft, irfft = _scipy_rfft, _scipy_irfft
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One direction estimate of one block: degrees in the camera frame (azimuth 0 = camera axis, positive
@@ -65,34 +92,45 @@ def _wrap(deg: float) -> float:
     return (deg + 180.0) % 360.0 - 180.0
 
 
-def _direct_share(gamma: npt.NDArray[np.complex64], diffuse: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+def _direct_share(
+    gamma: npt.NDArray[np.complex64],
+    diffuse: npt.NDArray[np.float32],
+    diffuse2: npt.NDArray[np.float32] | None = None,
+    diffuse_x2: npt.NDArray[np.float32] | None = None,
+) -> npt.NDArray[np.float32]:
     """Share of direct (coherent, directional) power in each bin, from the measured complex coherence and
     the diffuse field's: the coherent-to-diffuse ratio, DOA-independent estimator of Schwarz and Kellermann
     (2015), as CDR / (1 + CDR). 0 where the bin is as coherent as a diffuse field would make it (low
-    frequencies on close pairs, reverberation), towards 1 for one direct wave."""
+    frequencies on close pairs, reverberation), towards 1 for one direct wave. ``diffuse2`` and
+    ``diffuse_x2``: the diffuse coherence squared and doubled, when the caller keeps them."""
     re = gamma.real
     im = gamma.imag
     re2 = re * re
-    g2 = re2 + im * im
+    g2 = im * im
+    g2 += re2
     np.minimum(g2, np.float32(1.0 - 1e-4), out=g2)
     n = diffuse
-    nre = n * re
+    n2 = n * n if diffuse2 is None else diffuse2
+    nx2 = n + n if diffuse_x2 is None else diffuse_x2
     # sqrt(n^2 re^2 - n^2 g2 + n^2 - 2 n re + g2) = sqrt(n^2 (re^2 - g2 + 1) - 2 n re + g2)
-    root = re2 - g2
+    root = re2
+    root -= g2
     root += 1.0
-    root *= n * n
-    root -= nre + nre
+    root *= n2
+    root -= nx2 * re
     root += g2
     np.maximum(root, 0.0, out=root)
     np.sqrt(root, out=root)
     # CDR = (n re - g2 - root) / (g2 - 1), at least 0; the share is CDR / (1 + CDR)
-    cdr = nre - g2
+    cdr = n * re
+    cdr -= g2
     cdr -= root
     g2 -= 1.0
     cdr /= g2
     np.maximum(cdr, 0.0, out=cdr)
-    share: npt.NDArray[np.float32] = cdr / (cdr + 1.0)
-    return share
+    root = cdr + 1.0
+    cdr /= root
+    return cdr
 
 
 def array_shape(positions: FloatArray) -> tuple[bool, bool, bool]:
@@ -153,7 +191,11 @@ class SoftSrp:
         self._pair_vec = pos[ii] - pos[jj]  # (P, 3)
         dist = np.linalg.norm(self._pair_vec, axis=1)
         # coherence of an ideal diffuse field (reverberation, room noise) per bin and pair: sinc(2 f d / c)
-        self._diffuse = np.sinc(2.0 * freqs[sel][:, None] * dist[None, :] / SPEED_OF_SOUND).astype(np.float32)
+        # coherence of an ideal diffuse field (reverberation, room noise) per pair and bin: sinc(2 f d / c)
+        diffuse = np.sinc(2.0 * dist[:, None] * freqs[sel][None, :] / SPEED_OF_SOUND).astype(np.float32)
+        self._diffuse = diffuse  # (P, K)
+        self._diffuse2 = diffuse * diffuse
+        self._diffuse_x2 = diffuse + diffuse
         max_lag = int(math.ceil(float(np.linalg.norm(self._pair_vec, axis=1).max()) / SPEED_OF_SOUND * self._fs_up)) + 2
         self._max_lag = max_lag
         self._lag_len = 2 * max_lag + 1  # correlations are only needed at the lags an array can produce
@@ -161,10 +203,14 @@ class SoftSrp:
         w = 2.0 * np.pi * freqs[sel]
         self._high = freqs[sel] >= ELEV_FMIN_HZ
         phase = w[:, None] * lags[None, :] / self._fs_up  # (K, NL)
-        # sum_k Re(G(k) exp(+j w n / fs_up)) = Re(G) cos - Im(G) sin: one complex product gives every lag
-        self._exp = np.exp(1j * phase).astype(np.complex64)  # (K, NL)
+        # sum_k Re(G(k) exp(+j w n / fs_up)) = Re(G) cos - Im(G) sin: with G as interleaved (re, im) floats,
+        # one real product gives every lag
+        lag_tf = np.empty((2 * sel.size, lags.size), np.float32)
+        lag_tf[0::2] = np.cos(phase)
+        lag_tf[1::2] = -np.sin(phase)
+        self._lag_tf = lag_tf  # (2K, NL)
         self._hi0 = int(np.argmax(self._high)) if self._high.any() else sel.size  # the upper band's first bin
-        self._exp_high = np.ascontiguousarray(self._exp[self._hi0 :])
+        self._lag_tf_high = np.ascontiguousarray(lag_tf[2 * self._hi0 :])
         self._bin_lo, self._bin_hi = int(sel[0]), int(sel[-1]) + 1  # the analysed bins are one run
         lobe = self._fs_up / (2.0 * (min(fmax_hz, self.sample_rate / 2.0) - fmin_hz))
         self._blank = max(1, int(round(lobe)))  # half-width of a peak in lag samples, blanked for source 2
@@ -196,14 +242,16 @@ class SoftSrp:
         cols = np.broadcast_to(np.arange(self.grid_deg.size)[:, None], self._ring[0].shape)
         np.add.at(ring, (self._ring[0], cols), (1.0 - self._ring[2]).astype(np.float32))
         np.add.at(ring, (self._ring[1], cols), self._ring[2].astype(np.float32))
-        self._ring_matrix = ring
+        # and one more column: the ring's mean, for the peak's sharpness
+        self._ring_matrix = np.ascontiguousarray(np.concatenate([ring, ring.mean(axis=1, keepdims=True)], axis=1))
         # the elevation tables by azimuth, contiguous: (G, E, P) indices and interpolation weights
-        self._el_i0 = np.ascontiguousarray(self._t0.transpose(1, 0, 2))
-        self._el_i1 = np.ascontiguousarray(self._t1.transpose(1, 0, 2))
-        self._el_w1 = np.ascontiguousarray(self._tf.transpose(1, 0, 2).astype(np.float32))
-        self._el_w0 = np.ascontiguousarray(1.0 - self._el_w1)
+        # (G, E, 2P): both interpolation points of every pair
+        self._el_idx = np.ascontiguousarray(np.concatenate([self._t0, self._t1], axis=2).transpose(1, 0, 2))
+        el_w1 = self._tf.transpose(1, 0, 2).astype(np.float32)
+        self._el_w = np.ascontiguousarray(np.concatenate([1.0 - el_w1, el_w1], axis=2))
         self._blank_offsets = np.arange(-self._blank, self._blank + 1)[None, :]
         self._pair_rows = (np.arange(self.n_pairs) * self._lag_len)[:, None]
+        self._pair_rows_end = self._pair_rows + (self._lag_len - 1)
 
         hop_s = (hop_ms if hop_ms is not None else block_ms / 2.0) / 1000.0
         self._rise = 10 ** (FLOOR_RISE_DB_PER_S * hop_s / 10.0)
@@ -211,16 +259,16 @@ class SoftSrp:
         self._floor: FloatArray | None = None
         self._blocks = 0
         self._last = (self._el0, 0)  # (elevation, azimuth) grid indices of the last peak found
-        self._spec: npt.NDArray[np.complex64] = np.zeros((n_frames, sel.size, self.n_mics), np.complex64)
-        self._mag2 = np.zeros((n_frames, sel.size, self.n_mics), np.float32)
-        self._power = np.zeros((n_frames, sel.size))
-        self._window_col = self._window[:, None]
-        self._mean_w = np.full(self.n_mics, 1.0 / self.n_mics, np.float32)
-        # half-overlapping sub-frames that tile the block: each is two consecutive half-frame chunks
-        half = self.frame_len // 2
-        tiles = (n_frames + 1) * half == self.block_len
-        self._halves = bool(n_frames > 1 and tiles and (self._starts == half * np.arange(n_frames)).all())
-        self._chunks_shape = (n_frames + 1, half, self.n_mics)
+        m = self.n_mics
+        self._spec: npt.NDArray[np.complex64] = np.zeros((m, n_frames, sel.size), np.complex64)  # (M, F, K)
+        self._mag2 = np.zeros((m, n_frames, sel.size), np.float32)
+        self._power = np.zeros((n_frames, sel.size), np.float32)  # (F, K): mean over mics
+        self._mean_w = np.full(m, 1.0 / m, np.float32)
+        # the sub-frames of a block (N, M), read in place as (M, F, frame): mic m, frame f, sample n is
+        # block[starts[f] + n, m]; they are regularly spaced whenever the frames are (always with halves)
+        step = np.diff(self._starts)
+        self._regular = bool(n_frames == 1 or (step == step[0]).all())
+        self._frame_step = int(step[0]) if n_frames > 1 else 0
 
     def _lag_table(self, az_deg: FloatArray, el_deg: FloatArray) -> LagTable:
         """Flat indices into the (P, L) correlations and the interpolation fraction, for each direction."""
@@ -249,19 +297,25 @@ class SoftSrp:
             raise ValueError(f"block must be (samples, {self.n_mics}), got shape {x.shape}")
         if x.shape[0] < self.block_len:
             raise ValueError(f"block has {x.shape[0]} samples, need {self.block_len}")
-        x = x[-self.block_len :]
-        if self._halves:  # (F, N, M): chunk f then chunk f + 1
-            chunks = x.reshape(self._chunks_shape)
-            frames = np.concatenate((chunks[:-1], chunks[1:]), axis=1)
-            frames *= self._window_col
+        xt = np.ascontiguousarray(x[-self.block_len :].T)  # (M, N): each mic's samples contiguous
+        if self._regular:  # the sub-frames as (M, F, frame) strides into the block, windowed into a new array
+            item = xt.itemsize
+            frames = np.ndarray(
+                (self.n_mics, self._starts.size, self.frame_len),
+                np.float32,
+                xt,
+                0,
+                (self.block_len * item, self._frame_step * item, item),
+            )
+            frames = frames * self._window
         else:
-            frames = x[self._idx] * self._window_col
-        spec = scipy.fft.rfft(frames, axis=1)[:, self._bin_lo : self._bin_hi]  # (F, K, M)
-        self._spec = np.ascontiguousarray(spec)
-        self._mag2 = mag2 = (self._spec * self._spec.conj()).real
-        self._power = mag2 @ self._mean_w  # (F, K): mean over mics
+            frames = xt[:, self._idx] * self._window
+        spec = rfft(frames)[..., self._bin_lo : self._bin_hi]
+        self._spec = spec = np.ascontiguousarray(spec)  # (M, F, K)
+        self._mag2 = mag2 = (spec * spec.conj()).real
+        self._power = power = (self._mean_w @ mag2.reshape(self.n_mics, -1)).reshape(mag2.shape[1:])  # (F, K)
         # Parseval with the window: mean square in the band = 2 sum |X_k|^2 / (N sum w^2)
-        band = float(self._power[:, : self._n_voice].sum()) / self._power.shape[0] * self._level_scale
+        band = float(power[:, : self._n_voice].sum()) / power.shape[0] * self._level_scale
         return 10.0 * math.log10(band) if band > 1e-12 else -120.0
 
     def _update_floor(self, power: FloatArray) -> FloatArray:
@@ -299,43 +353,52 @@ class SoftSrp:
         self, speech: bool, max_sources: int = 2, second_ratio: float = 0.45, min_weight: float = 0.0
     ) -> list[Candidate]:
         """:meth:`analyse` of the block given to :meth:`prepare` last."""
-        spec, power = self._spec, self._power
+        spec, power, mag2 = self._spec, self._power, self._mag2
         floor = self._update_floor(power)
         n_frames = power.shape[0]
         if speech:
             a = (OVER_SUBTRACT * floor) / np.maximum(power, 1e-30)
             np.subtract(1.0, a, out=a)
-            np.clip(a, 0.0, 1.0, out=a)
+            np.maximum(a, 0.0, out=a)
+            np.minimum(a, 1.0, out=a)
             a_sum = a.sum(axis=0)  # (K,)
             if float(a_sum.sum()) <= 1e-9:
                 return []
-            af = a[:, :, None]
-            y = spec * np.sqrt(af)
-            auto = (self._mag2 * af).sum(axis=0)  # (K, M)
+            y = spec * np.sqrt(a)
+            auto = (mag2 * a).sum(axis=1)  # (M, K)
+            band_w = a_sum * (1.0 / n_frames)
         else:
-            a_sum = np.full(power.shape[1], float(n_frames))
             y = spec
-            auto = self._mag2.sum(axis=0)
-        # weighted cross- and auto-spectra over the block's frames, and the complex coherence per pair: (K, P)
-        yt = y.transpose(1, 2, 0)  # (K, M, F)
-        cov = np.matmul(yt, np.conj(y.transpose(1, 0, 2)))  # (K, M, M)
-        phi = cov[:, self._pi, self._pj]
-        gamma = phi / np.sqrt(np.maximum(auto[:, self._pi] * auto[:, self._pj], 1e-30))
-        direct = _direct_share(gamma, self._diffuse)
-        w = direct * (a_sum / n_frames).astype(np.float32)[:, None]  # (K, P): direct-path evidence
+            auto = mag2.sum(axis=1)
+            band_w = None
+        # weighted cross- and auto-spectra over the block's frames, and the complex coherence per pair: (P, K)
+        phi = (y[self._pi] * y[self._pj].conj()).sum(axis=1)
+        norm = auto[self._pi] * auto[self._pj]
+        np.maximum(norm, 1e-30, out=norm)
+        np.sqrt(norm, out=norm)
+        gamma = phi / norm
+        w = _direct_share(gamma, self._diffuse, self._diffuse2, self._diffuse_x2)  # (P, K): direct-path evidence
+        if band_w is not None:
+            w *= band_w.astype(np.float32)
         total = float(w.sum())
         if total <= 1e-9:
             return []
         usable = total / w.size
-        g = (gamma * ((w / total) / (np.abs(gamma) + 1e-12))).T  # (P, K): the phase of each direct-path bin
+        # the phase of each direct-path bin, weighted: G = gamma w / (total |gamma|)
+        mag = np.abs(gamma)
+        mag += 1e-12
+        w /= mag
+        w *= np.float32(1.0 / total)
+        gamma *= w
+        g = gamma.view(np.float32)  # (P, 2K) interleaved (re, im)
         # sum_k Re(G(k) exp(+j w n / fs_up)) at each lag n: the weighted GCC of each pair
-        cc = (g @ self._exp).real.ravel()
+        cc = (g @ self._lag_tf).ravel()
         cc_el = cc
-        if self._elev.size > 1 and self._hi0 < self._exp.shape[0]:
+        if self._elev.size > 1 and self._hi0 < self._high.size:
             # elevation from the upper band only: low frequencies on a small array barely change with
             # elevation, and there reverberation pulls every estimate towards the zenith (lag 0); only its
             # argmax is used, so it needs no normalisation
-            cc_el = (g[:, self._hi0 :] @ self._exp_high).real.ravel()
+            cc_el = (g[:, 2 * self._hi0 :] @ self._lag_tf_high).ravel()
         out: list[Candidate] = []
         first: Candidate | None = None
         for _ in range(max_sources):
@@ -357,9 +420,10 @@ class SoftSrp:
         return out
 
     def _peak(self, cc: FloatArray, cc_el: FloatArray, usable: float, min_weight: float) -> Candidate | None:
-        ring = cc @ self._ring_matrix
+        ring_mean = cc @ self._ring_matrix
+        n = ring_mean.size - 1
+        ring = ring_mean[:n]
         i = int(ring.argmax())
-        n = ring.size
         if self.full_circle:
             left, right = float(ring[(i - 1) % n]), float(ring[(i + 1) % n])
         elif 0 < i < n - 1:
@@ -377,13 +441,15 @@ class SoftSrp:
         height = mid
         if height <= 0.0:
             return None
-        mean = float(ring.sum()) / n
+        mean = float(ring_mean[n])
         sharp = min(1.0, max(0.0, (height - mean) / max(1.0 - mean, 1e-9)))
         weight = sharp * math.sqrt(min(1.0, usable))
         elevation = 0.0
         j = self._el0
         if self._elev.size > 1 and weight >= min_weight:  # (a weaker estimate is dropped by the caller)
-            resp = (cc_el[self._el_i0[i]] * self._el_w0[i] + cc_el[self._el_i1[i]] * self._el_w1[i]).sum(axis=1)
+            resp = cc_el[self._el_idx[i]]
+            resp *= self._el_w[i]
+            resp = resp.sum(axis=1)
             j = int(resp.argmax())
             elevation = float(self._elev[j])
         self._last = (j, i)
@@ -394,6 +460,7 @@ class SoftSrp:
         finds another source."""
         j, i = self._last
         centre = self._t0[j, i] + (self._tf[j, i] > 0.5)  # (P,) flat indices
-        row = self._pair_rows
-        k = np.clip(centre[:, None] + self._blank_offsets, row, row + (self._lag_len - 1))
+        k = centre[:, None] + self._blank_offsets
+        np.maximum(k, self._pair_rows, out=k)
+        np.minimum(k, self._pair_rows_end, out=k)
         cc[k] = 0.0

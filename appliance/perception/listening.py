@@ -40,12 +40,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import scipy.fft
 
 from appliance.config import DoaConfig, MicArraySection, TrackerConfig
 from appliance.messages import Doa
 from appliance.perception.doa import SPEED_OF_SOUND
-from appliance.perception.evidence import SoftSrp
+from appliance.perception.evidence import SoftSrp, irfft, rfft
 from appliance.perception.farend import SILENT_DB, farend_share
 from appliance.perception.tracker import Source, SourceTracker
 from appliance.perception.vad import EnergyVad
@@ -141,8 +140,7 @@ class Listener:
         self._history = self.window_len + self.max_delay  # samples kept behind a block's end
         self._farend_until = -math.inf
         self._steer_az: float | None = None
-        self._steer_key: tuple[int, int] | None = None
-        self._steer_w = np.zeros((0, 0), np.complex64)
+        self._steer_w: dict[tuple[int, int], npt.NDArray[np.complex64]] = {}  # (samples, degree) -> (M, bins)
         self._blocks = 0
         # the network hears the background this long before it may rest (from a blank state it is slow to
         # take the first words for speech)
@@ -249,18 +247,18 @@ class Listener:
             return out
         n = x.shape[0]
         key = (n, round(self._steer_az))
-        if self._steer_key != key:
+        w = self._steer_w.get(key)
+        if w is None:  # the weights of every whole degree heard, kept (a talker's azimuth wanders)
             a = math.radians(key[1])
             u = np.array([math.sin(a), 0.0, math.cos(a)])
             pos = np.asarray(self.mic.positions, np.float64)
             lead = (pos - pos.mean(axis=0)) @ u / SPEED_OF_SOUND  # seconds each mic hears the wave early
             f = np.fft.rfftfreq(n, 1.0 / self.sample_rate)
-            self._steer_w = (np.exp(-2j * np.pi * f[:, None] * lead[None, :]) / self.n_mics).astype(np.complex64)
-            self._steer_key = key
-        spec = scipy.fft.rfft(x, axis=0)
-        spec *= self._steer_w
-        y: npt.NDArray[np.float32] = scipy.fft.irfft(spec.sum(axis=1), n)
-        return y
+            w = (np.exp(-2j * np.pi * lead[:, None] * f[None, :]) / self.n_mics).astype(np.complex64)
+            self._steer_w[key] = w
+        spec = rfft(np.ascontiguousarray(x.T))  # (M, n // 2 + 1)
+        spec *= w
+        return irfft(spec.sum(axis=0), n)
 
     def _aim(self, sources: list[Source]) -> None:
         """Attend to the dominant talker, else to the liveliest source heard now that is not a learnt noise."""
