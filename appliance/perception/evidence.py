@@ -237,13 +237,12 @@ class SoftSrp:
         shape = (self._elev.size, self.grid_deg.size, self.n_pairs)
         self._t0, self._t1, self._tf = i0.reshape(shape), i1.reshape(shape), fr.reshape(shape)
         self._ring: LagTable = (self._t0[self._el0], self._t1[self._el0], self._tf[self._el0])
-        # the ring's interpolation as one dense (P * lags, G) matrix: the ring response is one product
-        ring = np.zeros((self.n_pairs * self._lag_len, self.grid_deg.size), np.float32)
-        cols = np.broadcast_to(np.arange(self.grid_deg.size)[:, None], self._ring[0].shape)
-        np.add.at(ring, (self._ring[0], cols), (1.0 - self._ring[2]).astype(np.float32))
-        np.add.at(ring, (self._ring[1], cols), self._ring[2].astype(np.float32))
-        # and one more column: the ring's mean, for the peak's sharpness
-        self._ring_matrix = np.ascontiguousarray(np.concatenate([ring, ring.mean(axis=1, keepdims=True)], axis=1))
+        # the ring's interpolation: both lags of every pair at every azimuth, (2P, G) flat indices and weights
+        # (a gather, where a dense (P * lags, G) matrix would be mostly zeros and crowd the cache)
+        self._ring_idx = np.ascontiguousarray(np.concatenate([self._ring[0], self._ring[1]], axis=1).T)
+        self._ring_w = np.ascontiguousarray(
+            np.concatenate([1.0 - self._ring[2], self._ring[2]], axis=1).T.astype(np.float32)
+        )
         # the elevation tables by azimuth, contiguous: (G, E, P) indices and interpolation weights
         # (G, E, 2P): both interpolation points of every pair
         self._el_idx = np.ascontiguousarray(np.concatenate([self._t0, self._t1], axis=2).transpose(1, 0, 2))
@@ -420,9 +419,10 @@ class SoftSrp:
         return out
 
     def _peak(self, cc: FloatArray, cc_el: FloatArray, usable: float, min_weight: float) -> Candidate | None:
-        ring_mean = cc @ self._ring_matrix
-        n = ring_mean.size - 1
-        ring = ring_mean[:n]
+        ring = cc[self._ring_idx]
+        ring *= self._ring_w
+        ring = ring.sum(axis=0)
+        n = ring.size
         i = int(ring.argmax())
         if self.full_circle:
             left, right = float(ring[(i - 1) % n]), float(ring[(i + 1) % n])
@@ -441,7 +441,7 @@ class SoftSrp:
         height = mid
         if height <= 0.0:
             return None
-        mean = float(ring_mean[n])
+        mean = float(ring.sum()) / n
         sharp = min(1.0, max(0.0, (height - mean) / max(1.0 - mean, 1e-9)))
         weight = sharp * math.sqrt(min(1.0, usable))
         elevation = 0.0
