@@ -39,6 +39,7 @@ import scipy.fft
 from appliance.perception.doa import SPEED_OF_SOUND, SUBFRAME_S
 
 FloatArray = npt.NDArray[np.float64]
+Float32Array = npt.NDArray[np.float32]
 LagTable = tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], FloatArray]  # (G, P) lower, upper index; fraction
 UPSAMPLE = 4  # lag interpolation of the pair correlations
 FLOOR_RISE_DB_PER_S = 1.0
@@ -122,7 +123,8 @@ def _direct_share(
     np.maximum(num, 0.0, out=num)
     d += num
     num /= d
-    return num
+    share: npt.NDArray[np.float32] = num
+    return share
 
 
 def array_shape(positions: FloatArray) -> tuple[bool, bool, bool]:
@@ -249,13 +251,15 @@ class SoftSrp:
         hop_s = (hop_ms if hop_ms is not None else block_ms / 2.0) / 1000.0
         self._rise = 10 ** (FLOOR_RISE_DB_PER_S * hop_s / 10.0)
         self._warmup = max(1, math.ceil(WARMUP_S / hop_s))
-        self._floor: FloatArray | None = None
+        self._floor: Float32Array | None = None
         self._blocks = 0
         self._last = (self._el0, 0)  # (elevation, azimuth) grid indices of the last peak found
         m = self.n_mics
         self._spec: npt.NDArray[np.complex64] = np.zeros((m, n_frames, sel.size), np.complex64)  # (M, F, K)
         self._power = np.zeros((n_frames, sel.size), np.float32)  # (F, K): mean over mics
         self._mean_w = np.full(m, 1.0 / m, np.float32)
+        self._g = np.zeros((self.n_pairs, 2 * sel.size), np.float32)
+        self._cc_el: Float32Array | None = None
         # the sub-frames of a block (N, M), read in place as (M, F, frame): mic m, frame f, sample n is
         # block[starts[f] + n, m]; they are regularly spaced whenever the frames are (always with halves)
         step = np.diff(self._starts)
@@ -277,7 +281,7 @@ class SoftSrp:
         return idx0, idx0 + 1, frac
 
     @property
-    def floor(self) -> FloatArray | None:
+    def floor(self) -> Float32Array | None:
         """The learnt noise power per analysed frequency bin (mean over mics), None before the first block."""
         return self._floor
 
@@ -304,13 +308,14 @@ class SoftSrp:
             frames = xt[:, self._idx] * self._window
         spec = rfft(frames)[..., self._bin_lo : self._bin_hi]
         self._spec = spec = np.ascontiguousarray(spec)  # (M, F, K)
-        mag2 = (spec * spec.conj()).real
-        self._power = power = (self._mean_w @ mag2.reshape(self.n_mics, -1)).reshape(mag2.shape[1:])  # (F, K)
+        mag2: Float32Array = (spec * spec.conj()).real
+        power: Float32Array = (self._mean_w @ mag2.reshape(self.n_mics, -1)).reshape(spec.shape[1:])  # (F, K)
+        self._power = power
         # Parseval with the window: mean square in the band = 2 sum |X_k|^2 / (N sum w^2)
         band = float(power[:, : self._n_voice].sum()) / power.shape[0] * self._level_scale
         return 10.0 * math.log10(band) if band > 1e-12 else -120.0
 
-    def _update_floor(self, power: FloatArray) -> FloatArray:
+    def _update_floor(self, power: Float32Array) -> Float32Array:
         self._blocks += 1
         level = power.sum(axis=0) * (1.0 / power.shape[0])  # (K,)
         if self._floor is None:
@@ -387,16 +392,11 @@ class SoftSrp:
         g = gamma.view(np.float32)  # (P, 2K) interleaved (re, im)
         # sum_k Re(G(k) exp(+j w n / fs_up)) at each lag n: the weighted GCC of each pair
         cc = (g @ self._lag_tf).ravel()
-        cc_el = cc
-        if self._elev.size > 1 and self._hi0 < self._high.size:
-            # elevation from the upper band only: low frequencies on a small array barely change with
-            # elevation, and there reverberation pulls every estimate towards the zenith (lag 0); only its
-            # argmax is used, so it needs no normalisation
-            cc_el = (g[:, 2 * self._hi0 :] @ self._lag_tf_high).ravel()
+        self._g, self._cc_el = g, None  # the elevation's correlations, when an estimate needs them
         out: list[Candidate] = []
         first: Candidate | None = None
         for _ in range(max_sources):
-            cand = self._peak(cc, cc_el, usable, min_weight)
+            cand = self._peak(cc, usable, min_weight)
             if cand is None:
                 break
             if first is not None:
@@ -413,7 +413,18 @@ class SoftSrp:
                 self._blank_lags(cc)
         return out
 
-    def _peak(self, cc: FloatArray, cc_el: FloatArray, usable: float, min_weight: float) -> Candidate | None:
+    def _elevation_lags(self, cc: Float32Array) -> Float32Array:
+        """The pair correlations elevation is searched on: from the upper band only (low frequencies on a
+        small array barely change with elevation, and there reverberation pulls every estimate towards the
+        zenith, lag 0); only their argmax is used, so they need no normalisation."""
+        if self._hi0 >= self._high.size:
+            return cc
+        if self._cc_el is None:
+            cc_el: Float32Array = (self._g[:, 2 * self._hi0 :] @ self._lag_tf_high).ravel()
+            self._cc_el = cc_el
+        return self._cc_el
+
+    def _peak(self, cc: Float32Array, usable: float, min_weight: float) -> Candidate | None:
         ring = cc[self._ring_idx]
         ring *= self._ring_w
         ring = ring.sum(axis=0)
@@ -442,7 +453,7 @@ class SoftSrp:
         elevation = 0.0
         j = self._el0
         if self._elev.size > 1 and weight >= min_weight:  # (a weaker estimate is dropped by the caller)
-            resp = cc_el[self._el_idx[i]]
+            resp = self._elevation_lags(cc)[self._el_idx[i]]
             resp *= self._el_w[i]
             resp = resp.sum(axis=1)
             j = int(resp.argmax())
@@ -450,7 +461,7 @@ class SoftSrp:
         self._last = (j, i)
         return Candidate(azimuth_deg=azimuth, elevation_deg=elevation, height=height, weight=weight)
 
-    def _blank_lags(self, cc: FloatArray) -> None:
+    def _blank_lags(self, cc: Float32Array) -> None:
         """Zero each pair's correlation around the lags of the last peak found, so that the next search
         finds another source."""
         j, i = self._last

@@ -261,7 +261,11 @@ class Listener:
         # the room path changes rarely: search its delay again every DELAY_EVERY blocks, or when lost
         search = self._delay is None or self._blocks % DELAY_EVERY == 0
         est = farend_share(
-            self._x.view[i_end - n : i_end], ref, self.sample_rate, self.max_delay, delay=None if search else self._delay
+            self._x.view[i_end - n : i_end],
+            ref,
+            self.sample_rate,
+            self.max_delay,
+            delay=None if search else self._delay,
         )
         if est.reference_db > SILENT_DB:
             self._delay = est.delay if est.share >= cfg.farend_ratio / 2.0 else None
