@@ -358,9 +358,8 @@ class SoftSrp:
         z *= spec[self._zj].conj()
         if speech:
             a = (OVER_SUBTRACT * floor) / np.maximum(power, 1e-30)
-            np.subtract(1.0, a, out=a)
+            np.subtract(1.0, a, out=a)  # at most 1: the floor and the power are never negative
             np.maximum(a, 0.0, out=a)
-            np.minimum(a, 1.0, out=a)
             a_sum = a.sum(axis=0)  # (K,)
             if float(a_sum.sum()) <= 1e-9:
                 return []

@@ -286,7 +286,7 @@ class Listener:
         n = x.shape[0]
         key = (n, round(self._steer_az))
         w = self._steer_w.get(key)
-        if w is None:  # the weights of every whole degree heard, kept (a talker's azimuth wanders)
+        if w is None:  # the weights of every whole degree heard, kept (a talker's azimuth wanders; 360 at most)
             a = math.radians(key[1])
             u = np.array([math.sin(a), 0.0, math.cos(a)])
             pos = np.asarray(self.mic.positions, np.float64)
