@@ -9,11 +9,13 @@ import pytest
 
 from appliance.bench.hearing import (
     ARRAYS,
+    STAGES,
     CellMetrics,
     Counts,
     Recording,
     _load,
     _save,
+    cost_split,
     hearing_factory,
     render_group,
     run,
@@ -91,3 +93,15 @@ def test_todays_hearing_through_the_evaluation_api(dry: Recording, tmp_path: Pat
     assert back is not None
     assert back.turns == dry.turns and back.impulses == dry.impulses and back.silences == dry.silences
     assert np.max(np.abs(back.samples - dry.samples)) < 1e-4
+
+
+def test_the_listeners_cost_split(dry: Recording) -> None:
+    """`python -m appliance.bench.hearing --cost`: every stage of the default listener is timed, and the
+    stages add up to no more than the total."""
+    split = cost_split([dry])
+    assert set(split) == {label for label, _ in STAGES} | {"other", "total"}
+    for label in ("voice gate (Silero)", "evidence (transform)", "evidence (SRP)", "tracker"):
+        assert split[label] > 0.0, label
+    staged = sum(v for k, v in split.items() if k not in ("other", "total"))
+    assert staged <= split["total"] * 1.05 + 1e-4
+    assert 0.0 < split["total"] < 1.0

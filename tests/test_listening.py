@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.fft
 from scipy.io import wavfile
 
 from appliance.bench.listening import SQUARE4, Scene, meeting
 from appliance.cli import main
 from appliance.config import DoaConfig, MicArraySection, TrackerConfig
-from appliance.perception.evidence import SoftSrp
+from appliance.perception.evidence import SoftSrp, irfft, rfft
 from appliance.perception.listening import Heard, Listener
 from tests.test_doa import CIRCLE, FS, LINEAR, err, plane_wave
 
@@ -312,3 +313,30 @@ def test_a_new_source_is_a_talker_after_a_confirmed_spurt_and_the_network_rests_
     assert sum(h.azimuth_deg is not None and err(h.azimuth_deg, 60.0) < 10.0 for h in talk) >= 0.9 * len(talk)
     assert sum(c for t, _, _, c in rows if 6.5 <= t < 7.4) == 0, "the network ran in the quiet"
     assert sum(c for t, _, _, c in rows if 3.0 <= t < 5.0) >= 2 * len(talk) - 2  # but on every hop of talk
+
+
+def test_the_fast_transforms_are_scipy_fft() -> None:
+    """evidence.rfft / irfft skip scipy.fft's dispatch: the same numbers as scipy.fft."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 7, 256)).astype(np.float32)
+    spec = rfft(x)
+    assert spec.dtype == np.complex64 and spec.shape == (6, 7, 129)
+    np.testing.assert_allclose(spec, scipy.fft.rfft(x, axis=-1), rtol=1e-5, atol=1e-4)
+    y = irfft(spec[2, 3], 256)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, x[2, 3], atol=1e-5)
+
+
+def test_one_long_chunk_and_many_short_ones_hear_the_same() -> None:
+    """The listener's buffers make room for a chunk longer than they hold (a driver's long read)."""
+    mic = MicArraySection()
+    x = np.concatenate([plane_wave(CIRCLE, -70.0, n=FS, seed=4), plane_wave(CIRCLE, 35.0, n=2 * FS, seed=5)])
+    ref = (0.05 * np.random.default_rng(8).standard_normal(x.shape[0])).astype(np.float32)
+    whole = Listener(mic).feed(x, 1.0, ref)
+    listener = Listener(mic)
+    parts: list[Heard] = []
+    for s in range(0, x.shape[0], 512):
+        parts += listener.feed(x[s : s + 512], 1.0 + s / FS, ref[s : s + 512])
+    assert len(whole) == len(parts) == (x.shape[0] - 1024) // 1024 + 1
+    assert [h.to_json() for h in parts] == [h.to_json() for h in whole]
+    assert any(err(src["azimuth_deg"], 35.0) < 3.0 for src in whole[-1].to_json()["sources"])

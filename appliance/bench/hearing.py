@@ -684,6 +684,55 @@ def listener_factory(vad: Literal["energy", "silero"] = "silero") -> EstimatorFa
     return lambda mic: ListeningDoas(mic, TrackerConfig(), DoaConfig(vad=vad))
 
 
+STAGES = (  # the listener's stages whose CPU time cost_split measures: (label, attribute path of a method)
+    ("voice gate (Silero)", "silero.hear"),
+    ("voice gate (steering)", "_steered"),
+    ("evidence (transform)", "srp.prepare"),
+    ("evidence (SRP)", "srp.evidence"),
+    ("evidence (floor only)", "srp.skip"),
+    ("tracker", "tracker.update"),
+)
+
+
+def cost_split(recs: Iterable[Recording], factory: EstimatorFactory | None = None) -> dict[str, float]:
+    """Where the box's default listener spends its CPU on ``recs``: thread CPU seconds per audio second of
+    each of :data:`STAGES`, ``other`` (the energy gate, the buffers, the messages) and ``total`` (process
+    CPU, as :func:`run` counts it). Each stage's method is wrapped on the listener instance only."""
+    factory = factory or listener_factory()
+    spent = {label: 0.0 for label, _ in STAGES}
+    total = audio = 0.0
+    for rec in recs:
+        est: Any = factory(rec.mic())
+        listener = getattr(est, "listener", est)
+        for label, path in STAGES:
+            owner_path, _, name = path.rpartition(".")
+            owner = listener
+            for part in filter(None, owner_path.split(".")):
+                owner = getattr(owner, part)
+            if owner is None:
+                continue
+            method = getattr(owner, name)
+
+            def timed(*args: Any, _method: Any = method, _label: str = label, **kwargs: Any) -> Any:
+                t = time.thread_time()
+                try:
+                    return _method(*args, **kwargs)
+                finally:
+                    spent[_label] += time.thread_time() - t
+
+            setattr(owner, name, timed)
+        x = rec.samples
+        for start in range(0, x.shape[0], 512):
+            t = time.process_time()
+            est.feed(x[start : start + 512], start / RATE)
+            total += time.process_time() - t
+        audio += rec.duration_s
+    out = {label: v / max(audio, 1e-9) for label, v in spent.items()}
+    out["other"] = max(0.0, total / max(audio, 1e-9) - sum(out.values()))
+    out["total"] = total / max(audio, 1e-9)
+    return out
+
+
 def peers() -> dict[str, EstimatorFactory]:
     """The box's tracked listener (Silero gate; and with the energy gate), the foundation's Hearing (energy
     VAD; and with the Silero VAD), pyroomacoustics SRP and NormMUSIC (both behind the energy VAD)."""
@@ -834,6 +883,9 @@ def _main() -> None:
     ap.add_argument("--arrays", nargs="*", choices=sorted(ARRAYS), help="only these arrays of the grid")
     ap.add_argument("--log", help="append one JSON line per recording and estimator to this file")
     ap.add_argument("--table", help="only print the table of the JSON lines in this file")
+    ap.add_argument("--rt60", type=float, nargs="*", help="only these RT60s (s) of the grid")
+    ap.add_argument("--snrs", type=float, nargs="*", help="only these SNRs (dB) of the grid")
+    ap.add_argument("--cost", action="store_true", help="where the listener's CPU goes, per array (no scores)")
     args = ap.parse_args()
     if args.table:
         res = pooled(Path(args.table).read_text().splitlines())
@@ -842,8 +894,18 @@ def _main() -> None:
     cells = [
         c
         for c in grid(args.quick)
-        if (args.seeds is None or c.seed in args.seeds) and (not args.arrays or c.array in args.arrays)
+        if (args.seeds is None or c.seed in args.seeds)
+        and (not args.arrays or c.array in args.arrays)
+        and (not args.rt60 or c.rt60_s in args.rt60)
+        and (not args.snrs or c.snr_db in args.snrs)
     ]
+    if args.cost:
+        labels = [label for label, _ in STAGES] + ["other", "total"]
+        print("| array | " + " | ".join(labels) + " |\n|" + "---|" * (len(labels) + 1))
+        for array in dict.fromkeys(c.array for c in cells):
+            split = cost_split(recordings([c for c in cells if c.array == array]))
+            print(f"| {array} | " + " | ".join(f"{split[k]:.4f}" for k in labels) + " |")
+        return
     log = open(args.log, "a") if args.log else None
 
     def progress(cell: Cell, name: str, counts: Counts) -> None:

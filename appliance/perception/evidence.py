@@ -39,6 +39,7 @@ import scipy.fft
 from appliance.perception.doa import SPEED_OF_SOUND, SUBFRAME_S
 
 FloatArray = npt.NDArray[np.float64]
+Float32Array = npt.NDArray[np.float32]
 LagTable = tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], FloatArray]  # (G, P) lower, upper index; fraction
 UPSAMPLE = 4  # lag interpolation of the pair correlations
 FLOOR_RISE_DB_PER_S = 1.0
@@ -47,6 +48,33 @@ WARMUP_S = 0.5
 OVER_SUBTRACT = 2.0  # a bin counts fully only when its power is well above twice the floor
 ELEV_STEP_DEG = 5.0
 ELEV_FMIN_HZ = 1500.0  # elevation is searched on this part of the band only
+
+
+def _scipy_rfft(x: npt.NDArray[np.float32]) -> npt.NDArray[np.complex64]:
+    out: npt.NDArray[np.complex64] = scipy.fft.rfft(x, axis=-1)
+    return out
+
+
+def _scipy_irfft(x: npt.NDArray[np.complex64], n: int) -> npt.NDArray[np.float32]:
+    out: npt.NDArray[np.float32] = scipy.fft.irfft(x, n)
+    return out
+
+
+try:  # scipy.fft's own pocketfft without its dispatch, which costs more than a short transform itself
+    from scipy.fft._pocketfft import pypocketfft as _pocketfft
+
+    def rfft(x: npt.NDArray[np.float32]) -> npt.NDArray[np.complex64]:
+        """The real FFT of ``x`` along its last axis (as ``scipy.fft.rfft(x, axis=-1)``)."""
+        out: npt.NDArray[np.complex64] = _pocketfft.r2c(x, (x.ndim - 1,), True, 0, None, 1)
+        return out
+
+    def irfft(x: npt.NDArray[np.complex64], n: int) -> npt.NDArray[np.float32]:
+        """The inverse real FFT of the 1-D spectrum ``x``, ``n`` samples (as ``scipy.fft.irfft(x, n)``)."""
+        out: npt.NDArray[np.float32] = _pocketfft.c2r(x, (0,), n, False, 2, None, 1)
+        return out
+
+except (ImportError, AttributeError):  # pragma: no cover - another scipy layout
+    rfft, irfft = _scipy_rfft, _scipy_irfft
 
 
 @dataclass(frozen=True)
@@ -65,33 +93,37 @@ def _wrap(deg: float) -> float:
     return (deg + 180.0) % 360.0 - 180.0
 
 
-def _direct_share(gamma: npt.NDArray[np.complex64], diffuse: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+def _direct_share(
+    gamma: npt.NDArray[np.complex64], diffuse: npt.NDArray[np.float32], c: npt.NDArray[np.float32] | None = None
+) -> npt.NDArray[np.float32]:
     """Share of direct (coherent, directional) power in each bin, from the measured complex coherence and
     the diffuse field's: the coherent-to-diffuse ratio, DOA-independent estimator of Schwarz and Kellermann
     (2015), as CDR / (1 + CDR). 0 where the bin is as coherent as a diffuse field would make it (low
-    frequencies on close pairs, reverberation), towards 1 for one direct wave."""
+    frequencies on close pairs, reverberation), towards 1 for one direct wave. ``c``: ``1 - diffuse**2``,
+    when the caller keeps it."""
     re = gamma.real
     im = gamma.imag
-    re2 = re * re
-    g2 = re2 + im * im
+    g2 = re * re
+    g2 += im * im
     np.minimum(g2, np.float32(1.0 - 1e-4), out=g2)
     n = diffuse
-    nre = n * re
-    # sqrt(n^2 re^2 - n^2 g2 + n^2 - 2 n re + g2) = sqrt(n^2 (re^2 - g2 + 1) - 2 n re + g2)
-    root = re2 - g2
-    root += 1.0
-    root *= n * n
-    root -= nre + nre
-    root += g2
+    # with v = n re - 1 and d = 1 - g2:
+    #   root = sqrt(n^2 (re^2 - g2 + 1) - 2 n re + g2) = sqrt(v^2 - (1 - n^2) d)
+    #   CDR = (n re - g2 - root) / (g2 - 1) = (root - v - d) / d, at least 0
+    #   and the share CDR / (1 + CDR) = max(root - v - d, 0) / (max(root - v - d, 0) + d)
+    d = np.subtract(1.0, g2, out=g2)
+    v = n * re
+    v -= 1.0
+    root = v * v
+    root -= (1.0 - n * n if c is None else c) * d
     np.maximum(root, 0.0, out=root)
     np.sqrt(root, out=root)
-    # CDR = (n re - g2 - root) / (g2 - 1), at least 0; the share is CDR / (1 + CDR)
-    cdr = nre - g2
-    cdr -= root
-    g2 -= 1.0
-    cdr /= g2
-    np.maximum(cdr, 0.0, out=cdr)
-    share: npt.NDArray[np.float32] = cdr / (cdr + 1.0)
+    num = np.subtract(root, v, out=root)
+    num -= d
+    np.maximum(num, 0.0, out=num)
+    d += num
+    num /= d
+    share: npt.NDArray[np.float32] = num
     return share
 
 
@@ -146,6 +178,9 @@ class SoftSrp:
         self._chance = 1.0 / math.sqrt(n_frames)  # coherence of unrelated phases over the block's frames
 
         ii, jj = np.triu_indices(self.n_mics, k=1)
+        mics = np.arange(self.n_mics)
+        self._zi, self._zj = np.concatenate([ii, mics]), np.concatenate([jj, mics])  # pairs, then each mic
+        self._auto_i, self._auto_j = ii.size + ii, ii.size + jj  # the pair's mics among those rows
         self._diag = np.arange(self.n_mics)
         self._pi, self._pj = ii, jj
         self.n_pairs = int(ii.size)
@@ -153,7 +188,10 @@ class SoftSrp:
         self._pair_vec = pos[ii] - pos[jj]  # (P, 3)
         dist = np.linalg.norm(self._pair_vec, axis=1)
         # coherence of an ideal diffuse field (reverberation, room noise) per bin and pair: sinc(2 f d / c)
-        self._diffuse = np.sinc(2.0 * freqs[sel][:, None] * dist[None, :] / SPEED_OF_SOUND).astype(np.float32)
+        # coherence of an ideal diffuse field (reverberation, room noise) per pair and bin: sinc(2 f d / c)
+        diffuse = np.sinc(2.0 * dist[:, None] * freqs[sel][None, :] / SPEED_OF_SOUND).astype(np.float32)
+        self._diffuse = diffuse  # (P, K)
+        self._diffuse_c = 1.0 - diffuse * diffuse
         max_lag = int(math.ceil(float(np.linalg.norm(self._pair_vec, axis=1).max()) / SPEED_OF_SOUND * self._fs_up)) + 2
         self._max_lag = max_lag
         self._lag_len = 2 * max_lag + 1  # correlations are only needed at the lags an array can produce
@@ -161,10 +199,14 @@ class SoftSrp:
         w = 2.0 * np.pi * freqs[sel]
         self._high = freqs[sel] >= ELEV_FMIN_HZ
         phase = w[:, None] * lags[None, :] / self._fs_up  # (K, NL)
-        # sum_k Re(G(k) exp(+j w n / fs_up)) = Re(G) cos - Im(G) sin: one complex product gives every lag
-        self._exp = np.exp(1j * phase).astype(np.complex64)  # (K, NL)
+        # sum_k Re(G(k) exp(+j w n / fs_up)) = Re(G) cos - Im(G) sin: with G as interleaved (re, im) floats,
+        # one real product gives every lag
+        lag_tf = np.empty((2 * sel.size, lags.size), np.float32)
+        lag_tf[0::2] = np.cos(phase)
+        lag_tf[1::2] = -np.sin(phase)
+        self._lag_tf = lag_tf  # (2K, NL)
         self._hi0 = int(np.argmax(self._high)) if self._high.any() else sel.size  # the upper band's first bin
-        self._exp_high = np.ascontiguousarray(self._exp[self._hi0 :])
+        self._lag_tf_high = np.ascontiguousarray(lag_tf[2 * self._hi0 :])
         self._bin_lo, self._bin_hi = int(sel[0]), int(sel[-1]) + 1  # the analysed bins are one run
         lobe = self._fs_up / (2.0 * (min(fmax_hz, self.sample_rate / 2.0) - fmin_hz))
         self._blank = max(1, int(round(lobe)))  # half-width of a peak in lag samples, blanked for source 2
@@ -191,36 +233,38 @@ class SoftSrp:
         shape = (self._elev.size, self.grid_deg.size, self.n_pairs)
         self._t0, self._t1, self._tf = i0.reshape(shape), i1.reshape(shape), fr.reshape(shape)
         self._ring: LagTable = (self._t0[self._el0], self._t1[self._el0], self._tf[self._el0])
-        # the ring's interpolation as one dense (P * lags, G) matrix: the ring response is one product
-        ring = np.zeros((self.n_pairs * self._lag_len, self.grid_deg.size), np.float32)
-        cols = np.broadcast_to(np.arange(self.grid_deg.size)[:, None], self._ring[0].shape)
-        np.add.at(ring, (self._ring[0], cols), (1.0 - self._ring[2]).astype(np.float32))
-        np.add.at(ring, (self._ring[1], cols), self._ring[2].astype(np.float32))
-        self._ring_matrix = ring
+        # the ring's interpolation: both lags of every pair at every azimuth, (2P, G) flat indices and weights
+        # (a gather, where a dense (P * lags, G) matrix would be mostly zeros and crowd the cache)
+        self._ring_idx = np.ascontiguousarray(np.concatenate([self._ring[0], self._ring[1]], axis=1).T)
+        self._ring_w = np.ascontiguousarray(
+            np.concatenate([1.0 - self._ring[2], self._ring[2]], axis=1).T.astype(np.float32)
+        )
         # the elevation tables by azimuth, contiguous: (G, E, P) indices and interpolation weights
-        self._el_i0 = np.ascontiguousarray(self._t0.transpose(1, 0, 2))
-        self._el_i1 = np.ascontiguousarray(self._t1.transpose(1, 0, 2))
-        self._el_w1 = np.ascontiguousarray(self._tf.transpose(1, 0, 2).astype(np.float32))
-        self._el_w0 = np.ascontiguousarray(1.0 - self._el_w1)
+        # (G, E, 2P): both interpolation points of every pair
+        self._el_idx = np.ascontiguousarray(np.concatenate([self._t0, self._t1], axis=2).transpose(1, 0, 2))
+        el_w1 = self._tf.transpose(1, 0, 2).astype(np.float32)
+        self._el_w = np.ascontiguousarray(np.concatenate([1.0 - el_w1, el_w1], axis=2))
         self._blank_offsets = np.arange(-self._blank, self._blank + 1)[None, :]
         self._pair_rows = (np.arange(self.n_pairs) * self._lag_len)[:, None]
+        self._pair_rows_end = self._pair_rows + (self._lag_len - 1)
 
         hop_s = (hop_ms if hop_ms is not None else block_ms / 2.0) / 1000.0
         self._rise = 10 ** (FLOOR_RISE_DB_PER_S * hop_s / 10.0)
         self._warmup = max(1, math.ceil(WARMUP_S / hop_s))
-        self._floor: FloatArray | None = None
+        self._floor: Float32Array | None = None
         self._blocks = 0
         self._last = (self._el0, 0)  # (elevation, azimuth) grid indices of the last peak found
-        self._spec: npt.NDArray[np.complex64] = np.zeros((n_frames, sel.size, self.n_mics), np.complex64)
-        self._mag2 = np.zeros((n_frames, sel.size, self.n_mics), np.float32)
-        self._power = np.zeros((n_frames, sel.size))
-        self._window_col = self._window[:, None]
-        self._mean_w = np.full(self.n_mics, 1.0 / self.n_mics, np.float32)
-        # half-overlapping sub-frames that tile the block: each is two consecutive half-frame chunks
-        half = self.frame_len // 2
-        tiles = (n_frames + 1) * half == self.block_len
-        self._halves = bool(n_frames > 1 and tiles and (self._starts == half * np.arange(n_frames)).all())
-        self._chunks_shape = (n_frames + 1, half, self.n_mics)
+        m = self.n_mics
+        self._spec: npt.NDArray[np.complex64] = np.zeros((m, n_frames, sel.size), np.complex64)  # (M, F, K)
+        self._power = np.zeros((n_frames, sel.size), np.float32)  # (F, K): mean over mics
+        self._mean_w = np.full(m, 1.0 / m, np.float32)
+        self._g = np.zeros((self.n_pairs, 2 * sel.size), np.float32)
+        self._cc_el: Float32Array | None = None
+        # the sub-frames of a block (N, M), read in place as (M, F, frame): mic m, frame f, sample n is
+        # block[starts[f] + n, m]; they are regularly spaced whenever the frames are (always with halves)
+        step = np.diff(self._starts)
+        self._regular = bool(n_frames == 1 or (step == step[0]).all())
+        self._frame_step = int(step[0]) if n_frames > 1 else 0
 
     def _lag_table(self, az_deg: FloatArray, el_deg: FloatArray) -> LagTable:
         """Flat indices into the (P, L) correlations and the interpolation fraction, for each direction."""
@@ -237,7 +281,7 @@ class SoftSrp:
         return idx0, idx0 + 1, frac
 
     @property
-    def floor(self) -> FloatArray | None:
+    def floor(self) -> Float32Array | None:
         """The learnt noise power per analysed frequency bin (mean over mics), None before the first block."""
         return self._floor
 
@@ -249,22 +293,29 @@ class SoftSrp:
             raise ValueError(f"block must be (samples, {self.n_mics}), got shape {x.shape}")
         if x.shape[0] < self.block_len:
             raise ValueError(f"block has {x.shape[0]} samples, need {self.block_len}")
-        x = x[-self.block_len :]
-        if self._halves:  # (F, N, M): chunk f then chunk f + 1
-            chunks = x.reshape(self._chunks_shape)
-            frames = np.concatenate((chunks[:-1], chunks[1:]), axis=1)
-            frames *= self._window_col
+        xt = np.ascontiguousarray(x[-self.block_len :].T)  # (M, N): each mic's samples contiguous
+        if self._regular:  # the sub-frames as (M, F, frame) strides into the block, windowed into a new array
+            item = xt.itemsize
+            frames = np.ndarray(
+                (self.n_mics, self._starts.size, self.frame_len),
+                np.float32,
+                xt,
+                0,
+                (self.block_len * item, self._frame_step * item, item),
+            )
+            frames = frames * self._window
         else:
-            frames = x[self._idx] * self._window_col
-        spec = scipy.fft.rfft(frames, axis=1)[:, self._bin_lo : self._bin_hi]  # (F, K, M)
-        self._spec = np.ascontiguousarray(spec)
-        self._mag2 = mag2 = (self._spec * self._spec.conj()).real
-        self._power = mag2 @ self._mean_w  # (F, K): mean over mics
+            frames = xt[:, self._idx] * self._window
+        spec = rfft(frames)[..., self._bin_lo : self._bin_hi]
+        self._spec = spec = np.ascontiguousarray(spec)  # (M, F, K)
+        mag2: Float32Array = (spec * spec.conj()).real
+        power: Float32Array = (self._mean_w @ mag2.reshape(self.n_mics, -1)).reshape(spec.shape[1:])  # (F, K)
+        self._power = power
         # Parseval with the window: mean square in the band = 2 sum |X_k|^2 / (N sum w^2)
-        band = float(self._power[:, : self._n_voice].sum()) / self._power.shape[0] * self._level_scale
+        band = float(power[:, : self._n_voice].sum()) / power.shape[0] * self._level_scale
         return 10.0 * math.log10(band) if band > 1e-12 else -120.0
 
-    def _update_floor(self, power: FloatArray) -> FloatArray:
+    def _update_floor(self, power: Float32Array) -> Float32Array:
         self._blocks += 1
         level = power.sum(axis=0) * (1.0 / power.shape[0])  # (K,)
         if self._floor is None:
@@ -302,44 +353,49 @@ class SoftSrp:
         spec, power = self._spec, self._power
         floor = self._update_floor(power)
         n_frames = power.shape[0]
+        # every pair's and every mic's own cross-spectrum, frame by frame: (P + M, F, K)
+        z = spec[self._zi]
+        z *= spec[self._zj].conj()
         if speech:
             a = (OVER_SUBTRACT * floor) / np.maximum(power, 1e-30)
-            np.subtract(1.0, a, out=a)
-            np.clip(a, 0.0, 1.0, out=a)
+            np.subtract(1.0, a, out=a)  # at most 1: the floor and the power are never negative
+            np.maximum(a, 0.0, out=a)
             a_sum = a.sum(axis=0)  # (K,)
             if float(a_sum.sum()) <= 1e-9:
                 return []
-            af = a[:, :, None]
-            y = spec * np.sqrt(af)
-            auto = (self._mag2 * af).sum(axis=0)  # (K, M)
+            z *= a
+            band_w: npt.NDArray[np.float32] | None = a_sum * np.float32(1.0 / n_frames)
         else:
-            a_sum = np.full(power.shape[1], float(n_frames))
-            y = spec
-            auto = self._mag2.sum(axis=0)
-        # weighted cross- and auto-spectra over the block's frames, and the complex coherence per pair: (K, P)
-        yt = y.transpose(1, 2, 0)  # (K, M, F)
-        cov = np.matmul(yt, np.conj(y.transpose(1, 0, 2)))  # (K, M, M)
-        phi = cov[:, self._pi, self._pj]
-        gamma = phi / np.sqrt(np.maximum(auto[:, self._pi] * auto[:, self._pj], 1e-30))
-        direct = _direct_share(gamma, self._diffuse)
-        w = direct * (a_sum / n_frames).astype(np.float32)[:, None]  # (K, P): direct-path evidence
+            band_w = None
+        # weighted cross- and auto-spectra over the block's frames, and the complex coherence per pair: (P, K)
+        cross = z.sum(axis=1)
+        auto = cross.real
+        norm = auto[self._auto_i] * auto[self._auto_j]
+        np.maximum(norm, 1e-30, out=norm)
+        np.sqrt(norm, out=norm)
+        gamma = cross[: self.n_pairs]
+        gamma /= norm
+        w = _direct_share(gamma, self._diffuse, self._diffuse_c)  # (P, K): direct-path evidence
+        if band_w is not None:
+            w *= band_w
         total = float(w.sum())
         if total <= 1e-9:
             return []
         usable = total / w.size
-        g = (gamma * ((w / total) / (np.abs(gamma) + 1e-12))).T  # (P, K): the phase of each direct-path bin
+        # the phase of each direct-path bin, weighted: G = gamma w / (total |gamma|)
+        mag = np.abs(gamma)
+        mag += 1e-12
+        w /= mag
+        w *= np.float32(1.0 / total)
+        gamma *= w
+        g = gamma.view(np.float32)  # (P, 2K) interleaved (re, im)
         # sum_k Re(G(k) exp(+j w n / fs_up)) at each lag n: the weighted GCC of each pair
-        cc = (g @ self._exp).real.ravel()
-        cc_el = cc
-        if self._elev.size > 1 and self._hi0 < self._exp.shape[0]:
-            # elevation from the upper band only: low frequencies on a small array barely change with
-            # elevation, and there reverberation pulls every estimate towards the zenith (lag 0); only its
-            # argmax is used, so it needs no normalisation
-            cc_el = (g[:, self._hi0 :] @ self._exp_high).real.ravel()
+        cc = (g @ self._lag_tf).ravel()
+        self._g, self._cc_el = g, None  # the elevation's correlations, when an estimate needs them
         out: list[Candidate] = []
         first: Candidate | None = None
         for _ in range(max_sources):
-            cand = self._peak(cc, cc_el, usable, min_weight)
+            cand = self._peak(cc, usable, min_weight)
             if cand is None:
                 break
             if first is not None:
@@ -356,10 +412,23 @@ class SoftSrp:
                 self._blank_lags(cc)
         return out
 
-    def _peak(self, cc: FloatArray, cc_el: FloatArray, usable: float, min_weight: float) -> Candidate | None:
-        ring = cc @ self._ring_matrix
-        i = int(ring.argmax())
+    def _elevation_lags(self, cc: Float32Array) -> Float32Array:
+        """The pair correlations elevation is searched on: from the upper band only (low frequencies on a
+        small array barely change with elevation, and there reverberation pulls every estimate towards the
+        zenith, lag 0); only their argmax is used, so they need no normalisation."""
+        if self._hi0 >= self._high.size:
+            return cc
+        if self._cc_el is None:
+            cc_el: Float32Array = (self._g[:, 2 * self._hi0 :] @ self._lag_tf_high).ravel()
+            self._cc_el = cc_el
+        return self._cc_el
+
+    def _peak(self, cc: Float32Array, usable: float, min_weight: float) -> Candidate | None:
+        ring = cc[self._ring_idx]
+        ring *= self._ring_w
+        ring = ring.sum(axis=0)
         n = ring.size
+        i = int(ring.argmax())
         if self.full_circle:
             left, right = float(ring[(i - 1) % n]), float(ring[(i + 1) % n])
         elif 0 < i < n - 1:
@@ -383,17 +452,20 @@ class SoftSrp:
         elevation = 0.0
         j = self._el0
         if self._elev.size > 1 and weight >= min_weight:  # (a weaker estimate is dropped by the caller)
-            resp = (cc_el[self._el_i0[i]] * self._el_w0[i] + cc_el[self._el_i1[i]] * self._el_w1[i]).sum(axis=1)
+            resp = self._elevation_lags(cc)[self._el_idx[i]]
+            resp *= self._el_w[i]
+            resp = resp.sum(axis=1)
             j = int(resp.argmax())
             elevation = float(self._elev[j])
         self._last = (j, i)
         return Candidate(azimuth_deg=azimuth, elevation_deg=elevation, height=height, weight=weight)
 
-    def _blank_lags(self, cc: FloatArray) -> None:
+    def _blank_lags(self, cc: Float32Array) -> None:
         """Zero each pair's correlation around the lags of the last peak found, so that the next search
         finds another source."""
         j, i = self._last
         centre = self._t0[j, i] + (self._tf[j, i] > 0.5)  # (P,) flat indices
-        row = self._pair_rows
-        k = np.clip(centre[:, None] + self._blank_offsets, row, row + (self._lag_len - 1))
+        k = centre[:, None] + self._blank_offsets
+        np.maximum(k, self._pair_rows, out=k)
+        np.minimum(k, self._pair_rows_end, out=k)
         cc[k] = 0.0

@@ -40,12 +40,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import scipy.fft
 
 from appliance.config import DoaConfig, MicArraySection, TrackerConfig
 from appliance.messages import Doa
 from appliance.perception.doa import SPEED_OF_SOUND
-from appliance.perception.evidence import SoftSrp
+from appliance.perception.evidence import SoftSrp, irfft, rfft
 from appliance.perception.farend import SILENT_DB, farend_share
 from appliance.perception.tracker import Source, SourceTracker
 from appliance.perception.vad import EnergyVad
@@ -109,6 +108,39 @@ class _GivenLevelVad(EnergyVad):
         return self.given_db
 
 
+class _Fifo:
+    """Samples appended at the end and dropped from the front, without copying what is kept on every append
+    (a store with room to spare, compacted when full): ``view`` is the kept samples."""
+
+    def __init__(self, channels: int | None, room: int) -> None:
+        shape = (max(1, room),) if channels is None else (max(1, room), channels)
+        self._store = np.zeros(shape, np.float32)
+        self._lo = self._hi = 0
+
+    @property
+    def view(self) -> npt.NDArray[np.float32]:
+        return self._store[self._lo : self._hi]
+
+    def __len__(self) -> int:
+        return self._hi - self._lo
+
+    def append(self, x: npt.NDArray[np.float32]) -> None:
+        n, kept = x.shape[0], self._hi - self._lo
+        if self._hi + n > self._store.shape[0]:
+            if kept + n > self._store.shape[0]:  # a long chunk: more room
+                store = np.zeros((2 * (kept + n), *self._store.shape[1:]), np.float32)
+                store[:kept] = self._store[self._lo : self._hi]
+                self._store = store
+            else:
+                self._store[:kept] = self._store[self._lo : self._hi]
+            self._lo, self._hi = 0, kept
+        self._store[self._hi : self._hi + n] = x
+        self._hi += n
+
+    def drop(self, n: int) -> None:
+        self._lo = min(self._hi, self._lo + n)
+
+
 class Listener:
     """Voice activity, far end, soft DOA evidence and tracked sources of a mic-array stream."""
 
@@ -142,8 +174,7 @@ class Listener:
         self._history = self.window_len + self.max_delay  # samples kept behind a block's end
         self._farend_until = -math.inf
         self._steer_az: float | None = None
-        self._steer_key: tuple[int, int] | None = None
-        self._steer_w = np.zeros((0, 0), np.complex64)
+        self._steer_w: dict[tuple[int, int], npt.NDArray[np.complex64]] = {}  # (samples, degree) -> (M, bins)
         self._blocks = 0
         # the network hears the background this long before it may rest (from a blank state it is slow to
         # take the first words for speech)
@@ -153,8 +184,9 @@ class Listener:
 
     def reset(self) -> None:
         """Forget the buffered audio (not the learnt noise floor nor the sources)."""
-        self._x = np.zeros((0, self.n_mics), dtype=np.float32)
-        self._ref = np.zeros(0, dtype=np.float32)
+        room = 4 * (self._history + self.block_len)  # kept audio, and room for the chunks to come
+        self._x = _Fifo(self.n_mics, room)
+        self._ref = _Fifo(None, room)
         self._base = 0  # absolute index of the first buffered sample
         self._next = 0  # absolute index of the next block's first sample
         self._t_origin: float | None = None  # time of absolute sample 0
@@ -193,20 +225,20 @@ class Listener:
             return []
         fs = self.sample_rate
         if self._t_origin is not None:
-            expected = self._t_origin + (self._base + self._x.shape[0]) / fs
+            expected = self._t_origin + (self._base + len(self._x)) / fs
             if abs(t0 - expected) > self.block_len / fs:
                 self.reset()
         if self._t_origin is None:
             self._t_origin = float(t0)
         if r is not None and not self._has_ref:  # the reference starts: silence before it
             self._has_ref = True
-            self._ref = np.zeros(self._x.shape[0], np.float32)
-        self._x = np.concatenate([self._x, x]) if self._x.size else x.copy()
+            self._ref.append(np.zeros(len(self._x), np.float32))
+        self._x.append(x)
         if self._has_ref:  # kept sample-aligned with the mics once the box plays something
-            self._ref = np.concatenate([self._ref, r if r is not None else np.zeros(x.shape[0], np.float32)])
+            self._ref.append(r if r is not None else np.zeros(x.shape[0], np.float32))
 
         out: list[Heard] = []
-        end = self._base + self._x.shape[0]
+        end = self._base + len(self._x)
         while self._next + self.block_len <= end:
             block_end = self._next + self.block_len
             out.append(self._analyse(block_end, self._t_origin + block_end / fs))
@@ -214,8 +246,8 @@ class Listener:
         keep_from = max(self._base, min(self._next, self._next + self.block_len - self._history))
         drop = keep_from - self._base
         if drop > 0:
-            self._x = self._x[drop:]
-            self._ref = self._ref[drop:]
+            self._x.drop(drop)
+            self._ref.drop(drop)
             self._base = keep_from
         return out
 
@@ -224,13 +256,17 @@ class Listener:
         i_end = block_end - self._base
         n = min(self.window_len, i_end)
         need = n + self.max_delay
-        ref = self._ref[max(0, i_end - need) : i_end]
+        ref = self._ref.view[max(0, i_end - need) : i_end]
         if ref.size < need:
             ref = np.concatenate([np.zeros(need - ref.size, np.float32), ref])
         # the room path changes rarely: search its delay again every DELAY_EVERY blocks, or when lost
         search = self._delay is None or self._blocks % DELAY_EVERY == 0
         est = farend_share(
-            self._x[i_end - n : i_end], ref, self.sample_rate, self.max_delay, delay=None if search else self._delay
+            self._x.view[i_end - n : i_end],
+            ref,
+            self.sample_rate,
+            self.max_delay,
+            delay=None if search else self._delay,
         )
         if est.reference_db > SILENT_DB:
             self._delay = est.delay if est.share >= cfg.farend_ratio / 2.0 else None
@@ -250,18 +286,18 @@ class Listener:
             return out
         n = x.shape[0]
         key = (n, round(self._steer_az))
-        if self._steer_key != key:
+        w = self._steer_w.get(key)
+        if w is None:  # the weights of every whole degree heard, kept (a talker's azimuth wanders; 360 at most)
             a = math.radians(key[1])
             u = np.array([math.sin(a), 0.0, math.cos(a)])
             pos = np.asarray(self.mic.positions, np.float64)
             lead = (pos - pos.mean(axis=0)) @ u / SPEED_OF_SOUND  # seconds each mic hears the wave early
             f = np.fft.rfftfreq(n, 1.0 / self.sample_rate)
-            self._steer_w = (np.exp(-2j * np.pi * f[:, None] * lead[None, :]) / self.n_mics).astype(np.complex64)
-            self._steer_key = key
-        spec = scipy.fft.rfft(x, axis=0)
-        spec *= self._steer_w
-        y: npt.NDArray[np.float32] = scipy.fft.irfft(spec.sum(axis=1), n)
-        return y
+            w = (np.exp(-2j * np.pi * lead[:, None] * f[None, :]) / self.n_mics).astype(np.complex64)
+            self._steer_w[key] = w
+        spec = rfft(np.ascontiguousarray(x.T))  # (M, n // 2 + 1)
+        spec *= w
+        return irfft(spec.sum(axis=0), n)
 
     def _aim(self, sources: list[Source]) -> None:
         """Attend to the dominant talker, else to the liveliest source heard now that is not a learnt noise."""
@@ -276,7 +312,7 @@ class Listener:
     def _analyse(self, block_end: int, t: float) -> Heard:
         cfg = self.cfg
         i_end = block_end - self._base
-        block = self._x[i_end - self.block_len : i_end]
+        block = self._x.view[i_end - self.block_len : i_end]
         self.vad.given_db = self.srp.prepare(block)  # the voice-band level, from the DOA's own transform
         energetic, level = self.vad.update(block)
         floor = self.vad.floor_db

@@ -146,15 +146,23 @@ class SileroVad:
 
     def hear(self, new: npt.NDArray[np.float32]) -> bool:
         """Feed new mono audio (samples,) at the stream's rate: is someone talking (the network's verdict
-        with Silero's hysteresis and hangover, no level check)?"""
-        self._pending = np.concatenate([self._pending, self._mono_16k(np.ascontiguousarray(new, np.float32))])
+        with Silero's hysteresis and hangover, no level check)? Every window goes through the network: its
+        recurrent state is what it has heard, and one window left out keeps it on speech for half a second
+        longer at the end of a talk spurt."""
+        x = self._mono_16k(np.ascontiguousarray(new, np.float32))
+        if self._pending.size:
+            x = np.concatenate([self._pending, x])
+        win = self._window
+        n_win = x.size // win
         probs: list[float] = []
-        while self._pending.size >= self._window:
-            window = np.ascontiguousarray(np.clip(self._pending[: self._window], -1.0, 1.0), dtype=np.float32)
-            p = float(self._model.process(memoryview(window.data)))
-            probs.append(p)
-            self._run = self._run + 1 if p >= self._threshold else 0
-            self._pending = self._pending[self._window :]
+        if n_win:
+            heard = np.maximum(x[: n_win * win], -1.0)  # a new array: writable, contiguous windows
+            np.minimum(heard, 1.0, out=heard)
+            for k in range(0, heard.size, win):
+                p = float(self._model.process(memoryview(heard[k : k + win].data)))
+                probs.append(p)
+                self._run = self._run + 1 if p >= self._threshold else 0
+        self._pending = x[n_win * win :].copy()
         if probs:
             self.probability = max(probs)
             if self.probability >= self._threshold:

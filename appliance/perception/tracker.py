@@ -109,19 +109,24 @@ class SourceTracker:
         self._next_id = 1
         self._t: float | None = None
         self._cache: list[Source] | None = None
+        self._dominant: tuple[Source | None] | None = None  # dominant_talker() since the last update
 
     @property
     def sources(self) -> list[Source]:
         """The confirmed sources as of the last update."""
+        return list(self._sources())
+
+    def _sources(self) -> list[Source]:
         if self._cache is None:
             t = self._t if self._t is not None else 0.0
             self._cache = [self._source(tr, t) for tr in self._tracks if tr.confirmed]
-        return list(self._cache)
+        return self._cache
 
     def reset(self) -> None:
         self._tracks.clear()
         self._t = None
         self._cache = None
+        self._dominant = None
 
     def update(
         self,
@@ -143,6 +148,7 @@ class SourceTracker:
         voiced = speech if voiced is None else voiced
         confirmed = voiced if confirmed is None else confirmed
         self._cache = None
+        self._dominant = None
         cfg = self.cfg
         dt = 0.0 if self._t is None else max(0.0, t - self._t)
         self._t = t
@@ -233,17 +239,16 @@ class SourceTracker:
         keep.sort(key=lambda tr: tr.id)
         merged: list[_Track] = []
         for tr in keep:
-            twin = next(
-                (
-                    m
-                    for m in merged
-                    if abs(_wrap(m.az - tr.az)) < cfg.merge_deg
+            twin: _Track | None = None
+            for m in merged:
+                if (
+                    abs(_wrap(m.az - tr.az)) < cfg.merge_deg
                     and (m.confirmed or not tr.confirmed)
                     # a talker in front of the fan stays a talker
                     and not (m.learnt_noise != tr.learnt_noise and {m.kind, tr.kind} & {"talker", "unknown"})
-                ),
-                None,
-            )
+                ):
+                    twin = m
+                    break
             if twin is None:
                 merged.append(tr)
                 continue
@@ -273,12 +278,16 @@ class SourceTracker:
             tr.kind = "farend"
         elif tr.silent_frac >= CONTEXT_LIMIT:
             tr.kind = "unknown"  # heard mostly in silence so far: not a talker (yet)
-        elif tr.n_voiced < NEAR_NOISE_VOICED and any(
-            o.learnt_noise and o is not tr and abs(_wrap(o.az - tr.az)) < cfg.gate_deg for o in self._tracks
-        ):
+        elif tr.n_voiced < NEAR_NOISE_VOICED and self._near_noise(tr):
             tr.kind = "unknown"  # next to a learnt fan: a talker there must first be heard talking for a while
         else:
             tr.kind = "talker"
+
+    def _near_noise(self, tr: _Track) -> bool:
+        for o in self._tracks:
+            if o.learnt_noise and o is not tr and abs(_wrap(o.az - tr.az)) < self.cfg.gate_deg:
+                return True
+        return False
 
     def _source(self, tr: _Track, t: float) -> Source:
         cfg = self.cfg
@@ -306,13 +315,18 @@ class SourceTracker:
             and s.voiced >= MIN_VOICED
             and s.talked
             and abs(_wrap(s.azimuth_deg - azimuth_deg)) <= self.cfg.gate_deg
-            for s in self.sources
+            for s in self._sources()
         )
 
     def dominant_talker(self) -> Source | None:
         """The active talker (heard in voiced blocks) with the most recent evidence, or None."""
+        if self._dominant is None:
+            self._dominant = (self._dominant_talker(),)
+        return self._dominant[0]
+
+    def _dominant_talker(self) -> Source | None:
         best: Source | None = None
-        for s in self.sources:  # cached since the last update
+        for s in self._sources():  # cached since the last update
             if (
                 s.kind == "talker"
                 and s.active
