@@ -89,6 +89,7 @@ class UdpTransport(_Transport):
         self._proto = _Datagrams()
 
     async def open(self, timeout: float) -> None:
+        self.close()  # a reopen never leaves the previous endpoint open
         loop = asyncio.get_running_loop()
         self._proto = _Datagrams()
         self._transport, _ = await loop.create_datagram_endpoint(
@@ -237,6 +238,7 @@ class ViscaPtz:
         self.name, self.cfg, self._t = name, cfg, transport
         self.limits: PtzLimits = cfg.limits
         self._lock = asyncio.Lock()
+        self._open_lock = asyncio.Lock()
         self._open = False
 
     @property
@@ -244,9 +246,10 @@ class ViscaPtz:
         return f"[ptz.{self.name}] {self._t.where}"
 
     async def open(self) -> None:
-        if not self._open:
-            await self._t.open(self.cfg.timeout_s)
-            self._open = True
+        async with self._open_lock:  # two first requests at once open the camera once
+            if not self._open:
+                await self._t.open(self.cfg.timeout_s)
+                self._open = True
 
     async def close(self) -> None:
         self._t.close()
