@@ -21,6 +21,7 @@ from appliance.bench.group_photo import (
     group_photo,
 )
 from appliance.config import YuNetConfig
+from appliance.perception import yunet
 from appliance.perception.detectors import make_detector
 from common.paths import data_dir
 from drivers.simroom.assets import AssetError
@@ -39,6 +40,22 @@ def test_yunet_finds_every_face_of_the_group_photo_at_80_200_px() -> None:
     hit, false = match([f.box for f in faces.faces], truth)
     assert hit == [True] * 6, [f.box for f in faces.faces]
     assert false == 0
+
+
+def test_a_box_far_smaller_than_the_smallest_face_looked_for_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    # at 4K with the photo's faces at 26-33 px, YuNet also sees a 13x16 px "face" in the pattern of a bowl on
+    # the table: far below min_face_px (24), so it is no face to frame; the real ones stay
+    img, truth, ignore, _ = group_shot((3840, 2160), 0.3, seed=0)
+    det = make_detector(YuNetConfig())
+    try:
+        faces = det.detect(img, 0.0)
+        monkeypatch.setattr(yunet, "TOO_SMALL", 0.0)  # without the size floor the box is there
+        all_faces = det.detect(img, 0.0)
+    finally:
+        det.close()
+    hit, false = match([f.box for f in faces.faces], truth)
+    assert hit == [True] * 6 and false == 0, [f.box for f in faces.faces]
+    assert any(max(f.box[2], f.box[3]) < 18 for f in all_faces.faces), [f.box for f in all_faces.faces]
 
 
 def test_the_hand_made_truth_lies_on_the_photo() -> None:

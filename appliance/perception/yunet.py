@@ -33,6 +33,7 @@ from appliance.perception.faces import merge_faces
 MODEL_PATH = Path(__file__).parent / "models" / "yunet_s_640_640.onnx"
 MODEL_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
 
+TOO_SMALL = 0.75  # a box under this fraction of min_face_px is dropped (a bowl, a button: never a face to frame)
 MIN_SEEN_PX = 12.0  # a face narrower than this on the searched copy is mostly lost
 CELL_PX = 80  # side of one crop in the refinement mosaic
 GAP_PX = 16  # grey after each crop, so that no detection spans two; CELL_PX + GAP_PX is a multiple of
@@ -121,7 +122,12 @@ class YuNetDetector:
             small = rgb
         sx, sy = width / small.shape[1], height / small.shape[0]
         self.searches += 1
-        coarse = [Face((x * sx, y * sy, w * sx, h * sy), s) for x, y, w, h, s in self._run(small)]
+        least = TOO_SMALL * self.cfg.min_face_px  # far below the smallest face looked for: not a face to frame
+        coarse = [
+            Face((x * sx, y * sy, w * sx, h * sy), s)
+            for x, y, w, h, s in self._run(small)
+            if max(w * sx, h * sy) >= least
+        ]
         doubtful = [
             i
             for i, f in enumerate(coarse)
@@ -139,7 +145,8 @@ class YuNetDetector:
                 and max(better.score, coarse[i].score) >= self.cfg.confirm_score
             ):
                 faces.append(Face(better.box, max(better.score, coarse[i].score)))
-        return finish_faces(faces, self.cfg.min_score, t, width, height)
+        kept = [f for f in faces if max(f.box[2], f.box[3]) >= least]
+        return finish_faces(kept, self.cfg.min_score, t, width, height)
 
     def refine(self, rgb: np.ndarray, boxes: Sequence[Box]) -> list[Face | None]:
         """For each box, the face YuNet finds on a full-resolution crop around it (None when none is there).
