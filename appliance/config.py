@@ -63,6 +63,12 @@ class DoaConfig(Section):
         title="Silero speech probability threshold",
         description="Speech starts above this probability and ends 0.15 below it.",
     )
+    vad_rate: Literal[8000, 16000] = Field(
+        16000,
+        title="Rate the Silero network hears (Hz)",
+        description="8000: the mics' voice signal low-passed and decimated to 8 kHz for the network (Silero's "
+        "8 kHz model, 32 ms windows of half the samples); 16000: the network hears 16 kHz.",
+    )
 
 
 class TrackerConfig(Section):
