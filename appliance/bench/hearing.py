@@ -943,16 +943,16 @@ def _main() -> None:
             # the listeners in turn on each recording (the machine's load changes; each sees the same share)
             sums = {n: dict.fromkeys(labels, 0.0) for n in names}
             tallies: dict[str, dict[str, int]] = {n: {} for n in names}
-            audio = 0.0
+            audio = dict.fromkeys(names, 0.0)
             for rec in recordings([c for c in cells if c.array == array]):
-                audio += rec.duration_s
-                for name in names:
+                for name in names:  # a name given twice is measured twice, in that order
                     split = cost_split([rec], listeners[name], tallies[name])
+                    audio[name] += rec.duration_s
                     for k in labels:
                         sums[name][k] += split[k] * rec.duration_s
-            for name in names:
+            for name in dict.fromkeys(names):
                 heard = tallies[name].get("heard", 0) / max(sum(tallies[name].values()), 1)
-                row = " | ".join(f"{sums[name][k] / max(audio, 1e-9):.4f}" for k in labels)
+                row = " | ".join(f"{sums[name][k] / max(audio[name], 1e-9):.4f}" for k in labels)
                 print(f"| {array} | {name} | {row} | {heard:.2f} |", flush=True)
         return
     log = open(args.log, "a") if args.log else None
