@@ -63,6 +63,13 @@ class DoaConfig(Section):
         title="Silero speech probability threshold",
         description="Speech starts above this probability and ends 0.15 below it.",
     )
+    vad_rate: Literal[8000, 16000] = Field(
+        16000,
+        title="Rate the Silero network hears (Hz)",
+        description="16000: the network hears 16 kHz; 8000: the voice signal low-passed and decimated to 8 kHz "
+        "(Silero's 8 kHz model): about 4 % less of Silero's CPU in the listener, and more chair scrapes, "
+        "typing and coughs taken for speech (docs/hearing-grid.md, 'Cost, fourth pass').",
+    )
 
 
 class TrackerConfig(Section):

@@ -41,10 +41,12 @@ def decisions(vad: SileroVad | EnergyVad, x: np.ndarray, rate: int) -> list[tupl
     ]
 
 
-@pytest.mark.parametrize("rate", [16000, 48000])
-def test_speech_against_steady_noise_and_a_door_slam(rate: int) -> None:
+@pytest.mark.parametrize(("rate", "vad_rate"), [(16000, 16000), (16000, 8000), (48000, 16000), (48000, 8000)])
+def test_speech_against_steady_noise_and_a_door_slam(rate: int, vad_rate: int) -> None:
     x, spans, door, _ = scene(rate)
-    out = decisions(SileroVad(DoaConfig(vad="silero"), rate), x, rate)
+    vad = SileroVad(DoaConfig(vad="silero", vad_rate=vad_rate), rate)
+    assert vad.model_rate == vad_rate
+    out = decisions(vad, x, rate)
     noise = [s for t, s in out if 0.5 <= t < 3.0]
     slam = [s for t, s in out if door[0] <= t < door[1]]
     talk = [s for t, s in out if any(a + 0.05 <= t < b - 0.05 for a, b in spans)]
@@ -71,6 +73,38 @@ def test_selected_by_config() -> None:
         parse_config({"doa": {"vad": "webrtc"}})
     with pytest.raises(ValueError, match="44100 Hz"):
         SileroVad(DoaConfig(vad="silero"), 44100)
+    assert parse_config({"doa": {"vad_rate": 8000}}).doa.vad_rate == 8000
+    with pytest.raises(ValueError, match="vad_rate"):
+        parse_config({"doa": {"vad_rate": 11025}})
+    assert SileroVad(DoaConfig(vad_rate=16000), 8000).model_rate == 8000  # an 8 kHz stream is never upsampled
+    assert SileroVad(DoaConfig(vad_rate=8000), 24000).model_rate == 8000
+    with pytest.raises(ValueError, match=r"vad_rate = 16000 Hz, got 24000 Hz"):
+        SileroVad(DoaConfig(vad_rate=16000), 24000)
+
+
+def test_the_decimator_streams_and_keeps_aliases_out() -> None:
+    """16 kHz to the network's 8 kHz: the same audio in hops of any length gives the same samples (the
+    low-pass keeps its state, no seam at a hop's edge), speech-band tones pass, tones above 4 kHz do not
+    fold into the band."""
+    t = np.arange(2 * FS) / FS
+    x = (0.3 * np.sin(2 * np.pi * 1000 * t) + 0.05 * np.random.default_rng(1).standard_normal(t.size)).astype(
+        np.float32
+    )
+    outs = []
+    for hop in (1024, 333, 512):
+        vad = SileroVad(DoaConfig(vad_rate=8000), FS)
+        outs.append(np.concatenate([vad._mono_model(x[s : s + hop]) for s in range(0, x.size, hop)]))
+    assert outs[0].size == x.size // 2
+    np.testing.assert_allclose(outs[1], outs[0], atol=1e-6)
+    np.testing.assert_allclose(outs[2], outs[0], atol=1e-6)
+
+    def level(f_hz: float) -> float:
+        tone = np.sin(2 * np.pi * f_hz * t).astype(np.float32)
+        y = SileroVad(DoaConfig(vad_rate=8000), FS)._mono_model(tone)[FS // 4 :]  # past the filter's onset
+        return float(np.sqrt(2 * np.mean(y.astype(np.float64) ** 2)))
+
+    assert abs(level(300.0) - 1.0) < 0.02 and abs(level(3000.0) - 1.0) < 0.02
+    assert level(5000.0) < 1e-3 and level(7000.0) < 1e-3  # 60 dB down, folded to 3 and 1 kHz otherwise
 
 
 def test_a_talk_spurt_is_confirmed_after_min_speech() -> None:

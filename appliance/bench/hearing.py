@@ -675,13 +675,20 @@ def pra_factory(algorithm: str, cfg: DoaConfig | None = None) -> EstimatorFactor
     return lambda mic: PraHearing(mic, c, algorithm)
 
 
-def listener_factory(vad: Literal["energy", "silero"] = "silero") -> EstimatorFactory:
+def listener_factory(vad: Literal["energy", "silero"] = "silero", vad_rate: int | None = None) -> EstimatorFactory:
     """The box's default hearing (``[doa] estimator = "tracker"``): soft evidence, the source tracker, the
-    Silero voice gate (or the energy gate, a peer)."""
+    Silero voice gate (or the energy gate, a peer); ``vad_rate`` the rate Silero hears (default: the
+    config's)."""
     from appliance.config import TrackerConfig
     from appliance.perception.listening import ListeningDoas
 
-    return lambda mic: ListeningDoas(mic, TrackerConfig(), DoaConfig(vad=vad))
+    doa = DoaConfig(vad=vad) if vad_rate is None else DoaConfig(vad=vad, vad_rate=vad_rate)
+    return lambda mic: ListeningDoas(mic, TrackerConfig(), doa)
+
+
+def _other_vad_rate() -> int:
+    """Silero's rate that is not the default ([doa] vad_rate), measured as a peer."""
+    return 24000 - int(DoaConfig().vad_rate)
 
 
 STAGES = (  # the listener's stages whose CPU time cost_split measures: (label, attribute path of a method)
@@ -694,13 +701,18 @@ STAGES = (  # the listener's stages whose CPU time cost_split measures: (label, 
 )
 
 
-def cost_split(recs: Iterable[Recording], factory: EstimatorFactory | None = None) -> dict[str, float]:
+def cost_split(
+    recs: Iterable[Recording], factory: EstimatorFactory | None = None, tally: dict[str, int] | None = None
+) -> dict[str, float]:
     """Where the box's default listener spends its CPU on ``recs``: thread CPU seconds per audio second of
     each of :data:`STAGES`, ``other`` (the energy gate, the buffers, the messages) and ``total`` (process
-    CPU, as :func:`run` counts it). Each stage's method is wrapped on the listener instance only."""
+    CPU, as :func:`run` counts it). Each stage's method is wrapped on the listener instance only. ``tally``,
+    if given, gets the hops Silero heard (``heard``) and rested on (``skipped``, the quiet ones)."""
     factory = factory or listener_factory()
     spent = {label: 0.0 for label, _ in STAGES}
+    calls = {label: 0 for label, _ in STAGES}
     total = audio = 0.0
+    skips = [0]
     for rec in recs:
         est: Any = factory(rec.mic())
         listener = getattr(est, "listener", est)
@@ -719,8 +731,18 @@ def cost_split(recs: Iterable[Recording], factory: EstimatorFactory | None = Non
                     return _method(*args, **kwargs)
                 finally:
                     spent[_label] += time.thread_time() - t
+                    calls[_label] += 1
 
             setattr(owner, name, timed)
+        silero = getattr(listener, "silero", None)
+        if silero is not None:
+            skip = silero.skip
+
+            def counted(_skip: Any = skip) -> Any:
+                skips[0] += 1
+                return _skip()
+
+            silero.skip = counted
         x = rec.samples
         for start in range(0, x.shape[0], 512):
             t = time.process_time()
@@ -730,6 +752,9 @@ def cost_split(recs: Iterable[Recording], factory: EstimatorFactory | None = Non
     out = {label: v / max(audio, 1e-9) for label, v in spent.items()}
     out["other"] = max(0.0, total / max(audio, 1e-9) - sum(out.values()))
     out["total"] = total / max(audio, 1e-9)
+    if tally is not None:
+        tally["heard"] = tally.get("heard", 0) + calls[STAGES[0][0]]
+        tally["skipped"] = tally.get("skipped", 0) + skips[0]
     return out
 
 
@@ -738,6 +763,7 @@ def peers() -> dict[str, EstimatorFactory]:
     VAD; and with the Silero VAD), pyroomacoustics SRP and NormMUSIC (both behind the energy VAD)."""
     return {
         "listener": listener_factory(),
+        f"listener+vad{_other_vad_rate() // 1000}k": listener_factory(vad_rate=_other_vad_rate()),
         "listener+energy": listener_factory("energy"),
         "hearing": hearing_factory(DoaConfig(vad="energy")),
         "hearing+silero": hearing_factory(DoaConfig(vad="silero")),
@@ -885,7 +911,11 @@ def _main() -> None:
     ap.add_argument("--table", help="only print the table of the JSON lines in this file")
     ap.add_argument("--rt60", type=float, nargs="*", help="only these RT60s (s) of the grid")
     ap.add_argument("--snrs", type=float, nargs="*", help="only these SNRs (dB) of the grid")
-    ap.add_argument("--cost", action="store_true", help="where the listener's CPU goes, per array (no scores)")
+    ap.add_argument(
+        "--cost",
+        action="store_true",
+        help="where the listener's CPU goes, per array (no scores); with --only, each listener named, in turn",
+    )
     args = ap.parse_args()
     if args.table:
         res = pooled(Path(args.table).read_text().splitlines())
@@ -900,11 +930,30 @@ def _main() -> None:
         and (not args.snrs or c.snr_db in args.snrs)
     ]
     if args.cost:
+        listeners = {k: f for k, f in peers().items() if k.startswith("listener")}
+        names = args.only or ["listener"]
+        if any(n not in listeners for n in names):
+            ap.error(f"--cost --only: the listeners are {', '.join(listeners)}")
         labels = [label for label, _ in STAGES] + ["other", "total"]
-        print("| array | " + " | ".join(labels) + " |\n|" + "---|" * (len(labels) + 1))
+        print(
+            "| array | listener | " + " | ".join(labels) + " | hops Silero heard |\n|" + "---|" * (len(labels) + 3),
+            flush=True,
+        )
         for array in dict.fromkeys(c.array for c in cells):
-            split = cost_split(recordings([c for c in cells if c.array == array]))
-            print(f"| {array} | " + " | ".join(f"{split[k]:.4f}" for k in labels) + " |")
+            # the listeners in turn on each recording (the machine's load changes; each sees the same share)
+            sums = {n: dict.fromkeys(labels, 0.0) for n in names}
+            tallies: dict[str, dict[str, int]] = {n: {} for n in names}
+            audio = dict.fromkeys(names, 0.0)
+            for rec in recordings([c for c in cells if c.array == array]):
+                for name in names:  # a name given twice is measured twice, in that order
+                    split = cost_split([rec], listeners[name], tallies[name])
+                    audio[name] += rec.duration_s
+                    for k in labels:
+                        sums[name][k] += split[k] * rec.duration_s
+            for name in dict.fromkeys(names):
+                heard = tallies[name].get("heard", 0) / max(sum(tallies[name].values()), 1)
+                row = " | ".join(f"{sums[name][k] / max(audio[name], 1e-9):.4f}" for k in labels)
+                print(f"| {array} | {name} | {row} | {heard:.2f} |", flush=True)
         return
     log = open(args.log, "a") if args.log else None
 
