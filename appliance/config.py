@@ -255,9 +255,10 @@ class DirectorConfig(Section):
         3.0,
         ge=0.0,
         le=30.0,
-        title="A turn this short that is answered starts an exchange at once (s; 0: off)",
-        description="When the new talker answers someone who held the floor less than this, both are framed "
-        "together at once, as after ping_pong_swaps swaps: quick remarks back and forth are an exchange.",
+        title="A turn this short that a neighbour answers starts an exchange at once (s; 0: off)",
+        description="When the new talker answers their neighbour (nobody seen between them), who held the floor "
+        "less than this, both are framed together at once, as after ping_pong_swaps swaps: quick remarks back "
+        "and forth between neighbours are an exchange. Across the table the ping_pong_swaps rule still applies.",
     )
     ping_pong_end_s: float = Field(
         4.0, ge=0.5, le=60.0, title="One talker holding the floor this long ends an exchange (s)"

@@ -28,7 +28,8 @@ How it decides (every number is in ``[director]``, :class:`appliance.config.Dire
   instead of a talker who is silent (``outside-picture``): never an empty shot. A framed face that is
   gone gives the group too (``face-lost``).
 - ``ping_pong_swaps`` swaps between the same two talkers within ``ping_pong_window_s`` frame both together
-  (``ping-pong``) until someone else talks or one of them holds the floor ``ping_pong_end_s``.
+  (``ping-pong``) until someone else talks or one of them holds the floor ``ping_pong_end_s``; so does a
+  neighbour's answer (nobody seen between them) to a remark shorter than ``ping_pong_quick_s``.
 - Two people talking over each other (the second at least ``overlap_ratio`` of the first, both above
   ``overlap_level_s``) for ``overlap_after_s`` are framed together (``overlap``).
 - Microphones muted from the panel (:meth:`Director.set_muted`): the group shot, speech ignored (``muted``).
@@ -342,8 +343,12 @@ class Director:
                 if self._talker is not None:
                     swap = frozenset((self._talker, best.id))
                     self._swaps.append((now, swap))
-                    quick = cfg.ping_pong_quick_s > 0 and now - self._talker_since < cfg.ping_pong_quick_s
-                    self._quick = swap if quick else None  # a quick answer to a short remark
+                    quick = (
+                        cfg.ping_pong_quick_s > 0
+                        and now - self._talker_since < cfg.ping_pong_quick_s
+                        and self._neighbours(self._talker, best)
+                    )
+                    self._quick = swap if quick else None  # a neighbour's quick answer to a short remark
                 self._talker, self._talker_since = best.id, now
         while self._swaps and self._swaps[0][0] < now - cfg.ping_pong_window_s:
             self._swaps.popleft()
@@ -390,6 +395,14 @@ class Director:
                 a_id, b_id = sorted(last)
                 pair = ((a_id, b_id), "ping-pong")
         self._pair = pair
+
+    def _neighbours(self, track_id: int, other: _Seen) -> bool:
+        """Two people seated side by side: nobody seen between them (they fit one two-shot)."""
+        one = self._person(track_id)
+        if one is None:
+            return False
+        lo, hi = sorted((one.azimuth_deg, other.azimuth_deg))
+        return not any(lo < s.azimuth_deg < hi for s in self._seen if s.id not in (one.id, other.id))
 
     def _listening(self, now: float) -> bool:
         """The far end talks and nobody in the room does: the room listens, the picture holds still."""

@@ -329,6 +329,11 @@ def test_a_quick_answer_to_a_short_remark_frames_both_at_once() -> None:
     assert pp and pp[0].t < 11.0 and shows(room, pp[0], "a", "b")  # at b's first answer, not after 3 swaps
     slow = run(room, talk(script, room), 16.0, DirectorConfig(ping_pong_quick_s=0.0))  # off: three swaps first
     assert all(s.t > 11.0 for s in cuts(slow) if s.rule == "ping-pong")
+    # across the table (b sits between a and c) a quick answer is no two-shot: the talker is framed
+    across: Script = [(0.0, 6.0, "b"), (7.0, 8.8, "a"), (9.0, 10.8, "c"), (11.0, 12.6, "a")]
+    shots = run(room, talk(across, room), 13.0)
+    assert not any(s.rule == "ping-pong" for s in cuts(shots))
+    assert any(framed(room, s, "c") for s in between(shots, 10.0, 11.0))
     # a long turn answered is no exchange
     long_turns: Script = [(0.0, 6.0, "c"), (7.0, 12.0, "a"), (12.2, 16.0, "b")]
     shots = run(room, talk(long_turns, room), 16.0)

@@ -331,7 +331,7 @@ def test_one_long_chunk_and_many_short_ones_hear_the_same() -> None:
     """The listener's buffers make room for a chunk longer than they hold (a driver's long read)."""
     mic = MicArraySection()
     x = np.concatenate([plane_wave(CIRCLE, -70.0, n=FS, seed=4), plane_wave(CIRCLE, 35.0, n=2 * FS, seed=5)])
-    ref = (0.05 * np.random.default_rng(8).standard_normal(x.shape[0])).astype(np.float32)
+    ref = np.asarray(0.05 * np.random.default_rng(8).standard_normal(x.shape[0]), dtype=np.float32)
     whole = Listener(mic).feed(x, 1.0, ref)
     listener = Listener(mic)
     parts: list[Heard] = []
