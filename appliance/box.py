@@ -148,8 +148,7 @@ class RoomBox:
         self.counters.doa_blocks += len(doas)
         if self.calibrator is not None:
             self.calibrator.feed_doas(doas)  # as the array hears them
-        self.step.add_doas(doas)
-        for d in self.step.to_camera(doas):  # in the camera's frame, as the director sees them
+        for d in self.step.add_doas(doas):  # in the camera's frame, as the director sees them
             self.events.publish(d)
         if self.audio_out is not None:
             room = block.samples.mean(axis=1).astype(np.float32)

@@ -407,8 +407,7 @@ class Director:
     def _listening(self, now: float) -> bool:
         """The far end talks and nobody in the room does: the room listens, the picture holds still."""
         cfg = self.cfg
-        quiet = cfg.farend_quiet_s
-        return cfg.farend_still and now - self._farend_t <= quiet and self._local_t < self._farend_t
+        return cfg.farend_still and now - self._farend_t <= cfg.farend_quiet_s and self._local_t < self._farend_t
 
     def _exchange_hold(self, pair: frozenset[int]) -> float:
         """How long one of an exchange's two may hold the floor before it is over: ``ping_pong_end_s``, or

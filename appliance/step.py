@@ -107,9 +107,12 @@ class FrameStep:
             return list(doas)
         return [d if d.azimuth_deg is None else replace(d, azimuth_deg=cal.to_camera(d.azimuth_deg)) for d in doas]
 
-    def add_doas(self, doas: Iterable[Doa]) -> None:
-        """Queue DOA blocks (in the order they ended), mapped to the camera's frame (:meth:`to_camera`)."""
-        self._doas.extend(self.to_camera(doas))
+    def add_doas(self, doas: Iterable[Doa]) -> list[Doa]:
+        """Queue DOA blocks (in the order they ended), mapped to the camera's frame (:meth:`to_camera`);
+        returns them as queued."""
+        mapped = self.to_camera(doas)
+        self._doas.extend(mapped)
+        return mapped
 
     def detection_due(self, t: float) -> bool:
         """Whether a detection should start on the frame at ``t``; when it says yes, the next one falls due
