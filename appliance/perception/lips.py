@@ -43,7 +43,7 @@ class LipReading:
     activity: float | None
 
 
-@dataclass
+@dataclass(eq=False)  # holds arrays: compared by identity
 class _Face:
     box: Box
     mouth: npt.NDArray[np.float32] | None = None
