@@ -10,13 +10,18 @@ import pytest
 from appliance.bench.hearing import (
     ARRAYS,
     STAGES,
+    CalibratedListener,
+    Cell,
     CellMetrics,
     Counts,
     Recording,
     _load,
     _save,
+    calibration_takes,
     cost_split,
+    evaluate_many,
     hearing_factory,
+    listener_factory,
     render_group,
     run,
     score,
@@ -105,3 +110,29 @@ def test_the_listeners_cost_split(dry: Recording) -> None:
     staged = sum(v for k, v in split.items() if k not in ("other", "total"))
     assert staged <= split["total"] * 1.05 + 1e-4
     assert 0.0 < split["total"] < 1.0
+
+
+def test_the_guided_calibration_undoes_a_linear_arrays_pull_towards_broadside(tmp_path: Path) -> None:
+    """`listener+calibration`: the linear array under the camera, in a reverberant room, hears talkers off
+    the axis nearer its broadside than they are; the guided calibration's three captures in the same room
+    (cached with the renders) fit a map that brings them back."""
+    cell = Cell(0.6, 20.0, "linear4", 1)
+    takes = calibration_takes(cell, tmp_path)
+    assert [t.name for t in takes] == ["left", "centre", "right"]
+    assert takes[0].camera_deg < -40.0 and abs(takes[1].camera_deg) < 12.0 and takes[2].camera_deg > 40.0
+    again = calibration_takes(cell, tmp_path)  # from the cache
+    assert np.max(np.abs(again[2].samples - takes[2].samples)) == 0.0
+    assert len(list(tmp_path.glob("*.npz"))) == 3  # every SNR of the grid from the one render
+
+    calibrated = CalibratedListener(listener_factory(), tmp_path)
+    res = evaluate_many({"listener": listener_factory(), "calibrated": calibrated}, [cell], tmp_path)
+    raw, cal = res["listener"][0], res["calibrated"][0]
+    assert raw.mae_deg > 8.0, raw  # the pull this test is about
+    assert cal.mae_deg < 0.5 * raw.mae_deg and cal.within10 > 0.9, (raw, cal)
+    assert cal.recall == raw.recall  # the map moves azimuths, it adds or drops none
+    assert calibrated.refusals == []
+    fit = calibrated.fits[cell]
+    assert "over 3 points" in fit and float(fit.split("scale ")[1].split()[0]) > 1.1, fit
+    # an array on the table is not calibrated (the picture is not its frame): no row for it
+    table = Cell(0.2, 20.0, "respeaker4", 1)
+    assert "calibrated" not in evaluate_many({"calibrated": calibrated}, [table], tmp_path)

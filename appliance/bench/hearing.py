@@ -17,6 +17,11 @@ linear array sits under the camera on the front wall and the talkers are in fron
 does ``circle6-wall``: the 6-mic circle flat under the camera, its centre 8 cm from the wall.
 Azimuth 0 is the camera's axis (+y in the room), positive to the right (+x).
 
+The arrays under the camera are also measured after the installer's guided calibration
+(:class:`CalibratedListener`, ``listener+calibration``): three people (the table's left end, its right end,
+its middle) talk alone in the same room, and :mod:`appliance.calibration` fits its map from what the listener
+heard and where the camera sees them (:func:`render_calibration`).
+
 Renders are cached under ``<data dir>/cache/hearing`` keyed by a hash of the cell's parameters, so a second
 run only analyses. Any estimator plugs in: :func:`evaluate` takes a factory ``(MicArraySection) ->`` an
 object with ``feed(samples, t0) -> list[Doa]`` (as :class:`~appliance.perception.hearing.Hearing`) and
@@ -38,9 +43,9 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -50,6 +55,9 @@ from appliance.messages import Doa
 from appliance.perception.doa import SPEED_OF_SOUND
 from appliance.perception.hearing import Hearing
 from common.atomic import write_atomic
+
+if TYPE_CHECKING:
+    from appliance.calibration import Calibration
 
 Row = tuple[str, float, str]
 Vec3 = tuple[float, float, float]
@@ -273,6 +281,20 @@ def _speech(kind: int, seed: int, rate: int) -> np.ndarray:
     return np.asarray(x / (np.sqrt(np.mean(x**2)) + 1e-12) * 0.1)
 
 
+def _room(layout: np.random.Generator, array: str) -> tuple[list[float], np.ndarray, np.ndarray]:
+    """A room of the grid drawn from ``layout``: its size, the array's centre and its mics (room axes, m)."""
+    size = [layout.uniform(9.0, 11.0), layout.uniform(8.5, 10.0), layout.uniform(2.7, 3.2)]
+    if array in WALL:
+        centre = np.array([size[0] / 2, 0.08, 1.15])
+    elif array in LINEAR:
+        centre = np.array([size[0] / 2, 0.3, 1.2])
+    else:
+        centre = np.array([size[0] / 2 + layout.uniform(-0.3, 0.3), size[1] / 2 + layout.uniform(-0.3, 0.3), 0.95])
+    pos = np.asarray(ARRAYS[array], np.float64)
+    mics = centre[None, :] + np.stack([pos[:, 0], pos[:, 2], pos[:, 1]], axis=1)  # camera -> room axes
+    return size, centre, mics
+
+
 def render_group(
     rt60_s: float, array: str, seed: int, snrs: Sequence[float], talkers_at: Sequence[tuple[float, float]] | None = None
 ) -> dict[float, Recording]:
@@ -284,24 +306,21 @@ def render_group(
 
     rng = np.random.default_rng([seed, int(rt60_s * 1000), _ARRAY_SEED[array]])
     layout = np.random.default_rng(seed)  # the same rooms and talkers for every RT60 and array
-    size = [layout.uniform(9.0, 11.0), layout.uniform(8.5, 10.0), layout.uniform(2.7, 3.2)]
+    size, centre, mics = _room(layout, array)
     linear = array in LINEAR or array in WALL  # under the camera, talkers in front
     pos = np.asarray(ARRAYS[array], np.float64)
     if linear:
-        centre = np.array([size[0] / 2, 0.08, 1.15]) if array in WALL else np.array([size[0] / 2, 0.3, 1.2])
         azimuths = [layout.uniform(-75, 75)]
         while len(azimuths) < 2:
             a = layout.uniform(-75, 75)
             if abs(a - azimuths[0]) >= 20:
                 azimuths.append(a)
     else:
-        centre = np.array([size[0] / 2 + layout.uniform(-0.3, 0.3), size[1] / 2 + layout.uniform(-0.3, 0.3), 0.95])
         azimuths = [layout.uniform(-180, 180)]
         while len(azimuths) < 2:
             a = layout.uniform(-180, 180)
             if abs((a - azimuths[0] + 180) % 360 - 180) >= 20:
                 azimuths.append(a)
-    mics = centre[None, :] + np.stack([pos[:, 0], pos[:, 2], pos[:, 1]], axis=1)  # camera -> room axes
     drawn = [(layout.uniform(1.0, 4.0), layout.uniform(1.1, 1.3)) for _ in azimuths]  # distance, mouth height
     distances, heights = [d for d, _ in drawn], [h for _, h in drawn]
     if talkers_at is not None:
@@ -435,6 +454,107 @@ def recordings(cells: Sequence[Cell], cache: Path | None = None) -> Iterable[Rec
                     rec = r
         assert rec is not None
         yield rec
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the guided calibration's captures
+
+CALIBRATED = LINEAR | WALL  # arrays under the camera, which an installer calibrates against the picture
+CAL_LEAD_S = 1.0  # noise before each capture's talker (the listener learns the floor)
+CAL_TALK_S = 4.0  # each calibration talker talks this long
+CAL_TAIL_S = 0.5
+
+
+@dataclass
+class CalibrationTake:
+    """One point of the guided calibration (:mod:`appliance.calibration`) in a cell's room: one person talks
+    alone for :data:`CAL_TALK_S` (after :data:`CAL_LEAD_S` of the room's noise); ``camera_deg`` is where the
+    camera sees that person."""
+
+    name: str  # "left", "centre" or "right"
+    camera_deg: float
+    samples: npt.NDArray[np.float32]  # (n, M)
+
+
+def _calibration_key(cell: Cell) -> str:
+    text = json.dumps(["calibration", RENDER_VERSION, RATE, cell.rt60_s, cell.snr_db, cell.array, ARRAYS[cell.array]])
+    return hashlib.sha256(f"{text} {cell.seed}".encode()).hexdigest()[:20]
+
+
+def render_calibration(
+    rt60_s: float, array: str, seed: int, snrs: Sequence[float]
+) -> dict[float, list[CalibrationTake]]:
+    """The calibration's three captures in the room of ``(rt60_s, array, seed)`` (the room, array and noise
+    level of :func:`render_group`, not its talkers), mixed at every SNR of ``snrs``.
+
+    The people at the table's left and right ends sit 45-65 deg off the camera's axis and the one in the
+    middle within 10 deg of it, 1.5-3 m away (drawn from the seed, apart from the meeting's talkers): the
+    installer's prompts. Each talks an espeak-ng sentence in the room's diffuse noise (no fan, no impulse:
+    a calibration is taken in a quiet moment; a noisy one is refused on the panel)."""
+    from drivers.simroom.audio import diffuse_noise, render_shoebox
+
+    size, centre, mics = _room(np.random.default_rng(seed), array)
+    draw = np.random.default_rng([seed, 7919])  # the same people for every RT60 and SNR
+    places = (("left", -draw.uniform(45, 65)), ("centre", draw.uniform(-10, 10)), ("right", draw.uniform(45, 65)))
+    rng = np.random.default_rng([seed, int(rt60_s * 1000), _ARRAY_SEED[array], 7919])
+    lead, talk = int(CAL_LEAD_S * RATE), int(CAL_TALK_S * RATE)
+    n = lead + talk + int(CAL_TAIL_S * RATE)
+    sources: list[tuple[np.ndarray, np.ndarray]] = []
+    mic_centre = mics.mean(axis=0)
+    azimuths: list[float] = []
+    for k, (_, az) in enumerate(places):
+        p = _place(centre, az, draw.uniform(1.5, 3.0), draw.uniform(1.1, 1.3), size)
+        u = _speech(1 + k, seed + 3, RATE)[:talk]
+        x = np.zeros(n)
+        x[lead : lead + len(u)] = u
+        sources.append((p, x))
+        azimuths.append(_azimuth(mic_centre, p))
+    wet = render_shoebox(size, rt60_s, mics, RATE, sources, n, rng)
+    noises = [diffuse_noise(mics, n, RATE, rng).astype(np.float64) for _ in places]
+    sensors = [rng.standard_normal((n, len(mics))) * 10 ** (SENSOR_NOISE_DBFS / 20) for _ in places]
+    out: dict[float, list[CalibrationTake]] = {}
+    for snr in snrs:
+        takes = []
+        for (name, _), az, y, noise, sensor in zip(places, azimuths, wet, noises, sensors, strict=True):
+            p_speech = float(np.mean(y[lead : lead + talk] ** 2))
+            gain = 10 ** (SPEECH_DBFS / 20) / math.sqrt(p_speech)
+            noise_power = p_speech / 10 ** (snr / 10)
+            mix = (y + noise * math.sqrt(noise_power / float(np.mean(noise**2)))) * gain + sensor
+            takes.append(CalibrationTake(name, az, np.clip(mix, -1.0, 1.0).astype(np.float32)))
+        out[snr] = takes
+    return out
+
+
+def calibration_takes(cell: Cell, cache: Path | None = None) -> list[CalibrationTake]:
+    """The calibration's captures in ``cell``'s room, from the cache or rendered (at ``cell``'s SNR; every
+    SNR of the grid is mixed and cached from the same render)."""
+    root = cache_dir() if cache is None else cache
+    path = root / f"{_calibration_key(cell)}.npz"
+    try:
+        with np.load(path) as z:
+            meta = json.loads(z["meta"].tobytes().decode())
+            pcm = z["pcm"]
+            return [
+                CalibrationTake(str(name), float(az), pcm[k].astype(np.float32) / 32767.0)
+                for k, (name, az) in enumerate(meta)
+            ]
+    except (OSError, ValueError, KeyError):
+        pass
+    snrs = sorted({*SNRS, cell.snr_db})
+    found: list[CalibrationTake] = []
+    for snr, takes in render_calibration(cell.rt60_s, cell.array, cell.seed, snrs).items():
+        meta = [(t.name, t.camera_deg) for t in takes]
+        pcm = np.round(np.clip(np.stack([t.samples for t in takes]), -1, 1) * 32767).astype(np.int16)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, pcm=pcm, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+        path_snr = root / f"{_calibration_key(Cell(cell.rt60_s, snr, cell.array, cell.seed))}.npz"
+        path_snr.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path_snr, buf.getvalue())
+        if snr == cell.snr_db:
+            found = [
+                CalibrationTake(t.name, t.camera_deg, pcm[k].astype(np.float32) / 32767.0) for k, t in enumerate(takes)
+            ]
+    return found
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -588,7 +708,7 @@ def grid(quick: bool = False) -> list[Cell]:
 
 
 def evaluate_many(
-    factories: dict[str, EstimatorFactory],
+    factories: dict[str, AnyFactory],
     cells: Sequence[Cell],
     cache: Path | None = None,
     progress: Callable[[Cell, str, Counts], None] | None = None,
@@ -598,13 +718,16 @@ def evaluate_many(
     totals: dict[str, dict[tuple[float, float, str], Counts]] = {name: {} for name in factories}
     for rec in recordings(cells, cache):
         key = (rec.cell.rt60_s, rec.cell.snr_db, rec.cell.array)
-        for name, factory in factories.items():
+        for name, any_factory in factories.items():
+            factory = any_factory.for_recording(rec) if isinstance(any_factory, CalibratedListener) else any_factory
+            if factory is None:
+                continue
             doas, cpu = run(factory, rec)
             counts = score(rec, doas, cpu)
             totals[name].setdefault(key, Counts()).add(counts)
             if progress is not None:
                 progress(rec.cell, name, counts)
-    return {name: [CellMetrics.of(*k, c) for k, c in per.items()] for name, per in totals.items()}
+    return {name: [CellMetrics.of(*k, c) for k, c in per.items()] for name, per in totals.items() if per}
 
 
 def pooled(lines: Iterable[str]) -> dict[str, list[CellMetrics]]:
@@ -686,6 +809,72 @@ def listener_factory(vad: Literal["energy", "silero"] = "silero", vad_rate: int 
     return lambda mic: ListeningDoas(mic, TrackerConfig(), doa)
 
 
+class _Mapped:
+    """An estimator whose azimuths go through a calibration, as :mod:`appliance.step` maps the live box's."""
+
+    def __init__(self, inner: HearingLike, cal: Calibration | None) -> None:
+        self.inner, self.cal = inner, cal
+
+    def feed(self, samples: npt.ArrayLike, t0: float) -> list[Doa]:
+        out = self.inner.feed(samples, t0)
+        cal = self.cal
+        if cal is None:
+            return out
+        return [d if d.azimuth_deg is None else replace(d, azimuth_deg=cal.to_camera(d.azimuth_deg)) for d in out]
+
+
+class CalibratedListener:
+    """A per-recording estimator: ``inner`` after the guided calibration in the recording's room.
+
+    For each of the cell's :func:`calibration_takes` a fresh ``inner`` hears the capture, and a
+    :class:`appliance.calibration.PointCollector` takes its DOA blocks (from the talker's prompt on) and the
+    camera's azimuth of that person, as the panel's calibration does; :func:`appliance.calibration.fit`
+    fits the points it accepts and the meeting's azimuths go through the fit. A refused point or fit is left
+    out (:attr:`refusals` says why); without a fit the azimuths go through unchanged. Only the arrays under
+    the camera (:data:`CALIBRATED`) are calibrated: the others are not measured."""
+
+    def __init__(self, inner: EstimatorFactory, cache: Path | None = None) -> None:
+        self.inner, self.cache = inner, cache
+        self.refusals: list[str] = []
+        self.fits: dict[Cell, str] = {}
+
+    def calibrate(self, rec: Recording) -> Calibration | None:
+        from appliance.calibration import CalibrationRefused, PointCollector, fit
+
+        points: list[tuple[float, float]] = []
+        for take in calibration_takes(rec.cell, self.cache):
+            est = self.inner(rec.mic())
+            collector = PointCollector(take.name)
+            for start in range(0, take.samples.shape[0], 512):
+                doas = est.feed(take.samples[start : start + 512], start / RATE)
+                collector.add_doas(d for d in doas if d.t > CAL_LEAD_S)
+            collector.add_faces([take.camera_deg])
+            try:
+                point = collector.point()
+            except CalibrationRefused as e:
+                self.refusals.append(f"{rec.cell.name} seed {rec.cell.seed} {take.name}: {e}")
+                continue
+            points.append((point.doa_deg, point.camera_deg))
+        try:
+            cal = fit(points) if points else None
+        except CalibrationRefused as e:
+            self.refusals.append(f"{rec.cell.name} seed {rec.cell.seed} fit: {e}")
+            cal = None
+        self.fits[rec.cell] = cal.describe() if cal is not None else "none"
+        return cal
+
+    def for_recording(self, rec: Recording) -> EstimatorFactory | None:
+        """The estimator for ``rec`` (calibrated in its room), or None for an array on the table."""
+        if rec.cell.array not in CALIBRATED:
+            return None
+        cal = self.calibrate(rec)
+        inner = self.inner
+        return lambda mic: _Mapped(inner(mic), cal)
+
+
+AnyFactory = EstimatorFactory | CalibratedListener
+
+
 def _other_vad_rate() -> int:
     """Silero's rate that is not the default ([doa] vad_rate), measured as a peer."""
     return 24000 - int(DoaConfig().vad_rate)
@@ -758,13 +947,14 @@ def cost_split(
     return out
 
 
-def peers() -> dict[str, EstimatorFactory]:
+def peers() -> dict[str, AnyFactory]:
     """The box's tracked listener (Silero gate; and with the energy gate), the foundation's Hearing (energy
     VAD; and with the Silero VAD), pyroomacoustics SRP and NormMUSIC (both behind the energy VAD)."""
     return {
         "listener": listener_factory(),
         f"listener+vad{_other_vad_rate() // 1000}k": listener_factory(vad_rate=_other_vad_rate()),
         "listener+energy": listener_factory("energy"),
+        "listener+calibration": CalibratedListener(listener_factory()),
         "hearing": hearing_factory(DoaConfig(vad="energy")),
         "hearing+silero": hearing_factory(DoaConfig(vad="silero")),
         "pra SRP": pra_factory("SRP"),
@@ -930,7 +1120,7 @@ def _main() -> None:
         and (not args.snrs or c.snr_db in args.snrs)
     ]
     if args.cost:
-        listeners = {k: f for k, f in peers().items() if k.startswith("listener")}
+        listeners = {k: f for k, f in peers().items() if k.startswith("listener") and callable(f)}
         names = args.only or ["listener"]
         if any(n not in listeners for n in names):
             ap.error(f"--cost --only: the listeners are {', '.join(listeners)}")
