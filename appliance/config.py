@@ -263,6 +263,16 @@ class DirectorConfig(Section):
     ping_pong_end_s: float = Field(
         4.0, ge=0.5, le=60.0, title="One talker holding the floor this long ends an exchange (s)"
     )
+    answer_two_shot_s: float = Field(
+        2.0,
+        ge=0.0,
+        le=30.0,
+        title="A neighbour's answer keeps the one they answer in the shot this long (s; 0: off)",
+        description="When the new talker answers their neighbour (nobody seen between them), the cut to them "
+        "keeps that neighbour in the picture at its edge, the talker nearer the centre, for this long; then the "
+        "shot glides in to the talker alone. An answer often starts an exchange, which then has both in the "
+        "picture from its first swap. Not when the two would need a shot wider than two speaker shots.",
+    )
     lips: bool = Field(
         True,
         title="Give heard speech to the face whose lips move",

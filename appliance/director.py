@@ -30,6 +30,9 @@ How it decides (every number is in ``[director]``, :class:`appliance.config.Dire
 - ``ping_pong_swaps`` swaps between the same two talkers within ``ping_pong_window_s`` frame both together
   (``ping-pong``) until someone else talks or one of them holds the floor ``ping_pong_end_s``; so does a
   neighbour's answer (nobody seen between them) to a remark shorter than ``ping_pong_quick_s``.
+- A neighbour's answer (``answer_two_shot_s``): the cut to someone who answers the person next to them
+  keeps that person at the shot's edge, the talker nearer the centre, for that long, then glides in to the
+  talker alone; a quick answer back then frames both (above).
 - Two people talking over each other (the second at least ``overlap_ratio`` of the first, both above
   ``overlap_level_s``) for ``overlap_after_s`` are framed together (``overlap``).
 - Microphones muted from the panel (:meth:`Director.set_muted`): the group shot, speech ignored (``muted``).
@@ -69,6 +72,9 @@ _HYSTERESIS = 1.25  # a new talker's evidence must beat the current one's by thi
 _NOTED_S = 0.02  # evidence below this is left out of a decision's record
 _LIP_MATCH_DEG = 3.0  # a lip reading belongs to the person seen this near its face
 _LIP_FRESH_S = 0.5  # a lip reading older than this is not used
+_FAVOUR = 0.3  # an answer's two-shot is centred this share of the way from the talker to the one answered
+_TWO_SHOT_MAX = 2.0  # ... and is at most this many speaker shots wide
+_TALKING_S = 0.3  # speech heard this recently from someone seen: they are talking now
 Policy = Literal["speaker", "group", "gallery", "off", "manual"]
 POLICIES: tuple[Policy, ...] = ("speaker", "group", "gallery", "off", "manual")
 Rule = Literal[
@@ -135,6 +141,8 @@ class Director:
         self._swaps: deque[tuple[float, frozenset[int]]] = deque()  # talker changes within the window
         self._quick: frozenset[int] | None = None  # the last quick answer to a short remark (ping_pong_quick_s)
         self._pair: tuple[tuple[int, int], Rule] | None = None  # two people to frame together, and why
+        self._answer: tuple[int, int] | None = None  # (answered, answerer) of the last swap between neighbours
+        self._partner: tuple[int, float] | None = None  # the one answered, kept in the talker's shot until then
         self._overlap_since: float | None = None
         self._overlap_off_since: float | None = None
         self._last_cut_t = -math.inf
@@ -318,6 +326,8 @@ class Director:
                 )
             cut = self._cut("wide", "nobody", "gallery: nobody seen: whole room", now)
             common.update(reason=self._reason, rule=self._rule, evidence=self._evidence_record)
+        if self._partner is not None and now >= self._partner[1] and now - self._last_speech_t <= _TALKING_S:
+            self._partner = None  # the answer has gone on: in to the talker alone (never while nobody here talks)
         target = self._manual_crop if self._mode == "manual" and self._manual_crop else self._target_crop()
         crop = self._move(target, now, cut)
         self._crop = crop
@@ -349,6 +359,8 @@ class Director:
                         and self._neighbours(self._talker, best)
                     )
                     self._quick = swap if quick else None  # a neighbour's quick answer to a short remark
+                    neighbours = cfg.answer_two_shot_s > 0 and self._neighbours(self._talker, best)
+                    self._answer = (self._talker, best.id) if neighbours else None
                 self._talker, self._talker_since = best.id, now
         while self._swaps and self._swaps[0][0] < now - cfg.ping_pong_window_s:
             self._swaps.popleft()
@@ -432,6 +444,7 @@ class Director:
         self._target_id = None if target is None else target.id
         self._target_az = None if target is None else target.azimuth_deg
         self._shown_pair = pair
+        self._partner = None
         self._evidence_record = self._record(now)
         return True
 
@@ -503,7 +516,14 @@ class Director:
             reason = f"talker at {best.azimuth_deg:+.1f} deg: {best_ev:.2f} s of recent speech" + (
                 f" vs {current_ev:.2f} s" if current_ev > 0 else ""
             )
-            return self._cut("speaker", "talker", reason, now, target=best)
+            answered = self._answer[0] if self._answer is not None and self._answer[1] == best.id else None
+            partner = self._person(answered)
+            if partner is not None:
+                reason += f"; answering {partner.azimuth_deg:+.1f} deg, kept in the shot"
+            self._cut("speaker", "talker", reason, now, target=best)
+            if partner is not None:
+                self._partner = (partner.id, now + cfg.answer_two_shot_s)
+            return True
         silent_for = now - self._last_speech_t
         if self._listening(now):  # the far end talks: silence, prints and ended exchanges wait
             return False
@@ -646,10 +666,22 @@ class Director:
             if seen is None:  # the talker's face is not tracked right now: keep the framing
                 return self._crop
             x, y, w, h = seen.box
+            cx = x + w / 2
             cw = max(w * cfg.face_widths, min_w)
+            partner = self._person(self._partner[0]) if self._partner else None
+            if partner is not None:  # the one answered at the edge, the talker nearer the centre
+                px, _, pw, _ = partner.box
+                d = px + pw / 2 - cx
+                m = cfg.group_margin * pw
+                c = cx + _FAVOUR * d
+                far = px + pw + m if d > 0 else px - m
+                near = x - m if d > 0 else x + w + m
+                wide = 2.0 * max(cw / 2, abs(far - c), abs(c - near))
+                if wide <= _TWO_SHOT_MAX * cw:
+                    cx, cw = c, wide
             ch = cw / self.aspect
             # eyes about a third down the picture: face centre 40 % from the top
-            return fit_aspect(x + w / 2, y + h / 2 + 0.1 * ch, cw, self.aspect, cam.width, cam.height, min_w)
+            return fit_aspect(cx, y + h / 2 + 0.1 * ch, cw, self.aspect, cam.width, cam.height, min_w)
         if self._mode == "group" and self._seen:
             members = self._seen
             if self._shown_pair is not None:

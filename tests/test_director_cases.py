@@ -204,10 +204,15 @@ def test_a_b_a_b_exchanges_frame_both_with_few_cuts(seed: int) -> None:
     assert pp.mode == "group" and pp.evidence["swaps"] >= 1 and len(pp.evidence["pair"]) == 2
     assert not shows(room, pp, "c")  # the two of them, not the whole group
     assert any(framed(room, s, "c") for s in between(shots, 64.0, 66.0))  # the exchange is over
-    # without the rule: a cut at almost every turn, the picture on one of them only
-    plain = run(room, talk(script, room), 70.0, DirectorConfig(ping_pong_swaps=0, frame_overlap=False))
+    # without the rules: a cut at almost every turn, the picture on one of them only
+    off = DirectorConfig(ping_pong_swaps=0, frame_overlap=False, answer_two_shot_s=0.0)
+    plain = run(room, talk(script, room), 70.0, off)
     per_min_plain, both_plain = exchange_figures(room, plain, 2.0, 62.0)
     assert per_min_plain >= 20.0 and both_plain < 0.5, (per_min_plain, both_plain)
+    # the answers' two-shots alone keep both in the picture, but cut at every turn
+    answers = run(room, talk(script, room), 70.0, off.model_copy(update={"answer_two_shot_s": 2.0}))
+    per_min_answers, both_answers = exchange_figures(room, answers, 2.0, 62.0)
+    assert per_min_answers >= 20.0 and both_answers >= 0.8, (per_min_answers, both_answers)
 
 
 def test_two_people_talking_over_each_other_are_framed_together() -> None:
@@ -377,3 +382,36 @@ def test_the_picture_holds_still_while_the_far_end_talks() -> None:
     # without the rule the shot follows a's sway and goes to the group in the far end's speech
     plain = between(run(room, doa, 26.0, DirectorConfig(farend_still=False)), 7.0, 19.0)
     assert any(s.cut for s in plain) and len({s.crop for s in plain}) > 3
+
+
+def test_a_neighbours_answer_keeps_the_one_answered_in_the_shot_for_a_while() -> None:
+    room = Room({"a": -10.0, "b": 10.0, "c": 35.0})
+    # a speaks at length; b, beside a, answers at length too
+    script: Script = [(0.0, 6.0, "a"), (6.2, 13.0, "b")]
+    shots = run(room, talk(script, room), 13.0)
+    to_b = [s for s in cuts(shots, 6.0) if s.rule == "talker"]
+    assert len(to_b) == 1 and "answering" in to_b[0].reason, to_b
+    cut_t = to_b[0].t
+    assert cut_t < 7.5
+    # from the cut on b is framed (nearest the centre of a speaker shot), a at its edge ...
+    early = between(shots, cut_t, cut_t + 1.5)
+    assert early and all(framed(room, s, "b") and shows(room, s, "a") for s in early)
+    # ... then the shot glides in to b alone, with no further cut
+    late = between(shots, cut_t + 4.0, 13.0)
+    assert late and all(framed(room, s, "b") and not shows(room, s, "a") for s in late)
+    assert not cuts(shots, cut_t + 0.01)
+    # off: the cut goes to b alone
+    off = run(room, talk(script, room), 9.0, DirectorConfig(answer_two_shot_s=0.0))
+    at = [s for s in cuts(off, 6.0) if s.rule == "talker"]
+    assert at and "answering" not in at[0].reason and not shows(room, at[0], "a")
+    # across the table (b sits between a and c) c's answer is framed alone
+    across: Script = [(0.0, 6.0, "a"), (6.2, 10.0, "c")]
+    shots = run(room, talk(across, room), 10.0)
+    to_c = [s for s in cuts(shots, 6.0) if s.rule == "talker"]
+    assert to_c and "answering" not in to_c[0].reason and not shows(room, to_c[0], "a")
+    # b falls silent before the answer's time is up: the shot stays on both until someone talks (or the
+    # silence gives the group), it does not tighten on nobody talking
+    short: Script = [(0.0, 6.0, "a"), (6.2, 7.6, "b")]
+    quiet = run(room, talk(short, room), 12.4)
+    held = between(quiet, 8.0, 12.4)
+    assert held and all(framed(room, s, "b") and shows(room, s, "a") for s in held)
