@@ -228,8 +228,8 @@ class Calibrator:
     def state(self) -> CalibrationState:
         live = self.live()
         saved = (self.store.current if self.store is not None else live).calibration
-        cal = calibration_of(live.model_copy(update={"calibration": saved}))
-        any_cal = fit(saved.points, saved.limits) if saved.points else None
+        cal = calibration_of(live.model_copy(update={"calibration": saved}))  # None: not for the running array
+        any_cal = cal if cal is not None or not saved.points else fit(saved.points, saved.limits)
         proposal, ok = self.proposal()
         return CalibrationState(
             self.clock.now(),

@@ -672,10 +672,10 @@ class Config(Section):
             raise ValueError(f"[ptz_follow] ptz = {f.ptz!r}: no [ptz.{f.ptz}] (have: {', '.join(self.ptz) or 'none'})")
         if not self.ptz:
             raise ValueError("[ptz_follow] enabled = true needs a [ptz.NAME] section")
-        name = f.ptz or next(iter(self.ptz))
-        if getattr(self.ptz[name], "camera", None) == next(iter(self.cameras)):
+        head = self.followed_ptz
+        if head is not None and getattr(self.ptz[head], "camera", None) == next(iter(self.cameras)):
             raise ValueError(
-                f"[ptz.{name}] camera = {next(iter(self.cameras))!r} is the camera the director frames: "
+                f"[ptz.{head}] camera = {next(iter(self.cameras))!r} is the camera the director frames: "
                 "following its own shots would move the picture it frames (give the wide camera first in [cameras])"
             )
         return self
@@ -685,6 +685,12 @@ class Config(Section):
         """The main camera: the first of ``cameras``."""
         camera: CameraSection = next(iter(self.cameras.values()))
         return camera
+
+    @property
+    def followed_ptz(self) -> str | None:
+        """The ``[ptz.NAME]`` head ``[ptz_follow]`` moves (when enabled): its ``ptz``, else the first head; None
+        without heads."""
+        return (self.ptz_follow.ptz or next(iter(self.ptz))) if self.ptz else None
 
     @property
     def mic_array(self) -> MicArraySection:

@@ -97,9 +97,10 @@ def program_from_config(
     driver registry, not started), or None when ``[ptz_follow]`` is off or its head names no camera.
     ``head`` is typically ``lambda: follower.connected``."""
     f = cfg.ptz_follow
-    if not f.enabled or not cfg.ptz:
+    head_name = cfg.followed_ptz
+    if not f.enabled or head_name is None:
         return None
-    name: Any = getattr(cfg.ptz[f.ptz or next(iter(cfg.ptz))], "camera", None)
+    name: Any = getattr(cfg.ptz[head_name], "camera", None)
     if name is None:
         return None
     source = open_device("camera", name, cfg.cameras[name], context or DriverContext(clock=clock))

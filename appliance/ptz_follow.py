@@ -238,7 +238,9 @@ class PtzFollower:
     ) -> PtzFollower:
         """The follower ``[ptz_follow]`` describes, moving ``ptz`` (opened from its ``[ptz.NAME]``)."""
         f = cfg.ptz_follow
-        name = f.ptz or next(iter(cfg.ptz))
+        name = cfg.followed_ptz
+        if name is None:
+            raise ValueError("[ptz_follow] needs a [ptz.NAME] section")
         c = cfg.camera
         planner = PtzPlanner(cfg.ptz[name], f, PinholeCamera(c.width, c.height, c.hfov_deg))
         return cls(ptz, planner, report, clock, retry_s=f.retry_s)
@@ -328,9 +330,8 @@ def follower_from_config(
 ) -> PtzFollower | None:
     """The PTZ camera ``[ptz_follow]`` names, opened through the driver registry (not connected yet: that is
     :meth:`PtzFollower.run`'s, which reports it on ``events``), or None when ``[ptz_follow]`` is off."""
-    f = cfg.ptz_follow
-    if not f.enabled or not cfg.ptz:
+    name = cfg.followed_ptz
+    if not cfg.ptz_follow.enabled or name is None:
         return None
-    name = f.ptz or next(iter(cfg.ptz))
     ptz = open_device("ptz", name, cfg.ptz[name], context or DriverContext(clock=clock))
     return PtzFollower.from_config(cfg, ptz, events.publish, clock)

@@ -224,3 +224,35 @@ def test_the_calibrator_captures_saves_refuses_and_forgets(tmp_path: Path) -> No
         assert store.current.calibration.points == [] and not cal.state().calibrated
 
     asyncio.run(scenario())
+
+
+def test_the_calibrators_state_fits_the_saved_points_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import appliance.calibrator
+    import appliance.step
+    from appliance.calibrator import Calibrator
+    from appliance.control.store import ConfigStore
+    from appliance.streaming.hub import EventBus
+    from common.clock import VirtualClock
+
+    fits: list[object] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        fits.append(args)
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(appliance.calibrator, "fit", counted)
+    monkeypatch.setattr(appliance.step, "fit", counted)
+    cfg = Config()
+    saved = cfg.calibration.model_copy(update={"points": [(-45.0, -25.0), (2.0, 22.0)], "mic_array": "main"})
+    store = ConfigStore(tmp_path / "config.toml", tmp_path / "revisions", cfg.model_copy(update={"calibration": saved}))
+    cal = Calibrator(lambda: store.current, EventBus(), VirtualClock(100.0), store=store)
+    state = cal.state()
+    assert state.in_use and state.rotation_deg is not None and state.scale is not None
+    assert (state.rotation_deg, state.scale) == (fit(saved.points).rotation_deg, fit(saved.points).scale)
+    assert len(fits) == 1
+    # saved for another array than the one running: not in use, still described, fitted once
+    store.current = store.current.model_copy(update={"mic_arrays": {"table": store.current.mic_array}})
+    fits.clear()
+    state = cal.state()
+    assert not state.in_use and state.calibrated and state.rotation_deg == fit(saved.points).rotation_deg
+    assert len(fits) == 1

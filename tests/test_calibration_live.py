@@ -11,10 +11,12 @@ import asyncio
 import math
 import re
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 
 from appliance.box import RoomBox
@@ -23,12 +25,13 @@ from appliance.config import Config, load_config
 from appliance.control.auth import Auth, PinStore, TokenStore
 from appliance.control.guard import Control
 from appliance.control.store import ConfigStore
-from appliance.messages import Shot
+from appliance.messages import Faces, Shot
 from appliance.perception.watch import FaceWatcher
 from appliance.step import calibration_of
 from appliance.streaming.hub import EventBus, LatestFrame
 from appliance.streaming.server import PanelServer, create_app
 from common.clock import VirtualClock
+from drivers.base import Frame
 from drivers.files import FileCamera, WavMicArray
 
 ROTATION_DEG = 20.0
@@ -109,26 +112,104 @@ def box_config(room: Path) -> Config:
     return cfg.model_copy(update={"mic_arrays": {"main": mics}, "calibration": cal, "director": director})
 
 
+class PacedClock(VirtualClock):
+    """A virtual clock that does not move on while ``busy()``.
+
+    A :class:`VirtualClock` moves on after ``tick_s`` of real time whatever runs on worker threads, which it
+    does not see: the camera's decoding and the box's face detection. On a loaded machine it would run
+    seconds ahead of them (a capture window with no detection in it, faces stamped before it); held while
+    they work, the box sees the recording as a box that keeps up does, however slow the machine.
+    """
+
+    def __init__(self, start: float, tick_s: float, busy: Callable[[], bool]) -> None:
+        super().__init__(start, tick_s)
+        self.busy = busy
+
+    def _on_tick(self) -> None:
+        if self.busy():  # the same time, looked at again a tick later
+            self._tick = asyncio.get_running_loop().call_later(self.tick_s, self._on_tick)
+            return
+        super()._on_tick()
+
+
+class PacedCamera:
+    """The recording, decoded on the camera's reader thread (``reading`` meanwhile), paced on the clock here."""
+
+    def __init__(self, camera: FileCamera, clock: VirtualClock) -> None:
+        self.camera, self.clock, self.name = camera, clock, camera.name
+        self.reading = False
+
+    async def start(self) -> None:
+        await self.camera.start()
+
+    async def recv(self) -> Frame:
+        self.reading = True
+        try:
+            frame = await self.camera.recv()
+        finally:
+            self.reading = False
+        await self.clock.sleep_until(frame.t)
+        return frame
+
+    async def stop(self) -> None:
+        await self.camera.stop()
+
+
+class Detecting:
+    """The box's detector, saying whether a detection is running (on the box's worker thread)."""
+
+    def __init__(self, watcher: FaceWatcher) -> None:
+        self.watcher = watcher
+        self.running = False
+
+    def detect(self, image: np.ndarray, t: float) -> Faces:
+        self.running = True
+        try:
+            return self.watcher.detect(image, t)
+        finally:
+            self.running = False
+
+    def close(self) -> None:
+        self.watcher.close()
+
+
 class Run:
-    """The live box, its panel server and a client, on one virtual clock."""
+    """The live box, its panel server and a client, on one virtual clock.
+
+    The clock waits for the camera's decoding and the face detection, and from :meth:`ask_capture` until the
+    capture begins (a request on its way, from the client or a browser): a loaded machine is slower, not
+    seconds of the recording further on.
+    """
 
     def __init__(self, room: Path, home: Path, tick_s: float = 0.003, autostart: bool = True) -> None:
         self.room, self.home, self.tick_s, self.autostart = room, home, tick_s, autostart
         self.events: list[tuple[str, Any]] = []
         self.task: asyncio.Task[None] | None = None
+        self.asked = False  # a capture asked for, not begun yet
+
+    def busy(self) -> bool:
+        if self.asked and self.calibrator.capturing is not None:
+            self.asked = False
+        return self.camera.reading or self.detecting.running or self.asked
+
+    def ask_capture(self) -> None:
+        """Hold the clock until the capture about to be asked for has begun."""
+        self.asked = True
 
     async def __aenter__(self) -> Run:
         cfg = box_config(self.room)
-        self.clock = VirtualClock(1000.0, tick_s=self.tick_s)
+        self.clock = PacedClock(1000.0, self.tick_s, self.busy)
         self.bus = EventBus(queue_size=100_000)
         self.seen = self.bus.subscribe()
         self.watcher = FaceWatcher.from_config(cfg.detector, cfg.camera.hfov_deg)
         self.mics = WavMicArray(self.room / "array.wav", realtime=True, clock=self.clock)
+        self.camera = PacedCamera(FileCamera(self.room / "room.mp4", realtime=False, clock=self.clock), self.clock)
+        self.detecting = Detecting(self.watcher)
         self.box = RoomBox(
             cfg,
-            FileCamera(self.room / "room.mp4", realtime=True, clock=self.clock),
+            self.camera,
             self.mics,
-            self.watcher,
+            self.detecting,
             LatestFrame(),
             None,
             self.bus,
@@ -155,6 +236,7 @@ class Run:
         self.task = asyncio.create_task(self.box.run())
 
     async def __aexit__(self, *exc: object) -> None:
+        self.asked = False
         if self.task is not None:
             self.task.cancel()
             try:
@@ -168,17 +250,27 @@ class Run:
     def file_time(self, t: float) -> float:
         return t - self.mics._epoch
 
-    async def until_audio(self, file_t: float) -> None:
-        """Take the box's events until a DOA block of the recording's time ``file_t`` has come."""
+    async def until_audio(self, file_t: float, then_ask_capture: bool = False) -> None:
+        """Take the box's events until a DOA block of the recording's time ``file_t`` has come; then, with
+        ``then_ask_capture``, hold the clock until a capture begins (:meth:`ask_capture`)."""
         while True:
             kind, data = await asyncio.wait_for(self.seen.get(), 60.0)
             self.events.append((kind, data))
             if kind == "doa" and self.file_time(data["t"]) >= file_t:
+                if then_ask_capture:
+                    self.ask_capture()
                 return
 
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
         async with self.http.request(method, self.url + path, json=body) as r:
             return r.status, await r.json()
+
+    async def capture(self, point: str) -> tuple[int, dict[str, Any]]:
+        self.ask_capture()
+        try:
+            return await self.call("POST", "/api/calibration/capture", {"point": point})
+        finally:
+            self.asked = False
 
     def doas(self, t0: float, t1: float) -> list[float]:
         return [
@@ -198,11 +290,11 @@ async def _calibrate(room: Path, home: Path) -> dict[str, Any]:
         status, state = await run.call("GET", "/api/calibration")
         assert status == 200 and state["calibrated"] is False and "left end of the table" in state["prompts"]["left"]
         await run.until_audio(0.9)
-        status, left = await run.call("POST", "/api/calibration/capture", {"point": "left"})
+        status, left = await run.capture("left")
         assert status == 200, left
         out["left"] = left["point"]
         await run.until_audio(5.5)
-        status, right = await run.call("POST", "/api/calibration/capture", {"point": "right"})
+        status, right = await run.capture("right")
         assert status == 200, right
         out["right"] = right["point"]
         assert right["proposal_ok"] is True, right
@@ -328,12 +420,12 @@ def test_the_panel_walks_through_the_calibration_in_chromium(
         page.wait_for_function("document.getElementById('calib-status').textContent.startsWith('not calibrated')")
         assert "left end of the table" in page.inner_text("#calib-prompt")
         lt.run(run.start_box())
-        lt.run(run.until_audio(0.9), timeout=120)
+        lt.run(run.until_audio(0.9, then_ask_capture=True), timeout=120)
         page.click("#calib-listen")  # left
         page.wait_for_function("document.querySelectorAll('#calib-points .calib-point').length === 1", timeout=60_000)
         assert page.inner_text("#calib-points").startswith("left: heard at −")
         assert "right end of the table" in page.inner_text("#calib-prompt")
-        lt.run(run.until_audio(5.5), timeout=120)
+        lt.run(run.until_audio(5.5, then_ask_capture=True), timeout=120)
         page.click("#calib-listen")  # right
         page.wait_for_selector("#calib-points .calib-fit.good", timeout=60_000)
         assert re.search(r"array turned \+\d+", page.inner_text("#calib-points .calib-fit"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -325,6 +326,27 @@ def test_the_fast_transforms_are_scipy_fft() -> None:
     y = irfft(spec[2, 3], 256)
     assert y.dtype == np.float32
     np.testing.assert_allclose(y, x[2, 3], atol=1e-5)
+
+
+def test_the_private_pocketfft_is_used_only_when_its_probe_runs_and_agrees() -> None:
+    """A scipy release that changes the private r2c/c2r falls back to scipy.fft at import, not on a block."""
+    from types import SimpleNamespace
+
+    from appliance.perception import evidence
+
+    pp = importlib.import_module("scipy.fft._pocketfft.pypocketfft")
+    assert evidence._transforms(pp)[0] is not evidence._scipy_rfft  # this scipy: the fast path
+    x = np.random.default_rng(4).standard_normal((3, 64)).astype(np.float32)
+    changed = (
+        None,  # no such module
+        SimpleNamespace(r2c=lambda x, axes, forward, inorm, out: pp.r2c(x, axes, forward, inorm, out, 1), c2r=pp.c2r),
+        SimpleNamespace(r2c=pp.r2c, c2r=lambda x, axes, n, forward, inorm, out, nthreads: pp.c2r(x, axes, n, True)),
+        SimpleNamespace(r2c=lambda x, axes, forward, inorm, out, nthreads: pp.r2c(x, axes, inorm, forward), c2r=pp.c2r),
+    )
+    for module in changed:
+        fast_rfft, fast_irfft = evidence._transforms(module)
+        assert (fast_rfft, fast_irfft) == (evidence._scipy_rfft, evidence._scipy_irfft), module
+        np.testing.assert_allclose(fast_irfft(fast_rfft(x)[1], 64), x[1], atol=1e-5)
 
 
 def test_one_long_chunk_and_many_short_ones_hear_the_same() -> None:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -186,3 +187,29 @@ async def _viewer_close_cancelled(frames: LatestFrame, steps: int) -> set[int]:
 def test_a_viewer_close_cancelled_halfway_is_finished_by_the_server_shutdown() -> None:
     """E.g. the watcher that drops a viewer never connected, cancelled by the shutdown while closing it."""
     _sweep(VIEWER_STEPS, _viewer_close_cancelled, "the server's ICE ports still open after its shutdown")
+
+
+def test_offers_to_the_panel_and_to_the_display_of_a_box_shutting_down_are_refused_with_503() -> None:
+    async def main() -> list[tuple[int, str]]:
+        control = Control(Auth.in_memory())
+        token = control.auth.tokens.create("read", "a viewer")[1]
+        stream = StreamConfig(width=W, height=H, fps=FPS)
+        app = create_app(LatestFrame(), None, EventBus(), stream, control=control, display=LatestFrame())
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.addTransceiver("video", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        offer = {"sdp": pc.localDescription.sdp, "type": "offer"}
+        got = []
+        try:
+            async with run_server(app, "127.0.0.1", 0) as server, aiohttp.ClientSession() as http:
+                await app.shutdown()  # the box shutting down, its server still listening
+                for path in ("/offer", "/display/offer"):
+                    url = f"http://127.0.0.1:{server.port}{path}"
+                    async with http.post(url, headers={"Authorization": f"Bearer {token}"}, json=offer) as r:
+                        got.append((r.status, (await r.json())["error"]))
+                assert not app[PARTS].peers
+        finally:
+            await pc.close()
+        return got
+
+    assert run_async(main()) == [(503, "the box is shutting down")] * 2

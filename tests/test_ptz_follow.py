@@ -120,6 +120,11 @@ def test_config_section_is_checked() -> None:
     cams = {"main": {"type": "file", "path": "x.mp4"}, "ptzcam": {"type": "file", "path": "y.mp4"}}
     cfg = parse_config({"cameras": cams, "ptz": {"head": head}, "ptz_follow": {"enabled": True}})
     assert cfg.ptz_follow.deadband == 0.1 and follower_from_config(Config(), EventBus()) is None
+    # the head followed: the one [ptz_follow] names, else the first; none without heads
+    assert cfg.followed_ptz == "head" and Config().followed_ptz is None
+    two = parse_config({"cameras": cams, "ptz": {"a": {"type": "visca-ip", "host": "127.0.0.1"}, "head": head}})
+    assert two.followed_ptz == "a"
+    assert two.model_copy(update={"ptz_follow": PtzFollowConfig(ptz="head")}).followed_ptz == "head"
     for doc, msg in (
         ({"ptz_follow": {"enabled": True}}, "needs a \\[ptz.NAME\\]"),
         ({"ptz": {"head": head}, "ptz_follow": {"enabled": True, "ptz": "other"}}, "no \\[ptz.other\\]"),

@@ -76,6 +76,21 @@ def test_latest_frame_hands_a_consumer_a_little_behind_every_picture_in_turn() -
     run_async(main())
 
 
+def test_latest_frame_counts_no_drop_for_pictures_get_next_takes_from_its_history() -> None:
+    async def main() -> tuple[int, int]:
+        frames = LatestFrame()
+        seq = 0
+        for i in range(1, 41, 2):  # a consumer held up for one picture each time, catching up in turn
+            frames.put(_image(i % 250), i / 10)
+            frames.put(_image((i + 1) % 250), (i + 1) / 10)
+            for _ in range(2):
+                seq = (await frames.get_next(seq, 2))[0]
+        assert seq == 40
+        return frames.published, frames.dropped
+
+    assert run_async(main()) == (40, 0)
+
+
 def test_latest_frame_counts_pictures_replaced_before_anyone_took_them() -> None:
     async def main() -> None:
         frames = LatestFrame()
@@ -85,15 +100,20 @@ def test_latest_frame_counts_pictures_replaced_before_anyone_took_them() -> None
         frames.put(_image(3), 0.2)  # replaces picture 2, never taken
         seq, image, t = await frames.get_newer(0)
         assert (seq, int(image[0, 0, 0]), t) == (3, 3, 0.2)
-        frames.put(_image(4), 0.3)  # picture 3 was taken: not a drop
-        assert (frames.published, frames.dropped) == (4, 2)
+        frames.put(_image(4), 0.3)
+        assert frames.dropped == 0  # pictures 1 and 2 are still at hand for a consumer taking them in turn
+        frames.put(_image(5), 0.4)
+        frames.put(_image(6), 0.5)  # 1 and 2 out of reach, never taken; 3 was taken: not a drop
+        assert (frames.published, frames.dropped) == (6, 2)
+        frames.put(_image(7), 0.6)
+        assert frames.dropped == 2
 
-        waiter = asyncio.create_task(frames.get_newer(4))
+        waiter = asyncio.create_task(frames.get_newer(7))
         await asyncio.sleep(0)
         assert not waiter.done()
-        frames.put(_image(5), 0.4)
+        frames.put(_image(8), 0.7)
         seq, image, _ = await asyncio.wait_for(waiter, 1.0)
-        assert (seq, int(image[0, 0, 0])) == (5, 5)
+        assert (seq, int(image[0, 0, 0])) == (8, 8)
         with pytest.raises(ValueError):
             frames.put(np.zeros((4, 4), np.uint8), 0.5)
 

