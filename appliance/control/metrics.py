@@ -69,7 +69,9 @@ class _ScrapeCollector(Collector):
                 "roombox_frames_out", "Framed pictures published to the viewers", value=m.frames.published
             )
             yield CounterMetricFamily(
-                "roombox_frames_dropped", "Framed pictures no viewer ever took (out of the kept history)", value=m.frames.dropped
+                "roombox_frames_dropped",
+                "Framed pictures no viewer ever took (out of the kept history)",
+                value=m.frames.dropped,
             )
         if m.audio is not None:
             yield CounterMetricFamily(
