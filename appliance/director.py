@@ -677,7 +677,9 @@ class Director:
                 far = px + pw + m if d > 0 else px - m
                 near = x - m if d > 0 else x + w + m
                 wide = 2.0 * max(cw / 2, abs(far - c), abs(c - near))
-                if wide <= _TWO_SHOT_MAX * cw:
+                # the talker stays the face nearest the centre: no one else (nor a picture) comes nearer
+                nearest = all(abs(s.box[0] + s.box[2] / 2 - c) > abs(cx - c) for s in self._all if s.id != seen.id)
+                if wide <= _TWO_SHOT_MAX * cw and nearest:
                     cx, cw = c, wide
             ch = cw / self.aspect
             # eyes about a third down the picture: face centre 40 % from the top

@@ -415,3 +415,20 @@ def test_a_neighbours_answer_keeps_the_one_answered_in_the_shot_for_a_while() ->
     quiet = run(room, talk(short, room), 12.4)
     held = between(quiet, 8.0, 12.4)
     assert held and all(framed(room, s, "b") and shows(room, s, "a") for s in held)
+
+
+def test_an_answers_two_shot_never_puts_a_picture_nearest_the_centre() -> None:
+    # a print hangs on the wall between two neighbours: the answer's shot would have it nearer the centre
+    # than the talker, so the talker gets their own speaker shot
+    room = Room({"a": -10.0, "b": 10.0, "c": 35.0}, pictures={"p": 3.0})
+    script: Script = [(0.0, 24.0, "a"), (24.2, 28.0, "b")]  # the print known by then (print_still_s)
+    shots = run(room, talk(script, room), 28.0)
+    to_b = [s for s in cuts(shots, 24.0) if s.rule == "talker"]
+    assert to_b, cuts(shots)
+    after = between(shots, to_b[0].t, 28.0)
+    assert after and all(framed(room, s, "b") for s in after)
+    # without the picture the same answer keeps a in the shot
+    plain = Room({"a": -10.0, "b": 10.0, "c": 35.0})
+    shots = run(plain, talk(script, plain), 26.0)
+    to_b = [s for s in cuts(shots, 24.0) if s.rule == "talker"]
+    assert to_b and shows(plain, to_b[0], "a", "b") and framed(plain, to_b[0], "b")
