@@ -75,6 +75,7 @@ def cmd_process(a: argparse.Namespace) -> int:
             cfg,
             Path(a.out) if a.out else None,
             Path(a.reference) if a.reference else None,
+            note=lambda text: print(f"roombox: note: {text}", file=sys.stderr),
         )
     ]
     write_atomic(a.track, "\n".join(lines) + "\n")

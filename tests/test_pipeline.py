@@ -165,3 +165,51 @@ def test_every_error_a_user_can_cause_is_one_line_and_exit_2(tmp_path: Path) -> 
     _one_line_error(roombox("run", "--config", str(nan), check=False), "positions", "finite number")
     _one_line_error(roombox("bench", "weather", check=False), "no bench section 'weather'")
     _one_line_error(roombox("run", "--config", str(tmp_path), check=False), "is a directory")
+
+
+def test_recordings_that_do_not_fit_each_other_say_so_and_give_a_sensible_shot(room: Path, tmp_path: Path) -> None:
+    """`roombox process` on audio that ends early, on a video without anyone in it and with a silent
+    reference: a one-line note for each, a track line for every frame, never a crash."""
+    import wave
+
+    from drivers.files import VideoFileWriter
+
+    with wave.open(str(room / "array.wav")) as w:
+        params, pcm = w.getparams(), w.readframes(2 * w.getframerate())
+    short = tmp_path / "short.wav"
+    with wave.open(str(short), "wb") as w:
+        w.setparams(params)
+        w.writeframes(pcm)
+    p = roombox(
+        "process", "--video", str(room / "room.mp4"), "--audio", str(short), "--config", str(room / "config.toml"),
+        "--track", str(tmp_path / "short.jsonl"),
+    )  # fmt: skip
+    assert "note:" in p.stderr and "ends before the video" in p.stderr and "nothing is heard after 2.0 s" in p.stderr
+    recs = lines((tmp_path / "short.jsonl").read_text())
+    assert recs[-1]["mode"] == "group" and recs[-1]["t"] > 8.0  # nobody heard: the group, not a stale close shot
+
+    empty = tmp_path / "empty.mp4"
+    writer = VideoFileWriter(empty, 640, 360, 15.0)
+    for _ in range(30):
+        writer.write(np.full((360, 640, 3), 90, np.uint8))
+    writer.close()
+    silent = tmp_path / "silent.wav"
+    with wave.open(str(silent), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(params.framerate)
+        w.writeframes(bytes(2 * params.nframes))
+    p = roombox(
+        "process", "--video", str(empty), "--audio", str(room / "array.wav"), "--config", str(room / "config.toml"),
+        "--reference", str(silent), "--track", str(tmp_path / "empty.jsonl"),
+    )  # fmt: skip
+    assert "no face was found in the video" in p.stderr and "the whole view throughout" in p.stderr
+    assert "ends before the audio" in p.stderr and "reference is silent" in p.stderr
+    recs = lines((tmp_path / "empty.jsonl").read_text())
+    assert len(recs) == 30 and all(r["mode"] == "wide" and r["crop"] == [0, 0, 640, 360] for r in recs)
+    # a recording that fits says nothing of the kind
+    p = roombox(
+        "process", "--video", str(room / "room.mp4"), "--audio", str(room / "array.wav"), "--config",
+        str(room / "config.toml"), "--track", str(tmp_path / "fits.jsonl"),
+    )  # fmt: skip
+    assert "note:" not in p.stderr
