@@ -700,9 +700,10 @@ def score(rec: Recording, doas: Sequence[Doa], cpu_s: float = 0.0) -> Counts:
 
 
 def grid(quick: bool = False) -> list[Cell]:
-    """The cells of the full grid, or of the quick subset (two cells, one seed)."""
+    """The cells of the full grid, or of the quick subset (three cells, one seed: two arrays on the table, the
+    linear one under the camera)."""
     if quick:
-        return [Cell(0.4, 10.0, "respeaker4", 0), Cell(0.8, 5.0, "uma8", 0)]
+        return [Cell(0.4, 10.0, "respeaker4", 0), Cell(0.8, 5.0, "uma8", 0), Cell(0.6, 10.0, "linear4", 0)]
     # seed-major, so that a run cut short has seen every cell
     return [Cell(rt, snr, arr, seed) for seed in SEEDS for arr in ARRAYS for rt in RT60S for snr in SNRS]
 
