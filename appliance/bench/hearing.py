@@ -411,22 +411,34 @@ def render_group(
     return out
 
 
-def _save(rec: Recording, path: Path) -> None:
+def _write_render(path: Path, samples: npt.NDArray[np.float32], meta: Any) -> None:
+    """Cache a render: its samples as 16-bit PCM and ``meta`` as JSON, written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"turns": rec.turns, "impulses": rec.impulses, "silences": rec.silences, "positions": rec.positions}
-    pcm = np.round(np.clip(rec.samples, -1, 1) * 32767).astype(np.int16)
+    pcm = np.round(np.clip(samples, -1, 1) * 32767).astype(np.int16)
     buf = io.BytesIO()
     np.savez_compressed(buf, pcm=pcm, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
     write_atomic(path, buf.getvalue())
 
 
-def _load(cell: Cell, path: Path) -> Recording | None:
+def _read_render(path: Path) -> tuple[npt.NDArray[np.float32], Any] | None:
+    """A render :func:`_write_render` cached (samples as float32 in [-1, 1], meta), or None."""
     try:
         with np.load(path) as z:
-            samples = z["pcm"].astype(np.float32) / 32767.0
-            meta = json.loads(z["meta"].tobytes().decode())
+            return z["pcm"].astype(np.float32) / 32767.0, json.loads(z["meta"].tobytes().decode())
     except (OSError, ValueError, KeyError):
         return None
+
+
+def _save(rec: Recording, path: Path) -> None:
+    meta = {"turns": rec.turns, "impulses": rec.impulses, "silences": rec.silences, "positions": rec.positions}
+    _write_render(path, rec.samples, meta)
+
+
+def _load(cell: Cell, path: Path) -> Recording | None:
+    cached = _read_render(path)
+    if cached is None:
+        return None
+    samples, meta = cached
     return Recording(
         cell,
         samples,
@@ -477,8 +489,10 @@ class CalibrationTake:
 
 
 def _calibration_key(cell: Cell) -> str:
-    text = json.dumps(["calibration", RENDER_VERSION, RATE, cell.rt60_s, cell.snr_db, cell.array, ARRAYS[cell.array]])
-    return hashlib.sha256(f"{text} {cell.seed}".encode()).hexdigest()[:20]
+    text = json.dumps(
+        ["calibration", RENDER_VERSION, RATE, cell.rt60_s, cell.snr_db, cell.array, ARRAYS[cell.array], cell.seed]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 def render_calibration(
@@ -529,32 +543,18 @@ def calibration_takes(cell: Cell, cache: Path | None = None) -> list[Calibration
     """The calibration's captures in ``cell``'s room, from the cache or rendered (at ``cell``'s SNR; every
     SNR of the grid is mixed and cached from the same render)."""
     root = cache_dir() if cache is None else cache
-    path = root / f"{_calibration_key(cell)}.npz"
-    try:
-        with np.load(path) as z:
-            meta = json.loads(z["meta"].tobytes().decode())
-            pcm = z["pcm"]
-            return [
-                CalibrationTake(str(name), float(az), pcm[k].astype(np.float32) / 32767.0)
-                for k, (name, az) in enumerate(meta)
-            ]
-    except (OSError, ValueError, KeyError):
-        pass
-    snrs = sorted({*SNRS, cell.snr_db})
-    found: list[CalibrationTake] = []
-    for snr, takes in render_calibration(cell.rt60_s, cell.array, cell.seed, snrs).items():
-        meta = [(t.name, t.camera_deg) for t in takes]
-        pcm = np.round(np.clip(np.stack([t.samples for t in takes]), -1, 1) * 32767).astype(np.int16)
-        buf = io.BytesIO()
-        np.savez_compressed(buf, pcm=pcm, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
-        path_snr = root / f"{_calibration_key(Cell(cell.rt60_s, snr, cell.array, cell.seed))}.npz"
-        path_snr.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path_snr, buf.getvalue())
-        if snr == cell.snr_db:
-            found = [
-                CalibrationTake(t.name, t.camera_deg, pcm[k].astype(np.float32) / 32767.0) for k, t in enumerate(takes)
-            ]
-    return found
+
+    def path(snr: float) -> Path:
+        return root / f"{_calibration_key(Cell(cell.rt60_s, snr, cell.array, cell.seed))}.npz"
+
+    cached = _read_render(path(cell.snr_db))
+    if cached is None:
+        for snr, takes in render_calibration(cell.rt60_s, cell.array, cell.seed, sorted({*SNRS, cell.snr_db})).items():
+            _write_render(path(snr), np.stack([t.samples for t in takes]), [(t.name, t.camera_deg) for t in takes])
+        cached = _read_render(path(cell.snr_db))
+        assert cached is not None
+    pcm, meta = cached
+    return [CalibrationTake(str(name), float(az), pcm[k]) for k, (name, az) in enumerate(meta)]
 
 
 # ---------------------------------------------------------------------------------------------------------
