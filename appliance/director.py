@@ -353,14 +353,11 @@ class Director:
                 if self._talker is not None:
                     swap = frozenset((self._talker, best.id))
                     self._swaps.append((now, swap))
-                    quick = (
-                        cfg.ping_pong_quick_s > 0
-                        and now - self._talker_since < cfg.ping_pong_quick_s
-                        and self._neighbours(self._talker, best)
-                    )
+                    beside = self._neighbours(self._talker, best)
+                    quick = beside and cfg.ping_pong_quick_s > 0 and now - self._talker_since < cfg.ping_pong_quick_s
                     self._quick = swap if quick else None  # a neighbour's quick answer to a short remark
-                    neighbours = cfg.answer_two_shot_s > 0 and self._neighbours(self._talker, best)
-                    self._answer = (self._talker, best.id) if neighbours else None
+                    answer = beside and cfg.answer_two_shot_s > 0  # ... and any answer of a neighbour
+                    self._answer = (self._talker, best.id) if answer else None
                 self._talker, self._talker_since = best.id, now
         while self._swaps and self._swaps[0][0] < now - cfg.ping_pong_window_s:
             self._swaps.popleft()
