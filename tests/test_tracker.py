@@ -162,6 +162,32 @@ def test_a_source_high_above_is_not_a_talker() -> None:
     assert tr.dominant_talker() is None
 
 
+def test_weak_estimates_reading_high_do_not_lift_a_talker_above() -> None:
+    """In reverberation and noise a small planar array's weak estimates read a seated talker 60-85 degrees
+    up (the flattened peak); its sharp ones read the talker low. The elevation follows the sharp ones: the
+    talker stays a talker, through a run of weak high readings too."""
+    cfg = TrackerConfig()
+    tr = SourceTracker(cfg, hop_s=HOP)
+    rng = np.random.default_rng(3)
+    t = 0.0
+    for k in range(60):
+        t += HOP
+        weak = k % 3 != 0 or 30 <= k < 40  # two weak estimates in three, and a run of ten
+        az = -20.0 + rng.normal(0, 2.0)
+        c = cand(az, 0.1, el=80.0) if weak else cand(az, 0.35, el=30.0)
+        # syllables: a block in four without an estimate, the level up and down
+        tr.update(t, [c] if k % 4 else [], speech=True, level_db=-35 + 16 * rng.random())
+        talker = tr.dominant_talker()
+        if k >= 12 and k % 4:
+            assert talker is not None and err(talker.azimuth_deg, -20.0) < 5.0, (k, tr.sources)
+            assert talker.elevation_deg < cfg.max_talker_elevation_deg - 5.0, (k, talker)
+    # a loudspeaker up on the ceiling is heard only weakly (its lags are short: a flat peak), and reads high
+    above = SourceTracker(cfg, hop_s=HOP)
+    for k in range(30):
+        above.update((k + 1) * HOP, [cand(60.0, 0.1, el=65.0)], speech=True, level_db=-30 + 5 * (k % 3))
+    assert [s.kind for s in above.sources] == ["above"]
+
+
 def test_source_json() -> None:
     tr = SourceTracker(TrackerConfig(), hop_s=HOP)
     for k in range(6):

@@ -37,6 +37,8 @@ STAT_TAU_OBS = 25.0  # observations over which a source's context statistics are
 CONTEXT_LIMIT = 0.5  # share of a source's observations in silence / far end that decides its kind
 MIN_VOICED = 2  # a talker is reported once active in this many blocks the voice gate passed
 NEAR_NOISE_VOICED = 6  # the same, for a source next to a learnt noise
+EL_FORGET = 0.98  # per estimate: the elevation averages about the last 1 / (1 - EL_FORGET) estimates
+EL_POWER = 2.0  # an estimate's say in the elevation: its weight to this power
 STRONGER = 1.0  # in speech, an estimate this many times a learnt noise's usual weight is not the noise's
 
 
@@ -93,6 +95,17 @@ class _Track:
     weight: float = 0.0  # smoothed weight of its estimates
     learnt_noise: bool = False
     kind: Kind = "unknown"
+    el_sum: float = 0.0  # forgetting sums of the elevation estimates, weighted (see :meth:`add_elevation`)
+    el_norm: float = 0.0
+
+    def add_elevation(self, elevation_deg: float, weight: float) -> None:
+        """Fold an estimate into the elevation: an average weighted by ``weight ** EL_POWER``, forgetting
+        by ``EL_FORGET`` per estimate. A weak estimate says little: reverberation and noise flatten the
+        peak of a small planar array and push its elevation up (a seated talker then reads 60-85 degrees)."""
+        w = max(weight, 0.05) ** EL_POWER
+        self.el_sum = EL_FORGET * self.el_sum + w * elevation_deg
+        self.el_norm = EL_FORGET * self.el_norm + w
+        self.el = self.el_sum / self.el_norm
 
 
 class SourceTracker:
@@ -180,6 +193,7 @@ class SourceTracker:
                     best, best_d = tr, d / gate
             if best is None:
                 best = _Track(id=0, az=cand.azimuth_deg, var=r, el=cand.elevation_deg, born=t, last_obs=t, first_obs=t)
+                best.add_elevation(cand.elevation_deg, cand.weight)
                 self._tracks.append(best)
             elif best.learnt_noise and speech:
                 pass  # claimed, but a learnt noise's place is learnt without speech only
@@ -187,7 +201,7 @@ class SourceTracker:
                 gain = best.var / (best.var + r)
                 best.az = _wrap(best.az + gain * _wrap(cand.azimuth_deg - best.az))
                 best.var *= 1.0 - gain
-                best.el += min(1.0, 0.5 * cand.weight + 0.1) * (cand.elevation_deg - best.el)
+                best.add_elevation(cand.elevation_deg, cand.weight)
             used.add(best.id)
             self._observe(best, t, cand, speech, farend, level_db)
 
