@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,11 @@ from appliance.bench.hearing import (
     _save,
     calibration_takes,
     cost_split,
+    estimator,
     evaluate_many,
     hearing_factory,
     listener_factory,
+    pra_factory,
     render_group,
     run,
     score,
@@ -98,6 +101,18 @@ def test_todays_hearing_through_the_evaluation_api(dry: Recording, tmp_path: Pat
     assert back is not None
     assert back.turns == dry.turns and back.impulses == dry.impulses and back.silences == dry.silences
     assert np.max(np.abs(back.samples - dry.samples)) < 1e-4
+
+
+def test_an_array_on_the_front_wall_is_heard_in_front_of_the_wall_only(dry: Recording) -> None:
+    """Every estimator hears ``circle6-wall`` as its installer sets it up (``[tracker] full_circle = false``):
+    nobody talks from inside the wall, what comes from there is the wall's reflection. The same array on
+    the table is heard all around."""
+    wall = replace(dry, cell=Cell(0.2, 30.0, "circle6-wall", 1))
+    assert estimator(listener_factory(), wall).listener.srp.full_circle is False  # type: ignore[attr-defined]
+    assert estimator(listener_factory(), dry).listener.srp.full_circle is True  # type: ignore[attr-defined]
+    front = estimator(pra_factory("SRP"), wall)._algo.grid.azimuth  # type: ignore[attr-defined]
+    around = estimator(pra_factory("SRP"), dry)._algo.grid.azimuth  # type: ignore[attr-defined]
+    assert np.ptp(np.degrees(front)) <= 180.0 < np.ptp(np.degrees(around))
 
 
 def test_the_listeners_cost_split(dry: Recording) -> None:

@@ -14,7 +14,9 @@ recording of about 22 s in a shoebox room rendered by the simulated room's acous
 
 Planar arrays sit on the table in the middle of the room and the talkers are at any azimuth (360 deg); the
 linear array sits under the camera on the front wall and the talkers are in front of it (-75..75 deg), and so
-does ``circle6-wall``: the 6-mic circle flat under the camera, its centre 8 cm from the wall.
+does ``circle6-wall``: the 6-mic circle flat under the camera, its centre 8 cm from the wall. Every estimator
+hears that array as its installer sets it up: the half-space in front of the wall only (``[tracker]
+full_circle = false``; :class:`Mounted`).
 Azimuth 0 is the camera's axis (+y in the room), positive to the right (+x).
 
 The arrays under the camera are also measured after the installer's guided calibration
@@ -570,6 +572,30 @@ class HearingLike(Protocol):
 EstimatorFactory = Callable[[MicArraySection], HearingLike]
 
 
+class Mounted:
+    """An estimator factory that knows how each cell's array is mounted: ``make(mic, full_circle)``. Called
+    with a mic alone it searches all around a planar array; :meth:`for_cell` gives the factory for a cell,
+    which hears an array on the front wall (:data:`WALL`) in front of the wall only, as its installer sets
+    ``[tracker] full_circle = false`` (nobody talks from inside the wall: what comes from there is the
+    wall's reflection)."""
+
+    def __init__(self, make: Callable[[MicArraySection, bool], HearingLike]) -> None:
+        self.make = make
+
+    def __call__(self, mic: MicArraySection) -> HearingLike:
+        return self.make(mic, True)
+
+    def for_cell(self, cell: Cell) -> EstimatorFactory:
+        full_circle = cell.array not in WALL
+        return lambda mic: self.make(mic, full_circle)
+
+
+def estimator(factory: EstimatorFactory, rec: Recording) -> HearingLike:
+    """A fresh estimator from ``factory`` for ``rec``'s array, mounted as the cell's array is."""
+    make = factory.for_cell(rec.cell) if isinstance(factory, Mounted) else factory
+    return make(rec.mic())
+
+
 @dataclass
 class Counts:
     """Raw tallies of one estimator on some recordings; summed over seeds, turned into metrics."""
@@ -655,7 +681,7 @@ def _wrap(deg: float) -> float:
 def run(factory: EstimatorFactory, rec: Recording, chunk: int = 512) -> tuple[list[Doa], float]:
     """Feed a recording to a fresh estimator in ``chunk``-sample pieces (as a driver would); returns its
     Doa messages and the CPU seconds it took (process time, all threads)."""
-    est = factory(rec.mic())
+    est = estimator(factory, rec)
     out: list[Doa] = []
     cpu = 0.0
     x = rec.samples
@@ -763,12 +789,12 @@ class PraHearing(Hearing):
     """A peer: the energy VAD of :class:`Hearing`, then one of pyroomacoustics' DOA algorithms on every
     speech block (the same sub-frames as our SRP-PHAT), an azimuth on every speech block."""
 
-    def __init__(self, mic: MicArraySection, cfg: DoaConfig, algorithm: str) -> None:
+    def __init__(self, mic: MicArraySection, cfg: DoaConfig, algorithm: str, full_circle: bool = True) -> None:
         import pyroomacoustics as pra
 
         super().__init__(mic, cfg)
         pos = np.asarray(mic.positions, np.float64)
-        planar = np.ptp(pos[:, 2]) > 1e-3
+        planar = np.ptp(pos[:, 2]) > 1e-3 and full_circle
         # a 2 deg grid: half the cost of 1 deg at a negligible loss (<= 0.5 deg) next to their errors here
         grid_deg = np.arange(-178.0, 181.0, 2.0) if planar else np.arange(-90.0, 91.0, 2.0)
         # their azimuth is counter-clockwise from +x in the horizontal plane; ours from +z towards +x
@@ -794,12 +820,12 @@ class PraHearing(Hearing):
         return Doa(t=t_end, azimuth_deg=azimuth, speech=speech, level_db=level, confidence=1.0 if speech else 0.0)
 
 
-def pra_factory(algorithm: str, cfg: DoaConfig | None = None) -> EstimatorFactory:
+def pra_factory(algorithm: str, cfg: DoaConfig | None = None) -> Mounted:
     c = cfg or DoaConfig(vad="energy")
-    return lambda mic: PraHearing(mic, c, algorithm)
+    return Mounted(lambda mic, full_circle: PraHearing(mic, c, algorithm, full_circle))
 
 
-def listener_factory(vad: Literal["energy", "silero"] = "silero", vad_rate: int | None = None) -> EstimatorFactory:
+def listener_factory(vad: Literal["energy", "silero"] = "silero", vad_rate: int | None = None) -> Mounted:
     """The box's default hearing (``[doa] estimator = "tracker"``): soft evidence, the source tracker, the
     Silero voice gate (or the energy gate, a peer); ``vad_rate`` the rate Silero hears (default: the
     config's)."""
@@ -807,7 +833,7 @@ def listener_factory(vad: Literal["energy", "silero"] = "silero", vad_rate: int 
     from appliance.perception.listening import ListeningDoas
 
     doa = DoaConfig(vad=vad) if vad_rate is None else DoaConfig(vad=vad, vad_rate=vad_rate)
-    return lambda mic: ListeningDoas(mic, TrackerConfig(), doa)
+    return Mounted(lambda mic, full_circle: ListeningDoas(mic, TrackerConfig(full_circle=full_circle), doa))
 
 
 class _Mapped:
@@ -844,7 +870,7 @@ class CalibratedListener:
 
         points: list[tuple[float, float]] = []
         for take in calibration_takes(rec.cell, self.cache):
-            est = self.inner(rec.mic())
+            est = estimator(self.inner, rec)
             collector = PointCollector(take.name)
             for start in range(0, take.samples.shape[0], 512):
                 doas = est.feed(take.samples[start : start + 512], start / RATE)
@@ -869,7 +895,7 @@ class CalibratedListener:
         if rec.cell.array not in CALIBRATED:
             return None
         cal = self.calibrate(rec)
-        inner = self.inner
+        inner = self.inner.for_cell(rec.cell) if isinstance(self.inner, Mounted) else self.inner
         return lambda mic: _Mapped(inner(mic), cal)
 
 
@@ -904,7 +930,7 @@ def cost_split(
     total = audio = 0.0
     skips = [0]
     for rec in recs:
-        est: Any = factory(rec.mic())
+        est: Any = estimator(factory, rec)
         listener = getattr(est, "listener", est)
         for label, path in STAGES:
             owner_path, _, name = path.rpartition(".")
