@@ -18,6 +18,7 @@ from appliance.bench.hearing import (
     Recording,
     _load,
     _save,
+    at_gain,
     calibration_takes,
     cost_split,
     estimator,
@@ -25,6 +26,7 @@ from appliance.bench.hearing import (
     hearing_factory,
     listener_factory,
     pra_factory,
+    recordings,
     render_group,
     run,
     score,
@@ -113,6 +115,21 @@ def test_an_array_on_the_front_wall_is_heard_in_front_of_the_wall_only(dry: Reco
     front = estimator(pra_factory("SRP"), wall)._algo.grid.azimuth  # type: ignore[attr-defined]
     around = estimator(pra_factory("SRP"), dry)._algo.grid.azimuth  # type: ignore[attr-defined]
     assert np.ptp(np.degrees(front)) <= 180.0 < np.ptp(np.degrees(around))
+
+
+def test_the_arrays_gain(dry: Recording, tmp_path: Path) -> None:
+    """`--mic-gain-db`: the recordings as an array with more (or less) gain delivers them, clipped at full
+    scale like a converter; the renders in the cache are left as they are."""
+    x = dry.samples
+    assert at_gain(x, 0.0) is x
+    small = np.abs(x) < 0.09
+    assert np.allclose(at_gain(x, 20.0)[small], 10.0 * x[small], rtol=1e-5, atol=1e-7)
+    assert np.allclose(at_gain(x, -6.0), x * 10 ** (-6.0 / 20.0), rtol=1e-5, atol=1e-9)
+    loud = at_gain(x, 60.0)
+    assert loud.dtype == np.float32 and np.max(np.abs(loud)) == 1.0
+    (quiet,) = recordings([dry.cell], tmp_path, -10.0)
+    (again,) = recordings([dry.cell], tmp_path)
+    assert np.allclose(quiet.samples, again.samples * 10 ** (-0.5), atol=4e-5)  # the cache keeps 16 bits
 
 
 def test_the_listeners_cost_split(dry: Recording) -> None:

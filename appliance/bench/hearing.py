@@ -451,9 +451,20 @@ def _load(cell: Cell, path: Path) -> Recording | None:
     )
 
 
-def recordings(cells: Sequence[Cell], cache: Path | None = None) -> Iterable[Recording]:
+def at_gain(samples: npt.NDArray[np.float32], gain_db: float) -> npt.NDArray[np.float32]:
+    """``samples`` as the array would deliver them with its gain ``gain_db`` higher (clipped at full scale
+    like a converter). The grid's speech is at :data:`SPEECH_DBFS`; a real array's level depends on its
+    gain, the talker's distance and voice."""
+    if gain_db == 0.0:
+        return samples
+    out: npt.NDArray[np.float32] = np.clip(samples * np.float32(10.0 ** (gain_db / 20.0)), -1.0, 1.0).astype(np.float32)
+    return out
+
+
+def recordings(cells: Sequence[Cell], cache: Path | None = None, gain_db: float = 0.0) -> Iterable[Recording]:
     """The recordings of ``cells``, from the cache or rendered (one render per room, array and seed,
-    mixed at every SNR of the cells that need it) and cached."""
+    mixed at every SNR of the cells that need it) and cached; at the array's gain ``gain_db`` above the
+    render's (:func:`at_gain`)."""
     root = cache_dir() if cache is None else cache
     for cell in cells:
         path = root / f"{cell.key()}.npz"
@@ -467,7 +478,7 @@ def recordings(cells: Sequence[Cell], cache: Path | None = None) -> Iterable[Rec
                 if snr == cell.snr_db:
                     rec = r
         assert rec is not None
-        yield rec
+        yield rec if gain_db == 0.0 else replace(rec, samples=at_gain(rec.samples, gain_db))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -739,11 +750,13 @@ def evaluate_many(
     cells: Sequence[Cell],
     cache: Path | None = None,
     progress: Callable[[Cell, str, Counts], None] | None = None,
+    gain_db: float = 0.0,
 ) -> dict[str, list[CellMetrics]]:
-    """Every estimator of ``factories`` on the same recordings: name -> per-cell metrics (seeds pooled).
-    ``progress(cell, estimator, counts)`` is called after each estimator on each recording."""
+    """Every estimator of ``factories`` on the same recordings (at the arrays' gain ``gain_db`` above the
+    renders', :func:`at_gain`): name -> per-cell metrics (seeds pooled). ``progress(cell, estimator,
+    counts)`` is called after each estimator on each recording."""
     totals: dict[str, dict[tuple[float, float, str], Counts]] = {name: {} for name in factories}
-    for rec in recordings(cells, cache):
+    for rec in recordings(cells, cache, gain_db):
         key = (rec.cell.rt60_s, rec.cell.snr_db, rec.cell.array)
         for name, any_factory in factories.items():
             factory = any_factory.for_recording(rec) if isinstance(any_factory, CalibratedListener) else any_factory
@@ -860,8 +873,9 @@ class CalibratedListener:
     out (:attr:`refusals` says why); without a fit the azimuths go through unchanged. Only the arrays under
     the camera (:data:`CALIBRATED`) are calibrated: the others are not measured."""
 
-    def __init__(self, inner: EstimatorFactory, cache: Path | None = None) -> None:
+    def __init__(self, inner: EstimatorFactory, cache: Path | None = None, gain_db: float = 0.0) -> None:
         self.inner, self.cache = inner, cache
+        self.gain_db = gain_db  # the array's gain above the renders' while the installer calibrates
         self.refusals: list[str] = []
         self.fits: dict[Cell, str] = {}
 
@@ -872,8 +886,9 @@ class CalibratedListener:
         for take in calibration_takes(rec.cell, self.cache):
             est = estimator(self.inner, rec)
             collector = PointCollector(take.name)
-            for start in range(0, take.samples.shape[0], 512):
-                doas = est.feed(take.samples[start : start + 512], start / RATE)
+            x = at_gain(take.samples, self.gain_db)
+            for start in range(0, x.shape[0], 512):
+                doas = est.feed(x[start : start + 512], start / RATE)
                 collector.add_doas(d for d in doas if d.t > CAL_LEAD_S)
             collector.add_faces([take.camera_deg])
             try:
@@ -1129,6 +1144,12 @@ def _main() -> None:
     ap.add_argument("--rt60", type=float, nargs="*", help="only these RT60s (s) of the grid")
     ap.add_argument("--snrs", type=float, nargs="*", help="only these SNRs (dB) of the grid")
     ap.add_argument(
+        "--mic-gain-db",
+        type=float,
+        default=0.0,
+        help="the arrays' gain above the renders' (speech at the mics then at -30 dBFS plus this; clipped)",
+    )
+    ap.add_argument(
         "--cost",
         action="store_true",
         help="where the listener's CPU goes, per array (no scores); with --only, each listener named, in turn",
@@ -1185,6 +1206,7 @@ def _main() -> None:
                         "array": cell.array,
                         "seed": cell.seed,
                         "estimator": name,
+                        "mic_gain_db": args.mic_gain_db,
                         "counts": asdict(counts),
                     }
                 )
@@ -1195,7 +1217,10 @@ def _main() -> None:
     chosen = {k: f for k, f in peers().items() if not args.only or k in args.only}
     if args.only and len(chosen) != len(args.only):
         ap.error(f"--only: unknown estimator; the estimators are {', '.join(peers())}")
-    res = evaluate_many(chosen, cells, progress=progress)
+    for f in chosen.values():
+        if isinstance(f, CalibratedListener):
+            f.gain_db = args.mic_gain_db  # the installer calibrates at the array's gain
+    res = evaluate_many(chosen, cells, progress=progress, gain_db=args.mic_gain_db)
     print(summary(res) + "\n\n" + table(res))
 
 
