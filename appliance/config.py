@@ -79,7 +79,8 @@ class TrackerConfig(Section):
         True,
         title="Search all around the array",
         description="360 degrees where the geometry allows it (a planar array); a linear "
-        "array always searches the front half only.",
+        "array always searches the front half only. A flat array on the wall under the camera: false "
+        "(nobody talks from inside the wall; what comes from there is the wall's reflection).",
     )
     hop_ms: float = Field(
         64.0,
