@@ -79,7 +79,6 @@ class _Track:
     id: int
     az: float
     var: float
-    el: float
     born: float
     last_obs: float
     first_obs: float
@@ -98,6 +97,11 @@ class _Track:
     el_sum: float = 0.0  # forgetting sums of the elevation estimates, weighted (see :meth:`add_elevation`)
     el_norm: float = 0.0
 
+    @property
+    def el(self) -> float:
+        """The elevation (degrees): the weighted average of its estimates (0 before the first)."""
+        return self.el_sum / self.el_norm if self.el_norm > 0.0 else 0.0
+
     def add_elevation(self, elevation_deg: float, weight: float) -> None:
         """Fold an estimate into the elevation: an average weighted by ``weight ** EL_POWER``, forgetting
         by ``EL_FORGET`` per estimate. A weak estimate says little: reverberation and noise flatten the
@@ -105,7 +109,6 @@ class _Track:
         w = max(weight, 0.05) ** EL_POWER
         self.el_sum = EL_FORGET * self.el_sum + w * elevation_deg
         self.el_norm = EL_FORGET * self.el_norm + w
-        self.el = self.el_sum / self.el_norm
 
 
 class SourceTracker:
@@ -192,7 +195,7 @@ class SourceTracker:
                 if d <= gate and d / gate < best_d:
                     best, best_d = tr, d / gate
             if best is None:
-                best = _Track(id=0, az=cand.azimuth_deg, var=r, el=cand.elevation_deg, born=t, last_obs=t, first_obs=t)
+                best = _Track(id=0, az=cand.azimuth_deg, var=r, born=t, last_obs=t, first_obs=t)
                 best.add_elevation(cand.elevation_deg, cand.weight)
                 self._tracks.append(best)
             elif best.learnt_noise and speech:
