@@ -601,10 +601,15 @@ class Mounted:
         return lambda mic: self.make(mic, full_circle)
 
 
+def mounted(factory: EstimatorFactory, cell: Cell) -> EstimatorFactory:
+    """``factory`` for ``cell``'s array, mounted as the cell's array is (a :class:`Mounted` factory's
+    :meth:`~Mounted.for_cell`; any other factory as it is)."""
+    return factory.for_cell(cell) if isinstance(factory, Mounted) else factory
+
+
 def estimator(factory: EstimatorFactory, rec: Recording) -> HearingLike:
     """A fresh estimator from ``factory`` for ``rec``'s array, mounted as the cell's array is."""
-    make = factory.for_cell(rec.cell) if isinstance(factory, Mounted) else factory
-    return make(rec.mic())
+    return mounted(factory, rec.cell)(rec.mic())
 
 
 @dataclass
@@ -910,7 +915,7 @@ class CalibratedListener:
         if rec.cell.array not in CALIBRATED:
             return None
         cal = self.calibrate(rec)
-        inner = self.inner.for_cell(rec.cell) if isinstance(self.inner, Mounted) else self.inner
+        inner = mounted(self.inner, rec.cell)
         return lambda mic: _Mapped(inner(mic), cal)
 
 
