@@ -10,6 +10,7 @@ import pytest
 
 from appliance.bench.hearing import (
     ARRAYS,
+    SPEECH_DBFS,
     STAGES,
     CalibratedListener,
     Cell,
@@ -168,3 +169,21 @@ def test_the_guided_calibration_undoes_a_linear_arrays_pull_towards_broadside(tm
     # an array on the table is not calibrated (the picture is not its frame): no row for it
     table = Cell(0.2, 20.0, "respeaker4", 1)
     assert "calibrated" not in evaluate_many({"calibrated": calibrated}, [table], tmp_path)
+
+
+def test_the_hold_out_rooms_are_other_rooms_whose_talkers_are_where_the_truth_says() -> None:
+    """``--simulator habets``: another simulator's room (its own key and layout) at the grid's speech level,
+    whose talkers the listener finds at the azimuths the recording's truth gives."""
+    held = render_group(0.2, "respeaker4", seed=1, snrs=[20.0], sim="habets")[20.0]
+    grid_cell = Cell(0.2, 20.0, "respeaker4", 1)
+    assert held.cell == replace(grid_cell, sim="habets") and held.cell.key() != grid_cell.key()
+    assert held.cell.name.endswith("(habets)")
+    spans = [(a, b) for _, s in held.turns for a, b in s]
+    talk = np.concatenate([held.samples[round(a * 16000) : round(b * 16000)] for a, b in spans])
+    assert abs(10 * np.log10(np.mean(talk.astype(np.float64) ** 2)) - SPEECH_DBFS) < 2.0
+    doas, _ = run(listener_factory(), held)
+    counts = score(held, doas)
+    assert counts.speech_blocks > 100 and len(counts.errors) > 0.7 * counts.speech_blocks
+    assert float(np.mean(counts.errors)) < 5.0, float(np.mean(counts.errors))
+    with pytest.raises(ValueError, match="unknown simulator 'odas'"):
+        render_group(0.2, "respeaker4", seed=1, snrs=[20.0], sim="odas")

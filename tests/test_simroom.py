@@ -15,7 +15,7 @@ from appliance.config import Config, load_config
 from common.clock import VirtualClock
 from common.geometry import PinholeCamera, azimuth_of_point
 from drivers.files import iter_video_frames, read_wav
-from drivers.simroom.audio import render_audio, speech_intervals
+from drivers.simroom.audio import render_audio, render_habets, speech_intervals
 from drivers.simroom.devices import sections_for
 from drivers.simroom.export import render_to_dir
 from drivers.simroom.room import SimulatedRoom
@@ -151,6 +151,24 @@ def _tdoa_samples(a: np.ndarray, b: np.ndarray, up: int = 16) -> float:
     cc = np.fft.irfft(spec / (np.abs(spec) + 1e-12), n * up)
     lag = int(np.argmax(np.concatenate([cc[-8 * up :], cc[: 8 * up + 1]]))) - 8 * up
     return lag / up
+
+
+@pytest.mark.parametrize("rt60_s", [0.3, 0.6])
+def test_the_other_simulator_hears_the_direct_sound_in_time_and_decays_at_the_rt60(rt60_s: float) -> None:
+    """Habets' generator (the hearing bench's hold-out rooms): an impulse reaches each mic after its
+    propagation time, and the response's energy decays at the asked RT60 (Schroeder, -5 to -25 dB)."""
+    mics = np.array([[2.0, 2.0, 1.0], [2.1, 2.0, 1.0]])
+    source = np.array([4.0, 3.5, 1.2])
+    x = np.zeros(16000)
+    x[0] = 1.0
+    (h,) = render_habets([6.0, 5.0, 3.0], rt60_s, mics, 16000, [(source, x)], 16000, length_rt60=1.0)
+    assert h.shape == (16000, 2)
+    arrival = np.linalg.norm(mics - source, axis=1) / 343.0 * 16000
+    assert np.all(np.abs(np.argmax(np.abs(h), axis=0) - arrival) <= 1.0)
+    energy = np.cumsum((h[:, 0] ** 2)[::-1])[::-1]
+    edc = 10 * np.log10(energy / energy[0])
+    t20 = 3.0 * (np.argmax(edc < -25.0) - np.argmax(edc < -5.0)) / 16000
+    assert abs(t20 - rt60_s) < 0.2 * rt60_s, t20
 
 
 def test_delay_between_mics_matches_the_geometry() -> None:

@@ -24,6 +24,14 @@ The arrays under the camera are also measured after the installer's guided calib
 its middle) talk alone in the same room, and :mod:`appliance.calibration` fits its map from what the listener
 heard and where the camera sees them (:func:`render_calibration`).
 
+**The hold-out rooms** (``--simulator habets``): the same cells rendered by another simulator, which no
+default was tuned on: Habets' image-source generator (:func:`drivers.simroom.audio.render_habets`: every
+image order, no synthetic tail, so the late reverberation's coherence is the images', not the ideal diffuse
+field's), rooms of everyday size (5-8 x 4.5-7 m, the table arrays at table height), other talker places and
+espeak-ng voices, and the steady noise from places in the room (two ceiling vents and the fan or projector)
+instead of a diffuse field. The brief's lesson: a listener tuned on one simulator's rooms is measured on rooms
+it never heard.
+
 Renders are cached under ``<data dir>/cache/hearing`` keyed by a hash of the cell's parameters, so a second
 run only analyses. Any estimator plugs in: :func:`evaluate` takes a factory ``(MicArraySection) ->`` an
 object with ``feed(samples, t0) -> list[Doa]`` (as :class:`~appliance.perception.hearing.Hearing`) and
@@ -90,6 +98,8 @@ SENTENCES = (
     "Good morning everyone, let's look at the quarterly numbers before we decide.",
 )
 VOICES = ("en+f3", "en-us", "en+m3", "en+f2")
+SIMULATORS = ("pra", "habets")  # the grid's rooms (pyroomacoustics) and the hold-out rooms (Habets' generator)
+HOLDOUT_VOICES = ("en-gb+m1", "en-us+f4", "en-gb-scotland", "en+f5")
 
 
 def _ring(n: int, radius: float, start_deg: float = 0.0) -> list[Vec3]:
@@ -125,14 +135,18 @@ class Cell:
     snr_db: float
     array: str
     seed: int
+    sim: str = "pra"  # the simulator of the room (:data:`SIMULATORS`)
 
     def key(self) -> str:
-        text = json.dumps([RENDER_VERSION, RATE, self.rt60_s, self.snr_db, self.array, ARRAYS[self.array], self.seed])
-        return hashlib.sha256(text.encode()).hexdigest()[:20]
+        fields: list[Any] = [RENDER_VERSION, RATE, self.rt60_s, self.snr_db, self.array, ARRAYS[self.array], self.seed]
+        if self.sim != "pra":  # the grid's own renders keep their keys
+            fields.append(self.sim)
+        return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:20]
 
     @property
     def name(self) -> str:
-        return f"rt60 {self.rt60_s:.1f} snr {self.snr_db:g} {self.array}"
+        where = "" if self.sim == "pra" else f" ({self.sim})"
+        return f"rt60 {self.rt60_s:.1f} snr {self.snr_db:g} {self.array}{where}"
 
 
 @dataclass
@@ -272,43 +286,88 @@ def _place(
     return np.array([centre[0] + d * u[0], centre[1] + d * u[1], z])
 
 
-def _speech(kind: int, seed: int, rate: int) -> np.ndarray:
+def _speech(kind: int, seed: int, rate: int, voices: Sequence[str] = VOICES) -> np.ndarray:
     from drivers.simroom.assets import arctic_clip, synthesize
 
     if kind == 0:
         x = arctic_clip(rate)
     else:
-        x = synthesize(SENTENCES[(seed + kind) % len(SENTENCES)], VOICES[(seed + kind) % len(VOICES)], rate)
+        x = synthesize(SENTENCES[(seed + kind) % len(SENTENCES)], voices[(seed + kind) % len(voices)], rate)
     x = np.asarray(x, np.float64)
     return np.asarray(x / (np.sqrt(np.mean(x**2)) + 1e-12) * 0.1)
 
 
-def _room(layout: np.random.Generator, array: str) -> tuple[list[float], np.ndarray, np.ndarray]:
-    """A room of the grid drawn from ``layout``: its size, the array's centre and its mics (room axes, m)."""
-    size = [layout.uniform(9.0, 11.0), layout.uniform(8.5, 10.0), layout.uniform(2.7, 3.2)]
+def _layout(seed: int, sim: str = "pra") -> np.random.Generator:
+    """The draw of a seed's room and people: the same for every RT60 and array; other for the hold-out."""
+    return np.random.default_rng(seed) if sim == "pra" else np.random.default_rng([seed, 104729])
+
+
+def _room(layout: np.random.Generator, array: str, sim: str = "pra") -> tuple[list[float], np.ndarray, np.ndarray]:
+    """A room of the grid drawn from ``layout``: its size, the array's centre and its mics (room axes, m).
+    The hold-out's rooms are of everyday size, its table arrays at table height."""
+    if sim == "pra":
+        size = [layout.uniform(9.0, 11.0), layout.uniform(8.5, 10.0), layout.uniform(2.7, 3.2)]
+        table = 0.95
+    else:
+        size = [layout.uniform(5.0, 8.0), layout.uniform(4.5, 7.0), layout.uniform(2.6, 3.0)]
+        table = 0.78
     if array in WALL:
         centre = np.array([size[0] / 2, 0.08, 1.15])
     elif array in LINEAR:
         centre = np.array([size[0] / 2, 0.3, 1.2])
     else:
-        centre = np.array([size[0] / 2 + layout.uniform(-0.3, 0.3), size[1] / 2 + layout.uniform(-0.3, 0.3), 0.95])
+        centre = np.array([size[0] / 2 + layout.uniform(-0.3, 0.3), size[1] / 2 + layout.uniform(-0.3, 0.3), table])
     pos = np.asarray(ARRAYS[array], np.float64)
     mics = centre[None, :] + np.stack([pos[:, 0], pos[:, 2], pos[:, 1]], axis=1)  # camera -> room axes
     return size, centre, mics
 
 
+def _render(
+    sim: str,
+    size: list[float],
+    rt60_s: float,
+    mics: np.ndarray,
+    sources: list[tuple[np.ndarray, np.ndarray]],
+    n: int,
+    rng: np.random.Generator,
+) -> list[np.ndarray]:
+    """Each source at every mic, by the simulator ``sim`` (:data:`SIMULATORS`)."""
+    from drivers.simroom.audio import render_habets, render_shoebox
+
+    if sim == "habets":
+        return render_habets(size, rt60_s, mics, RATE, sources, n)
+    if sim != "pra":
+        raise ValueError(f"unknown simulator {sim!r}; the simulators are {', '.join(SIMULATORS)}")
+    return render_shoebox(size, rt60_s, mics, RATE, sources, n, rng)
+
+
+def _vents(size: list[float], layout: np.random.Generator) -> list[np.ndarray]:
+    """The hold-out rooms' two ceiling vents (steady noise from places, not an ideal diffuse field)."""
+    return [
+        np.array([layout.uniform(0.5, size[0] - 0.5), layout.uniform(0.5, size[1] - 0.5), size[2] - 0.05])
+        for _ in range(2)
+    ]
+
+
 def render_group(
-    rt60_s: float, array: str, seed: int, snrs: Sequence[float], talkers_at: Sequence[tuple[float, float]] | None = None
+    rt60_s: float,
+    array: str,
+    seed: int,
+    snrs: Sequence[float],
+    talkers_at: Sequence[tuple[float, float]] | None = None,
+    sim: str = "pra",
 ) -> dict[float, Recording]:
-    """Render one room, array and seed once and mix it at every SNR of ``snrs``.
+    """Render one room, array and seed once and mix it at every SNR of ``snrs``, by the simulator ``sim``.
 
     ``talkers_at`` overrides the two talkers' (azimuth deg, distance m), drawn from the seed otherwise.
     """
-    from drivers.simroom.audio import diffuse_noise, render_shoebox, speech_intervals
+    from drivers.simroom.audio import diffuse_noise, speech_intervals
 
+    if sim not in SIMULATORS:
+        raise ValueError(f"unknown simulator {sim!r}; the simulators are {', '.join(SIMULATORS)}")
     rng = np.random.default_rng([seed, int(rt60_s * 1000), _ARRAY_SEED[array]])
-    layout = np.random.default_rng(seed)  # the same rooms and talkers for every RT60 and array
-    size, centre, mics = _room(layout, array)
+    layout = _layout(seed, sim)  # the same rooms and talkers for every RT60 and array
+    size, centre, mics = _room(layout, array, sim)
     linear = array in LINEAR or array in WALL  # under the camera, talkers in front
     pos = np.asarray(ARRAYS[array], np.float64)
     if linear:
@@ -330,7 +389,8 @@ def render_group(
     talkers = [_place(centre, a, d, h, size) for a, d, h in zip(azimuths, distances, heights, strict=True)]
 
     # the talkers' turns
-    utterances = [_speech(0 if (seed + k) % 2 == 0 else 1 + k, seed, RATE) for k in range(2)]
+    voices = VOICES if sim == "pra" else HOLDOUT_VOICES
+    utterances = [_speech(0 if (seed + k) % 2 == 0 else 1 + k, seed, RATE, voices) for k in range(2)]
     starts = [SPEECH_START_S]
     for u in utterances[:-1]:
         starts.append(starts[-1] + len(u) / RATE + PAUSE_S)
@@ -358,6 +418,10 @@ def render_group(
     else:  # a floor fan in a corner
         fan_at = np.array([0.5, size[1] - 0.5, 0.5]) if layout.uniform() < 0.5 else np.array([size[0] - 0.5, 0.5, 0.5])
     sources.append((fan_at, fan_sound(n, RATE, rng)))
+    vents = _vents(size, layout) if sim != "pra" else []
+    for at in vents:
+        sources.append((at, fan_sound(n, RATE, rng)))
+    n_steady = 1 + len(vents)
     impulses: list[tuple[str, float, float]] = []
     impulse_levels: list[float] = []
     for kind, onset, level_db in IMPULSES:
@@ -382,7 +446,7 @@ def render_group(
         impulses.append((kind, onset, onset + len(s) / RATE + 0.25))
         impulse_levels.append(level_db)
 
-    wet = render_shoebox(size, rt60_s, mics, RATE, sources, n, rng)
+    wet = _render(sim, size, rt60_s, mics, sources, n, rng)
     speech = sum(wet[:n_talk])
     active = np.zeros(n, bool)
     for _, spans in turns:
@@ -392,10 +456,14 @@ def render_group(
     gain = 10 ** (SPEECH_DBFS / 20) / math.sqrt(p_speech)
     fan = wet[n_talk] / math.sqrt(float(np.mean(wet[n_talk] ** 2)))
     bumps = np.zeros((n, len(mics)))
-    for (_, a, b), y, level_db in zip(impulses, wet[n_talk + 1 :], impulse_levels, strict=True):
+    for (_, a, b), y, level_db in zip(impulses, wet[n_talk + n_steady :], impulse_levels, strict=True):
         seg = y[int(a * RATE) : int(b * RATE)]
         bumps += y * math.sqrt(p_speech * 10 ** (level_db / 10) / float(np.mean(seg**2)))
-    diffuse = diffuse_noise(mics, n, RATE, rng).astype(np.float64)
+    if vents:  # the hold-out: the vents' sound in the room instead of an ideal diffuse field
+        room_noise = sum(y / math.sqrt(float(np.mean(y**2))) for y in wet[n_talk + 1 : n_talk + n_steady])
+        diffuse = room_noise / math.sqrt(float(np.mean(room_noise**2)))
+    else:
+        diffuse = diffuse_noise(mics, n, RATE, rng).astype(np.float64)
     sensor = rng.standard_normal((n, len(mics))) * 10 ** (SENSOR_NOISE_DBFS / 20)
     out: dict[float, Recording] = {}
     for snr in snrs:
@@ -403,7 +471,7 @@ def render_group(
         mix = (speech + bumps + math.sqrt(noise_power / 2) * (fan + diffuse)) * gain + sensor
         samples = np.clip(mix, -1.0, 1.0).astype(np.float32)
         out[snr] = Recording(
-            Cell(rt60_s, snr, array, seed),
+            Cell(rt60_s, snr, array, seed, sim),
             samples,
             [tuple(map(float, p)) for p in pos],  # type: ignore[misc]
             turns,
@@ -470,10 +538,9 @@ def recordings(cells: Sequence[Cell], cache: Path | None = None, gain_db: float 
         path = root / f"{cell.key()}.npz"
         rec = _load(cell, path) if path.is_file() else None
         if rec is None:
-            snrs = sorted(
-                {c.snr_db for c in cells if (c.rt60_s, c.array, c.seed) == (cell.rt60_s, cell.array, cell.seed)}
-            )
-            for snr, r in render_group(cell.rt60_s, cell.array, cell.seed, snrs).items():
+            room = (cell.rt60_s, cell.array, cell.seed, cell.sim)
+            snrs = sorted({c.snr_db for c in cells if (c.rt60_s, c.array, c.seed, c.sim) == room})
+            for snr, r in render_group(cell.rt60_s, cell.array, cell.seed, snrs, sim=cell.sim).items():
                 _save(r, root / f"{r.cell.key()}.npz")
                 if snr == cell.snr_db:
                     rec = r
@@ -502,14 +569,15 @@ class CalibrationTake:
 
 
 def _calibration_key(cell: Cell) -> str:
-    text = json.dumps(
-        ["calibration", RENDER_VERSION, RATE, cell.rt60_s, cell.snr_db, cell.array, ARRAYS[cell.array], cell.seed]
-    )
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    fields: list[Any] = ["calibration", RENDER_VERSION, RATE, cell.rt60_s, cell.snr_db, cell.array]
+    fields += [ARRAYS[cell.array], cell.seed]
+    if cell.sim != "pra":
+        fields.append(cell.sim)
+    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:20]
 
 
 def render_calibration(
-    rt60_s: float, array: str, seed: int, snrs: Sequence[float]
+    rt60_s: float, array: str, seed: int, snrs: Sequence[float], sim: str = "pra"
 ) -> dict[float, list[CalibrationTake]]:
     """The calibration's three captures in the room of ``(rt60_s, array, seed)`` (the room, array and noise
     level of :func:`render_group`, not its talkers), mixed at every SNR of ``snrs``.
@@ -517,10 +585,12 @@ def render_calibration(
     The people at the table's left and right ends sit 45-65 deg off the camera's axis and the one in the
     middle within 10 deg of it, 1.5-3 m away (drawn from the seed, apart from the meeting's talkers): the
     installer's prompts. Each talks an espeak-ng sentence in the room's diffuse noise (no fan, no impulse:
-    a calibration is taken in a quiet moment; a noisy one is refused on the panel)."""
-    from drivers.simroom.audio import diffuse_noise, render_shoebox
+    a calibration is taken in a quiet moment; a noisy one is refused on the panel; in the hold-out rooms, the
+    vents' sound)."""
+    from drivers.simroom.audio import diffuse_noise
 
-    size, centre, mics = _room(np.random.default_rng(seed), array)
+    layout = _layout(seed, sim)
+    size, centre, mics = _room(layout, array, sim)
     draw = np.random.default_rng([seed, 7919])  # the same people for every RT60 and SNR
     places = (("left", -draw.uniform(45, 65)), ("centre", draw.uniform(-10, 10)), ("right", draw.uniform(45, 65)))
     rng = np.random.default_rng([seed, int(rt60_s * 1000), _ARRAY_SEED[array], 7919])
@@ -531,13 +601,21 @@ def render_calibration(
     azimuths: list[float] = []
     for k, (_, az) in enumerate(places):
         p = _place(centre, az, draw.uniform(1.5, 3.0), draw.uniform(1.1, 1.3), size)
-        u = _speech(1 + k, seed + 3, RATE)[:talk]
+        u = _speech(1 + k, seed + 3, RATE, VOICES if sim == "pra" else HOLDOUT_VOICES)[:talk]
         x = np.zeros(n)
         x[lead : lead + len(u)] = u
         sources.append((p, x))
         azimuths.append(_azimuth(mic_centre, p))
-    wet = render_shoebox(size, rt60_s, mics, RATE, sources, n, rng)
-    noises = [diffuse_noise(mics, n, RATE, rng).astype(np.float64) for _ in places]
+    if sim == "pra":
+        wet = _render(sim, size, rt60_s, mics, sources, n, rng)
+        noises = [diffuse_noise(mics, n, RATE, rng).astype(np.float64) for _ in places]
+    else:  # each capture with its own stretch of the vents' sound
+        vents = [(at, fan_sound(3 * n, RATE, rng)) for at in _vents(size, layout)]
+        padded = [(p, np.concatenate([x, np.zeros(2 * n)])) for p, x in sources]
+        wet_all = _render(sim, size, rt60_s, mics, padded + vents, 3 * n, rng)
+        wet = [y[:n] for y in wet_all[: len(places)]]
+        room_noise = np.asarray(sum(y / math.sqrt(float(np.mean(y**2))) for y in wet_all[len(places) :]))
+        noises = [room_noise[k * n : (k + 1) * n] for k in range(len(places))]
     sensors = [rng.standard_normal((n, len(mics))) * 10 ** (SENSOR_NOISE_DBFS / 20) for _ in places]
     out: dict[float, list[CalibrationTake]] = {}
     for snr in snrs:
@@ -558,11 +636,12 @@ def calibration_takes(cell: Cell, cache: Path | None = None) -> list[Calibration
     root = cache_dir() if cache is None else cache
 
     def path(snr: float) -> Path:
-        return root / f"{_calibration_key(Cell(cell.rt60_s, snr, cell.array, cell.seed))}.npz"
+        return root / f"{_calibration_key(Cell(cell.rt60_s, snr, cell.array, cell.seed, cell.sim))}.npz"
 
     cached = _read_render(path(cell.snr_db))
     if cached is None:
-        for snr, takes in render_calibration(cell.rt60_s, cell.array, cell.seed, sorted({*SNRS, cell.snr_db})).items():
+        snrs = sorted({*SNRS, cell.snr_db})
+        for snr, takes in render_calibration(cell.rt60_s, cell.array, cell.seed, snrs, cell.sim).items():
             _write_render(path(snr), np.stack([t.samples for t in takes]), [(t.name, t.camera_deg) for t in takes])
         cached = _read_render(path(cell.snr_db))
         assert cached is not None
@@ -1155,6 +1234,13 @@ def _main() -> None:
         help="the arrays' gain above the renders' (speech at the mics then at -30 dBFS plus this; clipped)",
     )
     ap.add_argument(
+        "--simulator",
+        choices=SIMULATORS,
+        default="pra",
+        help="the grid's rooms (pra: pyroomacoustics, what the defaults were tuned on) or the hold-out rooms "
+        "(habets: Habets' image-source generator, everyday room sizes, other voices, noise from vents)",
+    )
+    ap.add_argument(
         "--cost",
         action="store_true",
         help="where the listener's CPU goes, per array (no scores); with --only, each listener named, in turn",
@@ -1165,7 +1251,7 @@ def _main() -> None:
         print(summary(res) + "\n\n" + table(res))
         return
     cells = [
-        c
+        replace(c, sim=args.simulator)
         for c in grid(args.quick)
         if (args.seeds is None or c.seed in args.seeds)
         and (not args.arrays or c.array in args.arrays)
@@ -1210,6 +1296,7 @@ def _main() -> None:
                         "snr_db": cell.snr_db,
                         "array": cell.array,
                         "seed": cell.seed,
+                        "simulator": cell.sim,
                         "estimator": name,
                         "mic_gain_db": args.mic_gain_db,
                         "counts": asdict(counts),
