@@ -235,3 +235,22 @@ def test_a_talker_is_reported_once_its_talk_spurt_is_confirmed() -> None:
     talker = tr.dominant_talker()
     assert talker is not None and err(talker.azimuth_deg, 40.0) < 3.0 and talker.talked
     assert tr.known_talker_at(48.0) and not tr.known_talker_at(100.0)
+
+
+def test_a_fan_heard_in_one_quiet_block_of_four_is_learnt_as_noise() -> None:
+    """The listener analyses one quiet block in four (``span``: its estimates stand for all four). A fan heard
+    through the quiet three quarters of the time and in the lively quarter (impulses, a talk spurt
+    elsewhere, 6 dB louder) is learnt as noise; counted once per estimate, it would pass for a talker."""
+    kinds = {}
+    for span in (4, 1):
+        tr = SourceTracker(TrackerConfig(), hop_s=HOP)
+        for k in range(96):
+            lively = k % 12 < 3
+            if not lively and k % 4:
+                cands = []  # a quiet block not analysed
+            else:
+                cands = [cand(80.0, 0.2, el=30.0)]
+            tr.update(k * HOP, cands, speech=lively, level_db=-37.0 if lively else -43.0, span=1 if lively else span)
+        kinds[span] = [s.kind for s in tr.sources if err(s.azimuth_deg, 80.0) < 5.0]
+    assert kinds[4] == ["noise"], kinds
+    assert kinds[1] != ["noise"], kinds  # the reason for the span (if the rule changes, this says so)

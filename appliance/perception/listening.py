@@ -18,7 +18,9 @@ blocks every ``[tracker] hop_ms``. Per block:
   ``farend_hold_s``, the loudspeaker's reverberation) and is never reported as local speech;
 - soft DOA evidence (:class:`appliance.perception.evidence.SoftSrp`): up to ``max_sources`` weighted
   direction estimates, from every block that is not quiet, and from one quiet block in ``NOISE_EVERY``
-  without the floor's weights (they teach the tracker the steady noises);
+  without the floor's weights (they teach the tracker the steady noises; each stands for the
+  ``NOISE_EVERY`` quiet blocks in a source's statistics, so that a fan is seen heard in silence as often as
+  it is);
 - the source tracker (:class:`appliance.perception.tracker.SourceTracker`).
 
 ``azimuth_deg`` is the dominant active talker (a tracked source of kind ``talker`` that the voice gate has
@@ -354,7 +356,14 @@ class Listener:
             speech = bool(cands) and self.tracker.known_talker_at(cands[0].azimuth_deg)
             held = not speech
         sources = self.tracker.update(
-            t, cands, speech=lively, farend=farend, level_db=level, voiced=voiced, confirmed=not held
+            t,
+            cands,
+            speech=lively,
+            farend=farend,
+            level_db=level,
+            voiced=voiced,
+            confirmed=not held,
+            span=1 if masked or lively else NOISE_EVERY,  # one quiet block analysed stands for NOISE_EVERY
         )
         self._aim(sources)
         azimuth: float | None = None

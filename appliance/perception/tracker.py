@@ -153,6 +153,7 @@ class SourceTracker:
         level_db: float | None = None,
         voiced: bool | None = None,
         confirmed: bool | None = None,
+        span: int = 1,
     ) -> list[Source]:
         """Advance to time ``t`` (seconds, increasing) with the estimates of the block ending then.
 
@@ -160,7 +161,9 @@ class SourceTracker:
         playback dominates: estimates then never feed a talker), ``level_db``, and ``voiced`` (the strict
         voice gate's verdict, ``speech`` when not given): a talker is only reported once it has been heard
         in voiced blocks, and once in a ``confirmed`` one (a talk spurt long enough not to be a click or a
-        scrape; ``voiced`` when not given)."""
+        scrape; ``voiced`` when not given). ``span``: how many blocks these estimates stand for (the caller
+        analyses only one quiet block in several: each of its estimates counts for all of them in a source's
+        statistics, so that a fan heard in every quiet block is seen as heard in silence and steadily)."""
         voiced = speech if voiced is None else voiced
         confirmed = voiced if confirmed is None else confirmed
         self._cache = None
@@ -206,7 +209,7 @@ class SourceTracker:
                 best.var *= 1.0 - gain
                 best.add_elevation(cand.elevation_deg, cand.weight)
             used.add(best.id)
-            self._observe(best, t, cand, speech, farend, level_db)
+            self._observe(best, t, cand, speech, farend, level_db, span)
 
         if voiced:  # the voice gate passed while these sources were active
             for tr in self._tracks:
@@ -217,12 +220,12 @@ class SourceTracker:
         return self.sources
 
     def _observe(
-        self, tr: _Track, t: float, cand: Candidate, speech: bool, farend: bool, level_db: float | None
+        self, tr: _Track, t: float, cand: Candidate, speech: bool, farend: bool, level_db: float | None, span: int = 1
     ) -> None:
         tr.last_obs = t
         tr.evidence += cand.weight
-        tr.n_obs += 1
-        a = 1.0 / min(tr.n_obs, STAT_TAU_OBS)
+        tr.n_obs += span
+        a = 1.0 - (1.0 - 1.0 / min(tr.n_obs, STAT_TAU_OBS)) ** span  # as ``span`` observations alike
         tr.weight += a * (cand.weight - tr.weight)
         tr.silent_frac += a * ((0.0 if speech else 1.0) - tr.silent_frac)
         tr.farend_frac += a * ((1.0 if farend else 0.0) - tr.farend_frac)
