@@ -14,6 +14,7 @@ from scipy.io import wavfile
 from appliance.bench.listening import SQUARE4, Scene, meeting
 from appliance.cli import main
 from appliance.config import DoaConfig, MicArraySection, TrackerConfig
+from appliance.perception import listening
 from appliance.perception.evidence import SoftSrp, irfft, rfft
 from appliance.perception.listening import Heard, Listener
 from tests.test_doa import CIRCLE, FS, LINEAR, err, plane_wave
@@ -314,6 +315,37 @@ def test_a_new_source_is_a_talker_after_a_confirmed_spurt_and_the_network_rests_
     assert sum(h.azimuth_deg is not None and err(h.azimuth_deg, 60.0) < 10.0 for h in talk) >= 0.9 * len(talk)
     assert sum(c for t, _, _, c in rows if 6.5 <= t < 7.4) == 0, "the network ran in the quiet"
     assert sum(c for t, _, _, c in rows if 3.0 <= t < 5.0) >= 2 * len(talk) - 2  # but on every hop of talk
+
+
+@pytest.mark.parametrize("soft_min_p", [listening.SOFT_MIN_P, 0.0], ids=["default", "without"])
+def test_typing_where_a_talker_was_heard_is_not_that_talker(monkeypatch: pytest.MonkeyPatch, soft_min_p: float) -> None:
+    """A talker talks, then types on their laptop at the same place: the typing is lively and comes from
+    the talker's direction, but Silero, which heard it, is sure nobody talks, so no azimuth is reported.
+    Without that veto (``SOFT_MIN_P = 0``) the keys would be taken for the talker's voice."""
+    from appliance.bench.hearing import impulse_sound
+    from appliance.bench.listening import Emitter, place, render_scene
+    from drivers.simroom.assets import arctic_clip
+
+    monkeypatch.setattr(listening, "SOFT_MIN_P", soft_min_p)
+    speech = arctic_clip(FS).astype(np.float64)
+    speech *= 0.1 / np.sqrt(np.mean(speech**2))
+    typing = impulse_sound("typing", FS, np.random.default_rng(5))
+    typing *= 0.1 / np.sqrt(np.mean(typing**2))
+    n = int(8.0 * FS)
+    signal = place(speech[: 3 * FS], 1.0, n, FS) + place(typing, 5.5, n, FS)
+    scene = render_scene(CIRCLE, [Emitter("talker", 60.0, 1.5, 0.3, signal)], FS, n / FS, rt60_s=0.4, snr_db=20.0)
+    listener = Listener(MicArraySection(), doa=DoaConfig(vad="silero"))
+    heard = [h for s in range(0, n, 512) for h in listener.feed(scene.samples[s : s + 512], s / FS)]
+    talk = [h for h in heard if 2.0 <= h.t < 3.8]
+    keys = [h for h in heard if 5.5 <= h.t < 5.5 + typing.size / FS + 0.2]
+    assert sum(h.azimuth_deg is not None and err(h.azimuth_deg, 60.0) < 10.0 for h in talk) >= 0.9 * len(talk)
+    lively = [h for h in keys if h.level_db > (listener.vad.floor_db or 0.0) + listening.LIVELY_DB]
+    assert len(lively) >= 5, "the typing is not lively: the test shows nothing"
+    reported = [h for h in keys if h.azimuth_deg is not None]
+    if soft_min_p > 0.0:
+        assert not reported, [(round(h.t, 2), h.azimuth_deg) for h in reported]
+    else:
+        assert reported, "typing is no longer taken for the talker even without the veto: is the veto needed?"
 
 
 def test_the_fast_transforms_are_scipy_fft() -> None:

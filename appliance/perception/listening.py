@@ -25,7 +25,8 @@ blocks every ``[tracker] hop_ms``. Per block:
 
 ``azimuth_deg`` is the dominant active talker (a tracked source of kind ``talker`` that the voice gate has
 heard), given in blocks that are not far end when the voice gate passes, or when the block is lively (a
-little above the noise floor) and the talker was heard in this very block: soft evidence, not a hard gate.
+little above the noise floor), the talker was heard in this very block and Silero's probability reaches
+``SOFT_MIN_P`` (it is not sure nobody talks): soft evidence, not a hard gate.
 ``speech`` is the gate's verdict, or true when a talker is reported.
 
 Wiring (the live box): one ``Listener(cfg.mic_array, cfg.tracker, cfg.doa)`` per array;
@@ -58,6 +59,7 @@ NOISE_EVERY = 4  # one block in this many without speech is analysed without the
 DELAY_EVERY = 4  # the far-end delay is searched again every this many blocks
 SILERO_WARMUP_S = 0.5  # Silero hears every block while the energy gate learns its floor (vad.WARMUP_S)
 LIVELY_DB = 3.0  # a block this far above the noise floor is lively (context for the tracker, not speech)
+SOFT_MIN_P = 0.2  # a talker heard in a lively block is not reported when Silero heard it below this probability
 
 
 def _r(v: float, nd: int = 3) -> float:
@@ -301,6 +303,11 @@ class Listener:
         spec *= w
         return irfft(spec.sum(axis=0), n)
 
+    def _may_be_voice(self) -> bool:
+        """Whether the block may carry a voice the gate missed: with Silero, unless the network heard it and
+        is sure nobody talks (typing or a cough next to a talker heard before is not that talker)."""
+        return self.silero is None or self.silero.probability >= SOFT_MIN_P
+
     def _aim(self, sources: list[Source]) -> None:
         """Attend to the dominant talker, else to the liveliest source heard now that is not a learnt noise."""
         talker = self.tracker.dominant_talker()
@@ -370,7 +377,7 @@ class Listener:
         confidence = 0.0
         if not farend and not held:
             talker = self.tracker.dominant_talker()
-            if talker is not None and (speech or (lively and talker.heard)):
+            if talker is not None and (speech or (lively and talker.heard and self._may_be_voice())):
                 azimuth, confidence = talker.azimuth_deg, talker.activity
         return Heard(
             t=t,
