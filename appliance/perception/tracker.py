@@ -225,7 +225,7 @@ class SourceTracker:
         tr.last_obs = t
         tr.evidence += cand.weight
         tr.n_obs += span
-        a = 1.0 - (1.0 - 1.0 / min(tr.n_obs, STAT_TAU_OBS)) ** span  # as ``span`` observations alike
+        a = 1.0 - (1.0 - 1.0 / min(tr.n_obs, STAT_TAU_OBS)) ** span  # ``span`` observations at the new count's rate
         tr.weight += a * (cand.weight - tr.weight)
         tr.silent_frac += a * ((0.0 if speech else 1.0) - tr.silent_frac)
         tr.farend_frac += a * ((1.0 if farend else 0.0) - tr.farend_frac)
