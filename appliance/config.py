@@ -82,6 +82,16 @@ class TrackerConfig(Section):
         "array always searches the front half only. A flat array on the wall under the camera: false "
         "(nobody talks from inside the wall; what comes from there is the wall's reflection).",
     )
+    max_azimuth_deg: float = Field(
+        90.0,
+        ge=10.0,
+        le=90.0,
+        title="Widest azimuth searched (degrees off the camera's axis)",
+        description="When the search is the front half (a linear array, or full_circle = false): nothing "
+        "further out is searched. An array under the camera: the camera's half field of view plus a margin "
+        "(75 for a 120-degree camera): nobody further out can be framed, and what an array flat on the "
+        "front wall hears from there is mostly the side walls' reflections.",
+    )
     hop_ms: float = Field(
         64.0,
         ge=8.0,

@@ -10,6 +10,7 @@ import pytest
 
 from appliance.bench.hearing import (
     ARRAYS,
+    CAMERA_FIELD_DEG,
     SPEECH_DBFS,
     STAGES,
     CalibratedListener,
@@ -116,6 +117,10 @@ def test_an_array_on_the_front_wall_is_heard_in_front_of_the_wall_only(dry: Reco
     front = estimator(pra_factory("SRP"), wall)._algo.grid.azimuth  # type: ignore[attr-defined]
     around = estimator(pra_factory("SRP"), dry)._algo.grid.azimuth  # type: ignore[attr-defined]
     assert np.ptp(np.degrees(front)) <= 180.0 < np.ptp(np.degrees(around))
+    # under the camera, both search within its field only ([tracker] max_azimuth_deg); on the table, all around
+    grid = estimator(listener_factory(), wall).listener.srp.grid_deg  # type: ignore[attr-defined]
+    assert grid.min() == -CAMERA_FIELD_DEG and grid.max() == CAMERA_FIELD_DEG
+    assert np.abs(90.0 - np.degrees(front)).max() <= CAMERA_FIELD_DEG  # theirs: counter-clockwise from +x
 
 
 def test_the_arrays_gain(dry: Recording, tmp_path: Path) -> None:

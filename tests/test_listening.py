@@ -44,6 +44,21 @@ def test_a_linear_array_searches_the_front_half() -> None:
     assert err(c.azimuth_deg, 30.0) < 1.5  # behind folds onto the front
 
 
+def test_the_front_half_is_searched_within_the_cameras_field() -> None:
+    """``[tracker] max_azimuth_deg``: an array under the camera is searched within its field only."""
+    d = DoaConfig()
+    srp = SoftSrp(LINEAR, FS, d.block_ms, d.fmin_hz, d.fmax_hz, d.grid_deg, max_azimuth_deg=75.0)
+    assert srp.grid_deg[0] == -75.0 and srp.grid_deg[-1] == 75.0
+    (c,) = srp.analyse(plane_wave(LINEAR, -60.0)[: srp.block_len], speech=False)
+    assert err(c.azimuth_deg, -60.0) < 1.5
+    (c,) = srp.analyse(plane_wave(LINEAR, 88.0)[: srp.block_len], speech=False)
+    assert 70.0 <= c.azimuth_deg <= 75.0  # further out: the edge of the field, never beyond
+    assert TrackerConfig().max_azimuth_deg == 90.0  # by default the whole front half
+    mic = MicArraySection(sample_rate=FS, positions=[tuple(p) for p in LINEAR.tolist()])
+    assert Listener(mic, TrackerConfig(max_azimuth_deg=60.0)).srp.grid_deg.max() == 60.0
+    assert Listener(MicArraySection(), TrackerConfig(max_azimuth_deg=60.0)).srp.full_circle  # a planar array: 360
+
+
 def test_two_simultaneous_sources() -> None:
     srp = soft_srp(CIRCLE)
     x = plane_wave(CIRCLE, -60.0, seed=1) + plane_wave(CIRCLE, 75.0, seed=2)

@@ -123,6 +123,7 @@ ARRAYS: dict[str, list[Vec3]] = {
 }
 LINEAR = {"linear4"}
 WALL = {"circle6-wall"}  # planar arrays under the camera on the front wall (talkers in front of them)
+CAMERA_FIELD_DEG = 75.0  # the arrays under the camera are searched this far off its axis ([tracker] max_azimuth_deg)
 # the seed of each array's noises: fixed, so that adding an array leaves the others' renders as they were
 _ARRAY_SEED = {name: k for k, name in enumerate(("circle6", "linear4", "respeaker4", "uma8", "circle6-wall"))}
 
@@ -663,21 +664,24 @@ EstimatorFactory = Callable[[MicArraySection], HearingLike]
 
 
 class Mounted:
-    """An estimator factory that knows how each cell's array is mounted: ``make(mic, full_circle)``. Called
-    with a mic alone it searches all around a planar array; :meth:`for_cell` gives the factory for a cell,
-    which hears an array on the front wall (:data:`WALL`) in front of the wall only, as its installer sets
-    ``[tracker] full_circle = false`` (nobody talks from inside the wall: what comes from there is the
-    wall's reflection)."""
+    """An estimator factory that knows how each cell's array is mounted: ``make(mic, full_circle,
+    max_azimuth_deg)``. Called with a mic alone it searches all around a planar array (a linear one: its front
+    half); :meth:`for_cell` gives the factory for a cell, which hears an array on the front wall
+    (:data:`WALL`) in front of the wall only, as its installer sets ``[tracker] full_circle = false`` (nobody
+    talks from inside the wall: what comes from there is the wall's reflection), and an array under the camera
+    (:data:`CALIBRATED`) within :data:`CAMERA_FIELD_DEG` of its axis (``[tracker] max_azimuth_deg``: nobody
+    further out can be framed)."""
 
-    def __init__(self, make: Callable[[MicArraySection, bool], HearingLike]) -> None:
+    def __init__(self, make: Callable[[MicArraySection, bool, float], HearingLike]) -> None:
         self.make = make
 
     def __call__(self, mic: MicArraySection) -> HearingLike:
-        return self.make(mic, True)
+        return self.make(mic, True, 90.0)
 
     def for_cell(self, cell: Cell) -> EstimatorFactory:
         full_circle = cell.array not in WALL
-        return lambda mic: self.make(mic, full_circle)
+        field_deg = CAMERA_FIELD_DEG if cell.array in CALIBRATED else 90.0
+        return lambda mic: self.make(mic, full_circle, field_deg)
 
 
 def mounted(factory: EstimatorFactory, cell: Cell) -> EstimatorFactory:
@@ -886,14 +890,17 @@ class PraHearing(Hearing):
     """A peer: the energy VAD of :class:`Hearing`, then one of pyroomacoustics' DOA algorithms on every
     speech block (the same sub-frames as our SRP-PHAT), an azimuth on every speech block."""
 
-    def __init__(self, mic: MicArraySection, cfg: DoaConfig, algorithm: str, full_circle: bool = True) -> None:
+    def __init__(
+        self, mic: MicArraySection, cfg: DoaConfig, algorithm: str, full_circle: bool = True, field_deg: float = 90.0
+    ) -> None:
         import pyroomacoustics as pra
 
         super().__init__(mic, cfg)
         pos = np.asarray(mic.positions, np.float64)
         planar = np.ptp(pos[:, 2]) > 1e-3 and full_circle
         # a 2 deg grid: half the cost of 1 deg at a negligible loss (<= 0.5 deg) next to their errors here
-        grid_deg = np.arange(-178.0, 181.0, 2.0) if planar else np.arange(-90.0, 91.0, 2.0)
+        limit = min(90.0, field_deg)  # the front half's search, within field_deg of the axis
+        grid_deg = np.arange(-178.0, 181.0, 2.0) if planar else np.arange(-limit, limit + 1.0, 2.0)
         # their azimuth is counter-clockwise from +x in the horizontal plane; ours from +z towards +x
         self._algo: Any = pra.doa.algorithms[algorithm](
             np.stack([pos[:, 0], pos[:, 2]]),
@@ -919,7 +926,7 @@ class PraHearing(Hearing):
 
 def pra_factory(algorithm: str, cfg: DoaConfig | None = None) -> Mounted:
     c = cfg or DoaConfig(vad="energy")
-    return Mounted(lambda mic, full_circle: PraHearing(mic, c, algorithm, full_circle))
+    return Mounted(lambda mic, full_circle, field_deg: PraHearing(mic, c, algorithm, full_circle, field_deg))
 
 
 def listener_factory(vad: Literal["energy", "silero"] = "silero", vad_rate: int | None = None) -> Mounted:
@@ -930,7 +937,11 @@ def listener_factory(vad: Literal["energy", "silero"] = "silero", vad_rate: int 
     from appliance.perception.listening import ListeningDoas
 
     doa = DoaConfig(vad=vad) if vad_rate is None else DoaConfig(vad=vad, vad_rate=vad_rate)
-    return Mounted(lambda mic, full_circle: ListeningDoas(mic, TrackerConfig(full_circle=full_circle), doa))
+    return Mounted(
+        lambda mic, full_circle, field_deg: ListeningDoas(
+            mic, TrackerConfig(full_circle=full_circle, max_azimuth_deg=field_deg), doa
+        )
+    )
 
 
 class _Mapped:

@@ -17,11 +17,11 @@ Per block (``block_ms`` of samples, cut into half-overlapping sub-frames of ~16 
    microphone pair (4x interpolated lags); the steered response at each grid direction is the sum, over
    pairs, of the pair's correlation at that direction's delay (linearly interpolated; as ODAS does). The
    response is normalised so that one ideal plane wave gives 1.
-4. **Directions.** Azimuth on a ring (all 360 degrees for a planar array, the front half for a linear one;
-   0 = the camera's axis, positive to its right), then elevation at that azimuth (0..85 degrees for a
-   horizontal planar array, which cannot tell up from down: a source is taken to be above; -40..85 when the
-   array has height). A second source: the first one's lags are blanked in every pair's correlation and the
-   ring searched again.
+4. **Directions.** Azimuth on a ring (all 360 degrees for a planar array, the front half for a linear one,
+   within ``max_azimuth_deg`` of the axis; 0 = the camera's axis, positive to its right), then elevation at
+   that azimuth (0..85 degrees for a horizontal planar array, which cannot tell up from down: a source is
+   taken to be above; -40..85 when the array has height). A second source: the first one's lags are
+   blanked in every pair's correlation and the ring searched again.
 
 Each :class:`Candidate` carries ``weight`` in 0..1: the peak's height above the ring's mean (how sharp and
 coherent the peak is) times the square root of the share of the band that carried direct-path evidence.
@@ -178,6 +178,7 @@ class SoftSrp:
         grid_deg: float = 1.0,
         hop_ms: float | None = None,
         full_circle: bool = True,
+        max_azimuth_deg: float = 90.0,
     ) -> None:
         pos = np.asarray(positions, dtype=np.float64)
         if pos.ndim != 2 or pos.shape[1] != 3 or pos.shape[0] < 2:
@@ -239,12 +240,14 @@ class SoftSrp:
 
         self.planar_2d, self.has_height, self.elevation_ok = array_shape(pos)
         self.full_circle = bool(full_circle and self.planar_2d)
+        self._limit = 180.0
         if self.full_circle:
             n_grid = int(round(360.0 / grid_deg))
             self.grid_deg: FloatArray = -180.0 + (360.0 / n_grid) * np.arange(n_grid, dtype=np.float64)
-        else:
-            n_grid = int(math.floor(180.0 / grid_deg + 1e-9)) + 1
-            self.grid_deg = -90.0 + grid_deg * np.arange(n_grid, dtype=np.float64)
+        else:  # the front half, within max_azimuth_deg of the axis
+            self._limit = min(90.0, float(max_azimuth_deg))
+            n_grid = int(math.floor(2.0 * self._limit / grid_deg + 1e-9)) + 1
+            self.grid_deg = -self._limit + grid_deg * np.arange(n_grid, dtype=np.float64)
         self.grid_step_deg = float(self.grid_deg[1] - self.grid_deg[0])
         if self.elevation_ok:
             lo = -40.0 if self.has_height else 0.0
@@ -468,7 +471,7 @@ class SoftSrp:
         if self.full_circle:
             azimuth = _wrap(azimuth)
         else:
-            azimuth = min(90.0, max(-90.0, azimuth))
+            azimuth = min(self._limit, max(-self._limit, azimuth))
         height = mid
         if height <= 0.0:
             return None

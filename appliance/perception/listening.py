@@ -163,6 +163,7 @@ class Listener:
             doa.grid_deg,
             hop_ms=cfg.hop_ms,
             full_circle=cfg.full_circle,
+            max_azimuth_deg=cfg.max_azimuth_deg,
         )
         self.vad = _GivenLevelVad(doa.model_copy(update={"hop_ms": cfg.hop_ms}), fs)
         self.silero: SileroVad | None = None
