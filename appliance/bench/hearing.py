@@ -98,8 +98,9 @@ SENTENCES = (
     "Good morning everyone, let's look at the quarterly numbers before we decide.",
 )
 VOICES = ("en+f3", "en-us", "en+m3", "en+f2")
-SIMULATORS = ("pra", "habets")  # the grid's rooms (pyroomacoustics) and the hold-out rooms (Habets' generator)
-HOLDOUT_VOICES = ("en-gb+m1", "en-us+f4", "en-gb-scotland", "en+f5")
+# the espeak-ng voices of each simulator's rooms: the grid's (pyroomacoustics) and the hold-out's (Habets')
+VOICES_OF = {"pra": VOICES, "habets": ("en-gb+m1", "en-us+f4", "en-gb-scotland", "en+f5")}
+SIMULATORS = tuple(VOICES_OF)
 
 
 def _ring(n: int, radius: float, start_deg: float = 0.0) -> list[Vec3]:
@@ -332,14 +333,23 @@ def _render(
     n: int,
     rng: np.random.Generator,
 ) -> list[np.ndarray]:
-    """Each source at every mic, by the simulator ``sim`` (:data:`SIMULATORS`)."""
+    """Each source at every mic, by the simulator ``sim`` (:data:`SIMULATORS`, checked by the caller)."""
     from drivers.simroom.audio import render_habets, render_shoebox
 
     if sim == "habets":
         return render_habets(size, rt60_s, mics, RATE, sources, n)
-    if sim != "pra":
-        raise ValueError(f"unknown simulator {sim!r}; the simulators are {', '.join(SIMULATORS)}")
     return render_shoebox(size, rt60_s, mics, RATE, sources, n, rng)
+
+
+def _check_simulator(sim: str) -> None:
+    if sim not in SIMULATORS:
+        raise ValueError(f"unknown simulator {sim!r}; the simulators are {', '.join(SIMULATORS)}")
+
+
+def _unit_sum(signals: Iterable[np.ndarray]) -> np.ndarray:
+    """The sum of ``signals``, each brought to unit RMS first, at unit RMS (sources of equal power)."""
+    total: np.ndarray = np.asarray(sum(y / math.sqrt(float(np.mean(y**2))) for y in signals))
+    return total / math.sqrt(float(np.mean(total**2)))
 
 
 def _vents(size: list[float], layout: np.random.Generator) -> list[np.ndarray]:
@@ -364,8 +374,7 @@ def render_group(
     """
     from drivers.simroom.audio import diffuse_noise, speech_intervals
 
-    if sim not in SIMULATORS:
-        raise ValueError(f"unknown simulator {sim!r}; the simulators are {', '.join(SIMULATORS)}")
+    _check_simulator(sim)
     rng = np.random.default_rng([seed, int(rt60_s * 1000), _ARRAY_SEED[array]])
     layout = _layout(seed, sim)  # the same rooms and talkers for every RT60 and array
     size, centre, mics = _room(layout, array, sim)
@@ -390,8 +399,7 @@ def render_group(
     talkers = [_place(centre, a, d, h, size) for a, d, h in zip(azimuths, distances, heights, strict=True)]
 
     # the talkers' turns
-    voices = VOICES if sim == "pra" else HOLDOUT_VOICES
-    utterances = [_speech(0 if (seed + k) % 2 == 0 else 1 + k, seed, RATE, voices) for k in range(2)]
+    utterances = [_speech(0 if (seed + k) % 2 == 0 else 1 + k, seed, RATE, VOICES_OF[sim]) for k in range(2)]
     starts = [SPEECH_START_S]
     for u in utterances[:-1]:
         starts.append(starts[-1] + len(u) / RATE + PAUSE_S)
@@ -461,8 +469,7 @@ def render_group(
         seg = y[int(a * RATE) : int(b * RATE)]
         bumps += y * math.sqrt(p_speech * 10 ** (level_db / 10) / float(np.mean(seg**2)))
     if vents:  # the hold-out: the vents' sound in the room instead of an ideal diffuse field
-        room_noise = sum(y / math.sqrt(float(np.mean(y**2))) for y in wet[n_talk + 1 : n_talk + n_steady])
-        diffuse = room_noise / math.sqrt(float(np.mean(room_noise**2)))
+        diffuse = _unit_sum(wet[n_talk + 1 : n_talk + n_steady])
     else:
         diffuse = diffuse_noise(mics, n, RATE, rng).astype(np.float64)
     sensor = rng.standard_normal((n, len(mics))) * 10 ** (SENSOR_NOISE_DBFS / 20)
@@ -590,6 +597,7 @@ def render_calibration(
     vents' sound)."""
     from drivers.simroom.audio import diffuse_noise
 
+    _check_simulator(sim)
     layout = _layout(seed, sim)
     size, centre, mics = _room(layout, array, sim)
     draw = np.random.default_rng([seed, 7919])  # the same people for every RT60 and SNR
@@ -602,7 +610,7 @@ def render_calibration(
     azimuths: list[float] = []
     for k, (_, az) in enumerate(places):
         p = _place(centre, az, draw.uniform(1.5, 3.0), draw.uniform(1.1, 1.3), size)
-        u = _speech(1 + k, seed + 3, RATE, VOICES if sim == "pra" else HOLDOUT_VOICES)[:talk]
+        u = _speech(1 + k, seed + 3, RATE, VOICES_OF[sim])[:talk]
         x = np.zeros(n)
         x[lead : lead + len(u)] = u
         sources.append((p, x))
@@ -615,7 +623,7 @@ def render_calibration(
         padded = [(p, np.concatenate([x, np.zeros(2 * n)])) for p, x in sources]
         wet_all = _render(sim, size, rt60_s, mics, padded + vents, 3 * n, rng)
         wet = [y[:n] for y in wet_all[: len(places)]]
-        room_noise = np.asarray(sum(y / math.sqrt(float(np.mean(y**2))) for y in wet_all[len(places) :]))
+        room_noise = _unit_sum(wet_all[len(places) :])  # (scaled to each capture's SNR below)
         noises = [room_noise[k * n : (k + 1) * n] for k in range(len(places))]
     sensors = [rng.standard_normal((n, len(mics))) * 10 ** (SENSOR_NOISE_DBFS / 20) for _ in places]
     out: dict[float, list[CalibrationTake]] = {}
