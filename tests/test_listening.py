@@ -363,6 +363,64 @@ def test_typing_where_a_talker_was_heard_is_not_that_talker(monkeypatch: pytest.
         assert reported, "typing is no longer taken for the talker even without the veto: is the veto needed?"
 
 
+@pytest.mark.parametrize("positions", [SQUARE, CIRCLE, LINEAR], ids=["square4", "circle6", "linear4"])
+def test_the_compiled_evidence_gives_the_numpy_estimates(positions: np.ndarray) -> None:
+    """The kernels (appliance.perception.kernels) do the numpy path's arithmetic: the same estimates, block
+    by block, in speech (the floor's weights) and out of it, one and two sources, on a reverberant room with
+    a fan and a far end."""
+    d = DoaConfig()
+    scene = meeting(positions, rt60_s=0.6, snr_db=10.0, seed=5)
+    srps = [
+        SoftSrp(positions, FS, d.block_ms, d.fmin_hz, d.fmax_hz, d.grid_deg, hop_ms=64.0, compiled=c)
+        for c in (True, False)
+    ]
+    assert srps[0]._kernels is not None and srps[1]._kernels is None
+    x = scene.samples
+    n = srps[0].block_len
+    counts, near, total = [0, 0], 0, 0
+    for k, start in enumerate(range(0, x.shape[0] - n, n)):
+        block = x[start : start + n]
+        if k % 5 == 4:
+            block = np.asfortranarray(block)  # any layout
+        levels = [s.prepare(block) for s in srps]
+        assert levels[0] == pytest.approx(levels[1], abs=1e-3)
+        speech, sources = k % 3 != 0, 1 + k % 2
+        got, want = (s.evidence(speech, sources, 0.3, 0.0) for s in srps)
+        assert len(got) == len(want), (k, got, want)
+        for a, b in zip(got, want, strict=True):
+            total += 1
+            near += err(a.azimuth_deg, b.azimuth_deg) < 0.01 and a.elevation_deg == b.elevation_deg
+            assert a.weight == pytest.approx(b.weight, abs=1e-4) and a.height == pytest.approx(b.height, abs=1e-4)
+        counts[0] += len(got)
+        floors = [s.floor for s in srps]
+        assert floors[0] is not None and floors[1] is not None
+        np.testing.assert_allclose(floors[0], floors[1], rtol=1e-5)
+    assert total > 300 and counts[0] > 0
+    assert near >= 0.995 * total, (near, total)  # a tie between two grid directions may fall either way
+
+
+def test_without_its_compiled_kernels_the_evidence_says_so_and_runs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No numba, or no writable cache for it: a warning naming the cause, and the numpy path's estimates."""
+    from appliance.perception import evidence
+
+    evidence._warm_kernels.cache_clear()
+    monkeypatch.setitem(__import__("sys").modules, "appliance.perception.kernels", None)  # as if not importable
+    monkeypatch.delattr(importlib.import_module("appliance.perception"), "kernels")
+    try:
+        with caplog.at_level("WARNING", logger="appliance.perception.evidence"):
+            srp = soft_srp(CIRCLE)
+        assert srp._kernels is None
+        assert "without its compiled kernels" in caplog.text and "NUMBA_CACHE_DIR" in caplog.text
+        (c,) = srp.analyse(plane_wave(CIRCLE, 101.5)[: srp.block_len], speech=False)
+        assert err(c.azimuth_deg, 101.5) < 1.5
+    finally:
+        monkeypatch.undo()
+        evidence._warm_kernels.cache_clear()
+    assert soft_srp(CIRCLE)._kernels is not None
+
+
 def test_the_fast_transforms_are_scipy_fft() -> None:
     """evidence.rfft / irfft skip scipy.fft's dispatch: the same numbers as scipy.fft."""
     rng = np.random.default_rng(3)

@@ -25,11 +25,18 @@ Per block (``block_ms`` of samples, cut into half-overlapping sub-frames of ~16 
 
 Each :class:`Candidate` carries ``weight`` in 0..1: the peak's height above the ring's mean (how sharp and
 coherent the peak is) times the square root of the share of the band that carried direct-path evidence.
+
+The arithmetic is written twice: as numpy calls here (the reference, and what runs when numba cannot) and as
+compiled loops in :mod:`appliance.perception.kernels` (the default: a block's arrays are small, and numpy's
+50-odd calls a block cost more than their arithmetic). ``tests/test_listening.py`` holds the two to the same
+estimates, block by block.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +48,7 @@ import scipy.fft
 
 from appliance.perception.doa import SPEED_OF_SOUND, SUBFRAME_S
 
+log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 Float32Array = npt.NDArray[np.float32]
 LagTable = tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], FloatArray]  # (G, P) lower, upper index; fraction
@@ -105,6 +113,30 @@ except Exception:  # pragma: no cover - another scipy layout
 rfft, irfft = _transforms(_pocketfft)
 
 
+@functools.cache
+def _warm_kernels() -> Any:
+    """The compiled kernels module, each kernel loaded (from numba's on-disk cache, or compiled) by one block
+    of a small array: once per process, when the first :class:`SoftSrp` is made, not on its first audio
+    block (about half a second). None, with a warning, when they cannot be had (numba missing, or no
+    writable cache directory): the numpy path then gives the same estimates at about twice the CPU."""
+    try:
+        from appliance.perception import kernels
+    except (ImportError, RuntimeError) as e:
+        log.warning(
+            "the DOA evidence runs without its compiled kernels (%s); it gives the same estimates at about "
+            "twice the CPU. Give numba a writable cache directory (NUMBA_CACHE_DIR) to compile them.",
+            e,
+        )
+        return None
+    mics = [[0.05, 0.0, 0.0], [-0.05, 0.0, 0.0], [0.0, 0.0, 0.05]]
+    srp = SoftSrp(mics, 16000, 64.0, 200.0, 4000.0, 5.0, compiled=False)
+    srp._kernels = kernels
+    block = np.random.default_rng(0).standard_normal((srp.block_len, 3)).astype(np.float32)
+    srp.prepare(block)
+    srp.evidence(False, 2, 0.45, 0.0)
+    return kernels
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One direction estimate of one block: degrees in the camera frame (azimuth 0 = camera axis, positive
@@ -166,7 +198,9 @@ def array_shape(positions: FloatArray) -> tuple[bool, bool, bool]:
 
 
 class SoftSrp:
-    """Weighted SRP-PHAT over azimuth (and elevation), lag tables computed once, here."""
+    """Weighted SRP-PHAT over azimuth (and elevation), lag tables computed once, here. ``compiled``: through
+    :mod:`appliance.perception.kernels` (falls back to the numpy path, with a warning, when they cannot be
+    had)."""
 
     def __init__(
         self,
@@ -179,6 +213,7 @@ class SoftSrp:
         hop_ms: float | None = None,
         full_circle: bool = True,
         max_azimuth_deg: float = 90.0,
+        compiled: bool = True,
     ) -> None:
         pos = np.asarray(positions, dtype=np.float64)
         if pos.ndim != 2 or pos.shape[1] != 3 or pos.shape[0] < 2:
@@ -209,6 +244,7 @@ class SoftSrp:
         ii, jj = np.triu_indices(self.n_mics, k=1)
         mics = np.arange(self.n_mics)
         self._zi, self._zj = np.concatenate([ii, mics]), np.concatenate([jj, mics])  # pairs, then each mic
+        self._ii, self._jj = ii.astype(np.intp), jj.astype(np.intp)
         self._auto_i, self._auto_j = ii.size + ii, ii.size + jj  # the pair's mics among those rows
         self.n_pairs = int(ii.size)
         self._fs_up = UPSAMPLE * self.sample_rate
@@ -288,12 +324,19 @@ class SoftSrp:
         self._power = np.zeros((n_frames, sel.size), np.float32)  # (F, K): mean over mics
         self._mean_w = np.full(m, 1.0 / m, np.float32)
         self._g = np.zeros((self.n_pairs, 2 * sel.size), np.float32)
+        self._g_buf = np.zeros((self.n_pairs, 2 * sel.size), np.float32)  # the kernels' output, reused
         self._cc_el: Float32Array | None = None
         # the sub-frames of a block (N, M), read in place as (M, F, frame): mic m, frame f, sample n is
         # block[starts[f] + n, m]; they are regularly spaced whenever the frames are (always with halves)
         step = np.diff(self._starts)
         self._regular = bool(n_frames == 1 or (step == step[0]).all())
         self._frame_step = int(step[0]) if n_frames > 1 else 0
+        # the compiled kernels (appliance.perception.kernels) or the same arithmetic as numpy calls
+        self._kernels: Any = None
+        self._frames = np.zeros((m, n_frames, self.frame_len), np.float32)  # the compiled path's sub-frames
+        self._starts = self._starts.astype(np.intp)
+        if compiled:
+            self._kernels = _warm_kernels()
 
     def _lag_table(self, az_deg: FloatArray, el_deg: FloatArray) -> LagTable:
         """Flat indices into the (P, L) correlations and the interpolation fraction, for each direction."""
@@ -322,6 +365,8 @@ class SoftSrp:
             raise ValueError(f"block must be (samples, {self.n_mics}), got shape {x.shape}")
         if x.shape[0] < self.block_len:
             raise ValueError(f"block has {x.shape[0]} samples, need {self.block_len}")
+        if self._kernels is not None:
+            return self._prepare_compiled(x[-self.block_len :])
         xt = np.ascontiguousarray(x[-self.block_len :].T)  # (M, N): each mic's samples contiguous
         if self._regular:  # the sub-frames as (M, F, frame) strides into the block, windowed into a new array
             item = xt.itemsize
@@ -344,8 +389,25 @@ class SoftSrp:
         band = float(power[:, : self._n_voice].sum()) / power.shape[0] * self._level_scale
         return 10.0 * math.log10(band) if band > 1e-12 else -120.0
 
+    def _prepare_compiled(self, x: Float32Array) -> float:
+        """:meth:`prepare` of a checked block (N, M) through the compiled kernels and pocketfft."""
+        k = self._kernels
+        k.window_frames(x, self._starts, self._window, self._frames)
+        spec = np.empty((self.n_mics, self._starts.size, self._bins.size), np.complex64)
+        power = np.empty((self._starts.size, self._bins.size), np.float32)
+        band = k.band_spectra(rfft(self._frames), self._bin_lo, self._mean_w, spec, power, self._n_voice)
+        self._spec, self._power = spec, power
+        band = band / power.shape[0] * self._level_scale
+        return 10.0 * math.log10(band) if band > 1e-12 else -120.0
+
     def _update_floor(self, power: Float32Array) -> Float32Array:
         self._blocks += 1
+        if self._kernels is not None:
+            if self._floor is None:
+                self._floor = np.empty(power.shape[1], np.float32)
+            mode = 0 if self._blocks == 1 else 1 if self._blocks <= self._warmup else 2
+            self._kernels.update_floor(power, self._floor, mode, self._rise, FLOOR_FALL)
+            return self._floor
         level = power.sum(axis=0) * (1.0 / power.shape[0])  # (K,)
         if self._floor is None:
             self._floor = level.copy()
@@ -381,6 +443,8 @@ class SoftSrp:
         """:meth:`analyse` of the block given to :meth:`prepare` last."""
         spec, power = self._spec, self._power
         floor = self._update_floor(power)
+        if self._kernels is not None:
+            return self._compiled(speech, max_sources, second_ratio, min_weight)
         n_frames = power.shape[0]
         # every pair's and every mic's own cross-spectrum, frame by frame: (P + M, F, K)
         z = spec[self._zi]
@@ -418,6 +482,53 @@ class SoftSrp:
         w *= np.float32(1.0 / total)
         gamma *= w
         g = gamma.view(np.float32)  # (P, 2K) interleaved (re, im)
+        return self._directions(g, usable, max_sources, second_ratio, min_weight)
+
+    def _compiled(self, speech: bool, max_sources: int, second_ratio: float, min_weight: float) -> list[Candidate]:
+        """:meth:`evidence` in two calls of the compiled kernels (the same arithmetic)."""
+        k, g = self._kernels, self._g_buf
+        usable = k.pair_phases(
+            self._spec.view(np.float32),
+            self._power,
+            self._floor,
+            speech,
+            OVER_SUBTRACT,
+            self._ii,
+            self._jj,
+            self._diffuse,
+            self._diffuse_c,
+            g,
+        )
+        if usable < 0.0:
+            return []
+        rows = k.directions(
+            g,
+            usable,
+            max_sources,
+            second_ratio,
+            min_weight,
+            self._lag_tf,
+            self._hi0,
+            self._lag_tf_high,
+            self._ring_idx,
+            self._ring_w,
+            self.grid_deg,
+            self.full_circle,
+            self._limit,
+            self._elev,
+            self._el_idx,
+            self._el_w,
+            self._t0,
+            self._tf,
+            self._blank,
+            self._lag_len,
+        )
+        return [Candidate(float(r[0]), float(r[1]), float(r[2]), float(r[3])) for r in rows.tolist()]
+
+    def _directions(
+        self, g: Float32Array, usable: float, max_sources: int, second_ratio: float, min_weight: float
+    ) -> list[Candidate]:
+        """The sources of a block whose weighted, whitened pair spectra are ``g`` (P, 2K) interleaved."""
         # sum_k Re(G(k) exp(+j w n / fs_up)) at each lag n: the weighted GCC of each pair
         cc = (g @ self._lag_tf).ravel()
         self._g, self._cc_el = g, None  # the elevation's correlations, when an estimate needs them
