@@ -251,43 +251,52 @@ async def _meeting(tmp_path: Path, wide: np.ndarray) -> None:
                 program=program,
             )
             tasks += [asyncio.create_task(box.run()), asyncio.create_task(follower.serve(w.bus))]
-            await until(lambda: w.frames()[-5:] == ["ptz"] * 5, "the PTZ camera's picture goes out")
-            assert w.index("stats", "ptz") >= 0
+            try:
+                await until(lambda: w.frames()[-5:] == ["ptz"] * 5, "the PTZ camera's picture goes out")
+                assert w.index("stats", "ptz") >= 0
 
-            # manual framing on the panel, right of the centre: the head turns, the program shows its view
-            box.command({"cmd": "ptz", "pan": 0.7, "tilt": 0.0, "zoom": 2.5})
-            await until(lambda: w.right >= 5, "the head's view to the right goes out")
-            target = follower.planner.commanded
-            assert target is not None and target.pan_deg > 20
-            assert view_error_deg(sim.position(), target) < 1.0
+                # manual framing on the panel, right of the centre: the head turns, the program shows its view
+                box.command({"cmd": "ptz", "pan": 0.7, "tilt": 0.0, "zoom": 2.5})
+                await until(lambda: w.right >= 5, "the head's view to the right goes out")
+                target = follower.planner.commanded
+                assert target is not None and target.pan_deg > 20
+                assert view_error_deg(sim.position(), target) < 1.0
 
-            # the PTZ camera's source ends (SourceLost): the crop at once, the PTZ picture when it is back
-            await until(lambda: (c := w.cycle("program_camera")) is not None and len(w.frames(c[1])) >= 3, "lost, back")
-            lost, back = w.cycle("program_camera") or (0, 0)
-            assert "end of file" in w.log[lost][3]
-            assert w.frames(lost, back) and set(w.frames(lost, back)) == {"crop"}
-            assert set(w.while_up(back)) == {"ptz"}
-            last_ptz = max(i for i in range(lost) if w.log[i] == ("frame", "ptz"))
-            assert 0 <= w.index("stats", "crop", after=last_ptz) < back  # said at once
-            assert w.index("stats", "ptz", after=back) >= 0
+                # the PTZ camera's source ends (SourceLost): the crop at once, the PTZ picture when it is back
+                await until(
+                    lambda: (c := w.cycle("program_camera")) is not None and len(w.frames(c[1])) >= 3, "lost, back"
+                )
+                lost, back = w.cycle("program_camera") or (0, 0)
+                assert "end of file" in w.log[lost][3]
+                assert w.frames(lost, back) and set(w.frames(lost, back)) == {"crop"}
+                assert set(w.while_up(back)) == {"ptz"}
+                last_ptz = max(i for i in range(lost) if w.log[i] == ("frame", "ptz"))
+                assert 0 <= w.index("stats", "crop", after=last_ptz) < back  # said at once
+                assert w.index("stats", "ptz", after=back) >= 0
 
-            # the head stops answering (found out at the next cut): the crop, until it is back
-            mark = len(w.log)
-            sim.behaviour = "silent"
-            box.command({"cmd": "ptz", "pan": -0.5, "tilt": 0.0, "zoom": 2.0})
-            await until(lambda: w.index("device", "ptz", "lost", after=mark) >= 0, "the head reported lost")
-            await until(lambda: len(w.frames(w.index("device", "ptz", "lost", after=mark))) >= 3, "the crop meanwhile")
-            sim.behaviour = "ok"
-            await until(lambda: w.cycle("ptz", mark) is not None, "the head back", 40.0)
-            gone, returned = w.cycle("ptz", mark) or (0, 0)
-            assert w.frames(gone, returned) and set(w.frames(gone, returned)) == {"crop"}
-            # the PTZ picture from the head's return (or the PTZ camera's, if it was away then)
-            if w.state("program_camera", returned) != "running":
-                await until(lambda: w.index("device", "program_camera", "running", after=returned) >= 0, "camera")
-                returned = w.index("device", "program_camera", "running", after=returned)
-            await until(lambda: len(w.frames(returned)) >= 3, "pictures after the head's return")
-            assert set(w.while_up(returned)) == {"ptz"}
-            assert w.hub.published == len(w.frames())
+                # the head stops answering (found out at the next cut): the crop, until it is back
+                mark = len(w.log)
+                sim.behaviour = "silent"
+                box.command({"cmd": "ptz", "pan": -0.5, "tilt": 0.0, "zoom": 2.0})
+                await until(lambda: w.index("device", "ptz", "lost", after=mark) >= 0, "the head reported lost")
+                await until(
+                    lambda: len(w.frames(w.index("device", "ptz", "lost", after=mark))) >= 3, "the crop meanwhile"
+                )
+                sim.behaviour = "ok"
+                await until(lambda: w.cycle("ptz", mark) is not None, "the head back", 40.0)
+                gone, returned = w.cycle("ptz", mark) or (0, 0)
+                assert w.frames(gone, returned) and set(w.frames(gone, returned)) == {"crop"}
+                # the PTZ picture from the head's return (or the PTZ camera's, if it was away then)
+                if w.state("program_camera", returned) != "running":
+                    await until(lambda: w.index("device", "program_camera", "running", after=returned) >= 0, "camera")
+                    returned = w.index("device", "program_camera", "running", after=returned)
+                await until(lambda: len(w.frames(returned)) >= 3, "pictures after the head's return")
+                assert set(w.while_up(returned)) == {"ptz"}
+                assert w.hub.published == len(w.frames())
+            finally:  # the box stops (and its detection in flight ends) before the detector is closed
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
         assert w.worst["ptz"] < 4.0 and w.worst["crop"] < 4.0 and w.worst["margin"] > 8.0, w.worst
     finally:
         for task in tasks:
