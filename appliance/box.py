@@ -27,7 +27,7 @@ from appliance.framing import render_shot
 from appliance.messages import CameraInfo, Decisions, DeviceStatus, Faces, Shot, Stats
 from appliance.perception.hearing import make_ears
 from appliance.ports import AudioSink, Detector, EventSink, FrameSink
-from appliance.step import FrameStep
+from appliance.step import FrameStep, gain_of
 from appliance.supervisor import supervise
 from common.clock import SYSTEM_CLOCK, Clock
 from drivers.base import AudioBlock, AudioSource, Frame, VideoSource
@@ -76,7 +76,7 @@ class RoomBox:
         self.playback = playback  # the far end on the room's speaker: its reference goes to the hearing
         self.program = program  # the PTZ camera's picture, what the meeting sees while it is live (or None)
         self._program_live = False
-        self.hearing = make_ears(cfg.mic_array, cfg.doa, cfg.tracker)
+        self.hearing = make_ears(cfg.mic_array, cfg.doa, cfg.tracker, gain_of(cfg))
         self.step = FrameStep(cfg)
         self.counters = Counters()
         self.decisions: deque[Shot] = deque(maxlen=20)  # the latest cuts, newest first
@@ -207,8 +207,8 @@ class RoomBox:
         chosen on the panel stays); returns the changed sections that need a restart."""
         old = self.cfg
         changed = [k for k in type(new).model_fields if getattr(new, k) != getattr(old, k)]
-        if any(k in changed for k in ("doa", "tracker", "mic_arrays")):
-            self.hearing = make_ears(new.mic_array, new.doa, new.tracker)
+        if any(k in changed for k in ("doa", "tracker", "mic_arrays")) or gain_of(new) != gain_of(old):
+            self.hearing = make_ears(new.mic_array, new.doa, new.tracker, gain_of(new))
         self.cfg = new
         self.step.reconfigure(new)
         return [k for k in changed if k not in self.LIVE_SECTIONS]

@@ -18,6 +18,10 @@ by that rotation. The guided calibration fixes it from live data:
 
 :class:`Calibration.to_camera` maps one azimuth; :mod:`appliance.step` maps every DOA block through it before
 the director sees it, so the live box and ``roombox process`` agree.
+
+The same captures give the array's **gain** (:func:`speech_gain_db`): how far the talkers' speech reads from
+the level the hearing is tuned for. It is saved as ``[calibration] gain_db`` and applied to the array's audio
+before the hearing (:func:`appliance.perception.hearing.make_ears`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ PROMPTS: dict[str, str] = {
     "centre": "the person nearest the middle of the picture, please talk for a few seconds",
 }
 _MAD_TO_SIGMA = 1.4826
+# The level the hearing is tuned for: a talker in the calibration's places, speech at -30 dBFS (RMS) at the
+# mics, reads -33 dBFS in the voice band (the hearing grid's captures: median -33.2, 90 % within -35.8..-31.5)
+TALKER_LEVEL_DB = -33.0
+GAIN_TOLERANCE_DB = 4.0  # talkers this close to TALKER_LEVEL_DB keep the gain in force (voices and places vary)
+MAX_GAIN_DB = 24.0
 
 
 class CalibrationRefused(ValueError):
@@ -138,6 +147,7 @@ class PointCollector:
     name: str
     limits: Limits = field(default_factory=Limits)
     azimuths: list[float] = field(default_factory=list)  # speech blocks with a direction
+    levels: list[float] = field(default_factory=list)  # their voice-band levels (dBFS)
     blocks: int = 0  # every block seen
     face_picks: list[float] = field(default_factory=list)  # the face at that end, one per detection
     detections: int = 0
@@ -151,6 +161,8 @@ class PointCollector:
             self.blocks += 1
             if d.speech and d.azimuth_deg is not None and math.isfinite(d.azimuth_deg):
                 self.azimuths.append(float(d.azimuth_deg))
+                if math.isfinite(d.level_db):
+                    self.levels.append(float(d.level_db))
 
     def add_faces(self, azimuths: Iterable[float]) -> None:
         """The face azimuths (camera frame, degrees) of one detection."""
@@ -170,7 +182,8 @@ class PointCollector:
                 else "no face detection ran during the capture (is the camera running?)"
             )
         camera = statistics.median(self.face_picks)
-        return Point(self.name, doa, camera, len(self.azimuths), spread, len(self.face_picks))
+        level = statistics.median(self.levels) if self.levels else None
+        return Point(self.name, doa, camera, len(self.azimuths), spread, len(self.face_picks), level)
 
 
 @dataclass(frozen=True)
@@ -258,3 +271,19 @@ def fit(points: Sequence[tuple[float, float]], limits: Limits = Limits()) -> Cal
                 f"apart to the array (scale {scale:.2f}, plausible {limits.min_scale:g}..{limits.max_scale:g})"
             )
     return Calibration(tuple(knots))
+
+
+def speech_gain_db(levels_db: Iterable[float | None], current_db: float = 0.0) -> float:
+    """The gain (dB) on the array's audio that brings the calibration's talkers to :data:`TALKER_LEVEL_DB`:
+    ``levels_db`` each point's speech level (:attr:`Point.level_db`, None when unknown), heard with
+    ``current_db`` in force. The hearing (Silero's verdict above all) is tuned at that level: 10 dB quieter it
+    loses half the speech of a noisy reverberant room, 10 dB louder it takes a chair scrape for a voice. Talkers
+    within :data:`GAIN_TOLERANCE_DB` of it keep ``current_db``; no level keeps it too; at most
+    :data:`MAX_GAIN_DB` either way."""
+    known = [float(v) for v in levels_db if v is not None and math.isfinite(v)]
+    if not known:
+        return current_db
+    off = TALKER_LEVEL_DB - statistics.median(known)
+    if abs(off) <= GAIN_TOLERANCE_DB:
+        return current_db
+    return round(min(MAX_GAIN_DB, max(-MAX_GAIN_DB, current_db + off)), 1)

@@ -4,8 +4,9 @@
 seconds of the capture clock it hands the box's DOA blocks (:meth:`feed_doas`, as the hearing gives them, in
 the array's own frame) and face detections (:meth:`feed_faces`) to a
 :class:`appliance.calibration.PointCollector`, then keeps the point or says why not. The points captured so
-far give a proposal (:func:`appliance.calibration.fit`); :meth:`save` writes it as ``[calibration] points``
-through the config store (atomically, a revision: the box keeps it across restarts) and applies it live;
+far give a proposal (:func:`appliance.calibration.fit`, and the array's gain their speech levels call for,
+:func:`appliance.calibration.speech_gain_db`); :meth:`save` writes it as ``[calibration] points`` and
+``gain_db`` through the config store (atomically, a revision: the box keeps it across restarts) and applies it live;
 :meth:`discard` forgets the captures; :meth:`forget` removes the saved calibration. Its state goes on the
 event bus as a :class:`appliance.messages.CalibrationState` (``/api/state`` has it under ``"calibration"``).
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -28,12 +30,13 @@ from appliance.calibration import (
     PointCollector,
     face_azimuths,
     fit,
+    speech_gain_db,
 )
 from appliance.config import CalibrationConfig, Config
 from appliance.control.store import ConfigStore, OnConfig, Revision
 from appliance.messages import CalibrationState, Doa, Faces
 from appliance.ports import EventSink
-from appliance.step import calibration_of
+from appliance.step import calibration_of, gain_of
 from common.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
@@ -155,7 +158,18 @@ class Calibrator:
             cal = fit(self._pairs(), self.live().calibration.limits)
         except CalibrationRefused as e:
             return str(e), False
-        return cal.describe(), True
+        return f"{cal.describe()}, {self._describe_gain(self._gain())}", True
+
+    def _gain(self) -> float:
+        """The array's gain the captured points' speech levels call for (heard with the gain in force)."""
+        return speech_gain_db((p.level_db for p in self.captured.values()), gain_of(self.live()))
+
+    def _describe_gain(self, gain_db: float) -> str:
+        levels = [p.level_db for p in self.captured.values() if p.level_db is not None]
+        if not levels:
+            return f"gain {gain_db:+.1f} dB (no speech level heard)"
+        heard = statistics.median(levels)
+        return f"gain {gain_db:+.1f} dB (speech heard at {heard:.0f} dBFS)"
 
     def _pairs(self) -> list[tuple[float, float]]:
         return [
@@ -185,8 +199,9 @@ class Calibrator:
             self.publish()
             raise CalibrationRefused(self.error) from None
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.wall()))
-        keys = {"points": pairs, "mic_array": self._array, "when": stamp}
-        rev = self._write(keys, who, cal.describe())
+        gain = self._gain()
+        keys = {"points": pairs, "mic_array": self._array, "when": stamp, "gain_db": gain}
+        rev = self._write(keys, who, f"{cal.describe()}, {self._describe_gain(gain)}")
         self.captured.clear()
         self.error = ""
         self.publish()
@@ -200,7 +215,7 @@ class Calibrator:
 
     def forget(self, who: str = "panel") -> Revision | None:
         """Remove the saved calibration: the array's azimuths are used as heard."""
-        rev = self._write({"points": [], "mic_array": "", "when": ""}, who, "removed")
+        rev = self._write({"points": [], "mic_array": "", "when": "", "gain_db": 0.0}, who, "removed")
         self.publish()
         return rev
 
@@ -247,6 +262,7 @@ class Calibrator:
             proposal=proposal,
             proposal_ok=ok,
             error=self.error,
+            gain_db=saved.gain_db,
         )
 
     def publish(self) -> CalibrationState:

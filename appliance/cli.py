@@ -86,7 +86,8 @@ def cmd_process(a: argparse.Namespace) -> int:
 
 
 def cmd_doa(a: argparse.Namespace) -> int:
-    from appliance.perception.hearing import Hearing
+    from appliance.perception.hearing import Hearing, louder
+    from appliance.step import gain_of
     from drivers.files import read_array_wav
 
     cfg = load_config(a.config)
@@ -95,9 +96,10 @@ def cmd_doa(a: argparse.Namespace) -> int:
         from appliance.perception.listening import Listener, read_reference
 
         reference = None if a.reference is None else read_reference(a.reference, samples, cfg.mic_array.sample_rate)
-        _print_lines(h.to_json() for h in Listener(cfg.mic_array, cfg.tracker, cfg.doa).feed(samples, 0.0, reference))
+        heard = Listener(cfg.mic_array, cfg.tracker, cfg.doa).feed(louder(samples, gain_of(cfg)), 0.0, reference)
+        _print_lines(h.to_json() for h in heard)
         return 0
-    _print_lines(d.to_json() for d in Hearing(cfg.mic_array, cfg.doa).feed(samples, 0.0))
+    _print_lines(d.to_json() for d in Hearing(cfg.mic_array, cfg.doa).feed(louder(samples, gain_of(cfg)), 0.0))
     return 0
 
 

@@ -363,6 +363,15 @@ class CalibrationConfig(Section):
         description="The calibration applies while this array ([mic_arrays.NAME]) is the one in use; empty: any.",
     )
     when: str = Field("", max_length=40, title="When the calibration was saved (UTC)")
+    gain_db: float = Field(
+        0.0,
+        ge=-30.0,
+        le=30.0,
+        title="Gain on the mic array's audio before the hearing (dB)",
+        description="Written by the guided calibration: the talkers' speech brought to the level the hearing is "
+        "tuned for (about -33 dBFS in the voice band; within 4 dB of it the gain stays). Applies while the array "
+        "the calibration was captured with is in use; by hand: raise it for a quiet array, lower it for a loud one.",
+    )
     capture_s: float = Field(5.0, ge=1.0, le=60.0, title="Time one calibration point listens (s)")
     min_blocks: int = Field(12, ge=3, le=1000, title="Least speech blocks with a direction for a point")
     max_spread_deg: float = Field(8.0, ge=0.5, le=45.0, title="Widest DOA spread of a point's speech (degrees)")

@@ -362,7 +362,8 @@ class RoomState:
 class CalibrationPoint:
     """One point of the mic array's guided calibration (:mod:`appliance.calibration`): the talker was heard at
     ``doa_deg`` (the array's frame) and their face seen at ``camera_deg``; ``blocks`` speech blocks with a
-    direction, their spread (degrees), ``faces`` detections that saw the face."""
+    direction, their spread (degrees), ``faces`` detections that saw the face; ``level_db`` the median voice-band
+    level of those blocks (dBFS, as the hearing heard them: after the gain in force)."""
 
     name: str
     doa_deg: float
@@ -370,6 +371,7 @@ class CalibrationPoint:
     blocks: int = 0
     spread_deg: float = 0.0
     faces: int = 0
+    level_db: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -379,10 +381,12 @@ class CalibrationPoint:
             "blocks": int(self.blocks),
             "spread_deg": _r(self.spread_deg, 2),
             "faces": int(self.faces),
+            "level_db": None if self.level_db is None else _r(self.level_db, 1),
         }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> CalibrationPoint:
+        level = d.get("level_db")
         return cls(
             str(d["name"]),
             float(d["doa_deg"]),
@@ -390,6 +394,7 @@ class CalibrationPoint:
             int(d.get("blocks", 0)),
             float(d.get("spread_deg", 0.0)),
             int(d.get("faces", 0)),
+            None if level is None else float(level),
         )
 
 
@@ -417,6 +422,7 @@ class CalibrationState:
     proposal: str = ""  # what the captured points fit to (or why they do not)
     proposal_ok: bool = False
     error: str = ""  # the last refusal (a capture, a fit, a save)
+    gain_db: float = 0.0  # the gain on the array's audio the saved calibration set (dB)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -428,6 +434,7 @@ class CalibrationState:
             "rotation_deg": None if self.rotation_deg is None else _r(self.rotation_deg, 2),
             "scale": None if self.scale is None else _r(self.scale, 3),
             "points": [[_r(d, 2), _r(c, 2)] for d, c in self.points],
+            "gain_db": _r(self.gain_db, 1),
             "capturing": self.capturing,
             "until": _r(self.until),
             "blocks": int(self.blocks),
@@ -456,6 +463,7 @@ class CalibrationState:
             str(d.get("proposal", "")),
             bool(d.get("proposal_ok", False)),
             str(d.get("error", "")),
+            float(d.get("gain_db", 0.0)),
         )
 
 

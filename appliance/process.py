@@ -35,6 +35,7 @@ def run_offline(
     from appliance.perception.hearing import make_ears
     from appliance.perception.listening import read_reference
     from appliance.perception.watch import FaceWatcher
+    from appliance.step import gain_of
     from drivers.files import VideoFileWriter, iter_video_frames, read_array_wav, video_rate
 
     say = note or (lambda _: None)
@@ -45,7 +46,7 @@ def run_offline(
     audio_s = samples.shape[0] / cfg.mic_array.sample_rate
     frames = iter_video_frames(video)
     step = FrameStep(cfg)
-    step.add_doas(make_ears(cfg.mic_array, cfg.doa, cfg.tracker).feed(samples, 0.0, playback))
+    step.add_doas(make_ears(cfg.mic_array, cfg.doa, cfg.tracker, gain_of(cfg)).feed(samples, 0.0, playback))
     detector = FaceWatcher.from_config(cfg.detector, cfg.camera.hfov_deg)
     writer: VideoFileWriter | None = None
     last_t, frame_s, n_faces, detections = 0.0, 0.0, 0, 0

@@ -166,6 +166,15 @@ class FrameStep:
         return self.lips.look(t, image)
 
 
+def gain_of(cfg: Config) -> float:
+    """The gain (dB) on the array's audio in force: ``[calibration] gain_db`` when the calibration was captured
+    with the mic array in use (or names none), else 0."""
+    c = cfg.calibration
+    if c.mic_array and c.mic_array != next(iter(cfg.mic_arrays)):
+        return 0.0
+    return float(c.gain_db)
+
+
 def calibration_of(cfg: Config) -> Calibration | None:
     """The mic array's calibration in force: ``[calibration] points`` when they were captured with the mic
     array in use (or name none), else None."""

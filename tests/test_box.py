@@ -17,6 +17,7 @@ from appliance.box import RoomBox
 from appliance.config import Config, DetectorConfig
 from appliance.messages import Face, Faces
 from appliance.perception.faces import FaceDetector
+from appliance.perception.hearing import Gained
 from appliance.streaming.hub import EventBus, LatestFrame
 from common.clock import VirtualClock
 from drivers.files import FileCamera, VideoFileWriter, WavMicArray
@@ -168,3 +169,7 @@ def test_a_config_change_applies_live_where_it_can_and_names_what_needs_a_restar
         assert box.step.director is not None and box.step.director.cfg.min_hold_s == 4.0
         assert box.hearing.listener.doa.min_confidence == 0.2  # type: ignore[attr-defined]
         assert shot.mode == "gallery"  # the chosen mode stays
+        # a calibration that sets the array's gain: the hearing hears with it, at once
+        data["calibration"]["gain_db"] = 9.5
+        assert box.on_config(Config.model_validate(data)) == []
+        assert isinstance(box.hearing, Gained) and box.hearing.gain_db == 9.5

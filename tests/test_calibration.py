@@ -191,7 +191,7 @@ def test_the_calibrator_captures_saves_refuses_and_forgets(tmp_path: Path) -> No
 
         left = await capture("left", -45.0)
         assert left.doa_deg == pytest.approx(-45.0) and left.camera_deg == pytest.approx(-25.0, abs=0.1)
-        assert cal.proposal() == ("array turned +20.0 deg", True)
+        assert cal.proposal() == ("array turned +20.0 deg, gain +0.0 dB (speech heard at -30 dBFS)", True)
         right = await capture("right", 2.0)
         assert right.camera_deg == pytest.approx(22.0, abs=0.1)
         rev = cal.save("it")
@@ -226,6 +226,57 @@ def test_the_calibrator_captures_saves_refuses_and_forgets(tmp_path: Path) -> No
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize(("heard_db", "gain_db"), [(-45.0, 11.5), (-20.0, -13.5), (-35.5, 0.0)])
+def test_the_calibration_sets_the_arrays_gain_from_the_talkers_level(
+    tmp_path: Path, heard_db: float, gain_db: float
+) -> None:
+    """A quiet array is made louder, a loud one quieter, one near the hearing's level is left; the gain goes
+    into ``[calibration] gain_db``, the box's hearing takes it, a second calibration with it in force keeps it,
+    forgetting the calibration removes it."""
+    from appliance.calibration import TALKER_LEVEL_DB
+    from appliance.calibrator import Calibrator
+    from appliance.control.store import ConfigStore
+    from appliance.step import gain_of
+    from appliance.streaming.hub import EventBus
+    from common.clock import VirtualClock
+
+    async def scenario() -> None:
+        clock = VirtualClock(100.0)
+        store = ConfigStore(tmp_path / "config.toml", tmp_path / "revisions", Config())
+        cal = Calibrator(lambda: store.current, EventBus(), clock, store=store)
+
+        async def capture(name: str, heard: float, camera: float, level: float) -> None:
+            task = asyncio.ensure_future(cal.capture(name))
+            end = clock.now() + 6.5
+            while clock.now() < end:
+                await clock.sleep_until(clock.now() + 0.064)
+                cal.feed_doas([Doa(clock.now(), heard, True, level, 0.8)])
+                box = Face((960 + 960 * np.tan(np.radians(camera)) - 20, 500.0, 40.0, 40.0), 0.9)
+                cal.feed_faces(Faces(clock.now(), (box,), 1920, 1080))
+            await task
+
+        await capture("left", -45.0, -25.0, heard_db)
+        await capture("right", 2.0, 22.0, heard_db + 1.0)  # the median of the two: heard_db + 0.5
+        assert cal.proposal()[0].endswith(f"gain {gain_db:+.1f} dB (speech heard at {heard_db + 0.5:.0f} dBFS)")
+        cal.save("it")
+        assert store.current.calibration.gain_db == gain_db and gain_of(store.current) == gain_db
+        assert cal.state().gain_db == gain_db
+        # calibrated again with the gain in force: the talkers now read at the hearing's level, the gain stays
+        louder = heard_db + 0.5 + gain_db
+        assert abs(louder - TALKER_LEVEL_DB) <= 4.0 or gain_db == 0.0
+        await capture("left", -45.0, -25.0, louder - 0.5)
+        await capture("right", 2.0, 22.0, louder + 0.5)
+        cal.save("it")
+        assert store.current.calibration.gain_db == gain_db
+        # for another array than the one running it is not in force; forgotten, it is gone
+        other = store.current.model_copy(update={"mic_arrays": {"table": store.current.mic_array}})
+        assert gain_of(other) == 0.0
+        cal.forget("it")
+        assert store.current.calibration.gain_db == 0.0
+
+    asyncio.run(scenario())
+
+
 def test_the_calibrators_state_fits_the_saved_points_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import appliance.calibrator
     import appliance.step
@@ -256,3 +307,27 @@ def test_the_calibrators_state_fits_the_saved_points_once(tmp_path: Path, monkey
     state = cal.state()
     assert not state.in_use and state.calibrated and state.rotation_deg == fit(saved.points).rotation_deg
     assert len(fits) == 1
+
+
+def test_the_hearing_hears_the_array_with_the_calibrations_gain() -> None:
+    """``make_ears(..., gain_db)`` hears a quiet array as the same array that much louder; the gain is in
+    force for the array the calibration was captured with only."""
+    from appliance.config import DoaConfig, MicArraySection, TrackerConfig
+    from appliance.perception.hearing import Gained, make_ears
+    from appliance.step import gain_of
+    from tests.test_doa import CIRCLE, FS, plane_wave
+
+    mic = MicArraySection()
+    x = 0.02 * plane_wave(CIRCLE, 40.0, n=2 * FS)
+    quiet = make_ears(mic, DoaConfig(), TrackerConfig(), 12.0)
+    assert isinstance(quiet, Gained) and not isinstance(make_ears(mic, DoaConfig(), TrackerConfig()), Gained)
+    heard = quiet.feed(x, 0.0)
+    loud = make_ears(mic, DoaConfig(), TrackerConfig()).feed(x * 10 ** (12.0 / 20.0), 0.0)
+    assert [d.to_json() for d in heard] == [d.to_json() for d in loud]
+    plain = make_ears(mic, DoaConfig(), TrackerConfig()).feed(x, 0.0)
+    assert heard[-1].level_db - plain[-1].level_db == pytest.approx(12.0, abs=0.1)
+    cfg = Config()
+    gained = cfg.model_copy(update={"calibration": cfg.calibration.model_copy(update={"gain_db": -6.0})})
+    assert gain_of(gained) == -6.0 and gain_of(cfg) == 0.0
+    other = gained.model_copy(update={"calibration": gained.calibration.model_copy(update={"mic_array": "ceiling"})})
+    assert gain_of(other) == 0.0  # captured with another array

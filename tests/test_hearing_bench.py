@@ -174,6 +174,21 @@ def test_the_guided_calibration_undoes_a_linear_arrays_pull_towards_broadside(tm
     # an array on the table is not calibrated (the picture is not its frame): no row for it
     table = Cell(0.2, 20.0, "respeaker4", 1)
     assert "calibrated" not in evaluate_many({"calibrated": calibrated}, [table], tmp_path)
+    assert abs(calibrated.gains[cell]) == 0.0  # at the renders' level the gain stays
+
+    # the same array 12 dB too quiet, calibrated so: the calibration's gain brings it back
+    quiet = CalibratedListener(listener_factory(), tmp_path, gain_db=-12.0, map_azimuths=False, arrays=ARRAYS)
+    res = evaluate_many({"gained": quiet, "listener": listener_factory()}, [cell], tmp_path, gain_db=-12.0)
+    assert 10.0 <= quiet.gains[cell] <= 14.0, quiet.gains
+    gained = res["gained"][0]
+    assert abs(gained.recall - raw.recall) <= 0.03 and abs(gained.mae_deg - raw.mae_deg) <= 1.0, (raw, gained)
+    rec = next(iter(recordings([cell], tmp_path)))
+    factory = quiet.for_recording(replace(rec, samples=at_gain(rec.samples, -12.0)))
+    assert factory is not None
+    heard = run(factory, replace(rec, samples=at_gain(rec.samples, -12.0)))[0]
+    as_rendered = run(listener_factory(), rec)[0]
+    levels = [float(np.median([d.level_db for d in doas if d.speech])) for doas in (heard, as_rendered)]
+    assert abs(levels[0] - levels[1]) <= 2.0, levels  # heard at the level of the renders, not 12 dB under
 
 
 def test_the_hold_out_rooms_are_other_rooms_whose_talkers_are_where_the_truth_says() -> None:

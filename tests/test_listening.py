@@ -174,6 +174,16 @@ def test_roombox_doa_with_a_reference(tmp_path: Path, room: Scene, capsys: pytes
     first = json.loads(capsys.readouterr().out.splitlines()[0])
     assert set(first) == {"t", "azimuth_deg", "speech", "level_db", "confidence", "farend"}
     assert first["farend"] is False  # the plain estimator has no reference: it marks nothing far end
+    # the calibration's gain: both estimators hear the array that much louder
+    for name, extra in (("gained", ""), ("gained-srp", '[doa]\nestimator = "srp-phat"\n')):
+        gained = tmp_path / f"{name}.toml"
+        gained.write_text(
+            config.read_text(encoding="utf-8") + extra + "[calibration]\ngain_db = 12.0\n", encoding="utf-8"
+        )
+        assert main(["doa", "--audio", str(audio), "--config", str(gained)]) == 0
+        louder = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        base = plain if not extra else [first]
+        assert louder[0]["level_db"] - base[0]["level_db"] == pytest.approx(12.0, abs=0.2)
 
 
 @pytest.mark.parametrize(

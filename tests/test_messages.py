@@ -73,10 +73,11 @@ MESSAGES = [
         "right",
         8.0,
         17,
-        (CalibrationPoint("left", -45.0, -25.0, 40, 1.5, 9),),
+        (CalibrationPoint("left", -45.0, -25.0, 40, 1.5, 9, -33.5),),
         "array turned +20.0 deg",
         True,
         "",
+        -6.5,
     ),
     Decisions(
         (

@@ -22,7 +22,9 @@ Azimuth 0 is the camera's axis (+y in the room), positive to the right (+x).
 The arrays under the camera are also measured after the installer's guided calibration
 (:class:`CalibratedListener`, ``listener+calibration``): three people (the table's left end, its right end,
 its middle) talk alone in the same room, and :mod:`appliance.calibration` fits its map from what the listener
-heard and where the camera sees them (:func:`render_calibration`).
+heard and where the camera sees them (:func:`render_calibration`), and sets the array's gain from how loud
+they were heard. ``listener+gain`` is that gain alone, on every array: with ``--mic-gain-db G`` it says how
+much of an array G dB too loud or too quiet the calibration recovers.
 
 **The hold-out rooms** (``--simulator habets``): the same cells rendered by another simulator, which no
 default was tuned on: Habets' image-source generator (:func:`drivers.simroom.audio.render_habets`: every
@@ -63,7 +65,7 @@ import numpy.typing as npt
 from appliance.config import DoaConfig, MicArraySection
 from appliance.messages import Doa
 from appliance.perception.doa import SPEED_OF_SOUND
-from appliance.perception.hearing import Hearing
+from appliance.perception.hearing import Hearing, louder
 from common.atomic import write_atomic
 
 if TYPE_CHECKING:
@@ -953,13 +955,14 @@ def listener_factory(vad: Literal["energy", "silero"] = "silero", vad_rate: int 
 
 
 class _Mapped:
-    """An estimator whose azimuths go through a calibration, as :mod:`appliance.step` maps the live box's."""
+    """An estimator that hears the array ``gain_db`` louder and whose azimuths go through a calibration, as
+    the live box's hearing (:func:`appliance.perception.hearing.make_ears`) and :mod:`appliance.step` do."""
 
-    def __init__(self, inner: HearingLike, cal: Calibration | None) -> None:
-        self.inner, self.cal = inner, cal
+    def __init__(self, inner: HearingLike, cal: Calibration | None, gain_db: float = 0.0) -> None:
+        self.inner, self.cal, self.gain_db = inner, cal, gain_db
 
     def feed(self, samples: npt.ArrayLike, t0: float) -> list[Doa]:
-        out = self.inner.feed(samples, t0)
+        out = self.inner.feed(louder(samples, self.gain_db), t0)
         cal = self.cal
         if cal is None:
             return out
@@ -973,19 +976,33 @@ class CalibratedListener:
     :class:`appliance.calibration.PointCollector` takes its DOA blocks (from the talker's prompt on) and the
     camera's azimuth of that person, as the panel's calibration does; :func:`appliance.calibration.fit`
     fits the points it accepts and the meeting's azimuths go through the fit. A refused point or fit is left
-    out (:attr:`refusals` says why); without a fit the azimuths go through unchanged. Only the arrays under
-    the camera (:data:`CALIBRATED`) are calibrated: the others are not measured."""
+    out (:attr:`refusals` says why); without a fit the azimuths go through unchanged. The points' speech levels
+    set the array's gain (:func:`appliance.calibration.speech_gain_db`), which the meeting is heard with, as
+    the live box saves ``[calibration] gain_db``. Only the arrays under the camera (:data:`CALIBRATED`) are
+    calibrated, the others not measured; ``map_azimuths=False`` with ``arrays=ARRAYS``: the calibration's gain
+    alone, on every array (``listener+gain``)."""
 
-    def __init__(self, inner: EstimatorFactory, cache: Path | None = None, gain_db: float = 0.0) -> None:
+    def __init__(
+        self,
+        inner: EstimatorFactory,
+        cache: Path | None = None,
+        gain_db: float = 0.0,
+        map_azimuths: bool = True,
+        arrays: Iterable[str] = CALIBRATED,
+    ) -> None:
         self.inner, self.cache = inner, cache
         self.gain_db = gain_db  # the array's gain above the renders' while the installer calibrates
+        self.map_azimuths, self.arrays = map_azimuths, frozenset(arrays)
         self.refusals: list[str] = []
         self.fits: dict[Cell, str] = {}
+        self.gains: dict[Cell, float] = {}  # the gain each recording's calibration set (dB)
 
     def calibrate(self, rec: Recording) -> Calibration | None:
-        from appliance.calibration import CalibrationRefused, PointCollector, fit
+        """The map the calibration in ``rec``'s room fits (None when refused); its gain goes to :attr:`gains`."""
+        from appliance.calibration import CalibrationRefused, PointCollector, fit, speech_gain_db
 
         points: list[tuple[float, float]] = []
+        levels: list[float | None] = []
         for take in calibration_takes(rec.cell, self.cache):
             est = estimator(self.inner, rec)
             collector = PointCollector(take.name)
@@ -1000,6 +1017,8 @@ class CalibratedListener:
                 self.refusals.append(f"{rec.cell.name} seed {rec.cell.seed} {take.name}: {e}")
                 continue
             points.append((point.doa_deg, point.camera_deg))
+            levels.append(point.level_db)
+        self.gains[rec.cell] = speech_gain_db(levels)
         try:
             cal = fit(points) if points else None
         except CalibrationRefused as e:
@@ -1009,12 +1028,13 @@ class CalibratedListener:
         return cal
 
     def for_recording(self, rec: Recording) -> EstimatorFactory | None:
-        """The estimator for ``rec`` (calibrated in its room), or None for an array on the table."""
-        if rec.cell.array not in CALIBRATED:
+        """The estimator for ``rec`` (calibrated in its room), or None for an array it does not calibrate."""
+        if rec.cell.array not in self.arrays:
             return None
         cal = self.calibrate(rec)
+        gain = self.gains[rec.cell]
         inner = mounted(self.inner, rec.cell)
-        return lambda mic: _Mapped(inner(mic), cal)
+        return lambda mic: _Mapped(inner(mic), cal if self.map_azimuths else None, gain)
 
 
 AnyFactory = EstimatorFactory | CalibratedListener
@@ -1100,6 +1120,7 @@ def peers() -> dict[str, AnyFactory]:
         f"listener+vad{_other_vad_rate() // 1000}k": listener_factory(vad_rate=_other_vad_rate()),
         "listener+energy": listener_factory("energy"),
         "listener+calibration": CalibratedListener(listener_factory()),
+        "listener+gain": CalibratedListener(listener_factory(), map_azimuths=False, arrays=ARRAYS),
         "hearing": hearing_factory(DoaConfig(vad="energy")),
         "hearing+silero": hearing_factory(DoaConfig(vad="silero")),
         "pra SRP": pra_factory("SRP"),
@@ -1308,21 +1329,19 @@ def _main() -> None:
     def progress(cell: Cell, name: str, counts: Counts) -> None:
         print(f"{cell.name} seed {cell.seed} {name}", file=sys.stderr, flush=True)
         if log is not None:
-            log.write(
-                json.dumps(
-                    {
-                        "rt60_s": cell.rt60_s,
-                        "snr_db": cell.snr_db,
-                        "array": cell.array,
-                        "seed": cell.seed,
-                        "simulator": cell.sim,
-                        "estimator": name,
-                        "mic_gain_db": args.mic_gain_db,
-                        "counts": asdict(counts),
-                    }
-                )
-                + "\n"
-            )
+            line: dict[str, Any] = {
+                "rt60_s": cell.rt60_s,
+                "snr_db": cell.snr_db,
+                "array": cell.array,
+                "seed": cell.seed,
+                "simulator": cell.sim,
+                "estimator": name,
+                "mic_gain_db": args.mic_gain_db,
+            }
+            f = chosen[name]
+            if isinstance(f, CalibratedListener) and cell in f.gains:
+                line["calibration_gain_db"] = f.gains[cell]  # the gain the calibration set in this room
+            log.write(json.dumps({**line, "counts": asdict(counts)}) + "\n")
             log.flush()
 
     chosen = {k: f for k, f in peers().items() if not args.only or k in args.only}

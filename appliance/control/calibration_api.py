@@ -1,14 +1,15 @@
 """The mic array's guided calibration over HTTP (:class:`appliance.calibrator.Calibrator`), for the panel's
 settings (behind the admin PIN) and for IT doing it remotely:
 
-- ``GET /api/calibration`` (``read``): the calibration saved (when, rotation, scale, points), the capture
+- ``GET /api/calibration`` (``read``): the calibration saved (when, rotation, scale, points, gain), the capture
   under way, the points captured, the fit they give, the prompts;
 - ``POST /api/calibration/capture`` ``{"point": "left" | "right" | "centre"}`` (``admin``): listens for
   ``[calibration] capture_s`` while the person at that end of the table talks; answers when it is done with
   the point, or 422 and the reason (too few speech blocks, the spread too wide, two voices, no face); 409
   while another capture runs;
-- ``POST /api/calibration/save`` (``admin``): writes the fit as ``[calibration] points`` (a config revision,
-  applied live); 422 and the reason when it is not plausible (the saved calibration stays);
+- ``POST /api/calibration/save`` (``admin``): writes the fit as ``[calibration] points`` and the gain the
+  points' speech levels call for as ``gain_db`` (a config revision, applied live); 422 and the reason when it
+  is not plausible (the saved calibration stays);
 - ``POST /api/calibration/discard`` (``admin``): forgets the points captured;
 - ``DELETE /api/calibration`` (``admin``): removes the saved calibration.
 

@@ -102,10 +102,35 @@ class Ears(Protocol):
     def reset(self) -> None: ...
 
 
-def make_ears(mic: MicArraySection, doa: DoaConfig, tracker: TrackerConfig) -> Ears:
-    """The estimator ``[doa] estimator`` names: the tracked listener, or plain SRP-PHAT."""
+def louder(samples: npt.ArrayLike, gain_db: float) -> npt.NDArray[np.float32]:
+    """``samples`` as float32, ``gain_db`` louder (not clipped)."""
+    x = np.asarray(samples, dtype=np.float32)
+    return x if gain_db == 0.0 else x * np.float32(10.0 ** (gain_db / 20.0))
+
+
+class Gained:
+    """Ears that hear the array's audio ``gain_db`` louder (``[calibration] gain_db``: the guided calibration
+    brings the talkers to the level the hearing is tuned for). The samples are scaled, not clipped: the
+    levels, Silero's input and its clipping at full scale follow as if the array were that much louder."""
+
+    def __init__(self, inner: Ears, gain_db: float) -> None:
+        self.inner, self.gain_db = inner, float(gain_db)
+
+    def feed(self, samples: npt.ArrayLike, t0: float, reference: npt.ArrayLike | None = None) -> list[Doa]:
+        return self.inner.feed(louder(samples, self.gain_db), t0, reference)
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+
+def make_ears(mic: MicArraySection, doa: DoaConfig, tracker: TrackerConfig, gain_db: float = 0.0) -> Ears:
+    """The estimator ``[doa] estimator`` names: the tracked listener, or plain SRP-PHAT; hearing the array
+    ``gain_db`` louder when it is not 0 (:class:`Gained`)."""
+    ears: Ears
     if doa.estimator == "tracker":
         from appliance.perception.listening import ListeningDoas
 
-        return ListeningDoas(mic, tracker, doa)
-    return Hearing(mic, doa)
+        ears = ListeningDoas(mic, tracker, doa)
+    else:
+        ears = Hearing(mic, doa)
+    return ears if gain_db == 0.0 else Gained(ears, gain_db)

@@ -645,6 +645,7 @@ function drawCalibration() {
   const status = c.calibrated
     ? `calibrated ${c.when ? c.when.replace("T", " ").replace("Z", " UTC") : ""}: array turned ${fmtDeg(c.rotation_deg)}` +
       (c.points.length > 1 ? `, scale ${c.scale.toFixed(2)}` : "") + ` (${c.points.length} point${c.points.length === 1 ? "" : "s"})` +
+      (c.gain_db ? `, gain ${c.gain_db > 0 ? "+" : ""}${c.gain_db.toFixed(1)} dB` : "") +
       (c.in_use ? "" : ` — for mic array ${c.mic_array}, not in use`)
     : "not calibrated: voices are matched to faces as the array hears them";
   $("calib-status").textContent = status;
@@ -721,7 +722,8 @@ $("calib-listen").addEventListener("click", () => calibStep(async () => {
 $("calib-save").addEventListener("click", () => calibStep(async () => {
   const r = await calibCall("POST", "/api/calibration/save");
   if (!r.ok) { calibMessage(false, r.data.error || String(r.status)); return; }
-  calibMessage(true, `saved as revision ${r.data.revision}: array turned ${fmtDeg(r.data.rotation_deg)}`);
+  const gain = r.data.gain_db ? `, gain ${r.data.gain_db > 0 ? "+" : ""}${r.data.gain_db.toFixed(1)} dB` : "";
+  calibMessage(true, `saved as revision ${r.data.revision}: array turned ${fmtDeg(r.data.rotation_deg)}${gain}`);
 }));
 $("calib-discard").addEventListener("click", () => calibStep(async () => {
   const r = await calibCall("POST", "/api/calibration/discard");
