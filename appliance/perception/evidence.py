@@ -117,14 +117,15 @@ rfft, irfft = _transforms(_pocketfft)
 def _warm_kernels() -> Any:
     """The compiled kernels module, each kernel loaded (from numba's on-disk cache, or compiled) by one block
     of a small array: once per process, when the first :class:`SoftSrp` is made, not on its first audio
-    block (about half a second). None, with a warning, when they cannot be had (numba missing, or no
-    writable cache directory): the numpy path then gives the same estimates at about twice the CPU."""
+    block (under a second). None, with a warning, when they cannot be had (numba missing, or no writable
+    cache directory): the numpy path then gives the same estimates (the evidence at about three times the CPU,
+    the listener at about 1.3 times)."""
     try:
         from appliance.perception import kernels
     except (ImportError, RuntimeError) as e:
         log.warning(
-            "the DOA evidence runs without its compiled kernels (%s); it gives the same estimates at about "
-            "twice the CPU. Give numba a writable cache directory (NUMBA_CACHE_DIR) to compile them.",
+            "the DOA evidence runs without its compiled kernels (%s): the same estimates at more CPU (the "
+            "listener about 1.3 times). Give numba a writable cache directory (NUMBA_CACHE_DIR) to compile them.",
             e,
         )
         return None
@@ -366,7 +367,7 @@ class SoftSrp:
         if x.shape[0] < self.block_len:
             raise ValueError(f"block has {x.shape[0]} samples, need {self.block_len}")
         if self._kernels is not None:
-            return self._prepare_compiled(x[-self.block_len :])
+            return self._prepare_compiled(np.ascontiguousarray(x[-self.block_len :]))  # one compiled layout
         xt = np.ascontiguousarray(x[-self.block_len :].T)  # (M, N): each mic's samples contiguous
         if self._regular:  # the sub-frames as (M, F, frame) strides into the block, windowed into a new array
             item = xt.itemsize
