@@ -48,6 +48,7 @@ _MAD_TO_SIGMA = 1.4826
 TALKER_LEVEL_DB = -33.0
 GAIN_TOLERANCE_DB = 4.0  # talkers this close to TALKER_LEVEL_DB keep the gain in force (voices and places vary)
 MAX_GAIN_DB = 24.0
+SILENT_DBFS = -100.0  # a speech block's level at or below this was not measured (Doa's default is -120)
 
 
 class CalibrationRefused(ValueError):
@@ -161,7 +162,7 @@ class PointCollector:
             self.blocks += 1
             if d.speech and d.azimuth_deg is not None and math.isfinite(d.azimuth_deg):
                 self.azimuths.append(float(d.azimuth_deg))
-                if math.isfinite(d.level_db):
+                if math.isfinite(d.level_db) and d.level_db > SILENT_DBFS:  # (-120: no level was measured)
                     self.levels.append(float(d.level_db))
 
     def add_faces(self, azimuths: Iterable[float]) -> None:

@@ -76,6 +76,9 @@ def test_a_point_is_the_median_direction_and_the_face_at_that_end() -> None:
     p = col.point()
     assert p.doa_deg == pytest.approx(-45.0, abs=1.0) and p.camera_deg == -24.0
     assert p.blocks == 40 and p.faces == 5 and 1.0 < p.spread_deg < 3.5
+    assert p.level_db == -30.0  # the speech blocks' level
+    col.add_doas([Doa(4.0, -45.0, True) for _ in range(100)])  # speech blocks without a measured level (-120)
+    assert col.point().level_db == -30.0
     right, centre = PointCollector("right"), PointCollector("centre")
     for c in (right, centre):
         c.add_doas(_doas([3.0] * 20))
