@@ -44,7 +44,7 @@ PROMPTS: dict[str, str] = {
 }
 _MAD_TO_SIGMA = 1.4826
 # The level the hearing is tuned for: a talker in the calibration's places, speech at -30 dBFS (RMS) at the
-# mics, reads -33 dBFS in the voice band (the hearing grid's captures: median -33.2, 90 % within -35.8..-31.5)
+# mics, reads -33 dBFS in the voice band (the hearing grid's 540 captures: median -32.9, 90 % within -35.7..-31.4)
 TALKER_LEVEL_DB = -33.0
 GAIN_TOLERANCE_DB = 4.0  # talkers this close to TALKER_LEVEL_DB keep the gain in force (voices and places vary)
 MAX_GAIN_DB = 24.0
