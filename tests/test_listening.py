@@ -385,6 +385,8 @@ def test_the_compiled_evidence_gives_the_numpy_estimates(positions: np.ndarray) 
         for c in (True, False)
     ]
     assert srps[0]._kernels is not None and srps[1]._kernels is None
+    mic = MicArraySection(sample_rate=FS, positions=[tuple(p) for p in positions.tolist()])
+    assert Listener(mic).srp._kernels is not None and Listener(mic, compiled=False).srp._kernels is None
     x = scene.samples
     n = srps[0].block_len
     counts, near, total = [0, 0], 0, 0

@@ -148,7 +148,15 @@ class _Fifo:
 class Listener:
     """Voice activity, far end, soft DOA evidence and tracked sources of a mic-array stream."""
 
-    def __init__(self, mic: MicArraySection, cfg: TrackerConfig | None = None, doa: DoaConfig | None = None) -> None:
+    def __init__(
+        self,
+        mic: MicArraySection,
+        cfg: TrackerConfig | None = None,
+        doa: DoaConfig | None = None,
+        compiled: bool = True,
+    ) -> None:
+        """``compiled``: the DOA evidence through its compiled kernels (the default) or its numpy path (the
+        same estimates; the bench's ``listener+numpy``, to measure what the kernels save)."""
         self.mic = mic
         self.cfg = cfg = cfg or TrackerConfig()
         self.doa = doa = doa or DoaConfig()
@@ -164,6 +172,7 @@ class Listener:
             hop_ms=cfg.hop_ms,
             full_circle=cfg.full_circle,
             max_azimuth_deg=cfg.max_azimuth_deg,
+            compiled=compiled,
         )
         self.vad = _GivenLevelVad(doa.model_copy(update={"hop_ms": cfg.hop_ms}), fs)
         self.silero: SileroVad | None = None
@@ -417,8 +426,8 @@ def read_reference(path: str | os.PathLike[str], samples: npt.NDArray[np.float32
 class ListeningDoas:
     """A :class:`Listener` that gives the director's :class:`Doa` blocks, as :class:`Hearing` does."""
 
-    def __init__(self, mic: MicArraySection, cfg: TrackerConfig, doa: DoaConfig) -> None:
-        self.listener = Listener(mic, cfg, doa)
+    def __init__(self, mic: MicArraySection, cfg: TrackerConfig, doa: DoaConfig, compiled: bool = True) -> None:
+        self.listener = Listener(mic, cfg, doa, compiled)
         self.last: list[Heard] = []
 
     def reset(self) -> None:
