@@ -92,14 +92,14 @@ def cmd_doa(a: argparse.Namespace) -> int:
 
     cfg = load_config(a.config)
     samples = read_array_wav(a.audio, cfg.mic_array)
+    heard_as = louder(samples, gain_of(cfg))  # the calibration's gain, as the box hears the array
     if a.reference is not None or cfg.doa.estimator == "tracker":
         from appliance.perception.listening import Listener, read_reference
 
         reference = None if a.reference is None else read_reference(a.reference, samples, cfg.mic_array.sample_rate)
-        heard = Listener(cfg.mic_array, cfg.tracker, cfg.doa).feed(louder(samples, gain_of(cfg)), 0.0, reference)
-        _print_lines(h.to_json() for h in heard)
+        _print_lines(h.to_json() for h in Listener(cfg.mic_array, cfg.tracker, cfg.doa).feed(heard_as, 0.0, reference))
         return 0
-    _print_lines(d.to_json() for d in Hearing(cfg.mic_array, cfg.doa).feed(louder(samples, gain_of(cfg)), 0.0))
+    _print_lines(d.to_json() for d in Hearing(cfg.mic_array, cfg.doa).feed(heard_as, 0.0))
     return 0
 
 

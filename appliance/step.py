@@ -166,19 +166,22 @@ class FrameStep:
         return self.lips.look(t, image)
 
 
+def _for_running_array(cfg: Config) -> bool:
+    """Whether ``[calibration]`` was captured with the mic array in use (or names none)."""
+    c = cfg.calibration
+    return not c.mic_array or c.mic_array == next(iter(cfg.mic_arrays))
+
+
 def gain_of(cfg: Config) -> float:
     """The gain (dB) on the array's audio in force: ``[calibration] gain_db`` when the calibration was captured
     with the mic array in use (or names none), else 0."""
-    c = cfg.calibration
-    if c.mic_array and c.mic_array != next(iter(cfg.mic_arrays)):
-        return 0.0
-    return float(c.gain_db)
+    return float(cfg.calibration.gain_db) if _for_running_array(cfg) else 0.0
 
 
 def calibration_of(cfg: Config) -> Calibration | None:
     """The mic array's calibration in force: ``[calibration] points`` when they were captured with the mic
     array in use (or name none), else None."""
     c = cfg.calibration
-    if not c.points or (c.mic_array and c.mic_array != next(iter(cfg.mic_arrays))):
+    if not c.points or not _for_running_array(cfg):
         return None
     return fit(c.points, c.limits)

@@ -523,6 +523,7 @@ class SoftSrp:
             self._tf,
             self._blank,
             self._lag_len,
+            self._el0,
         )
         return [Candidate(float(r[0]), float(r[1]), float(r[2]), float(r[3])) for r in rows.tolist()]
 

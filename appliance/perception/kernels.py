@@ -1,7 +1,7 @@
 """Compiled loops of the soft DOA evidence (numba): the same arithmetic as
 :class:`appliance.perception.evidence.SoftSrp`'s numpy path, in one pass over each block's bins.
 
-A block's arrays are small (4-7 mics, 7 sub-frames, about 120 bins, 360 azimuths): numpy spends most of
+A block's arrays are small (4-7 mics, 7 sub-frames, 60 analysed bins, 360 azimuths): numpy spends most of
 its time there on the 50-odd calls a block makes (2-4 us each on the box's CPU), not on the arithmetic.
 Each kernel here is one call. Pure functions of arrays; compiled on first use and cached on disk beside
 this file (or in ``NUMBA_CACHE_DIR``), so a box compiles them once.
@@ -202,12 +202,14 @@ def directions(
     tf: npt.NDArray[np.float64],
     blank: int,
     lag_len: int,
+    el0: int,
 ) -> npt.NDArray[np.float64]:  # pragma: no cover - compiled
     """The sources of a block whose weighted, whitened pair spectra are ``g`` (P, 2K): rows of (azimuth,
-    elevation, height, weight), strongest first (``SoftSrp._directions``, one call)."""
+    elevation, height, weight), strongest first (``SoftSrp._directions``, one call). ``el0``: the index of
+    elevation 0, where an estimate whose elevation is not searched lies."""
     n_pairs = g.shape[0]
     cc = np.dot(g, lag_tf).ravel()  # every pair's weighted GCC at each lag
-    if hi0 < g.shape[1] // 2:
+    if elev.size > 1 and hi0 < g.shape[1] // 2:  # (elevation is searched on the upper band only)
         cc_el = np.dot(np.ascontiguousarray(g[:, 2 * hi0 :]), lag_tf_high).ravel()
     else:
         cc_el = cc
@@ -216,10 +218,6 @@ def directions(
     out = np.zeros((max_sources, 4), np.float64)
     found = 0
     ring = np.empty(n, np.float32)
-    el0 = 0
-    for e in range(elev.size):
-        if abs(elev[e]) < abs(elev[el0]):
-            el0 = e
     for _ in range(max_sources):
         ring[:] = 0.0
         for r in range(ring_idx.shape[0]):
