@@ -940,18 +940,22 @@ def pra_factory(algorithm: str, cfg: DoaConfig | None = None) -> Mounted:
 
 
 def listener_factory(
-    vad: Literal["energy", "silero"] = "silero", vad_rate: int | None = None, compiled: bool = True
+    vad: Literal["energy", "silero"] = "silero",
+    vad_rate: int | None = None,
+    compiled: bool = True,
+    adaptive_beam: bool = True,
 ) -> Mounted:
     """The box's default hearing (``[doa] estimator = "tracker"``): soft evidence, the source tracker, the
     Silero voice gate (or the energy gate, a peer); ``vad_rate`` the rate Silero hears (default: the
-    config's); ``compiled=False``: the evidence's numpy path (the same estimates, more CPU)."""
+    config's); ``compiled=False``: the evidence's numpy path (the same estimates, more CPU);
+    ``adaptive_beam=False``: Silero hears the delay-and-sum beam only, not MVDR."""
     from appliance.config import TrackerConfig
     from appliance.perception.listening import ListeningDoas
 
     doa = DoaConfig(vad=vad) if vad_rate is None else DoaConfig(vad=vad, vad_rate=vad_rate)
     return Mounted(
         lambda mic, full_circle, field_deg: ListeningDoas(
-            mic, TrackerConfig(full_circle=full_circle, max_azimuth_deg=field_deg), doa, compiled
+            mic, TrackerConfig(full_circle=full_circle, max_azimuth_deg=field_deg), doa, compiled, adaptive_beam
         )
     )
 
@@ -1050,6 +1054,7 @@ def _other_vad_rate() -> int:
 STAGES = (  # the listener's stages whose CPU time cost_split measures: (label, attribute path of a method)
     ("voice gate (Silero)", "silero.hear"),
     ("voice gate (steering)", "_steered"),
+    ("voice gate (beam learning)", "beam.learn"),
     ("evidence (transform)", "srp.prepare"),
     ("evidence (SRP)", "srp.evidence"),
     ("evidence (floor only)", "srp.skip"),
@@ -1116,14 +1121,15 @@ def cost_split(
 
 def peers() -> dict[str, AnyFactory]:
     """The box's tracked listener (Silero gate; and with the energy gate, Silero at the other rate, the
-    evidence's numpy path, after the guided calibration, with the calibration's gain alone), the foundation's
-    Hearing (energy VAD; and with the Silero VAD), pyroomacoustics SRP and NormMUSIC (both behind the energy
-    VAD)."""
+    evidence's numpy path, Silero on the delay-and-sum beam, after the guided calibration, with the
+    calibration's gain alone), the foundation's Hearing (energy VAD; and with the Silero VAD),
+    pyroomacoustics SRP and NormMUSIC (both behind the energy VAD)."""
     return {
         "listener": listener_factory(),
         f"listener+vad{_other_vad_rate() // 1000}k": listener_factory(vad_rate=_other_vad_rate()),
         "listener+energy": listener_factory("energy"),
         "listener+numpy": listener_factory(compiled=False),  # the evidence's numpy path: what the kernels save
+        "listener+ds": listener_factory(adaptive_beam=False),  # Silero on the delay-and-sum beam, not MVDR
         "listener+calibration": CalibratedListener(listener_factory()),
         "listener+gain": CalibratedListener(listener_factory(), map_azimuths=False, arrays=ARRAYS),
         "hearing": hearing_factory(DoaConfig(vad="energy")),

@@ -5,9 +5,11 @@ it does not replace: chunks of any length with the time of their first sample, c
 blocks every ``[tracker] hop_ms``. Per block:
 
 - voice activity: with ``[doa] vad = "silero"`` (the default) the Silero network
-  (:class:`appliance.perception.silero.SileroVad`) on the mics delayed and summed towards the source the
-  listener attends to (the dominant talker, else the liveliest source heard that is not a learnt noise):
-  a few dB above one mic in noise and reverberation; the energy gate
+  (:class:`appliance.perception.silero.SileroVad`) on the mics beamed towards the source the listener
+  attends to (the dominant talker, else the liveliest source heard that is not a learnt noise;
+  :class:`appliance.perception.beam.VoiceBeam`: delay-and-sum, and, while that source is heard and once
+  quiet blocks have taught it the room's background, an MVDR beam against that background): a few dB
+  above one mic in noise and reverberation, more against a fan; the energy gate
   (:class:`appliance.perception.vad.EnergyVad`) still learns the noise floor and gives the block's level.
   Between talk spurts the network rests on quiet blocks (not ``LIVELY_DB`` above the floor): it is most of
   the listener's cost. A talk spurt counts as speech once it has lasted ``silero.MIN_SPEECH_S`` (Silero's
@@ -46,8 +48,8 @@ import numpy.typing as npt
 
 from appliance.config import DoaConfig, MicArraySection, TrackerConfig
 from appliance.messages import Doa
-from appliance.perception.doa import SPEED_OF_SOUND
-from appliance.perception.evidence import SoftSrp, irfft, rfft
+from appliance.perception.beam import VoiceBeam
+from appliance.perception.evidence import SoftSrp
 from appliance.perception.farend import SILENT_DB, farend_share
 from appliance.perception.tracker import Source, SourceTracker
 from appliance.perception.vad import EnergyVad
@@ -154,9 +156,11 @@ class Listener:
         cfg: TrackerConfig | None = None,
         doa: DoaConfig | None = None,
         compiled: bool = True,
+        adaptive_beam: bool = True,
     ) -> None:
         """``compiled``: the DOA evidence through its compiled kernels (the default) or its numpy path (the
-        same estimates; the bench's ``listener+numpy``, to measure what the kernels save)."""
+        same estimates; the bench's ``listener+numpy``, to measure what the kernels save). ``adaptive_beam``
+        false: the voice gate hears the delay-and-sum beam only (the bench's ``listener+ds``)."""
         self.mic = mic
         self.cfg = cfg = cfg or TrackerConfig()
         self.doa = doa = doa or DoaConfig()
@@ -188,7 +192,9 @@ class Listener:
         self._history = self.window_len + self.max_delay  # samples kept behind a block's end
         self._farend_until = -math.inf
         self._steer_az: float | None = None
-        self._steer_w: dict[tuple[int, int], npt.NDArray[np.complex64]] = {}  # (samples, degree) -> (M, bins)
+        self._steer_heard = False  # the attended source was heard in the last block
+        self.beam = VoiceBeam(mic.positions, fs, self.hop_len, adaptive_beam)  # the voice gate's (MVDR once learnt)
+        self._quiet_hops = 0
         self._blocks = 0
         # the network hears the background this long before it may rest (from a blank state it is slow to
         # take the first words for speech)
@@ -292,26 +298,15 @@ class Listener:
         return t <= self._farend_until
 
     def _steered(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """The new samples (n, M) as one channel for the voice gate: the mics delayed and summed towards the
-        source the listener attends to (a few dB above a single mic in noise and reverberation), or their
-        mean before any source is heard."""
+        """The new samples (n, M) as one channel for the voice gate: the beam towards the source the listener
+        attends to (delay-and-sum, then MVDR against the learnt background: :mod:`appliance.perception.beam`),
+        or the mics' mean before any source is heard."""
         if self._steer_az is None or self.n_mics < 2:
             out: npt.NDArray[np.float32] = x.mean(axis=1)
             return out
-        n = x.shape[0]
-        key = (n, round(self._steer_az))
-        w = self._steer_w.get(key)
-        if w is None:  # the weights of every whole degree heard, kept (a talker's azimuth wanders; 360 at most)
-            a = math.radians(key[1])
-            u = np.array([math.sin(a), 0.0, math.cos(a)])
-            pos = np.asarray(self.mic.positions, np.float64)
-            lead = (pos - pos.mean(axis=0)) @ u / SPEED_OF_SOUND  # seconds each mic hears the wave early
-            f = np.fft.rfftfreq(n, 1.0 / self.sample_rate)
-            w = (np.exp(-2j * np.pi * lead[:, None] * f[None, :]) / self.n_mics).astype(np.complex64)
-            self._steer_w[key] = w
-        spec = rfft(np.ascontiguousarray(x.T))  # (M, n // 2 + 1)
-        spec *= w
-        return irfft(spec.sum(axis=0), n)
+        # MVDR while the attended source is being heard; otherwise delay-and-sum, which lets a new talker
+        # elsewhere through (MVDR, sharper, would keep their first words from the voice gate)
+        return self.beam.steer(x, self._steer_az, adaptive=self._steer_heard)
 
     def _may_be_voice(self) -> bool:
         """Whether the block may carry a voice the gate missed: with Silero, unless the network heard it and
@@ -322,11 +317,13 @@ class Listener:
         """Attend to the dominant talker, else to the liveliest source heard now that is not a learnt noise."""
         talker = self.tracker.dominant_talker()
         if talker is not None:
-            self._steer_az = talker.azimuth_deg
+            self._steer_az, self._steer_heard = talker.azimuth_deg, talker.heard
             return
         heard = [s for s in sources if s.heard and s.kind not in ("noise", "farend")]
         if heard:
-            self._steer_az = max(heard, key=lambda s: s.evidence).azimuth_deg
+            self._steer_az, self._steer_heard = max(heard, key=lambda s: s.evidence).azimuth_deg, True
+        else:
+            self._steer_heard = False
 
     def _analyse(self, block_end: int, t: float) -> Heard:
         cfg = self.cfg
@@ -338,6 +335,10 @@ class Listener:
         # nothing above the steady background: no talk spurt can start here (context for the tracker)
         quiet = not energetic and (floor is None or level <= floor + LIVELY_DB)
         if self.silero is not None:  # the trained gate decides; the energy gate still learns the floor
+            if quiet and not self.silero.speaking and self.n_mics > 1:
+                self._quiet_hops += 1
+                if self._quiet_hops % NOISE_EVERY == 0:  # the background the voice gate's beam keeps out
+                    self.beam.learn(block[-self.hop_len :])
             if quiet and not self.silero.speaking and self._blocks >= self._silero_warmup:
                 speech = self.silero.skip()  # between talk spurts the network is not worth its cost
             else:
@@ -426,8 +427,15 @@ def read_reference(path: str | os.PathLike[str], samples: npt.NDArray[np.float32
 class ListeningDoas:
     """A :class:`Listener` that gives the director's :class:`Doa` blocks, as :class:`Hearing` does."""
 
-    def __init__(self, mic: MicArraySection, cfg: TrackerConfig, doa: DoaConfig, compiled: bool = True) -> None:
-        self.listener = Listener(mic, cfg, doa, compiled)
+    def __init__(
+        self,
+        mic: MicArraySection,
+        cfg: TrackerConfig,
+        doa: DoaConfig,
+        compiled: bool = True,
+        adaptive_beam: bool = True,
+    ) -> None:
+        self.listener = Listener(mic, cfg, doa, compiled, adaptive_beam)
         self.last: list[Heard] = []
 
     def reset(self) -> None:
