@@ -28,9 +28,9 @@ from appliance.perception.doa import SPEED_OF_SOUND
 from appliance.perception.evidence import irfft, rfft
 
 LOADING = 1.0  # diagonal loading, a share of the background's mean power per mic and frequency
-LEARN_TAU = 32  # the background's cross-spectra average about this many of the latest quiet hops
-MIN_LEARNT = 8  # quiet hops heard before the MVDR beam replaces delay-and-sum
-REFRESH_EVERY = 8  # the weights are recomputed after this many new quiet hops
+LEARN_TAU = 32  # the background's cross-spectra average about this many of the latest quiet hops learnt
+MIN_LEARNT = 8  # quiet hops learnt before the MVDR beam replaces delay-and-sum
+REFRESH_EVERY = 16  # the weights are recomputed after this many new quiet hops (a steady background)
 
 
 class VoiceBeam:
@@ -45,7 +45,7 @@ class VoiceBeam:
         self.n = int(n)
         self.sample_rate = int(sample_rate)
         self._freqs = np.fft.rfftfreq(self.n, 1.0 / sample_rate)
-        self._cov: npt.NDArray[np.complex128] | None = None  # (F, M, M) the background's cross-spectra
+        self._cov: npt.NDArray[np.complex64] | None = None  # (F, M, M) the background's cross-spectra
         self._learnt = 0
         self._since = 0  # quiet hops learnt since the weights were last computed
         self._inverse: npt.NDArray[np.complex128] | None = None  # (F, M, M) of the loaded covariance
@@ -69,19 +69,20 @@ class VoiceBeam:
         """Fold a hop (n, M) in which nobody talks into the background's cross-spectra."""
         if not self.can_adapt:
             return
-        spec = rfft(np.ascontiguousarray(x.T)).T  # (F, M)
-        outer = spec[:, :, None] * spec[:, None, :].conj()
+        spec = rfft(np.ascontiguousarray(x.T)).T.astype(np.complex64)  # (F, M)
         self._learnt += 1
+        a = 1.0 / min(self._learnt, LEARN_TAU)
+        outer = spec[:, :, None] * (np.float32(a) * spec[:, None, :].conj())
         if self._cov is None:
-            self._cov = outer.astype(np.complex128)
+            self._cov = outer
         else:
-            a = 1.0 / min(self._learnt, LEARN_TAU)
-            self._cov += a * (outer - self._cov)
+            self._cov *= np.float32(1.0 - a)
+            self._cov += outer
         self._since += 1
         if self._learnt >= MIN_LEARNT and (self._inverse is None or self._since >= REFRESH_EVERY):
             m = self.n_mics
             power = np.real(np.trace(self._cov, axis1=1, axis2=2)) / m
-            loaded = self._cov + (LOADING * np.maximum(power, 1e-20))[:, None, None] * np.eye(m)[None]
+            loaded = self._cov.astype(np.complex128) + (LOADING * np.maximum(power, 1e-20))[:, None, None] * np.eye(m)
             self._inverse = np.linalg.inv(loaded)
             self._weights.clear()
             self._since = 0

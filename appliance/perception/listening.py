@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 
 NOISE_EVERY = 4  # one block in this many without speech is analysed without the noise-floor weights
 DELAY_EVERY = 4  # the far-end delay is searched again every this many blocks
+BEAM_LEARN_EVERY = 8  # the voice gate's beam learns the background from one quiet block in this many
 SILERO_WARMUP_S = 0.5  # Silero hears every block while the energy gate learns its floor (vad.WARMUP_S)
 LIVELY_DB = 3.0  # a block this far above the noise floor is lively (context for the tracker, not speech)
 SOFT_MIN_P = 0.2  # a talker heard in a lively block is not reported when Silero heard it below this probability
@@ -193,7 +194,10 @@ class Listener:
         self._farend_until = -math.inf
         self._steer_az: float | None = None
         self._steer_heard = False  # the attended source was heard in the last block
-        self.beam = VoiceBeam(mic.positions, fs, self.hop_len, adaptive_beam)  # the voice gate's (MVDR once learnt)
+        # the voice gate's beam, MVDR once it has learnt the background: on an array with a 2-D aperture only;
+        # a line array's azimuths are pulled towards its broadside by up to 25 deg in a reverberant room (its
+        # cone of confusion), and an MVDR beam aimed there loses the talker (docs/hearing-grid.md)
+        self.beam = VoiceBeam(mic.positions, fs, self.hop_len, adaptive_beam and self.srp.planar_2d)
         self._quiet_hops = 0
         self._blocks = 0
         # the network hears the background this long before it may rest (from a blank state it is slow to
@@ -337,7 +341,7 @@ class Listener:
         if self.silero is not None:  # the trained gate decides; the energy gate still learns the floor
             if quiet and not self.silero.speaking and self.n_mics > 1:
                 self._quiet_hops += 1
-                if self._quiet_hops % NOISE_EVERY == 0:  # the background the voice gate's beam keeps out
+                if self._quiet_hops % BEAM_LEARN_EVERY == 0:  # the background the voice gate's beam keeps out
                     self.beam.learn(block[-self.hop_len :])
             if quiet and not self.silero.speaking and self._blocks >= self._silero_warmup:
                 speech = self.silero.skip()  # between talk spurts the network is not worth its cost
