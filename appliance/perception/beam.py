@@ -48,7 +48,7 @@ class VoiceBeam:
         self._cov: npt.NDArray[np.complex64] | None = None  # (F, M, M) the background's cross-spectra
         self._learnt = 0
         self._since = 0  # quiet hops learnt since the weights were last computed
-        self._inverse: npt.NDArray[np.complex128] | None = None  # (F, M, M) of the loaded covariance
+        self._inverse: npt.NDArray[np.complex64] | None = None  # (F, M, M) of the loaded covariance
         # (samples, degree) -> (M, F) weights, conjugated, to multiply the spectra by (MVDR; -samples:
         # delay-and-sum)
         self._weights: dict[tuple[int, int], npt.NDArray[np.complex64]] = {}
@@ -83,22 +83,24 @@ class VoiceBeam:
             m = self.n_mics
             power = np.real(np.trace(self._cov, axis1=1, axis2=2)) / m
             loaded = self._cov.astype(np.complex128) + (LOADING * np.maximum(power, 1e-20))[:, None, None] * np.eye(m)
-            self._inverse = np.linalg.inv(loaded)
-            self._weights.clear()
+            self._inverse = np.linalg.inv(loaded).astype(np.complex64)
+            self._weights = {k: w for k, w in self._weights.items() if k[0] < 0}  # delay-and-sum's stay
             self._since = 0
 
     def _weights_for(self, n: int, degree: int, adaptive: bool) -> npt.NDArray[np.complex64]:
+        ds = self._weights.get((-n, degree))  # delay-and-sum: the steering vector, conjugated, over M
+        if ds is None:
+            ds = (self._steering(degree, n).conj() / self.n_mics).astype(np.complex64)
+            self._weights[(-n, degree)] = ds
         inverse = self._inverse if adaptive and n == self.n else None
-        key = (n if inverse is not None else -n, degree)
-        w = self._weights.get(key)
+        if inverse is None:
+            return ds
+        w = self._weights.get((n, degree))
         if w is None:
-            d = self._steering(degree, n)  # (M, F)
-            if inverse is None:
-                w = (d.conj() / self.n_mics).astype(np.complex64)
-            else:
-                rd = np.einsum("fmn,nf->mf", inverse, d)  # R^-1 d
-                w = (rd / np.einsum("mf,mf->f", d.conj(), rd)[None, :]).conj().astype(np.complex64)
-            self._weights[key] = w
+            d = ds.conj() * np.float32(self.n_mics)  # (M, F)
+            rd = np.einsum("fmn,nf->mf", inverse, d)  # R^-1 d
+            w = (rd / np.einsum("mf,mf->f", d.conj(), rd)[None, :]).conj()
+            self._weights[(n, degree)] = w
         return w
 
     def steer(self, x: npt.NDArray[np.float32], azimuth_deg: float, adaptive: bool = True) -> npt.NDArray[np.float32]:
