@@ -54,3 +54,19 @@ def test_the_listener_learns_the_background_in_quiet_hops() -> None:
         fixed.feed(fan[s : s + 512], s / FS)
     assert listener.beam.adaptive
     assert not fixed.beam.adaptive
+
+
+def test_a_dead_mic_or_digital_silence_leaves_the_beam_finite() -> None:
+    """A mic that delivers zeros, or a room in digital silence, while the beam learns: the loading keeps the
+    background's matrix invertible and the output finite (delay-and-sum-like at worst)."""
+    rng = np.random.default_rng(6)
+    background = 0.01 * rng.standard_normal((16 * HOP, 6)).astype(np.float32)
+    background[:, 2] = 0.0
+    talker = plane_wave(CIRCLE, -30.0, n=4 * HOP, seed=7)
+    for quiet in (background, np.zeros_like(background)):
+        beam = VoiceBeam(CIRCLE, FS, HOP)
+        for h in hops(quiet):
+            beam.learn(h)
+        assert beam.adaptive
+        out = np.concatenate([beam.steer(h, -30.0) for h in hops(talker)])
+        assert np.all(np.isfinite(out)) and np.mean(out**2) > 0.1 * np.mean(talker[:, 0] ** 2)
