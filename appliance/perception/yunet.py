@@ -17,7 +17,6 @@ detector is created. OpenCV runs on one thread.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from appliance.config import YuNetConfig
 from appliance.messages import Box, Face, Faces
 from appliance.perception.facemodel import FaceModelError
 from appliance.perception.faces import merge_faces
+from common.pinned import read_pinned
 
 MODEL_PATH = Path(__file__).parent / "models" / "yunet_s_640_640.onnx"
 MODEL_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
@@ -49,17 +49,7 @@ SAME_FACE_RATIO = 2.5  # ... and its size within this factor
 
 def load_model(path: Path = MODEL_PATH, sha256: str = MODEL_SHA256) -> bytes:
     """The model's bytes, after checking them against ``sha256``; a missing or damaged file is a clear error."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise FaceModelError(f"{path}: cannot read the YuNet face model ({e.strerror}); reinstall roombox") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != sha256:
-        raise FaceModelError(
-            f"{path}: the YuNet face model is damaged (sha256 {digest[:12]}..., expected "
-            f"{sha256[:12]}...); reinstall roombox"
-        )
-    return data
+    return read_pinned(path, sha256, "the YuNet face model", FaceModelError)
 
 
 class YuNetDetector:
