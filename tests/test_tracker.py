@@ -254,3 +254,32 @@ def test_a_fan_heard_in_one_quiet_block_of_four_is_learnt_as_noise() -> None:
         kinds[span] = [s.kind for s in tr.sources if err(s.azimuth_deg, 80.0) < 5.0]
     assert kinds[4] == ["noise"], kinds
     assert kinds[1] != ["noise"], kinds  # the reason for the span (if the rule changes, this says so)
+
+
+def test_a_new_talker_is_not_reported_at_a_stale_talkers_place() -> None:
+    """A talker stops; two seconds later another starts, heard weakly (a reverberant room), and one stray
+    estimate near the first talker (a reflection of the new voice) wakes that one's source. The box reports
+    the new talker or nobody through the new one's first words, never the one who stopped."""
+    tr = SourceTracker(TrackerConfig(), hop_s=HOP)
+    rng = np.random.default_rng(1)
+    t = 0.0
+    for _ in range(30):  # talker A at -73 degrees talks (syllables: the level comes and goes)
+        t += HOP
+        tr.update(t, [cand(-73.0 + rng.normal(0, 2.0), 0.3)], speech=True, level_db=-35 + 16 * rng.random())
+    a = tr.dominant_talker()
+    assert a is not None and err(a.azimuth_deg, -73.0) < 3.0
+    for _ in range(30):  # two seconds of silence
+        t += HOP
+        tr.update(t, [], speech=False, level_db=-60.0)
+    reported: list[float | None] = []
+    for k in range(12):  # talker B at 47 degrees starts; in the sixth block, a stray estimate at A's place
+        t += HOP
+        cands = [cand(-75.0, 0.12)] if k == 5 else [cand(47.0 + (-2.0) ** (k % 2), 0.09)]
+        tr.update(t, cands, speech=True, level_db=-35 + 16 * rng.random())
+        talker = tr.dominant_talker()
+        reported.append(None if talker is None else talker.azimuth_deg)
+    assert all(az is None or err(az, 47.0) < 4.0 for az in reported), reported
+    # reported from the stray block on, before B's evidence alone would have confirmed it (about eight blocks)
+    assert all(az is not None for az in reported[5:]), reported
+    (a_again,) = [s for s in tr.sources if err(s.azimuth_deg, -73.0) < 4.0]
+    assert a_again.id == a.id  # A keeps its source and id

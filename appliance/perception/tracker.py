@@ -10,7 +10,11 @@ the source's own uncertainty); the measurement noise of an estimate is ``measure
 a weak estimate moves a source little. An estimate that fits no source starts a tentative one.
 
 - **Birth**: a tentative source is confirmed once its evidence (the sum of its estimates' weights,
-  forgetting with ``evidence_tau_s``) reaches ``birth_evidence``; until then it is not reported.
+  forgetting with ``evidence_tau_s``) reaches ``birth_evidence``; until then it is not reported. A new
+  talker is confirmed sooner when someone would otherwise be reported in its place: heard talking (as a
+  talker is reported, :data:`MIN_VOICED`), with more evidence than every active talker, away from them.
+  A talker who stopped a while ago, woken by one stray estimate (a reflection of the new voice), would
+  else be the dominant talker through the new one's first words.
 - **Persistence / activity**: a source is active while it has had evidence within ``active_hold_s``.
 - **Death**: a talker unheard for ``forget_s`` is dropped, a learnt noise or loudspeaker after
   ``forget_noise_s``; a tentative source that never got enough evidence fades out. Two sources that come
@@ -238,9 +242,18 @@ class SourceTracker:
 
     def _confirm_and_prune(self, t: float) -> None:
         cfg = self.cfg
+        # the active talkers a tentative talker would be reported in place of (see the module's Birth)
+        rivals = [tr for tr in self._tracks if tr.confirmed and self._reportable(tr, t)]
         keep: list[_Track] = []
         for tr in self._tracks:
-            if not tr.confirmed and tr.evidence >= cfg.birth_evidence:
+            if not tr.confirmed and (
+                tr.evidence >= cfg.birth_evidence
+                or (
+                    rivals
+                    and self._reportable(tr, t)
+                    and all(tr.evidence > o.evidence and abs(_wrap(tr.az - o.az)) > cfg.gate_deg for o in rivals)
+                )
+            ):
                 tr.confirmed = True
                 tr.born = tr.first_obs
             if tr.id == 0:
@@ -302,6 +315,11 @@ class SourceTracker:
             tr.kind = "unknown"  # next to a learnt fan: a talker there must first be heard talking for a while
         else:
             tr.kind = "talker"
+
+    def _reportable(self, tr: _Track, t: float) -> bool:
+        """Whether ``tr``, were it confirmed, could be the dominant talker now (:meth:`_dominant_talker`)."""
+        active = t - tr.last_obs <= self.cfg.active_hold_s
+        return tr.kind == "talker" and active and tr.n_voiced >= MIN_VOICED and tr.talked
 
     def _near_noise(self, tr: _Track) -> bool:
         for o in self._tracks:
