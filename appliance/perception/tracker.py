@@ -364,13 +364,9 @@ class SourceTracker:
 
     def _dominant_talker(self) -> Source | None:
         best: Source | None = None
-        for s in self._sources():  # cached since the last update
-            if (
-                s.kind == "talker"
-                and s.active
-                and s.voiced >= MIN_VOICED
-                and s.talked
-                and (best is None or s.evidence > best.evidence)
-            ):
+        t = self._t if self._t is not None else 0.0
+        confirmed = (tr for tr in self._tracks if tr.confirmed)
+        for tr, s in zip(confirmed, self._sources(), strict=True):  # the sources cached since the last update
+            if self._reportable(tr, t) and (best is None or s.evidence > best.evidence):
                 best = s
         return best
