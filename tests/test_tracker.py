@@ -283,3 +283,28 @@ def test_a_new_talker_is_not_reported_at_a_stale_talkers_place() -> None:
     assert all(az is not None for az in reported[5:]), reported
     (a_again,) = [s for s in tr.sources if err(s.azimuth_deg, -73.0) < 4.0]
     assert a_again.id == a.id  # A keeps its source and id
+
+
+def test_a_new_talker_heard_weakly_is_reported_when_nobody_else_would_be() -> None:
+    """A reverberant, noisy room: a new talker's estimates are weak (0.09 a block, half-way to birth in four
+    blocks, all the way in eight) and a reflection of the voice weaker still. While nobody else would be
+    reported, the talker is confirmed half-way, in a confirmed talk spurt; the reflection is not, and the
+    same weak estimates in a spurt not confirmed (a chair scrape) make no source before birth."""
+    tr = SourceTracker(TrackerConfig(), hop_s=HOP)
+    t = 0.0
+    reported: list[float | None] = []
+    for _ in range(8):
+        t += HOP
+        tr.update(t, [cand(30.0, 0.09), cand(-50.0, 0.06)], speech=True, voiced=True, confirmed=True)
+        talker = tr.dominant_talker()
+        reported.append(None if talker is None else talker.azimuth_deg)
+    assert reported[:3] == [None, None, None]  # before two voiced blocks and half the birth evidence
+    assert all(az is not None and err(az, 30.0) < 3.0 for az in reported[4:]), reported
+    assert [err(s.azimuth_deg, 30.0) < 3.0 for s in tr.sources] == [True]  # the reflection is not a source
+
+    scrape = SourceTracker(TrackerConfig(), hop_s=HOP)
+    t = 0.0
+    for _ in range(6):
+        t += HOP
+        scrape.update(t, [cand(30.0, 0.09)], speech=True, voiced=True, confirmed=False)
+    assert scrape.sources == [] and scrape.dominant_talker() is None

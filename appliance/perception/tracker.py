@@ -14,7 +14,10 @@ a weak estimate moves a source little. An estimate that fits no source starts a 
   talker is confirmed sooner when someone would otherwise be reported in its place: heard talking (as a
   talker is reported, :data:`MIN_VOICED`), with more evidence than every active talker, away from them.
   A talker who stopped a while ago, woken by one stray estimate (a reflection of the new voice), would
-  else be the dominant talker through the new one's first words.
+  else be the dominant talker through the new one's first words. And while nobody would be reported, the
+  strongest new talker heard talking is confirmed half-way to ``birth_evidence`` (:data:`LONE_BIRTH`):
+  in a reverberant, noisy room a voice's estimates are weak, and the box would else report nobody
+  through a confirmed talk spurt's first half second.
 - **Persistence / activity**: a source is active while it has had evidence within ``active_hold_s``.
 - **Death**: a talker unheard for ``forget_s`` is dropped, a learnt noise or loudspeaker after
   ``forget_noise_s``; a tentative source that never got enough evidence fades out. Two sources that come
@@ -44,6 +47,7 @@ NEAR_NOISE_VOICED = 6  # the same, for a source next to a learnt noise
 EL_FORGET = 0.98  # per estimate: the elevation averages about the last 1 / (1 - EL_FORGET) estimates
 EL_POWER = 2.0  # an estimate's say in the elevation: its weight to this power
 STRONGER = 1.0  # in speech, an estimate this many times a learnt noise's usual weight is not the noise's
+LONE_BIRTH = 0.5  # nobody reportable: a new talker heard talking is confirmed at this share of birth_evidence
 
 
 def _wrap(deg: float) -> float:
@@ -244,10 +248,20 @@ class SourceTracker:
         cfg = self.cfg
         # the active talkers a tentative talker would be reported in place of (see the module's Birth)
         rivals = [tr for tr in self._tracks if tr.confirmed and self._reportable(tr, t)]
+        # with none, the new talker who would be reported (the strongest heard talking), half-way to birth
+        lone = None
+        if not rivals:
+            heard = [
+                tr
+                for tr in self._tracks
+                if not tr.confirmed and self._reportable(tr, t) and tr.evidence >= LONE_BIRTH * cfg.birth_evidence
+            ]
+            lone = max(heard, key=lambda tr: tr.evidence, default=None)
         keep: list[_Track] = []
         for tr in self._tracks:
             if not tr.confirmed and (
                 tr.evidence >= cfg.birth_evidence
+                or tr is lone
                 or (
                     rivals
                     and self._reportable(tr, t)
