@@ -17,9 +17,34 @@ from appliance.logs import JsonFormatter, setup_logging
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# In the child: wait (bounded) until the native-log thread has taken a marker line written to fd 2, so that
+# every line written before it has been logged, however busy the machine (a fixed sleep can be outlasted).
+DRAIN = """
+import os as _os, time as _time
+import appliance.logs as _logs
+
+_seen = set()
+_level_of = _logs._native_level
+
+def _spy(line):  # the thread asks each line's level just before it logs it, in the order written
+    _seen.add(line)
+    return _level_of(line)
+
+_logs._native_level = _spy
+
+def drain(marker):
+    _os.write(2, (marker + "\\n").encode())
+    deadline = _time.monotonic() + 30.0
+    while marker not in _seen:
+        if _time.monotonic() > deadline:
+            raise SystemExit("the native-log thread never took " + marker)
+        _time.sleep(0.01)
+"""
+
+
 def _run(script: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", DRAIN + textwrap.dedent(script)], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
 
 
@@ -35,7 +60,7 @@ def test_json_lines_without_mediapipe_or_aiortc_chatter() -> None:
         logging.getLogger("aiortc.rtcpeerconnection").info("connection(0) ICE completed")
         logging.getLogger("appliance.box").info("panel on %s", "http://127.0.0.1:8080/", extra={"viewers": 2})
         logging.getLogger("aioice.ice").warning("a warning still shows")
-        import time; time.sleep(0.3)  # let the native-log thread drain the pipe
+        drain("drained-1")  # every native line before it has been logged (at DEBUG: not shown)
     """)
     assert p.returncode == 0, p.stderr
     records = [json.loads(line) for line in p.stderr.splitlines()]  # every line is JSON
@@ -55,11 +80,11 @@ def test_chatter_when_asked_and_native_errors_always_and_tracebacks_still_shown(
         setup_logging("debug", json=True, chatter=True)
         os.write(2, b"INFO: [environment.cc:36] Creating LiteRT environment\\n")
         logging.getLogger("aiortc.rtcpeerconnection").info("connection(0) ICE completed")
-        time.sleep(0.3)
+        drain("INFO: drained-1")  # the LiteRT line is logged while chatter is on (shown, as this marker is)
         setup_logging("info", json=True, chatter=False)
         os.write(2, b"INFO: hidden now\\n")
         os.write(2, b"E0000 00:00:1.0 123 graph.cc:1] calculator failed\\n")
-        time.sleep(0.3)
+        drain("drained-2")
         raise SystemExit(str(1 / 0))
     """)
     assert p.returncode == 1
@@ -68,6 +93,7 @@ def test_chatter_when_asked_and_native_errors_always_and_tracebacks_still_shown(
     native = [(r["level"], r["msg"]) for r in records if r["logger"] == "native"]
     assert native == [
         ("info", "INFO: [environment.cc:36] Creating LiteRT environment"),
+        ("info", "INFO: drained-1"),
         ("warning", "E0000 00:00:1.0 123 graph.cc:1] calculator failed"),
     ]
     assert any(r["msg"] == "connection(0) ICE completed" for r in records)
