@@ -1119,6 +1119,45 @@ def cost_split(
     return out
 
 
+LOSS_CAUSES = ("voice gate", "noise", "above", "farend", "unknown", "talker", "no source near")
+LOSS_NEAR_DEG = 15.0  # a tracked source this close to the talker is the one the speech went to
+
+
+def losses(rec: Recording, factory: EstimatorFactory | None = None) -> dict[str, int]:
+    """Why the box's default listener (or ``factory``'s) gave no azimuth in speech blocks of ``rec``, counted
+    as :func:`score` counts speech blocks: ``speech`` blocks, ``reported``, and each unreported one by its
+    cause (:data:`LOSS_CAUSES`): the ``voice gate`` passed nothing; else the kind of the nearest tracked source
+    within :data:`LOSS_NEAR_DEG` of the talker (``noise``: taken for a fan; ``above``: for a ceiling
+    loudspeaker; ``farend``; ``unknown``: not classed yet; ``talker``: a talker not reported); else ``no source
+    near`` (a new talker's source not confirmed yet)."""
+    est: Any = estimator(factory or listener_factory(), rec)
+    listener = getattr(est, "listener", est)
+    out = dict.fromkeys(("speech", "reported", *LOSS_CAUSES), 0)
+    x = rec.samples
+    for start in range(0, x.shape[0], 512):
+        for h in listener.feed(x[start : start + 512], start / RATE):
+            t = h.t - LABEL_LAG_S
+            talker: float | None = None
+            for az, spans in rec.turns:
+                if any(a + EDGE_S <= t < b - EDGE_S for a, b in spans):
+                    talker = az
+            if talker is None:
+                continue
+            out["speech"] += 1
+            if h.azimuth_deg is not None:
+                out["reported"] += 1
+            elif not h.speech:
+                out["voice gate"] += 1
+            else:
+                near = [s for s in h.sources if abs(_wrap(s.azimuth_deg - talker)) <= LOSS_NEAR_DEG]
+                if near:
+                    nearest = min(near, key=lambda s: abs(_wrap(s.azimuth_deg - talker)))
+                    out[nearest.kind] += 1
+                else:
+                    out["no source near"] += 1
+    return out
+
+
 def peers() -> dict[str, AnyFactory]:
     """The box's tracked listener (Silero gate; and with the energy gate, Silero at the other rate, the
     evidence's numpy path, Silero on the delay-and-sum beam, after the guided calibration, with the
@@ -1296,6 +1335,12 @@ def _main() -> None:
         action="store_true",
         help="where the listener's CPU goes, per array (no scores); with --only, each listener named, in turn",
     )
+    ap.add_argument(
+        "--losses",
+        action="store_true",
+        help="why the listener reported no azimuth in speech blocks, per array (the voice gate, the kind of the "
+        "source near the talker, or none near)",
+    )
     args = ap.parse_args()
     if args.table:
         res = pooled(Path(args.table).read_text().splitlines())
@@ -1334,6 +1379,16 @@ def _main() -> None:
                 heard = tallies[name].get("heard", 0) / max(sum(tallies[name].values()), 1)
                 row = " | ".join(f"{sums[name][k] / max(audio[name], 1e-9):.4f}" for k in labels)
                 print(f"| {array} | {name} | {row} | {heard:.2f} |", flush=True)
+        return
+    if args.losses:
+        cols = ("speech", "reported", *LOSS_CAUSES)
+        print("| array | " + " | ".join(cols) + " |\n|" + "---|" * (len(cols) + 1), flush=True)
+        for array in dict.fromkeys(c.array for c in cells):
+            total = dict.fromkeys(cols, 0)
+            for rec in recordings([c for c in cells if c.array == array]):
+                for k, v in losses(rec).items():
+                    total[k] += v
+            print(f"| {array} | " + " | ".join(str(total[k]) for k in cols) + " |", flush=True)
         return
     log = open(args.log, "a") if args.log else None
 
