@@ -802,6 +802,16 @@ def run(factory: EstimatorFactory, rec: Recording, chunk: int = 512) -> tuple[li
     return out, cpu
 
 
+def _talker_at(rec: Recording, t: float) -> float | None:
+    """The azimuth of the talker speaking at ``t`` (a block's middle) in ``rec``, or None: not speech, or within
+    ``EDGE_S`` of a speech interval's edge (counted neither way)."""
+    talker: float | None = None
+    for az, spans in rec.turns:
+        if any(a + EDGE_S <= t < b - EDGE_S for a, b in spans):
+            talker = az
+    return talker
+
+
 def score(rec: Recording, doas: Sequence[Doa], cpu_s: float = 0.0) -> Counts:
     """Tally ``doas`` (one estimator's output over ``rec``) against the recording's truth."""
     c = Counts(cpu_s=cpu_s, audio_s=rec.duration_s)
@@ -809,10 +819,7 @@ def score(rec: Recording, doas: Sequence[Doa], cpu_s: float = 0.0) -> Counts:
     flagged_at = [d.speech for d in doas]
     for i, d in enumerate(doas):
         t = float(times[i])
-        talker: float | None = None
-        for az, spans in rec.turns:
-            if any(a + EDGE_S <= t < b - EDGE_S for a, b in spans):
-                talker = az
+        talker = _talker_at(rec, t)
         if talker is not None:
             c.speech_blocks += 1
             c.vad_speech += bool(d.speech)
@@ -1136,11 +1143,7 @@ def losses(rec: Recording, factory: EstimatorFactory | None = None) -> dict[str,
     x = rec.samples
     for start in range(0, x.shape[0], 512):
         for h in listener.feed(x[start : start + 512], start / RATE):
-            t = h.t - LABEL_LAG_S
-            talker: float | None = None
-            for az, spans in rec.turns:
-                if any(a + EDGE_S <= t < b - EDGE_S for a, b in spans):
-                    talker = az
+            talker = _talker_at(rec, h.t - LABEL_LAG_S)
             if talker is None:
                 continue
             out["speech"] += 1
