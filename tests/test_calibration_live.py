@@ -417,7 +417,10 @@ def test_the_panel_walks_through_the_calibration_in_chromium(
         page.wait_for_function("window.roombox.signedIn === true", timeout=30_000)
         page.click("#settings-open")
         page.wait_for_selector("#calib:not(.hidden)", timeout=30_000)
-        page.wait_for_function("document.getElementById('calib-status').textContent.startsWith('not calibrated')")
+        # The page's own markup says "not calibrated" before the box's state arrives: wait for the prompt the
+        # panel draws from that state, then read both.
+        page.wait_for_function("document.getElementById('calib-prompt').textContent !== ''", timeout=30_000)
+        assert page.inner_text("#calib-status").startswith("not calibrated: ")
         assert "left end of the table" in page.inner_text("#calib-prompt")
         lt.run(run.start_box())
         lt.run(run.until_audio(0.9, then_ask_capture=True), timeout=120)
