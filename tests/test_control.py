@@ -29,7 +29,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from appliance.config import AccessConfig, Config, StreamConfig, load_config
+from appliance.config import AccessConfig, Config, ConfigError, StreamConfig, load_config, parse_config
 from appliance.control.auth import Auth, PinStore, Throttle, TokenStore
 from appliance.control.guard import Control
 from appliance.control.store import ConfigStore
@@ -466,6 +466,22 @@ def test_a_store_reopened_finds_changes_made_outside_it(tmp_path: Path) -> None:
     assert (rev.id, rev.changed, rev.who) == (2, ["director.min_hold_s"], "box")
     assert not (tmp_path / ".config.toml.abc123").exists()
     assert ConfigStore.open(tmp_path / "config.toml", tmp_path / "revs").latest_id() == 2
+
+
+def test_a_mic_array_given_by_positions_is_written_and_read_back_whole(tmp_path: Path) -> None:
+    """A sounddevice or pyaudio array given by its positions alone: the file written back carries every key,
+    array_position and rotation_deg at their defaults too, and loads as the same config (schemathesis found
+    the write failing with a 500 here)."""
+    square = [[0.0463, -0.1, 0.0], [0.0, -0.1, 0.0463], [-0.0463, -0.1, 0.0], [0.0, -0.1, -0.0463]]
+    cfg = parse_config({"mic_arrays": {"main": {"type": "pyaudio", "positions": square}}})
+    store = ConfigStore(tmp_path / "config.toml", tmp_path / "revs", Config())
+    store.write(cfg, "admin")
+    assert load_config(tmp_path / "config.toml") == cfg
+    # placing positions that are already in the camera frame is still refused, with the reason
+    with pytest.raises(ConfigError, match="array_position and rotation_deg place a preset or geometry"):
+        parse_config({"mic_arrays": {"main": {"type": "pyaudio", "positions": square, "array_position": [0, 0, 0]}}})
+    with pytest.raises(ConfigError, match="array_position and rotation_deg place a preset or geometry"):
+        parse_config({"mic_arrays": {"main": {"type": "pyaudio", "positions": square, "rotation_deg": [10, 0, 0]}}})
 
 
 KILLER = r"""

@@ -189,7 +189,11 @@ async def _config_put(request: web.Request) -> web.Response:
             {"revision": store.latest_id(), "changed": [], "applied_live": [], "restart_required": []},
             headers={"ETag": _etag(store.latest_id())},
         )
-    rev = store.write(cfg, who.who, c.on_config)
+    try:
+        rev = store.write(cfg, who.who, c.on_config)
+    except ConfigRejected as e:
+        log.info("config from %s refused: %s", who.who, e)
+        fail(422, f"config refused: {e}", errors=e.errors)
     log.info("config revision %d by %s: %s", rev.id, who.who, ", ".join(rev.changed))
     return web.json_response(_change_reply(rev), headers={"ETag": _etag(rev.id)})
 

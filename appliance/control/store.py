@@ -189,9 +189,15 @@ class ConfigStore:
         old_doc, doc = self.current.model_dump(mode="json"), new.model_dump(mode="json")
         changed = changed_keys(old_doc, doc)
         text = config_to_toml(new)
-        if load_toml_text(text) != new:  # e.g. a value TOML cannot carry: refuse rather than write a different file
+        try:
+            back: Config | None = load_toml_text(text)
+        except ConfigRejected as e:  # valid as given, but not as its own file says it
+            back, why = None, f": read back, {e}"
+        else:
+            why = ""
+        if back != new:  # e.g. a value TOML cannot carry: refuse rather than write a different file
             raise ConfigRejected(
-                [{"key": "(top level)", "reason": "this config does not survive a round trip through TOML"}]
+                [{"key": "(top level)", "reason": f"this config does not survive a round trip through TOML{why}"}]
             )
         write_atomic(self.path, text)
         self.current = new

@@ -33,6 +33,7 @@ from drivers.registry import DriverContext, register
 PresetKey = Literal["respeaker-usb-4mic", "respeaker-6mic", "uma8", "respeaker-lite", "linear-4"]
 _Angle = float
 _Channel = int
+PLACED_AT: Vec3 = (0.0, -0.1, 0.0)  # the array's centre when array_position is left out: 10 cm below the camera
 
 
 class PortAudioMicSection(MicArraySection):
@@ -56,7 +57,7 @@ class PortAudioMicSection(MicArraySection):
         title="Microphones in the array's own frame (m)",
         description="For an array that has no preset; placed by array_position and rotation_deg.",
     )
-    array_position: Vec3 = Field((0.0, -0.1, 0.0), title="Array centre in the camera frame (m)")
+    array_position: Vec3 = Field(PLACED_AT, title="Array centre in the camera frame (m)")
     rotation_deg: tuple[_Angle, _Angle, _Angle] = Field((0.0, 0.0, 0.0), title="Array yaw, pitch, roll (degrees)")
     channels: int | None = Field(None, ge=1, le=64, title="Channels the device is opened with")
     channel_map: list[_Channel] | None = Field(
@@ -97,7 +98,9 @@ class PortAudioMicSection(MicArraySection):
                 reason = "; ".join(err["msg"] for err in e.errors())
                 raise ValueError(f"the placed array: {reason}") from None
             object.__setattr__(self, "positions", positions)
-        elif given & {"array_position", "rotation_deg"}:
+        elif (tuple(self.array_position) != PLACED_AT and "array_position" in given) or (
+            any(self.rotation_deg) and "rotation_deg" in given
+        ):  # (their defaults place nothing: a whole section written back, positions and all, still loads)
             raise ValueError(
                 "array_position and rotation_deg place a preset or geometry; positions are already in the camera frame"
             )
