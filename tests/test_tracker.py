@@ -148,6 +148,37 @@ def test_the_loudspeaker_is_learnt_as_far_end() -> None:
         assert tr.dominant_talker() is None
 
 
+def _under_the_loudspeaker(far_silent: bool) -> list[float | None]:
+    """The far end on a ceiling loudspeaker at 20 deg for 4 s, then a person seated at 17 deg (under it)
+    talks while the far end is silent: the azimuth reported in each of the person's blocks."""
+    tr = SourceTracker(TrackerConfig(), hop_s=HOP)
+    rng = np.random.default_rng(3)
+    t = 0.0
+    for k in range(60):
+        t += HOP
+        cands = [cand(20.0 + rng.normal(0, 2.0))] if k % 4 else []
+        tr.update(t, cands, speech=True, farend=True, level_db=-35 + 16 * rng.random())
+        assert tr.dominant_talker() is None
+    assert [s.kind for s in tr.sources] == ["farend"]
+    reported = []
+    for k in range(24):  # 1.5 s of syllables
+        t += HOP
+        cands = [cand(17.0 + rng.normal(0, 2.0))] if k % 4 else []
+        tr.update(t, cands, speech=True, level_db=-35 + 16 * rng.random(), far_silent=far_silent)
+        talker = tr.dominant_talker()
+        reported.append(None if talker is None else talker.azimuth_deg)
+    return reported
+
+
+def test_a_person_under_the_loudspeaker_is_reported_once_the_far_end_is_silent() -> None:
+    """Their voice lands on the loudspeaker's learnt source; once the playback has been silent long enough
+    (``far_silent``), that source is reported as a talker's at once."""
+    heard = _under_the_loudspeaker(far_silent=True)
+    assert all(a is not None and err(a, 17.0) < 4.0 for a in heard), heard
+    # not told, the source is reported only once its kind has followed (after well over a second)
+    assert _under_the_loudspeaker(far_silent=False)[:20] == [None] * 20
+
+
 def test_a_source_high_above_is_not_a_talker() -> None:
     cfg = TrackerConfig()
     tr = SourceTracker(cfg, hop_s=HOP)

@@ -17,7 +17,9 @@ blocks every ``[tracker] hop_ms``. Per block:
   cough or a burst of typing that Silero takes for voice for a moment is not a new talker;
 - with a playback reference, the far-end share (:func:`appliance.perception.farend.farend_share`) over the
   last ``farend_window_ms``; a block whose share reaches ``farend_ratio`` is ``farend`` (held for
-  ``farend_hold_s``, the loudspeaker's reverberation) and is never reported as local speech;
+  ``farend_hold_s``, the loudspeaker's reverberation) and is never reported as local speech; once the
+  reference has been silent ``FAR_SILENT_S`` past its window, the tracker is told the far end is silent (a
+  voice from the loudspeaker's direction is then a person there);
 - soft DOA evidence (:class:`appliance.perception.evidence.SoftSrp`): up to ``max_sources`` weighted
   direction estimates, from every block that is not quiet, and from one quiet block in ``NOISE_EVERY``
   without the floor's weights (they teach the tracker the steady noises; each stands for the
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
     from appliance.perception.silero import SileroVad
 
 NOISE_EVERY = 4  # one block in this many without speech is analysed without the noise-floor weights
+FAR_SILENT_S = 0.3  # the reference silent this long (after its window): the loudspeaker's sound has died away
 DELAY_EVERY = 4  # the far-end delay is searched again every this many blocks
 BEAM_LEARN_EVERY = 8  # the voice gate's beam learns the background from one quiet block in this many
 SILERO_WARMUP_S = 0.5  # Silero hears every block while the energy gate learns its floor (vad.WARMUP_S)
@@ -192,6 +195,7 @@ class Listener:
         self.window_len = max(self.block_len, round(cfg.farend_window_ms * fs / 1000.0))
         self._history = self.window_len + self.max_delay  # samples kept behind a block's end
         self._farend_until = -math.inf
+        self._ref_live_t = -math.inf  # when the playback reference last carried sound (its window's end)
         self._steer_az: float | None = None
         self._steer_heard = False  # the attended source was heard in the last block
         # the voice gate's beam, MVDR once it has learnt the background: on an array with a 2-D aperture only;
@@ -293,6 +297,7 @@ class Listener:
             delay=None if search else self._delay,
         )
         if est.reference_db > SILENT_DB:
+            self._ref_live_t = t
             self._delay = est.delay if est.share >= cfg.farend_ratio / 2.0 else None
         # hysteresis: while the far end plays, half the share keeps the block marked
         playing = t <= self._farend_until + self.hop_len / self.sample_rate
@@ -385,6 +390,7 @@ class Listener:
             level_db=level,
             voiced=voiced,
             confirmed=not held,
+            far_silent=t - self._ref_live_t >= FAR_SILENT_S,
             span=1 if masked or lively else NOISE_EVERY,  # one quiet block analysed stands for NOISE_EVERY
         )
         self._aim(sources)

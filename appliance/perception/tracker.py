@@ -27,7 +27,12 @@ a weak estimate moves a source little. An estimate that fits no source starts a 
   heard at a steady level block after block (a fan, a projector), is learnt as ``noise``; one mostly
   heard while the far end plays is the ``farend`` loudspeaker; one high above the array (above
   ``max_talker_elevation_deg``) is ``above`` (a ceiling loudspeaker); the rest are ``talker``s. Kinds are
-  decided after ``noise_learn_s`` of observation and a learnt noise stays noise.
+  decided after ``noise_learn_s`` of observation and a learnt noise stays noise. While the far end plays,
+  no estimate feeds a talker. Once the playback has been silent long enough for its sound to have died away
+  (``far_silent``), the loudspeaker cannot be what is heard: a voice from its learnt direction is a person
+  seated there (under a ceiling loudspeaker), and its source is reported as a talker's until the far end plays
+  again. (Its kind would follow by itself, but only after a couple of seconds of local speech, since the kind
+  is a long average; meanwhile a reflection would be reported in the person's place.)
 """
 
 from __future__ import annotations
@@ -134,6 +139,7 @@ class SourceTracker:
         self._t: float | None = None
         self._cache: list[Source] | None = None
         self._dominant: tuple[Source | None] | None = None  # dominant_talker() since the last update
+        self._far_silent = False  # the last update's: a learnt loudspeaker's direction is a person's now
 
     @property
     def sources(self) -> list[Source]:
@@ -162,6 +168,7 @@ class SourceTracker:
         voiced: bool | None = None,
         confirmed: bool | None = None,
         span: int = 1,
+        far_silent: bool = False,
     ) -> list[Source]:
         """Advance to time ``t`` (seconds, increasing) with the estimates of the block ending then.
 
@@ -171,7 +178,11 @@ class SourceTracker:
         in voiced blocks, and once in a ``confirmed`` one (a talk spurt long enough not to be a click or a
         scrape; ``voiced`` when not given). ``span``: how many blocks these estimates stand for (the caller
         analyses only one quiet block in several: each of its estimates counts for all of them in a source's
-        statistics, so that a fan heard in every quiet block is seen as heard in silence and steadily)."""
+        statistics, so that a fan heard in every quiet block is seen as heard in silence and steadily).
+        ``far_silent``: the playback reference has been silent long enough for the loudspeaker's sound to have
+        died away: a learnt loudspeaker (``farend``) heard talking is then a person seated in its direction
+        (under a ceiling loudspeaker), reported as a talker is."""
+        self._far_silent = far_silent
         voiced = speech if voiced is None else voiced
         confirmed = voiced if confirmed is None else confirmed
         self._cache = None
@@ -333,7 +344,8 @@ class SourceTracker:
     def _reportable(self, tr: _Track, t: float) -> bool:
         """Whether ``tr``, were it confirmed, could be the dominant talker now (:meth:`_dominant_talker`)."""
         active = t - tr.last_obs <= self.cfg.active_hold_s
-        return tr.kind == "talker" and active and tr.n_voiced >= MIN_VOICED and tr.talked
+        kind_ok = tr.kind == "talker" or (tr.kind == "farend" and self._far_silent)
+        return kind_ok and active and tr.n_voiced >= MIN_VOICED and tr.talked
 
     def _near_noise(self, tr: _Track) -> bool:
         for o in self._tracks:
