@@ -151,6 +151,15 @@ def test_a_talker_under_the_loudspeaker_is_heard_at_their_place_once_the_far_end
     assert tally.local_only > 100 and tally.local_within_10 >= 0.85 * tally.local_only, tally
 
 
+def test_the_first_block_of_a_far_end_turn_is_far_end(room: Scene) -> None:
+    """The block the far end starts in holds a few tens of ms of it in a window of silence: the window's share
+    cannot tell yet, but the reference's onset does, so not even that block can be taken for a talker."""
+    heard = Listener(MicArraySection()).feed(room.samples, 0.0, room.reference)
+    for start, _ in room.activity["farend"]:
+        first = next(h for h in heard if h.t > start)  # its window ends within a hop of the far end's start
+        assert first.farend and first.azimuth_deg is None, (start, first)
+
+
 def test_the_first_words_after_a_quiet_start_are_heard() -> None:
     """The stream opens on 1.5 s of fan alone. Silero hears that background before it rests between
     spurts (from a blank state it is slow to take the first words for speech): the talker is reported

@@ -60,6 +60,8 @@ if TYPE_CHECKING:
     from appliance.perception.silero import SileroVad
 
 NOISE_EVERY = 4  # one block in this many without speech is analysed without the noise-floor weights
+ONSET_DB = 15.0  # the reference's newest hop this far above the rest of its window: the far end starts now,
+ONSET_QUIET_DB = 15.0  # if the rest of the window was within this of silence (farend.SILENT_DB)
 FAR_SILENT_S = 0.3  # the reference silent this long (after its window): the loudspeaker's sound has died away
 DELAY_EVERY = 4  # the far-end delay is searched again every this many blocks
 BEAM_LEARN_EVERY = 8  # the voice gate's beam learns the background from one quiet block in this many
@@ -302,9 +304,21 @@ class Listener:
         # hysteresis: while the far end plays, half the share keeps the block marked
         playing = t <= self._farend_until + self.hop_len / self.sample_rate
         ratio = cfg.farend_ratio / 2.0 if playing else cfg.farend_ratio
-        if est.share >= ratio:
+        if est.share >= ratio or self._ref_onset(ref):
             self._farend_until = t + cfg.farend_hold_s
         return t <= self._farend_until
+
+    def _ref_onset(self, ref: npt.NDArray[np.float32]) -> bool:
+        """Whether the far end starts a turn in the newest hop of ``ref``: the rest of the window near silence
+        (below ``ONSET_QUIET_DB`` above it), the newest hop ``ONSET_DB`` louder. The window's share cannot tell
+        yet (a hop of sound in a window of silence), but the box knows what it just sent to the loudspeaker.
+        (A word after a pause within a turn is not an onset: the window still holds the turn's last words.)"""
+        h = self.hop_len
+        new = float(np.mean(np.square(ref[-h:], dtype=np.float64)))
+        old = float(np.mean(np.square(ref[:-h], dtype=np.float64))) if ref.size > h else 0.0
+        new_db = 10.0 * math.log10(new) if new > 1e-12 else -120.0
+        old_db = 10.0 * math.log10(old) if old > 1e-12 else -120.0
+        return old_db < SILENT_DB + ONSET_QUIET_DB and new_db >= old_db + ONSET_DB
 
     def _steered(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """The new samples (n, M) as one channel for the voice gate: the beam towards the source the listener
