@@ -286,11 +286,24 @@ async def _meeting(tmp_path: Path, wide: np.ndarray) -> None:
                 await until(lambda: w.cycle("ptz", mark) is not None, "the head back", 40.0)
                 gone, returned = w.cycle("ptz", mark) or (0, 0)
                 assert w.frames(gone, returned) and set(w.frames(gone, returned)) == {"crop"}
-                # the PTZ picture from the head's return (or the PTZ camera's, if it was away then)
-                if w.state("program_camera", returned) != "running":
-                    await until(lambda: w.index("device", "program_camera", "running", after=returned) >= 0, "camera")
-                    returned = w.index("device", "program_camera", "running", after=returned)
-                await until(lambda: len(w.frames(returned)) >= 3, "pictures after the head's return")
+
+                # the PTZ picture from the head's return (or the PTZ camera's, if it was away then). Its source
+                # ends every 2 s: on a loaded machine it may be lost again before a picture goes out, so the
+                # first stretch from there in which both are up and pictures went out is the one looked at
+                def camera_back(at: int) -> Callable[[], bool]:
+                    return lambda: w.index("device", "program_camera", "running", after=at) >= 0
+
+                def pictures_from(at: int) -> Callable[[], bool]:
+                    return lambda: len(w.frames(at)) >= 3
+
+                for _ in range(5):
+                    if w.state("program_camera", returned) != "running":
+                        await until(camera_back(returned), "camera")
+                        returned = w.index("device", "program_camera", "running", after=returned)
+                    await until(pictures_from(returned), "pictures after the head's return")
+                    if w.while_up(returned):
+                        break
+                    returned = w.index("device", "program_camera", "lost", after=returned) + 1  # from its loss on
                 assert set(w.while_up(returned)) == {"ptz"}
                 assert w.hub.published == len(w.frames())
             finally:  # the box stops (and its detection in flight ends) before the detector is closed
