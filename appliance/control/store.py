@@ -189,13 +189,11 @@ class ConfigStore:
         old_doc, doc = self.current.model_dump(mode="json"), new.model_dump(mode="json")
         changed = changed_keys(old_doc, doc)
         text = config_to_toml(new)
-        try:
-            back: Config | None = load_toml_text(text)
+        try:  # e.g. a value TOML cannot carry: refuse rather than write a different file
+            same, why = load_toml_text(text) == new, ""
         except ConfigRejected as e:  # valid as given, but not as its own file says it
-            back, why = None, f": read back, {e}"
-        else:
-            why = ""
-        if back != new:  # e.g. a value TOML cannot carry: refuse rather than write a different file
+            same, why = False, f": read back, {e}"
+        if not same:
             raise ConfigRejected(
                 [{"key": "(top level)", "reason": f"this config does not survive a round trip through TOML{why}"}]
             )

@@ -42,7 +42,8 @@ class FarendEstimate:
     reference_db: float
 
 
-def _db(power: float) -> float:
+def power_db(power: float) -> float:
+    """A mean power in dB (dBFS for full-scale samples); -120 for none."""
     return 10.0 * math.log10(power) if power > 1e-12 else -120.0
 
 
@@ -72,7 +73,7 @@ def farend_share(
     frame = int(2 ** round(math.log2(frame_s * sample_rate)))
     if n < 2 * frame:
         raise ValueError(f"window of {n} samples is too short: need at least {2 * frame}")
-    ref_db = _db(float(np.mean(r[max_delay:] ** 2)))
+    ref_db = power_db(float(np.mean(r[max_delay:] ** 2)))
     if ref_db < SILENT_DB:
         return FarendEstimate(0.0, 0 if delay is None else delay, ref_db)
 

@@ -52,7 +52,7 @@ from appliance.config import DoaConfig, MicArraySection, TrackerConfig
 from appliance.messages import Doa
 from appliance.perception.beam import VoiceBeam
 from appliance.perception.evidence import SoftSrp
-from appliance.perception.farend import SILENT_DB, farend_share
+from appliance.perception.farend import SILENT_DB, farend_share, power_db
 from appliance.perception.tracker import Source, SourceTracker
 from appliance.perception.vad import EnergyVad
 
@@ -314,10 +314,8 @@ class Listener:
         yet (a hop of sound in a window of silence), but the box knows what it just sent to the loudspeaker.
         (A word after a pause within a turn is not an onset: the window still holds the turn's last words.)"""
         h = self.hop_len
-        new = float(np.mean(np.square(ref[-h:], dtype=np.float64)))
-        old = float(np.mean(np.square(ref[:-h], dtype=np.float64))) if ref.size > h else 0.0
-        new_db = 10.0 * math.log10(new) if new > 1e-12 else -120.0
-        old_db = 10.0 * math.log10(old) if old > 1e-12 else -120.0
+        new_db = power_db(float(np.mean(np.square(ref[-h:], dtype=np.float64))))
+        old_db = power_db(float(np.mean(np.square(ref[:-h], dtype=np.float64)))) if ref.size > h else -120.0
         return old_db < SILENT_DB + ONSET_QUIET_DB and new_db >= old_db + ONSET_DB
 
     def _steered(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

@@ -98,9 +98,8 @@ class PortAudioMicSection(MicArraySection):
                 reason = "; ".join(err["msg"] for err in e.errors())
                 raise ValueError(f"the placed array: {reason}") from None
             object.__setattr__(self, "positions", positions)
-        elif (tuple(self.array_position) != PLACED_AT and "array_position" in given) or (
-            any(self.rotation_deg) and "rotation_deg" in given
-        ):  # (their defaults place nothing: a whole section written back, positions and all, still loads)
+        elif tuple(self.array_position) != PLACED_AT or any(self.rotation_deg):
+            # (their defaults place nothing: a whole section written back, positions and all, still loads)
             raise ValueError(
                 "array_position and rotation_deg place a preset or geometry; positions are already in the camera frame"
             )
