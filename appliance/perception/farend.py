@@ -1,7 +1,8 @@
 """Is this block the far end? How much of the array's sound the playback reference explains.
 
 Pure core: a function of a window of array samples and the playback reference (what was sent to the room's
-loudspeaker: mono, same rate, sample-aligned with the array recording); no state, no clock.
+loudspeaker: mono, same rate, sample-aligned with the array recording); no clock. :class:`FarendMeter` gives
+the same figures over a stream of overlapping windows, keeping the spectra of the frames it has seen.
 
 The loudspeaker reaches the mics through an unknown room path: a delay (distance, converter latency) and
 reverberation. :func:`farend_share`
@@ -60,54 +61,105 @@ def farend_share(
     ``reference`` is 1-D with ``n + max_delay`` samples: its last ``n`` are simultaneous with ``mics``
     and the ``max_delay`` before them are its history. ``delay`` skips the search and uses that delay.
     """
-    x = np.asarray(mics, dtype=np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
-    r = np.asarray(reference, dtype=np.float64).reshape(-1)
-    n = x.shape[0]
-    if max_delay < 0:
-        raise ValueError(f"max_delay must be >= 0, got {max_delay}")
-    if r.size != n + max_delay:
-        raise ValueError(f"reference has {r.size} samples, need {n + max_delay} (the window plus max_delay)")
-    y = x.mean(axis=1)
-    frame = int(2 ** round(math.log2(frame_s * sample_rate)))
-    if n < 2 * frame:
-        raise ValueError(f"window of {n} samples is too short: need at least {2 * frame}")
-    ref_db = power_db(float(np.mean(r[max_delay:] ** 2)))
-    if ref_db < SILENT_DB:
-        return FarendEstimate(0.0, 0 if delay is None else delay, ref_db)
+    return FarendMeter(sample_rate, max_delay, frame_s).share(mics, reference, 0, delay)
 
-    if delay is None:
-        nfft = scipy.fft.next_fast_len(n + r.size)
-        ys = scipy.fft.rfft(y, nfft)
-        rs = scipy.fft.rfft(r, nfft)
-        freqs = np.fft.rfftfreq(nfft, 1.0 / sample_rate)
-        cross = ys * np.conj(rs)
-        cross /= np.abs(cross) + 1e-12
-        cross[(freqs < BAND_HZ[0]) | (freqs > BAND_HZ[1])] = 0.0
-        cc = scipy.fft.irfft(cross, nfft)
-        # y[t] = r[t + max_delay - d]: the correlation peaks at lag d - max_delay (wrapped)
-        lags = (np.arange(max_delay + 1) - max_delay) % nfft
-        delay = int(np.argmax(cc[lags]))
-    delay = min(max(int(delay), 0), max_delay)
-    aligned = r[max_delay - delay : max_delay - delay + n]
 
-    hop = frame // 2
-    starts = np.arange(0, n - frame + 1, hop)
-    idx = starts[:, None] + np.arange(frame)[None, :]
-    window = np.hanning(frame + 2)[1:-1]
-    freqs = np.fft.rfftfreq(frame, 1.0 / sample_rate)
-    band = (freqs >= BAND_HZ[0]) & (freqs <= BAND_HZ[1])
-    yf = scipy.fft.rfft(y[idx] * window, axis=1)[:, band]
-    rf = scipy.fft.rfft(aligned[idx] * window, axis=1)[:, band]
-    syr = np.abs((yf * np.conj(rf)).sum(axis=0)) ** 2
-    syy = (np.abs(yf) ** 2).sum(axis=0)
-    srr = (np.abs(rf) ** 2).sum(axis=0)
-    total = float(syy.sum())
-    if total <= 1e-20:
-        return FarendEstimate(0.0, delay, ref_db)
-    explained = float((syr / np.maximum(srr, 1e-20)).sum())
-    share = explained / total
-    chance = 1.0 / len(starts)
-    share = (share - chance) / (1.0 - chance)
-    return FarendEstimate(min(1.0, max(0.0, share)), delay, ref_db)
+class FarendMeter:
+    """:func:`farend_share` over a stream of overlapping windows, with the same figures.
+
+    Each call names where its window starts in the stream (``start``, in samples). The spectra of the
+    frames already analysed (the mics' mean, and the reference at each delay it was aligned by) are kept,
+    so a window that moved on by a hop computes only its new frames. :meth:`reset` when the stream's sample
+    indices start again.
+    """
+
+    def __init__(self, sample_rate: int, max_delay: int, frame_s: float = FRAME_S) -> None:
+        if max_delay < 0:
+            raise ValueError(f"max_delay must be >= 0, got {max_delay}")
+        self.sample_rate = sample_rate
+        self.max_delay = max_delay
+        self.frame = int(2 ** round(math.log2(frame_s * sample_rate)))
+        self.hop = self.frame // 2
+        self._window = np.hanning(self.frame + 2)[1:-1]
+        freqs = np.fft.rfftfreq(self.frame, 1.0 / sample_rate)
+        self._band = (freqs >= BAND_HZ[0]) & (freqs <= BAND_HZ[1])
+        self._mics: dict[int, npt.NDArray[np.complex128]] = {}  # frame start in the stream -> band spectrum
+        self._ref: dict[int, npt.NDArray[np.complex128]] = {}  # the same for the reference
+
+    def reset(self) -> None:
+        """Forget the frames seen (the stream's sample indices start again)."""
+        self._mics.clear()
+        self._ref.clear()
+
+    def _spectra(self, signal: npt.NDArray[np.float64], at: npt.NDArray[np.int_]) -> npt.NDArray[np.complex128]:
+        """The band spectra of the frames of ``signal`` starting at ``at`` (one row each)."""
+        frames = signal[at[:, None] + np.arange(self.frame)[None, :]] * self._window
+        out: npt.NDArray[np.complex128] = scipy.fft.rfft(frames, axis=1)[:, self._band]
+        return out
+
+    def share(
+        self, mics: npt.ArrayLike, reference: npt.ArrayLike, start: int, delay: int | None = None
+    ) -> FarendEstimate:
+        """:func:`farend_share` of the window of ``mics`` (n, M) whose first sample is sample ``start`` of
+        the stream; ``reference`` as there (``n + max_delay`` samples, ending with the window)."""
+        max_delay, frame, hop = self.max_delay, self.frame, self.hop
+        x = np.asarray(mics)
+        if x.ndim == 1:
+            x = x[:, None]
+        r = np.asarray(reference, dtype=np.float64).reshape(-1)
+        n = x.shape[0]
+        if r.size != n + max_delay:
+            raise ValueError(f"reference has {r.size} samples, need {n + max_delay} (the window plus max_delay)")
+        if n < 2 * frame:
+            raise ValueError(f"window of {n} samples is too short: need at least {2 * frame}")
+        ref_db = power_db(float(np.mean(r[max_delay:] ** 2)))
+        if ref_db < SILENT_DB:
+            return FarendEstimate(0.0, 0 if delay is None else delay, ref_db)
+
+        if delay is None:
+            y = np.asarray(x, dtype=np.float64).mean(axis=1)
+            nfft = scipy.fft.next_fast_len(n + r.size)
+            ys = scipy.fft.rfft(y, nfft)
+            rs = scipy.fft.rfft(r, nfft)
+            freqs = np.fft.rfftfreq(nfft, 1.0 / self.sample_rate)
+            cross = ys * np.conj(rs)
+            cross /= np.abs(cross) + 1e-12
+            cross[(freqs < BAND_HZ[0]) | (freqs > BAND_HZ[1])] = 0.0
+            cc = scipy.fft.irfft(cross, nfft)
+            # y[t] = r[t + max_delay - d]: the correlation peaks at lag d - max_delay (wrapped)
+            lags = (np.arange(max_delay + 1) - max_delay) % nfft
+            delay = int(np.argmax(cc[lags]))
+        delay = min(max(int(delay), 0), max_delay)
+
+        starts = range(0, n - frame + 1, hop)
+        # the frames not seen before, each transformed once (all in one call)
+        mics_new = [s for s in starts if start + s not in self._mics]
+        if mics_new:
+            y = np.asarray(x[mics_new[0] : mics_new[-1] + frame], dtype=np.float64).mean(axis=1)
+            at = np.array(mics_new) - mics_new[0]
+            spectra = self._spectra(y, at)
+            for s, f in zip(mics_new, spectra, strict=True):
+                self._mics[start + s] = f
+        ref_new = [s for s in starts if start + s - delay not in self._ref]  # aligned: in the stream's samples
+        if ref_new:
+            spectra = self._spectra(r, np.array(ref_new) + (max_delay - delay))
+            for s, f in zip(ref_new, spectra, strict=True):
+                self._ref[start + s - delay] = f
+        yf = np.array([self._mics[start + s] for s in starts])
+        rf = np.array([self._ref[start + s - delay] for s in starts])
+        oldest = start - max_delay
+        for cache in (self._mics, self._ref):
+            for key in [k for k in cache if k < oldest]:
+                del cache[key]
+
+        syr = np.abs((yf * np.conj(rf)).sum(axis=0)) ** 2
+        syy = (np.abs(yf) ** 2).sum(axis=0)
+        srr = (np.abs(rf) ** 2).sum(axis=0)
+        total = float(syy.sum())
+        if total <= 1e-20:
+            return FarendEstimate(0.0, delay, ref_db)
+        explained = float((syr / np.maximum(srr, 1e-20)).sum())
+        share = explained / total
+        chance = 1.0 / len(starts)
+        share = (share - chance) / (1.0 - chance)
+        return FarendEstimate(min(1.0, max(0.0, share)), delay, ref_db)

@@ -15,7 +15,7 @@ blocks every ``[tracker] hop_ms``. Per block:
   the listener's cost. A talk spurt counts as speech once it has lasted ``silero.MIN_SPEECH_S`` (Silero's
   min_speech_duration), or at once when it comes from a talker already heard talking: a chair scrape, a
   cough or a burst of typing that Silero takes for voice for a moment is not a new talker;
-- with a playback reference, the far-end share (:func:`appliance.perception.farend.farend_share`) over the
+- with a playback reference, the far-end share (:class:`appliance.perception.farend.FarendMeter`) over the
   last ``farend_window_ms``; a block whose share reaches ``farend_ratio`` is ``farend`` (held for
   ``farend_hold_s``, the loudspeaker's reverberation) and is never reported as local speech; once the
   reference has been silent ``FAR_SILENT_S`` past its window, the tracker is told the far end is silent (a
@@ -52,7 +52,7 @@ from appliance.config import DoaConfig, MicArraySection, TrackerConfig
 from appliance.messages import Doa
 from appliance.perception.beam import VoiceBeam
 from appliance.perception.evidence import SoftSrp
-from appliance.perception.farend import SILENT_DB, farend_share, power_db
+from appliance.perception.farend import SILENT_DB, FarendMeter, power_db
 from appliance.perception.tracker import Source, SourceTracker
 from appliance.perception.vad import EnergyVad
 
@@ -196,6 +196,7 @@ class Listener:
         self.max_delay = max(1, round(cfg.farend_max_delay_ms * fs / 1000.0))
         self.window_len = max(self.block_len, round(cfg.farend_window_ms * fs / 1000.0))
         self._history = self.window_len + self.max_delay  # samples kept behind a block's end
+        self.farend_meter = FarendMeter(fs, self.max_delay)
         self._farend_until = -math.inf
         self._ref_live_t = -math.inf  # when the playback reference last carried sound (its window's end)
         self._steer_az: float | None = None
@@ -221,6 +222,7 @@ class Listener:
         self._next = 0  # absolute index of the next block's first sample
         self._t_origin: float | None = None  # time of absolute sample 0
         self._has_ref = False
+        self.farend_meter.reset()
 
     def _check(self, samples: npt.ArrayLike, reference: npt.ArrayLike | None) -> tuple[np.ndarray, np.ndarray | None]:
         x = np.asarray(samples, dtype=np.float32)
@@ -291,12 +293,8 @@ class Listener:
             ref = np.concatenate([np.zeros(need - ref.size, np.float32), ref])
         # the room path changes rarely: search its delay again every DELAY_EVERY blocks, or when lost
         search = self._delay is None or self._blocks % DELAY_EVERY == 0
-        est = farend_share(
-            self._x.view[i_end - n : i_end],
-            ref,
-            self.sample_rate,
-            self.max_delay,
-            delay=None if search else self._delay,
+        est = self.farend_meter.share(
+            self._x.view[i_end - n : i_end], ref, block_end - n, delay=None if search else self._delay
         )
         if est.reference_db > SILENT_DB:
             self._ref_live_t = t
