@@ -42,7 +42,9 @@ def cmd_demo(a: argparse.Namespace) -> int:
             raise ValueError(f"--whip {a.whip!r}: expected the WHIP endpoint's http:// or https:// URL")
         whip = {k: v for k, v in (("url", a.whip), ("token", a.whip_token)) if v is not None}
         cfg = cfg.model_copy(update={"whip": type(cfg.whip).model_validate({**cfg.whip.model_dump(), **whip})})
-    return run_demo(Path(a.scenario), cfg)
+    from drivers.simroom.devices import scenario_path
+
+    return run_demo(scenario_path(a.scenario), cfg)
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -92,6 +94,12 @@ def cmd_doa(a: argparse.Namespace) -> int:
 
     cfg = load_config(a.config)
     samples = read_array_wav(a.audio, cfg.mic_array)
+    block = round(cfg.doa.block_ms * cfg.mic_array.sample_rate / 1000.0)
+    if samples.shape[0] < block:
+        raise ValueError(
+            f"{a.audio}: {1000.0 * samples.shape[0] / cfg.mic_array.sample_rate:.1f} ms of audio is shorter "
+            f"than one analysis block ([doa] block_ms = {cfg.doa.block_ms:g})"
+        )
     heard_as = louder(samples, gain_of(cfg))  # the calibration's gain, as the box hears the array
     if a.reference is not None or cfg.doa.estimator == "tracker":
         from appliance.perception.listening import Listener, read_reference
@@ -122,9 +130,10 @@ def cmd_faces(a: argparse.Namespace) -> int:
 
 
 def cmd_render(a: argparse.Namespace) -> int:
+    from drivers.simroom.devices import scenario_path
     from drivers.simroom.export import render_to_dir
 
-    out = render_to_dir(Path(a.scenario), Path(a.out), duration_s=a.duration)
+    out = render_to_dir(scenario_path(a.scenario), Path(a.out), duration_s=a.duration)
     print(f"roombox: rendered {a.scenario} -> {out}", file=sys.stderr)
     return 0
 
@@ -171,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run the box on the simulated room; panel at http://HOST:PORT/")
     d.add_argument("--host", default=None, help="listen address (default from config: 127.0.0.1)")
     d.add_argument("--port", type=int, default=None, help="listen port (default from config: 8080)")
-    d.add_argument("--scenario", default=str(DEFAULT_SCENARIO), help="simulated room scenario (TOML)")
+    d.add_argument("--scenario", default=str(DEFAULT_SCENARIO), help="a scenario TOML file, or default, short, farend")
     d.add_argument(
         "--config", default=None, help="roombox config (TOML); [camera] and [mic_array] come from the scenario"
     )
@@ -236,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
 
     r = sub.add_parser("render", help="render a simulated-room scenario to room.mp4, array.wav, config, truth")
-    r.add_argument("--scenario", default=str(DEFAULT_SCENARIO))
+    r.add_argument("--scenario", default=str(DEFAULT_SCENARIO), help="a scenario TOML file, or default, short, farend")
     r.add_argument("--out", required=True)
     r.add_argument("--duration", type=float, default=None, help="seconds (default: the scenario's)")
     r.set_defaults(func=cmd_render)

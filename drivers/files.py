@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -171,15 +172,24 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     """All samples of a WAV file as float32 (frames, channels) in [-1, 1], and the sample rate."""
     p = _existing(path)
     try:
-        rate, data = scipy.io.wavfile.read(p)
+        with warnings.catch_warnings():  # a chunk it skips: the errors below say what matters
+            warnings.simplefilter("ignore", scipy.io.wavfile.WavFileWarning)
+            rate, data = scipy.io.wavfile.read(p)
     except (ValueError, OSError) as e:
         raise MediaFileError(f"{p}: cannot read as WAV: {e}") from None
+    except Exception:  # scipy's parser fails on some damaged headers with errors of its own
+        raise MediaFileError(f"{p}: cannot read as WAV: a damaged header (no format or data chunk)") from None
     try:
         x = pcm_to_float(data)
     except ValueError as e:
         raise MediaFileError(f"{p}: {e}") from None
     if x.ndim == 1:
         x = x[:, None]
+    if x.shape[0] == 0:
+        raise MediaFileError(f"{p}: has no samples")
+    bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+    if bad:
+        raise MediaFileError(f"{p}: {bad} samples are not numbers (NaN or infinite)")
     return x, int(rate)
 
 

@@ -335,3 +335,54 @@ def test_bench_farend_scores_the_far_end_with_and_without_the_reference() -> Non
     rows = {name: value for name, value, _ in rows_of("cell", ref, plain)}
     assert rows["cell far-end-only blocks reported as a local talker"] == 0.0
     assert rows["cell same without reference (peer), time"] == pytest.approx(plain.farend_reported * 0.064)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("damaged", r"cannot read as WAV: a damaged header"),
+        ("empty", r"has no samples"),
+        ("nan", r": 101 samples are not numbers \(NaN or infinite\)"),
+        ("short", r"6\.2 ms of audio is shorter than one analysis block \(\[doa\] block_ms = 64\)"),
+    ],
+)
+def test_roombox_doa_refuses_an_array_recording_it_cannot_hear(
+    rendered: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, message: str
+) -> None:
+    """A damaged file, one without samples, one carrying NaN and one shorter than a block: one line that names
+    the file and the problem, and no output (before: a traceback, or nothing at all and exit 0)."""
+    rate, pcm = scipy.io.wavfile.read(rendered / "array.wav")
+    bad = tmp_path / "bad.wav"
+    if kind == "damaged":
+        bad.write_bytes(b"RIFF1234WAVEjunkjunkjunk")  # scipy's own parser fails on it with an UnboundLocalError
+    elif kind == "empty":
+        scipy.io.wavfile.write(bad, rate, pcm[:0])
+    elif kind == "nan":
+        x = pcm[:rate].astype(np.float32) / 32768.0
+        x[100:200, 1] = np.nan
+        x[300, 0] = np.inf
+        scipy.io.wavfile.write(bad, rate, x)
+    else:
+        scipy.io.wavfile.write(bad, rate, pcm[:100])
+    assert main(["doa", "--audio", str(bad), "--config", str(rendered / "config.toml")]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0]
+    import re
+
+    assert re.search(message, lines[0]), lines[0]
+
+
+def test_roombox_render_takes_a_built_in_scenario_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--scenario farend` renders the built-in scenario, as the config's simroom devices take it; an unknown
+    name is refused with the names there are."""
+    assert main(["render", "--scenario", "farend", "--out", str(tmp_path / "out"), "--duration", "0.5"]) == 0
+    scn = load_scenario(tmp_path / "out" / "scenario.toml")
+    assert scn.loudspeaker is not None and len(scn.people) == 4
+    assert (tmp_path / "out" / "reference.wav").is_file()
+    capsys.readouterr()
+    assert main(["render", "--scenario", "nosuch", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no built-in scenario named 'nosuch' (built in: default, farend, short; or give a .toml file)" in err
+    assert not (tmp_path / "x").exists()

@@ -312,8 +312,9 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
 
 
 def builtin_scenario(name: str) -> Path:
-    """Path of a scenario shipped with roombox (``default``, ``short``)."""
+    """Path of a scenario shipped with roombox (``default``, ``short``, ``farend``)."""
     p = Path(__file__).parent / "scenarios" / f"{name}.toml"
     if not p.is_file():
-        raise ScenarioError(f"no built-in scenario named {name!r}")
+        names = ", ".join(sorted(q.stem for q in p.parent.glob("*.toml")))
+        raise ScenarioError(f"no built-in scenario named {name!r} (built in: {names}; or give a .toml file)")
     return p
