@@ -23,6 +23,8 @@ photo on the wall), ``exchange`` (the two ids of an A-B-A-B exchange running at 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -156,42 +158,153 @@ class _TruthRow:
     farend: bool = False
 
 
-def _checked(rows: Iterable[Any], what: str, make: Any) -> list[Any]:
+class _Bad(ValueError):
+    """A record of the right shape with a wrong value; the message says which and why."""
+
+
+_COMPONENTS = ("x", "y", "w", "h")
+_PLAIN = {float, int}  # exactly these types (a bool is an int, but not a number here)
+
+
+def _show(v: Any) -> str:
+    """``v`` for a message: JSON's spelling of a bool, a short repr of anything else."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    try:
+        text = repr(v)
+    except ValueError:  # an int with more digits than Python will print
+        return f"a {type(v).__name__}"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _number(v: Any, what: str) -> float:
+    """``v`` as a float: a finite number (not a bool, a string, NaN, an infinity or an integer too large for a
+    float)."""
+    if type(v) is float and v - v == 0.0:  # the common case, quickly (NaN and the infinities fail it)
+        return v
+    if isinstance(v, bool) or not isinstance(v, (float, int, numbers.Real)):
+        raise _Bad(f"{what} must be a number, got {_show(v)}")
+    try:
+        x = float(v)
+    except OverflowError:
+        raise _Bad(f"{what} must be a finite number, got an integer too large for a float") from None
+    if not math.isfinite(x):
+        raise _Bad(f"{what} must be a finite number, got {_show(v)}")
+    return x
+
+
+def _box(v: Any, what: str) -> list[float]:
+    """``v`` as a box ``[x, y, w, h]``: a list of 4 finite numbers."""
+    if type(v) is list and len(v) == 4:  # the common case, quickly; anything else is looked at below
+        x, y, w, h = v
+        if {type(x), type(y), type(w), type(h)} <= _PLAIN:
+            try:
+                box = [float(x), float(y), float(w), float(h)]
+            except OverflowError:
+                pass
+            else:
+                if math.isfinite(box[0] + box[1] + box[2] + box[3]):
+                    return box
+    if not isinstance(v, (list, tuple)) or len(v) != 4:
+        raise _Bad(f"{what} must be [x, y, w, h], a list of 4 numbers, got {_show(v)}")
+    out = []
+    for x, c in zip(v, _COMPONENTS, strict=True):
+        try:
+            out.append(_number(x, c))
+        except _Bad as e:
+            raise _Bad(f"{what} {e}") from None
+    return out
+
+
+def _face(p: dict[str, Any], kind: str) -> list[float]:
+    """The face box of a ``people`` or ``prints`` entry ``{"id", "box"}``."""
+    try:
+        return _box(p["box"], "box")
+    except _Bad as e:
+        raise _Bad(f"{kind} {_show(p['id'])}: {e}") from None
+
+
+def _ids(v: Any, what: str) -> list[str]:
+    """``v`` as a list of person ids: a JSON list of strings (a string is not read as its letters)."""
+    if not isinstance(v, (list, tuple)) or not all(isinstance(k, str) for k in v):
+        raise _Bad(f"{what} must be a list of person ids (strings), got {_show(v)}")
+    return list(v)
+
+
+def _parsed(rows: Iterable[Any], what: str, make: Any) -> list[Any]:
+    """Each row made into a record, in the order given; a ValueError names the first row that is not one."""
     out = []
     for n, r in enumerate(rows, 1):
         try:
             out.append(make(r))
+        except _Bad as e:
+            raise ValueError(f"{what} line {n}: {e}") from None
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise ValueError(f"{what} line {n}: not a {what} record ({type(e).__name__}: {e})") from None
-    return sorted(out, key=lambda r: r.t)
+    return out
+
+
+def _checked(rows: Iterable[Any], what: str, make: Any) -> list[Any]:
+    return sorted(_parsed(rows, what, make), key=lambda r: r.t)
 
 
 def _track_row(r: dict[str, Any]) -> _TrackRow:
-    crop = [float(v) for v in r["crop"]]
-    if len(crop) != 4:
-        raise ValueError("crop must be [x, y, w, h]")
-    return _TrackRow(float(r["t"]), crop, str(r.get("mode", "speaker")), bool(r.get("cut", False)))
+    t = _number(r["t"], "t")
+    crop = _box(r["crop"], "crop")
+    if crop[2] <= 0 or crop[3] <= 0:
+        raise _Bad(f"crop must be [x, y, w, h] with a positive width and height, got {_show(r['crop'])}")
+    return _TrackRow(t, crop, str(r.get("mode", "speaker")), bool(r.get("cut", False)))
 
 
 def _truth_row(r: dict[str, Any]) -> _TruthRow:
-    people = {str(p["id"]): [float(v) for v in p["box"]] for p in r["people"]}
-    prints = {str(p["id"]): [float(v) for v in p["box"]] for p in r.get("prints", ())}
-    exchange = tuple(str(k) for k in (r.get("exchange") or ()))
-    return _TruthRow(float(r["t"]), people, [str(k) for k in r["talkers"]], prints, exchange, bool(r.get("farend")))
+    t = _number(r["t"], "t")
+    people = {str(p["id"]): _face(p, "person") for p in r["people"]}
+    talkers = _ids(r["talkers"], "talkers")
+    prints = {str(p["id"]): _face(p, "print") for p in r.get("prints", ())}
+    exchange = tuple(_ids(r.get("exchange") or [], "exchange"))
+    return _TruthRow(t, people, talkers, prints, exchange, bool(r.get("farend")))
+
+
+def _span(rows: list[Any], what: str) -> tuple[float, float]:
+    """The first and last time of time-sorted rows; a ValueError when they are the same."""
+    a, b = rows[0].t, rows[-1].t
+    if b <= a:
+        lines = "its only line is" if len(rows) == 1 else f"all its {len(rows)} lines are"
+        raise ValueError(f"the {what} spans no time: {lines} at t = {a:.10g} s")
+    return a, b
 
 
 def score(track: Iterable[dict[str, Any]], truth: Iterable[dict[str, Any]], grace_s: float = 2.0) -> Score:
     """Score track lines against truth lines; both are matched by time (nearest truth frame).
 
     Raises ValueError naming the first line that is not a track (``t``, ``crop``) or truth (``t``,
-    ``people``, ``talkers``) record."""
-    truth_rows: list[_TruthRow] = _checked(truth, "truth", _truth_row)
+    ``people``, ``talkers``) record: ``t`` a finite number (not a bool), ``crop`` ``[x, y, w, h]`` of finite
+    numbers with a positive width and height, each face ``box`` 4 finite numbers, ``talkers`` (and
+    ``exchange``) a list of person ids (strings). A talker need not have a face box on every line (a
+    latecomer not in the room yet has none) but must be among the ``people`` of some truth line. Lines may
+    come in any order (they are sorted by ``t``). Also refused: a track or truth whose lines are all at one
+    time, and a track and truth whose time spans do not overlap (a shifted or wrong file)."""
+    truth_rows: list[_TruthRow] = _parsed(truth, "truth", _truth_row)
     if not truth_rows:
         raise ValueError("the ground truth is empty")
+    # a talker may lack a face box on a line (not in the room yet, say) but must be somebody of the room
+    known = {k for g in truth_rows for k in g.people}
+    for n, g in enumerate(truth_rows, 1):
+        for k in g.talkers:
+            if k not in known:
+                raise ValueError(f"truth line {n}: talker {k!r} is not among the people of any truth line")
+    truth_rows.sort(key=lambda g: g.t)
     tt = np.array([r.t for r in truth_rows])
     rows: list[_TrackRow] = _checked(track, "track", _track_row)
     if not rows:
         raise ValueError("the track is empty")
+    truth_a, truth_b = _span(truth_rows, "ground truth")
+    track_a, track_b = _span(rows, "track")
+    if min(track_b, truth_b) <= max(track_a, truth_a):
+        raise ValueError(
+            f"the track ({track_a:.10g} to {track_b:.10g} s) and the ground truth ({truth_a:.10g} to {truth_b:.10g} s)"
+            " do not overlap in time"
+        )
     speech = framed = visible = 0.0
     extra = dict.fromkeys(
         (
