@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -65,9 +66,37 @@ def cmd_pin(a: argparse.Namespace) -> int:
     return pin_command(a)
 
 
+def _outputs_apart(inputs: dict[str, str | None], outputs: dict[str, str | None]) -> None:
+    """Refuse outputs that would overwrite an input or each other, or that cannot be written as files, before
+    any work is done."""
+    from common.atomic import check_writable
+
+    def same(a: str, b: str) -> bool:
+        pa, pb = Path(a), Path(b)
+        if pa.exists() and pb.exists():
+            return os.path.samefile(pa, pb)
+        return pa.resolve() == pb.resolve()
+
+    given = {k: v for k, v in outputs.items() if v is not None}
+    for key, out in given.items():
+        for name, path in inputs.items():
+            if path is not None and same(out, path):
+                raise ValueError(f"--{key} {out} is the --{name} file: it would be overwritten")
+        check_writable(out)
+    keys = list(given)
+    for i, key in enumerate(keys):
+        for other in keys[i + 1 :]:
+            if same(given[key], given[other]):
+                raise ValueError(f"--{key} and --{other} are the same file ({given[key]}): give each its own")
+
+
 def cmd_process(a: argparse.Namespace) -> int:
     from appliance.process import run_offline
 
+    _outputs_apart(
+        {"video": a.video, "audio": a.audio, "config": a.config, "reference": a.reference},
+        {"track": a.track, "out": a.out},
+    )
     cfg = load_config(a.config)
     lines = [
         json.dumps(r)
@@ -132,8 +161,13 @@ def cmd_faces(a: argparse.Namespace) -> int:
 def cmd_render(a: argparse.Namespace) -> int:
     from drivers.simroom.devices import scenario_path
     from drivers.simroom.export import render_to_dir
+    from drivers.simroom.scenario import load_scenario
 
-    out = render_to_dir(scenario_path(a.scenario), Path(a.out), duration_s=a.duration)
+    path = scenario_path(a.scenario)
+    out = render_to_dir(path, Path(a.out), duration_s=a.duration)
+    length = load_scenario(path).duration_s
+    if a.duration is not None and a.duration > length:
+        print(f"roombox: note: the scenario lasts {length:g} s: rendered all of it", file=sys.stderr)
     print(f"roombox: rendered {a.scenario} -> {out}", file=sys.stderr)
     return 0
 
@@ -304,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except BrokenPipeError:  # the reader stopped (`roombox doa ... | head`): nothing more to say, to anyone
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's last flush does not complain
+        return 141  # as a shell reports a process ended by SIGPIPE
     except (ConfigError, ValueError, OSError, RoomboxError) as e:
         print(f"roombox {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -71,6 +71,12 @@ class DoaConfig(Section):
         "typing and coughs taken for speech (docs/hearing-grid.md, 'Cost, fourth pass').",
     )
 
+    @model_validator(mode="after")
+    def _band(self) -> DoaConfig:
+        if self.fmax_hz <= self.fmin_hz:
+            raise ValueError(f"fmax_hz ({self.fmax_hz:g}) must be above fmin_hz ({self.fmin_hz:g})")
+        return self
+
 
 class TrackerConfig(Section):
     """Soft DOA evidence, the source tracker and the far-end detector (:mod:`appliance.perception.listening`)."""
@@ -676,6 +682,19 @@ class Config(Section):
         if isinstance(detector, dict) and "type" not in detector:
             data["detector"] = {"type": _detector_type(detector), **detector}
         return data
+
+    @model_validator(mode="after")
+    def _band_heard(self) -> Config:
+        """``[doa]``'s band lies below half the rate of every mic array (what a sampled signal can carry)."""
+        for name, section in self.mic_arrays.items():
+            mic: MicArraySection = section
+            nyquist = mic.sample_rate / 2.0
+            if self.doa.fmax_hz > nyquist:
+                raise ValueError(
+                    f"[doa] fmax_hz = {self.doa.fmax_hz:g} is above half the sample rate of [mic_arrays.{name}] "
+                    f"({mic.sample_rate} Hz): at most {nyquist:g}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _ptz_follow(self) -> Config:

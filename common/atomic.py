@@ -10,6 +10,7 @@ from pathlib import Path
 def write_atomic(path: str | os.PathLike[str], data: str | bytes, mode: int = 0o644) -> None:
     """Write ``data`` (text as UTF-8) to ``path`` through a synced temporary file and a rename."""
     p = Path(path)
+    check_writable(p)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
     try:
@@ -22,3 +23,18 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, mode: int = 0o
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Refuse, before any work, a ``path`` a file cannot be written to by a rename: an existing directory or
+    device (``/dev/stdout`` would be replaced by a file), or one below a file. Raises ValueError naming it."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{p}: is a directory: give a file name to write")
+    if p.exists() and not p.is_file():
+        raise ValueError(f"{p}: is not a regular file (a device or pipe): give a file name to write")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{p}: cannot be written: {parent} is a file, not a directory")
+            break

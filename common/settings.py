@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import ErrorDetails
 
 from common.errors import RoomboxError
 
@@ -27,13 +28,26 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+def error_key(e: ErrorDetails) -> str:
+    """The key one validation error is about (``section.key``), or ``(top level)`` (a check across sections,
+    whose reason names its keys)."""
+    return ".".join(str(p) for p in e["loc"]) or "(top level)"
+
+
+def error_reason(e: ErrorDetails) -> str:
+    """Why: pydantic's message, without the ``Value error, `` it puts before a validator's own."""
+    if e["type"] == "extra_forbidden":
+        return "unknown key"
+    msg = e["msg"]
+    return msg.removeprefix("Value error, ") if e["type"] == "value_error" else msg
+
+
 def describe_errors(err: ValidationError, source: str) -> str:
     """One line per error: the source, the key in brackets, and the reason."""
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"{source}: [{key}] {msg}")
+        where = f"[{error_key(e)}] " if e["loc"] else ""  # a check across sections names its keys itself
+        lines.append(f"{source}: {where}{error_reason(e)}")
     return "\n".join(lines)
 
 

@@ -95,6 +95,20 @@ class CameraSection(Section):
     fps: float = Field(15.0, gt=0.0, le=60.0, title="Capture frame rate (frames/s)")
 
 
+def check_mic_positions(v: list[Vec3]) -> list[Vec3]:
+    """Microphone positions (camera frame, m) an array can have: finite, within 2 m of the camera, no two at
+    the same place. Raises ValueError naming the microphone."""
+    for i, p in enumerate(v):
+        if not all(math.isfinite(c) for c in p):
+            raise ValueError(f"microphone {i} is {p}: not a finite position")
+        if any(abs(c) > 2.0 for c in p):
+            raise ValueError(f"microphone {i} is {p}: more than 2 m from the camera")
+        for j in range(i):
+            if math.dist(p, v[j]) < 1e-3:
+                raise ValueError(f"microphones {j} and {i} are at the same place")
+    return v
+
+
 class MicArraySection(Section):
     """What every mic array's config section has: the rate and where each microphone is. Drivers add their
     own keys and a ``type`` (see :mod:`drivers.registry`)."""
@@ -111,12 +125,4 @@ class MicArraySection(Section):
     @field_validator("positions")
     @classmethod
     def _distinct(cls, v: list[Vec3]) -> list[Vec3]:
-        for i, p in enumerate(v):
-            if not all(math.isfinite(c) for c in p):
-                raise ValueError(f"microphone {i} is {p}: not a finite position")
-            if any(abs(c) > 2.0 for c in p):
-                raise ValueError(f"microphone {i} is {p}: more than 2 m from the camera")
-            for j in range(i):
-                if math.dist(p, v[j]) < 1e-3:
-                    raise ValueError(f"microphones {j} and {i} are at the same place")
-        return v
+        return check_mic_positions(v)

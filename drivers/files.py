@@ -134,13 +134,19 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
     """The records of a JSON-lines file (blank lines skipped)."""
     p = _existing(path)
     out = []
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
+    try:
+        with p.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
                 try:
                     out.append(json.loads(line))
                 except json.JSONDecodeError as e:
                     raise MediaFileError(f"{p}:{n}: not JSON: {e}") from None
+                except RecursionError:
+                    raise MediaFileError(f"{p}:{n}: not JSON this program reads: nested too deeply") from None
+    except UnicodeDecodeError:
+        raise MediaFileError(f"{p}: not UTF-8 text, so not a JSON-lines file") from None
     return out
 
 
@@ -149,7 +155,18 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     import cv2
 
     p = _existing(path)
-    bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+    try:
+        bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+    except cv2.error as e:  # e.g. a header claiming more pixels than OpenCV will allocate
+        text = str(e)
+        reason = (
+            "its header claims more pixels than OpenCV reads (CV_IO_MAX_IMAGE_PIXELS)"
+            if "CV_IO_MAX_IMAGE_PIXELS" in text
+            else text.strip().splitlines()[-1]
+            if text.strip()
+            else "OpenCV refused it"
+        )
+        raise MediaFileError(f"{p}: not a readable image: {reason}") from None
     if bgr is None:
         raise MediaFileError(f"{p}: not a readable image (PNG, JPEG, ...)")
     return np.ascontiguousarray(bgr[:, :, ::-1])

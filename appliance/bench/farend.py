@@ -95,6 +95,8 @@ def render_cell(rt60_s: float, snr_db: float, array: str, placement: str, durati
     if duration_s is not None:
         data["duration_s"] = min(duration_s, base.duration_s)
         data["loudspeaker"]["turns"] = [u for u in data["loudspeaker"]["turns"] if u["start_s"] < data["duration_s"]]
+        for person in data["people"]:
+            person["utterances"] = [u for u in person["utterances"] if u["start_s"] < data["duration_s"]]
     scn = parse_scenario(data, f"farend ({array}, {placement})")
     audio = render_audio(scn)
     rate, x = audio.sample_rate, audio.samples.astype(np.float64)

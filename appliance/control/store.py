@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from appliance.config import Config, config_to_toml, load_config
 from common.atomic import write_atomic
 from common.errors import RoomboxError
+from common.settings import error_key, error_reason
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,7 @@ def validate(doc: Any) -> Config:
     except ValidationError as e:
         errors = []
         for err in e.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            errors.append({"key": key, "reason": "unknown key" if err["type"] == "extra_forbidden" else err["msg"]})
+            errors.append({"key": error_key(err), "reason": error_reason(err)})
         raise ConfigRejected(errors) from None
 
 

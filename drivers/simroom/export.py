@@ -7,22 +7,28 @@ video frame: who speaks, whether the far end does, each face box, whether the fa
 ``activity.json`` (the exact intervals: each person's speech and the far end's, as heard at the array)
 and ``scenario.toml`` (a copy). With a loudspeaker in the scenario, also ``reference.wav``: what was sent
 to it (16-bit PCM, mono, the array's rate and length, sample-aligned), the playback reference of
-``roombox doa --reference``. Each file is written under a temporary name and renamed when complete.
+``roombox doa --reference``. The files are written into a temporary directory and moved into place when all are
+complete.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.io.wavfile
 import tomli_w
+from pydantic import ValidationError
 
 from common.atomic import write_atomic
+from common.settings import describe_errors
 from drivers.files import FileCameraConfig, VideoFileWriter, WavMicArrayConfig
 from drivers.simroom.audio import RenderedAudio, render_audio
 from drivers.simroom.scenario import Scenario, ScenarioError, camera_geometry, load_scenario, mic_array_geometry
@@ -83,25 +89,53 @@ def render_to_dir(
     duration_s: float | None = None,
     speech_root: Path | None = None,
 ) -> Path:
-    """Render the scenario (or its first ``duration_s`` seconds) into ``out_dir``; returns ``out_dir``."""
+    """Render the scenario (or its first ``duration_s`` seconds) into ``out_dir``; returns ``out_dir``.
+
+    Everything is rendered into a temporary directory beside ``out_dir`` first and moved in only when all of
+    it is written: a rendering that fails leaves ``out_dir`` as it was (an earlier rendering there whole)."""
     src = Path(scenario_path)
     scn = load_scenario(src)
     if duration_s is not None:
-        if duration_s <= 0:
-            raise ValueError(f"duration_s must be positive, got {duration_s}")
+        if not math.isfinite(duration_s) or duration_s < 1.0 / scn.camera.fps:
+            raise ValueError(
+                f"--duration {duration_s}: give a number of seconds, at least one video frame "
+                f"({1.0 / scn.camera.fps:.3f} s at {scn.camera.fps:g} frames/s)"
+            )
         scn = scn.model_copy(update={"duration_s": min(duration_s, scn.duration_s)})
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: is a file; give a directory to render into")
+    try:
+        config = device_config_toml(scn)
+    except ValidationError as e:  # the scenario's own checks should have refused it: say where
+        raise ScenarioError(describe_errors(e, f"{src} (the rendering's config)")) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        names = _render_into(tmp, src, scn, config, duration_s, speech_root)
+        out.mkdir(exist_ok=True)
+        for name in names:
+            os.replace(tmp / name, out / name)
+        if "reference.wav" not in names:
+            (out / "reference.wav").unlink(missing_ok=True)  # from an earlier rendering into the same directory
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
+
+def _render_into(
+    out: Path, src: Path, scn: Scenario, config: str, duration_s: float | None, speech_root: Path | None
+) -> list[str]:
+    """Write the rendering's files into ``out``; returns their names."""
     try:
         audio = render_audio(scn, speech_root)
     except ScenarioError as e:
         raise ScenarioError(f"{src}: {e}") from None
+    names = ["array.wav", "room.mp4", "truth.jsonl", "activity.json", "config.toml", "scenario.toml"]
     write_wav16(out / "array.wav", audio.samples, audio.sample_rate)
     if audio.reference is not None:
         write_wav16(out / "reference.wav", audio.reference, audio.sample_rate)
-    else:
-        (out / "reference.wav").unlink(missing_ok=True)  # from an earlier rendering into the same directory
+        names.append("reference.wav")
 
     renderer = RoomRenderer(scn)
     fps = scn.camera.fps
@@ -130,9 +164,11 @@ def render_to_dir(
         )
     write_atomic(out / "truth.jsonl", "\n".join(lines) + "\n")
     write_atomic(out / "activity.json", json.dumps(activity_record(scn, audio), indent=1) + "\n")
-    write_atomic(out / "config.toml", device_config_toml(scn))
+    write_atomic(out / "config.toml", config)
     text = src.read_text(encoding="utf-8")
+    if text.startswith("# rendered with duration_s = "):  # a rendering's copy rendered again
+        text = text.split("\n", 1)[1] if "\n" in text else ""
     if duration_s is not None:
         text = f"# rendered with duration_s = {scn.duration_s}\n" + text
     write_atomic(out / "scenario.toml", text)
-    return out
+    return names

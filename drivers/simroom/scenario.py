@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from common.settings import Section, describe_errors, read_toml
-from drivers.base import MicArraySection
+from drivers.base import MicArraySection, check_mic_positions
 
 Vec3 = tuple[float, float, float]
 MIN_LOUDSPEAKER_TO_MIC_M = 0.2
@@ -59,6 +59,13 @@ class CameraSpec(Section):
     height: int = Field(1080, ge=120, le=4320, title="Height (px)")
     fps: float = Field(15.0, gt=0.0, le=60.0, title="Frame rate (frames/s)")
 
+    @field_validator("width", "height")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError(f"{v} is odd: the video (H.264, yuv420p) needs an even width and height")
+        return v
+
 
 class MicArraySpec(Section):
     sample_rate: int = Field(16000, ge=8000, le=48000, title="Sample rate (Hz)")
@@ -69,6 +76,11 @@ class MicArraySpec(Section):
         title="Microphone positions (m)",
         description="In the camera's frame, as in the roombox config.",
     )
+
+    @field_validator("positions")
+    @classmethod
+    def _placed(cls, v: list[Vec3]) -> list[Vec3]:
+        return check_mic_positions(v)  # what the rendering's config will be checked against
 
 
 class Utterance(Section):
@@ -210,6 +222,12 @@ class Scenario(Section):
                 raise ValueError(f"people.{i} ({p.id}) is outside the room")
             if self.to_camera((x, y, p.head_height_m))[2] < 0.5:
                 raise ValueError(f"people.{i} ({p.id}) is less than 0.5 m in front of the camera")
+            for k, u in enumerate(p.utterances):
+                if u.start_s >= self.duration_s:
+                    raise ValueError(
+                        f"people.{i}.utterances.{k} ({p.id}) starts at {u.start_s} s, after the scenario ends "
+                        f"({self.duration_s} s)"
+                    )
         if self.loudspeaker is not None:
             self._check_loudspeaker(self.loudspeaker)
         return self

@@ -1,0 +1,181 @@
+"""Bad input on the command line: one line naming the problem, exit 2, nothing overwritten or left half-written.
+
+Each case here was found by a sweep of the commands with broken files and arguments, and crashed, overwrote
+an input, left a partial rendering or answered with nothing before its mend."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tomli_w
+
+from appliance.cli import main
+from drivers.files import MediaFileError, read_image, read_jsonl
+from drivers.simroom.scenario import builtin_scenario, load_scenario
+
+
+@pytest.fixture(scope="module")
+def short(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in short scenario's first 2 s, rendered."""
+    out = tmp_path_factory.mktemp("short") / "r"
+    assert main(["render", "--scenario", "short", "--out", str(out), "--duration", "2"]) == 0
+    return out
+
+
+def _one_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
+    out = capsys.readouterr()
+    assert out.out == ""
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"roombox {command}: error: "), out.err
+    return lines[0]
+
+
+def _snapshot(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+def test_process_never_writes_over_its_inputs_or_one_output_over_the_other(
+    short: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = tmp_path / "w"
+    shutil.copytree(short, work)
+    before = _snapshot(work)
+    base = ["process", "--video", str(work / "room.mp4"), "--audio", str(work / "array.wav")]
+    base += ["--config", str(work / "config.toml")]
+    cases = [
+        (["--track", str(work / "room.mp4")], "is the --video file: it would be overwritten"),
+        (["--track", str(work / "array.wav")], "is the --audio file: it would be overwritten"),
+        (["--track", str(work / "config.toml")], "is the --config file: it would be overwritten"),
+        (["--track", str(tmp_path / "t.jsonl"), "--out", str(work / "room.mp4")], "is the --video file"),
+        (["--track", str(tmp_path / "same"), "--out", str(tmp_path / "same")], "--track and --out are the same file"),
+        (["--track", str(work)], "is a directory: give a file name to write"),
+        (["--track", str(work / "array.wav" / "t.jsonl")], "array.wav is a file, not a directory"),
+        (["--track", os.devnull], "is not a regular file (a device or pipe)"),
+    ]
+    for extra, message in cases:
+        assert main([*base, *extra]) == 2, extra
+        assert message in _one_error(capsys, "process"), extra
+    assert _snapshot(work) == before  # every input as it was
+    assert not (tmp_path / "same").exists() and not (tmp_path / "t.jsonl").exists()
+    assert Path(os.devnull).is_char_device()
+
+
+def test_a_failed_rendering_leaves_the_directory_as_it_was(
+    short: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A scenario refused while it renders (overlapping far-end turns), or whose config the drivers would
+    refuse (two microphones at one place, an odd picture size): the earlier rendering in the directory stays
+    whole, and nothing is left beside it."""
+    out = tmp_path / "out"
+    shutil.copytree(short, out)
+    before = _snapshot(out)
+    base = load_scenario(builtin_scenario("farend")).model_dump(mode="json", exclude_none=True)
+    turns = base["loudspeaker"]["turns"]
+    overlap = {**base, "loudspeaker": {**base["loudspeaker"], "turns": [{**turns[0], "start_s": 1.0}]}}
+    overlap["loudspeaker"]["turns"].append({**turns[1], "start_s": 1.5})
+    same_place = {**base, "mic_array": {**base["mic_array"], "positions": [[0.0, -0.1, 0.0], [0.0, -0.1, 0.0]]}}
+    odd = {**base, "camera": {**base["camera"], "width": 641}}
+    cases = [
+        (overlap, "[loudspeaker.turns.1] starts at 1.5 s, before loudspeaker.turns.0 ends"),
+        (same_place, "[mic_array.positions] microphones 0 and 1 are at the same place"),
+        (odd, "[camera.width] 641 is odd: the video (H.264, yuv420p) needs an even width and height"),
+    ]
+    for k, (data, message) in enumerate(cases):
+        path = tmp_path / f"bad{k}.toml"
+        path.write_text(tomli_w.dumps(data), encoding="utf-8")
+        assert main(["render", "--scenario", str(path), "--out", str(out)]) == 2
+        err = _one_error(capsys, "render")
+        assert str(path) in err and message in err, err
+        assert _snapshot(out) == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", *(f"bad{j}.toml" for j in range(k + 1))])
+
+
+@pytest.mark.parametrize("duration", ["nan", "inf", "1e-9", "0", "-2"])
+def test_render_refuses_a_duration_that_is_not_a_length(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], duration: str
+) -> None:
+    assert main(["render", "--scenario", "short", "--out", str(tmp_path / "o"), "--duration", duration]) == 2
+    assert "give a number of seconds, at least one video frame (0.067 s at 15 frames/s)" in _one_error(capsys, "render")
+    assert not (tmp_path / "o").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_render_into_a_file_and_an_utterance_after_the_end_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "f").write_text("x")
+    assert main(["render", "--scenario", "short", "--out", str(tmp_path / "f"), "--duration", "1"]) == 2
+    assert "is a file; give a directory to render into" in _one_error(capsys, "render")
+    data = load_scenario(builtin_scenario("short")).model_dump(mode="json", exclude_none=True)
+    data["people"][0]["utterances"][0]["start_s"] = 100.0
+    path = tmp_path / "late.toml"
+    path.write_text(tomli_w.dumps(data), encoding="utf-8")
+    assert main(["render", "--scenario", str(path), "--out", str(tmp_path / "o")]) == 2
+    who = data["people"][0]["id"]
+    assert f"people.0.utterances.0 ({who}) starts at 100.0 s, after the scenario ends (15.0 s)" in _one_error(
+        capsys, "render"
+    )
+
+
+def test_a_doa_band_above_what_the_array_carries_is_refused(
+    short: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``[doa] fmin_hz = 8000`` / ``fmax_hz = 12000`` at 16 kHz crashed (ZeroDivisionError); 7000-12000 gave
+    -120 dB and no speech at all. Also: the message of a check across sections has no "Value error, "."""
+    config = (short / "config.toml").read_text()
+    for fmin, fmax, message in (
+        (
+            8000,
+            12000,
+            "[doa] fmax_hz = 12000 is above half the sample rate of [mic_arrays.main] (16000 Hz): at most 8000",
+        ),
+        (7000, 12000, "[doa] fmax_hz = 12000 is above half the sample rate of [mic_arrays.main]"),
+        (5000, 1000, "[doa] fmax_hz (1000) must be above fmin_hz (5000)"),
+    ):
+        path = tmp_path / "c.toml"
+        path.write_text(config + f"\n[doa]\nfmin_hz = {fmin}\nfmax_hz = {fmax}\n")
+        assert main(["doa", "--audio", str(short / "array.wav"), "--config", str(path)]) == 2
+        err = _one_error(capsys, "doa")
+        assert f"{path}: {message}" in err and "Value error" not in err, err
+
+
+def test_a_reader_that_stops_early_ends_doa_quietly(short: Path) -> None:
+    """`roombox doa ... | head -1`: before, "error: [Errno 32] Broken pipe" on stderr."""
+    exe = Path(sys.executable).with_name("roombox")
+    cmd = [str(exe), "doa", "--audio", str(short / "array.wav"), "--config", str(short / "config.toml")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away while the box still has lines to write
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 141
+    assert first.startswith(b'{"t": ') and err == ""
+
+
+def test_images_and_json_lines_that_cannot_be_read_are_named(tmp_path: Path) -> None:
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    huge = tmp_path / "huge.png"  # a PNG whose header claims 100000 x 100000 pixels
+    header = (100000).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+    huge.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4)) + chunk(b"IEND", b"")
+    )
+    with pytest.raises(MediaFileError, match=r"huge.png: not a readable image: its header claims more pixels"):
+        read_image(huge)
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"t": 0}\n' + "[" * 200_000 + "\n")
+    with pytest.raises(MediaFileError, match=r"deep.jsonl:2: not JSON this program reads: nested too deeply"):
+        read_jsonl(deep)
+    binary = tmp_path / "b.jsonl"
+    binary.write_bytes(np.arange(256, dtype=np.uint8).tobytes() * 4)
+    with pytest.raises(MediaFileError, match=r"b.jsonl: not UTF-8 text, so not a JSON-lines file"):
+        read_jsonl(binary)
