@@ -97,6 +97,8 @@ def cmd_process(a: argparse.Namespace) -> int:
         {"video": a.video, "audio": a.audio, "config": a.config, "reference": a.reference},
         {"track": a.track, "out": a.out},
     )
+    if a.out is not None and Path(a.out).suffix.lower() != ".mp4":
+        raise ValueError(f"--out {a.out}: the framed video is written as MP4: give a .mp4 file name")
     cfg = load_config(a.config)
     lines = [
         json.dumps(r)
@@ -264,13 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--every", type=int, default=1, help="with --video: every Nth frame")
     f.set_defaults(func=cmd_faces)
 
+    from appliance.bench import DEFAULT_SECTIONS, SECTIONS
+
     b = sub.add_parser("bench", help="print a table of figures (or JSON lines), each against a peer")
     b.add_argument(
         "sections",
         nargs="*",
         metavar="SECTION",
-        help="core, faces, doa, simroom (default: all of these), listening, hearing, farend, stream, panel, "
-        "latency, tracks",
+        help=f"{', '.join(SECTIONS)} (default: {', '.join(DEFAULT_SECTIONS)})",
     )
     b.add_argument("--quick", action="store_true", help="fewer repetitions")
     b.add_argument(

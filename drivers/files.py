@@ -124,8 +124,8 @@ def read_array_wav(path: str | os.PathLike[str], mic: MicArraySection) -> np.nda
         )
     if samples.shape[1] != len(mic.positions):
         raise MediaFileError(
-            f"{path}: has {samples.shape[1]} channels but the mic array's positions has "
-            f"{len(mic.positions)} microphones"
+            f"{path}: has {samples.shape[1]} channel{'s' if samples.shape[1] != 1 else ''} but the mic array's "
+            f"positions has {len(mic.positions)} microphones"
         )
     return samples
 

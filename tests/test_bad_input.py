@@ -179,3 +179,22 @@ def test_images_and_json_lines_that_cannot_be_read_are_named(tmp_path: Path) -> 
     binary.write_bytes(np.arange(256, dtype=np.uint8).tobytes() * 4)
     with pytest.raises(MediaFileError, match=r"b.jsonl: not UTF-8 text, so not a JSON-lines file"):
         read_jsonl(binary)
+
+
+def test_process_writes_its_framed_video_only_as_mp4(
+    short: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["process", "--video", str(short / "room.mp4"), "--audio", str(short / "array.wav")]
+    args += ["--config", str(short / "config.toml"), "--track", str(tmp_path / "t.jsonl")]
+    assert main([*args, "--out", str(tmp_path / "o.wav")]) == 2
+    assert "the framed video is written as MP4: give a .mp4 file name" in _one_error(capsys, "process")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_wav_of_one_channel_is_said_so(short: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import scipy.io.wavfile
+
+    rate, pcm = scipy.io.wavfile.read(short / "array.wav")
+    scipy.io.wavfile.write(tmp_path / "mono.wav", rate, pcm[:, 0])
+    assert main(["doa", "--audio", str(tmp_path / "mono.wav"), "--config", str(short / "config.toml")]) == 2
+    assert "mono.wav: has 1 channel but the mic array's positions has 6 microphones" in _one_error(capsys, "doa")

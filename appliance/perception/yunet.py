@@ -67,6 +67,9 @@ class YuNetDetector:
         self.model_path = Path(model_path) if model_path else MODEL_PATH
         data = load_model(self.model_path, sha256)
         cv2.setNumThreads(1)
+        quiet = cv2.utils.logging.getLogLevel()
+        # OpenCV 5's DNN says on every creation that its new engine ignores the (default) target: not ours to fix
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         try:
             self._net: Any = cv2.FaceDetectorYN.create(
                 "onnx",
@@ -79,6 +82,8 @@ class YuNetDetector:
             )
         except cv2.error as e:
             raise FaceModelError(f"{self.model_path}: OpenCV cannot load this YuNet model: {e}") from None
+        finally:
+            cv2.utils.logging.setLogLevel(quiet)
         self._size = (320, 320)
         self.searches = 0  # whole-frame searches made
         self.refined = 0  # crops looked at

@@ -67,7 +67,8 @@ class SimroomMicArrayConfig(MicArraySection):
 
 def scenario_path(scenario: str) -> Path:
     """A scenario file, or the built-in scenario of that name."""
-    return Path(scenario) if ("/" in scenario or scenario.endswith(".toml")) else builtin_scenario(scenario)
+    named = "/" not in scenario and not scenario.endswith(".toml") and not Path(scenario).exists()
+    return builtin_scenario(scenario) if named else Path(scenario)
 
 
 def sections_for(scenario: str) -> tuple[SimroomCameraConfig, SimroomMicArrayConfig]:
