@@ -260,7 +260,12 @@ def fit(points: Sequence[tuple[float, float]], limits: Limits = Limits()) -> Cal
                 f"two points only {c1 - c0:.1f} deg apart in the picture (at least {limits.min_separation_deg:g}): "
                 "use people further apart"
             )
-        if d1 <= d0:
+        if d1 == d0:
+            raise CalibrationRefused(
+                f"the faces at {c0:+.0f} and {c1:+.0f} deg were both heard at {d0:+.0f} deg: the array cannot tell "
+                "them apart (a reflection heard instead of one of them, or the same voice twice)"
+            )
+        if d1 < d0:
             raise CalibrationRefused(
                 f"the map would decrease: the face at {c0:+.0f} deg was heard at {d0:+.0f} deg, the one at {c1:+.0f} "
                 f"at {d1:+.0f} (left and right swapped: is the array mirrored?)"

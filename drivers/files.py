@@ -58,6 +58,11 @@ def _existing(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def _reason(e: Exception) -> str:
+    """What went wrong, without FFmpeg's error number and the path the message already names."""
+    return str(getattr(e, "strerror", None) or e)
+
+
 def iter_video_frames(path: str | os.PathLike[str]) -> Iterator[Frame]:
     """Each frame of a video file as a :class:`Frame` (RGB uint8), ``t`` in seconds from its pts.
 
@@ -69,7 +74,7 @@ def iter_video_frames(path: str | os.PathLike[str]) -> Iterator[Frame]:
     try:
         container = av.open(str(p))
     except (av.error.FFmpegError, OSError) as e:
-        raise MediaFileError(f"{p}: cannot open as video: {e}") from None
+        raise MediaFileError(f"{p}: cannot open as video: {_reason(e)}") from None
     if not container.streams.video:
         container.close()
         raise MediaFileError(f"{p}: has no video stream")
@@ -87,7 +92,7 @@ def video_rate(path: str | os.PathLike[str]) -> float:
                 raise MediaFileError(f"{p}: has no video stream")
             rate = container.streams.video[0].average_rate
     except (av.error.FFmpegError, OSError) as e:
-        raise MediaFileError(f"{p}: cannot open as video: {e}") from None
+        raise MediaFileError(f"{p}: cannot open as video: {_reason(e)}") from None
     if not rate:
         raise MediaFileError(f"{p}: the video stream has no frame rate")
     return float(rate)
@@ -111,7 +116,7 @@ def _decode(container: Any, p: Path) -> Iterator[Frame]:
                 index += 1
                 yield Frame(t=t, image=frame.to_ndarray(format="rgb24"))
         except av.error.FFmpegError as e:
-            raise MediaFileError(f"{p}: cannot decode frame {index}: {e}") from None
+            raise MediaFileError(f"{p}: cannot decode frame {index}: {_reason(e)}") from None
 
 
 def read_array_wav(path: str | os.PathLike[str], mic: MicArraySection) -> np.ndarray:

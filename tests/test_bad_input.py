@@ -144,17 +144,26 @@ def test_a_doa_band_above_what_the_array_carries_is_refused(
         assert f"{path}: {message}" in err and "Value error" not in err, err
 
 
-def test_a_reader_that_stops_early_ends_doa_quietly(short: Path) -> None:
-    """`roombox doa ... | head -1`: before, "error: [Errno 32] Broken pipe" on stderr."""
+def test_a_reader_that_stops_early_ends_doa_quietly(short: Path, tmp_path: Path) -> None:
+    """`roombox doa ... | head -1`: before, "error: [Errno 32] Broken pipe" on stderr. The output (20 s of audio,
+    over 600 lines) is many times the pipe's room (made the least Linux allows), so the box is still writing
+    when the reader goes away."""
+    import fcntl
+
+    import scipy.io.wavfile
+
+    rate, pcm = scipy.io.wavfile.read(short / "array.wav")
+    scipy.io.wavfile.write(tmp_path / "long.wav", rate, np.tile(pcm, (10, 1)))
     exe = Path(sys.executable).with_name("roombox")
-    cmd = [str(exe), "doa", "--audio", str(short / "array.wav"), "--config", str(short / "config.toml")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cmd = [str(exe), "doa", "--audio", str(tmp_path / "long.wav"), "--config", str(short / "config.toml")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
     assert proc.stdout is not None and proc.stderr is not None
-    first = proc.stdout.readline()
+    fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, 4096)
+    first = proc.stdout.readline()  # unbuffered: just the first line
     proc.stdout.close()  # the reader goes away while the box still has lines to write
     err = proc.stderr.read().decode()
     proc.stderr.close()
-    assert proc.wait(timeout=120) == 141
+    assert proc.wait(timeout=120) == 141, err
     assert first.startswith(b'{"t": ') and err == ""
 
 

@@ -50,6 +50,7 @@ def test_two_points_give_offset_and_scale_three_a_piecewise_map() -> None:
     [
         ([(150.0, -25.0)], "would be turned"),  # behind the camera
         ([(10.0, -25.0), (-30.0, 22.0)], "the map would decrease"),  # left and right swapped: mirrored
+        ([(10.0, 10.0), (10.0, 20.0)], r"both heard at \+10 deg: the array cannot tell them apart"),  # was "decrease"
         ([(-5.0, -25.0), (-4.0, 22.0)], "contradict each other"),  # 47 deg apart in the picture, 1 to the array
         ([(-45.0, -25.0), (-43.0, -23.0)], "only 2.0 deg apart"),
         ([(0.0, 120.0)], "outside the camera's view"),
