@@ -199,8 +199,9 @@ class RoomBox:
         faces = self.detector.detect(frame.image, frame.t)
         return Faces(faces.t, faces.faces, frame.width, frame.height), 1000 * (time.perf_counter() - began)
 
-    # sections a running box takes over at once; the others (devices, stream, panel) need a restart
-    LIVE_SECTIONS = ("doa", "tracker", "detector", "director", "access", "calibration")
+    # sections a running box takes over at once; the others (devices, the face detector, stream, panel) need
+    # a restart
+    LIVE_SECTIONS = ("doa", "tracker", "director", "access", "calibration")
 
     def on_config(self, new: Config) -> list[str]:
         """Apply a changed config: the director, detection and hearing take it at once (the framing mode

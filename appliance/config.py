@@ -31,7 +31,7 @@ class DoaConfig(Section):
     hop_ms: float = Field(32.0, ge=4.0, le=512.0, title="Hop between blocks (ms)")
     fmin_hz: float = Field(300.0, ge=50.0, le=8000.0, title="Lowest frequency used (Hz)")
     fmax_hz: float = Field(4000.0, ge=500.0, le=24000.0, title="Highest frequency used (Hz)")
-    grid_deg: float = Field(1.0, gt=0.0, le=10.0, title="Azimuth grid step (degrees)")
+    grid_deg: float = Field(1.0, ge=0.1, le=10.0, title="Azimuth grid step (degrees)")
     speech_snr_db: float = Field(9.0, ge=0.0, le=60.0, title="Speech gate above the noise floor (dB)")
     min_level_db: float = Field(-65.0, ge=-120.0, le=0.0, title="Quietest block considered (dBFS)")
     min_confidence: float = Field(
@@ -422,7 +422,7 @@ class CalibrationConfig(Section):
 class StreamConfig(Section):
     width: int = Field(1280, ge=160, le=3840, multiple_of=2, title="Output width (px)")
     height: int = Field(720, ge=90, le=2160, multiple_of=2, title="Output height (px)")
-    fps: float = Field(30.0, gt=0.0, le=60.0, title="Output frame rate (frames/s)")
+    fps: float = Field(30.0, ge=1.0, le=60.0, title="Output frame rate (frames/s)")
     codecs: tuple[Literal["VP8", "H264"], ...] = Field(
         ("VP8", "H264"),
         min_length=1,

@@ -55,6 +55,8 @@ def read_toml(path: str | os.PathLike[str], what: str, error: type[ValueError]) 
     """The parsed TOML file at ``path``; a missing or malformed file raises ``error`` naming it."""
     p = Path(path)
     try:
+        if p.exists() and not p.is_dir() and not p.is_file():  # a pipe or a device: reading it may never end
+            raise error(f"{p}: is not a regular file (a pipe or a device), not a {what} file")
         return tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise error(f"{p}: no such {what} file") from None
@@ -62,3 +64,5 @@ def read_toml(path: str | os.PathLike[str], what: str, error: type[ValueError]) 
         raise error(f"{p}: is a directory, not a {what} file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise error(f"{p}: not valid TOML: {e}") from None
+    except OSError as e:  # e.g. a name longer than the file system takes
+        raise error(f"{str(p)[:80]}: cannot read the {what} file: {e.strerror}") from None

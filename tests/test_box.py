@@ -173,3 +173,7 @@ def test_a_config_change_applies_live_where_it_can_and_names_what_needs_a_restar
         data["calibration"]["gain_db"] = 9.5
         assert box.on_config(Config.model_validate(data)) == []
         assert isinstance(box.hearing, Gained) and box.hearing.gain_db == 9.5
+        # the face detector is built once, at start: a change to it waits for a restart, and says so (before,
+        # it was reported as applied while the old detector ran on)
+        data["detector"]["min_score"] = 0.95
+        assert box.on_config(Config.model_validate(data)) == ["detector"]

@@ -800,3 +800,56 @@ def test_the_pin_back_off_counts_an_ipv6_client_by_its_64_and_the_box_control_li
     assert (tmp_path / "config-revisions" / "000001.json").exists()
     _, token = control.auth.tokens.create("read")
     assert (tmp_path / "tokens.json").exists() and control.auth.from_bearer(token, "127.0.0.1") is not None
+
+
+def test_a_config_the_running_box_cannot_take_is_refused_and_nothing_changes(tmp_path: Path) -> None:
+    """A config that validates but that the box fails to apply (a [doa] band with no FFT bin at an 8 ms block:
+    the hearing cannot be built) is refused, and the file, the store and the running box keep the last good
+    one. Before, it was written and recorded (200, "restart required") while the old hearing ran on, and the
+    box refused to start with that file afterwards."""
+    from appliance.control.store import ConfigRejected
+    from appliance.perception.hearing import make_ears
+    from appliance.step import gain_of
+
+    running: list[Config] = []
+
+    def on_config(cfg: Config) -> list[str]:
+        make_ears(cfg.mic_array, cfg.doa, cfg.tracker, gain_of(cfg))  # what the box builds anew for [doa]
+        running.append(cfg)
+        return []
+
+    store = ConfigStore(tmp_path / "config.toml", tmp_path / "revisions", Config())
+    good = Config.model_validate({"director": {"min_hold_s": 2.0}})
+    store.write(good, "test", on_config)
+    text, revisions = (tmp_path / "config.toml").read_text(), len(store.revisions())
+    bad = good.model_copy(
+        update={"doa": good.doa.model_copy(update={"block_ms": 8.0, "fmin_hz": 3900.0, "fmax_hz": 3950.0})}
+    )
+    with pytest.raises(ConfigRejected, match=r"the running box cannot apply it: ValueError: no FFT bin between 3900"):
+        store.write(bad, "test", on_config)
+    assert (tmp_path / "config.toml").read_text() == text and len(store.revisions()) == revisions
+    assert store.current == good and running[-1] == good  # the last good config, applied again
+    assert store.pending_restart == set()
+
+
+def test_values_that_hung_or_broke_the_running_box_are_refused(tmp_path: Path) -> None:
+    """Found by a sweep of the API: srp-phat on a 0.01 deg grid hung the box (and a grid of 5e-324 overflowed);
+    a frame rate of 5e-324 stopped the encoder; a scenario name too long for the file system answered 500; a
+    scenario that is a pipe blocked the whole box while the config was validated."""
+    from appliance.control.store import ConfigRejected, validate
+
+    os.mkfifo(tmp_path / "pipe.toml")
+    cases = [
+        ({"doa": {"estimator": "srp-phat", "grid_deg": 0.01}}, "doa.grid_deg", "greater than or equal to 0.1"),
+        ({"stream": {"fps": 5e-324}}, "stream.fps", "greater than or equal to 1"),
+        ({"cameras": {"main": {"type": "simroom", "scenario": "a" * 300}}}, "cameras.main", "File name too long"),
+        (
+            {"cameras": {"main": {"type": "simroom", "scenario": str(tmp_path / "pipe.toml")}}},
+            "cameras.main",
+            "is not a regular file (a pipe or a device), not a scenario file",
+        ),
+    ]
+    for doc, key, reason in cases:
+        with pytest.raises(ConfigRejected) as e:
+            validate(doc)
+        assert any(err["key"].startswith(key) and reason in err["reason"] for err in e.value.errors), e.value.errors

@@ -197,21 +197,31 @@ class ConfigStore:
             raise ConfigRejected(
                 [{"key": "(top level)", "reason": f"this config does not survive a round trip through TOML{why}"}]
             )
-        write_atomic(self.path, text)
-        self.current = new
+        old = self.current
         restart = [k for k in changed if k.startswith(SERVER_RESTART)]
         rest = [k for k in changed if not k.startswith("access.") and not k.startswith("panel.")]
         if rest:
             if on_config is None:
                 restart += rest
             else:
-                try:
+                try:  # applied first: a config the running box cannot take is refused, the file left as it was
                     needs = on_config(new)
                 except Exception as e:
-                    log.exception("applying the new config live failed")
-                    note = f"{note} (applying live failed: {type(e).__name__}: {e})".strip()
-                    needs = rest
+                    log.exception("applying the new config live failed: refused, the running config kept")
+                    try:
+                        on_config(old)  # whatever part of it was taken, undone
+                    except Exception:
+                        log.exception("applying the running config again failed")
+                    reason = f"the running box cannot apply it: {type(e).__name__}: {e}"
+                    raise ConfigRejected([{"key": "(top level)", "reason": reason}]) from None
                 restart += [k for k in rest if any(k == n or k.startswith(n.rstrip(".") + ".") for n in needs)]
+        try:
+            write_atomic(self.path, text)
+        except OSError:
+            if rest and on_config is not None:
+                on_config(old)  # the file could not be written: the box goes on as the file says
+            raise
+        self.current = new
         self.pending_restart.update(restart)
         return self._record(doc, who, changed, sorted(set(restart)), note)
 

@@ -67,7 +67,11 @@ class SimroomMicArrayConfig(MicArraySection):
 
 def scenario_path(scenario: str) -> Path:
     """A scenario file, or the built-in scenario of that name."""
-    named = "/" not in scenario and not scenario.endswith(".toml") and not Path(scenario).exists()
+    try:
+        exists = Path(scenario).exists()
+    except OSError as e:  # e.g. a name longer than the file system takes
+        raise ValueError(f"scenario {scenario[:60]!r}{'...' if len(scenario) > 60 else ''}: {e.strerror}") from None
+    named = "/" not in scenario and not scenario.endswith(".toml") and not exists
     return builtin_scenario(scenario) if named else Path(scenario)
 
 
