@@ -21,17 +21,18 @@ from drivers.registry import DriverContext, open_device
 log = logging.getLogger(__name__)
 
 
-def run_demo(scenario: Path, cfg: Config) -> int:
+def run_demo(scenario: Path, cfg: Config, config_path: Path | None = None) -> int:
     """``roombox demo``: the box on the simulated room, with the panel served at cfg.panel.
 
     The camera and the mic array are the scenario's (``[cameras.main]`` and ``[mic_arrays.main]`` of type
-    ``simroom``); every other section comes from ``cfg``.
+    ``simroom``); every other section comes from ``cfg``. Changes made through the config API are written to
+    ``config_path`` (default ``$ROOMBOX_HOME/config.toml``, which ``roombox demo`` reads at its next start).
     """
     from drivers.simroom.devices import sections_for
 
     cam, mics = sections_for(str(scenario))
     cfg = cfg.model_copy(update={"cameras": {"main": cam}, "mic_arrays": {"main": mics}})
-    return asyncio.run(_serve(cfg, SYSTEM_CLOCK, None, demo_kiosk=True))
+    return asyncio.run(_serve(cfg, SYSTEM_CLOCK, config_path, demo_kiosk=True))
 
 
 def serve(cfg: Config, config_path: Path | None = None, clock: Clock = SYSTEM_CLOCK) -> int:

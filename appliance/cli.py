@@ -34,10 +34,23 @@ def _with_panel(cfg: Config, a: argparse.Namespace) -> Config:
     return parse_config(data, "command line")
 
 
+def demo_config_path(given: str | None) -> Path | None:
+    """Where ``roombox demo`` reads its config, and where the config API writes what the panel and the API
+    change: the ``--config`` file, else the box's own saved config (``$ROOMBOX_HOME/config.toml``) when there
+    is one, so that a change made through the API outlives a restart."""
+    from common.paths import home_dir
+
+    if given is not None:
+        return Path(given)
+    saved = home_dir() / "config.toml"
+    return saved if saved.is_file() else None
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from appliance.app import run_demo
 
-    cfg = _with_panel(load_config(a.config), a)
+    path = demo_config_path(a.config)
+    cfg = _with_panel(load_config(path), a)
     if a.whip is not None or a.whip_token is not None:
         if a.whip is not None and not a.whip.startswith(("http://", "https://")):
             raise ValueError(f"--whip {a.whip!r}: expected the WHIP endpoint's http:// or https:// URL")
@@ -45,7 +58,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
         cfg = cfg.model_copy(update={"whip": type(cfg.whip).model_validate({**cfg.whip.model_dump(), **whip})})
     from drivers.simroom.devices import scenario_path
 
-    return run_demo(scenario_path(a.scenario), cfg)
+    return run_demo(scenario_path(a.scenario), cfg, path)
 
 
 def cmd_run(a: argparse.Namespace) -> int:

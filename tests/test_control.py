@@ -853,3 +853,19 @@ def test_values_that_hung_or_broke_the_running_box_are_refused(tmp_path: Path) -
         with pytest.raises(ConfigRejected) as e:
             validate(doc)
         assert any(err["key"].startswith(key) and reason in err["reason"] for err in e.value.errors), e.value.errors
+
+
+def test_roombox_demo_starts_with_what_the_api_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`roombox demo` (what the service runs) writes API changes to $ROOMBOX_HOME/config.toml; it now reads
+    that file at its next start. Before, it started from the defaults and recorded the saved changes as undone
+    "outside the API"."""
+    from appliance.cli import demo_config_path
+
+    monkeypatch.setenv("ROOMBOX_HOME", str(tmp_path))
+    assert demo_config_path(None) is None  # a first start: the defaults
+    control = Control.for_box(Config(), on_config=lambda cfg: [])  # as the demo's box opens it
+    assert control.store is not None
+    control.store.write(Config.model_validate({"director": {"min_hold_s": 2.2}}), "test", lambda cfg: [])
+    path = demo_config_path(None)
+    assert path == tmp_path / "config.toml" and load_config(path).director.min_hold_s == 2.2
+    assert demo_config_path("room.toml") == Path("room.toml")  # --config: that file, read and written
