@@ -568,6 +568,25 @@ class PanelConfig(Section):
     host: str = Field("127.0.0.1", title="Listen address")
     port: int = Field(8080, ge=1, le=65535, title="Listen port")
 
+    @field_validator("host")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        """An IP address or a host name: anything else would keep the box from starting (it cannot listen)."""
+        import ipaddress
+        import re
+
+        try:
+            ipaddress.ip_address(v)
+            return v
+        except ValueError:
+            pass
+        if (
+            not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))*", v)
+            or len(v) > 253
+        ):
+            raise ValueError(f"{v!r} is not an IP address or a host name to listen on")
+        return v
+
 
 _HostName = Annotated[str, Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$", max_length=253)]
 _Origin = Annotated[str, Field(pattern=r"^https?://[A-Za-z0-9.:\[\]-]{1,260}$", max_length=270)]

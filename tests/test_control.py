@@ -834,6 +834,7 @@ def test_a_config_the_running_box_cannot_take_is_refused_and_nothing_changes(tmp
 
 def test_values_that_hung_or_broke_the_running_box_are_refused(tmp_path: Path) -> None:
     """Found by a sweep of the API: srp-phat on a 0.01 deg grid hung the box (and a grid of 5e-324 overflowed);
+    a listen address that is no address kept the box from starting again;
     a frame rate of 5e-324 stopped the encoder; a scenario name too long for the file system answered 500; a
     scenario that is a pipe blocked the whole box while the config was validated."""
     from appliance.control.store import ConfigRejected, validate
@@ -842,6 +843,8 @@ def test_values_that_hung_or_broke_the_running_box_are_refused(tmp_path: Path) -
     cases = [
         ({"doa": {"estimator": "srp-phat", "grid_deg": 0.01}}, "doa.grid_deg", "greater than or equal to 0.1"),
         ({"stream": {"fps": 5e-324}}, "stream.fps", "greater than or equal to 1"),
+        ({"panel": {"host": "not a host"}}, "panel.host", "'not a host' is not an IP address or a host name"),
+        ({"panel": {"host": "127.0.0.1\n"}}, "panel.host", "is not an IP address or a host name to listen on"),
         ({"cameras": {"main": {"type": "simroom", "scenario": "a" * 300}}}, "cameras.main", "File name too long"),
         (
             {"cameras": {"main": {"type": "simroom", "scenario": str(tmp_path / "pipe.toml")}}},
