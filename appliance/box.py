@@ -70,6 +70,7 @@ class RoomBox:
         program: ProgramCamera | None = None,
     ) -> None:
         self.cfg = cfg
+        self._devices = (cfg.cameras, cfg.mic_arrays)  # as opened: a config change to them waits for a restart
         self.camera, self.mics, self.detector = camera, mics, detector
         self.frames, self.audio_out, self.events = frames, audio_out, events
         self.clock, self.retry_s, self.stats_every_s = clock, retry_s, stats_every_s
@@ -125,6 +126,7 @@ class RoomBox:
         stopped, the new one started; framing and hearing take the new geometry."""
         if kind not in ("camera", "mic_array"):
             raise ValueError(f"use_source wants kind camera or mic_array, not {kind!r}")
+        self._devices = (cfg.cameras, cfg.mic_arrays)  # opened now: its geometry applies
         self.on_config(cfg)
         if kind == "camera":
             self.camera = source
@@ -206,9 +208,16 @@ class RoomBox:
     def on_config(self, new: Config) -> list[str]:
         """Apply a changed config: the director, detection and hearing take it at once (the framing mode
         chosen on the panel stays); returns the changed sections that need a restart."""
+        changed = [k for k in type(new).model_fields if getattr(new, k) != getattr(self.cfg, k)]
+        # the devices as opened: framing and hearing keep their geometry (a mic array's positions, a camera's
+        # field of view) until the device is opened anew, at a restart or through use_source
+        new = new.model_copy(update={"cameras": self._devices[0], "mic_arrays": self._devices[1]})
         old = self.cfg
-        changed = [k for k in type(new).model_fields if getattr(new, k) != getattr(old, k)]
-        if any(k in changed for k in ("doa", "tracker", "mic_arrays")) or gain_of(new) != gain_of(old):
+        if (
+            any(k in changed for k in ("doa", "tracker"))
+            or new.mic_array != old.mic_array
+            or gain_of(new) != gain_of(old)
+        ):
             self.hearing = make_ears(new.mic_array, new.doa, new.tracker, gain_of(new))
         self.cfg = new
         self.step.reconfigure(new)

@@ -171,9 +171,15 @@ def test_a_config_change_applies_live_where_it_can_and_names_what_needs_a_restar
         assert shot.mode == "gallery"  # the chosen mode stays
         # a calibration that sets the array's gain: the hearing hears with it, at once
         data["calibration"]["gain_db"] = 9.5
-        assert box.on_config(Config.model_validate(data)) == []
+        assert box.on_config(Config.model_validate(data)) == ["cameras"]  # the running camera: still the old one
         assert isinstance(box.hearing, Gained) and box.hearing.gain_db == 9.5
         # the face detector is built once, at start: a change to it waits for a restart, and says so (before,
         # it was reported as applied while the old detector ran on)
         data["detector"]["min_score"] = 0.95
-        assert box.on_config(Config.model_validate(data)) == ["detector"]
+        assert box.on_config(Config.model_validate(data)) == ["cameras", "detector"]
+        # the mic array's positions wait for the device to be opened anew: the hearing keeps the running
+        # array's two mics (before, it took 3 at once and the array's 2-channel blocks were refused: "lost")
+        ears = box.hearing
+        data["mic_arrays"]["main"]["positions"] = [[-0.05, 0.0, 0.0], [0.05, 0.0, 0.0], [0.0, 0.0, 0.05]]
+        assert box.on_config(Config.model_validate(data)) == ["cameras", "mic_arrays"]
+        assert box.hearing is ears and box.cfg.mic_array.positions == cfg.mic_array.positions
