@@ -182,7 +182,7 @@ def _number(v: Any, what: str) -> float:
     float)."""
     if type(v) is float and v - v == 0.0:  # the common case, quickly (NaN and the infinities fail it)
         return v
-    if isinstance(v, bool) or not isinstance(v, (float, int, numbers.Real)):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise _Bad(f"{what} must be a number, got {_show(v)}")
     try:
         x = float(v)
