@@ -17,8 +17,6 @@ from appliance.config import Config, ConfigError, load_config, parse_config
 from common.atomic import write_atomic
 from common.errors import RoomboxError
 
-DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "drivers" / "simroom" / "scenarios" / "default.toml"
-
 
 def _print_lines(records: Iterable[dict[str, Any]]) -> None:
     for r in records:
@@ -229,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run the box on the simulated room; panel at http://HOST:PORT/")
     d.add_argument("--host", default=None, help="listen address (default from config: 127.0.0.1)")
     d.add_argument("--port", type=int, default=None, help="listen port (default from config: 8080)")
-    d.add_argument("--scenario", default=str(DEFAULT_SCENARIO), help="a scenario TOML file, or default, short, farend")
+    d.add_argument("--scenario", default="default", help="a scenario TOML file, or default, short, farend")
     d.add_argument(
         "--config", default=None, help="roombox config (TOML); [camera] and [mic_array] come from the scenario"
     )
@@ -295,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
 
     r = sub.add_parser("render", help="render a simulated-room scenario to room.mp4, array.wav, config, truth")
-    r.add_argument("--scenario", default=str(DEFAULT_SCENARIO), help="a scenario TOML file, or default, short, farend")
+    r.add_argument("--scenario", default="default", help="a scenario TOML file, or default, short, farend")
     r.add_argument("--out", required=True)
     r.add_argument("--duration", type=float, default=None, help="seconds (default: the scenario's)")
     r.set_defaults(func=cmd_render)

@@ -378,9 +378,13 @@ def test_roombox_doa_refuses_an_array_recording_it_cannot_hear(
     assert re.search(message, lines[0]), lines[0]
 
 
-def test_roombox_render_takes_a_built_in_scenario_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`--scenario farend` renders the built-in scenario, as the config's simroom devices take it; an unknown
-    name is refused with the names there are."""
+def test_roombox_render_takes_a_built_in_scenario_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--scenario farend` renders the built-in scenario, as the config's simroom devices take it (a folder of
+    that name where it runs does not stand in for it); an unknown name is refused with the names there are."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "farend").mkdir()
     assert main(["render", "--scenario", "farend", "--out", str(tmp_path / "out"), "--duration", "0.5"]) == 0
     scn = load_scenario(tmp_path / "out" / "scenario.toml")
     assert scn.loudspeaker is not None and len(scn.people) == 4

@@ -576,12 +576,13 @@ class _DemoBox:
     def __init__(self, folder: str, camera_fps: float, whip: tuple[str, str] | None = None) -> None:
         from pathlib import Path
 
-        from appliance.cli import DEFAULT_SCENARIO
+        from drivers.simroom.scenario import builtin_scenario
 
         scenario = Path(folder) / "room30.toml"
-        text = DEFAULT_SCENARIO.read_text()
+        default = builtin_scenario("default")
+        text = default.read_text()
         if "fps = 15.0" not in text:
-            raise RuntimeError(f"{DEFAULT_SCENARIO}: no camera 'fps = 15.0' to raise to {camera_fps}")
+            raise RuntimeError(f"{default}: no camera 'fps = 15.0' to raise to {camera_fps}")
         scenario.write_text(text.replace("fps = 15.0", f"fps = {camera_fps}", 1))
         port = _free_port()
         cmd = [sys.executable, "-m", "appliance.cli", "demo", "--host", "127.0.0.1", "--port", str(port)]

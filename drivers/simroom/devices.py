@@ -16,6 +16,7 @@ from drivers.base import CameraSection, MicArraySection
 from drivers.registry import DriverContext, register
 from drivers.simroom.scenario import (
     Scenario,
+    ScenarioError,
     builtin_scenario,
     camera_geometry,
     load_scenario,
@@ -66,13 +67,18 @@ class SimroomMicArrayConfig(MicArraySection):
 
 
 def scenario_path(scenario: str) -> Path:
-    """A scenario file, or the built-in scenario of that name."""
+    """The built-in scenario of that name (a name without ``/`` or ``.toml``), else a scenario file."""
     try:
         exists = Path(scenario).exists()
     except OSError as e:  # e.g. a name longer than the file system takes
         raise ValueError(f"scenario {scenario[:60]!r}{'...' if len(scenario) > 60 else ''}: {e.strerror}") from None
-    named = "/" not in scenario and not scenario.endswith(".toml") and not exists
-    return builtin_scenario(scenario) if named else Path(scenario)
+    if "/" not in scenario and not scenario.endswith(".toml"):
+        try:
+            return builtin_scenario(scenario)
+        except ScenarioError:
+            if not exists:  # neither a built-in nor a file: say which there are
+                raise
+    return Path(scenario)
 
 
 def sections_for(scenario: str) -> tuple[SimroomCameraConfig, SimroomMicArrayConfig]:
