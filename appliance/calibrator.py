@@ -236,7 +236,8 @@ class Calibrator:
             return on_config(live) if on_config is not None else []
 
         rev = self.store.write(with_keys(self.store.current), who, apply, note=note)
-        log.info("config revision %d by %s: %s", rev.id, who, note)
+        if rev.changed:
+            log.info("config revision %d by %s: %s", rev.id, who, note)
         return rev
 
     # -- state -------------------------------------------------------------------------------------

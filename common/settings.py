@@ -8,6 +8,7 @@ room's scenarios are all built on :class:`Section`; a file that does not validat
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -51,18 +52,64 @@ def describe_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+MAX_KEY_PARTS = 32
+
+# What the deep-key scan sees: a bare key part, a quoted one (to the closing quote or the line's end, so that
+# the scan stays linear), a dot, blanks, or anything else.
+_TOKENS = re.compile(r"""([A-Za-z0-9_-]+)|("(?:[^"\\\n]|\\.)*"?|'[^'\n]*'?)|(\.)|([ \t]+)|(.|\n)""")
+
+
+class TomlError(ValueError):
+    """Text that is not a TOML document this software reads; the message says why."""
+
+
+def _deep_key(text: str) -> int | None:
+    """The line of the first key of more than MAX_KEY_PARTS dotted parts, or None. (tomllib's time grows
+    with the square of a dotted key's parts: one of 100,000 parts takes minutes.)"""
+    if not any(line.count(".") >= MAX_KEY_PARTS for line in text.splitlines()):
+        return None
+    parts, after_dot = 0, True
+    for m in _TOKENS.finditer(text):
+        bare, quoted, dot, blank, _ = m.groups()
+        if blank is not None:
+            continue
+        if bare is not None or quoted is not None:
+            parts = parts + 1 if after_dot else 1
+            after_dot = False
+        elif dot is not None and not after_dot:
+            after_dot = True
+        else:
+            parts, after_dot = 0, True
+        if parts > MAX_KEY_PARTS:
+            return text.count("\n", 0, m.start()) + 1
+    return None
+
+
+def parse_toml(text: str) -> dict[str, Any]:
+    """``tomllib.loads(text)``, refusing what would take it minutes or overflow its stack: raises TomlError."""
+    line = _deep_key(text)
+    if line is not None:
+        raise TomlError(f"a key of more than {MAX_KEY_PARTS} dotted parts (line {line})")
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise TomlError("arrays or tables nested too deeply") from None
+    except tomllib.TOMLDecodeError as e:
+        raise TomlError(str(e)) from None
+
+
 def read_toml(path: str | os.PathLike[str], what: str, error: type[ValueError]) -> dict[str, Any]:
     """The parsed TOML file at ``path``; a missing or malformed file raises ``error`` naming it."""
     p = Path(path)
     try:
         if p.exists() and not p.is_dir() and not p.is_file():  # a pipe or a device: reading it may never end
             raise error(f"{p}: is not a regular file (a pipe or a device), not a {what} file")
-        return tomllib.loads(p.read_text(encoding="utf-8"))
+        return parse_toml(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise error(f"{p}: no such {what} file") from None
     except IsADirectoryError:
         raise error(f"{p}: is a directory, not a {what} file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+    except (TomlError, UnicodeDecodeError) as e:
         raise error(f"{p}: not valid TOML: {e}") from None
     except OSError as e:  # e.g. a name longer than the file system takes
         raise error(f"{str(p)[:80]}: cannot read the {what} file: {e.strerror}") from None

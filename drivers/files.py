@@ -190,6 +190,9 @@ def pcm_to_float(data: np.ndarray) -> np.ndarray:
     raise ValueError(f"unsupported sample type {data.dtype}")
 
 
+FLOAT_WAV_PEAK = 16.0  # a float WAV's full scale is 1.0; a mix may go over it, not by 24 dB
+
+
 def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     """All samples of a WAV file as float32 (frames, channels) in [-1, 1], and the sample rate."""
     p = _existing(path)
@@ -212,6 +215,11 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     bad = int(x.size - np.count_nonzero(np.isfinite(x)))
     if bad:
         raise MediaFileError(f"{p}: {bad} samples are not numbers (NaN or infinite)")
+    if data.dtype.kind == "f" and (peak := float(np.max(np.abs(x)))) > FLOAT_WAV_PEAK:
+        raise MediaFileError(
+            f"{p}: float samples reach {peak:.6g}, where full scale is 1.0 (more than {FLOAT_WAV_PEAK:g} is no "
+            "room's level): written as integers? divide by 32768 for 16-bit values"
+        )
     return x, int(rate)
 
 

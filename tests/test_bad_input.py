@@ -207,3 +207,22 @@ def test_a_wav_of_one_channel_is_said_so(short: Path, tmp_path: Path, capsys: py
     scipy.io.wavfile.write(tmp_path / "mono.wav", rate, pcm[:, 0])
     assert main(["doa", "--audio", str(tmp_path / "mono.wav"), "--config", str(short / "config.toml")]) == 2
     assert "mono.wav: has 1 channel but the mic array's positions has 6 microphones" in _one_error(capsys, "doa")
+
+
+def test_a_config_file_the_toml_parser_would_take_minutes_over_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """tomllib's time grows with the square of a dotted key's parts (60000 parts: about a minute), and
+    nested inline tables overflow its stack; both are named, and a long line of numbers is still read."""
+    deep, nested, numbers = tmp_path / "deep.toml", tmp_path / "nested.toml", tmp_path / "numbers.toml"
+    deep.write_text("[doa]\n" + "a" + ".a" * 60_000 + " = 1\n")
+    nested.write_text("x = " + "{a = " * 600 + "1" + "}" * 600 + "\n")
+    positions = ", ".join(f"[{0.05 * k:.2f}, 0.0, 0.0]" for k in range(16))  # 32 dots on one line
+    numbers.write_text(f'[mic_arrays.line]\ntype = "wav"\npositions = [{positions}]\n')
+    assert main(["doa", "--audio", "x.wav", "--config", str(deep)]) == 2
+    assert "deep.toml: not valid TOML: a key of more than 32 dotted parts (line 2)" in _one_error(capsys, "doa")
+    assert main(["doa", "--audio", "x.wav", "--config", str(nested)]) == 2
+    assert "nested.toml: not valid TOML: arrays or tables nested too deeply" in _one_error(capsys, "doa")
+    from appliance.config import load_config
+
+    assert len(load_config(numbers).mic_array.positions) == 16

@@ -404,7 +404,20 @@ def test_config_put_validates_records_revisions_and_restores(box: Box) -> None:
     )
     assert status == 422 and "finite" in err["error"]
     assert box.call("PUT", "/api/config", raw=b'{"doa": {"grid_deg": NaN}}', token="admin")[0] == 400
-    assert box.call("PUT", "/api/config", raw=b"x" * 300_000, token="admin")[0] == 413
+    status, headers, err = box.call("PUT", "/api/config", raw=b"x" * 300_000, token="admin")
+    assert status == 413 and headers["Content-Type"].startswith("application/json")
+    assert "larger than [access] max_body_kb allows" in err["error"]
+    # an empty document would put every key back to its default: refused (an empty file sent by mistake)
+    for raw, kind in ((b"", "application/toml"), (b"# nothing\n", "application/toml"), (b"{}", "application/json")):
+        status, _, err = box.call("PUT", "/api/config", raw=raw, token="admin", content_type=kind)
+        assert status == 422 and "the config is empty" in err["error"], (raw, err)
+    # what took the TOML parser minutes (a key of 60000 dotted parts) or overflowed its stack
+    deep = ("a" + ".a" * 60_000 + " = 1\n").encode()
+    status, _, err = box.call("PUT", "/api/config", raw=deep, token="admin", content_type="application/toml")
+    assert status == 400 and "a key of more than 32 dotted parts (line 1)" in err["error"]
+    nested = ("x = " + "{a = " * 600 + "1" + "}" * 600 + "\n").encode()
+    status, _, err = box.call("PUT", "/api/config", raw=nested, token="admin", content_type="application/toml")
+    assert status == 400 and "nested too deeply" in err["error"]
     assert box.call("PUT", "/api/config", raw=b"x=1", token="admin", content_type="text/plain")[0] == 415
     # none of that changed anything
     assert (box.home / "config.toml").read_text() == original_file and box.store.current == Config()
@@ -423,6 +436,11 @@ def test_config_put_validates_records_revisions_and_restores(box: Box) -> None:
     assert load_config(box.home / "config.toml").director.min_hold_s == 3.0
     status, _, err = box.call("PUT", "/api/config", doc, token="admin", headers={"If-Match": '"1"'})
     assert status == 412 and err["revision"] == 2
+    # If-Match may list tags (RFC 9110), compared strongly: a weak tag never matches
+    status, _, err = box.call("PUT", "/api/config", doc, token="admin", headers={"If-Match": 'W/"2", "1"'})
+    assert status == 412 and err["revision"] == 2
+    status, _, same = box.call("PUT", "/api/config", new, token="admin", headers={"If-Match": '"1", "2"'})
+    assert status == 200 and same["changed"] == [] and same["revision"] == 2
 
     toml_text = (box.home / "config.toml").read_text().replace("min_hold_s = 3.0", "min_hold_s = 4.5")
     status, _, change = box.call(
@@ -443,13 +461,20 @@ def test_config_put_validates_records_revisions_and_restores(box: Box) -> None:
     assert box.call("POST", "/api/config/revisions/1/restore", token="read")[0] == 403
     assert box.call("POST", "/api/config/revisions/99/restore", token="admin")[0] == 404
 
+    status, _, st = box.call("GET", "/api/status", token="read")
+    assert st["config_revision"] == 3 and st["restart_required"] == ["stream.fps"]
     status, _, change = box.call("POST", "/api/config/revisions/1/restore", token="admin")
     assert status == 200 and change["revision"] == 4
-    assert change["changed"] == ["director.min_hold_s", "stream.fps"] and change["restart_required"] == ["stream.fps"]
+    # the frame rate goes back to the one the box runs with: nothing waits for a restart any more
+    assert change["changed"] == ["director.min_hold_s", "stream.fps"] and change["restart_required"] == []
     assert box.store.current == Config() and load_config(box.home / "config.toml") == Config()
     assert box.call("GET", "/api/config/revisions/4", token="admin")[2]["note"] == "restored revision 1"
     status, _, st = box.call("GET", "/api/status", token="read")
-    assert st["config_revision"] == 4 and st["restart_required"] == ["stream.fps"]
+    assert st["config_revision"] == 4 and st["restart_required"] == []
+    # restoring what is in force already changes nothing and records nothing
+    status, headers, change = box.call("POST", "/api/config/revisions/1/restore", token="admin")
+    assert status == 200 and change == {"revision": 4, "changed": [], "applied_live": [], "restart_required": []}
+    assert headers["ETag"] == '"4"' and box.store.latest_id() == 4
     # the same document again is no change and no revision
     assert box.call("PUT", "/api/config", doc, token="admin")[2]["changed"] == []
     assert box.store.latest_id() == 4

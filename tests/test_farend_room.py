@@ -347,14 +347,16 @@ def test_bench_farend_scores_the_far_end_with_and_without_the_reference() -> Non
         ("damaged", r"cannot read as WAV: a damaged header"),
         ("empty", r"has no samples"),
         ("nan", r": 101 samples are not numbers \(NaN or infinite\)"),
+        ("scaled", r": float samples reach \d+, where full scale is 1\.0 .* divide by 32768 for 16-bit values"),
         ("short", r"6\.2 ms of audio is shorter than one analysis block \(\[doa\] block_ms = 64\)"),
     ],
 )
 def test_roombox_doa_refuses_an_array_recording_it_cannot_hear(
     rendered: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, message: str
 ) -> None:
-    """A damaged file, one without samples, one carrying NaN and one shorter than a block: one line that names
-    the file and the problem, and no output (before: a traceback, or nothing at all and exit 0)."""
+    """A damaged file, one without samples, one carrying NaN, one of 16-bit values written as floats and one
+    shorter than a block: one line that names the file and the problem, and no output (before: a traceback,
+    nothing at all and exit 0, or, for the floats, a recording 90 dB over full scale taken as it was)."""
     rate, pcm = scipy.io.wavfile.read(rendered / "array.wav")
     bad = tmp_path / "bad.wav"
     if kind == "damaged":
@@ -366,6 +368,8 @@ def test_roombox_doa_refuses_an_array_recording_it_cannot_hear(
         x[100:200, 1] = np.nan
         x[300, 0] = np.inf
         scipy.io.wavfile.write(bad, rate, x)
+    elif kind == "scaled":  # 16-bit values written as floats: the hearing would take it as 90 dB louder
+        scipy.io.wavfile.write(bad, rate, pcm[:rate].astype(np.float32))
     else:
         scipy.io.wavfile.write(bad, rate, pcm[:100])
     assert main(["doa", "--audio", str(bad), "--config", str(rendered / "config.toml")]) == 2

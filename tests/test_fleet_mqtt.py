@@ -400,6 +400,10 @@ def test_desired_config_is_validated_applied_and_acknowledged(mosquitto: Callabl
         ("[director\nmin_hold_s = 1", "neither a JSON object nor TOML"),
         ('{"id": 7, "config": {"doa": {"grid_deg": "wide"}}}', "[doa.grid_deg]"),
         ('{"a": ' * 30_000, "nested too deeply"),
+        ("x = " + "{a = " * 600 + "1" + "}" * 600, "nested too deeply"),
+        ("a" + ".a" * 60_000 + " = 1", "a key of more than 32 dotted parts (line 1)"),  # took tomllib minutes
+        ('{"id": 7, "config": {}}', "the config is empty: it would put every key back to its default"),
+        ("# a file of comments\n", "the config is empty"),
     ],
 )
 def test_a_bad_desired_config_is_refused_naming_the_key(payload: str, named: str) -> None:
@@ -409,6 +413,19 @@ def test_a_bad_desired_config_is_refused_naming_the_key(payload: str, named: str
     ack = asyncio.run(fleet.handle_desired(payload.encode()))
     assert ack["ok"] is False and named in ack["error"], ack
     assert not calls and fleet.config_error == ack["error"]
+
+
+def test_a_cleared_retained_desired_config_asks_nothing() -> None:
+    """Publishing an empty retained message is how MQTT clears one; subscribers receive it. Before, the empty
+    document validated as the defaults and the box was reset."""
+    calls: list[Config] = []
+    running = Config.model_validate({"director": {"min_hold_s": 3.0}})
+    fleet = FleetClient(MqttConfig(box_id="box1"), None, _recording(calls, "r9"), current_config=lambda: running)
+    fleet.revision = "r4"
+    for payload in (b"", b" \n"):
+        ack = asyncio.run(fleet.handle_desired(payload))
+        assert ack == {"id": None, "ok": True, "revision": "r4", "unchanged": True, "cleared": True}
+    assert not calls and fleet.config_error is None
 
 
 def test_a_bad_config_over_the_broker_is_refused_and_the_running_config_stays(mosquitto: Callable[..., Broker]) -> None:

@@ -11,7 +11,6 @@ import asyncio
 import ipaddress
 import logging
 import time
-import tomllib
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +19,8 @@ from aiohttp import web
 from appliance.config import Config
 from appliance.control.auth import SCOPES, Principal
 from appliance.control.guard import SESSION_COOKIE, Control, fail, parse_json, read_json
-from appliance.control.store import ConfigRejected, ConfigStore, Revision, validate
+from appliance.control.store import EMPTY_CONFIG, ConfigRejected, ConfigStore, Revision, validate
+from common.settings import TomlError, parse_toml
 
 log = logging.getLogger(__name__)
 
@@ -150,13 +150,19 @@ async def _config_get(request: web.Request) -> web.Response:
 
 
 def _check_if_match(request: web.Request, store: ConfigStore) -> None:
-    wanted = request.headers.get("If-Match")
-    if wanted is not None and wanted.strip() not in ("*", _etag(store.latest_id())):
-        fail(
-            412,
-            f"the config changed since revision {wanted}: it is now at {store.latest_id()}",
-            revision=store.latest_id(),
-        )
+    """412 unless ``If-Match`` (when sent) is ``*`` or lists the latest revision's ETag (RFC 9110: a list of
+    tags, compared strongly, so a weak ``W/"3"`` never matches)."""
+    wanted = request.headers.getall("If-Match", [])
+    if not wanted:
+        return
+    tags = [t.strip() for line in wanted for t in line.split(",")]
+    if "*" in tags or _etag(store.latest_id()) in tags:
+        return
+    fail(
+        412,
+        f"the config changed since revision {', '.join(tags)}: it is now at {store.latest_id()}",
+        revision=store.latest_id(),
+    )
 
 
 async def _config_put(request: web.Request) -> web.Response:
@@ -165,8 +171,8 @@ async def _config_put(request: web.Request) -> web.Response:
     store = _store(request)
     if request.content_type == "application/toml":
         try:
-            doc: Any = tomllib.loads((await request.read()).decode("utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            doc: Any = parse_toml((await request.read()).decode("utf-8"))
+        except (TomlError, UnicodeDecodeError) as e:
             fail(400, f"not valid TOML: {e}")
     elif request.content_type == "application/json":
         doc = parse_json(await request.read())
@@ -178,6 +184,8 @@ async def _config_put(request: web.Request) -> web.Response:
             "config refused: [(top level)] the config is an object (the whole document)",
             errors=[{"key": "(top level)", "reason": "not an object"}],
         )
+    if not doc:  # an empty file sent by mistake would put every key back to its default
+        fail(422, f"config refused: {EMPTY_CONFIG}", errors=[{"key": "(top level)", "reason": EMPTY_CONFIG}])
     try:
         cfg = validate(doc)
     except ConfigRejected as e:
@@ -230,7 +238,8 @@ async def _restore(request: web.Request) -> web.Response:
         fail(404, f"no revision {rid}")
     except ConfigRejected as e:
         fail(422, f"revision {rid} no longer validates: {e}", errors=e.errors)
-    log.info("config revision %d by %s: restored %d", rev.id, who.who, rid)
+    if rev.changed:
+        log.info("config revision %d by %s: restored %d", rev.id, who.who, rid)
     return web.json_response(_change_reply(rev), headers={"ETag": _etag(rev.id)})
 
 
@@ -411,13 +420,15 @@ def openapi_document() -> dict[str, Any]:
             ),
             "put": _op(
                 "Replace the whole config: validated by the same model as the file, written atomically, "
-                "recorded as a revision; says which keys apply live and which need a restart",
+                "recorded as a revision; says which keys apply live and which need a restart. Keys left out take "
+                "their defaults; an empty document is refused (send one empty section to reset on purpose)",
                 "admin",
                 {
                     "200": _ok("the change", {"$ref": "#/components/schemas/Change"}),
                     "400": _err("not JSON/TOML"),
                     "404": _err("no config API on this box"),
                     "412": _err("stale If-Match"),
+                    "413": _err("larger than [access] max_body_kb"),
                     "415": _err("neither JSON nor TOML"),
                     "422": _err("refused: each key and reason in `errors`"),
                 },

@@ -200,6 +200,13 @@ class Control:
             except RecursionError:
                 fail(400, "the request is nested too deeply")
             except web.HTTPException as e:
+                if e.status >= 400 and request.path.startswith("/api/") and e.content_type != "application/json":
+                    # aiohttp's own refusals (413 over the body limit, 405, 404) in the API's form
+                    message = e.text or e.reason
+                    if e.status == 413:
+                        message = f"the body is larger than [access] max_body_kb allows: {message}"
+                    e.content_type = "application/json"
+                    e.text = json.dumps({"error": message})
                 _harden(request, e)
                 raise
             if not response.prepared:

@@ -10,7 +10,9 @@ Topics, under ``<topic_prefix>/<box_id>/``:
 - ``config/set`` (subscribed): a desired config, the whole document, as a JSON object or TOML text, or as
   ``{"id": "...", "config": {...}}`` so that the reply carries the id. It is validated by the same model as
   the file (``appliance.config.parse_config``). When it has no ``[mqtt]`` section the box keeps its own, so a
-  fleet-wide document need not carry each box's id and credentials.
+  fleet-wide document need not carry each box's id and credentials. An empty message (how MQTT clears a
+  retained one) asks nothing: the box keeps its config and acknowledges ``"cleared": true``; an empty
+  document (``{}``, a TOML file of comments) is refused, since it would put every key back to its default.
 - ``config/ack`` (JSON): ``{"id", "ok": true, "revision"}`` or ``{"id", "ok": false, "error"}`` (the error
   names the key and the reason).
 
@@ -39,7 +41,6 @@ import random
 import socket
 import ssl
 import time
-import tomllib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -47,8 +48,10 @@ import aiomqtt
 
 from appliance.config import Config, parse_config
 from appliance.control.settings import MqttConfig
+from appliance.control.store import EMPTY_CONFIG
 from appliance.streaming.hub import EventBus
 from common.errors import RoomboxError
+from common.settings import parse_toml
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +139,10 @@ def decode_desired(payload: bytes) -> tuple[dict[str, Any], Any]:
         if text.lstrip().startswith("{"):
             doc = json.loads(text)
         else:
-            doc = tomllib.loads(text)
+            doc = parse_toml(text)
     except RecursionError:
         raise ValueError("desired config is nested too deeply") from None
-    except (ValueError, tomllib.TOMLDecodeError) as e:
+    except ValueError as e:  # TomlError and JSON's errors
         raise ValueError(f"desired config is neither a JSON object nor TOML: {e}") from None
     if not isinstance(doc, dict):
         raise ValueError("desired config must be a JSON object or a TOML document")
@@ -151,6 +154,8 @@ def decode_desired(payload: bytes) -> tuple[dict[str, Any], Any]:
         if request_id is not None and not isinstance(request_id, str | int):
             raise ValueError("desired config envelope: id must be a string or an integer")
         doc = doc["config"]
+    if not doc:
+        raise ValueError(f"desired config refused: {EMPTY_CONFIG}")
     return doc, request_id
 
 
@@ -395,6 +400,17 @@ class FleetClient:
         digest = hashlib.sha256(payload).hexdigest()
         if self._last_desired is not None and self._last_desired[0] == digest:
             return self._last_desired[1]  # the same (retained) message again after a reconnection
+        if not payload.strip():  # how MQTT clears a retained message: nothing is asked of the box
+            ack: dict[str, Any] = {
+                "id": None,
+                "ok": True,
+                "revision": self.revision,
+                "unchanged": True,
+                "cleared": True,
+            }
+            log.info("mqtt: the retained desired config was cleared; the config is kept")
+            self._last_desired = (digest, ack)
+            return ack
         request_id: Any = None
         try:
             doc, request_id = decode_desired(payload)
@@ -403,7 +419,7 @@ class FleetClient:
                 doc = {**doc, "mqtt": current.mqtt.model_dump(mode="json")}
             cfg = parse_config(doc, f"mqtt {self.topic_desired}")
             if current is not None and cfg == current:
-                ack: dict[str, Any] = {"id": request_id, "ok": True, "revision": self.revision, "unchanged": True}
+                ack = {"id": request_id, "ok": True, "revision": self.revision, "unchanged": True}
             elif self.on_config is None:
                 raise ValueError("this box takes no config over MQTT")
             else:

@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from pydantic import ValidationError
 from appliance.config import Config, config_to_toml, load_config
 from common.atomic import write_atomic
 from common.errors import RoomboxError
-from common.settings import error_key, error_reason
+from common.settings import error_key, error_reason, parse_toml
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +32,11 @@ _REV = re.compile(r"^(\d{6,})\.json$")
 # The web server's own keys: [access] applies live (read at each request) except the body limit, fixed when
 # the application is made; [panel] (where it listens) needs a restart. Every other key is the box's business.
 SERVER_RESTART = ("panel.", "access.max_body_kb")
+
+EMPTY_CONFIG = (
+    "the config is empty: it would put every key back to its default. Send the keys to set (every key left "
+    "out takes its default); to go back to the defaults on purpose, send one empty section, e.g. [stream]"
+)
 
 OnConfig = Callable[[Config], list[str]]
 
@@ -57,7 +61,7 @@ def validate(doc: Any) -> Config:
 
 
 def load_toml_text(text: str) -> Config:
-    return validate(tomllib.loads(text))
+    return validate(parse_toml(text))
 
 
 def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -100,7 +104,8 @@ class ConfigStore:
     """The config file at ``path`` and its revisions in ``revisions_dir``.
 
     ``current`` is the config in force. ``write(cfg, who)`` records and persists a new one and returns its
-    revision; ``restore(id, who)`` writes an old revision's document again (as a new revision).
+    revision; ``restore(id, who)`` writes an old revision's document again (as a new revision). A write that
+    changes nothing records nothing and returns the latest revision's id with no keys changed.
     """
 
     def __init__(self, path: Path, revisions_dir: Path, current: Config, keep: int = 500) -> None:
@@ -108,7 +113,8 @@ class ConfigStore:
         self.revisions_dir = revisions_dir
         self.current = current
         self.keep = keep
-        self.pending_restart: set[str] = set()
+        self.pending_restart: set[str] = set()  # keys changed since the box started that wait for a restart
+        self.started: dict[str, Any] = current.model_dump(mode="json")
         revisions_dir.mkdir(parents=True, exist_ok=True)
         for stale in path.parent.glob(f".{path.name}.*"):  # temporaries of a write that was killed
             stale.unlink(missing_ok=True)
@@ -188,6 +194,8 @@ class ConfigStore:
         change outside the web server's own live keys needs one."""
         old_doc, doc = self.current.model_dump(mode="json"), new.model_dump(mode="json")
         changed = changed_keys(old_doc, doc)
+        if not changed:  # nothing to apply, write or record: the latest revision stands
+            return Revision(self.latest_id(), who, _iso(time.time()), [], [], "no change")
         text = config_to_toml(new)
         try:  # e.g. a value TOML cannot carry: refuse rather than write a different file
             same, why = load_toml_text(text) == new, ""
@@ -222,8 +230,15 @@ class ConfigStore:
                 on_config(old)  # the file could not be written: the box goes on as the file says
             raise
         self.current = new
-        self.pending_restart.update(restart)
-        return self._record(doc, who, changed, sorted(set(restart)), note)
+        # a key set back to what the box runs with (it started with it) needs no restart
+        since_start = changed_keys(self.started, doc)
+
+        def waits(k: str) -> bool:
+            return any(d == k or d.startswith(k + ".") or k.startswith(d + ".") for d in since_start)
+
+        restart = sorted({k for k in restart if waits(k)})
+        self.pending_restart = {k for k in self.pending_restart if waits(k)} | set(restart)
+        return self._record(doc, who, changed, restart, note)
 
     def restore(self, rid: int, who: str, on_config: OnConfig | None = None) -> Revision:
         """Write revision ``rid``'s document again, as a new revision. KeyError if there is no such revision;
