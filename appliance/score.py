@@ -231,6 +231,13 @@ def _ids(v: Any, what: str) -> list[str]:
     return list(v)
 
 
+def _line(rows: Iterable[Any], n: int) -> int:
+    """The line of the ``n``-th row (from 1): its line in the file when the rows say (``drivers.files.JsonLines``
+    skips blank lines), else ``n``."""
+    lines = getattr(rows, "lines", None)
+    return int(lines[n - 1]) if isinstance(lines, list) and len(lines) >= n else n
+
+
 def _parsed(rows: Iterable[Any], what: str, make: Any) -> list[Any]:
     """Each row made into a record, in the order given; a ValueError names the first row that is not one."""
     out = []
@@ -238,9 +245,10 @@ def _parsed(rows: Iterable[Any], what: str, make: Any) -> list[Any]:
         try:
             out.append(make(r))
         except _Bad as e:
-            raise ValueError(f"{what} line {n}: {e}") from None
+            raise ValueError(f"{what} line {_line(rows, n)}: {e}") from None
         except (KeyError, TypeError, ValueError, IndexError) as e:
-            raise ValueError(f"{what} line {n}: not a {what} record ({type(e).__name__}: {e})") from None
+            reason = f"not a {what} record ({type(e).__name__}: {e})"
+            raise ValueError(f"{what} line {_line(rows, n)}: {reason}") from None
     return out
 
 
@@ -292,7 +300,9 @@ def score(track: Iterable[dict[str, Any]], truth: Iterable[dict[str, Any]], grac
     for n, g in enumerate(truth_rows, 1):
         for k in g.talkers:
             if k not in known:
-                raise ValueError(f"truth line {n}: talker {k!r} is not among the people of any truth line")
+                raise ValueError(
+                    f"truth line {_line(truth, n)}: talker {k!r} is not among the people of any truth line"
+                )
     truth_rows.sort(key=lambda g: g.t)
     tt = np.array([r.t for r in truth_rows])
     rows: list[_TrackRow] = _checked(track, "track", _track_row)

@@ -135,10 +135,19 @@ def read_array_wav(path: str | os.PathLike[str], mic: MicArraySection) -> np.nda
     return samples
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
+class JsonLines(list[Any]):
+    """The records of a JSON-lines file; ``lines[i]`` is the line record ``i`` was on (blank lines are
+    skipped, so that an error about a record can name its line)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[int] = []
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> JsonLines:
     """The records of a JSON-lines file (blank lines skipped)."""
     p = _existing(path)
-    out = []
+    out = JsonLines()
     try:
         with p.open(encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
@@ -146,6 +155,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
                     continue
                 try:
                     out.append(json.loads(line))
+                    out.lines.append(n)
                 except json.JSONDecodeError as e:
                     raise MediaFileError(f"{p}:{n}: not JSON: {e}") from None
                 except RecursionError:

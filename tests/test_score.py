@@ -221,3 +221,26 @@ def test_a_talker_without_a_face_box_on_some_lines_is_scored() -> None:
         r["people"] = PEOPLE[:1]
     s = score(track([(0.0, 4.0, ON_B, "speaker")], 4.0), g)
     assert s.speech_s == pytest.approx(4.0) and s.framed_s == pytest.approx(3.0)
+
+
+def test_a_bad_record_is_named_by_its_line_in_the_file(tmp_path: Any) -> None:
+    """Blank lines are skipped when a JSON-lines file is read; an error still names the record's line in the file
+    (before: its place among the records, three lines off here)."""
+    import json
+
+    from drivers.files import read_jsonl
+
+    rows = truth([(0.0, 2.0, "a")], 2.0)
+    rows[4] = {**rows[4], "talkers": ["a", "zed"]}
+    (tmp_path / "truth.jsonl").write_text(
+        "\n\n" + "\n".join(json.dumps(r) for r in rows[:4]) + "\n\n" + "\n".join(json.dumps(r) for r in rows[4:]) + "\n"
+    )
+    with pytest.raises(ValueError, match=r"^truth line 8: talker 'zed' is not among the people of any truth line$"):
+        score(track([], 2.0), read_jsonl(tmp_path / "truth.jsonl"))
+    tr = track([], 2.0)
+    tr[1] = {"t": 0.1, "crop": [0, 0, -5, 10]}
+    (tmp_path / "track.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in tr[:1]) + "\n\n\n" + "\n".join(json.dumps(r) for r in tr[1:])
+    )
+    with pytest.raises(ValueError, match=r"^track line 4: crop must be \[x, y, w, h\] with a positive width"):
+        score(read_jsonl(tmp_path / "track.jsonl"), truth([(0.0, 2.0, "a")], 2.0))
