@@ -32,6 +32,7 @@ import pytest
 from appliance.config import AccessConfig, Config, ConfigError, StreamConfig, load_config, parse_config
 from appliance.control.auth import Auth, PinStore, Throttle, TokenStore
 from appliance.control.guard import Control
+from appliance.control.metrics import Metrics, add_metrics_routes
 from appliance.control.store import ConfigStore
 from appliance.streaming.hub import EventBus, LatestFrame
 from appliance.streaming.server import PARTS, create_app, run_server
@@ -50,8 +51,9 @@ def _command(cmd: dict[str, Any]) -> dict[str, Any]:
 class Box:
     """The panel server with a config store, tokens of each kind and a small moving picture."""
 
-    def __init__(self, home: Path, **access: Any) -> None:
+    def __init__(self, home: Path, display: bool = False, **access: Any) -> None:
         self.home = home
+        self.with_display = display  # also the room display (/display/offer)
         self.applied: list[Config] = []
         auth = Auth(TokenStore(home / "tokens.json"), PinStore(home / "pin.json"))
         start = Config(access=AccessConfig(**access))
@@ -78,7 +80,9 @@ class Box:
             StreamConfig(width=320, height=180, fps=15.0),
             _command,
             control=self.control,
+            display=LatestFrame() if self.with_display else None,
         )
+        add_metrics_routes(self.app, Metrics(events=self.events, frames=self.frames, process=False))
         self.server = await run_server(self.app, "127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{self.server.port}"
 
@@ -198,6 +202,26 @@ def test_reading_needs_read_and_config_needs_admin(box: Box) -> None:
     assert len(box.store.revisions()) == 1
 
 
+NOT_VALID = "this token is not valid (unknown, revoked, expired, or not for this address)"
+
+
+def test_a_token_sent_but_not_valid_is_told_so_not_asked_for(box: Box) -> None:
+    revoked = box.control.auth.tokens.create("read", "revoked")[1]
+    box.control.auth.tokens.revoke("revoked")
+    sdp = run_async(_real_offer_sdp())
+    for who in ("expired", "elsewhere", "rbx_00000000_forged", "not-a-token", revoked, ""):
+        for method, path, body in (("GET", "/api/state", None), ("POST", "/offer", {"sdp": sdp, "type": "offer"})):
+            status, headers, err = box.call(
+                method, path, body, headers={"Authorization": f"Bearer {box.tokens.get(who, who)}"}
+            )
+            assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer"), (who, path, status, err)
+            assert err["error"] == NOT_VALID, (who, path, err)
+    status, _, err = box.call("GET", "/api/state", headers={"Authorization": "Basic YTpi"})
+    assert status == 401 and "bearer" in err["error"], err
+    status, _, err = box.call("GET", "/api/state")  # nothing sent: then credentials are asked for
+    assert status == 401 and err["error"].startswith("credentials needed"), err
+
+
 def test_host_header_must_be_one_of_the_boxs_names(box: Box) -> None:
     for host, want in (
         ("evil.example", 421),
@@ -275,20 +299,30 @@ def test_offers_are_refused_without_credentials_origin_json_or_a_sane_sdp(box: B
     assert status == 200 and answer["type"] == "answer" and answer["sdp"].count("m=") == 2
 
 
-def test_viewers_are_bounded_and_peers_that_never_connect_are_dropped(tmp_path: Path) -> None:
-    b = Box(tmp_path, max_viewers=2, ice_timeout_s=2.0)
+@pytest.mark.parametrize(("path", "figure"), [("/offer", "viewers"), ("/display/offer", "displays")])
+def test_viewers_are_bounded_and_peers_that_never_connect_are_dropped(tmp_path: Path, path: str, figure: str) -> None:
+    b = Box(tmp_path, display=True, max_viewers=2, ice_timeout_s=6.0)
+
+    def counted() -> tuple[int, float]:
+        status = b.call("GET", "/api/status", token="read")[2]
+        req = urllib.request.Request(b.url + "/metrics", headers={"Authorization": f"Bearer {b.tokens['read']}"})
+        with urllib.request.urlopen(req, timeout=20) as r:
+            scraped = r.read().decode()
+        gauge = next(line for line in scraped.splitlines() if line.startswith(f"roombox_{figure} "))
+        return status[figure], float(gauge.split()[1])
+
     try:
         sdp = run_async(_real_offer_sdp())  # its peer is closed: ICE never completes
         for _ in range(2):
-            assert b.call("POST", "/offer", {"sdp": sdp, "type": "offer"}, token="read")[0] == 200
-        status, headers, body = b.call("POST", "/offer", {"sdp": sdp, "type": "offer"}, token="read")
+            assert b.call("POST", path, {"sdp": sdp, "type": "offer"}, token="read")[0] == 200
+        status, headers, body = b.call("POST", path, {"sdp": sdp, "type": "offer"}, token="read")
         assert status == 429 and "max_viewers" in body["error"] and headers["Retry-After"]
-        assert b.call("GET", "/api/status", token="read")[2]["viewers"] == 2
-        deadline = time.monotonic() + 20
-        while b.call("GET", "/api/status", token="read")[2]["viewers"]:
+        assert counted() == (2, 2.0)
+        deadline = time.monotonic() + 40
+        while counted() != (0, 0.0):
             assert time.monotonic() < deadline, "peers that never connected were kept"
             time.sleep(0.2)
-        assert b.call("POST", "/offer", {"sdp": sdp, "type": "offer"}, token="read")[0] == 200
+        assert b.call("POST", path, {"sdp": sdp, "type": "offer"}, token="read")[0] == 200
     finally:
         b.close()
 
@@ -325,7 +359,7 @@ def test_socket_needs_credentials_and_origin_and_commands_need_control(box: Box)
     assert read_ping["kind"] == "error" and "need the control scope" in read_ping["data"]["error"]
     ping, nested, again = out["control"]
     assert ping == {"kind": "reply", "data": {"cmd": "ping", "id": 1, "result": {"pong": True}}}
-    assert nested == {"kind": "error", "data": {"error": "not JSON"}} and again["kind"] == "reply"
+    assert nested == {"kind": "error", "data": {"error": "not JSON: nested too deeply"}} and again["kind"] == "reply"
 
 
 def test_a_socket_is_closed_when_its_token_is_revoked(box: Box, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -418,6 +452,9 @@ def test_config_put_validates_records_revisions_and_restores(box: Box) -> None:
     nested = ("x = " + "{a = " * 600 + "1" + "}" * 600 + "\n").encode()
     status, _, err = box.call("PUT", "/api/config", raw=nested, token="admin", content_type="application/toml")
     assert status == 400 and "nested too deeply" in err["error"]
+    huge = ("[director]\nmanual_resume_s = " + "9" * 5000 + "\n").encode()  # answered 500 before
+    status, _, err = box.call("PUT", "/api/config", raw=huge, token="admin", content_type="application/toml")
+    assert status == 400 and "not valid TOML: a value it cannot read: Exceeds the limit" in err["error"]
     assert box.call("PUT", "/api/config", raw=b"x=1", token="admin", content_type="text/plain")[0] == 415
     # none of that changed anything
     assert (box.home / "config.toml").read_text() == original_file and box.store.current == Config()

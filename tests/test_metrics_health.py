@@ -90,11 +90,14 @@ def test_metrics_are_scraped_with_frames_devices_timings_cpu_viewers_and_bitrate
                 url = f"http://127.0.0.1:{server.port}"
 
                 async def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-                    async with http.get(url + "/metrics") as r:
+                    async with http.get(url + "/metrics", headers={"Authorization": f"Bearer {token}"}) as r:
                         assert r.status == 200
                         assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
                         return _samples(await r.text())
 
+                for headers in ({}, {"Authorization": "Bearer rbx_00000000_forged"}):
+                    async with http.get(url + "/metrics", headers=headers) as r:  # as /api/status: read scope
+                        assert r.status == 401 and "roombox_" not in await r.text()
                 before = await scrape()
                 assert _get(before, "roombox_viewers") == 0
                 got: list[Any] = []
@@ -142,7 +145,9 @@ def test_health_tells_ok_from_degraded_from_dead_over_http() -> None:
 
     async def scenario() -> None:
         frames, events = LatestFrame(), EventBus()
-        app = create_app(frames, None, events, StreamConfig())
+        control = Control(Auth.in_memory())
+        token = control.auth.tokens.create("read", "a monitor")[1]
+        app = create_app(frames, None, events, StreamConfig(), control=control)
         health = HealthCheck(events, frames, clock=clock.now, stale_s=5.0, dead_s=30.0)
         add_metrics_routes(app, Metrics(events=events, process=False), health)
         fleet_up = [True]
@@ -150,9 +155,13 @@ def test_health_tells_ok_from_degraded_from_dead_over_http() -> None:
         picture = np.zeros((90, 160, 3), np.uint8)
         async with run_server(app, "127.0.0.1", 0) as server, aiohttp.ClientSession() as http:
 
-            async def health_now() -> tuple[int, dict[str, Any]]:
-                async with http.get(f"http://127.0.0.1:{server.port}/api/health") as r:
+            async def health_now(token: str | None = token) -> tuple[int, dict[str, Any]]:
+                headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+                async with http.get(f"http://127.0.0.1:{server.port}/api/health", headers=headers) as r:
                     return r.status, await r.json()
+
+            status, body = await health_now(None)  # as /api/status: the read scope
+            assert status == 401 and "status" not in body, body
 
             events.publish(DeviceStatus("camera", "running"))
             events.publish(DeviceStatus("mic_array", "running"))

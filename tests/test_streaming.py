@@ -262,6 +262,8 @@ def _command(cmd: dict[str, Any]) -> dict[str, Any]:
         return {"pong": True}
     if cmd["cmd"] == "bad_reply":
         return {"not json": object()}
+    if cmd["cmd"] == "nan_reply":
+        return {"level_db": float("-inf")}
     if cmd["cmd"] == "set_mode":
         if cmd.get("mode") not in ("speaker", "group", "wide"):
             raise ValueError(f"unknown mode {cmd.get('mode')!r}")
@@ -361,9 +363,63 @@ def test_health_and_commands_over_the_websocket(box: Box) -> None:
     assert ping == {"kind": "reply", "data": {"cmd": "ping", "id": 7, "result": {"pong": True}}}
     assert bad_mode == {"kind": "error", "data": {"cmd": "set_mode", "error": "unknown mode 'orbit'"}}
     assert unknown["kind"] == "error" and "unknown command 'reboot'" in unknown["data"]["error"]
-    assert not_json == {"kind": "error", "data": {"error": "not JSON"}}
+    assert not_json["kind"] == "error" and not_json["data"]["error"].startswith("not JSON: Expecting value")
     assert not_object["kind"] == "error" and '"cmd"' in not_object["data"]["error"]
     assert bad_reply["kind"] == "error" and bad_reply["data"]["error"] == "command failed: its result is not JSON"
+
+
+def _strict_json(text: str) -> Any:
+    """What a browser's ``JSON.parse`` takes: no NaN, no infinities."""
+
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"{name} in a reply: not JSON: {text[:200]}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_websocket_refuses_nan_and_infinities_and_echoes_no_more_than_a_line(box: Box) -> None:
+    sent = [
+        '{"cmd": "ping", "id": NaN}',
+        '{"cmd": "ping", "id": Infinity}',
+        '{"cmd": "ping", "id": -Infinity}',
+        '{"cmd": "ping", "id": 1e400}',
+        '{"cmd": "ping", "id": [1e400]}',
+        '{"cmd": "nan_reply", "id": 3}',
+        json.dumps({"cmd": "x" * 30_000, "id": "y" * 30_000}),
+        '{"cmd": "ping", "id": 1e300}',
+    ]
+
+    async def talk() -> list[str]:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.ws_connect(box.url + "/ws", headers={"Authorization": f"Bearer {box.kiosk_token}"}) as ws,
+        ):
+            replies = []
+            for text in sent:
+                await ws.send_str(text)
+                while True:
+                    raw = await ws.receive_str(timeout=30)
+                    if _strict_json(raw)["kind"] in ("reply", "error"):
+                        replies.append(raw)
+                        break
+            return replies
+
+    raws = box.lt.run(talk())
+    replies = [_strict_json(raw) for raw in raws]  # each one JSON a browser parses
+    *constants, nested_inf, nan_reply, huge, finite = replies
+    for name, reply in zip(("NaN", "Infinity", "-Infinity", "1e400"), constants, strict=True):
+        assert reply["kind"] == "error" and reply["data"]["error"].startswith("not JSON: "), reply
+        assert name in reply["data"]["error"], reply
+    assert nested_inf["kind"] == "error" and nested_inf["data"]["error"].startswith("not JSON: 1e400")
+    assert nan_reply == {
+        "kind": "error",
+        "data": {"cmd": "nan_reply", "id": 3, "error": "command failed: its result is not JSON"},
+    }
+    data = huge["data"]
+    assert huge["kind"] == "error" and "unknown command 'xxx" in data["error"], data
+    assert len(raws[-2]) < 600, len(raws[-2])  # not the 60 kB it was sent, twice
+    assert data["cmd"] == "x" * 79 + "\u2026" and data["id"] == "y" * 79 + "\u2026" and data["error"].endswith("\u2026")
+    assert finite == {"kind": "reply", "data": {"cmd": "ping", "id": 1e300, "result": {"pong": True}}}
 
 
 def test_offer_that_is_not_an_offer_is_refused(box: Box) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,8 @@ from common.paths import home_dir
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "roombox_session"
+CREDENTIALS_NEEDED = "credentials needed: a bearer token (roombox token create) or a panel session"
+TOKEN_NOT_VALID = "this token is not valid (unknown, revoked, expired, or not for this address)"
 
 
 _ERRORS: dict[int, type[web.HTTPError]] = {
@@ -166,11 +169,14 @@ class Control:
             cookie_ok = origin is not None
         who = self.principal(request, cookie_ok)
         if who is None:
-            fail(
-                401,
-                "credentials needed: a bearer token (roombox token create) or a panel session",
-                headers={"WWW-Authenticate": 'Bearer realm="roombox"'},
-            )
+            header = request.headers.get("Authorization", "")
+            if not header:
+                message = CREDENTIALS_NEEDED
+            elif header.partition(" ")[0].lower() != "bearer":
+                message = "only bearer tokens are taken here (Authorization: Bearer rbx_...)"
+            else:  # a token was sent: saying that none was would mislead
+                message = TOKEN_NOT_VALID
+            fail(401, message, headers={"WWW-Authenticate": 'Bearer realm="roombox"'})
         if not allows(who.scope, scope):
             fail(403, f"this needs the {scope} scope; {who.who} has {who.scope}")
         return who
@@ -229,6 +235,19 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 reads as inf, which no JSON text can carry back
+        raise ValueError(f"{text[:40]} is out of a JSON number's range")
+    return value
+
+
+def loads_strict(text: bytes | str) -> Any:
+    """``json.loads`` without NaN, infinities or numbers that overflow to one (``ValueError``); what the
+    HTTP API and the panel's socket read."""
+    return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+
+
 async def read_json(request: web.Request) -> Any:
     """The request's JSON body: 415 unless it is ``application/json``, 413 when over the size limit, 400
     when it is not JSON (NaN and infinities included) or nested too deeply."""
@@ -240,7 +259,7 @@ async def read_json(request: web.Request) -> Any:
 
 def parse_json(body: bytes | str) -> Any:
     try:
-        return json.loads(body, parse_constant=_no_constant)
+        return loads_strict(body)
     except RecursionError:
         fail(400, "the JSON is nested too deeply")
     except (ValueError, UnicodeDecodeError) as e:

@@ -3,15 +3,20 @@
 One :class:`Metrics` object per box holds one ``CollectorRegistry``. Most figures are read when Prometheus
 scrapes, from what the box already keeps: the event bus's latest ``stats`` and ``device:*`` payloads, the
 ``LatestFrame`` and ``AudioHub`` counters, the panel server's viewers and panels and their WebRTC senders'
-byte counts. Two timings need the box to report them: ``metrics.observe_detection(seconds)`` and
-``metrics.observe_doa(seconds)`` (thread-safe). The process's CPU, memory and file descriptors come from
-``prometheus_client``'s process collector (``process_cpu_seconds_total``, ...).
+byte counts (and the room display's peers, when it has one). Two timings need the box to report them:
+``metrics.observe_detection(seconds)`` and ``metrics.observe_doa(seconds)`` (thread-safe). The process's CPU,
+memory and file descriptors come from ``prometheus_client``'s process collector (``process_cpu_seconds_total``,
+...).
 
 The lead's wiring::
 
     metrics = Metrics(events=events, frames=frames, audio=audio)
     health = HealthCheck(events, frames)
     add_metrics_routes(app, metrics, health)     # app from streaming.server.create_app
+
+Both need credentials with the ``read`` scope, as ``/api/status`` does (they tell as much: devices, viewers,
+faces in the room), and a scrape starts work (each viewer's stats): Prometheus sends a ``read`` token with
+``authorization: {credentials_file: ...}`` in its scrape config. ``/healthz`` stays open for liveness.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
+from appliance.control.guard import Control, default_control
 from appliance.messages import DeviceState
 from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
 
@@ -121,9 +127,11 @@ class _ScrapeCollector(Collector):
             faces = snap.get("faces", {})
             if isinstance(faces.get("faces"), list):
                 yield GaugeMetricFamily("roombox_faces", "Faces in the latest detection", value=len(faces["faces"]))
-        viewers, panels = m.viewers(), m.panels()
+        viewers, displays, panels = m.viewers(), m.displays(), m.panels()
         if viewers is not None:
             yield GaugeMetricFamily("roombox_viewers", "WebRTC viewers (peer connections)", value=viewers)
+        if displays is not None:
+            yield GaugeMetricFamily("roombox_displays", "Room displays (peer connections to /display)", value=displays)
         if panels is not None:
             yield GaugeMetricFamily("roombox_panels", "Panels connected to the event WebSocket", value=panels)
 
@@ -136,7 +144,7 @@ class _PeerBytes:
 class Metrics:
     """The box's metrics in one ``CollectorRegistry`` (``metrics.registry``).
 
-    Pass what the box has (any may be None); ``viewers``/``panels`` are filled in by
+    Pass what the box has (any may be None); ``viewers``/``displays``/``panels`` are filled in by
     :func:`add_metrics_routes` from the panel server when it has them.
     """
 
@@ -176,6 +184,7 @@ class Metrics:
             "roombox_metrics_scrape_seconds", "Time the last scrape took", registry=self.registry
         )
         self.viewers: Callable[[], int | None] = lambda: None
+        self.displays: Callable[[], int | None] = lambda: None
         self.panels: Callable[[], int | None] = lambda: None
         self.peers: Callable[[], Iterable[Any]] = lambda: ()
         self._peer_bytes: weakref.WeakKeyDictionary[Any, _PeerBytes] = weakref.WeakKeyDictionary()
@@ -323,29 +332,40 @@ class HealthCheck:
 
 METRICS = web.AppKey("roombox_metrics", Metrics)
 HEALTH = web.AppKey("roombox_health", HealthCheck)
+CONTROL = web.AppKey("roombox_metrics_control", Control)
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    request.app[CONTROL].require(request, "read")
     body = await request.app[METRICS].exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4, "Cache-Control": "no-store"})
 
 
 async def _health(request: web.Request) -> web.Response:
+    request.app[CONTROL].require(request, "read")
     verdict = request.app[HEALTH].evaluate()
     return web.json_response(
         verdict, status=503 if verdict["status"] == "dead" else 200, headers={"Cache-Control": "no-store"}
     )
 
 
-def add_metrics_routes(app: web.Application, metrics: Metrics, health: HealthCheck | None = None) -> None:
+def add_metrics_routes(
+    app: web.Application, metrics: Metrics, health: HealthCheck | None = None, control: Control | None = None
+) -> None:
     """``GET /metrics`` (Prometheus text format) and, with ``health``, ``GET /api/health`` (200 ok, 200
-    degraded, 503 dead; JSON). Call before the app starts. Viewers, panels and stream bytes come from the
-    panel server's state when ``app`` is :func:`appliance.streaming.server.create_app`'s."""
+    degraded, 503 dead; JSON), both for credentials with the ``read`` scope. Call before the app starts.
+    Viewers, displays, panels, stream bytes and the credentials (``control``, unless given) come from the
+    panel server's state when ``app`` is :func:`appliance.streaming.server.create_app`'s; else ``control``
+    defaults to :func:`appliance.control.guard.default_control`."""
     from appliance.streaming.server import PARTS
 
+    if control is None:
+        control = app[PARTS].control if PARTS in app else default_control()
+    app[CONTROL] = control
     if PARTS in app:
         parts = app[PARTS]
         metrics.viewers = lambda: len(parts.peers)
+        metrics.displays = parts.displays
         metrics.panels = lambda: len(parts.sockets)
         metrics.peers = lambda: list(parts.peers)
     app[METRICS] = metrics

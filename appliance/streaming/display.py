@@ -2,7 +2,9 @@
 
 The box puts the far end's pictures (e.g. a :class:`~appliance.streaming.janus.FarEnd`'s ``frames``, see
 :func:`show_far_end`) into a :class:`LatestFrame`; the display page takes them over WebRTC from a shared
-encoder of its own (``POST /display/offer``), exactly as the panel takes the room.
+encoder of its own (``POST /display/offer``), exactly as the panel takes the room: the same credentials,
+the same bound (``[access] max_viewers``) and the same drop of a display that has not connected within
+``[access] ice_timeout_s`` (:class:`~appliance.streaming.server.WatchedPeers`).
 """
 
 from __future__ import annotations
@@ -16,17 +18,19 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from appliance.config import StreamConfig
-from appliance.control.guard import Control, read_json
+from appliance.control.guard import Control, fail, read_json
 from appliance.streaming.encoder import EncodedVideo
 from appliance.streaming.hub import LatestFrame
-from appliance.streaming.peers import Peers
+from appliance.streaming.server import WatchedPeers, check_offer_sdp
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-class Display(Peers):
+class Display(WatchedPeers):
     """The display's shared encoder and its viewers (the TV, usually one)."""
+
+    what = "display"
 
     def __init__(self, frames: LatestFrame, stream: StreamConfig, control: Control) -> None:
         super().__init__()
@@ -39,8 +43,7 @@ class Display(Peers):
         return web.FileResponse(STATIC_DIR / "display.html", headers={"Cache-Control": "no-cache"})
 
     async def offer(self, request: web.Request) -> web.Response:
-        from appliance.streaming.server import check_offer_sdp
-
+        access = self.control.access
         self.control.require(request, "read", changes_state=True)
         body = await read_json(request)
         if not isinstance(body, dict) or not isinstance(body.get("sdp"), str) or not isinstance(body.get("type"), str):
@@ -48,15 +51,16 @@ class Display(Peers):
         if body["type"] != "offer":  # checked first: aiortc raises on a type it does not know
             return web.json_response({"error": f'expected an offer, got "{body["type"]}"'}, status=400)
         offer = RTCSessionDescription(sdp=body["sdp"], type="offer")
-        problem = check_offer_sdp(offer.sdp, self.control.access.max_media_lines)
+        problem = check_offer_sdp(offer.sdp, access.max_media_lines)
         if problem is not None:
             return web.json_response({"error": problem}, status=400)
-        if len(self.peers) >= self.control.access.max_viewers:
-            return web.json_response({"error": "too many displays (access.max_viewers)"}, status=429)
+        if len(self.peers) >= access.max_viewers:
+            fail(429, "too many displays (access.max_viewers)", headers={"Retry-After": "5"})
         if (refusal := self.refuse_if_closed()) is not None:
             return refusal
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.peers.add(pc)
+        self.drop_if_not_connected(pc, access.ice_timeout_s)
 
         @pc.on("connectionstatechange")
         async def _on_state() -> None:
@@ -81,6 +85,7 @@ class Display(Peers):
 
     async def close(self) -> None:
         self.closed = True
+        self.cancel_watchers()
         await asyncio.gather(*(self.close_peer(pc) for pc in list(self.peers)))
         await self.video.close()
 

@@ -25,8 +25,7 @@ from appliance.config import StreamConfig
 from appliance.control.api import add_routes
 from appliance.control.auth import Principal, allows
 from appliance.control.calibration_api import add_calibration_routes
-from appliance.control.guard import Control, default_control, fail, read_json
-from appliance.streaming.display import add_display
+from appliance.control.guard import Control, default_control, fail, loads_strict, read_json
 from appliance.streaming.encoder import EncodedVideo
 from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
 from appliance.streaming.ice import offer_loopback
@@ -35,16 +34,50 @@ from appliance.streaming.tracks import RoomAudioTrack
 
 if TYPE_CHECKING:
     from appliance.calibrator import Calibrator
+    from appliance.streaming.display import Display
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 CREDENTIALS_RECHECK_S = 5.0
+ECHO_CHARS = 80  # a panel's strings echoed in an error reply, at most (a 60 kB "cmd" is not sent back whole)
 
 CommandHandler = Callable[[dict[str, Any]], "dict[str, Any] | Awaitable[dict[str, Any]]"]
 
 
-class _Parts(Peers):
+class WatchedPeers(Peers):
+    """:class:`Peers` whose viewers must connect in time: an offer whose ICE never completes (no candidates,
+    a peer gone) would otherwise hold its place under ``max_viewers`` until the box restarts. The panel's
+    ``/offer`` and the display's ``/display/offer`` both watch their peers so."""
+
+    what = "viewer"  # in the log line
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped_unconnected = 0
+        self.watchers: set[asyncio.Task[None]] = set()
+
+    def drop_if_not_connected(self, pc: RTCPeerConnection, timeout_s: float) -> None:
+        """Close ``pc`` unless it is connected within ``timeout_s`` (an offer whose ICE never completes)."""
+
+        async def watch() -> None:
+            await asyncio.sleep(timeout_s)
+            if pc in self.peers and pc.connectionState != "connected":
+                log.info("%s dropped: not connected after %.0f s (%s)", self.what, timeout_s, pc.connectionState)
+                self.dropped_unconnected += 1
+                await self.close_peer(pc)
+
+        task = asyncio.create_task(watch())
+        self.watchers.add(task)
+        task.add_done_callback(self.watchers.discard)
+
+    def cancel_watchers(self) -> None:
+        """At shutdown: the peers are closed by their endpoint, not left to their watchers."""
+        for task in list(self.watchers):
+            task.cancel()
+
+
+class _Parts(WatchedPeers):
     """What the handlers share; one per application."""
 
     def __init__(
@@ -66,25 +99,14 @@ class _Parts(Peers):
         self.on_command = on_command
         self.owns_video = video is None
         self.negotiating: set[RTCPeerConnection] = set()  # their /offer handler closes them if it fails
-        self.dropped_unconnected = 0
         self.sockets: set[web.WebSocketResponse] = set()
-        self.watchers: set[asyncio.Task[None]] = set()
         self.control = control
         self.sent: dict[int, tuple[dict[str, Any], str]] = {}  # events serialized once for all panels
+        self.display: Display | None = None  # the room display's peers, when the app serves one
 
-    def drop_if_not_connected(self, pc: RTCPeerConnection, timeout_s: float) -> None:
-        """Close ``pc`` unless it is connected within ``timeout_s`` (an offer whose ICE never completes)."""
-
-        async def watch() -> None:
-            await asyncio.sleep(timeout_s)
-            if pc in self.peers and pc.connectionState != "connected":
-                log.info("viewer dropped: not connected after %.0f s (%s)", timeout_s, pc.connectionState)
-                self.dropped_unconnected += 1
-                await self.close_peer(pc)
-
-        task = asyncio.create_task(watch())
-        self.watchers.add(task)
-        task.add_done_callback(self.watchers.discard)
+    def displays(self) -> int | None:
+        """The room display's peer connections (None: this app serves no display)."""
+        return len(self.display.peers) if self.display is not None else None
 
     def live_status(self) -> dict[str, Any]:
         devices = {
@@ -92,8 +114,10 @@ class _Parts(Peers):
             for k, v in self.events.snapshot().items()
             if k.startswith("device:") and isinstance(v, dict)
         }
+        displays = self.displays()
         return {
             "viewers": len(self.peers),
+            **({"displays": displays} if displays is not None else {}),
             "panels": len(self.sockets),
             "frames_published": self.frames.published,
             "frames_dropped": self.frames.dropped,
@@ -130,6 +154,9 @@ async def _state(request: web.Request) -> web.Response:
         "encoders": p.video.stats(),
         "viewers_dropped_unconnected": p.dropped_unconnected,
     }
+    if p.display is not None:
+        stream["displays"] = len(p.display.peers)
+        stream["displays_dropped_unconnected"] = p.display.dropped_unconnected
     if p.audio is not None:
         stream["audio_chunks_published"] = p.audio.published
         stream["audio_chunks_dropped"] = p.audio.dropped
@@ -210,7 +237,19 @@ async def _offer(request: web.Request) -> web.Response:
 
 
 def _reply(kind: str, data: dict[str, Any]) -> str:
-    return json.dumps({"kind": kind, "data": data})
+    """A reply to a panel's command; ``ValueError`` rather than NaN or an infinity, which are not JSON (a
+    browser's ``JSON.parse`` throws on them)."""
+    return json.dumps({"kind": kind, "data": data}, allow_nan=False)
+
+
+def _clip(text: str, limit: int = ECHO_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _refusal(echo: dict[str, Any], error: str) -> str:
+    """An error reply to a command: the strings it echoes and the message clipped (they may repeat the input)."""
+    clipped = {k: _clip(v) if isinstance(v, str) else v for k, v in echo.items()}
+    return _reply("error", {**clipped, "error": _clip(error, 4 * ECHO_CHARS)})
 
 
 def _event_text(sent: dict[int, tuple[dict[str, Any], str]], kind: str, data: dict[str, Any]) -> str:
@@ -219,7 +258,7 @@ def _event_text(sent: dict[int, tuple[dict[str, Any], str]], kind: str, data: di
     hit = sent.get(id(data))
     if hit is not None and hit[0] is data:
         return hit[1]
-    text = _reply(kind, data)
+    text = json.dumps({"kind": kind, "data": data})
     if len(sent) >= 256:
         sent.pop(next(iter(sent)))
     sent[id(data)] = (data, text)
@@ -230,34 +269,36 @@ async def _run_command(p: _Parts, text: str, who: Principal | None = None, remot
     """One command from a panel: a JSON object with a string ``cmd`` (and an optional ``id``, echoed).
     ``who`` sent it: it needs the ``control`` scope, still valid now."""
     try:
-        cmd = json.loads(text)
-    except (ValueError, RecursionError):
-        return _reply("error", {"error": "not JSON"})
+        cmd = loads_strict(text)  # as the HTTP API reads: no NaN or infinities, which a reply would echo
+    except RecursionError:
+        return _refusal({}, "not JSON: nested too deeply")
+    except ValueError as e:
+        return _refusal({}, f"not JSON: {e}")
     if not isinstance(cmd, dict) or not isinstance(cmd.get("cmd"), str):
-        return _reply("error", {"error": 'expected a JSON object with a string "cmd"'})
+        return _refusal({}, 'expected a JSON object with a string "cmd"')
     echo = {k: cmd[k] for k in ("cmd", "id") if k in cmd and isinstance(cmd[k], str | int | float | None)}
     if who is not None:
         now = p.control.still_valid(who, remote)
         if now is None:
-            return _reply("error", {**echo, "error": "credentials no longer valid (revoked, expired or signed out)"})
+            return _refusal(echo, "credentials no longer valid (revoked, expired or signed out)")
         if not allows(now.scope, "control"):
-            return _reply("error", {**echo, "error": f"commands need the control scope; {now.who} has {now.scope}"})
+            return _refusal(echo, f"commands need the control scope; {now.who} has {now.scope}")
     if p.on_command is None:
-        return _reply("error", {**echo, "error": "this box takes no commands"})
+        return _refusal(echo, "this box takes no commands")
     try:
         result = p.on_command(cmd)
         if inspect.isawaitable(result):
             result = await result
     except (ValueError, KeyError, TypeError) as e:
-        return _reply("error", {**echo, "error": str(e) or type(e).__name__})
+        return _refusal(echo, str(e) or type(e).__name__)
     except Exception as e:
-        log.exception("command %r failed", cmd)
-        return _reply("error", {**echo, "error": f"command failed: {type(e).__name__}: {e}"})
+        log.exception("command %s failed", _clip(repr(cmd)))
+        return _refusal(echo, f"command failed: {type(e).__name__}: {e}")
     try:
         return _reply("reply", {**echo, "result": result})
     except (TypeError, ValueError):
-        log.error("command %r gave a reply that is not JSON: %r", cmd, result)
-        return _reply("error", {**echo, "error": "command failed: its result is not JSON"})
+        log.error("command %s gave a reply that is not JSON: %s", _clip(repr(cmd)), _clip(repr(result)))
+        return _refusal(echo, "command failed: its result is not JSON")
 
 
 async def _ws(request: web.Request) -> web.WebSocketResponse:
@@ -309,8 +350,7 @@ async def _ws(request: web.Request) -> web.WebSocketResponse:
 async def _on_shutdown(app: web.Application) -> None:
     p = app[PARTS]
     p.closed = True
-    for task in list(p.watchers):
-        task.cancel()
+    p.cancel_watchers()
     for ws in list(p.sockets):
         await ws.close(code=1001, message=b"server shutdown")
     await asyncio.gather(*(p.close_peer(pc) for pc in list(p.peers - p.negotiating)))
@@ -362,7 +402,9 @@ def create_app(
     app.router.add_get("/ws", _ws)
     app.router.add_static("/static/", STATIC_DIR)
     if display is not None:
-        add_display(app, display, stream, control)
+        from appliance.streaming.display import add_display  # it imports this module's WatchedPeers
+
+        parts.display = add_display(app, display, stream, control)
     app.on_shutdown.append(_on_shutdown)
     return app
 
