@@ -24,15 +24,23 @@ log = logging.getLogger(__name__)
 def run_demo(scenario: Path, cfg: Config, config_path: Path | None = None) -> int:
     """``roombox demo``: the box on the simulated room, with the panel served at cfg.panel.
 
-    The camera and the mic array are the scenario's (``[cameras.main]`` and ``[mic_arrays.main]`` of type
-    ``simroom``); every other section comes from ``cfg``. Changes made through the config API are written to
-    ``config_path`` (default ``$ROOMBOX_HOME/config.toml``, which ``roombox demo`` reads at its next start).
+    The camera and the mic array it starts with are the scenario's (:func:`demo_config`); every other section
+    comes from ``cfg``. Changes made through the config API are written to ``config_path`` (default
+    ``$ROOMBOX_HOME/config.toml``, which ``roombox demo`` reads at its next start).
     """
+    return asyncio.run(_serve(demo_config(scenario, cfg), SYSTEM_CLOCK, config_path, demo_kiosk=True))
+
+
+def demo_config(scenario: Path, cfg: Config) -> Config:
+    """``cfg`` with the scenario's camera and mic array (type ``simroom``) as ``main``, first in their
+    sections. The other devices configured stay, for the panel to choose (before, they were dropped, and the
+    next write of any key took them out of the file)."""
     from drivers.simroom.devices import sections_for
 
     cam, mics = sections_for(str(scenario))
-    cfg = cfg.model_copy(update={"cameras": {"main": cam}, "mic_arrays": {"main": mics}})
-    return asyncio.run(_serve(cfg, SYSTEM_CLOCK, config_path, demo_kiosk=True))
+    cameras = {"main": cam, **{k: v for k, v in cfg.cameras.items() if k != "main"}}
+    mic_arrays = {"main": mics, **{k: v for k, v in cfg.mic_arrays.items() if k != "main"}}
+    return cfg.model_copy(update={"cameras": cameras, "mic_arrays": mic_arrays})
 
 
 def serve(cfg: Config, config_path: Path | None = None, clock: Clock = SYSTEM_CLOCK) -> int:
@@ -98,7 +106,7 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
             clock=clock,
             on_volume=None if playback is None else lambda gain: setattr(playback.speaker, "volume", 100.0 * gain),
             volume=100 if playback is None else round(playback.speaker.volume),
-            switch=lambda kind, name, new: box.use_source(
+            switch=lambda kind, name, new: box.try_source(
                 kind, name, open_device(_source_kind(kind), name, getattr(new, SOURCE_KINDS[kind])[name], ctx), new
             ),
         )

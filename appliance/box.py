@@ -84,6 +84,8 @@ class RoomBox:
         self._detecting: asyncio.Future[tuple[Faces, float]] | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="detect")
         self._switch: dict[str, asyncio.Event] = {}  # set to swap a running device (use_source)
+        # set to end the supervisor's pause after a failed device when another is put in its place
+        self._wake = {"camera": asyncio.Event(), "mic_array": asyncio.Event()}
         self.calibrator: Calibrator | None = None  # the guided mic-array calibration, fed while it captures
 
     # -- devices ---------------------------------------------------------------------------------
@@ -120,6 +122,19 @@ class RoomBox:
                 running.result()  # the device stopped or failed: the supervisor reports it and retries
                 return
 
+    async def try_source(self, kind: str, name: str, source: Any, cfg: Config, timeout_s: float = 10.0) -> None:
+        """:meth:`use_source`, once ``source`` has been started and has delivered (then stopped, for the box
+        to start it again as its own). A device that cannot be opened, or that delivers nothing within
+        ``timeout_s``, raises ValueError with the reason; the running device is kept."""
+        try:
+            await asyncio.wait_for(_probe(source), timeout_s)
+        except TimeoutError:
+            raise ValueError(f"{kind} {name!r} delivered nothing within {timeout_s:g} s: not switched") from None
+        except Exception as e:
+            reason = str(e) or type(e).__name__
+            raise ValueError(f"{kind} {name!r} cannot be used: {reason}") from None
+        self.use_source(kind, name, source, cfg)
+
     def use_source(self, kind: str, name: str, source: Any, cfg: Config) -> None:
         """Swap the running camera (``kind`` "camera") or mic array ("mic_array") for ``source`` (opened, not
         started) while the box runs; ``cfg`` is the config with that device first. The old device is
@@ -139,6 +154,7 @@ class RoomBox:
         switched = self._switch.get(kind)
         if switched is not None:
             switched.set()
+        self._wake[kind].set()  # the device had failed: its supervisor starts the new one now
 
     def _on_audio(self, block: AudioBlock) -> None:
         # the playback reference: the array's own playback channel where it has one, else what the box played
@@ -234,9 +250,12 @@ class RoomBox:
         if name == "set_mode":
             self.step.set_mode(cmd.get("mode"), now)  # type: ignore[arg-type]  # checked by set_mode
         elif name == "ptz":
-            try:
-                pan, tilt, zoom = (float(cmd.get(k, d)) for k, d in (("pan", 0.0), ("tilt", 0.0), ("zoom", 1.0)))
-            except (TypeError, ValueError):
+            values = [cmd.get(k, d) for k, d in (("pan", 0.0), ("tilt", 0.0), ("zoom", 1.0))]
+            try:  # numbers only, as set_volume takes them: not "0.5", not true
+                if any(isinstance(v, bool) or not isinstance(v, int | float) for v in values):
+                    raise TypeError
+                pan, tilt, zoom = (float(v) for v in values)
+            except (TypeError, OverflowError):
                 raise ValueError("ptz wants numbers: pan and tilt in [-1, 1], zoom >= 1") from None
             self.step.manual_view(pan, tilt, zoom, now)
         elif name == "set_mute":
@@ -279,8 +298,8 @@ class RoomBox:
         publish: Callable[[DeviceStatus], None] = self.events.publish
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(supervise("camera", self._camera_loop, publish, self.clock, self.retry_s))
-                tg.create_task(supervise("mic_array", self._mic_loop, publish, self.clock, self.retry_s))
+                for kind, loop in (("camera", self._camera_loop), ("mic_array", self._mic_loop)):
+                    tg.create_task(supervise(kind, loop, publish, self.clock, self.retry_s, wake=self._wake[kind]))
                 tg.create_task(self._stats_loop())
                 if self.program is not None:
                     tg.create_task(supervise("program_camera", self._program_loop, publish, self.clock, self.retry_s))
@@ -290,6 +309,16 @@ class RoomBox:
             # wait for a detection in flight: the detector may be closed right after this returns
             self._pool.shutdown(wait=False, cancel_futures=True)
             await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True))
+
+
+async def _probe(source: Any) -> None:
+    """Start ``source``, take one item, stop it (whatever happens)."""
+    try:
+        await source.start()
+        await source.recv()
+    finally:
+        with contextlib.suppress(Exception):
+            await source.stop()
 
 
 async def _pump(

@@ -76,6 +76,8 @@ class Calibrator:
         self._window = (0.0, 0.0)
         self._last_doa_t = -math.inf
         self._published_at = -math.inf
+        if store is not None:  # a revision from the API, MQTT or the panel: the panels show the calibration it holds
+            store.on_change.append(lambda rev: self.publish())
 
     # -- what the box feeds ------------------------------------------------------------------------
     @property
@@ -113,7 +115,10 @@ class Calibrator:
             raise CalibrationRefused(f"no calibration point {name!r}: one of {', '.join(POINT_NAMES)}")
         live = self.live()
         array = next(iter(live.mic_arrays))
+        dropped = ""
         if self.captured and array != self._array:  # points heard by another array do not fit together
+            dropped = f"; the points heard by mic array {self._array!r} were dropped: {array!r} runs now"
+            log.info("calibration: %s", dropped[2:])
             self.captured.clear()
         self._array = array
         cfg = live.calibration
@@ -131,14 +136,17 @@ class Calibrator:
         finally:
             self._collector = None
         try:
+            now = next(iter(self.live().mic_arrays))
+            if now != array:  # its blocks came from two arrays
+                raise CalibrationRefused(f"the mic array changed during the capture ({array!r}, now {now!r})")
             point = col.point()
         except CalibrationRefused as e:
-            self.error = f"{name}: {e}"
+            self.error = f"{name}: {e}{dropped}"
             log.info("calibration: %s", self.error)
             self.publish()
             raise CalibrationRefused(self.error) from None
         self.captured[name] = point
-        self.error = ""
+        self.error = dropped[2:]
         log.info(
             "calibration: %s heard at %+.1f deg, face at %+.1f deg (%d blocks, spread %.1f deg)",
             name,
@@ -183,7 +191,10 @@ class Calibrator:
         (:class:`CalibrationRefused`, the last good calibration stays) when nothing was captured or the fit is
         not plausible. Returns the revision (``None`` without a store)."""
         if not self.captured:
-            raise CalibrationRefused("nothing captured yet: capture the left and right points first")
+            raise CalibrationRefused(
+                "nothing captured yet: capture the left and right points first (one point alone gives the array's "
+                "rotation only)"
+            )
         pairs = self._pairs()
         live = self.live()
         running = next(iter(live.mic_arrays))

@@ -45,8 +45,8 @@ class RoomControls:
     (:func:`connectors_from_config`); ``store``: the config store the source choice is written through
     (``None``: no choice can be kept); ``on_config``: the box's live config hook; ``running``: the camera
     and mic array opened at start; ``on_volume(gain)``: the far end's audio path (0..1), when there is one;
-    ``switch(kind, name, cfg)``: opens that device and makes the running box use it (``cfg``: the config
-    with it first); a failure to open it refuses the choice.
+    ``switch(kind, name, cfg)`` (or an awaitable of it): opens that device, checks that it delivers, and
+    makes the running box use it (``cfg``: the config with it first); a failure to open it refuses the choice.
     """
 
     def __init__(
@@ -63,7 +63,7 @@ class RoomControls:
         running: tuple[str, str] | None = None,
         on_volume: Callable[[float], None] | None = None,
         volume: int = 100,
-        switch: Callable[[str, str, Config], None] | None = None,
+        switch: Callable[[str, str, Config], Awaitable[None] | None] | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.box_command = box_command
@@ -79,6 +79,8 @@ class RoomControls:
         self.clock = clock
         self._muted = muted
         self._muted_here = False
+        if store is not None:  # a revision from the API or MQTT: the panels show its devices and what waits
+            store.on_change.append(lambda rev: self.publish())
         self.volume = volume
         for c in connectors:
             self._follow(c)
@@ -146,7 +148,7 @@ class RoomControls:
         elif name == "set_volume":
             self.set_volume(cmd.get("volume"))
         elif name == "choose_source":
-            self.choose_source(cmd.get("kind"), cmd.get("name"))
+            await self.choose_source(cmd.get("kind"), cmd.get("name"))
         else:
             box_reply = await self._box(cmd)
         out = self.publish().to_json()
@@ -177,9 +179,10 @@ class RoomControls:
         if self.on_volume is not None:
             self.on_volume(self.volume / 100.0)
 
-    def choose_source(self, kind: Any, name: Any) -> None:
-        """Make ``name`` the camera (``kind`` "camera") or mic array ("mic_array") the box uses from its next
-        start: written as a config revision with that device first in its section."""
+    async def choose_source(self, kind: Any, name: Any) -> None:
+        """Make ``name`` the camera (``kind`` "camera") or mic array ("mic_array") the box uses: written as a
+        config revision with that device first in its section. With ``switch`` (a live box) the device is
+        opened and put in use first; one that cannot be opened refuses the choice, and nothing changes."""
         section = SOURCE_KINDS.get(kind) if isinstance(kind, str) else None
         if section is None:
             raise ValueError(f"choose_source wants kind camera or mic_array, not {kind!r}")
@@ -198,7 +201,9 @@ class RoomControls:
         if switch is not None:
             # the box changes device at once; the other kind stays the one it runs with
             other = ("mic_arrays", running[1]) if kind == "camera" else ("cameras", running[0])
-            switch(kind, name, _first(new, *other))  # a device that cannot be opened refuses the choice here
+            done = switch(kind, name, _first(new, *other))  # a device that cannot be opened refuses it here
+            if inspect.isawaitable(done):
+                await done
             self.running = (name, running[1]) if kind == "camera" else (running[0], name)
             rev = self.store.write(new, "panel", lambda changed: [], note=f"{kind} {name!r} chosen on the panel")
             log.info("config revision %d: %s %r chosen on the panel, in use now", rev.id, kind, name)

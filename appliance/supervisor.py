@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -21,12 +22,14 @@ async def supervise(
     clock: Clock,
     retry_s: float = 2.0,
     max_retry_s: float = 30.0,
+    wake: asyncio.Event | None = None,
 ) -> None:
     """Run ``run(started)`` until cancelled; when it raises or returns, report the loss, wait and start it
     again. ``run`` calls ``started()`` once its device delivers, which reports the device as running.
 
     The pause doubles after each quick failure, up to ``max_retry_s``, and starts over after a run that
-    lasted longer than the pause.
+    lasted longer than the pause. Setting ``wake`` during a pause ends it at once, and the back-off starts
+    over (another device was put in place of the failed one).
     """
     pause = retry_s
     failures = 0
@@ -55,9 +58,33 @@ async def supervise(
         pause = min(pause * 2, max_retry_s) if quick and failures else retry_s
         failures += 1
         say("lost", detail)
+        if wake is not None:
+            wake.clear()  # a wake-up during the run was for the run (a device swapped while it ran)
         try:
-            await clock.sleep_until(clock.now() + pause)
+            woken = await _pause(clock, pause, wake)
         except asyncio.CancelledError:
             say("stopped")
             raise
-        say("retrying", f"after {pause:.1f} s")
+        if woken:
+            pause, failures = retry_s, 0
+            say("retrying", "another device was chosen")
+        else:
+            say("retrying", f"after {pause:.1f} s")
+
+
+async def _pause(clock: Clock, seconds: float, wake: asyncio.Event | None) -> bool:
+    """Wait ``seconds`` on ``clock``, or until ``wake`` is set (then True)."""
+    if wake is None:
+        await clock.sleep_until(clock.now() + seconds)
+        return False
+    sleeping = asyncio.ensure_future(clock.sleep_until(clock.now() + seconds))
+    waking = asyncio.ensure_future(wake.wait())
+    try:
+        await asyncio.wait({sleeping, waking}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for f in (sleeping, waking):
+            if not f.done():
+                f.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await f
+    return wake.is_set()

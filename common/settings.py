@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-from pydantic_core import ErrorDetails
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from common.errors import RoomboxError
 
@@ -24,9 +26,53 @@ class ConfigError(RoomboxError, ValueError):
 
 
 class Section(BaseModel):
-    """A config section: unknown keys are refused, values are frozen once validated, NaN and infinities refused."""
+    """A config section: unknown keys are refused, values are frozen once validated, NaN and infinities refused,
+    and a key that takes a number or a yes/no takes no other kind of value (pydantic alone reads ``true`` as
+    1 for a number, ``"30"`` as 30 and ``1`` or ``"yes"`` as true)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_kinds(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        errors = []
+        for key, v in data.items():
+            field = cls.model_fields.get(key) if isinstance(key, str) else None
+            why = None if field is None or v is None else _wrong_kind(_scalar_kinds(field.annotation), v)
+            if why is not None:
+                errors.append(InitErrorDetails(type=PydanticCustomError("wrong_kind", why), loc=(key,), input=v))
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return data
+
+
+def _wrong_kind(kinds: set[type], v: Any) -> str | None:
+    """Why ``v`` is not a value of a field taking ``kinds``, or None."""
+    numbers = bool(kinds & {int, float})
+    if isinstance(v, bool):
+        return f"a number, not {str(v).lower()}" if bool not in kinds and numbers else None
+    if isinstance(v, str):
+        if str not in kinds and (numbers or bool in kinds):
+            return f"{'a number' if numbers else 'true or false'}, not the text {v[:40]!r}"
+        return None
+    if isinstance(v, int | float) and kinds == {bool}:
+        return f"true or false, not {v!r}"
+    return None
+
+
+def _scalar_kinds(annotation: Any) -> set[type]:
+    """The plain kinds (bool, int, float, str) a field's annotation takes at its top level, through
+    ``Annotated`` and unions; empty for anything else (lists, tuples, sections, literals)."""
+    if annotation in (bool, int, float, str):
+        return {annotation}
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _scalar_kinds(typing.get_args(annotation)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        return set().union(*(_scalar_kinds(a) for a in typing.get_args(annotation)))
+    return set()
 
 
 def error_key(e: ErrorDetails) -> str:
@@ -96,6 +142,8 @@ def parse_toml(text: str) -> dict[str, Any]:
         raise TomlError("arrays or tables nested too deeply") from None
     except tomllib.TOMLDecodeError as e:
         raise TomlError(str(e)) from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits: Python will not convert it
+        raise TomlError(f"a value it cannot read: {e}") from None
 
 
 def read_toml(path: str | os.PathLike[str], what: str, error: type[ValueError]) -> dict[str, Any]:

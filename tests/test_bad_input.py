@@ -213,7 +213,9 @@ def test_a_config_file_the_toml_parser_would_take_minutes_over_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """tomllib's time grows with the square of a dotted key's parts (60000 parts: about a minute), and
-    nested inline tables overflow its stack; both are named, and a long line of numbers is still read."""
+    nested inline tables overflow its stack, and an integer of 5000 digits is more than Python converts: each is
+    named (before: minutes, or a traceback, or a message without the file), and a long line of numbers is
+    still read."""
     deep, nested, numbers = tmp_path / "deep.toml", tmp_path / "nested.toml", tmp_path / "numbers.toml"
     deep.write_text("[doa]\n" + "a" + ".a" * 60_000 + " = 1\n")
     nested.write_text("x = " + "{a = " * 600 + "1" + "}" * 600 + "\n")
@@ -223,6 +225,11 @@ def test_a_config_file_the_toml_parser_would_take_minutes_over_is_refused(
     assert "deep.toml: not valid TOML: a key of more than 32 dotted parts (line 2)" in _one_error(capsys, "doa")
     assert main(["doa", "--audio", "x.wav", "--config", str(nested)]) == 2
     assert "nested.toml: not valid TOML: arrays or tables nested too deeply" in _one_error(capsys, "doa")
+    long_int = tmp_path / "long.toml"
+    long_int.write_text("[director]\nmanual_resume_s = " + "9" * 5000 + "\n")
+    assert main(["doa", "--audio", "x.wav", "--config", str(long_int)]) == 2
+    line = _one_error(capsys, "doa")
+    assert "long.toml: not valid TOML: a value it cannot read: Exceeds the limit (4300 digits)" in line, line
     from appliance.config import load_config
 
     assert len(load_config(numbers).mic_array.positions) == 16

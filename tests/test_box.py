@@ -5,6 +5,7 @@ moves from one device's wake-up to the next, however loaded the machine is."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -183,3 +184,52 @@ def test_a_config_change_applies_live_where_it_can_and_names_what_needs_a_restar
         data["mic_arrays"]["main"]["positions"] = [[-0.05, 0.0, 0.0], [0.05, 0.0, 0.0], [0.0, 0.0, 0.05]]
         assert box.on_config(Config.model_validate(data)) == ["cameras", "mic_arrays"]
         assert box.hearing is ears and box.cfg.mic_array.positions == cfg.mic_array.positions
+
+
+def test_a_chosen_camera_that_cannot_be_opened_is_refused_and_one_that_can_ends_the_back_off(tmp_path: Path) -> None:
+    """The panel's choice of a camera goes through ``try_source``: one that cannot be opened is refused with
+    the reason and the box keeps its own (before, the box switched to it and lost its camera); a good one
+    starts at once, even while the failed camera's supervisor waits out its back-off (before, up to 30 s).
+    On the system clock: the back-off here (60 s) is far longer than the test may take."""
+    write_noise(tmp_path / "a.wav", 30.0, 3)
+    write_video(tmp_path / "good.mp4", 300)
+    cfg = Config(detector=DetectorConfig(tiles=(1, 1)))
+
+    async def scenario() -> list[Event]:
+        events = EventBus(queue_size=100_000)
+        seen = events.subscribe()
+        out: list[Event] = []
+
+        async def until(what: Callable[[], bool]) -> None:
+            while not what():
+                out.append(await asyncio.wait_for(seen.get(), 45.0))
+
+        def camera(state: str, after: int = 0) -> dict[str, Any] | None:
+            return next((d for d in camera_states(out[after:]) if d["state"] == state), None)
+
+        with FaceDetector(cfg=cfg.detector) as detector:
+            missing = FileCamera(tmp_path / "unplugged.mp4", realtime=True)
+            box = RoomBox(
+                cfg, missing, WavMicArray(tmp_path / "a.wav", realtime=True), detector, LatestFrame(), None, events,
+                retry_s=60.0,
+            )  # fmt: skip
+            task = asyncio.create_task(box.run())
+            try:
+                await until(lambda: camera("lost") is not None)
+                with pytest.raises(ValueError, match=r"^camera 'gone' cannot be used: .*gone\.mp4: no such file"):
+                    await box.try_source("camera", "gone", FileCamera(tmp_path / "gone.mp4", realtime=True), cfg)
+                assert box.camera is missing
+                mark = len(out)
+                await box.try_source("camera", "good", FileCamera(tmp_path / "good.mp4", realtime=True), cfg)
+                await until(lambda: camera("running", mark) is not None)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(task, 30.0)
+        return out
+
+    events = asyncio.run(scenario())
+    states = [(d["state"], d["detail"]) for d in camera_states(events)]
+    assert states[:2] == [("starting", ""), ("lost", states[1][1])] and "no such file" in states[1][1]
+    assert ("retrying", "another device was chosen") in states  # the back-off ended: not "after 60.0 s"
+    assert states[-1][0] == "running"

@@ -226,6 +226,21 @@ def test_the_calibrator_captures_saves_refuses_and_forgets(tmp_path: Path) -> No
         assert cal.state().captured == () and cal.state().calibrated
         cal.forget("it")
         assert store.current.calibration.points == [] and not cal.state().calibrated
+        # the array switched during a capture: its blocks came from two arrays, refused (before, the point was
+        # credited to the old array); a capture on the new array says why the old array's points went
+        cal.captured["left"] = left
+        task = asyncio.ensure_future(cal.capture("right"))
+        await talk(2.0, [-25.0, 0.0, 22.0], 1.0)
+        store.current = store.current.model_copy(update={"mic_arrays": {"table": store.current.mic_array}})
+        await talk(2.0, [-25.0, 0.0, 22.0], 5.5)
+        with pytest.raises(CalibrationRefused, match=r"^right: the mic array changed during the capture \('main', now"):
+            await task
+        assert list(cal.captured) == ["left"]
+        task = asyncio.ensure_future(cal.capture("right"))
+        await talk(2.0, [-25.0, 0.0, 22.0], 6.5)
+        await task
+        assert list(cal.captured) == ["right"]
+        assert cal.state().error == "the points heard by mic array 'main' were dropped: 'table' runs now"
 
     asyncio.run(scenario())
 

@@ -290,7 +290,12 @@ async def _calibrate(room: Path, home: Path) -> dict[str, Any]:
         status, state = await run.call("GET", "/api/calibration")
         assert status == 200 and state["calibrated"] is False and "left end of the table" in state["prompts"]["left"]
         await run.until_audio(0.9)
-        status, left = await run.capture("left")
+        capturing = asyncio.ensure_future(run.capture("left"))
+        while run.calibrator.capturing is None and not capturing.done():
+            await asyncio.sleep(0.01)
+        # a discard while the capture runs would be undone by its point: refused (before: 200, then the point)
+        out["discard_while_capturing"] = await run.call("POST", "/api/calibration/discard")
+        status, left = await capturing
         assert status == 200, left
         out["left"] = left["point"]
         await run.until_audio(5.5)
@@ -317,6 +322,11 @@ async def _calibrate(room: Path, home: Path) -> dict[str, Any]:
         out["refused"] = (status, bad)
         out["config_after_refusal"] = run.store.current.calibration
         out["step_cal"] = run.box.step.calibration
+        # the config before the calibration, restored through the API: the panels are told (before, /api/state
+        # kept saying "calibrated" until the next calibration call)
+        out["file"] = load_config(home / "config.toml")
+        out["restored"], _ = await run.call("POST", "/api/config/revisions/1/restore")
+        status, out["state_after_restore"] = await run.call("GET", "/api/state")
     return out
 
 
@@ -347,7 +357,7 @@ def test_the_guided_calibration_through_the_api_corrects_a_turned_array(room: Pa
     assert saved["revision"] >= 2 and saved["captured"] == []
     assert got["state"]["calibration"]["calibrated"] is True  # /api/state says so, and when
     # the revision is on disk: a box started again loads it and maps the same way
-    cfg = load_config(tmp_path / "config.toml")
+    cfg = got["file"]
     assert [list(p) for p in cfg.calibration.points] == [
         [left["doa_deg"], left["camera_deg"]],
         [right["doa_deg"], right["camera_deg"]],
@@ -358,8 +368,11 @@ def test_the_guided_calibration_through_the_api_corrects_a_turned_array(room: Pa
     status, bad = got["refused"]
     assert status == 422 and "\n" not in bad["error"] and "not saved" in bad["error"], bad
     assert got["config_after_refusal"].points == cfg.calibration.points
+    status, refused = got["discard_while_capturing"]
+    assert status == 409 and refused["error"] == "capturing the left point: discard when it is done"
+    assert got["restored"] == 200 and got["state_after_restore"]["calibration"]["calibrated"] is False
     assert got["step_cal"] is not None and got["step_cal"].knots == reloaded.knots
-    assert load_config(tmp_path / "config.toml").calibration == cfg.calibration
+    assert load_config(tmp_path / "config.toml").calibration.points == []  # the restore, on disk
 
 
 def test_roombox_process_applies_the_same_calibration(room: Path) -> None:

@@ -417,6 +417,14 @@ def test_config_put_validates_records_revisions_and_restores(box: Box) -> None:
         ({**doc, "director": {**doc["director"], "min_hold_s": -1}}, "director.min_hold_s", "greater than"),
         ({**doc, "director": {**doc["director"], "hold": 1}}, "director.hold", "unknown key"),
         ({**doc, "stream": {**doc["stream"], "fps": "fast"}}, "stream.fps", "number"),
+        # what pydantic alone reads as another kind: true as 1 s, "30" as 30, 1 as true
+        (
+            {**doc, "director": {**doc["director"], "manual_resume_s": True}},
+            "director.manual_resume_s",
+            "a number, not true",
+        ),
+        ({**doc, "stream": {**doc["stream"], "fps": "30"}}, "stream.fps", "a number, not the text '30'"),
+        ({**doc, "director": {**doc["director"], "lips": 1}}, "director.lips", "true or false, not 1"),
         ({**doc, "colour": "red"}, "colour", "unknown key"),
         ([1, 2], "(top level)", "object"),
     ]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from appliance.config import Config, config_to_toml
+from appliance.config import Config, config_to_toml, load_config
 from appliance.control.store import ConfigStore, changed_keys
 from appliance.room_controls import RoomControls
 from appliance.streaming.hub import EventBus
@@ -95,3 +95,56 @@ def test_with_a_live_box_the_choice_switches_at_once_and_a_device_that_fails_is_
     with pytest.raises(ValueError, match="camera broken: no such device"):
         asyncio.run(controls.command({"cmd": "choose_source", "kind": "camera", "name": "broken"}))
     assert list(store.current.cameras)[0] == "door" and controls.running[0] == "door"  # nothing changed
+
+
+def test_a_revision_written_elsewhere_reaches_the_panels(tmp_path: Path) -> None:
+    """A config written through the API or MQTT (the store, not the panel) is published as the room's state:
+    before, the panels kept showing the devices and the pending restart of before the change."""
+    cfg = Config.model_validate(DOC)
+    store = ConfigStore(tmp_path / "room.toml", tmp_path / "revisions", cfg)
+    events = EventBus()
+    controls = RoomControls(lambda cmd: {}, events, cfg, store=store, on_config=lambda new: [])
+    controls.publish()
+    cameras: dict[str, Any] = {"main": {"type": "file", "path": "a.mp4"}, "door": {"type": "file", "path": "b.mp4"}}
+    cameras["window"] = {"type": "file", "path": "c.mp4"}
+    store.write(Config.model_validate({**DOC, "cameras": cameras}), "token it", lambda new: ["cameras"])
+    room = events.snapshot()["room"]
+    assert room["cameras"] == ["main", "door", "window"] and room["restart_required"] == ["cameras.window"]
+    store.write(cfg, "token it", lambda new: [])  # taken back: nothing waits for a restart any more
+    assert events.snapshot()["room"]["cameras"] == ["main", "door"]
+    assert events.snapshot()["room"]["restart_required"] == []
+
+
+def test_the_demo_keeps_the_devices_configured_besides_its_simulated_room(tmp_path: Path) -> None:
+    """`roombox demo` puts the scenario's camera and mic array in as ``main``; the others configured (through
+    the API, say) stay for the panel to choose. Before, they were dropped at each start, the store recorded a
+    change "outside the API" and the next write of any key took them out of the file."""
+    from appliance.app import demo_config
+    from appliance.control import Control
+    from drivers.simroom.scenario import builtin_scenario
+
+    saved = Config.model_validate(DOC)  # main, door; the array "table"
+    cfg = demo_config(builtin_scenario("short"), saved)
+    assert list(cfg.cameras) == ["main", "door"] and cfg.cameras["door"] is saved.cameras["door"]
+    assert type(cfg.camera).__name__ == "SimroomCameraConfig" and list(cfg.mic_arrays) == ["main", "table"]
+    Control.for_box(cfg, home=tmp_path)  # a first start writes the file
+    again = demo_config(builtin_scenario("short"), load_config(tmp_path / "config.toml"))
+    control = Control.for_box(again, home=tmp_path)  # the next start: the same devices, no change recorded
+    assert control.store is not None and again == cfg and len(control.store.revisions()) == 1
+
+
+def test_the_demo_runs_a_ptz_head_with_its_own_camera(tmp_path: Path) -> None:
+    """A config that `roombox run` takes, with a followed PTZ head whose picture is its own camera: the demo
+    crashed on it (KeyError 'ptzcam': the demo had dropped every camera but its own), and so did the service,
+    which runs `roombox demo`, with such a saved config."""
+    from appliance.app import demo_config
+    from appliance.config import parse_config
+    from appliance.program import program_from_config
+    from appliance.streaming.hub import LatestFrame
+    from drivers.simroom.scenario import builtin_scenario
+
+    head = {"type": "visca-ip", "host": "127.0.0.1", "camera": "ptzcam"}
+    cams = {"main": {"type": "file", "path": "x.mp4"}, "ptzcam": {"type": "file", "path": str(tmp_path / "y.mp4")}}
+    saved = parse_config({"cameras": cams, "ptz": {"head": head}, "ptz_follow": {"enabled": True}})
+    program = program_from_config(demo_config(builtin_scenario("short"), saved), LatestFrame())
+    assert program is not None and program.source.name == "ptzcam"

@@ -81,6 +81,8 @@ async def _save(request: web.Request) -> web.Response:
 async def _discard(request: web.Request) -> web.Response:
     request.app[CONTROL].require(request, "admin", changes_state=True)
     cal = _calibrator(request)
+    if cal.capturing is not None:  # the capture would add its point after the discard
+        fail(409, f"capturing the {cal.capturing} point: discard when it is done")
     cal.discard()
     return web.json_response(_state(cal))
 

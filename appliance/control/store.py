@@ -115,6 +115,9 @@ class ConfigStore:
         self.keep = keep
         self.pending_restart: set[str] = set()  # keys changed since the box started that wait for a restart
         self.started: dict[str, Any] = current.model_dump(mode="json")
+        # called after each revision written (whoever wrote it: the API, the panel, MQTT, the calibration), so
+        # that what the panels show follows the config
+        self.on_change: list[Callable[[Revision], object]] = []
         revisions_dir.mkdir(parents=True, exist_ok=True)
         for stale in path.parent.glob(f".{path.name}.*"):  # temporaries of a write that was killed
             stale.unlink(missing_ok=True)
@@ -134,7 +137,8 @@ class ConfigStore:
                     "box",
                     changed_keys(before, doc),
                     [],
-                    "changed outside the API since the last revision (file edited, or a write interrupted)",
+                    "changed outside the API since the last revision (the file edited, a write interrupted, or "
+                    "roombox demo's simulated room put in as the main devices)",
                 )
 
     @classmethod
@@ -238,7 +242,13 @@ class ConfigStore:
 
         restart = sorted({k for k in restart if waits(k)})
         self.pending_restart = {k for k in self.pending_restart if waits(k)} | set(restart)
-        return self._record(doc, who, changed, restart, note)
+        rev = self._record(doc, who, changed, restart, note)
+        for tell in self.on_change:
+            try:
+                tell(rev)
+            except Exception:  # the revision stands; a panel that is not told catches up at its next event
+                log.exception("telling of config revision %d failed", rev.id)
+        return rev
 
     def restore(self, rid: int, who: str, on_config: OnConfig | None = None) -> Revision:
         """Write revision ``rid``'s document again, as a new revision. KeyError if there is no such revision;
