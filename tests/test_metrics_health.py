@@ -144,7 +144,7 @@ def test_health_tells_ok_from_degraded_from_dead_over_http() -> None:
     clock = VirtualClock()
 
     async def scenario() -> None:
-        frames, events = LatestFrame(), EventBus()
+        frames, events = LatestFrame(clock=clock.now), EventBus()
         control = Control(Auth.in_memory())
         token = control.auth.tokens.create("read", "a monitor")[1]
         app = create_app(frames, None, events, StreamConfig(), control=control)
@@ -191,6 +191,12 @@ def test_health_tells_ok_from_degraded_from_dead_over_http() -> None:
             frames.put(picture, 1.0)  # pictures again: alive
             status, body = await health_now()
             assert (status, body["status"]) == (200, "ok")
+            # a picture, then none for 45 s, with nobody asking in between: the age counts from the picture
+            frames.put(picture, 2.0)
+            clock.advance(45.0)
+            status, body = await health_now()
+            assert (status, body["status"], body["frames"]["age_s"]) == (503, "dead", 45.0)
+            frames.put(picture, 3.0)
 
             health.add_check("broken", lambda: 1 / 0)  # type: ignore[arg-type,return-value]
             status, body = await health_now()

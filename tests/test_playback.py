@@ -419,6 +419,27 @@ def test_a_missing_speaker_is_reported_and_retried_never_a_crash(pulse: PulseSer
     assert message.startswith("room: device ") and "(pulse)" in message
 
 
+def test_a_missing_mic_array_does_not_break_a_speaker_opening_at_the_same_time(pulse: PulseServer) -> None:  # noqa: F811
+    """A mic array that is not there makes PortAudio list the devices afresh (a device may have been plugged
+    in), which ends and restarts PortAudio; a speaker opening on another thread at that moment failed with
+    "Error querying device" or "PortAudio not initialized" (a sweep: 60 times in 60). They take turns now."""
+    from drivers.audio.capture import PortAudioMicArray
+    from drivers.audio.devices import SoundDeviceBackend
+
+    async def both() -> list[BaseException | None]:
+        mic = PortAudioMicArray(SoundDeviceBackend(), "m", "NoSuchMic", 6, list(range(6)), RATE, open_timeout_s=10)
+        speaker = PortAudioSpeaker("room", "pulse", RATE, open_timeout_s=10)
+        got = await asyncio.gather(mic.start(), speaker.start(), return_exceptions=True)
+        await speaker.stop()
+        await mic.stop()
+        return [g if isinstance(g, BaseException) else None for g in got]
+
+    for _ in range(4):
+        mic_error, speaker_error = asyncio.run(both())
+        assert isinstance(mic_error, SourceLost) and "no input device matching 'NoSuchMic'" in str(mic_error)
+        assert speaker_error is None, speaker_error
+
+
 # -- end to end: a real Janus peer's sound on the speaker ------------------------------------------------
 
 

@@ -267,7 +267,6 @@ class HealthCheck:
         self.stale_s, self.dead_s = stale_s, dead_s
         self.started = clock()
         self._published = frames.published if frames is not None else 0
-        self._last_picture = self.started
         self._checks: dict[str, Check] = {}
 
     def add_check(self, name: str, check: Check) -> None:
@@ -275,14 +274,15 @@ class HealthCheck:
         self._checks[name] = check
 
     def _picture_age(self) -> float | None:
-        """Seconds since a new framed picture was last seen (from start if none yet); None without frames."""
+        """Seconds since the last framed picture was put (from start if none yet); None without frames. The
+        pictures' own clock (``LatestFrame(clock)``) must be this check's. (Before, the age counted from the
+        request that first saw a new picture: a monitor asking every minute was told 0 s about a box whose
+        pictures had stopped 45 s before.)"""
         if self.frames is None:
             return None
-        now = self.clock()
-        if self.frames.published != self._published:
-            self._published = self.frames.published
-            self._last_picture = now
-        return now - self._last_picture
+        self._published = self.frames.published
+        at = self.frames.put_at
+        return self.clock() - (self.started if at is None else max(at, self.started))
 
     def wedged(self) -> bool:
         age = self._picture_age()

@@ -9,7 +9,9 @@ producer's ``t`` (seconds).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +32,9 @@ class LatestFrame:
 
     HISTORY = 4
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.put_at: float | None = None  # when the newest picture was put, on ``clock`` (what the health reads)
         self._seq = 0
         self._image: np.ndarray | None = None
         self._t = 0.0
@@ -52,6 +56,7 @@ class LatestFrame:
         self._seq += 1
         self._image = image
         self._t = float(t)
+        self.put_at = self._clock()
         self._recent.append((self._seq, image, self._t))
         if len(self._recent) > self.HISTORY:  # out of reach: a drop unless some consumer took it
             gone = self._recent.popleft()[0]

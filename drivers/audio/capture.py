@@ -52,6 +52,10 @@ OnBlock = Callable[[np.ndarray, "float | None", bool], None]
 
 REANCHOR_S = 0.05  # raw stamps this much later than the timeline ...
 REANCHOR_AFTER_S = 0.25  # ... for this long: samples were lost (or the source paused)
+# PortAudio is one per process: listing its devices afresh (which ends and restarts it) and opening a stream
+# take turns, whichever device's thread does them (a missing mic array's refresh broke a speaker opening).
+PORTAUDIO_LOCK = threading.RLock()
+
 DRIFT = 1e-3  # the timeline's anchor may rise by this many seconds per second (clock drift)
 MAX_ADC_LATENCY_S = 0.5
 
@@ -291,6 +295,10 @@ class PortAudioMicArray:
         )
 
     def _open(self) -> tuple[InputDevice, int, Stream]:
+        with PORTAUDIO_LOCK:
+            return self._open_now()
+
+    def _open_now(self) -> tuple[InputDevice, int, Stream]:
         dev = self._resolve()
         if dev.channels < self.channels:
             raise MicDeviceError(

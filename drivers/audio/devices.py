@@ -25,7 +25,15 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
-from drivers.audio.capture import Backend, InputDevice, MicDeviceError, OnBlock, PortAudioMicArray, Stream
+from drivers.audio.capture import (
+    PORTAUDIO_LOCK,
+    Backend,
+    InputDevice,
+    MicDeviceError,
+    OnBlock,
+    PortAudioMicArray,
+    Stream,
+)
 from drivers.audio.presets import PRESETS, place
 from drivers.base import MicArraySection, Vec3
 from drivers.registry import DriverContext, register
@@ -150,9 +158,10 @@ def _refresh_portaudio() -> None:
     holds, a new PyAudio instance sees the old list too. So sounddevice's hold is released and taken
     again, when none of our sounddevice streams is open (it would end them)."""
     sd = sys.modules.get("sounddevice")
-    if sd is not None and _sd_open_streams == 0:
-        sd._terminate()
-        sd._initialize()
+    with PORTAUDIO_LOCK:
+        if sd is not None and _sd_open_streams == 0:
+            sd._terminate()
+            sd._initialize()
 
 
 def _import_sounddevice() -> Any:
@@ -185,7 +194,8 @@ class _SdStream:
             self._s.close(ignore_errors=True)
         finally:
             self._s = None
-            _sd_open_streams -= 1
+            with PORTAUDIO_LOCK:
+                _sd_open_streams -= 1
 
 
 class SoundDeviceBackend:

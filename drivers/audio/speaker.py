@@ -41,7 +41,7 @@ from common.clock import SYSTEM_CLOCK, Clock
 from common.errors import RoomboxError
 from common.settings import Section
 from drivers.audio import devices as _devices
-from drivers.audio.capture import _in_thread
+from drivers.audio.capture import PORTAUDIO_LOCK, _in_thread
 from drivers.audio.fifo import SampleFifo
 from drivers.audio.resample import StreamResampler
 from drivers.base import SourceLost
@@ -266,6 +266,10 @@ class PortAudioSpeaker:
         )
 
     def _open(self) -> tuple[OutputDevice, int, int, Any]:
+        with PORTAUDIO_LOCK:
+            return self._open_now()
+
+    def _open_now(self) -> tuple[OutputDevice, int, int, Any]:
         sd = _devices._import_sounddevice()
         dev = self._resolve()
         channels = self.wanted_channels or min(2, dev.channels)
@@ -430,7 +434,8 @@ def _close(stream: Any) -> None:
         stream.abort(ignore_errors=True)
         stream.close(ignore_errors=True)
     finally:
-        _devices._sd_open_streams -= 1
+        with PORTAUDIO_LOCK:
+            _devices._sd_open_streams -= 1
 
 
 @register("speaker", "sounddevice", SoundDeviceSpeakerConfig)
