@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from appliance.calibration import CalibrationRefused, Limits, fit
 from appliance.control.settings import MqttConfig
 from appliance.logs import LogConfig
-from common.settings import ConfigError, Section, describe_errors, read_toml
+from common.settings import ConfigError, Section, describe_errors, host_or_ip, read_toml
 from drivers.base import CameraSection, MicArraySection
 from drivers.registry import Kind, drivers, section_union
 
@@ -572,20 +572,7 @@ class PanelConfig(Section):
     @classmethod
     def _address(cls, v: str) -> str:
         """An IP address or a host name: anything else would keep the box from starting (it cannot listen)."""
-        import ipaddress
-        import re
-
-        try:
-            ipaddress.ip_address(v)
-            return v
-        except ValueError:
-            pass
-        if (
-            not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))*", v)
-            or len(v) > 253
-        ):
-            raise ValueError(f"{v!r} is not an IP address or a host name to listen on")
-        return v
+        return host_or_ip(v, "to listen on")
 
 
 _HostName = Annotated[str, Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$", max_length=253)]

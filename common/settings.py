@@ -52,7 +52,8 @@ def _wrong_kind(kinds: set[type], v: Any) -> str | None:
     """Why ``v`` is not a value of a field taking ``kinds``, or None."""
     numbers = bool(kinds & {int, float})
     if isinstance(v, bool):
-        return f"a number, not {str(v).lower()}" if bool not in kinds and numbers else None
+        what = "a number or a text" if str in kinds else "a number"
+        return f"{what}, not {str(v).lower()}" if bool not in kinds and numbers else None
     if isinstance(v, str):
         if str not in kinds and (numbers or bool in kinds):
             return f"{'a number' if numbers else 'true or false'}, not the text {v[:40]!r}"
@@ -73,6 +74,24 @@ def _scalar_kinds(annotation: Any) -> set[type]:
     if origin is typing.Union or origin is types.UnionType:
         return set().union(*(_scalar_kinds(a) for a in typing.get_args(annotation)))
     return set()
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))*")
+
+
+def host_or_ip(v: str, purpose: str) -> str:
+    """``v`` when it is an IP address or a host name, else a ValueError: ``'v' is not an IP address or a host
+    name`` and the ``purpose`` (e.g. "to listen on")."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(v)
+        return v
+    except ValueError:
+        pass
+    if not _HOST_NAME.fullmatch(v) or len(v) > 253:
+        raise ValueError(f"{v[:80]!r} is not an IP address or a host name {purpose}")
+    return v
 
 
 def error_key(e: ErrorDetails) -> str:

@@ -213,3 +213,16 @@ def test_the_simulated_view_moves_at_finite_speed() -> None:
     assert arrived[-1] == pytest.approx(160 + f * np.tan(np.radians(20)), abs=6)
     assert 160 + 10 < halfway < arrived[-1] - 10
     assert len(set(arrived)) == 1
+
+
+def test_a_camera_address_that_is_no_address_is_refused() -> None:
+    """As [panel] host: an address that is neither an IP address nor a host name loaded, then failed at every
+    connection (a sweep of the live box)."""
+    from appliance.config import parse_config
+    from common.settings import ConfigError
+
+    for kind in ("visca-ip", "visca-tcp"):
+        with pytest.raises(ConfigError, match=r"host\] 'not a host' is not an IP address or a host name to reach"):
+            parse_config({"ptz": {"head": {"type": kind, "host": "not a host"}}})
+        head = parse_config({"ptz": {"head": {"type": kind, "host": "ptz-1.local"}}}).ptz["head"]
+        assert getattr(head, "host", None) == "ptz-1.local"

@@ -20,10 +20,10 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from drivers.audio.capture import (
     PORTAUDIO_LOCK,
@@ -40,7 +40,19 @@ from drivers.registry import DriverContext, register
 
 PresetKey = Literal["respeaker-usb-4mic", "respeaker-6mic", "uma8", "respeaker-lite", "linear-4"]
 _Angle = float
-_Channel = int
+_Channel = Annotated[int, Field(ge=0, le=63)]
+
+
+def check_device(v: str | int | None) -> str | int | None:
+    """A device as config gives it: an index (0 or more) or a part of its name (not empty), or None (the
+    default device). Anything else would load, then fail at every start."""
+    if isinstance(v, int) and v < 0:
+        raise ValueError(f"a device index is 0 or more (roombox mics lists them), not {v}")
+    if isinstance(v, str) and not v.strip():
+        raise ValueError("an empty device name: give a part of its name or its index, or leave device out")
+    return v
+
+
 PLACED_AT: Vec3 = (0.0, -0.1, 0.0)  # the array's centre when array_position is left out: 10 cm below the camera
 
 
@@ -53,6 +65,8 @@ class PortAudioMicSection(MicArraySection):
         description="Its index or a part of its name, as `roombox mics` lists "
         "them; left out: the default input device.",
     )
+    _device = field_validator("device")(check_device)
+
     preset: PresetKey | None = Field(
         None,
         title="Array model",

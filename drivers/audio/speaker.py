@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from common.clock import SYSTEM_CLOCK, Clock
 from common.errors import RoomboxError
@@ -82,6 +82,7 @@ class SpeakerSection(Section):
     volume: float = Field(
         80.0, ge=0.0, le=100.0, title="Volume (0-100)", description="Linear: 50 is half the amplitude."
     )
+    _device = field_validator("device")(_devices.check_device)
     channels: int | None = Field(
         None, ge=1, le=64, title="Channels", description="The sound goes to every one; left out: up to 2."
     )

@@ -14,8 +14,9 @@ import os
 import termios
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from common.settings import host_or_ip
 from drivers.ptz import visca
 from drivers.ptz.base import PtzError, PtzLimits, PtzPosition, PtzSection
 from drivers.registry import DriverContext, register
@@ -32,13 +33,20 @@ class ViscaSection(PtzSection):
     tilt_speed: int = Field(visca.TILT_SPEED_MAX, ge=1, le=visca.TILT_SPEED_MAX, title="Tilt speed (1-20)")
 
 
-class ViscaIpConfig(ViscaSection):
+class _Networked(ViscaSection):
+    @field_validator("host", check_fields=False)
+    @classmethod
+    def _address(cls, v: str) -> str:
+        return host_or_ip(v, "to reach the camera at")
+
+
+class ViscaIpConfig(_Networked):
     type: Literal["visca-ip"] = "visca-ip"
     host: str = Field(..., min_length=1, max_length=255, title="Camera address (IP or host name)")
     port: int = Field(52381, ge=1, le=65535, title="VISCA-over-IP UDP port")
 
 
-class ViscaTcpConfig(ViscaSection):
+class ViscaTcpConfig(_Networked):
     type: Literal["visca-tcp"] = "visca-tcp"
     host: str = Field(..., min_length=1, max_length=255, title="Camera address (IP or host name)")
     port: int = Field(5678, ge=1, le=65535, title="VISCA TCP port")
