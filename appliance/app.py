@@ -43,6 +43,18 @@ def demo_config(scenario: Path, cfg: Config) -> Config:
     return cfg.model_copy(update={"cameras": cameras, "mic_arrays": mic_arrays})
 
 
+def meeting_check(connector: Any) -> Callable[[], tuple[Literal["degraded"], str] | None]:
+    """A health check of a meeting connector: degraded while it retries or has failed (it was asked to
+    join and is not in), nothing to say otherwise (connected, or left on purpose)."""
+
+    def check() -> tuple[Literal["degraded"], str] | None:
+        if connector.state in ("retrying", "failed"):
+            return "degraded", f"{connector.state}: {connector.detail}".rstrip(": ")
+        return None
+
+    return check
+
+
 def serve(cfg: Config, config_path: Path | None = None, clock: Clock = SYSTEM_CLOCK) -> int:
     """Run the box on the devices of ``cfg`` until SIGINT or SIGTERM; returns the exit code. Changes made
     through the config API are written to ``config_path`` (default ``$ROOMBOX_HOME/config.toml``)."""
@@ -129,6 +141,8 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
             calibration=box.calibrator,
         )
         health = HealthCheck(events, frames)
+        for connector in connectors:  # a meeting the box should be in and is not: degraded, with the reason
+            health.add_check(f"meeting {connector.kind}", meeting_check(connector))
         add_metrics_routes(app, Metrics(events=events, frames=frames, audio=audio), health)
         fleet = _fleet(cfg, events, control, box.on_config, health)
         async with run_server(app, cfg.panel.host, cfg.panel.port):

@@ -57,6 +57,9 @@ def _wrong_kind(kinds: set[type], v: Any) -> str | None:
     if isinstance(v, str):
         if str not in kinds and (numbers or bool in kinds):
             return f"{'a number' if numbers else 'true or false'}, not the text {v[:40]!r}"
+        bad = next((i for i, ch in enumerate(v) if (ch < " " and ch not in "\t\n") or ch == "\x7f"), None)
+        if bad is not None:  # a NUL, a carriage return: nothing a name, a path, a URL or a token carries
+            return f"a control character ({v[bad]!r}) at {bad} in {v[:40]!r}"
         return None
     if isinstance(v, int | float) and kinds == {bool}:
         return f"true or false, not {v!r}"

@@ -425,6 +425,7 @@ def test_config_put_validates_records_revisions_and_restores(box: Box) -> None:
         ),
         ({**doc, "stream": {**doc["stream"], "fps": "30"}}, "stream.fps", "a number, not the text '30'"),
         ({**doc, "director": {**doc["director"], "lips": 1}}, "director.lips", "true or false, not 1"),
+        ({**doc, "whip": {**doc["whip"], "token": "abc\r\nX-Evil: 1"}}, "whip.token", "a control character ('\\r')"),
         ({**doc, "colour": "red"}, "colour", "unknown key"),
         ([1, 2], "(top level)", "object"),
     ]

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from appliance.app import meeting_check
 from appliance.config import StreamConfig, WhipConfig
 from appliance.streaming.encoder import EncodedVideo, PyAvVideoEncoder
 from appliance.streaming.hub import AudioHub, LatestFrame
@@ -158,7 +159,13 @@ def test_whip_server_errors_and_an_unreachable_endpoint_are_retried_with_back_of
             await wait_for(lambda: pub.state == "retrying", 10, "retrying")
             print(f"\nunreachable: {pub.detail}")
             assert f"WHIP {closed} unreachable: " in pub.detail and "next attempt in" in pub.detail
+            # /api/health says so (before, "ok" while the meeting was out of reach)
+            health = meeting_check(pub)()
+            assert (
+                health is not None and health[0] == "degraded" and f"retrying: WHIP {closed} unreachable" in health[1]
+            )
             await pub.stop()
+            assert meeting_check(pub)() is None  # left on purpose: nothing to say
         finally:
             await front.stop()
             await room.close()

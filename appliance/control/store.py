@@ -218,8 +218,9 @@ class ConfigStore:
             else:
                 try:  # applied first: a config the running box cannot take is refused, the file left as it was
                     needs = on_config(new)
-                except Exception as e:
-                    log.exception("applying the new config live failed: refused, the running config kept")
+                except Exception as e:  # a config the box cannot take: the sender is told why; no traceback
+                    log.warning("a config the running box cannot apply was refused: %s: %s", type(e).__name__, e)
+                    log.debug("applying the config failed", exc_info=True)
                     try:
                         on_config(old)  # whatever part of it was taken, undone
                     except Exception:
