@@ -498,6 +498,11 @@ def test_a_vanished_server_is_source_lost_and_a_restart_captures_again(pulse: Pu
             took = time.monotonic() - killed
         finally:
             await asyncio.wait_for(source.stop(), 15.0)
+        # started again while the server is away: lost, not a config the device refuses (before: "refuses 6
+        # channels at every rate tried", as if the config were wrong)
+        with pytest.raises(SourceLost) as away:
+            await asyncio.wait_for(source.start(), 30.0)
+        assert "refuses" not in str(away.value), away.value
         # what the supervisor does next: start again once the device is back
         pulse.start()
         await asyncio.wait_for(source.start(), 30.0)

@@ -60,6 +60,21 @@ DRIFT = 1e-3  # the timeline's anchor may rise by this many seconds per second (
 MAX_ADC_LATENCY_S = 0.5
 
 
+# what PortAudio says when the device or its sound server went away between listing and opening
+_GONE = ("Error querying device", "Illegal combination of I/O devices", "host API not found", "not initialized")
+
+
+def refusal(device: str, channels: int, tried: dict[int, str], error: type[Exception]) -> Exception:
+    """The error for a device that took none of the rates ``tried`` (rate -> PortAudio's reason): a
+    :class:`SourceLost` when PortAudio cannot reach the device at all (retrying may help), else ``error``
+    (the config asks what the device cannot do)."""
+    reasons = set(tried.values())
+    if len(reasons) == 1 and any(g in (only := next(iter(reasons))) for g in _GONE):
+        return SourceLost(f"{device} cannot be opened now: {only} (the device or its sound server went away?)")
+    listed = "; ".join(f"{rate} Hz: {reason}" for rate, reason in tried.items())
+    return error(f"{device} refuses {channels} channels at every rate tried ({listed})")
+
+
 class MicDeviceError(RoomboxError, ValueError):
     """A sound card that cannot be used as configured (missing package, no such channel count or rate);
     the message names the device and the reason."""
@@ -282,17 +297,14 @@ class PortAudioMicArray:
                     f"channels at device_rate {self.wanted_device_rate} Hz: {reason}"
                 )
             return self.wanted_device_rate
-        tried: list[str] = []
+        tried: dict[int, str] = {}
         candidates = [self.sample_rate, round(dev.default_rate), 48000, 44100]
         for rate in dict.fromkeys(r for r in candidates if r > 0):
             reason = self.backend.check(dev.index, self.channels, rate)
             if reason is None:
                 return rate
-            tried.append(f"{rate} Hz: {reason}")
-        raise MicDeviceError(
-            f"{self.name}: device {dev.index} ({dev.name}) refuses {self.channels} channels "
-            f"at every rate tried ({'; '.join(tried)})"
-        )
+            tried[rate] = reason
+        raise refusal(f"{self.name}: device {dev.index} ({dev.name})", self.channels, tried, MicDeviceError)
 
     def _open(self) -> tuple[InputDevice, int, Stream]:
         with PORTAUDIO_LOCK:

@@ -41,7 +41,7 @@ from common.clock import SYSTEM_CLOCK, Clock
 from common.errors import RoomboxError
 from common.settings import Section
 from drivers.audio import devices as _devices
-from drivers.audio.capture import PORTAUDIO_LOCK, _in_thread
+from drivers.audio.capture import PORTAUDIO_LOCK, _in_thread, refusal
 from drivers.audio.fifo import SampleFifo
 from drivers.audio.resample import StreamResampler
 from drivers.base import SourceLost
@@ -255,16 +255,13 @@ class PortAudioSpeaker:
                     f"{self.wanted_device_rate} Hz: {reason}"
                 )
             return self.wanted_device_rate
-        tried = []
+        tried: dict[int, str] = {}
         for rate in dict.fromkeys(r for r in (self.sample_rate, round(dev.default_rate), 48000, 44100) if r > 0):
             reason = refused(rate)
             if reason is None:
                 return rate
-            tried.append(f"{rate} Hz: {reason}")
-        raise SpeakerDeviceError(
-            f"{self.name}: device {dev.index} ({dev.name}) refuses {channels} channels at every rate tried "
-            f"({'; '.join(tried)})"
-        )
+            tried[rate] = reason
+        raise refusal(f"{self.name}: device {dev.index} ({dev.name})", channels, tried, SpeakerDeviceError)
 
     def _open(self) -> tuple[OutputDevice, int, int, Any]:
         with PORTAUDIO_LOCK:
