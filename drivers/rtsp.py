@@ -86,8 +86,13 @@ class RtspGrabber:
             raise SourceLost(
                 f"{_redact(self.url)}: cannot open the stream: no answer within {self.open_timeout_s:g} s"
             ) from None
-        except (av.error.FFmpegError, OSError) as e:
-            raise SourceLost(f"{_redact(self.url)}: cannot open the stream: {e}") from None
+        except av.error.InvalidDataError:  # what FFmpeg says of a server that answered nothing it reads
+            raise SourceLost(
+                f"{_redact(self.url)}: cannot open the stream: no RTSP answer it can read (a server that stalls, "
+                "has no stream there, or does not speak RTSP)"
+            ) from None
+        except (av.error.FFmpegError, OSError) as e:  # without FFmpeg's error number and the URL again
+            raise SourceLost(f"{_redact(self.url)}: cannot open the stream: {e.strerror or e}") from None
         if not self._container.streams.video:
             self.close()
             raise SourceLost(f"{_redact(self.url)}: the stream has no video")
