@@ -248,9 +248,14 @@ def fit(points: Sequence[tuple[float, float]], limits: Limits = Limits()) -> Cal
             raise CalibrationRefused(f"camera azimuth {cam:+.1f} deg is outside the camera's view (-90..90)")
         offset = wrap(cam - doa)
         if abs(offset) > limits.max_offset_deg:
+            why = (
+                "it would face away from the camera"
+                if abs(offset) > 90.0
+                else "more than [calibration] max_offset_deg allows"
+            )
             raise CalibrationRefused(
-                f"the array would be turned {offset:+.0f} deg (at most {limits.max_offset_deg:g}): it would face "
-                "away from the camera; check the mic array's positions or rotation in the config"
+                f"the array would be turned {offset:+.0f} deg (at most {limits.max_offset_deg:g}): {why}; check the "
+                "mic array's positions or rotation in the config"
             )
         knots.append((cam - offset, cam))
     knots.sort(key=lambda k: k[1])

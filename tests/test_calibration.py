@@ -48,7 +48,7 @@ def test_two_points_give_offset_and_scale_three_a_piecewise_map() -> None:
 @pytest.mark.parametrize(
     ("points", "why"),
     [
-        ([(150.0, -25.0)], "would be turned"),  # behind the camera
+        ([(150.0, -25.0)], r"would be turned -175 deg \(at most 90\): it would face away from the camera"),
         ([(10.0, -25.0), (-30.0, 22.0)], "the map would decrease"),  # left and right swapped: mirrored
         ([(10.0, 10.0), (10.0, 20.0)], r"both heard at \+10 deg: the array cannot tell them apart"),  # was "decrease"
         ([(-5.0, -25.0), (-4.0, 22.0)], "contradict each other"),  # 47 deg apart in the picture, 1 to the array
@@ -61,6 +61,14 @@ def test_an_implausible_fit_is_refused_with_one_line(points: list[tuple[float, f
     with pytest.raises(CalibrationRefused, match=why) as e:
         fit(points)
     assert "\n" not in str(e.value)
+
+
+def test_a_turn_over_a_tight_limit_names_the_limit_not_the_wall() -> None:
+    """A 33 deg turn refused by max_offset_deg = 5 was said to face away from the camera (a sweep)."""
+    with pytest.raises(
+        CalibrationRefused, match=r"turned \+33 deg \(at most 5\): more than \[calibration\] max_offset"
+    ):
+        fit([(-58.0, -25.0)], Limits(max_offset_deg=5.0))
 
 
 def _doas(azimuths: list[float], t0: float = 0.0) -> list[Doa]:
