@@ -166,6 +166,13 @@ def test_whip_server_errors_and_an_unreachable_endpoint_are_retried_with_back_of
             )
             await pub.stop()
             assert meeting_check(pub)() is None  # left on purpose: nothing to say
+            # joined again: connecting at once, its attempts counted afresh (before: "stopped" in the panel's
+            # reply to "join", then "attempt 5")
+            await pub.start()
+            assert (pub.state, pub.detail, pub.attempts) == ("connecting", "attempt 1", 0)
+            await wait_for(lambda: pub.state == "retrying", 10, "retrying")
+            assert pub.attempts == 1
+            await pub.stop()
         finally:
             await front.stop()
             await room.close()

@@ -108,6 +108,8 @@ class Connector(ABC):
             return
         if self.http is None:
             self.http = aiohttp.ClientSession()
+        self.attempts = 0  # a join afresh counts its attempts afresh
+        self._set("connecting", "attempt 1")  # at once: the panel's reply to "join" says so, not "stopped"
         self._task = asyncio.create_task(self._run(), name=f"{self.kind}-connector")
 
     async def stop(self) -> None:
