@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -438,6 +439,55 @@ def test_a_missing_mic_array_does_not_break_a_speaker_opening_at_the_same_time(p
         mic_error, speaker_error = asyncio.run(both())
         assert isinstance(mic_error, SourceLost) and "no input device matching 'NoSuchMic'" in str(mic_error)
         assert speaker_error is None, speaker_error
+
+
+def test_a_mic_array_plugged_in_while_the_speaker_plays_is_found(
+    pulse: PulseServer,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PortAudio lists the devices once; listing afresh ends every stream. Before, with the speaker playing,
+    a mic array plugged in later was never found. Now a PortAudio started in a new process is asked, the
+    open streams close (the speaker is lost, its supervisor opens it again) and the devices are listed
+    afresh. The device "plugged in" is an ALSA one that ~/.asoundrc defines when the test writes it."""
+    from drivers.audio.capture import PORTAUDIO_RESTART
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    speaker = PortAudioSpeaker("room", "pulse", RATE, stall_s=2.0)
+    mic = PortAudioMicArray(SoundDeviceBackend(), "table", "roombox_late", 2, [0, 1], RATE, open_timeout_s=60)
+
+    async def scenario() -> ArrayBlock:
+        await speaker.start()
+        try:
+            with pytest.raises(SourceLost, match="no input device matching 'roombox_late'"):
+                await mic.start()  # not plugged in: nothing anywhere
+            assert not PORTAUDIO_RESTART.is_set()
+            (tmp_path / ".asoundrc").write_text("pcm.roombox_late {\n    type null\n}\n")  # plugged in
+            with pytest.raises(SourceLost, match="no input device matching 'roombox_late'"):
+                await mic.start()  # seen afresh elsewhere; this PortAudio still holds the old list
+            with pytest.raises(SourceLost, match="closed so that PortAudio can list a sound device plugged in"):
+                speaker.check()
+        finally:
+            await speaker.stop()
+        await mic.start()  # the first to open lists afresh: found
+        try:
+            block = await asyncio.wait_for(mic.recv(), 20.0)
+        finally:
+            await mic.stop()
+        assert not PORTAUDIO_RESTART.is_set()
+        await speaker.start()  # and the speaker plays again
+        try:
+            speaker.write(np.zeros(320, np.float32))
+            speaker.check()
+        finally:
+            await speaker.stop()
+        return block
+
+    try:
+        block = asyncio.run(scenario())
+    finally:
+        PORTAUDIO_RESTART.clear()  # whatever happened: the next tests' streams must not end
+    assert block.samples.shape[1] == 2
 
 
 # -- end to end: a real Janus peer's sound on the speaker ------------------------------------------------

@@ -55,6 +55,10 @@ REANCHOR_AFTER_S = 0.25  # ... for this long: samples were lost (or the source p
 # PortAudio is one per process: listing its devices afresh (which ends and restarts it) and opening a stream
 # take turns, whichever device's thread does them (a missing mic array's refresh broke a speaker opening).
 PORTAUDIO_LOCK = threading.RLock()
+# Set when a device that PortAudio can only list afresh was plugged in while streams of ours were open: they
+# end (SourceLost, retried by their supervisors), and the first to open again lists the devices afresh.
+PORTAUDIO_RESTART = threading.Event()
+RESTARTING = "closed so that PortAudio can list a sound device plugged in since it started (it opens again)"
 
 DRIFT = 1e-3  # the timeline's anchor may rise by this many seconds per second (clock drift)
 MAX_ADC_LATENCY_S = 0.5
@@ -120,7 +124,8 @@ class Backend(Protocol):
 
     def devices(self) -> list[InputDevice]: ...
 
-    def refresh(self) -> None: ...
+    def refresh(self, wanted: str | int | None = None) -> None:
+        """List the devices afresh; ``wanted``: the device looked for (it may be plugged in now)."""
 
     def check(self, index: int, channels: int, rate: int) -> str | None: ...
 
@@ -281,7 +286,7 @@ class PortAudioMicArray:
             try:
                 return find_device(self.backend.devices(), self.device, None)
             except SourceLost:
-                self.backend.refresh()  # a device plugged in since PortAudio listed the devices
+                self.backend.refresh(self.device)  # a device plugged in since PortAudio listed the devices
                 return find_device(self.backend.devices(), self.device, None)
         except SourceLost as e:
             raise SourceLost(f"{self.name}: {e}") from None
@@ -311,6 +316,8 @@ class PortAudioMicArray:
             return self._open_now()
 
     def _open_now(self) -> tuple[InputDevice, int, Stream]:
+        if PORTAUDIO_RESTART.is_set():  # the streams closed for a device plugged in: list afresh first
+            self.backend.refresh()
         dev = self._resolve()
         if dev.channels < self.channels:
             raise MicDeviceError(
@@ -412,11 +419,15 @@ class PortAudioMicArray:
 
     async def _next(self) -> _Item:
         waited = 0.0
+        if PORTAUDIO_RESTART.is_set() and self.backend.package == "sounddevice" and self._stream is not None:
+            raise SourceLost(f"{self._describe()}: {RESTARTING}")
         while not self._queue:
             if self._stream is None:
                 raise RuntimeError(f"{self.name}: recv() before start()")
             if self._finished or not self._stream.active():
                 raise SourceLost(f"{self._describe()}: the stream ended (device gone?)")
+            if PORTAUDIO_RESTART.is_set() and self.backend.package == "sounddevice":
+                raise SourceLost(f"{self._describe()}: {RESTARTING}")
             if waited >= self.stall_s:
                 raise SourceLost(f"{self._describe()}: no audio for {waited:.1f} s (device gone?)")
             self._ready.clear()

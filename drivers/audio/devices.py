@@ -17,7 +17,10 @@ each microphone), ``channels`` (how many the device is opened with) and ``playba
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import subprocess
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -27,6 +30,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from drivers.audio.capture import (
     PORTAUDIO_LOCK,
+    PORTAUDIO_RESTART,
     Backend,
     InputDevice,
     MicDeviceError,
@@ -37,6 +41,8 @@ from drivers.audio.capture import (
 from drivers.audio.presets import PRESETS, place
 from drivers.base import MicArraySection, Vec3
 from drivers.registry import DriverContext, register
+
+log = logging.getLogger(__name__)
 
 PresetKey = Literal["respeaker-usb-4mic", "respeaker-6mic", "uma8", "respeaker-lite", "linear-4"]
 _Angle = float
@@ -166,16 +172,49 @@ class PyAudioMicConfig(PortAudioMicSection):
 _sd_open_streams = 0  # streams of ours open: PortAudio is re-initialised (to see new devices) only with none
 
 
-def _refresh_portaudio() -> None:
+def _refresh_portaudio(wanted: str | int | None = None, direction: Literal["input", "output"] = "input") -> None:
     """Make PortAudio list the devices afresh. PortAudio lists them once, when first initialised in the
     process, and python-sounddevice initialises it on import (pyroomacoustics imports it): while that
     holds, a new PyAudio instance sees the old list too. So sounddevice's hold is released and taken
-    again, when none of our sounddevice streams is open (it would end them)."""
+    again, when none of our sounddevice streams is open (it would end them).
+
+    With streams open and a ``wanted`` device (an index or a part of its name) that a PortAudio started now
+    lists (asked of a new process), :data:`PORTAUDIO_RESTART` is set: our streams end, and the first to open
+    again lists afresh. (Before, a mic array plugged in while the speaker played was never found.)"""
     sd = sys.modules.get("sounddevice")
+    if sd is None:
+        return
     with PORTAUDIO_LOCK:
-        if sd is not None and _sd_open_streams == 0:
+        if _sd_open_streams == 0:
             sd._terminate()
             sd._initialize()
+            PORTAUDIO_RESTART.clear()
+            return
+    if wanted is not None and not PORTAUDIO_RESTART.is_set() and listed_afresh(wanted, direction):
+        log.warning("sound device %r plugged in: the open streams close so that PortAudio can list it", wanted)
+        PORTAUDIO_RESTART.set()
+
+
+_LIST_AFRESH = (
+    "import json, sounddevice as sd; print(json.dumps([[d['name'], d['max_input_channels'], "
+    "d['max_output_channels']] for d in sd.query_devices()]))"
+)
+
+
+def listed_afresh(wanted: str | int, direction: Literal["input", "output"]) -> bool:
+    """Whether a PortAudio started now, in a new process, lists a device ``wanted`` names (an index, or a
+    part of its name, case-insensitive) with channels in ``direction``."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _LIST_AFRESH], capture_output=True, text=True, timeout=30.0, check=True
+        )
+        listing = json.loads(done.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return False
+    column = 1 if direction == "input" else 2
+    if isinstance(wanted, int):
+        return 0 <= wanted < len(listing) and listing[wanted][column] > 0
+    return any(wanted.lower() in str(d[0]).lower() and d[column] > 0 for d in listing)
 
 
 def _import_sounddevice() -> Any:
@@ -236,9 +275,9 @@ class SoundDeviceBackend:
             for d in sd.query_devices()
         ]
 
-    def refresh(self) -> None:
+    def refresh(self, wanted: str | int | None = None) -> None:
         _import_sounddevice()
-        _refresh_portaudio()
+        _refresh_portaudio(wanted)
 
     def check(self, index: int, channels: int, rate: int) -> str | None:
         sd = _import_sounddevice()
@@ -335,8 +374,8 @@ class PyAudioBackend:
         finally:
             pa.terminate()
 
-    def refresh(self) -> None:
-        _refresh_portaudio()
+    def refresh(self, wanted: str | int | None = None) -> None:
+        _refresh_portaudio()  # its own streams are PyAudio's: they are not ended for another device
 
     def check(self, index: int, channels: int, rate: int) -> str | None:
         pyaudio = _import_pyaudio()

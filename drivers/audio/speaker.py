@@ -41,7 +41,7 @@ from common.clock import SYSTEM_CLOCK, Clock
 from common.errors import RoomboxError
 from common.settings import Section
 from drivers.audio import devices as _devices
-from drivers.audio.capture import PORTAUDIO_LOCK, _in_thread, refusal
+from drivers.audio.capture import PORTAUDIO_LOCK, PORTAUDIO_RESTART, RESTARTING, _in_thread, refusal
 from drivers.audio.fifo import SampleFifo
 from drivers.audio.resample import StreamResampler
 from drivers.base import SourceLost
@@ -232,7 +232,7 @@ class PortAudioSpeaker:
             try:
                 return find_output(list_output_devices(), self.device)
             except SourceLost:
-                _devices._refresh_portaudio()  # a device plugged in since PortAudio listed them
+                _devices._refresh_portaudio(self.device, "output")  # a device plugged in since PortAudio listed them
                 return find_output(list_output_devices(), self.device)
         except SourceLost as e:
             raise SourceLost(f"{self.name}: {e}") from None
@@ -268,6 +268,8 @@ class PortAudioSpeaker:
             return self._open_now()
 
     def _open_now(self) -> tuple[OutputDevice, int, int, Any]:
+        if PORTAUDIO_RESTART.is_set():  # the streams closed for a device plugged in: list afresh first
+            _devices._refresh_portaudio()
         sd = _devices._import_sounddevice()
         dev = self._resolve()
         channels = self.wanted_channels or min(2, dev.channels)
@@ -335,6 +337,8 @@ class PortAudioSpeaker:
             raise RuntimeError(f"{self.name}: not started")
         if self._finished or not self._stream.active:
             raise SourceLost(f"{self._describe()}: the stream ended (device gone?)")
+        if PORTAUDIO_RESTART.is_set():
+            raise SourceLost(f"{self._describe()}: {RESTARTING}")
         quiet = time.monotonic() - self._last_callback
         if quiet > self.stall_s:
             raise SourceLost(f"{self._describe()}: no callback for {quiet:.1f} s (device gone?)")
