@@ -598,6 +598,13 @@ class AccessConfig(Section):
     max_body_kb: int = Field(256, ge=16, le=16384, title="Largest request body (KiB)")
     max_viewers: int = Field(8, ge=1, le=64, title="Most WebRTC viewers at once")
     max_sockets: int = Field(64, ge=1, le=1024, title="Most panel sockets at once")
+    max_sockets_per_client: int = Field(
+        8,
+        ge=1,
+        le=1024,
+        title="Most panel sockets one token or session holds at once",
+        description="So that one client cannot take every socket and lock the room's panel out.",
+    )
     ice_timeout_s: float = Field(
         15.0,
         ge=2.0,

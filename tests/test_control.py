@@ -381,28 +381,39 @@ def test_a_socket_is_closed_when_its_token_is_revoked(box: Box, monkeypatch: pyt
 
 
 def test_sockets_are_bounded_live_from_the_config(box: Box) -> None:
+    """At most max_sockets panel sockets, and at most max_sockets_per_client for one token (before, one read
+    token could take all 64 and lock the room's own panel out)."""
     doc = box.store.current.model_dump(mode="json")
-    doc["access"]["max_sockets"] = 2
+    doc["access"]["max_sockets"] = 3
+    doc["access"]["max_sockets_per_client"] = 2
     assert box.call("PUT", "/api/config", doc, token="admin")[0] == 200
 
     async def main() -> list[Any]:
-        headers = {"Authorization": f"Bearer {box.tokens['read']}"}
-        async with aiohttp.ClientSession() as s:
-            a = await s.ws_connect(box.url + "/ws", headers=headers)
-            b = await s.ws_connect(box.url + "/ws", headers=headers)
+        def auth(scope: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {box.tokens[scope]}"}
+
+        async def refused(s: aiohttp.ClientSession, scope: str) -> Any:
             try:
-                await s.ws_connect(box.url + "/ws", headers=headers)
-                third: Any = "connected"
+                ws = await s.ws_connect(box.url + "/ws", headers=auth(scope))
             except aiohttp.WSServerHandshakeError as e:
-                third = e.status
+                return e.status
+            await ws.close()
+            return "connected"
+
+        async with aiohttp.ClientSession() as s:
+            a = await s.ws_connect(box.url + "/ws", headers=auth("read"))
+            b = await s.ws_connect(box.url + "/ws", headers=auth("read"))
+            third_of_one_token = await refused(s, "read")
+            c = await s.ws_connect(box.url + "/ws", headers=auth("control"))  # another client: room left
+            fourth_of_the_box = await refused(s, "admin")
             await a.close()
             await asyncio.sleep(0.3)
-            c = await s.ws_connect(box.url + "/ws", headers=headers)
-            await b.close()
-            await c.close()
-        return [third]
+            d = await s.ws_connect(box.url + "/ws", headers=auth("read"))  # its own again
+            for ws in (b, c, d):
+                await ws.close()
+        return [third_of_one_token, fourth_of_the_box]
 
-    assert run_async(main()) == [429]
+    assert run_async(main()) == [429, 429]
 
 
 # ---------- the config API ----------

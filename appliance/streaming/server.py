@@ -100,6 +100,7 @@ class _Parts(WatchedPeers):
         self.owns_video = video is None
         self.negotiating: set[RTCPeerConnection] = set()  # their /offer handler closes them if it fails
         self.sockets: set[web.WebSocketResponse] = set()
+        self.socket_owners: dict[web.WebSocketResponse, str] = {}  # the token or session holding each
         self.control = control
         self.sent: dict[int, tuple[dict[str, Any], str]] = {}  # events serialized once for all panels
         self.display: Display | None = None  # the room display's peers, when the app serves one
@@ -304,15 +305,25 @@ async def _run_command(p: _Parts, text: str, who: Principal | None = None, remot
 async def _ws(request: web.Request) -> web.WebSocketResponse:
     p = request.app[PARTS]
     who = p.control.require(request, "read", changes_state=True)
-    if len(p.sockets) >= p.control.access.max_sockets:
+    access = p.control.access
+    if len(p.sockets) >= access.max_sockets:
         fail(
             429,
             f"this box already has {len(p.sockets)} panel sockets (access.max_sockets)",
             headers={"Retry-After": "5"},
         )
+    owner = who.token_id or who.session_id or who.who
+    held = sum(1 for o in p.socket_owners.values() if o == owner)
+    if held >= access.max_sockets_per_client:
+        fail(
+            429,
+            f"{who.who} already holds {held} panel sockets (access.max_sockets_per_client)",
+            headers={"Retry-After": "5"},
+        )
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024)
     await ws.prepare(request)
     p.sockets.add(ws)
+    p.socket_owners[ws] = owner
     queue = p.events.subscribe()
 
     async def forward() -> None:
@@ -344,6 +355,7 @@ async def _ws(request: web.Request) -> web.WebSocketResponse:
         await asyncio.gather(sender, return_exceptions=True)
         p.events.unsubscribe(queue)
         p.sockets.discard(ws)
+        p.socket_owners.pop(ws, None)
     return ws
 
 
