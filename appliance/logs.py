@@ -127,6 +127,26 @@ def capture_native_stderr(chatter: bool = False) -> TextIO:
     return stream
 
 
+class ClientFaults(logging.Filter):
+    """aiohttp logs a request it cannot parse (no Host, two Host headers, a NUL in a header) or a client
+    that left mid-body at ERROR with a traceback; anyone on the network can cause them. They become one
+    WARNING line saying what the client did wrong."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "aiohttp.server" or not record.exc_info:
+            return True
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        error = record.exc_info[1]
+        if isinstance(error, HttpProcessingError | ConnectionResetError):
+            what = " ".join(str(getattr(error, "message", "") or error).split()) or type(error).__name__
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {what}"
+            record.args = ()
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def setup_logging(
     level: str | int = "info",
     json: bool = False,
@@ -148,6 +168,7 @@ def setup_logging(
         stream = capture_native_stderr(chatter)
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.set_name(_HANDLER_NAME)
+    handler.addFilter(ClientFaults())
     if json:
         handler.setFormatter(JsonFormatter())
     elif os.environ.get("JOURNAL_STREAM"):

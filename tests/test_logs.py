@@ -112,6 +112,19 @@ def test_text_format_and_a_bad_level(capsys: pytest.CaptureFixture[str]) -> None
         logging.getLogger("x").info("not shown")
         logging.getLogger("x").warning("shown %d", 1)
         assert out.getvalue().rstrip().endswith("WARNING x: shown 1")
+        # a client's malformed request: one warning line, not an error with aiohttp's traceback
+        from aiohttp.http_exceptions import BadHttpMessage
+
+        try:
+            raise BadHttpMessage("Missing 'Host' header in request.")
+        except BadHttpMessage:
+            logging.getLogger("aiohttp.server").exception("Error handling request from %s", "127.0.0.1")
+        last = out.getvalue().rstrip().splitlines()[-1]
+        assert last.endswith(
+            "WARNING aiohttp.server: Error handling request from 127.0.0.1: BadHttpMessage: Missing 'Host' header "
+            "in request."
+        ), out.getvalue()
+        assert "Traceback" not in out.getvalue()
         with pytest.raises(ValueError, match=r"\[log.level\] unknown log level 'loud'"):
             setup_logging("loud", native=False, stream=out)
     finally:
