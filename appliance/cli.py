@@ -41,7 +41,7 @@ def demo_config_path(given: str | None) -> Path | None:
     if given is not None:
         return Path(given)
     saved = home_dir() / "config.toml"
-    return saved if saved.is_file() else None
+    return saved if saved.exists() else None  # one that is no file is refused when it is read
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -316,8 +316,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["read", "control", "admin"],
         help="read: state and stream; control: also the panel's commands; admin: also the config",
     )
-    tc.add_argument("--name", default=None)
-    tc.add_argument("--expires-days", type=float, default=None, help="default: never")
+    tc.add_argument(
+        "--name",
+        default=None,
+        help="1-64 printable characters, not 8 hex digits (that is what an id looks like); default token-ID",
+    )
+    tc.add_argument(
+        "--expires-days",
+        type=float,
+        default=None,
+        metavar="D",
+        help="lifetime in days, 0.0417 (an hour) to 36500; default: never",
+    )
     tc.add_argument(
         "--from",
         dest="allowed_from",
@@ -327,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="only from this address or network (repeatable), e.g. 127.0.0.1 for the kiosk",
     )
     tsub.add_parser("list", help="the tokens (never the secrets)")
-    tr = tsub.add_parser("revoke", help="revoke a token by id, or every token with this name")
+    tr = tsub.add_parser(
+        "revoke", help="revoke the token with this id; if no token has this id, every token with this name"
+    )
     tr.add_argument("token", metavar="ID_OR_NAME")
     t.set_defaults(func=cmd_token)
 

@@ -774,7 +774,13 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     """Read and validate a TOML config file; ``None`` gives the defaults."""
     if path is None:
         return Config()
-    return parse_config(read_toml(path, "config", ConfigError), str(path))
+    doc = read_toml(path, "config", ConfigError)
+    if not doc:  # as the config API: an empty file (a write cut short by a power loss) is not "all defaults"
+        raise ConfigError(
+            f"{path}: is empty, so every key would take its default: write the config in it, or remove the file "
+            "to start from the defaults"
+        )
+    return parse_config(doc, str(path))
 
 
 def config_to_toml(cfg: Config) -> str:

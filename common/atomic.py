@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
+
+TEMP_SUFFIX = ".tmp"
+
+
+def stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """The temporaries :func:`write_atomic` left beside ``path`` when it was killed before its rename
+    (``.NAME.XXXXXXXX.tmp``), and nothing else: an editor's ``.NAME.swp`` or an admin's ``.NAME.bak`` stay."""
+    p = Path(path)
+    pattern = re.compile(rf"\.{re.escape(p.name)}\.[A-Za-z0-9_]{{8}}{re.escape(TEMP_SUFFIX)}")
+    try:
+        return [q for q in p.parent.iterdir() if pattern.fullmatch(q.name)]
+    except OSError:
+        return []
 
 
 def write_atomic(path: str | os.PathLike[str], data: str | bytes, mode: int = 0o644) -> None:
@@ -12,7 +26,7 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, mode: int = 0o
     p = Path(path)
     check_writable(p)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=TEMP_SUFFIX, dir=p.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import random
+import select
 import signal
 import socket
 import subprocess
@@ -542,11 +543,18 @@ def test_a_store_reopened_finds_changes_made_outside_it(tmp_path: Path) -> None:
     assert store.latest_id() == 1
     text = (tmp_path / "config.toml").read_text().replace("min_hold_s = 1.5", "min_hold_s = 2.5")
     (tmp_path / "config.toml").write_text(text)
-    (tmp_path / ".config.toml.abc123").write_text("half a wri")  # a write killed before its rename
+    (tmp_path / ".config.toml.abc_1234.tmp").write_text("half a wri")  # a write killed before its rename
+    (tmp_path / "revs" / ".000001.json.k2j_9x0q.tmp").write_text("half")
+    # the admin's own files beside it stay (before, everything named .config.toml.* went: vim's swap file too)
+    mine = [tmp_path / ".config.toml.swp", tmp_path / ".config.toml.bak", tmp_path / "revs" / ".000001.json.keep"]
+    for f in mine:
+        f.write_text("mine")
     again = ConfigStore.open(tmp_path / "config.toml", tmp_path / "revs")
     rev = again.revisions()[0]
     assert (rev.id, rev.changed, rev.who) == (2, ["director.min_hold_s"], "box")
-    assert not (tmp_path / ".config.toml.abc123").exists()
+    assert not (tmp_path / ".config.toml.abc_1234.tmp").exists()
+    assert not (tmp_path / "revs" / ".000001.json.k2j_9x0q.tmp").exists()
+    assert all(f.read_text() == "mine" for f in mine)
     assert ConfigStore.open(tmp_path / "config.toml", tmp_path / "revs").latest_id() == 2
 
 
@@ -624,6 +632,94 @@ def test_a_config_write_killed_at_random_moments_leaves_the_old_or_the_new_file(
     assert not list(tmp_path.glob(".config.toml.*")) and not list(revs.glob(".*"))
     assert store.document(store.latest_id()) == store.current.model_dump(mode="json")
     assert tomllib.loads(path.read_text())["director"]["min_hold_s"] in wanted
+
+
+FULL = r"""
+import json, resource, signal, sys
+from pathlib import Path
+from appliance.config import Config, DirectorConfig, load_config
+from appliance.control.store import ConfigStore, StoreError
+path, revs, limit = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+store = ConfigStore(path, revs, load_config(path))
+applied = []
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+try:
+    store.write(Config(director=DirectorConfig(min_hold_s=7.0)), "it", lambda cfg: applied.append(cfg) or [])
+    out = {"error": None}
+except StoreError as e:
+    out = {"error": str(e)}
+out.update(current=store.current.director.min_hold_s, applied=[c.director.min_hold_s for c in applied],
+           latest=store.latest_id(), pending=sorted(store.pending_restart))
+print(json.dumps(out))
+"""
+
+
+def test_a_config_whose_revision_cannot_be_written_is_not_left_in_force(tmp_path: Path) -> None:
+    """The file fits, its revision does not (a full disk; here a real file-size limit on the process): the
+    file and the box go back to the config before, and the refusal says so. Before, the change stayed in
+    force and in the file, unrecorded, its ETag unchanged, while the client got a bare 500."""
+    path, revs = tmp_path / "config.toml", tmp_path / "revs"
+    ConfigStore.open(path, revs)
+    before = path.read_text()
+    record = (revs / "000001.json").stat().st_size
+    assert len(before) < record  # room for the file but not for a revision
+    done = subprocess.run(
+        [sys.executable, "-c", FULL, str(path), str(revs), str((len(before) + record) // 2)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["error"].startswith("not saved, the config in force is unchanged: ") and "File too large" in out["error"]
+    assert out["current"] == 1.5 and out["applied"] == [7.0, 1.5] and out["latest"] == 1 and out["pending"] == []
+    assert path.read_text() == before and not list(tmp_path.glob(".config.toml.*"))
+    assert sorted(f.name for f in revs.iterdir()) == ["000001.json"]
+
+
+def test_a_damaged_revision_neither_stops_the_box_nor_hides(box: Box) -> None:
+    """A revision file cut short or of another shape: the box starts (before, it refused to, naming no file,
+    or with a traceback), the history lists it as damaged, and reading or restoring it says so."""
+    doc = box.call("GET", "/api/config", token="admin")[2]
+    for hold in (2.0, 3.0):
+        assert (
+            box.call("PUT", "/api/config", {**doc, "director": {**doc["director"], "min_hold_s": hold}}, token="admin")[
+                0
+            ]
+            == 200
+        )
+    revs = box.home / "config-revisions"
+    (revs / "000003.json").write_text((revs / "000003.json").read_text()[:100])  # cut short: the latest
+    (revs / "000002.json").write_text("[]")
+    again = ConfigStore(box.home / "config.toml", revs, load_config(box.home / "config.toml"))
+    assert again.latest_id() == 4 and again.revisions()[0].note.startswith("changed outside the API")
+    listed = {r.id: r for r in again.revisions()}
+    assert listed[3].who == "?" and "000003.json: cannot be read: JSONDecodeError" in listed[3].note
+    assert listed[2].who == "?" and "not a revision record" in listed[2].note
+    status, _, err = box.call("GET", "/api/config/revisions/3", token="admin")
+    assert status == 409 and "revision 3 is damaged" in err["error"]
+    status, _, err = box.call("POST", "/api/config/revisions/2/restore", token="admin")
+    assert status == 409 and "nothing restored" in err["error"]
+
+
+def test_a_config_that_cannot_be_written_is_answered_in_json(box: Box) -> None:
+    """A directory in config.toml's place: 507 naming it, nothing changed (before, a plain-text 500)."""
+    doc = box.call("GET", "/api/config", token="admin")[2]
+    path = box.home / "config.toml"
+    text = path.read_text()
+    path.unlink()
+    path.mkdir()
+    try:
+        new = {**doc, "director": {**doc["director"], "min_hold_s": 9.0}}
+        status, headers, err = box.call("PUT", "/api/config", new, token="admin")
+    finally:
+        path.rmdir()
+        path.write_text(text)
+    assert status == 507 and headers["Content-Type"].startswith("application/json"), err
+    assert err["error"].startswith("not saved, the config in force is unchanged: ") and "is a directory" in err["error"]
+    assert box.store.current == Config() and box.applied[-1:] in ([], [Config()])
 
 
 # ---------- sessions, the PIN, the command line ----------
@@ -727,6 +823,283 @@ def test_token_and_pin_commands_and_a_running_box_sees_them(
     assert box.call("POST", "/api/session", {"pin": "97531"}, headers={"Origin": box.url})[0] == 200
     assert roombox("pin", "clear")[0] == 0
     assert box.call("POST", "/api/session", {"pin": "97531"}, headers={"Origin": box.url})[0] == 409
+
+
+# ---------- the token and PIN files: damage, parallel commands, odd input ----------
+
+
+def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], home: Path) -> Any:
+    """``roombox`` run in this process on ``home``: (exit code, stdout, stderr)."""
+    from appliance.cli import main
+
+    monkeypatch.setenv("ROOMBOX_HOME", str(home))
+
+    def roombox(*args: str, stdin: str = "") -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        try:
+            code = main(list(args))
+        except SystemExit as e:
+            code = int(e.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return roombox
+
+
+def _tokens_doc(home: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((home / "tokens.json").read_text())
+    return doc
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Rewrite ``path`` as an editor would (a new file renamed over it), so a reader sees it changed."""
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _damaged(good: bytes) -> dict[str, bytes]:
+    doc = json.loads(good)
+
+    def edit(i: int, **fields: Any) -> bytes:
+        d = json.loads(good)
+        d["tokens"][i].update(fields)
+        return json.dumps(d).encode()
+
+    no_hash = json.loads(good)
+    del no_hash["tokens"][1]["sha256"]
+    return {
+        "truncated": good[: len(good) // 2],
+        "empty": b"",
+        "binary": bytes(range(256)),
+        "bom": b"\xef\xbb\xbf" + good,
+        "a list": json.dumps(doc["tokens"]).encode(),
+        "null": b"null",
+        "tokens an object": json.dumps({"tokens": {"a": doc["tokens"][0]}}).encode(),
+        "unknown scope": edit(1, scope="root"),
+        "expires a word": edit(1, expires="never"),
+        "no sha256": json.dumps(no_hash).encode(),
+        "expires NaN": edit(1, expires=float("nan")),
+        "expires huge": edit(1, expires=1e300),
+        "expires infinite": edit(1, expires=1e300).replace(b"1e+300", b"1e400"),
+        "from a string": edit(1, **{"from": "10.0.0.0/8"}),
+        "from garbage": edit(1, **{"from": ["garbage"]}),
+        "a repeated id": json.dumps({"tokens": [*doc["tokens"], doc["tokens"][0]]}).encode(),
+        "nested deep": b'{"tokens": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}",
+    }
+
+
+def test_a_damaged_tokens_file_is_never_written_over_and_the_commands_say_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    roombox = _cli(monkeypatch, capsys, tmp_path)
+    for name in ("t1", "t2", "t3"):
+        assert roombox("token", "create", "--scope", "admin", "--name", name)[0] == 0
+    path = tmp_path / "tokens.json"
+    good = path.read_bytes()
+    for shape, data in _damaged(good).items():
+        path.write_bytes(data)
+        for cmd in (("token", "create", "--scope", "read", "--name", "new"), ("token", "revoke", "t1")):
+            code, out, err = roombox(*cmd)
+            assert code == 2 and out == "", (shape, cmd, out, err)
+            assert err.count("\n") == 1 and str(path) in err and "nothing was written" in err, (shape, cmd, err)
+            assert path.read_bytes() == data, (shape, cmd)  # every token is still there, damaged as it was
+        code, out, err = roombox("token", "list")
+        assert code == 2 and out == "" and err.count("\n") == 1 and str(path) in err, (shape, err)
+        assert "damaged" in err or "cannot read" in err, (shape, err)
+    path.write_bytes(good)
+    code, out, _ = roombox("token", "list")
+    assert code == 0 and [line.split()[2] for line in out.splitlines()] == ["t1", "t2", "t3"]
+    path.unlink()  # a missing file is no tokens, not damage
+    assert roombox("token", "list") == (0, "", "")
+    # the real command: one line on stderr, nothing else
+    _replace(path, good[:100])
+    made = _roombox(tmp_path, "token", "create", "--scope", "read")
+    assert made.returncode == 2 and made.stdout == "" and made.stderr.count("\n") == 1, made.stderr
+    assert made.stderr.startswith(f"roombox token: error: {path}: damaged") and path.read_bytes() == good[:100]
+
+
+def test_the_box_accepts_no_token_of_a_damaged_file_and_logs_it_once_per_change(
+    box: Box, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
+    path = box.home / "tokens.json"
+    good = path.read_bytes()
+    assert box.call("GET", "/api/state", token="read")[0] == 200
+    for shape, data in _damaged(good).items():
+        caplog.clear()
+        _replace(path, data)
+        answers = [box.call("GET", "/api/state", token=t)[0] for t in ("read", "admin", "read")]
+        assert answers == [401] * 3, (shape, answers)  # failing closed: not 400, not 500, not accepted
+        logged = [r for r in caplog.records if r.levelname == "ERROR" and str(path) in r.getMessage()]
+        assert len(logged) == 1, (shape, caplog.text)
+    _replace(path, good + b"\n")
+    assert box.call("GET", "/api/state", token="read")[0] == 200
+
+
+def test_a_token_whose_expiry_is_not_a_number_has_expired(box: Box) -> None:
+    path = box.home / "tokens.json"
+    doc = _tokens_doc(box.home)
+    for r in doc["tokens"]:
+        if r["name"] == "expired":
+            r["expires"] = float("nan")  # time.time() >= nan is False: it read as never expiring
+    _replace(path, json.dumps(doc).encode())
+    assert box.call("GET", "/api/config", token="expired")[0] == 401
+
+
+def test_token_commands_run_at_once_keep_every_change(tmp_path: Path) -> None:
+    store = TokenStore(tmp_path / "tokens.json")
+    kept = {f"keep{i}": store.create("read", f"keep{i}")[1] for i in range(10)}
+    child = (
+        "import json, sys\n"
+        "from appliance.cli import main\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()\n"  # all of them start together
+        "sys.exit(max(main(cmd) for cmd in json.loads(sys.argv[1])))\n"
+    )
+    jobs = [[["token", "create", "--scope", "read", "--name", f"new{i}-{j}"] for j in range(3)] for i in range(8)]
+    jobs += [[["token", "revoke", f"keep{2 * i}"], ["token", "revoke", f"keep{2 * i + 1}"]] for i in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", child, json.dumps(job)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "ROOMBOX_HOME": str(tmp_path)},
+        )
+        for job in jobs
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline() == "ready\n"
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        results = [(*p.communicate(timeout=120), p.returncode) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
+    assert all(code == 0 for _, _, code in results), results
+    made = [line for out, _, _ in results for line in out.splitlines() if line.startswith("rbx_")]
+    assert len(made) == 24
+    fresh = TokenStore(tmp_path / "tokens.json")
+    assert all(fresh.check(t, "127.0.0.1") is not None for t in made)  # every token printed was kept
+    revoked = {f"keep{i}" for i in range(6)}
+    assert all((fresh.check(t, "127.0.0.1") is None) == (name in revoked) for name, t in kept.items())
+    assert len(fresh.records()) == 24 + 4
+
+
+def test_expires_days_is_refused_outside_an_hour_to_a_hundred_years(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    roombox = _cli(monkeypatch, capsys, tmp_path)
+    for days in ("inf", "1e300", "1e7", "36501", "1e-9", "0.04", "0", "-1", "nan"):
+        code, out, err = roombox("token", "create", "--scope", "admin", "--expires-days", days)
+        assert code == 2 and out == "" and err.count("\n") == 1 and "--expires-days" in err, (days, err)
+    assert not (tmp_path / "tokens.json").exists()
+    for days in ("0.0417", "36500"):
+        assert roombox("token", "create", "--scope", "admin", "--expires-days", days)[0] == 0
+    code, out, _ = roombox("token", "list")
+    assert code == 0 and len(out.splitlines()) == 2 and all("expires" in line for line in out.splitlines())
+
+
+def test_revoke_takes_an_id_before_a_name_and_a_name_cannot_look_like_an_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    roombox = _cli(monkeypatch, capsys, tmp_path)
+    code, out, _ = roombox("token", "create", "--scope", "admin", "--name", "kiosk")
+    kiosk_id = out.strip()[len("rbx_") :].split("_")[0]
+    for name in (kiosk_id, kiosk_id.upper(), "0123abcd"):
+        code, _, err = roombox("token", "create", "--scope", "read", "--name", name)
+        assert code == 2 and "id" in err and err.count("\n") == 1, (name, err)
+    # a file from before the rule: a token named as another token's id
+    code, out, _ = roombox("token", "create", "--scope", "read", "--name", "other")
+    other = out.strip()
+    doc = _tokens_doc(tmp_path)
+    doc["tokens"][1]["name"] = kiosk_id
+    _replace(tmp_path / "tokens.json", json.dumps(doc).encode())
+    code, _, err = roombox("token", "revoke", kiosk_id)
+    assert code == 0 and err.count("revoked") == 1 and f"kiosk ({kiosk_id})" in err
+    assert TokenStore(tmp_path / "tokens.json").check(other, None) is not None
+
+
+def test_a_damaged_pin_file_is_not_a_wrong_pin(box: Box, caplog: pytest.LogCaptureFixture) -> None:
+    same = {"Origin": box.url}
+    pin_file = box.home / "pin.json"
+    box.control.auth.pin.set("2468")
+    whole = json.loads(pin_file.read_text())
+    short = {**whole, "scrypt": whole["scrypt"][:20]}
+    for damaged in (b"{}", b"[]", b"not json", json.dumps(short).encode(), b'{"n": ' + b"[" * 100_000):
+        _replace(pin_file, damaged)
+        for _ in range(5):  # more than the free tries: none of them counts
+            status, _, err = box.call("POST", "/api/session", {"pin": "2468"}, headers=same)
+            assert status == 409 and "damaged" in err["error"] and "roombox pin set" in err["error"], (damaged, err)
+    assert "pin.json" in caplog.text
+    box.control.auth.pin.set("2468")  # what `roombox pin set` does
+    assert box.call("POST", "/api/session", {"pin": "2468"}, headers=same)[0] == 200
+
+
+def test_pin_set_without_a_pin_says_so_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "ROOMBOX_HOME": str(tmp_path)}
+    closed = subprocess.run(
+        ["sh", "-c", 'exec "$0" -m appliance.cli pin set <&-', sys.executable],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert closed.returncode == 2 and closed.stderr.count("\n") == 1 and "stdin" in closed.stderr, closed.stderr
+    empty = _roombox(tmp_path, "pin", "set")
+    assert empty.returncode == 2 and empty.stderr.count("\n") == 1 and "no PIN" in empty.stderr, empty.stderr
+    # Ctrl-D at the prompt on a terminal (a pseudo-terminal that is the command's own controlling terminal)
+    master, slave = os.openpty()
+    become_its_terminal = (
+        "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", become_its_terminal, sys.executable, "-m", "appliance.cli", "pin", "set"],
+        cwd=ROOT,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        start_new_session=True,
+    )
+    os.close(slave)
+    seen = b""
+
+    def read_until(want: bytes) -> None:
+        nonlocal seen
+        while want not in seen:
+            ready, _, _ = select.select([master], [], [], 60)
+            assert ready, f"nothing more from the command after {seen!r}"
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the command closed the terminal
+                return
+            if not chunk:
+                return
+            seen += chunk
+
+    try:
+        read_until(b"PIN (4-12 digits): ")
+        os.write(master, b"\x04")
+        read_until(b"\x00")  # to the end
+        assert proc.wait(timeout=60) == 2, seen
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    text = seen.decode(errors="replace")
+    assert "Traceback" not in text and "roombox pin: error: no PIN given" in text, text
+    assert not (tmp_path / "pin.json").exists()
 
 
 # ---------- schemathesis ----------

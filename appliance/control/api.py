@@ -19,7 +19,15 @@ from aiohttp import web
 from appliance.config import Config
 from appliance.control.auth import SCOPES, Principal
 from appliance.control.guard import SESSION_COOKIE, Control, fail, parse_json, read_json
-from appliance.control.store import EMPTY_CONFIG, ConfigRejected, ConfigStore, Revision, validate
+from appliance.control.store import (
+    EMPTY_CONFIG,
+    ConfigRejected,
+    ConfigStore,
+    Revision,
+    RevisionDamaged,
+    StoreError,
+    validate,
+)
 from common.settings import TomlError, parse_toml
 
 log = logging.getLogger(__name__)
@@ -80,9 +88,14 @@ async def _session_post(request: web.Request) -> web.Response:
                 headers={"Retry-After": str(int(wait) + 1)},
                 retry_after_s=round(wait, 1),
             )
-        if not c.auth.pin.is_set():
-            fail(409, "no admin PIN is set on this box (roombox pin set)")
-        ok = await asyncio.to_thread(c.auth.pin.verify, body["pin"])
+        from appliance.control.auth import StateDamaged
+
+        try:  # a damaged PIN file is not a wrong PIN: answered as "not set", and the back-off is not counted
+            if not c.auth.pin.is_set():
+                fail(409, "no admin PIN is set on this box (roombox pin set)")
+            ok = await asyncio.to_thread(c.auth.pin.verify, body["pin"])
+        except StateDamaged:
+            fail(409, "the admin PIN's file on this box is damaged: roombox pin set makes a new PIN")
         if not ok:
             n = c.auth.throttle.failed(client)
             log.warning("wrong PIN from %s (%d in a row)", remote, n)
@@ -202,6 +215,9 @@ async def _config_put(request: web.Request) -> web.Response:
     except ConfigRejected as e:
         log.info("config from %s refused: %s", who.who, e)
         fail(422, f"config refused: {e}", errors=e.errors)
+    except StoreError as e:
+        log.warning("config from %s: %s", who.who, e)
+        fail(507, str(e), revision=store.latest_id())
     log.info("config revision %d by %s: %s", rev.id, who.who, ", ".join(rev.changed))
     return web.json_response(_change_reply(rev), headers={"ETag": _etag(rev.id)})
 
@@ -225,6 +241,8 @@ async def _revision(request: web.Request) -> web.Response:
         return web.json_response({**store.revision(rid).to_json(), "config": store.document(rid)})
     except KeyError:
         fail(404, f"no revision {rid}")
+    except RevisionDamaged as e:
+        fail(409, f"revision {rid} is damaged: {e}")
 
 
 async def _restore(request: web.Request) -> web.Response:
@@ -236,8 +254,13 @@ async def _restore(request: web.Request) -> web.Response:
         rev = store.restore(rid, who.who, c.on_config)
     except KeyError:
         fail(404, f"no revision {rid}")
+    except RevisionDamaged as e:
+        fail(409, f"revision {rid} is damaged, nothing restored: {e}")
     except ConfigRejected as e:
         fail(422, f"revision {rid} no longer validates: {e}", errors=e.errors)
+    except StoreError as e:
+        log.warning("restoring revision %d for %s: %s", rid, who.who, e)
+        fail(507, str(e), revision=store.latest_id())
     if rev.changed:
         log.info("config revision %d by %s: restored %d", rev.id, who.who, rid)
     return web.json_response(_change_reply(rev), headers={"ETag": _etag(rev.id)})

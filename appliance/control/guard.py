@@ -43,6 +43,8 @@ _ERRORS: dict[int, type[web.HTTPError]] = {
     421: web.HTTPMisdirectedRequest,
     422: web.HTTPUnprocessableEntity,
     429: web.HTTPTooManyRequests,
+    500: web.HTTPInternalServerError,
+    507: web.HTTPInsufficientStorage,
 }
 
 
@@ -202,9 +204,17 @@ class Control:
                 log.warning("refused %s %s from %s: Host %r", request.method, request.path, request.remote, host)
                 fail(421, f"this box does not answer to the name {host!r}")
             try:
-                response = await handler(request)
-            except RecursionError:
-                fail(400, "the request is nested too deeply")
+                try:
+                    response = await handler(request)
+                except RecursionError:
+                    fail(400, "the request is nested too deeply")
+                except web.HTTPException:
+                    raise
+                except Exception as e:  # a fault of the box's: logged whole, answered in the API's form
+                    if not request.path.startswith("/api/"):
+                        raise
+                    log.exception("%s %s failed", request.method, request.path)
+                    fail(500, f"the box failed to answer: {type(e).__name__}: {e}")
             except web.HTTPException as e:
                 if e.status >= 400 and request.path.startswith("/api/") and e.content_type != "application/json":
                     # aiohttp's own refusals (413 over the body limit, 405, 404) in the API's form

@@ -7,15 +7,27 @@ import getpass
 import sys
 
 from appliance.config import PanelConfig
-from appliance.control.auth import Auth, AuthError, check_pin_format
+from appliance.control.auth import MAX_LIFETIME_DAYS, Auth, AuthError, check_pin_format
+
+MIN_LIFETIME_DAYS = 1 / 24  # an hour: a shorter token would be dead before anyone used it
+
+
+def _lifetime_s(days: float | None) -> float | None:
+    if days is None:
+        return None
+    if not MIN_LIFETIME_DAYS <= days <= MAX_LIFETIME_DAYS:  # NaN and infinities fail too
+        raise AuthError(
+            f"--expires-days {days:g}: give {MIN_LIFETIME_DAYS:.4f} (an hour) to {MAX_LIFETIME_DAYS} days, "
+            "or leave it out for a token that does not expire"
+        )
+    return days * 86400
 
 
 def token_command(a: argparse.Namespace, auth: Auth | None = None) -> int:
     auth = Auth.at() if auth is None else auth
     tokens = auth.tokens
     if a.token_command == "create":
-        expires = a.expires_days * 86400 if a.expires_days is not None else None
-        rec, token = tokens.create(a.scope, a.name, expires, a.allowed_from)
+        rec, token = tokens.create(a.scope, a.name, _lifetime_s(a.expires_days), a.allowed_from)
         print(
             f"roombox: token {rec.name} ({rec.id}), scope {rec.scope}, stored as a hash in {tokens.path}; "
             "it is shown once:",
@@ -23,7 +35,7 @@ def token_command(a: argparse.Namespace, auth: Auth | None = None) -> int:
         )
         print(token, flush=True)
     elif a.token_command == "list":
-        for r in tokens.records():
+        for r in tokens.records(strict=True):  # a damaged file is an error here, not an empty list
             j = r.to_json()
             print(
                 f"{j['id']}  {j['scope']:7}  {j['name']}  created {j['created']}"
@@ -37,12 +49,20 @@ def token_command(a: argparse.Namespace, auth: Auth | None = None) -> int:
 
 
 def _read_pin() -> str:
-    if sys.stdin.isatty():
-        pin = getpass.getpass("new admin PIN (4-12 digits): ")
-        if getpass.getpass("again: ") != pin:
-            raise AuthError("the two PINs differ")
-        return pin
-    return sys.stdin.readline().strip()
+    if sys.stdin is None or sys.stdin.closed:
+        raise AuthError("no stdin to read the PIN from: run it on a terminal, or give the PIN as one line on stdin")
+    try:
+        if sys.stdin.isatty():
+            pin = getpass.getpass("new admin PIN (4-12 digits): ")
+            if getpass.getpass("again: ") != pin:
+                raise AuthError("the two PINs differ")
+            return pin
+        line = sys.stdin.readline()
+    except EOFError:  # Ctrl-D at the prompt
+        raise AuthError("no PIN given (end of input): nothing changed") from None
+    if not line:
+        raise AuthError("no PIN on stdin: give it as one line, or run it on a terminal")
+    return line.strip()
 
 
 def pin_command(a: argparse.Namespace, auth: Auth | None = None) -> int:

@@ -21,13 +21,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from appliance.config import Config, config_to_toml, load_config
-from common.atomic import write_atomic
+from common.atomic import stale_temporaries, write_atomic
 from common.errors import RoomboxError
 from common.settings import error_key, error_reason, parse_toml
 
 log = logging.getLogger(__name__)
 
 _REV = re.compile(r"^(\d{6,})\.json$")
+_REV_TMP = re.compile(r"^\.\d{6,}\.json\.[A-Za-z0-9_]{8}\.tmp$")  # write_atomic's temporaries of revisions
 
 # The web server's own keys: [access] applies live (read at each request) except the body limit, fixed when
 # the application is made; [panel] (where it listens) needs a restart. Every other key is the box's business.
@@ -39,6 +40,15 @@ EMPTY_CONFIG = (
 )
 
 OnConfig = Callable[[Config], list[str]]
+
+
+class RevisionDamaged(RoomboxError, ValueError):
+    """A revision file that exists but cannot be read as one (truncated, edited, of another shape)."""
+
+
+class StoreError(RoomboxError, OSError):
+    """The config or its revision could not be written (a full disk, a directory in the file's place); the
+    message says what is in force now."""
 
 
 class ConfigRejected(RoomboxError, ValueError):
@@ -96,6 +106,13 @@ class Revision:
         }
 
 
+def _why(e: Exception, path: Path) -> str:
+    """What went wrong writing ``path``, naming it once."""
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.filename or path}: {e.strerror}"
+    return str(e)
+
+
 def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
@@ -118,28 +135,40 @@ class ConfigStore:
         # called after each revision written (whoever wrote it: the API, the panel, MQTT, the calibration), so
         # that what the panels show follows the config
         self.on_change: list[Callable[[Revision], object]] = []
-        revisions_dir.mkdir(parents=True, exist_ok=True)
-        for stale in path.parent.glob(f".{path.name}.*"):  # temporaries of a write that was killed
-            stale.unlink(missing_ok=True)
-        for stale in revisions_dir.glob(".*.json.*"):
-            stale.unlink(missing_ok=True)
+        try:
+            revisions_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"{revisions_dir}: cannot hold the config's revisions: {e.strerror}") from None
+        stale = stale_temporaries(path)  # of a write that was killed before its rename
+        stale += [q for q in revisions_dir.iterdir() if _REV_TMP.match(q.name)]
+        for q in stale:
+            q.unlink(missing_ok=True)
         if not path.exists():
             write_atomic(path, config_to_toml(current))
-        last = self.latest_id()
         doc = current.model_dump(mode="json")
-        if last == 0:
-            self._record(doc, "box", [], [], "the config the box started with")
-        else:
-            before = self.document(last)
-            if before != doc:
-                self._record(
-                    doc,
-                    "box",
-                    changed_keys(before, doc),
-                    [],
-                    "changed outside the API since the last revision (the file edited, a write interrupted, or "
-                    "roombox demo's simulated room put in as the main devices)",
-                )
+        before, damaged = None, []
+        for rid in reversed(self._ids()):  # the newest revision that can be read: a damaged one is skipped
+            try:
+                before = self.document(rid)
+                break
+            except (KeyError, ValueError, TypeError, OSError, RecursionError) as e:
+                damaged.append(f"{self._file(rid)}: {type(e).__name__}: {e}")
+        for why in damaged:
+            log.warning("config revision unreadable, skipped: %s", why)
+        if before is None:
+            note = "the config the box started with"
+            if damaged:
+                note += f" (no earlier revision could be read: {len(damaged)} damaged)"
+            self._record(doc, "box", [], [], note)
+        elif before != doc:
+            self._record(
+                doc,
+                "box",
+                changed_keys(before, doc),
+                [],
+                "changed outside the API since the last revision (the file edited, a write interrupted, or "
+                "roombox demo's simulated room put in as the main devices)",
+            )
 
     @classmethod
     def open(cls, path: Path, revisions_dir: Path, default: Config | None = None) -> ConfigStore:
@@ -159,11 +188,18 @@ class ConfigStore:
         return self.revisions_dir / f"{rid:06d}.json"
 
     def _read(self, rid: int) -> dict[str, Any]:
+        """Revision ``rid``'s record; KeyError if there is none, RevisionDamaged if it cannot be read."""
+        f = self._file(rid)
         try:
-            data: dict[str, Any] = json.loads(self._file(rid).read_text(encoding="utf-8"))
-            return data
+            data = json.loads(f.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise KeyError(rid) from None
+        except (OSError, ValueError, RecursionError) as e:
+            raise RevisionDamaged(f"{f}: cannot be read: {type(e).__name__}: {e}") from None
+        fields = {"id": int, "who": str, "when": str, "changed": list, "restart": list, "config": dict}
+        if not isinstance(data, dict) or any(not isinstance(data.get(k), t) for k, t in fields.items()):
+            raise RevisionDamaged(f"{f}: not a revision record (each of {', '.join(fields)} is needed)")
+        return data
 
     def document(self, rid: int) -> dict[str, Any]:
         doc: dict[str, Any] = self._read(rid)["config"]
@@ -171,16 +207,18 @@ class ConfigStore:
 
     def revision(self, rid: int) -> Revision:
         d = self._read(rid)
-        return Revision(d["id"], d["who"], d["when"], d["changed"], d["restart"], d.get("note", ""))
+        return Revision(d["id"], d["who"], d["when"], d["changed"], d["restart"], str(d.get("note", "")))
 
     def revisions(self) -> list[Revision]:
-        """Newest first."""
+        """Newest first; a damaged revision is listed as such (who ``?``, its note says why)."""
         out = []
         for rid in reversed(self._ids()):
             try:
                 out.append(self.revision(rid))
-            except (KeyError, ValueError):
+            except KeyError:
                 continue
+            except RevisionDamaged as e:
+                out.append(Revision(rid, "?", "", [], [], f"damaged: {e}"))
         return out
 
     def _record(self, doc: dict[str, Any], who: str, changed: list[str], restart: list[str], note: str) -> Revision:
@@ -228,13 +266,16 @@ class ConfigStore:
                     reason = f"the running box cannot apply it: {type(e).__name__}: {e}"
                     raise ConfigRejected([{"key": "(top level)", "reason": reason}]) from None
                 restart += [k for k in rest if any(k == n or k.startswith(n.rstrip(".") + ".") for n in needs)]
+
+        def undo() -> None:
+            if rest and on_config is not None:
+                on_config(old)  # the box goes on as the file says
+
         try:
             write_atomic(self.path, text)
-        except OSError:
-            if rest and on_config is not None:
-                on_config(old)  # the file could not be written: the box goes on as the file says
-            raise
-        self.current = new
+        except (OSError, ValueError) as e:  # ValueError: a directory or a device in the file's place
+            undo()
+            raise StoreError(f"not saved, the config in force is unchanged: {_why(e, self.path)}") from None
         # a key set back to what the box runs with (it started with it) needs no restart
         since_start = changed_keys(self.started, doc)
 
@@ -242,8 +283,22 @@ class ConfigStore:
             return any(d == k or d.startswith(k + ".") or k.startswith(d + ".") for d in since_start)
 
         restart = sorted({k for k in restart if waits(k)})
+        try:
+            rev = self._record(doc, who, changed, restart, note)
+        except (OSError, ValueError) as e:  # the history cannot take it (a full disk): the file goes back
+            why = _why(e, self._file(self.latest_id() + 1))
+            try:
+                write_atomic(self.path, config_to_toml(old))
+            except (OSError, ValueError):
+                self.current = new  # in force and in the file; the next start records it as changed outside
+                self.pending_restart |= set(restart)
+                raise StoreError(
+                    f"the config is in force and in {self.path}, but its revision was not recorded: {why}"
+                ) from None
+            undo()
+            raise StoreError(f"not saved, the config in force is unchanged: {why}") from None
+        self.current = new
         self.pending_restart = {k for k in self.pending_restart if waits(k)} | set(restart)
-        rev = self._record(doc, who, changed, restart, note)
         for tell in self.on_change:
             try:
                 tell(rev)
