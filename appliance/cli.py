@@ -158,6 +158,8 @@ def cmd_faces(a: argparse.Namespace) -> int:
 
     if (a.image is None) == (a.video is None):
         raise ValueError("give exactly one of --image or --video")
+    if a.every < 1:
+        raise ValueError(f"--every {a.every}: give 1 (every frame) or more (every Nth frame)")
     cfg = load_config(a.config)
     _print_lines(
         iter_face_records(
@@ -177,6 +179,8 @@ def cmd_render(a: argparse.Namespace) -> int:
     from drivers.simroom.scenario import load_scenario
 
     path = scenario_path(a.scenario)
+    if not a.out.strip():  # Path("") is ".": the rendering would land among the files where it runs
+        raise ValueError("--out is empty: give a directory to render into")
     out = render_to_dir(path, Path(a.out), duration_s=a.duration)
     length = load_scenario(path).duration_s
     if a.duration is not None and a.duration > length:

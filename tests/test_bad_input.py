@@ -233,3 +233,18 @@ def test_a_config_file_the_toml_parser_would_take_minutes_over_is_refused(
     from appliance.config import load_config
 
     assert len(load_config(numbers).mic_array.positions) == 16
+
+
+def test_render_into_an_empty_name_or_a_device_and_faces_every_0_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--out ''` rendered into the directory where it ran; `--out /dev/null` was said to be a file; `faces
+    --every 0` was refused without naming the option (a sweep of the admin's commands)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["render", "--scenario", "short", "--out", "", "--duration", "1"]) == 2
+    assert "--out is empty: give a directory to render into" in _one_error(capsys, "render")
+    assert list(tmp_path.iterdir()) == []
+    assert main(["render", "--scenario", "short", "--out", "/dev/null", "--duration", "1"]) == 2
+    assert "/dev/null: is not a directory (a device or pipe)" in _one_error(capsys, "render")
+    assert main(["faces", "--video", "x.mp4", "--every", "0"]) == 2
+    assert "--every 0: give 1 (every frame) or more" in _one_error(capsys, "faces")

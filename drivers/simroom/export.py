@@ -104,7 +104,8 @@ def render_to_dir(
         scn = scn.model_copy(update={"duration_s": min(duration_s, scn.duration_s)})
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"{out}: is a file; give a directory to render into")
+        kind = "a file" if out.is_file() else "not a directory (a device or pipe)"
+        raise ValueError(f"{out}: is {kind}; give a directory to render into")
     try:
         config = device_config_toml(scn)
     except ValidationError as e:  # the scenario's own checks should have refused it: say where
