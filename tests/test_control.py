@@ -821,8 +821,11 @@ def test_token_and_pin_commands_and_a_running_box_sees_them(
     assert roombox("pin", "set", stdin="97531\n")[0] == 0
     assert "97531" not in (box.home / "pin.json").read_text()
     assert box.call("POST", "/api/session", {"pin": "97531"}, headers={"Origin": box.url})[0] == 200
-    assert roombox("pin", "clear")[0] == 0
+    code, _, err = roombox("pin", "clear")
+    assert code == 0 and "admin PIN removed" in err
     assert box.call("POST", "/api/session", {"pin": "97531"}, headers={"Origin": box.url})[0] == 409
+    code, _, err = roombox("pin", "clear")  # nothing to remove: said so (before: "removed")
+    assert code == 0 and "no admin PIN was set" in err
 
 
 # ---------- the token and PIN files: damage, parallel commands, odd input ----------

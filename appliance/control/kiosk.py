@@ -71,8 +71,9 @@ def pin_command(a: argparse.Namespace, auth: Auth | None = None) -> int:
         auth.pin.set(check_pin_format(_read_pin()))
         print(f"roombox: admin PIN set ({auth.pin.path})", file=sys.stderr)
     elif a.pin_command == "clear":
+        had = auth.pin.path is None or auth.pin.path.exists()
         auth.pin.clear()
-        print("roombox: admin PIN removed", file=sys.stderr)
+        print("roombox: admin PIN removed" if had else "roombox: no admin PIN was set", file=sys.stderr)
     return 0
 
 
