@@ -203,12 +203,27 @@ def _fleet(cfg: Config, events: Any, control: Any, on_config: Callable[[Config],
     (validated, written atomically, a revision, applied live where it can be)."""
     if not cfg.mqtt.enabled:
         return None
-    from appliance.control.mqtt import FleetClient
+    from appliance.control.mqtt import FleetClient, FleetError
+    from common.paths import home_dir
 
-    def apply(new: Config) -> int:
-        revision: int = control.store.write(new, "mqtt", on_config).id
-        return revision
+    def apply(new: Config) -> Any:
+        return control.store.write(new, "mqtt", on_config)  # its revision: the id and what waits for a restart
 
-    fleet = FleetClient(cfg.mqtt, events, on_config=apply, current_config=lambda: control.config)
+    try:
+        fleet = FleetClient(
+            cfg.mqtt,
+            events,
+            on_config=apply,
+            current_config=lambda: control.config,
+            applied_path=home_dir() / "mqtt-desired.sha256",
+        )
+    except FleetError as e:  # e.g. a CA file gone: the box runs on, without its fleet link, and says so
+        log.error("fleet link not started: %s", e)
+        reason = f"fleet link not started: {e}"
+        health.add_check("mqtt", lambda: ("degraded", reason))
+        return None
     health.add_check("mqtt", fleet.health)
+    if control.store is not None:  # the revision the fleet is told of follows every change, not only its own
+        fleet.revision = control.store.latest_id()
+        control.store.on_change.append(lambda rev: setattr(fleet, "revision", rev.id))
     return fleet

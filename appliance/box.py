@@ -225,6 +225,11 @@ class RoomBox:
         """Apply a changed config: the director, detection and hearing take it at once (the framing mode
         chosen on the panel stays); returns the changed sections that need a restart."""
         changed = [k for k in type(new).model_fields if getattr(new, k) != getattr(self.cfg, k)]
+        if "mqtt" in changed and new.mqtt.enabled:  # a fleet link that could not start would stop the next start
+            from appliance.control.mqtt import read_password, tls_context
+
+            read_password(new.mqtt)
+            tls_context(new.mqtt)
         # the devices as opened: framing and hearing keep their geometry (a mic array's positions, a camera's
         # field of view) until the device is opened anew, at a restart or through use_source
         new = new.model_copy(update={"cameras": self._devices[0], "mic_arrays": self._devices[1]})

@@ -599,3 +599,74 @@ def _recording(calls: list[Config], revision: str) -> Callable[[Config], str]:
         return revision
 
     return apply
+
+
+def test_a_desired_config_applied_before_is_not_applied_again_over_a_local_change(tmp_path: Path) -> None:
+    """The same retained message comes at every connection and at every start. Before, after a local change
+    (API, panel) it was either acked from a cache with a stale revision (a reconnection) or applied again,
+    undoing the change without notice (a restart). Now its hash is kept: it is acked as applied before, with
+    the revision in force, and nothing is applied; a change that needs a restart says so in the ack."""
+    calls: list[Config] = []
+    running = [Config()]
+
+    class Rev:  # what the box's store returns: the revision and what waits for a restart
+        def __init__(self, rid: int, restart: list[str]) -> None:
+            self.id, self.restart = rid, restart
+
+    def on_config(cfg: Config) -> Rev:
+        calls.append(cfg)
+        running[0] = cfg
+        return Rev(len(calls), ["stream.fps"] if cfg.stream != Config().stream else [])
+
+    def client() -> FleetClient:
+        return FleetClient(
+            MqttConfig(box_id="box1"),
+            None,
+            on_config,
+            current_config=lambda: running[0],
+            applied_path=tmp_path / "mqtt-desired.sha256",
+        )
+
+    desired = b'{"id": "d1", "config": {"director": {"min_hold_s": 3.0}, "stream": {"fps": 10.0}}}'
+    fleet = client()
+    ack = asyncio.run(fleet.handle_desired(desired))
+    assert ack == {"id": "d1", "ok": True, "revision": 1, "restart_required": ["stream.fps"]}
+    running[0] = running[0].model_copy(update={"director": running[0].director.model_copy(update={"min_hold_s": 5.0})})
+    fleet.revision = 7  # a local change, as the box's store tells the fleet
+    again = asyncio.run(fleet.handle_desired(desired))  # a reconnection
+    assert again == {"id": "d1", "ok": True, "revision": 7, "unchanged": True, "applied_before": True}
+    restarted = client()  # a restart: the hash was kept
+    restarted.revision = 7
+    assert asyncio.run(restarted.handle_desired(desired))["applied_before"] is True
+    assert len(calls) == 1 and running[0].director.min_hold_s == 5.0  # the local change stands
+    newer = b'{"id": "d2", "config": {"director": {"min_hold_s": 4.0}}}'
+    assert asyncio.run(restarted.handle_desired(newer))["revision"] == 2 and len(calls) == 2
+
+
+def test_a_fleet_link_that_cannot_start_leaves_the_box_running_and_is_refused_when_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A config with [mqtt] tls and a CA file that is not there: before, it was accepted (over MQTT or the API),
+    and the next start failed (exit 2), taking the camera, the panel and the API down with the fleet link."""
+    from appliance.app import _fleet
+    from appliance.box import RoomBox
+    from appliance.control import Control
+    from appliance.control.metrics import HealthCheck
+    from appliance.perception.faces import FaceDetector
+    from appliance.streaming.hub import LatestFrame
+    from drivers.files import FileCamera, WavMicArray
+
+    monkeypatch.setenv("ROOMBOX_HOME", str(tmp_path))
+    bad = Config.model_validate({"mqtt": {"enabled": True, "tls": True, "ca_file": str(tmp_path / "ca.pem")}})
+    health = HealthCheck(EventBus(), None)
+    control = Control.for_box(bad, home=tmp_path)
+    assert _fleet(bad, EventBus(), control, lambda cfg: [], health) is None
+    verdict = health.evaluate()
+    assert verdict["status"] == "degraded" and "mqtt: fleet link not started: [mqtt.ca_file]" in verdict["reasons"][0]
+    with FaceDetector() as detector:
+        box = RoomBox(
+            Config(), FileCamera(tmp_path / "a.mp4"), WavMicArray(tmp_path / "a.wav"), detector, LatestFrame(), None,
+            EventBus(),
+        )  # fmt: skip
+        with pytest.raises(FleetError, match=r"\[mqtt.ca_file\]"):
+            box.on_config(bad)  # the store then refuses the config: the running box cannot apply it

@@ -13,7 +13,8 @@ Topics, under ``<topic_prefix>/<box_id>/``:
   fleet-wide document need not carry each box's id and credentials. An empty message (how MQTT clears a
   retained one) asks nothing: the box keeps its config and acknowledges ``"cleared": true``; an empty
   document (``{}``, a TOML file of comments) is refused, since it would put every key back to its default.
-- ``config/ack`` (JSON): ``{"id", "ok": true, "revision"}`` or ``{"id", "ok": false, "error"}`` (the error
+- ``config/ack`` (JSON): ``{"id", "ok": true, "revision"}`` (with ``"restart_required": [keys]`` when some
+  wait for a restart) or ``{"id", "ok": false, "error"}`` (the error
   names the key and the reason).
 
 With ``ha_discovery``, Home Assistant's MQTT discovery entries (retained) describe a device with sensors for
@@ -25,8 +26,11 @@ The lead's wiring::
     task = asyncio.create_task(fleet.run())     # reconnects by itself; cancel to stop (says offline)
     health.add_check("mqtt", fleet.health)
 
-``apply(cfg)`` returns the new revision (or an awaitable of it) and raises ``ValueError`` (e.g.
-``ConfigError``) to refuse. ``fleet.revision = r`` tells the fleet about changes made elsewhere (API, panel).
+``apply(cfg)`` returns the new revision (or the store's ``Revision``, whose ``restart`` keys the ack names, or
+an awaitable of either) and raises ``ValueError`` (e.g. ``ConfigError``) to refuse. ``fleet.revision = r``
+tells the fleet about changes made elsewhere (API, panel). With ``applied_path``, the hash of the last desired
+message applied is kept there: the same message again (a retained one, at each connection and each start) is
+acknowledged ``"applied_before": true`` and not applied over a change made locally since.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -50,6 +55,7 @@ from appliance.config import Config, parse_config
 from appliance.control.settings import MqttConfig
 from appliance.control.store import EMPTY_CONFIG
 from appliance.streaming.hub import EventBus
+from common.atomic import write_atomic
 from common.errors import RoomboxError
 from common.settings import parse_toml
 
@@ -57,7 +63,8 @@ log = logging.getLogger(__name__)
 
 MAX_DESIRED_BYTES = 256 * 1024
 Revision = str | int
-OnConfig = Callable[[Config], "Revision | Awaitable[Revision]"]
+# the new revision, or an object with ``id`` and ``restart`` (the store's), or an awaitable of either
+OnConfig = Callable[[Config], Any]
 
 
 class FleetError(RoomboxError, ValueError):
@@ -171,6 +178,7 @@ class FleetClient:
         telemetry: Callable[[], dict[str, Any]] | None = None,
         retry_min_s: float = 1.0,
         timeout_s: float = 10.0,
+        applied_path: Path | None = None,
     ) -> None:
         self.cfg = cfg
         self.events = events
@@ -196,7 +204,15 @@ class FleetClient:
         self.connections = 0
         self.last_error: str | None = None
         self._started = time.time()
-        self._last_desired: tuple[str, dict[str, Any]] | None = None  # payload hash, the ack sent for it
+        # the hash of the last desired message applied, kept across restarts (``applied_path``): the same
+        # retained message, delivered again at each connection, is not applied again over a local change
+        self.applied_path = applied_path
+        self._applied: str | None = None
+        if applied_path is not None:
+            try:
+                self._applied = applied_path.read_text(encoding="ascii").strip() or None
+            except (OSError, UnicodeDecodeError):
+                self._applied = None
         self._devices: dict[str, str] = {}
         self._shot: dict[str, Any] = {}
         self._faces: int | None = None
@@ -398,8 +414,6 @@ class FleetClient:
     async def handle_desired(self, payload: bytes) -> dict[str, Any]:
         """Validate and apply one desired-config message; the acknowledgement to send."""
         digest = hashlib.sha256(payload).hexdigest()
-        if self._last_desired is not None and self._last_desired[0] == digest:
-            return self._last_desired[1]  # the same (retained) message again after a reconnection
         if not payload.strip():  # how MQTT clears a retained message: nothing is asked of the box
             ack: dict[str, Any] = {
                 "id": None,
@@ -409,11 +423,19 @@ class FleetClient:
                 "cleared": True,
             }
             log.info("mqtt: the retained desired config was cleared; the config is kept")
-            self._last_desired = (digest, ack)
             return ack
         request_id: Any = None
         try:
             doc, request_id = decode_desired(payload)
+            if digest == self._applied:  # applied before (then a reconnection or a restart): not over a local change
+                log.info("mqtt: the desired config applied before came again; the config in force is kept")
+                return {
+                    "id": request_id,
+                    "ok": True,
+                    "revision": self.revision,
+                    "unchanged": True,
+                    "applied_before": True,
+                }
             current = self.current_config() if self.current_config is not None else None
             if "mqtt" not in doc and current is not None:
                 doc = {**doc, "mqtt": current.mqtt.model_dump(mode="json")}
@@ -426,8 +448,12 @@ class FleetClient:
                 result = self.on_config(cfg)
                 if inspect.isawaitable(result):
                     result = await result
-                self.revision = result
-                ack = {"id": request_id, "ok": True, "revision": result}
+                self.revision = getattr(result, "id", result)  # a store's Revision, or the revision itself
+                ack = {"id": request_id, "ok": True, "revision": self.revision}
+                restart = getattr(result, "restart", None)
+                if restart:  # applied at the next start, as the API's reply says too
+                    ack["restart_required"] = list(restart)
+            self._remember(digest)
             self.config_error = None
             log.info("mqtt: desired config applied, revision %s", ack["revision"])
         except ValueError as e:  # ConfigError, FleetError and the decoding errors are ValueErrors
@@ -438,8 +464,15 @@ class FleetClient:
             self.config_error = f"applying failed: {type(e).__name__}: {e}"
             ack = {"id": request_id, "ok": False, "error": self.config_error}
             log.exception("mqtt: applying the desired config failed")
-        self._last_desired = (digest, ack)
         return ack
+
+    def _remember(self, digest: str) -> None:
+        self._applied = digest
+        if self.applied_path is not None:
+            try:
+                write_atomic(self.applied_path, digest + "\n")
+            except (OSError, ValueError) as e:
+                log.warning("mqtt: cannot keep the applied message's hash in %s: %s", self.applied_path, e)
 
     # -- Home Assistant ------------------------------------------------------------------------------
     def discovery(self) -> dict[str, dict[str, Any]]:
