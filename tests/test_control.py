@@ -363,6 +363,31 @@ def test_socket_needs_credentials_and_origin_and_commands_need_control(box: Box)
     assert nested == {"kind": "error", "data": {"error": "not JSON: nested too deeply"}} and again["kind"] == "reply"
 
 
+@pytest.mark.parametrize(("path", "figure"), [("/offer", "viewers"), ("/display/offer", "displays")])
+def test_a_viewer_is_dropped_when_its_token_is_revoked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str, figure: str
+) -> None:
+    """As the panel's socket is closed: before, a revoked kiosk's picture went on (a sweep of the panel)."""
+    import appliance.streaming.server as server
+
+    monkeypatch.setattr(server, "CREDENTIALS_RECHECK_S", 0.2)
+    b = Box(tmp_path, display=True, max_viewers=2, ice_timeout_s=120.0)  # not dropped for want of ICE here
+    try:
+        sdp = run_async(_real_offer_sdp())
+        assert b.call("POST", path, {"sdp": sdp, "type": "offer"}, token="read")[0] == 200
+        assert b.call("POST", path, {"sdp": sdp, "type": "offer"}, token="control")[0] == 200
+        assert b.call("GET", "/api/status", token="admin")[2][figure] == 2
+        b.control.auth.tokens.revoke("test-read")
+        deadline = time.monotonic() + 30
+        while b.call("GET", "/api/status", token="admin")[2][figure] != 1:
+            assert time.monotonic() < deadline, "the revoked token's viewer was kept"
+            time.sleep(0.1)
+        time.sleep(1.0)  # the other token's viewer stays
+        assert b.call("GET", "/api/status", token="admin")[2][figure] == 1
+    finally:
+        b.close()
+
+
 def test_a_socket_is_closed_when_its_token_is_revoked(box: Box, monkeypatch: pytest.MonkeyPatch) -> None:
     import appliance.streaming.server as server
 

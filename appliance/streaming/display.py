@@ -44,7 +44,7 @@ class Display(WatchedPeers):
 
     async def offer(self, request: web.Request) -> web.Response:
         access = self.control.access
-        self.control.require(request, "read", changes_state=True)
+        who = self.control.require(request, "read", changes_state=True)
         body = await read_json(request)
         if not isinstance(body, dict) or not isinstance(body.get("sdp"), str) or not isinstance(body.get("type"), str):
             return web.json_response({"error": 'expected JSON {"sdp": "...", "type": "offer"}'}, status=400)
@@ -61,6 +61,8 @@ class Display(WatchedPeers):
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.peers.add(pc)
         self.drop_if_not_connected(pc, access.ice_timeout_s)
+        remote = request.remote
+        self.drop_when_credentials_end(pc, lambda: self.control.still_valid(who, remote) is not None)
 
         @pc.on("connectionstatechange")
         async def _on_state() -> None:

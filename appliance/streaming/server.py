@@ -71,6 +71,22 @@ class WatchedPeers(Peers):
         self.watchers.add(task)
         task.add_done_callback(self.watchers.discard)
 
+    def drop_when_credentials_end(self, pc: RTCPeerConnection, still_valid: Callable[[], bool]) -> None:
+        """Close ``pc`` once the credentials it was opened with are no longer valid (a revoked token, an ended
+        PIN session), as the panel's socket is closed then: before, the picture went on to a revoked kiosk."""
+
+        async def watch() -> None:
+            while pc in self.peers:
+                await asyncio.sleep(CREDENTIALS_RECHECK_S)
+                if pc in self.peers and not still_valid():
+                    log.info("%s closed: the credentials it was opened with are no longer valid", self.what)
+                    await self.close_peer(pc)
+                    return
+
+        task = asyncio.create_task(watch())
+        self.watchers.add(task)
+        task.add_done_callback(self.watchers.discard)
+
     def cancel_watchers(self) -> None:
         """At shutdown: the peers are closed by their endpoint, not left to their watchers."""
         for task in list(self.watchers):
@@ -189,7 +205,7 @@ def check_offer_sdp(sdp: str, max_media_lines: int) -> str | None:
 async def _offer(request: web.Request) -> web.Response:
     p = request.app[PARTS]
     access = p.control.access
-    p.control.require(request, "read", changes_state=True)
+    who = p.control.require(request, "read", changes_state=True)
     body = await read_json(request)
     if not isinstance(body, dict) or not isinstance(body.get("sdp"), str) or not isinstance(body.get("type"), str):
         return _error(400, 'expected JSON {"sdp": "...", "type": "offer"}')
@@ -208,6 +224,7 @@ async def _offer(request: web.Request) -> web.Response:
     p.negotiating.add(pc)
     p.drop_if_not_connected(pc, access.ice_timeout_s)
     remote = request.remote
+    p.drop_when_credentials_end(pc, lambda: p.control.still_valid(who, remote) is not None)
 
     @pc.on("connectionstatechange")
     async def _on_state() -> None:
