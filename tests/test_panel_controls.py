@@ -330,6 +330,31 @@ def test_panel_runs_the_room_in_chromium(box: RunningBox, janus: Janus, chromium
             12.0,
             [[-90.0, -60.0], [40.0, 55.0]],
         )
+        # changed elsewhere since the form was filled: the form shows what is in force and says so (before, every
+        # save answered 412 until the form was closed and opened again)
+        page.evaluate(
+            """async () => { const d = await (await fetch('/api/config')).json(); d.director.manual_resume_s = 44;
+            await fetch('/api/config', {method: 'PUT', headers: {'Content-Type': 'application/json'},
+                                        body: JSON.stringify(d)}); }"""
+        )
+        page.fill("#set-resume", "13")
+        page.click("#settings-save")
+        page.wait_for_function(
+            "document.getElementById('settings-msg').textContent.includes('shown again')", timeout=30_000
+        )
+        assert page.input_value("#set-resume") in ("44", "44.0")
+        # two taps on Save at once: the first saves, the second waits for it (before, the second's 412 replaced the
+        # first's "saved" with a refusal)
+        page.fill("#set-resume", "14")
+        page.evaluate("() => { const b = document.getElementById('settings-save'); b.click(); b.click(); }")
+        page.wait_for_function(
+            "window.roombox.settings.ok === true"
+            " && document.getElementById('settings-msg').textContent.startsWith('saved')",
+            timeout=30_000,
+        )
+        page.wait_for_timeout(1000)  # a second save, had it gone, would have answered by now
+        assert page.inner_text("#settings-msg").startswith("saved as revision")
+        assert tomllib.loads(box.config.read_text())["director"]["manual_resume_s"] == 14.0
 
         # -- big touch targets, landscape and portrait ------------------------------------------------
         for name, size in (("landscape", (1280, 800)), ("portrait", (800, 1280))):

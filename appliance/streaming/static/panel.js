@@ -576,9 +576,16 @@ function parseRanges(text) {
   }));
 }
 
+let saving = false;  // a save in flight: a second tap on Save waits for it (its 412 hid the first one's "saved")
+
 async function saveSettings(ev) {
   ev.preventDefault();
-  if (!configDoc) return;
+  if (!configDoc || saving) return;
+  saving = true;
+  try { await saveSettingsNow(); } finally { saving = false; }
+}
+
+async function saveSettingsNow() {
   const resume = $("set-resume").value.trim();
   const doc = JSON.parse(JSON.stringify(configDoc));
   doc.director.mode = $("set-mode").value;
@@ -591,6 +598,12 @@ async function saveSettings(ev) {
     settingsMessage(false, "admin rights ran out: enter the PIN again");
     $("settings").classList.add("hidden");
     showPinPad(true);
+    return;
+  }
+  if (res.status === 412) {  // changed elsewhere since the form was filled: show what is in force now
+    const why = await errorText(res);
+    await openSettings();
+    settingsMessage(false, `${why}; the settings in force are shown again: make the change and save again`);
     return;
   }
   if (!res.ok) { settingsMessage(false, await errorText(res)); return; }
