@@ -34,8 +34,9 @@ async def supervise(
     pause = retry_s
     failures = 0
 
-    def say(state: DeviceState, detail: str = "") -> None:
-        report(DeviceStatus(name=name, state=state, detail=detail, t=clock.now(), counters={"failures": failures}))
+    def say(state: DeviceState, detail: str = "", t: float | None = None) -> None:
+        at = clock.now() if t is None else t
+        report(DeviceStatus(name=name, state=state, detail=detail, t=at, counters={"failures": failures}))
 
     while True:
         say("starting")
@@ -60,6 +61,7 @@ async def supervise(
         say("lost", detail)
         if wake is not None:
             wake.clear()  # a wake-up during the run was for the run (a device swapped while it ran)
+        due = clock.now() + pause
         try:
             woken = await _pause(clock, pause, wake)
         except asyncio.CancelledError:
@@ -68,8 +70,8 @@ async def supervise(
         if woken:
             pause, failures = retry_s, 0
             say("retrying", "another device was chosen")
-        else:
-            say("retrying", f"after {pause:.1f} s")
+        else:  # stamped when it was due: the task may run a little later on a busy machine
+            say("retrying", f"after {pause:.1f} s", t=min(due, clock.now()))
 
 
 async def _pause(clock: Clock, seconds: float, wake: asyncio.Event | None) -> bool:
