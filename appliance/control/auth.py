@@ -33,6 +33,7 @@ from typing import Any
 from common.atomic import check_writable, write_atomic
 from common.errors import RoomboxError
 from common.paths import home_dir
+from common.strict_json import loads_strict
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +104,10 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def _json(raw: bytes) -> Any:
     """A state file's JSON (no NaN or infinities); ValueError saying what is wrong."""
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+        return loads_strict(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise ValueError(f"not UTF-8 text ({e.reason} at byte {e.start})") from None
     except RecursionError:

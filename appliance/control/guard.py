@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import math
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +23,7 @@ from appliance.config import AccessConfig, Config
 from appliance.control.auth import Auth, Principal, allows
 from appliance.control.store import ConfigStore, OnConfig
 from common.paths import home_dir
+from common.strict_json import loads_strict
 
 log = logging.getLogger(__name__)
 
@@ -239,23 +239,6 @@ def _harden(request: web.Request, response: web.StreamResponse | web.HTTPExcepti
     h.setdefault("Referrer-Policy", "no-referrer")
     if request.path.startswith("/api/") or request.path == "/offer":
         h.setdefault("Cache-Control", "no-store")
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e400 reads as inf, which no JSON text can carry back
-        raise ValueError(f"{text[:40]} is out of a JSON number's range")
-    return value
-
-
-def loads_strict(text: bytes | str) -> Any:
-    """``json.loads`` without NaN, infinities or numbers that overflow to one (``ValueError``); what the
-    HTTP API and the panel's socket read."""
-    return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
 
 
 async def read_json(request: web.Request) -> Any:

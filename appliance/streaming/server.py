@@ -14,7 +14,7 @@ import asyncio
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,12 +25,13 @@ from appliance.config import StreamConfig
 from appliance.control.api import add_routes
 from appliance.control.auth import Principal, allows
 from appliance.control.calibration_api import add_calibration_routes
-from appliance.control.guard import Control, default_control, fail, loads_strict, read_json
+from appliance.control.guard import Control, default_control, fail, read_json
 from appliance.streaming.encoder import EncodedVideo
 from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
 from appliance.streaming.ice import offer_loopback
 from appliance.streaming.peers import Peers
 from appliance.streaming.tracks import RoomAudioTrack
+from common.strict_json import loads_strict
 
 if TYPE_CHECKING:
     from appliance.calibrator import Calibrator
@@ -67,9 +68,7 @@ class WatchedPeers(Peers):
                 self.dropped_unconnected += 1
                 await self.close_peer(pc)
 
-        task = asyncio.create_task(watch())
-        self.watchers.add(task)
-        task.add_done_callback(self.watchers.discard)
+        self._watch(watch())
 
     def drop_when_credentials_end(self, pc: RTCPeerConnection, still_valid: Callable[[], bool]) -> None:
         """Close ``pc`` once the credentials it was opened with are no longer valid (a revoked token, an ended
@@ -83,7 +82,10 @@ class WatchedPeers(Peers):
                     await self.close_peer(pc)
                     return
 
-        task = asyncio.create_task(watch())
+        self._watch(watch())
+
+    def _watch(self, watch: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(watch)
         self.watchers.add(task)
         task.add_done_callback(self.watchers.discard)
 
