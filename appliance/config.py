@@ -506,6 +506,15 @@ class WhipConfig(Section):
     retry_min_s: float = Field(1.0, ge=0.1, le=60.0, title="First retry after (s)")
     retry_max_s: float = Field(8.0, ge=0.5, le=600.0, title="Longest time between retries (s)")
 
+    @field_validator("token")
+    @classmethod
+    def _one_word(cls, v: str) -> str:
+        """The token goes into an ``Authorization`` header: a line break or a blank there would fail (or split the
+        header) at every connection, long after the config was taken."""
+        if any(ch.isspace() for ch in v):
+            raise ValueError("a bearer token has no blanks or line breaks (one pasted with its newline?)")
+        return v
+
 
 class JanusConfig(Section):
     url: str = Field(
@@ -767,7 +776,7 @@ def parse_config(data: dict[str, Any], source: str = "config") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(describe_errors(e, source)) from None
+        raise ConfigError(describe_errors(e, source, data)) from None
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:

@@ -40,12 +40,46 @@ class Section(BaseModel):
         errors = []
         for key, v in data.items():
             field = cls.model_fields.get(key) if isinstance(key, str) else None
-            why = None if field is None or v is None else _wrong_kind(_scalar_kinds(field.annotation), v)
-            if why is not None:
-                errors.append(InitErrorDetails(type=PydanticCustomError("wrong_kind", why), loc=(key,), input=v))
+            if field is None or v is None:
+                continue
+            for loc, why in _wrong_kinds(field.annotation, v, (key,)):
+                errors.append(InitErrorDetails(type=PydanticCustomError("wrong_kind", why), loc=loc, input=v))
         if errors:
             raise ValidationError.from_exception_data(cls.__name__, errors)
         return data
+
+
+def _wrong_kinds(annotation: Any, v: Any, loc: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Where and why ``v`` is not of ``annotation``'s plain kinds, down through lists and tuples (a ``true``
+    among an array's positions, a ``"2"`` in a channel map); empty when it is, or when pydantic's own check is
+    the one to say (a list where a number goes, a section)."""
+    if isinstance(v, list | tuple):
+        items = _item_annotations(annotation, len(v))
+        if items is None:
+            return []
+        return [
+            err for i, (a, item) in enumerate(zip(items, v, strict=True)) for err in _wrong_kinds(a, item, (*loc, i))
+        ]
+    why = _wrong_kind(_scalar_kinds(annotation), v)
+    return [] if why is None else [(loc, why)]
+
+
+def _item_annotations(annotation: Any, n: int) -> list[Any] | None:
+    """The annotations of the ``n`` items of a list or tuple field (``list[X]``, ``tuple[X, ...]``, ``tuple[X,
+    Y]``, through ``Annotated`` and an optional), or None when the field takes no list."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _item_annotations(args[0], n)
+    if origin is typing.Union or origin is types.UnionType:
+        return next((a for a in (_item_annotations(arg, n) for arg in args) if a is not None), None)
+    if origin in (list, set, frozenset) and len(args) == 1:
+        return [args[0]] * n
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return [args[0]] * n
+    if origin is tuple and len(args) == n:  # another length: pydantic names it
+        return list(args)
+    return None
 
 
 def _wrong_kind(kinds: set[type], v: Any) -> str | None:
@@ -97,10 +131,36 @@ def host_or_ip(v: str, purpose: str) -> str:
     return v
 
 
-def error_key(e: ErrorDetails) -> str:
-    """The key one validation error is about (``section.key``), or ``(top level)`` (a check across sections,
-    whose reason names its keys)."""
-    return ".".join(str(p) for p in e["loc"]) or "(top level)"
+# A check across sections names the key it refuses first: "[doa] fmax_hz = 9000 is above ...".
+_NAMED_KEY = re.compile(r"\[([A-Za-z0-9_.-]+)\](?: ([A-Za-z_][A-Za-z0-9_]*) =)?")
+
+
+def error_key(e: ErrorDetails, doc: Any = None) -> str:
+    """The key one validation error is about (``section.key``): its location, or for a check across sections
+    the key its reason names first (``doa.fmax_hz``); ``(top level)`` if neither. Given the document, a
+    device's driver (which pydantic puts in the location: ``mic_arrays.a.wav.positions``) is left out, as the
+    file has no such key."""
+    if e["loc"]:
+        return ".".join(str(p) for p in _file_location(e["loc"], doc))
+    m = _NAMED_KEY.match(error_reason(e))
+    return ".".join(k for k in m.groups() if k) if m else "(top level)"
+
+
+def _file_location(loc: tuple[str | int, ...], doc: Any) -> list[str | int]:
+    """``loc`` without the parts that are a section's ``type`` rather than a key of the document."""
+    out: list[str | int] = []
+    node = doc
+    for part in loc:
+        if isinstance(node, dict) and part not in node and part == node.get("type"):
+            continue  # the tag of a union of sections, chosen by "type"
+        out.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return out
 
 
 def error_reason(e: ErrorDetails) -> str:
@@ -111,11 +171,11 @@ def error_reason(e: ErrorDetails) -> str:
     return msg.removeprefix("Value error, ") if e["type"] == "value_error" else msg
 
 
-def describe_errors(err: ValidationError, source: str) -> str:
-    """One line per error: the source, the key in brackets, and the reason."""
+def describe_errors(err: ValidationError, source: str, doc: Any = None) -> str:
+    """One line per error: the source, the key in brackets (in the document ``doc``), and the reason."""
     lines = []
     for e in err.errors():
-        where = f"[{error_key(e)}] " if e["loc"] else ""  # a check across sections names its keys itself
+        where = f"[{error_key(e, doc)}] " if e["loc"] else ""  # a check across sections names its keys itself
         lines.append(f"{source}: {where}{error_reason(e)}")
     return "\n".join(lines)
 

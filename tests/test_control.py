@@ -464,13 +464,24 @@ def test_config_put_validates_records_revisions_and_restores(box: Box) -> None:
         ({**doc, "director": {**doc["director"], "lips": 1}}, "director.lips", "true or false, not 1"),
         ({**doc, "whip": {**doc["whip"], "token": "abc\r\nX-Evil: 1"}}, "whip.token", "a control character ('\\r')"),
         ({**doc, "colour": "red"}, "colour", "unknown key"),
+        # a bare newline too: it went into the Authorization header and failed at every connection
+        ({**doc, "whip": {**doc["whip"], "token": "abc\n"}}, "whip.token", "no blanks or line breaks"),
+        # a check across sections names its key, not "(top level)"
+        ({**doc, "doa": {**doc["doa"], "fmax_hz": 12000.0}}, "doa.fmax_hz", "above half the sample rate"),
+        # inside a list, and under the file's key (pydantic put the driver's name in it: exclude_deg.0.1 is not)
+        (
+            {**doc, "director": {**doc["director"], "exclude_deg": [[10.0, True]]}},
+            "director.exclude_deg.0.1",
+            "not true",
+        ),
         ([1, 2], "(top level)", "object"),
     ]
     for body, key, reason in bad:
         status, _, err = box.call("PUT", "/api/config", body, token="admin")
         assert status == 422, (key, err)
         assert any(e["key"] == key and reason in e["reason"] for e in err["errors"]), (key, err)
-        assert key in err["error"]
+        section, _, rest = key.rpartition(".")
+        assert key in err["error"] or f"[{section}] {rest} =" in err["error"], err["error"]
     status, _, err = box.call(
         "PUT", "/api/config", raw=b"[director\nmin_hold_s = ", token="admin", content_type="application/toml"
     )
@@ -1070,6 +1081,21 @@ def test_a_damaged_pin_file_is_not_a_wrong_pin(box: Box, caplog: pytest.LogCaptu
     assert "pin.json" in caplog.text
     box.control.auth.pin.set("2468")  # what `roombox pin set` does
     assert box.call("POST", "/api/session", {"pin": "2468"}, headers=same)[0] == 200
+
+
+def test_the_temporaries_of_an_interrupted_token_or_pin_write_are_removed(tmp_path: Path) -> None:
+    """A write killed before its rename leaves ``.tokens.json.XXXXXXXX.tmp`` (the tokens' hashes, or the PIN's):
+    the next write, under the file's lock, removes them, and nothing else (an admin's copy stays)."""
+    tokens, pin = TokenStore(tmp_path / "tokens.json"), PinStore(tmp_path / "pin.json")
+    tokens.create("read", "first")
+    left = [tmp_path / ".tokens.json.a1B2c3D4.tmp", tmp_path / ".pin.json.x_y_z123.tmp"]
+    kept = [tmp_path / ".tokens.json.bak", tmp_path / ".pin.json.a1B2c3D4.tmp.bak"]
+    for f in left + kept:
+        f.write_text('{"tokens": []}\n')
+    tokens.create("read", "second")
+    pin.set("2468")
+    assert [f.exists() for f in left + kept] == [False, False, True, True]
+    assert {r.name for r in tokens.records()} == {"first", "second"} and pin.verify("2468")
 
 
 def test_pin_set_without_a_pin_says_so_in_one_line(tmp_path: Path) -> None:

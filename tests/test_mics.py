@@ -131,12 +131,15 @@ def test_config_places_a_preset_in_the_camera_frame() -> None:
         ({"preset": "respeaker-usb-4mic", "playback_channel": 2}, "playback_channel 2 is also a microphone"),
         ({"geometry": [[0, 0, 0], [0, 0, 0.0001]]}, "microphones 0 and 1 are at the same place"),
         ({"preset": "uma8", "array_position": [0, 3.0, 0]}, "more than 2 m from the camera"),
-        ({"device_rate": 4000}, "[mic_arrays.m.sounddevice.device_rate]"),
+        ({"device_rate": 4000}, "[mic_arrays.m.device_rate]"),  # the file's key: no driver name in it
         # loaded, then failed at every start (a sweep of the live box)
         ({"device": ""}, "an empty device name: give a part of its name or its index, or leave device out"),
         ({"device": -5}, "a device index is 0 or more (roombox mics lists them), not -5"),
         ({"preset": "respeaker-usb-4mic", "channel_map": [-1, 1, 2, 3]}, "channel_map.0] Input should be greater"),
-        ({"device": True}, "[mic_arrays.m.sounddevice.device] a number or a text, not true"),
+        ({"device": True}, "[mic_arrays.m.device] a number or a text, not true"),
+        # inside lists too: pydantic alone reads true as 1 and "2" as 2
+        ({"preset": "respeaker-usb-4mic", "channel_map": [1, "2", 3, 4]}, "[mic_arrays.m.channel_map.1] a number, not"),
+        ({"geometry": [[0, 0, 0], [0.1, True, 0]]}, "[mic_arrays.m.geometry.1.1] a number, not true"),
     ],
 )
 def test_config_errors_name_the_problem(section: dict[str, object], message: str) -> None:

@@ -109,7 +109,7 @@ def test_config_section_and_no_device() -> None:
     cam: object = cfg.cameras["desk"]
     assert isinstance(cam, V4l2CameraConfig)
     assert cam.device == "Logitech BRIO"
-    with pytest.raises(ValueError, match="cameras.desk.v4l2.pixel_format"):
+    with pytest.raises(ValueError, match=r"\[cameras\.desk\.pixel_format\]"):
         parse_config({"cameras": {"desk": {"type": "v4l2", "pixel_format": "H264"}}})
     assert list_cameras() == []  # no /dev/video* here
 

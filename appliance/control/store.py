@@ -56,7 +56,10 @@ class ConfigRejected(RoomboxError, ValueError):
 
     def __init__(self, errors: list[dict[str, str]]) -> None:
         self.errors = errors
-        super().__init__("; ".join(f"[{e['key']}] {e['reason']}" for e in errors))
+        # a check across sections names its keys in its reason already
+        super().__init__(
+            "; ".join(e["reason"] if e["reason"].startswith("[") else f"[{e['key']}] {e['reason']}" for e in errors)
+        )
 
 
 def validate(doc: Any) -> Config:
@@ -66,7 +69,7 @@ def validate(doc: Any) -> Config:
     except ValidationError as e:
         errors = []
         for err in e.errors():
-            errors.append({"key": error_key(err), "reason": error_reason(err)})
+            errors.append({"key": error_key(err, doc), "reason": error_reason(err)})
         raise ConfigRejected(errors) from None
 
 

@@ -321,7 +321,7 @@ def parse_scenario(data: dict[str, Any], source: str = "scenario") -> Scenario:
     try:
         return Scenario.model_validate(data)
     except ValidationError as e:
-        raise ScenarioError(describe_errors(e, source)) from None
+        raise ScenarioError(describe_errors(e, source, data)) from None
 
 
 def load_scenario(path: str | os.PathLike[str]) -> Scenario:
