@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common.atomic import check_writable, write_atomic
+from common.atomic import check_writable, stale_temporaries, write_atomic
 from common.errors import RoomboxError
 from common.paths import home_dir
 from common.strict_json import loads_strict
@@ -295,6 +295,7 @@ class TokenStore:
         fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            _drop_stale_temporaries(self.path)  # every write is made under this lock: any left is stale
             try:
                 stored = self._read()
             except StateDamaged as e:
@@ -422,6 +423,18 @@ class TokenStore:
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
+def _drop_stale_temporaries(path: Path) -> None:
+    """The temporaries of a write killed before its rename (they hold secrets' hashes): called under the file's
+    lock, which every write holds, so none of them is a write in progress."""
+    for q in stale_temporaries(path):
+        try:
+            q.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("%s: cannot remove a temporary left by an interrupted write: %s", q, e.strerror)
+
+
 def check_pin_format(pin: str) -> str:
     if not (4 <= len(pin) <= 12 and pin.isascii() and pin.isdigit()):
         raise AuthError("a PIN is 4 to 12 digits")
@@ -487,8 +500,16 @@ class PinStore:
         doc = {"scrypt": digest.hex(), "salt": salt.hex(), **_SCRYPT, "set": _now_iso()}
         if self.path is None:
             self._memory = doc
-        else:
+            return
+        check_writable(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            _drop_stale_temporaries(self.path)
             write_atomic(self.path, json.dumps(doc) + "\n", mode=0o600)
+        finally:
+            os.close(fd)
 
     def clear(self) -> None:
         if self.path is None:
