@@ -28,9 +28,10 @@ from appliance.messages import CameraInfo, Decisions, DeviceStatus, Faces, Shot,
 from appliance.perception.hearing import make_ears
 from appliance.ports import AudioSink, Detector, EventSink, FrameSink
 from appliance.step import FrameStep, gain_of
-from appliance.supervisor import supervise
+from appliance.supervisor import Wake, supervise
 from common.clock import SYSTEM_CLOCK, Clock
 from drivers.base import AudioBlock, AudioSource, Frame, VideoSource
+from drivers.hotplug import Watch, signature, watches_of
 
 if TYPE_CHECKING:
     from appliance.calibrator import Calibrator
@@ -85,7 +86,7 @@ class RoomBox:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="detect")
         self._switch: dict[str, asyncio.Event] = {}  # set to swap a running device (use_source)
         # set to end the supervisor's pause after a failed device when another is put in its place
-        self._wake = {"camera": asyncio.Event(), "mic_array": asyncio.Event()}
+        self._wake = {"camera": Wake(), "mic_array": Wake(), "speaker": Wake()}
         self.calibrator: Calibrator | None = None  # the guided mic-array calibration, fed while it captures
 
     # -- devices ---------------------------------------------------------------------------------
@@ -154,7 +155,8 @@ class RoomBox:
         switched = self._switch.get(kind)
         if switched is not None:
             switched.set()
-        self._wake[kind].set()  # the device had failed: its supervisor starts the new one now
+        # the device had failed: its supervisor starts the new one now
+        self._wake[kind].set_for("another device was chosen")
 
     def _on_audio(self, block: AudioBlock) -> None:
         # the playback reference: the array's own playback channel where it has one, else what the box played
@@ -296,6 +298,25 @@ class RoomBox:
             await self.clock.sleep_until(self.clock.now() + self.stats_every_s)
             self.events.publish(self.stats())
 
+    def _watched(self) -> dict[str, list[Watch]]:
+        speaker = None if self.playback is None else self.playback.speaker
+        devices = {"camera": self.camera, "mic_array": self.mics, "speaker": speaker}
+        return {kind: watches_of(source) for kind, source in devices.items() if source is not None}
+
+    async def _watch_devices(self, every_s: float = 1.0) -> None:
+        """A device plugged in (or a file put in place) is tried at once, not at the end of its back-off: a
+        change where a device's driver says its coming shows ends that device's pause (a lost device only;
+        a running one does not notice)."""
+        seen = {kind: signature(w) for kind, w in self._watched().items()}
+        while True:
+            await self.clock.sleep_until(self.clock.now() + every_s)
+            for kind, w in self._watched().items():  # a swapped source's watches are new: no change
+                now = signature(w)
+                before = seen.get(kind)
+                if before is not None and [k for k, _ in before] == [k for k, _ in now] and before != now:
+                    self._wake[kind].set_for("a device was plugged in or removed")
+                seen[kind] = now
+
     async def run(self) -> None:
         """Run until cancelled."""
         c = self.cfg.camera
@@ -306,10 +327,12 @@ class RoomBox:
                 for kind, loop in (("camera", self._camera_loop), ("mic_array", self._mic_loop)):
                     tg.create_task(supervise(kind, loop, publish, self.clock, self.retry_s, wake=self._wake[kind]))
                 tg.create_task(self._stats_loop())
+                tg.create_task(self._watch_devices())
                 if self.program is not None:
                     tg.create_task(supervise("program_camera", self._program_loop, publish, self.clock, self.retry_s))
                 if self.playback is not None:
-                    tg.create_task(supervise("speaker", self.playback.run, publish, self.clock, self.retry_s))
+                    play, wake = self.playback.run, self._wake["speaker"]
+                    tg.create_task(supervise("speaker", play, publish, self.clock, self.retry_s, wake=wake))
         finally:
             # wait for a detection in flight: the detector may be closed right after this returns
             self._pool.shutdown(wait=False, cancel_futures=True)

@@ -15,6 +15,18 @@ log = logging.getLogger(__name__)
 Report = Callable[[DeviceStatus], None]
 
 
+class Wake(asyncio.Event):
+    """Ends a supervisor's pause after a failure, and says why (the retry's detail)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reason = "another device was chosen"
+
+    def set_for(self, reason: str) -> None:
+        self.reason = reason
+        self.set()
+
+
 async def supervise(
     name: str,
     run: Callable[[Callable[[], None]], Awaitable[None]],
@@ -29,7 +41,8 @@ async def supervise(
 
     The pause doubles after each quick failure, up to ``max_retry_s``, and starts over after a run that
     lasted longer than the pause. Setting ``wake`` during a pause ends it at once, and the back-off starts
-    over (another device was put in place of the failed one).
+    over (another device was put in place of the failed one, or a device was plugged in: a :class:`Wake`
+    says which).
     """
     pause = retry_s
     failures = 0
@@ -69,7 +82,7 @@ async def supervise(
             raise
         if woken:
             pause, failures = retry_s, 0
-            say("retrying", "another device was chosen")
+            say("retrying", getattr(wake, "reason", "another device was chosen"))
         else:  # stamped when it was due: the task may run a little later on a busy machine
             say("retrying", f"after {pause:.1f} s", t=min(due, clock.now()))
 

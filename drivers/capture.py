@@ -24,6 +24,7 @@ import numpy as np
 from common.clock import SYSTEM_CLOCK, Clock
 from common.errors import RoomboxError
 from drivers.base import Frame, SourceLost
+from drivers.hotplug import Watch, watches_of
 
 
 class CameraFormatError(RoomboxError, ValueError):
@@ -117,6 +118,9 @@ class LatestFrameCamera:
                 pass
 
     # --- the event loop side ---
+    def watches(self) -> list[Watch]:
+        return watches_of(self._grabber)
+
     async def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError(f"{self.name}: started twice")

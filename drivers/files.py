@@ -26,6 +26,7 @@ from pydantic import Field
 
 from common.clock import SYSTEM_CLOCK, Clock
 from drivers.base import AudioBlock, CameraSection, Frame, MicArraySection, SourceLost
+from drivers.hotplug import Watch
 from drivers.registry import DriverContext, register
 
 
@@ -312,6 +313,9 @@ class FileCamera:
         assert self._reader is not None
         return await asyncio.get_running_loop().run_in_executor(self._reader, fn, *args)
 
+    def watches(self) -> list[Watch]:
+        return [Watch(self.path)]  # a file put in place (a share mounted, a recording copied in)
+
     async def start(self) -> None:
         self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=self.name)
         self._frames = await self._on_reader(iter_video_frames, self.path)
@@ -363,6 +367,9 @@ class WavMicArray:
         self._samples: np.ndarray | None = None
         self._pos = 0
         self._epoch = 0.0
+
+    def watches(self) -> list[Watch]:
+        return [Watch(self.path)]
 
     async def start(self) -> None:
         self._samples, self.sample_rate = await asyncio.to_thread(read_wav, self.path)

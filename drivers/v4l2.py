@@ -32,6 +32,7 @@ from common.clock import SYSTEM_CLOCK, Clock
 from common.errors import RoomboxError
 from drivers.base import CameraSection, SourceLost
 from drivers.capture import CameraFormatError, LatestFrameCamera
+from drivers.hotplug import Watch, video_watches
 from drivers.registry import DriverContext, register
 
 PixelFormat = Literal["MJPG", "YUYV", "auto"]
@@ -324,6 +325,9 @@ class V4l2Grabber:
         self.path = ""
         self.mode: Mode | None = None
         self._cap: Any = None
+
+    def watches(self) -> list[Watch]:
+        return video_watches()
 
     def open(self) -> None:
         import cv2

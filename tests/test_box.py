@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -186,50 +186,81 @@ def test_a_config_change_applies_live_where_it_can_and_names_what_needs_a_restar
         assert box.hearing is ears and box.cfg.mic_array.positions == cfg.mic_array.positions
 
 
+class _Watching:
+    """A box whose camera is unplugged (a file that is not there), its back-off 60 s (far longer than a test
+    may take), on the system clock; ``act`` runs once the camera is reported lost, and the camera's states
+    are returned."""
+
+    def __init__(self, tmp_path: Path, seed: int) -> None:
+        write_noise(tmp_path / "a.wav", 30.0, seed)
+        self.tmp_path = tmp_path
+        self.cfg = Config(detector=DetectorConfig(tiles=(1, 1)))
+        self.out: list[Event] = []
+
+    async def until(self, what: Callable[[], bool]) -> None:
+        while not what():
+            self.out.append(await asyncio.wait_for(self._seen.get(), 45.0))
+
+    def camera(self, state: str, after: int = 0) -> bool:
+        return any(d["state"] == state for d in camera_states(self.out[after:]))
+
+    def run(self, act: Callable[[RoomBox], Awaitable[None]]) -> list[tuple[str, str]]:
+        async def scenario() -> None:
+            events = EventBus(queue_size=100_000)
+            self._seen = events.subscribe()
+            with FaceDetector(cfg=self.cfg.detector) as detector:
+                missing = FileCamera(self.tmp_path / "camera.mp4", realtime=True)
+                mics = WavMicArray(self.tmp_path / "a.wav", realtime=True)
+                box = RoomBox(self.cfg, missing, mics, detector, LatestFrame(), None, events, retry_s=60.0)
+                task = asyncio.create_task(box.run())
+                try:
+                    await self.until(lambda: self.camera("lost"))
+                    await act(box)
+                finally:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait_for(task, 30.0)
+
+        asyncio.run(scenario())
+        states = [(d["state"], d["detail"]) for d in camera_states(self.out)]
+        assert states[:2] == [("starting", ""), ("lost", states[1][1])] and "no such file" in states[1][1]
+        return states
+
+
 def test_a_chosen_camera_that_cannot_be_opened_is_refused_and_one_that_can_ends_the_back_off(tmp_path: Path) -> None:
     """The panel's choice of a camera goes through ``try_source``: one that cannot be opened is refused with
     the reason and the box keeps its own (before, the box switched to it and lost its camera); a good one
-    starts at once, even while the failed camera's supervisor waits out its back-off (before, up to 30 s).
-    On the system clock: the back-off here (60 s) is far longer than the test may take."""
-    write_noise(tmp_path / "a.wav", 30.0, 3)
+    starts at once, even while the failed camera's supervisor waits out its back-off (before, up to 30 s)."""
     write_video(tmp_path / "good.mp4", 300)
-    cfg = Config(detector=DetectorConfig(tiles=(1, 1)))
+    box_test = _Watching(tmp_path, 3)
 
-    async def scenario() -> list[Event]:
-        events = EventBus(queue_size=100_000)
-        seen = events.subscribe()
-        out: list[Event] = []
+    async def act(box: RoomBox) -> None:
+        missing, cfg = box.camera, box_test.cfg
+        with pytest.raises(ValueError, match=r"^camera 'gone' cannot be used: .*gone\.mp4: no such file"):
+            await box.try_source("camera", "gone", FileCamera(tmp_path / "gone.mp4", realtime=True), cfg)
+        assert box.camera is missing
+        mark = len(box_test.out)
+        await box.try_source("camera", "good", FileCamera(tmp_path / "good.mp4", realtime=True), cfg)
+        await box_test.until(lambda: box_test.camera("running", mark))
 
-        async def until(what: Callable[[], bool]) -> None:
-            while not what():
-                out.append(await asyncio.wait_for(seen.get(), 45.0))
-
-        def camera(state: str, after: int = 0) -> dict[str, Any] | None:
-            return next((d for d in camera_states(out[after:]) if d["state"] == state), None)
-
-        with FaceDetector(cfg=cfg.detector) as detector:
-            missing = FileCamera(tmp_path / "unplugged.mp4", realtime=True)
-            box = RoomBox(
-                cfg, missing, WavMicArray(tmp_path / "a.wav", realtime=True), detector, LatestFrame(), None, events,
-                retry_s=60.0,
-            )  # fmt: skip
-            task = asyncio.create_task(box.run())
-            try:
-                await until(lambda: camera("lost") is not None)
-                with pytest.raises(ValueError, match=r"^camera 'gone' cannot be used: .*gone\.mp4: no such file"):
-                    await box.try_source("camera", "gone", FileCamera(tmp_path / "gone.mp4", realtime=True), cfg)
-                assert box.camera is missing
-                mark = len(out)
-                await box.try_source("camera", "good", FileCamera(tmp_path / "good.mp4", realtime=True), cfg)
-                await until(lambda: camera("running", mark) is not None)
-            finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.wait_for(task, 30.0)
-        return out
-
-    events = asyncio.run(scenario())
-    states = [(d["state"], d["detail"]) for d in camera_states(events)]
-    assert states[:2] == [("starting", ""), ("lost", states[1][1])] and "no such file" in states[1][1]
+    states = box_test.run(act)
     assert ("retrying", "another device was chosen") in states  # the back-off ended: not "after 60.0 s"
+    assert states[-1][0] == "running"
+
+
+def test_a_camera_plugged_in_is_tried_at_once_not_after_its_back_off(tmp_path: Path) -> None:
+    """A lost device waited out its back-off (up to 30 s) before it was tried again, though it had been
+    plugged in meanwhile. Now the box watches where its driver says the device shows (a file camera: its
+    file) and ends the pause when that changes. The file is put in place whole (renamed), as a device node
+    appears."""
+    write_video(tmp_path / ".later.mp4", 300)
+    box_test = _Watching(tmp_path, 4)
+
+    async def act(box: RoomBox) -> None:
+        mark = len(box_test.out)
+        (tmp_path / ".later.mp4").rename(tmp_path / "camera.mp4")  # plugged in
+        await box_test.until(lambda: box_test.camera("running", mark))
+
+    states = box_test.run(act)
+    assert ("retrying", "a device was plugged in or removed") in states, states  # not "after 60.0 s"
     assert states[-1][0] == "running"

@@ -451,6 +451,7 @@ def test_a_mic_array_plugged_in_while_the_speaker_plays_is_found(
     open streams close (the speaker is lost, its supervisor opens it again) and the devices are listed
     afresh. The device "plugged in" is an ALSA one that ~/.asoundrc defines when the test writes it."""
     from drivers.audio.capture import PORTAUDIO_RESTART
+    from drivers.hotplug import signature
 
     monkeypatch.setenv("HOME", str(tmp_path))
     speaker = PortAudioSpeaker("room", "pulse", RATE, stall_s=2.0)
@@ -462,7 +463,9 @@ def test_a_mic_array_plugged_in_while_the_speaker_plays_is_found(
             with pytest.raises(SourceLost, match="no input device matching 'roombox_late'"):
                 await mic.start()  # not plugged in: nothing anywhere
             assert not PORTAUDIO_RESTART.is_set()
+            before = signature(mic.watches())
             (tmp_path / ".asoundrc").write_text("pcm.roombox_late {\n    type null\n}\n")  # plugged in
+            assert signature(mic.watches()) != before  # what ends the box's pause for the lost array
             with pytest.raises(SourceLost, match="no input device matching 'roombox_late'"):
                 await mic.start()  # seen afresh elsewhere; this PortAudio still holds the old list
             with pytest.raises(SourceLost, match="closed so that PortAudio can list a sound device plugged in"):

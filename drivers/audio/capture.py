@@ -44,6 +44,7 @@ from common.clock import SYSTEM_CLOCK, Clock
 from common.errors import RoomboxError
 from drivers.audio.resample import StreamResampler
 from drivers.base import AudioBlock, SourceLost
+from drivers.hotplug import Watch, sound_watches
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +335,9 @@ class PortAudioMicArray:
             stream.close()
             raise
         return dev, rate, stream
+
+    def watches(self) -> list[Watch]:
+        return sound_watches()
 
     async def start(self) -> None:
         if self._stream is not None:

@@ -45,6 +45,7 @@ from drivers.audio.capture import PORTAUDIO_LOCK, PORTAUDIO_RESTART, RESTARTING,
 from drivers.audio.fifo import SampleFifo
 from drivers.audio.resample import StreamResampler
 from drivers.base import SourceLost
+from drivers.hotplug import Watch, sound_watches
 from drivers.registry import DriverContext, register
 
 log = logging.getLogger(__name__)
@@ -296,6 +297,9 @@ class PortAudioSpeaker:
             _close(stream)
             raise
         return dev, rate, channels, stream
+
+    def watches(self) -> list[Watch]:
+        return sound_watches()
 
     async def start(self) -> None:
         if self._stream is not None:
