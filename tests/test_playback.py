@@ -493,6 +493,51 @@ def test_a_mic_array_plugged_in_while_the_speaker_plays_is_found(
     assert block.samples.shape[1] == 2
 
 
+def test_a_device_given_by_index_is_followed_when_the_indexes_move(
+    pulse: PulseServer,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PortAudio's indexes move when it lists the devices afresh (a device plugged in before another). Before,
+    a mic array given by its index opened whatever took the index, silently. Now it follows the device it
+    opened (by its name), and never opens another in its place. ALSA devices that ~/.asoundrc defines, in
+    the real PortAudio: a device defined before the array's takes its index."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    asoundrc = tmp_path / ".asoundrc"
+    backend = SoundDeviceBackend()
+
+    def plug(*names: str) -> int:
+        asoundrc.write_text("".join(f"pcm.{n} {{\n    type null\n}}\n" for n in names))
+        backend.refresh()
+        return next(d.index for d in backend.devices() if d.name == names[-1])
+
+    async def open_once(mic: PortAudioMicArray) -> str:
+        await mic.start()
+        try:
+            await asyncio.wait_for(mic.recv(), 20.0)
+            assert mic.device_info is not None
+            return mic.device_info.name
+        finally:
+            await mic.stop()
+
+    try:
+        index = plug("roombox_table")
+        mic = PortAudioMicArray(backend, "table", index, 2, [0, 1], RATE, open_timeout_s=60)
+        assert asyncio.run(open_once(mic)) == "roombox_table"
+        moved = plug("roombox_door", "roombox_table")  # listed before the array's: it takes the array's index
+        assert moved != index and backend.devices()[index].name == "roombox_door"
+        with caplog.at_level("WARNING", logger="drivers.audio.capture"):
+            assert asyncio.run(open_once(mic)) == "roombox_table"
+        assert f"device {index} is now 'roombox_door': following 'roombox_table'" in caplog.text
+        plug("roombox_door")  # the array unplugged: the door's device has its index, and is not opened
+        with pytest.raises(SourceLost, match=f"device {index} is now 'roombox_door', not 'roombox_table'"):
+            asyncio.run(open_once(mic))
+    finally:
+        asoundrc.unlink(missing_ok=True)
+        backend.refresh()  # the next tests' PortAudio lists their own devices
+
+
 # -- end to end: a real Janus peer's sound on the speaker ------------------------------------------------
 
 

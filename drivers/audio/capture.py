@@ -80,6 +80,41 @@ def refusal(device: str, channels: int, tried: dict[int, str], error: type[Excep
     return error(f"{device} refuses {channels} channels at every rate tried ({listed})")
 
 
+class _Listed(Protocol):
+    """A device as PortAudio lists it, input or output."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def channels(self) -> int: ...
+
+
+D = TypeVar("D", bound=_Listed)
+
+
+def same_device(found: D, devices: Sequence[D], before: D | None, wanted: str | int | None) -> D:
+    """The device a config's index meant: once opened, a device given by its index is followed by its name,
+    since the indexes move when PortAudio lists the devices afresh (a device plugged in before it). The one
+    that took its index is never opened in its place: ``SourceLost`` (retried) until it is back."""
+    if not isinstance(wanted, int) or before is None or found.name == before.name:
+        return found
+    same = [d for d in devices if d.name == before.name and d.channels > 0]
+    if len(same) == 1:
+        log.warning(
+            "device %d is now %r: following %r, the device opened before, at index %d (give the device by "
+            "its name in the config: indexes move when devices come and go)",
+            wanted, found.name, before.name, same[0].index,
+        )  # fmt: skip
+        return same[0]
+    where = "is not listed" if not same else f"is listed {len(same)} times"
+    raise SourceLost(
+        f"device {wanted} is now {found.name!r}, not {before.name!r}, which {where} (the devices were listed "
+        f"afresh): waiting for it; give the device by its name in the config"
+    )
+
+
 class MicDeviceError(RoomboxError, ValueError):
     """A sound card that cannot be used as configured (missing package, no such channel count or rate);
     the message names the device and the reason."""
@@ -285,10 +320,13 @@ class PortAudioMicArray:
     def _resolve(self) -> InputDevice:
         try:
             try:
-                return find_device(self.backend.devices(), self.device, None)
+                devices = self.backend.devices()
+                found = find_device(devices, self.device, None)
             except SourceLost:
                 self.backend.refresh(self.device)  # a device plugged in since PortAudio listed the devices
-                return find_device(self.backend.devices(), self.device, None)
+                devices = self.backend.devices()
+                found = find_device(devices, self.device, None)
+            return same_device(found, devices, self.device_info, self.device)
         except SourceLost as e:
             raise SourceLost(f"{self.name}: {e}") from None
         except MicDeviceError as e:

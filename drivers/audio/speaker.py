@@ -41,7 +41,7 @@ from common.clock import SYSTEM_CLOCK, Clock
 from common.errors import RoomboxError
 from common.settings import Section
 from drivers.audio import devices as _devices
-from drivers.audio.capture import PORTAUDIO_LOCK, PORTAUDIO_RESTART, RESTARTING, _in_thread, refusal
+from drivers.audio.capture import PORTAUDIO_LOCK, PORTAUDIO_RESTART, RESTARTING, _in_thread, refusal, same_device
 from drivers.audio.fifo import SampleFifo
 from drivers.audio.resample import StreamResampler
 from drivers.base import SourceLost
@@ -231,10 +231,13 @@ class PortAudioSpeaker:
     def _resolve(self) -> OutputDevice:
         try:
             try:
-                return find_output(list_output_devices(), self.device)
+                devices = list_output_devices()
+                found = find_output(devices, self.device)
             except SourceLost:
                 _devices._refresh_portaudio(self.device, "output")  # a device plugged in since PortAudio listed them
-                return find_output(list_output_devices(), self.device)
+                devices = list_output_devices()
+                found = find_output(devices, self.device)
+            return same_device(found, devices, self.device_info, self.device)
         except SourceLost as e:
             raise SourceLost(f"{self.name}: {e}") from None
         except SpeakerDeviceError as e:
