@@ -215,7 +215,7 @@ def _fleet(cfg: Config, events: Any, control: Any, on_config: Callable[[Config],
             events,
             on_config=apply,
             current_config=lambda: control.config,
-            applied_path=home_dir() / "mqtt-desired.sha256",
+            state_dir=home_dir(),  # mqtt-desired.sha256, mqtt-retained.json (the topics to clear after an id change)
         )
     except FleetError as e:  # e.g. a CA file gone: the box runs on, without its fleet link, and says so
         log.error("fleet link not started: %s", e)

@@ -76,7 +76,9 @@ def mosquitto(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
     """Starts mosquitto brokers on 127.0.0.1 (random free ports); all are stopped afterwards."""
     brokers: list[Broker] = []
 
-    def start(users: dict[str, str] | None = None, tls: Pki | None = None) -> Broker:
+    def start(
+        users: dict[str, str] | None = None, tls: Pki | None = None, deny_subscribe: list[str] | None = None
+    ) -> Broker:
         n = len(brokers)
         port = _free_port()
         lines = [
@@ -96,7 +98,14 @@ def mosquitto(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
                 f"keyfile {tls.server_key}",
                 "require_certificate true",
             ]
-        if users:
+        if deny_subscribe:  # mosquitto's dynamic-security plugin refuses a SUBSCRIBE (its acl_file does not)
+            assert users, "the dynamic-security plugin needs users"
+            plugins = sorted(Path("/usr/lib").glob("*/mosquitto_dynamic_security.so"))
+            assert plugins, "mosquitto's dynamic-security plugin is missing (Debian's mosquitto package ships it)"
+            dynsec = tmp_path / f"dynsec{n}.json"
+            dynsec.write_text(json.dumps(_dynsec(users, deny_subscribe)))
+            lines += ["allow_anonymous false", f"plugin {plugins[0]}", f"plugin_opt_config_file {dynsec}"]
+        elif users:
             pw = tmp_path / f"passwd{n}"
             pw.write_text("".join(f"{u}:{p}\n" for u, p in users.items()))
             pw.chmod(0o600)
@@ -114,6 +123,35 @@ def mosquitto(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
     yield start
     for b in brokers:
         b.stop()
+
+
+def _dynsec(users: dict[str, str], deny_subscribe: list[str]) -> dict[str, Any]:
+    """A dynamic-security plugin config: these users, allowed everything but subscribing to ``deny_subscribe``."""
+    import base64
+    import hashlib
+
+    def client(name: str, password: str) -> dict[str, Any]:
+        salt = os.urandom(12)
+        digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, 101, 64)
+        return {
+            "username": name,
+            "password": base64.b64encode(digest).decode(),
+            "salt": base64.b64encode(salt).decode(),
+            "iterations": 101,
+            "roles": [{"rolename": "limited"}],
+        }
+
+    acls = [{"acltype": "subscribeLiteral", "topic": t, "priority": 5, "allow": False} for t in deny_subscribe]
+    return {
+        "clients": [client(u, p) for u, p in users.items()],
+        "roles": [{"rolename": "limited", "acls": acls}],
+        "defaultACLAccess": {
+            "publishClientSend": True,
+            "publishClientReceive": True,
+            "subscribe": True,
+            "unsubscribe": True,
+        },
+    }
 
 
 @dataclass
@@ -251,12 +289,13 @@ class Watcher:
             self._new.set()
 
     async def wait_for(
-        self, topic: str, match: Callable[[bytes], bool] = lambda _: True, timeout: float = WAIT_S
+        self, topic: str, match: Callable[[bytes], bool] = lambda _: True, timeout: float = WAIT_S, since: int = 0
     ) -> bytes:
-        """The first message on ``topic`` (seen so far or to come) for which ``match`` holds."""
+        """The first message on ``topic`` (seen so far, from the ``since``-th, or to come) for which ``match``
+        holds."""
 
         async def seek() -> bytes:
-            seen = 0
+            seen = since
             while True:
                 for t, p, _ in self.messages[seen:]:
                     if t == topic and match(p):
@@ -275,6 +314,15 @@ class Watcher:
     async def publish(self, topic: str, payload: str | bytes) -> None:
         assert self.client is not None
         await self.client.publish(topic, payload, qos=1)
+
+    async def retained(self) -> dict[str, bytes]:
+        """The retained messages the broker gave at the subscription (a marker published since comes after them)."""
+        assert self.client is not None
+        marker = f"test/marker/{id(self)}"
+        await self.client.subscribe(marker, qos=1)
+        await self.publish(marker, b"x")
+        await self.wait_for(marker)
+        return {t: p for t, p, r in self.messages if r}
 
 
 def _js(p: bytes) -> Any:
@@ -322,7 +370,9 @@ def test_status_retained_and_the_last_will_says_offline_when_the_box_dies(mosqui
             async with Watcher(broker.port, "#") as w:
                 await w.wait_for("roombox/box1/availability", lambda p: p == b"online")
                 status = _js(await w.wait_for("roombox/box1/status"))
-                assert status["state"] == "online" and status["devices"] == {"camera": "running"}
+                # whether the box is up is the availability's to say: a status left behind never says online
+                assert "state" not in status and status["devices"] == {"camera": "running"}
+                assert len(status["instance"]) == 8
                 tele = _js(await w.wait_for("roombox/box1/telemetry"))
                 assert tele["box"] == "box1" and tele["uptime_s"] >= 0
                 ha = _js(await w.wait_for("homeassistant/sensor/roombox_box1/device_camera/config"))
@@ -369,7 +419,15 @@ def test_desired_config_is_validated_applied_and_acknowledged(mosquitto: Callabl
                 await w.wait_for("roombox/box1/availability", lambda p: p == b"online")
                 # a shot and a device change reach the retained status
                 events.publish(DeviceStatus("mic_array", "lost", "unplugged"))
-                await w.wait_for("roombox/box1/status", lambda p: _js(p)["devices"].get("mic_array") == "lost")
+                await w.wait_for(
+                    "roombox/box1/status", lambda p: _js(p)["devices"].get("mic_array") == "lost: unplugged"
+                )
+                # while it retries, the status still says why it was lost
+                events.publish(DeviceStatus("mic_array", "retrying", "after 1.0 s"))
+                await w.wait_for(
+                    "roombox/box1/status",
+                    lambda p: _js(p)["devices"].get("mic_array") == "retrying: after 1.0 s (lost: unplugged)",
+                )
 
                 desired = {"id": "req-1", "config": {"director": {"min_hold_s": 3.0}, "stream": {"fps": 10.0}}}
                 await w.publish("roombox/box1/config/set", json.dumps(desired))
@@ -543,8 +601,8 @@ def test_decode_desired_accepts_the_envelope_plain_json_and_toml() -> None:
     assert decode_desired(b"[doa]\ngrid_deg = 2\n") == ({"doa": {"grid_deg": 2}}, None)
     for bad, why in [
         (b"\xff", "UTF-8"),
-        (b"[1, 2]", "neither"),
-        (b'"x"', "neither"),
+        (b"[1, 2]", "must be a JSON object or TOML, not a JSON array"),
+        (b'"x"', "must be a JSON object or TOML, not a JSON string"),
         (b'{"id": [1], "config": {}}', "id must be"),
         (b'{"id": 1, "x": 2, "config": {}}', "unknown keys"),
         (b" " * (300 * 1024), "too large"),
@@ -670,3 +728,338 @@ def test_a_fleet_link_that_cannot_start_leaves_the_box_running_and_is_refused_wh
         )  # fmt: skip
         with pytest.raises(FleetError, match=r"\[mqtt.ca_file\]"):
             box.on_config(bad)  # the store then refuses the config: the running box cannot apply it
+
+
+async def _until(what: str, cond: Callable[[], object], timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        await asyncio.sleep(0.05)
+
+
+def _statuses_of(w: Watcher, topic: str, instance: str) -> int:
+    """How many statuses ``instance`` published live (not those the broker kept) that ``w`` saw."""
+    return sum(1 for t, p, r in w.messages if t == topic and not r and p and _js(p).get("instance") == instance)
+
+
+def test_two_boxes_with_one_box_id_both_stay_connected_and_each_reports_the_other(
+    mosquitto: Callable[..., Broker], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Finding 6: two boxes with box_id boxA took each other's connection in turn (one client id, 17 takeovers in
+    40 s), silently. Now each run has a client id of its own, both stay connected, and each sees the other's
+    status on its own topic: logged once, health degraded naming the cause."""
+    broker = mosquitto()
+    cfg = MqttConfig(enabled=True, host="127.0.0.1", port=broker.port, box_id="boxA", keepalive_s=5, telemetry_s=1.0)
+
+    async def scenario() -> None:
+        a, b = FleetClient(cfg, EventBus(), retry_min_s=0.2), FleetClient(cfg, EventBus(), retry_min_s=0.2)
+        assert a.identifier != b.identifier
+        ta, tb = asyncio.create_task(a.run()), asyncio.create_task(b.run())
+        try:
+            async with Watcher(broker.port, "roombox/boxA/#") as w:
+                await _until("both boxes notice the other", lambda: a.conflict() and b.conflict())
+                for fleet in (a, b):
+                    health = fleet.health()
+                    assert health is not None and health[0] == "degraded", health
+                    assert "another box uses box_id boxA; give each box its own [mqtt] box_id" in health[1], health
+                # both stay connected: no takeover, no flapping
+                n_a = _statuses_of(w, "roombox/boxA/status", a.instance)
+                n_b = _statuses_of(w, "roombox/boxA/status", b.instance)
+                await _until(
+                    "three more statuses from each",
+                    lambda: (
+                        _statuses_of(w, "roombox/boxA/status", a.instance) >= n_a + 3
+                        and _statuses_of(w, "roombox/boxA/status", b.instance) >= n_b + 3
+                    ),
+                )
+                assert a.connections == 1 and b.connections == 1 and a.connected and b.connected
+                said = [r for r in caplog.records if "another box uses box_id boxA" in r.getMessage()]
+                assert len(said) == 2, [r.getMessage() for r in said]  # once by each box, not at every status
+                # one stops: its goodbye says offline, and the other, still up, says online again
+                mark = len(w.messages)
+                await _stop(ta)
+                await w.wait_for("roombox/boxA/availability", lambda p: p == b"offline", since=mark)
+                mark = len(w.messages) - 1
+                await w.wait_for("roombox/boxA/availability", lambda p: p == b"online", since=mark)
+        finally:
+            await _stop(ta)
+            await _stop(tb)
+
+    with caplog.at_level("ERROR", logger="appliance.control.mqtt"):
+        asyncio.run(scenario())
+
+
+def test_a_box_restarted_after_a_hang_is_no_conflict_and_stays_online(mosquitto: Callable[..., Broker]) -> None:
+    """A box restarted while the broker still holds its old, dead connection (here: the old process stopped
+    with SIGSTOP, so its socket stays open): the old connection's status is retained and its last will comes
+    later; neither is another box, and the will's offline is answered online."""
+    broker = mosquitto()
+    old = subprocess.Popen(
+        [sys.executable, "-c", BOX_SCRIPT, str(broker.port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    async def scenario() -> None:
+        try:
+            async with Watcher(broker.port, "roombox/box1/#") as w:
+                old_instance = _js(await w.wait_for("roombox/box1/status"))["instance"]
+                old.send_signal(signal.SIGSTOP)  # hung: its connection is neither used nor closed
+                fleet = FleetClient(_mqtt(broker.port, telemetry_s=1.0), EventBus(), retry_min_s=0.2)
+                assert fleet.instance != old_instance
+                mark = len(w.messages)
+                task = asyncio.create_task(fleet.run())
+                try:
+                    await w.wait_for("roombox/box1/availability", lambda p: p == b"online", since=mark)
+                    # the broker gives up on the old connection after 1.5 keep-alives (5 s): its will says offline
+                    await w.wait_for("roombox/box1/availability", lambda p: p == b"offline", WAIT_S * 2, since=mark)
+                    mark = len(w.messages) - 1
+                    await w.wait_for("roombox/box1/availability", lambda p: p == b"online", since=mark)
+                    n = _statuses_of(w, "roombox/box1/status", fleet.instance)
+                    await _until(
+                        "two more statuses", lambda: _statuses_of(w, "roombox/box1/status", fleet.instance) >= n + 2
+                    )
+                    assert fleet.conflict() is None and fleet.health() is None, fleet.health()
+                    assert fleet.connections == 1
+                finally:
+                    await _stop(task)
+        finally:
+            old.kill()
+            old.wait(WAIT_S)
+
+    asyncio.run(scenario())
+
+
+def _box_id_run(port: int, home: Path, box_id: str, prefix: str = "roombox", desired: str | None = None) -> None:
+    """A box with a camera runs under ``prefix/box_id`` (with ``home`` as its state directory) until its status
+    is out, takes ``desired`` if given, and stops cleanly."""
+    cfg = MqttConfig(enabled=True, host="127.0.0.1", port=port, box_id=box_id, topic_prefix=prefix, keepalive_s=5)
+    running = [Config(mqtt=cfg)]
+
+    def on_config(new: Config) -> str:
+        running[0] = new
+        return "r2"
+
+    async def scenario() -> None:
+        events = EventBus()
+        events.publish(DeviceStatus("camera", "running"))
+        fleet = FleetClient(cfg, events, on_config, current_config=lambda: running[0], state_dir=home)
+        task = asyncio.create_task(fleet.run())
+        try:
+            async with Watcher(port, f"{prefix}/{box_id}/#") as w:
+                # the status comes after the old topics were cleared and the discovery entries announced
+                await w.wait_for(f"{prefix}/{box_id}/status")
+                if desired is not None:
+                    await w.publish(f"{prefix}/{box_id}/config/set", desired)
+                    await w.wait_for(f"{prefix}/{box_id}/config/ack")
+        finally:
+            await _stop(task)
+
+    asyncio.run(scenario())
+
+
+def _retained(port: int) -> dict[str, bytes]:
+    async def look() -> dict[str, bytes]:
+        async with Watcher(port, "#") as w:
+            return await w.retained()
+
+    return asyncio.run(look())
+
+
+def test_after_a_box_id_or_prefix_change_the_old_retained_topics_are_cleared(
+    mosquitto: Callable[..., Broker], tmp_path: Path
+) -> None:
+    """Finding 2: after box_id boxA became boxC (at a restart), roombox/boxA/ kept its retained availability,
+    status and the Home Assistant entries: a ghost box. Now the box keeps the topics it publishes in its state
+    directory and clears those of the id it ran under before."""
+    broker = mosquitto()
+    home = tmp_path / "home"
+    _box_id_run(broker.port, home, "boxA", desired='{"id": "d1", "config": {"director": {"min_hold_s": 3.0}}}')
+    before = _retained(broker.port)
+    ha_a = "homeassistant/sensor/roombox_boxA"
+    assert before["roombox/boxA/availability"] == b"offline"
+    for topic in (
+        "roombox/boxA/status",
+        "roombox/boxA/config/ack",
+        f"{ha_a}/shot_mode/config",
+        f"{ha_a}/device_camera/config",
+    ):
+        assert topic in before, sorted(before)
+
+    _box_id_run(broker.port, home, "boxB")
+    after = _retained(broker.port)
+    assert not [t for t in after if "boxA" in t], sorted(after)
+    assert (
+        after["roombox/boxB/availability"] == b"offline"
+        and "homeassistant/sensor/roombox_boxB/device_camera/config" in after
+    )
+
+    _box_id_run(broker.port, home, "boxB", prefix="fleet")  # a new topic prefix, the same id
+    moved = _retained(broker.port)
+    assert not [t for t in moved if t.startswith("roombox/")], sorted(moved)
+    assert moved["fleet/boxB/availability"] == b"offline"
+    entry = _js(moved["homeassistant/sensor/roombox_boxB/shot_mode/config"])  # announced again, for the new topics
+    assert entry["state_topic"] == "fleet/boxB/status" and entry["availability_topic"] == "fleet/boxB/availability"
+
+
+def test_the_topics_of_an_old_id_another_box_now_runs_under_are_left_to_it(
+    mosquitto: Callable[..., Broker], tmp_path: Path
+) -> None:
+    """Ids swapped between boxes: box 1 was boxA and is now boxB, while box 2 is online as boxA. Box 1 must not
+    clear box 2's topics (its Home Assistant entries would be deleted)."""
+    broker = mosquitto()
+    _box_id_run(broker.port, tmp_path / "home1", "boxA")
+
+    async def scenario() -> None:
+        other = FleetClient(
+            _mqtt(broker.port).model_copy(update={"box_id": "boxA"}), EventBus(), state_dir=tmp_path / "home2"
+        )
+        task = asyncio.create_task(other.run())
+        try:
+            async with Watcher(broker.port, "roombox/boxA/status") as w:
+                await w.wait_for("roombox/boxA/status", lambda p: _js(p)["instance"] == other.instance)
+            await asyncio.to_thread(_box_id_run, broker.port, tmp_path / "home1", "boxB")
+            kept = await asyncio.to_thread(_retained, broker.port)
+            assert kept["roombox/boxA/availability"] == b"online"
+            assert _js(kept["roombox/boxA/status"])["instance"] == other.instance
+            assert "homeassistant/sensor/roombox_boxA/shot_mode/config" in kept, sorted(kept)
+            assert other.conflict() is None
+        finally:
+            await _stop(task)
+        # and box 1 forgot them: they are box 2's now
+        record = json.loads((tmp_path / "home1" / "mqtt-retained.json").read_text())
+        assert not [t for entry in record["ids"] for t in entry["topics"] if "boxA" in t], record
+
+    asyncio.run(scenario())
+
+
+def test_a_subscription_the_broker_refuses_is_reported(
+    mosquitto: Callable[..., Broker], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Finding 7: the box ignored the SUBACK. mosquitto's acl_file grants a denied subscription and drops the
+    messages (no client can tell); its dynamic-security plugin refuses it (0x80 in MQTT 3.1.1's SUBACK), as
+    other brokers do: the box now says so, in its log and its health."""
+    broker = mosquitto(users={"box1": "pw", "fleet": "fpw"}, deny_subscribe=["roombox/box1/config/set"])
+    pw = tmp_path / "box1.pass"
+    pw.write_text("pw\n")
+
+    async def scenario() -> None:
+        fleet = FleetClient(_mqtt(broker.port, username="box1", password_file=str(pw)), EventBus(), retry_min_s=0.2)
+        task = asyncio.create_task(fleet.run())
+        try:
+            async with Watcher(broker.port, "roombox/box1/#", "fleet", "fpw") as w:
+                await w.wait_for("roombox/box1/status")  # the box reports, connected
+                await _until("the refusal noticed", lambda: fleet.connected and fleet.health() is not None)
+                health = fleet.health()
+                assert health == (
+                    "degraded",
+                    "the broker refused the subscription to roombox/box1/config/set: check its ACL",
+                ), health
+                assert fleet.connections == 1
+        finally:
+            await _stop(task)
+
+    with caplog.at_level("ERROR", logger="appliance.control.mqtt"):
+        asyncio.run(scenario())
+    assert any("refused the subscription to roombox/box1/config/set" in r.getMessage() for r in caplog.records)
+
+
+def test_a_desired_payload_that_is_not_an_object_is_told_what_was_expected() -> None:
+    """Finding 7: an array or null got a TOML parse error, JSON with a byte-order mark was refused, ``"id": true``
+    was taken as an id and a 5000-digit id's refusal carried Python's advice to its programmers."""
+    for payload, kind in [(b"[1, 2, 3]", "a JSON array"), (b"null", "JSON null"), (b"12", "a JSON number")]:
+        with pytest.raises(ValueError, match=f"desired config must be a JSON object or TOML, not {kind}$"):
+            decode_desired(payload)
+    assert decode_desired('\ufeff{"doa": {"grid_deg": 2}}'.encode()) == ({"doa": {"grid_deg": 2}}, None)
+    assert decode_desired("\ufeff[doa]\ngrid_deg = 2\n".encode()) == ({"doa": {"grid_deg": 2}}, None)
+    with pytest.raises(ValueError, match="id must be a string or an integer, not JSON true"):
+        decode_desired(b'{"id": true, "config": {"doa": {}}}')
+    fleet = FleetClient(MqttConfig(box_id="box1"), None, _recording([], "r1"), current_config=Config)
+    ack = asyncio.run(fleet.handle_desired(('{"id": ' + "7" * 5000 + ', "config": {"doa": {}}}').encode()))
+    assert ack["ok"] is False and "an integer of more than 4300 digits" in ack["error"], ack
+    assert "sys." not in ack["error"]
+
+
+def test_an_unset_password_variable_is_refused_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 7: ``password_env`` naming a variable that is not set gave no password, and the log said only
+    "Not authorized". Now it is refused like a missing password file: by the running box (a config naming it)
+    and at start (the box runs on without its fleet link, health degraded, naming the variable)."""
+    from appliance.app import _fleet
+    from appliance.control import Control
+    from appliance.control.metrics import HealthCheck
+    from appliance.control.mqtt import read_password
+
+    monkeypatch.delenv("ROOMBOX_TEST_PW", raising=False)
+    monkeypatch.setenv("ROOMBOX_HOME", str(tmp_path))
+    cfg = MqttConfig(enabled=True, box_id="box1", username="box1", password_env="ROOMBOX_TEST_PW")
+    named = r"\[mqtt.password_env\] the environment variable ROOMBOX_TEST_PW is not set"
+    with pytest.raises(FleetError, match=named):
+        FleetClient(cfg)
+    with pytest.raises(FleetError, match=named):
+        read_password(cfg)
+    full = Config(mqtt=cfg)
+    health = HealthCheck(EventBus(), None)
+    assert _fleet(full, EventBus(), Control.for_box(full, home=tmp_path), lambda c: [], health) is None
+    assert "ROOMBOX_TEST_PW is not set" in health.evaluate()["reasons"][0]
+    assert read_password(cfg, {"ROOMBOX_TEST_PW": ""}) is None  # set but empty: a user name without password
+    assert read_password(cfg.model_copy(update={"username": ""})) is None  # no user: no password needed
+
+
+def test_tls_against_a_plain_listener_says_tls_in_the_error(mosquitto: Callable[..., Broker]) -> None:
+    """Finding 7: the log said only "[Errno 104] Connection reset by peer"."""
+    broker = mosquitto()
+
+    async def attempt() -> FleetClient:
+        fleet = FleetClient(_mqtt(broker.port, tls=True), EventBus(), retry_min_s=0.2, timeout_s=3.0)
+        task = asyncio.create_task(fleet.run())
+        try:
+            await _until("a failed attempt", lambda: fleet.last_error is not None)
+        finally:
+            await _stop(task)
+        return fleet
+
+    fleet = asyncio.run(attempt())
+    assert fleet.connections == 0
+    assert f"the TLS handshake failed: is 127.0.0.1:{broker.port} a TLS listener?" in (fleet.last_error or ""), (
+        fleet.last_error
+    )
+
+
+def test_an_ack_lost_with_the_broker_is_sent_again_after_the_reconnection(mosquitto: Callable[..., Broker]) -> None:
+    """Finding 8: the broker died while the box applied a desired config; the config was applied, and its ack
+    never sent. Now the last ack is retained, and one the broker had not confirmed is published again at the
+    next connection (a fleet client that was away too finds it on the ack topic)."""
+    broker = mosquitto()
+    entered, release = asyncio.Event(), asyncio.Event()
+    applied: list[Config] = []
+
+    async def on_config(cfg: Config) -> str:
+        applied.append(cfg)
+        entered.set()
+        await release.wait()  # the broker goes down meanwhile
+        return "r62"
+
+    async def scenario() -> None:
+        fleet = FleetClient(_mqtt(broker.port), EventBus(), on_config, current_config=Config, retry_min_s=0.2)
+        task = asyncio.create_task(fleet.run())
+        try:
+            async with Watcher(broker.port, "roombox/box1/#") as w:
+                await w.wait_for("roombox/box1/availability", lambda p: p == b"online")
+                await w.publish("roombox/box1/config/set", '{"id": "k62", "config": {"director": {"min_hold_s": 3.0}}}')
+                await asyncio.wait_for(entered.wait(), WAIT_S)
+            await asyncio.to_thread(broker.stop)  # by its PID, while the box applies the config
+            release.set()
+            await _until("the lost broker noticed", lambda: not fleet.connected)
+            await asyncio.to_thread(broker.start)
+            async with Watcher(broker.port, "roombox/box1/config/ack") as w:
+                ack = _js(await w.wait_for("roombox/box1/config/ack"))
+                assert ack == {"id": "k62", "ok": True, "revision": "r62"}, ack
+            await _until("reconnected", lambda: fleet.connected)
+            assert fleet.connections == 2 and len(applied) == 1
+            async with Watcher(broker.port, "roombox/box1/config/ack") as late:  # retained, for whoever comes later
+                assert _js((await late.retained())["roombox/box1/config/ack"])["id"] == "k62"
+        finally:
+            await _stop(task)
+
+    asyncio.run(scenario())

@@ -3,34 +3,65 @@
 Topics, under ``<topic_prefix>/<box_id>/``:
 
 - ``availability`` (retained): ``online`` while connected; the broker publishes ``offline`` (the last will)
-  when the connection dies without a goodbye; a clean stop publishes ``offline`` itself.
-- ``status`` (retained, JSON): devices and their states, the shot, faces, the config revision and the last
-  config error; sent when something in it changes (at most once a second) and every ``telemetry_s``.
+  when the connection dies without a goodbye; a clean stop publishes ``offline`` itself. Whether the box is up
+  is this topic's to say (the status has no state of its own, so a status left behind never says online). A
+  live ``offline`` (or a cleared availability) seen while connected (the will of a connection of this box
+  that the broker has not yet noticed was dead, a box with the same id stopping) is answered with
+  ``online`` again.
+- ``status`` (retained, JSON): the box's ``instance`` (below), devices and their states (with the detail:
+  ``"lost: OSError: /dev/video0 gone"``, and while retrying, the reason of the loss), the shot, faces, the
+  config revision and the last config error; sent when something in it changes (at most once a second) and
+  every ``telemetry_s``.
 - ``telemetry`` (JSON): the box's counters every ``telemetry_s``.
 - ``config/set`` (subscribed): a desired config, the whole document, as a JSON object or TOML text, or as
-  ``{"id": "...", "config": {...}}`` so that the reply carries the id. It is validated by the same model as
-  the file (``appliance.config.parse_config``). When it has no ``[mqtt]`` section the box keeps its own, so a
-  fleet-wide document need not carry each box's id and credentials. An empty message (how MQTT clears a
-  retained one) asks nothing: the box keeps its config and acknowledges ``"cleared": true``; an empty
-  document (``{}``, a TOML file of comments) is refused, since it would put every key back to its default.
-- ``config/ack`` (JSON): ``{"id", "ok": true, "revision"}`` (with ``"restart_required": [keys]`` when some
-  wait for a restart) or ``{"id", "ok": false, "error"}`` (the error
-  names the key and the reason).
+  ``{"id": "...", "config": {...}}`` so that the reply carries the id (a string or an integer). It is
+  validated by the same model as the file (``appliance.config.parse_config``). When it has no ``[mqtt]``
+  section the box keeps its own, so a fleet-wide document need not carry each box's id and credentials. An
+  empty message (how MQTT clears a retained one) asks nothing: the box keeps its config and acknowledges
+  ``"cleared": true``; an empty document (``{}``, a TOML file of comments) is refused, since it would put every
+  key back to its default.
+- ``config/ack`` (retained, JSON): ``{"id", "ok": true, "revision"}`` (with ``"restart_required": [keys]`` when
+  some wait for a restart) or ``{"id", "ok": false, "error"}`` (the error names the key and the reason). The
+  last ack is retained, so a fleet client that was away (the broker restarted) finds it; an ack the broker
+  has not confirmed (QoS 1) when the connection drops, e.g. the broker died while the box applied the
+  config, is published again at the next connection, before any new desired config is taken. So every ack
+  reaches the broker at least once while the box runs; the fleet may see one twice (match on ``id``). An
+  ack not yet sent when the box itself stops is lost: ``status.config.revision`` says what is in force.
+
+Each run of the box is an *instance* with a random id (8 hex digits) of its own: the MQTT client id is
+``roombox-<box_id>-<instance>`` (an ACL pattern should key on the user name, ``%u``, not on the client id),
+and the status carries ``"instance"``. Two boxes given the same ``box_id`` therefore both stay connected
+(with one client id they would take the connection from each other in turn, forever), and each sees the
+other's status on its own topic: it logs it and reports health degraded, "another box uses box_id X; give
+each box its own [mqtt] box_id", for ``CONFLICT_HOLD_S`` after it last saw the other. A retained status
+from an earlier instance (the box before a restart) is no conflict: only a status published live counts.
+
+When the broker refuses the subscription to ``config/set`` (SUBACK 0x80, e.g. mosquitto's dynamic-security
+plugin; its plain ``acl_file`` grants the subscription and drops the messages, which no client can tell), the
+box logs it and reports health degraded: "the broker refused the subscription to ...: check its ACL".
+
+With ``state_dir`` (the box passes ``$ROOMBOX_HOME``) the box keeps there, in ``mqtt-retained.json``, the
+retained topics it publishes. After ``box_id``, ``topic_prefix`` or ``ha_prefix`` changed (at a restart),
+it clears (empty retained messages) the topics of the id it ran under before: availability, status, ack
+and the Home Assistant discovery entries, so no ghost box is left behind; unless that old id's availability
+says ``online``, i.e. another box runs under it now (ids swapped between two boxes): then its topics are
+left to it. The fleet's own retained ``config/set`` messages are the fleet's and are not touched.
 
 With ``ha_discovery``, Home Assistant's MQTT discovery entries (retained) describe a device with sensors for
 the shot mode, the faces seen, each device's state and the config revision.
 
 The lead's wiring::
 
-    fleet = FleetClient(cfg.mqtt, events, on_config=apply, current_config=lambda: running_cfg)
+    fleet = FleetClient(cfg.mqtt, events, on_config=apply, current_config=lambda: running_cfg, state_dir=home)
     task = asyncio.create_task(fleet.run())     # reconnects by itself; cancel to stop (says offline)
     health.add_check("mqtt", fleet.health)
 
 ``apply(cfg)`` returns the new revision (or the store's ``Revision``, whose ``restart`` keys the ack names, or
 an awaitable of either) and raises ``ValueError`` (e.g. ``ConfigError``) to refuse. ``fleet.revision = r``
-tells the fleet about changes made elsewhere (API, panel). With ``applied_path``, the hash of the last desired
-message applied is kept there: the same message again (a retained one, at each connection and each start) is
-acknowledged ``"applied_before": true`` and not applied over a change made locally since.
+tells the fleet about changes made elsewhere (API, panel). With ``applied_path`` (by default
+``mqtt-desired.sha256`` in ``state_dir``), the hash of the last desired message applied is kept there: the
+same message again (a retained one, at each connection and each start) is acknowledged
+``"applied_before": true`` and not applied over a change made locally since.
 """
 
 from __future__ import annotations
@@ -42,10 +73,11 @@ import json
 import logging
 import os
 import random
+import secrets
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +94,9 @@ from common.settings import parse_toml
 log = logging.getLogger(__name__)
 
 MAX_DESIRED_BYTES = 256 * 1024
+CONFLICT_HOLD_S = 600.0  # health stays degraded this long after another box with this box's id was last seen
+DEVICE_TEXT_MAX = 200  # a device's state with its detail, as the status says it (Home Assistant keeps 255)
+RETAINED_FILE = "mqtt-retained.json"
 Revision = str | int
 # the new revision, or an object with ``id`` and ``restart`` (the store's), or an awaitable of either
 OnConfig = Callable[[Config], Any]
@@ -81,7 +116,9 @@ def _version() -> str:
 
 
 def read_password(cfg: MqttConfig, environ: dict[str, str] | None = None) -> str | None:
-    """The broker password: the first line of ``password_file``, else ``$<password_env>``, else None."""
+    """The broker password: the first line of ``password_file``, else ``$<password_env>``, else None. With a
+    ``username``, a ``password_env`` that is not set at all raises FleetError naming it (set to the empty
+    text, it means a user name without a password)."""
     if cfg.password_file:
         try:
             with open(cfg.password_file, encoding="utf-8") as f:
@@ -89,6 +126,11 @@ def read_password(cfg: MqttConfig, environ: dict[str, str] | None = None) -> str
         except OSError as e:
             raise FleetError(f"[mqtt.password_file] {cfg.password_file}: {e.strerror or e}") from None
     env = os.environ if environ is None else environ
+    if cfg.username and cfg.password_env not in env:
+        raise FleetError(
+            f"[mqtt.password_env] the environment variable {cfg.password_env} is not set: it should hold the "
+            f"password of the broker's user {cfg.username!r} (or name a password_file)"
+        )
     return env.get(cfg.password_env) or None
 
 
@@ -141,29 +183,60 @@ def decode_desired(payload: bytes) -> tuple[dict[str, Any], Any]:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError("desired config is not UTF-8 text") from None
+    text = text.removeprefix("\ufeff")  # a byte-order mark, as some editors write: neither JSON nor TOML takes it
     request_id: Any = None
+    doc: Any
     try:
         if text.lstrip().startswith("{"):
             doc = json.loads(text)
         else:
-            doc = parse_toml(text)
+            try:  # a JSON array, null, a string or a number is said as such below, not as a TOML error
+                doc = json.loads(text)
+            except ValueError:
+                doc = parse_toml(text)
     except RecursionError:
         raise ValueError("desired config is nested too deeply") from None
     except ValueError as e:  # TomlError and JSON's errors
+        if "int_max_str_digits" in str(e):  # Python's advice to its programmers is no use to the fleet
+            raise ValueError("desired config has an integer of more than 4300 digits") from None
         raise ValueError(f"desired config is neither a JSON object nor TOML: {e}") from None
     if not isinstance(doc, dict):
-        raise ValueError("desired config must be a JSON object or a TOML document")
+        raise ValueError(f"desired config must be a JSON object or TOML, not {_json_kind(doc)}")
     if isinstance(doc.get("config"), dict):  # the envelope: {"id": ..., "config": {...}}
         extra = set(doc) - {"id", "config"}
         if extra:
             raise ValueError(f"desired config envelope has unknown keys: {', '.join(sorted(extra))}")
         request_id = doc.get("id")
-        if request_id is not None and not isinstance(request_id, str | int):
-            raise ValueError("desired config envelope: id must be a string or an integer")
+        if request_id is not None and (isinstance(request_id, bool) or not isinstance(request_id, str | int)):
+            raise ValueError(
+                f"desired config envelope: id must be a string or an integer, not {_json_kind(request_id)}"
+            )
         doc = doc["config"]
     if not doc:
         raise ValueError(f"desired config refused: {EMPTY_CONFIG}")
     return doc, request_id
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, for a message: "a JSON array", "JSON null", ..."""
+    if value is None or isinstance(value, bool):
+        return f"JSON {json.dumps(value)}"
+    if isinstance(value, list | dict | str):
+        return {list: "a JSON array", dict: "a JSON object", str: "a JSON string"}[type(value)]
+    return "a JSON number"
+
+
+def _handshake_hint(cfg: MqttConfig, e: BaseException) -> str:
+    """A hint when a TLS connection was cut during its handshake: most often a plain listener on that port."""
+    if not cfg.tls:
+        return ""
+    cause = e.__cause__ or e.__context__
+    text = f"{e} {cause or ''}".lower()
+    if isinstance(cause, ConnectionResetError | ssl.SSLEOFError) or any(
+        s in text for s in ("reset by peer", "eof occurred", "wrong version number", "wrong_version_number")
+    ):
+        return f" (the TLS handshake failed: is {cfg.host}:{cfg.port} a TLS listener? with tls = true, usually 8883)"
+    return ""
 
 
 class FleetClient:
@@ -179,6 +252,7 @@ class FleetClient:
         retry_min_s: float = 1.0,
         timeout_s: float = 10.0,
         applied_path: Path | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.cfg = cfg
         self.events = events
@@ -188,6 +262,8 @@ class FleetClient:
         self.retry_min_s = retry_min_s
         self.timeout_s = timeout_s
         self.box_id = cfg.resolved_box_id()
+        self.instance = secrets.token_hex(4)  # this run of the box: two boxes given one box_id differ here
+        self.identifier = f"roombox-{self.box_id}-{self.instance}"
         self.base = f"{cfg.topic_prefix}/{self.box_id}"
         self.topic_availability = f"{self.base}/availability"
         self.topic_status = f"{self.base}/status"
@@ -203,9 +279,15 @@ class FleetClient:
         self._link_up = False  # whether the session that just ended had connected (for the log)
         self.connections = 0
         self.last_error: str | None = None
+        self.subscribe_error: str | None = None  # the broker refused the subscription to config/set
+        self._conflict: str | None = None  # another box publishes under this box's id
+        self._conflict_at = 0.0
+        self._ack_unsent: bytes | None = None  # the last ack, until the broker confirmed it
         self._started = time.time()
         # the hash of the last desired message applied, kept across restarts (``applied_path``): the same
         # retained message, delivered again at each connection, is not applied again over a local change
+        if applied_path is None and state_dir is not None:
+            applied_path = state_dir / "mqtt-desired.sha256"
         self.applied_path = applied_path
         self._applied: str | None = None
         if applied_path is not None:
@@ -213,7 +295,15 @@ class FleetClient:
                 self._applied = applied_path.read_text(encoding="ascii").strip() or None
             except (OSError, UnicodeDecodeError):
                 self._applied = None
+        # the retained topics this box publishes, kept in ``state_dir`` so that those of an id it ran under
+        # before are cleared after the id changed
+        self.retained_path = state_dir / RETAINED_FILE if state_dir is not None else None
+        self._retained: set[str] = set()
+        self._own_stale: set[str] = set()  # recorded under this id, published no more (ha_prefix changed)
+        self._old_ids: dict[str, set[str]] = {}  # an old id's availability topic -> its retained topics
+        self._load_retained()
         self._devices: dict[str, str] = {}
+        self._lost: dict[str, str] = {}  # a device's last loss, said while it retries
         self._shot: dict[str, Any] = {}
         self._faces: int | None = None
         self._stats: dict[str, Any] = {}
@@ -225,8 +315,17 @@ class FleetClient:
         if kind == "device" or kind.startswith("device:"):
             name = str(payload.get("name") or kind.partition(":")[2])
             state = str(payload.get("state", ""))
-            if self._devices.get(name) != state:
-                self._devices[name] = state
+            detail = str(payload.get("detail") or "")
+            if state == "lost":
+                self._lost[name] = detail or "no detail"
+            elif state in ("running", "stopped"):
+                self._lost.pop(name, None)
+            text = f"{state}: {detail}" if detail else state
+            if state != "lost" and name in self._lost:
+                text += f" (lost: {self._lost[name]})"
+            text = text[:DEVICE_TEXT_MAX]
+            if self._devices.get(name) != text:
+                self._devices[name] = text
                 self._changed.set()
         elif kind == "shot":
             shot = {"mode": payload.get("mode"), "reason": payload.get("reason", "")}
@@ -249,7 +348,7 @@ class FleetClient:
     def status(self) -> dict[str, Any]:
         return {
             "box": self.box_id,
-            "state": "online",
+            "instance": self.instance,
             "version": self.version,
             "t": round(time.time(), 3),
             "started": round(self._started, 3),
@@ -275,20 +374,34 @@ class FleetClient:
                 log.warning("telemetry callback failed: %s", e)
         return out
 
+    def conflict(self) -> str | None:
+        """Another box using this box's id, when one was seen in the last ``CONFLICT_HOLD_S``."""
+        if self._conflict is not None and time.monotonic() - self._conflict_at <= CONFLICT_HOLD_S:
+            return self._conflict
+        return None
+
     def health(self) -> tuple[str, str] | None:
-        """For ``HealthCheck.add_check``: degraded while the fleet's broker is unreachable."""
-        if self.connected:
-            return None
-        return "degraded", f"not connected to {self.cfg.host}:{self.cfg.port}" + (
-            f" ({self.last_error})" if self.last_error else ""
-        )
+        """For ``HealthCheck.add_check``: degraded while the fleet's broker is unreachable, while it refuses
+        the desired config's subscription, and while another box uses this box's id."""
+        problems = []
+        if not self.connected:
+            problems.append(
+                f"not connected to {self.cfg.host}:{self.cfg.port}"
+                + (f" ({self.last_error})" if self.last_error else "")
+            )
+        elif self.subscribe_error:
+            problems.append(self.subscribe_error)
+        conflict = self.conflict()
+        if conflict:
+            problems.append(conflict)
+        return ("degraded", "; ".join(problems)) if problems else None
 
     # -- the link --------------------------------------------------------------------------------
     def _client(self) -> aiomqtt.Client:
         return aiomqtt.Client(
             self.cfg.host,
             self.cfg.port,
-            identifier=f"roombox-{self.box_id}",
+            identifier=self.identifier,
             username=self.cfg.username or None,
             password=self.password if self.cfg.username else None,
             keepalive=self.cfg.keepalive_s,
@@ -313,10 +426,10 @@ class FleetClient:
                 try:
                     await self._session()
                 except (aiomqtt.MqttError, OSError) as e:
-                    self._lost(e)
+                    self._lost_link(e)
                 except Exception as e:  # a bug must not end the fleet link for good: logged, retried
                     log.exception("mqtt: session failed")
-                    self._lost(e)
+                    self._lost_link(e)
                 lasted = time.monotonic() - began
                 pause = self.retry_min_s if lasted > pause else min(pause * 2, self.cfg.retry_max_s)
                 wait = pause * random.uniform(0.8, 1.2)
@@ -330,13 +443,14 @@ class FleetClient:
             if queue is not None and self.events is not None:
                 self.events.unsubscribe(queue)
 
-    def _lost(self, e: BaseException) -> None:
+    def _lost_link(self, e: BaseException) -> None:
         was, self._link_up = self._link_up, False
         self.connected = False
         self.last_error = str(e) or type(e).__name__
         if was:
             log.warning("mqtt: connection to %s:%d lost: %s", self.cfg.host, self.cfg.port, self.last_error)
         else:
+            self.last_error += _handshake_hint(self.cfg, e)
             log.warning("mqtt: cannot connect to %s:%d: %s", self.cfg.host, self.cfg.port, self.last_error)
 
     async def _session(self) -> None:
@@ -347,12 +461,20 @@ class FleetClient:
             self.connected = self._link_up = True
             self.connections += 1
             self.last_error = None
-            log.info("mqtt: connected to %s:%d as %s", self.cfg.host, self.cfg.port, self.box_id)
+            log.info("mqtt: connected to %s:%d as %s (%s)", self.cfg.host, self.cfg.port, self.box_id, self.identifier)
             loops: list[asyncio.Task[None]] = []
             try:
-                await client.publish(self.topic_availability, b"online", qos=1, retain=True)
+                self._note_retained([self.topic_availability, self.topic_status, self.topic_ack])
+                if self._old_ids or self._own_stale:
+                    await self._clear_old_topics(client)  # says online itself
+                else:
+                    await client.publish(self.topic_availability, b"online", qos=1, retain=True)
                 _honour_cancel()
-                await client.subscribe(self.topic_desired, qos=1)
+                if self._ack_unsent is not None:  # the broker went away before it confirmed the last ack
+                    await self._send_ack(client, self._ack_unsent, again=True)
+                    _honour_cancel()
+                topics = [(self.topic_desired, 1), (self.topic_status, 0), (self.topic_availability, 0)]
+                self._check_granted(topics, await client.subscribe(topics))
                 _honour_cancel()
                 if self.cfg.ha_discovery:
                     self._announced.clear()
@@ -367,6 +489,9 @@ class FleetClient:
                     task.result()  # the MqttError that ended the session
                 raise aiomqtt.MqttError("the session ended")
             except asyncio.CancelledError:
+                for task in loops:  # first, so that the goodbye's own "offline" is not answered "online"
+                    task.cancel()
+                await asyncio.gather(*loops, return_exceptions=True)
                 await self._goodbye(client)
                 raise
             finally:
@@ -374,6 +499,25 @@ class FleetClient:
                 for task in loops:
                     task.cancel()
                 await asyncio.gather(*loops, return_exceptions=True)
+
+    def _check_granted(self, topics: list[tuple[str, int]], granted: Iterable[Any]) -> None:
+        """The SUBACK's answer per topic: a code of 0x80 or more is a refusal (an ACL, most often)."""
+        refused = [
+            t for (t, _), code in zip(topics, granted, strict=False) if int(getattr(code, "value", code)) >= 0x80
+        ]
+        error = None
+        if self.topic_desired in refused:
+            error = f"the broker refused the subscription to {self.topic_desired}: check its ACL"
+            if error != self.subscribe_error:
+                log.error("mqtt: %s (the box takes no desired config)", error)
+        self.subscribe_error = error
+        for topic in refused:
+            if topic != self.topic_desired:
+                log.warning(
+                    "mqtt: the broker refused the subscription to %s: another box with the same box_id would go "
+                    "unnoticed",
+                    topic,
+                )
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
         try:
@@ -384,6 +528,7 @@ class FleetClient:
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
         next_telemetry = time.monotonic()
         while True:
+            self._changed.clear()  # before the status is taken: a change while it is sent is sent next
             await client.publish(self.topic_status, json.dumps(self.status()), qos=1, retain=True)
             _honour_cancel()
             if self.cfg.ha_discovery:
@@ -394,7 +539,6 @@ class FleetClient:
                 await client.publish(self.topic_telemetry, json.dumps(self.telemetry_payload(), default=str), qos=0)
                 _honour_cancel()
                 next_telemetry = now + self.cfg.telemetry_s
-            self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), max(0.0, next_telemetry - time.monotonic()))
                 await asyncio.sleep(1.0)  # at most one status a second, however busy the room
@@ -403,13 +547,148 @@ class FleetClient:
 
     async def _receive_loop(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
+            payload = message.payload
+            data = bytes(payload if isinstance(payload, bytes | bytearray) else str(payload or "").encode())
             if message.topic.matches(self.topic_desired):
-                payload = message.payload
-                data = payload if isinstance(payload, bytes | bytearray) else str(payload or "").encode()
-                ack = await self.handle_desired(bytes(data))
-                await client.publish(self.topic_ack, json.dumps(ack, default=str), qos=1)
+                ack = await self.handle_desired(data)
+                await self._send_ack(client, json.dumps(ack, default=str).encode())
                 await client.publish(self.topic_status, json.dumps(self.status()), qos=1, retain=True)
                 _honour_cancel()
+            elif message.retain:  # what the broker kept: this box's own, or an earlier instance's
+                continue
+            elif message.topic.matches(self.topic_status):
+                self._check_status(data)
+            elif message.topic.matches(self.topic_availability) and data != b"online":
+                log.info("mqtt: %s was set to %r by another client; saying online again", message.topic, data[:20])
+                await client.publish(self.topic_availability, b"online", qos=1, retain=True)
+                _honour_cancel()
+
+    async def _send_ack(self, client: aiomqtt.Client, ack: bytes, again: bool = False) -> None:
+        """Publish ``ack`` (retained, QoS 1); until the broker confirms it, it is kept to be sent again at the
+        next connection."""
+        self._ack_unsent = ack
+        if again:
+            log.info("mqtt: sending again the last ack, which the broker had not confirmed: %s", ack[:200].decode())
+        await client.publish(self.topic_ack, ack, qos=1, retain=True)
+        if self._ack_unsent is ack:
+            self._ack_unsent = None
+
+    def _check_status(self, data: bytes) -> None:
+        """A status published live on this box's topic: another box's, unless it carries this instance."""
+        if not data.strip():  # a retained status cleared (a box that left this id): nobody's
+            return
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            doc = None
+        other = doc.get("instance") if isinstance(doc, dict) else None
+        if other == self.instance:
+            return
+        fresh = self.conflict() is None
+        self._conflict = (
+            f"another box uses box_id {self.box_id}; give each box its own [mqtt] box_id (instance "
+            f"{str(other)[:40]} publishes on {self.topic_status}, this one is {self.instance})"
+        )
+        self._conflict_at = time.monotonic()
+        if fresh:
+            log.error("mqtt: %s", self._conflict)
+
+    # -- the retained topics of an id the box ran under before -----------------------------------
+    def _ours(self, topic: str) -> bool:
+        if topic.startswith(self.base + "/"):
+            return True
+        return self.cfg.ha_discovery and topic.startswith(f"{self.cfg.ha_prefix}/sensor/roombox_{self.box_id}/")
+
+    def _load_retained(self) -> None:
+        if self.retained_path is None:
+            return
+        try:
+            doc = json.loads(self.retained_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            log.warning(
+                "mqtt: cannot read %s (%s): the topics of an earlier box_id are not cleared", self.retained_path, e
+            )
+            return
+        entries = doc.get("ids") if isinstance(doc, dict) else None
+        for entry in entries if isinstance(entries, list) else []:
+            availability = entry.get("availability") if isinstance(entry, dict) else None
+            topics = entry.get("topics") if isinstance(entry, dict) else None
+            if not isinstance(availability, str) or not isinstance(topics, list):
+                continue
+            for topic in topics:
+                if not isinstance(topic, str) or not topic or any(c in topic for c in "+#\0"):
+                    continue
+                if self._ours(topic):
+                    self._retained.add(topic)
+                elif availability == self.topic_availability:
+                    self._own_stale.add(topic)
+                else:
+                    self._old_ids.setdefault(availability, set()).add(topic)
+
+    def _record(self) -> None:
+        if self.retained_path is None:
+            return
+        ids = [{"availability": self.topic_availability, "topics": sorted(self._retained | self._own_stale)}]
+        ids += [{"availability": a, "topics": sorted(t)} for a, t in sorted(self._old_ids.items())]
+        try:
+            write_atomic(self.retained_path, json.dumps({"ids": ids}, indent=1) + "\n")
+        except (OSError, ValueError) as e:
+            log.warning("mqtt: cannot keep the retained topics in %s: %s", self.retained_path, e)
+
+    def _note_retained(self, topics: Iterable[str]) -> None:
+        """Record ``topics`` before they are first published retained."""
+        new = set(topics) - self._retained
+        if new:
+            self._retained |= new
+            self._record()
+
+    async def _clear_old_topics(self, client: aiomqtt.Client) -> None:
+        """Clear the retained topics of the ids this box ran under before, but not those of an id another box
+        is online under now; then say online."""
+        for topic in sorted(self._own_stale):
+            await client.publish(topic, b"", qos=1, retain=True)
+        if self._own_stale:
+            log.info("mqtt: cleared %d retained topics this box published no more", len(self._own_stale))
+            self._own_stale.clear()
+            self._record()
+        olds = sorted(self._old_ids)
+        if not olds:
+            await client.publish(self.topic_availability, b"online", qos=1, retain=True)
+            return
+        online: set[str] = set()
+        await client.subscribe([(a, 0) for a in olds] + [(self.topic_availability, 0)])
+        # the broker sends the retained messages at the subscription, before this box's own "online" comes back
+        await client.publish(self.topic_availability, b"online", qos=1, retain=True)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                async for m in client.messages:
+                    if m.topic.value == self.topic_availability and not m.retain:
+                        break
+                    if m.topic.value in self._old_ids and m.payload == b"online":
+                        online.add(m.topic.value)
+        except TimeoutError:
+            log.warning("mqtt: cannot tell whether another box uses %s; its topics are left for now", ", ".join(olds))
+            return
+        finally:
+            await client.unsubscribe(olds)
+        for availability in olds:
+            topics = self._old_ids.pop(availability)
+            if availability in online:
+                log.warning(
+                    "mqtt: another box is online under %s, which this box used before: its topics are left to it",
+                    availability.rpartition("/")[0],
+                )
+            else:
+                for topic in sorted(topics):
+                    await client.publish(topic, b"", qos=1, retain=True)
+                log.info(
+                    "mqtt: cleared the %d retained topics of %s, which this box used before",
+                    len(topics),
+                    availability.rpartition("/")[0],
+                )
+            self._record()
 
     async def handle_desired(self, payload: bytes) -> dict[str, Any]:
         """Validate and apply one desired-config message; the acknowledgement to send."""
@@ -516,7 +795,9 @@ class FleetClient:
         return out
 
     async def _announce(self, client: aiomqtt.Client) -> None:
-        for topic, payload in self.discovery().items():
+        entries = self.discovery()
+        self._note_retained(entries)
+        for topic, payload in entries.items():
             if topic not in self._announced:
                 await client.publish(topic, json.dumps(payload), qos=1, retain=True)
                 self._announced.add(topic)
