@@ -203,7 +203,8 @@ def _fleet(cfg: Config, events: Any, control: Any, on_config: Callable[[Config],
     (validated, written atomically, a revision, applied live where it can be)."""
     if not cfg.mqtt.enabled:
         return None
-    from appliance.control.mqtt import FleetClient, FleetError
+    from appliance.control.mqtt import FleetClient
+    from appliance.control.mqtt_link import FleetError
     from common.paths import home_dir
 
     def apply(new: Config) -> Any:

@@ -228,7 +228,7 @@ class RoomBox:
         chosen on the panel stays); returns the changed sections that need a restart."""
         changed = [k for k in type(new).model_fields if getattr(new, k) != getattr(self.cfg, k)]
         if "mqtt" in changed and new.mqtt.enabled:  # a fleet link that could not start would stop the next start
-            from appliance.control.mqtt import read_password, tls_context
+            from appliance.control.mqtt_link import read_password, tls_context
 
             read_password(new.mqtt)
             tls_context(new.mqtt)

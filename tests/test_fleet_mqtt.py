@@ -22,7 +22,9 @@ import aiomqtt
 import pytest
 
 from appliance.config import Config, parse_config
-from appliance.control.mqtt import FleetClient, FleetError, decode_desired
+from appliance.control.fleet_wire import decode_desired
+from appliance.control.mqtt import FleetClient
+from appliance.control.mqtt_link import FleetError
 from appliance.control.settings import MqttConfig
 from appliance.messages import DeviceStatus
 from appliance.streaming.hub import EventBus
@@ -988,7 +990,7 @@ def test_an_unset_password_variable_is_refused_naming_it(tmp_path: Path, monkeyp
     from appliance.app import _fleet
     from appliance.control import Control
     from appliance.control.metrics import HealthCheck
-    from appliance.control.mqtt import read_password
+    from appliance.control.mqtt_link import read_password
 
     monkeypatch.delenv("ROOMBOX_TEST_PW", raising=False)
     monkeypatch.setenv("ROOMBOX_HOME", str(tmp_path))

@@ -7,8 +7,10 @@
   document.
 
 Running the box as a managed service: :mod:`appliance.control.sdnotify` (systemd notifications),
-:mod:`appliance.control.mqtt` (fleet control over MQTT), :mod:`appliance.control.metrics` (metrics and health);
-each is imported on its own.
+:mod:`appliance.control.mqtt` (fleet control over MQTT: the client; :mod:`~appliance.control.mqtt_link` sets
+up its connection, :mod:`~appliance.control.fleet_wire` is its wire form, :mod:`~appliance.control.fleet_state`
+what it keeps in ``$ROOMBOX_HOME``), :mod:`appliance.control.metrics` (metrics and health); each is imported on
+its own.
 """
 
 from typing import Any

@@ -40,15 +40,9 @@ When the broker refuses the subscription to ``config/set`` (SUBACK 0x80, e.g. mo
 plugin; its plain ``acl_file`` grants the subscription and drops the messages, which no client can tell), the
 box logs it and reports health degraded: "the broker refused the subscription to ...: check its ACL".
 
-With ``state_dir`` (the box passes ``$ROOMBOX_HOME``) the box keeps there, in ``mqtt-retained.json``, the
-retained topics it publishes. After ``box_id``, ``topic_prefix`` or ``ha_prefix`` changed (at a restart),
-it clears (empty retained messages) the topics of the id it ran under before: availability, status, ack
-and the Home Assistant discovery entries, so no ghost box is left behind; unless that old id's availability
-says ``online``, i.e. another box runs under it now (ids swapped between two boxes): then its topics are
-left to it. The fleet's own retained ``config/set`` messages are the fleet's and are not touched.
-
-With ``ha_discovery``, Home Assistant's MQTT discovery entries (retained) describe a device with sensors for
-the shot mode, the faces seen, each device's state and the config revision.
+With ``state_dir`` (the box passes ``$ROOMBOX_HOME``) the box keeps there the retained topics it publishes, and
+clears those of an id it ran under before (:mod:`appliance.control.fleet_state`). With ``ha_discovery``, Home
+Assistant's MQTT discovery entries (retained) describe the box (:mod:`appliance.control.fleet_wire`).
 
 The lead's wiring::
 
@@ -60,8 +54,8 @@ The lead's wiring::
 an awaitable of either) and raises ``ValueError`` (e.g. ``ConfigError``) to refuse. ``fleet.revision = r``
 tells the fleet about changes made elsewhere (API, panel). With ``applied_path`` (by default
 ``mqtt-desired.sha256`` in ``state_dir``), the hash of the last desired message applied is kept there: the
-same message again (a retained one, at each connection and each start) is acknowledged
-``"applied_before": true`` and not applied over a change made locally since.
+same message again is acknowledged ``"applied_before": true`` and not applied over a change made locally since
+(:mod:`appliance.control.fleet_state`).
 """
 
 from __future__ import annotations
@@ -71,11 +65,9 @@ import hashlib
 import inspect
 import json
 import logging
-import os
 import random
 import secrets
 import socket
-import ssl
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -84,26 +76,18 @@ from typing import Any
 import aiomqtt
 
 from appliance.config import Config, parse_config
+from appliance.control.fleet_state import APPLIED_FILE, RETAINED_FILE, AppliedDesired, RetainedTopics
+from appliance.control.fleet_wire import DEVICE_TEXT_MAX, decode_desired, discovery_entries, discovery_prefix
+from appliance.control.mqtt_link import handshake_hint, honour_cancel, read_password, tls_context
 from appliance.control.settings import MqttConfig
-from appliance.control.store import EMPTY_CONFIG
 from appliance.streaming.hub import EventBus
-from common.atomic import write_atomic
-from common.errors import RoomboxError
-from common.settings import parse_toml
 
 log = logging.getLogger(__name__)
 
-MAX_DESIRED_BYTES = 256 * 1024
 CONFLICT_HOLD_S = 600.0  # health stays degraded this long after another box with this box's id was last seen
-DEVICE_TEXT_MAX = 200  # a device's state with its detail, as the status says it (Home Assistant keeps 255)
-RETAINED_FILE = "mqtt-retained.json"
 Revision = str | int
 # the new revision, or an object with ``id`` and ``restart`` (the store's), or an awaitable of either
 OnConfig = Callable[[Config], Any]
-
-
-class FleetError(RoomboxError, ValueError):
-    """An [mqtt] section that cannot be used (a missing password file, ...)."""
 
 
 def _version() -> str:
@@ -113,130 +97,6 @@ def _version() -> str:
         return version("roombox")
     except Exception:
         return "unknown"
-
-
-def read_password(cfg: MqttConfig, environ: dict[str, str] | None = None) -> str | None:
-    """The broker password: the first line of ``password_file``, else ``$<password_env>``, else None. With a
-    ``username``, a ``password_env`` that is not set at all raises FleetError naming it (set to the empty
-    text, it means a user name without a password)."""
-    if cfg.password_file:
-        try:
-            with open(cfg.password_file, encoding="utf-8") as f:
-                return f.readline().rstrip("\r\n")
-        except OSError as e:
-            raise FleetError(f"[mqtt.password_file] {cfg.password_file}: {e.strerror or e}") from None
-    env = os.environ if environ is None else environ
-    if cfg.username and cfg.password_env not in env:
-        raise FleetError(
-            f"[mqtt.password_env] the environment variable {cfg.password_env} is not set: it should hold the "
-            f"password of the broker's user {cfg.username!r} (or name a password_file)"
-        )
-    return env.get(cfg.password_env) or None
-
-
-def _honour_cancel() -> None:
-    """Raise CancelledError if this task was asked to stop. Python 3.11's ``asyncio.wait_for`` (which aiomqtt
-    awaits in every publish) loses a cancellation that arrives as the publish completes; the task stays
-    "cancelling" and would otherwise never stop."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
-class _ClosingSSLSocket(ssl.SSLSocket):
-    """An SSL socket that closes itself when its handshake fails. paho-mqtt wraps and handshakes a socket of
-    its own and drops it unclosed when the broker's certificate is refused (a ResourceWarning and a
-    descriptor left to the garbage collector on every attempt)."""
-
-    def do_handshake(self, block: bool = False) -> None:
-        try:
-            super().do_handshake(block)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            raise
-        except (ssl.SSLError, OSError):
-            self.close()
-            raise
-
-
-def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
-    """The TLS context for ``cfg`` (None without TLS); a bad file raises FleetError naming the key."""
-    if not cfg.tls:
-        return None
-    try:
-        ctx = ssl.create_default_context(cafile=cfg.ca_file or None)
-    except (OSError, ssl.SSLError) as e:
-        raise FleetError(f"[mqtt.ca_file] {cfg.ca_file}: {e}") from None
-    ctx.sslsocket_class = _ClosingSSLSocket
-    if cfg.cert_file:
-        try:
-            ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
-        except (OSError, ssl.SSLError) as e:
-            raise FleetError(f"[mqtt.cert_file] {cfg.cert_file} / {cfg.key_file}: {e}") from None
-    return ctx
-
-
-def decode_desired(payload: bytes) -> tuple[dict[str, Any], Any]:
-    """A desired-config message as (document, request id). Raises ValueError saying what is wrong."""
-    if len(payload) > MAX_DESIRED_BYTES:
-        raise ValueError(f"desired config too large: {len(payload)} bytes (at most {MAX_DESIRED_BYTES})")
-    try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError("desired config is not UTF-8 text") from None
-    text = text.removeprefix("\ufeff")  # a byte-order mark, as some editors write: neither JSON nor TOML takes it
-    request_id: Any = None
-    doc: Any
-    try:
-        if text.lstrip().startswith("{"):
-            doc = json.loads(text)
-        else:
-            try:  # a JSON array, null, a string or a number is said as such below, not as a TOML error
-                doc = json.loads(text)
-            except ValueError:
-                doc = parse_toml(text)
-    except RecursionError:
-        raise ValueError("desired config is nested too deeply") from None
-    except ValueError as e:  # TomlError and JSON's errors
-        if "int_max_str_digits" in str(e):  # Python's advice to its programmers is no use to the fleet
-            raise ValueError("desired config has an integer of more than 4300 digits") from None
-        raise ValueError(f"desired config is neither a JSON object nor TOML: {e}") from None
-    if not isinstance(doc, dict):
-        raise ValueError(f"desired config must be a JSON object or TOML, not {_json_kind(doc)}")
-    if isinstance(doc.get("config"), dict):  # the envelope: {"id": ..., "config": {...}}
-        extra = set(doc) - {"id", "config"}
-        if extra:
-            raise ValueError(f"desired config envelope has unknown keys: {', '.join(sorted(extra))}")
-        request_id = doc.get("id")
-        if request_id is not None and (isinstance(request_id, bool) or not isinstance(request_id, str | int)):
-            raise ValueError(
-                f"desired config envelope: id must be a string or an integer, not {_json_kind(request_id)}"
-            )
-        doc = doc["config"]
-    if not doc:
-        raise ValueError(f"desired config refused: {EMPTY_CONFIG}")
-    return doc, request_id
-
-
-def _json_kind(value: Any) -> str:
-    """What a JSON value is, for a message: "a JSON array", "JSON null", ..."""
-    if value is None or isinstance(value, bool):
-        return f"JSON {json.dumps(value)}"
-    if isinstance(value, list | dict | str):
-        return {list: "a JSON array", dict: "a JSON object", str: "a JSON string"}[type(value)]
-    return "a JSON number"
-
-
-def _handshake_hint(cfg: MqttConfig, e: BaseException) -> str:
-    """A hint when a TLS connection was cut during its handshake: most often a plain listener on that port."""
-    if not cfg.tls:
-        return ""
-    cause = e.__cause__ or e.__context__
-    text = f"{e} {cause or ''}".lower()
-    if isinstance(cause, ConnectionResetError | ssl.SSLEOFError) or any(
-        s in text for s in ("reset by peer", "eof occurred", "wrong version number", "wrong_version_number")
-    ):
-        return f" (the TLS handshake failed: is {cfg.host}:{cfg.port} a TLS listener? with tls = true, usually 8883)"
-    return ""
 
 
 class FleetClient:
@@ -287,21 +147,13 @@ class FleetClient:
         # the hash of the last desired message applied, kept across restarts (``applied_path``): the same
         # retained message, delivered again at each connection, is not applied again over a local change
         if applied_path is None and state_dir is not None:
-            applied_path = state_dir / "mqtt-desired.sha256"
+            applied_path = state_dir / APPLIED_FILE
         self.applied_path = applied_path
-        self._applied: str | None = None
-        if applied_path is not None:
-            try:
-                self._applied = applied_path.read_text(encoding="ascii").strip() or None
-            except (OSError, UnicodeDecodeError):
-                self._applied = None
+        self._applied = AppliedDesired(applied_path)
         # the retained topics this box publishes, kept in ``state_dir`` so that those of an id it ran under
         # before are cleared after the id changed
         self.retained_path = state_dir / RETAINED_FILE if state_dir is not None else None
-        self._retained: set[str] = set()
-        self._own_stale: set[str] = set()  # recorded under this id, published no more (ha_prefix changed)
-        self._old_ids: dict[str, set[str]] = {}  # an old id's availability topic -> its retained topics
-        self._load_retained()
+        self._retained = RetainedTopics(self.retained_path, self.topic_availability, self._ours)
         self._devices: dict[str, str] = {}
         self._lost: dict[str, str] = {}  # a device's last loss, said while it retries
         self._shot: dict[str, Any] = {}
@@ -450,7 +302,7 @@ class FleetClient:
         if was:
             log.warning("mqtt: connection to %s:%d lost: %s", self.cfg.host, self.cfg.port, self.last_error)
         else:
-            self.last_error += _handshake_hint(self.cfg, e)
+            self.last_error += handshake_hint(self.cfg, e)
             log.warning("mqtt: cannot connect to %s:%d: %s", self.cfg.host, self.cfg.port, self.last_error)
 
     async def _session(self) -> None:
@@ -464,22 +316,22 @@ class FleetClient:
             log.info("mqtt: connected to %s:%d as %s (%s)", self.cfg.host, self.cfg.port, self.box_id, self.identifier)
             loops: list[asyncio.Task[None]] = []
             try:
-                self._note_retained([self.topic_availability, self.topic_status, self.topic_ack])
-                if self._old_ids or self._own_stale:
-                    await self._clear_old_topics(client)  # says online itself
+                self._retained.note([self.topic_availability, self.topic_status, self.topic_ack])
+                if self._retained.stale():
+                    await self._retained.clear_old(client, self.timeout_s)  # says online itself
                 else:
                     await client.publish(self.topic_availability, b"online", qos=1, retain=True)
-                _honour_cancel()
+                honour_cancel()
                 if self._ack_unsent is not None:  # the broker went away before it confirmed the last ack
                     await self._send_ack(client, self._ack_unsent, again=True)
-                    _honour_cancel()
+                    honour_cancel()
                 topics = [(self.topic_desired, 1), (self.topic_status, 0), (self.topic_availability, 0)]
                 self._check_granted(topics, await client.subscribe(topics))
-                _honour_cancel()
+                honour_cancel()
                 if self.cfg.ha_discovery:
                     self._announced.clear()
                     await self._announce(client)
-                    _honour_cancel()
+                    honour_cancel()
                 loops = [
                     asyncio.create_task(self._publish_loop(client)),
                     asyncio.create_task(self._receive_loop(client)),
@@ -530,14 +382,14 @@ class FleetClient:
         while True:
             self._changed.clear()  # before the status is taken: a change while it is sent is sent next
             await client.publish(self.topic_status, json.dumps(self.status()), qos=1, retain=True)
-            _honour_cancel()
+            honour_cancel()
             if self.cfg.ha_discovery:
                 await self._announce(client)
-                _honour_cancel()
+                honour_cancel()
             now = time.monotonic()
             if now >= next_telemetry:
                 await client.publish(self.topic_telemetry, json.dumps(self.telemetry_payload(), default=str), qos=0)
-                _honour_cancel()
+                honour_cancel()
                 next_telemetry = now + self.cfg.telemetry_s
             try:
                 await asyncio.wait_for(self._changed.wait(), max(0.0, next_telemetry - time.monotonic()))
@@ -553,7 +405,7 @@ class FleetClient:
                 ack = await self.handle_desired(data)
                 await self._send_ack(client, json.dumps(ack, default=str).encode())
                 await client.publish(self.topic_status, json.dumps(self.status()), qos=1, retain=True)
-                _honour_cancel()
+                honour_cancel()
             elif message.retain:  # what the broker kept: this box's own, or an earlier instance's
                 continue
             elif message.topic.matches(self.topic_status):
@@ -561,7 +413,7 @@ class FleetClient:
             elif message.topic.matches(self.topic_availability) and data != b"online":
                 log.info("mqtt: %s was set to %r by another client; saying online again", message.topic, data[:20])
                 await client.publish(self.topic_availability, b"online", qos=1, retain=True)
-                _honour_cancel()
+                honour_cancel()
 
     async def _send_ack(self, client: aiomqtt.Client, ack: bytes, again: bool = False) -> None:
         """Publish ``ack`` (retained, QoS 1); until the broker confirms it, it is kept to be sent again at the
@@ -595,101 +447,12 @@ class FleetClient:
 
     # -- the retained topics of an id the box ran under before -----------------------------------
     def _ours(self, topic: str) -> bool:
+        """Whether ``topic`` is one of this id's (the others a record names are an earlier id's)."""
         if topic.startswith(self.base + "/"):
             return True
-        return self.cfg.ha_discovery and topic.startswith(f"{self.cfg.ha_prefix}/sensor/roombox_{self.box_id}/")
+        return self.cfg.ha_discovery and topic.startswith(discovery_prefix(self.cfg.ha_prefix, self.box_id) + "/")
 
-    def _load_retained(self) -> None:
-        if self.retained_path is None:
-            return
-        try:
-            doc = json.loads(self.retained_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as e:
-            log.warning(
-                "mqtt: cannot read %s (%s): the topics of an earlier box_id are not cleared", self.retained_path, e
-            )
-            return
-        entries = doc.get("ids") if isinstance(doc, dict) else None
-        for entry in entries if isinstance(entries, list) else []:
-            availability = entry.get("availability") if isinstance(entry, dict) else None
-            topics = entry.get("topics") if isinstance(entry, dict) else None
-            if not isinstance(availability, str) or not isinstance(topics, list):
-                continue
-            for topic in topics:
-                if not isinstance(topic, str) or not topic or any(c in topic for c in "+#\0"):
-                    continue
-                if self._ours(topic):
-                    self._retained.add(topic)
-                elif availability == self.topic_availability:
-                    self._own_stale.add(topic)
-                else:
-                    self._old_ids.setdefault(availability, set()).add(topic)
-
-    def _record(self) -> None:
-        if self.retained_path is None:
-            return
-        ids = [{"availability": self.topic_availability, "topics": sorted(self._retained | self._own_stale)}]
-        ids += [{"availability": a, "topics": sorted(t)} for a, t in sorted(self._old_ids.items())]
-        try:
-            write_atomic(self.retained_path, json.dumps({"ids": ids}, indent=1) + "\n")
-        except (OSError, ValueError) as e:
-            log.warning("mqtt: cannot keep the retained topics in %s: %s", self.retained_path, e)
-
-    def _note_retained(self, topics: Iterable[str]) -> None:
-        """Record ``topics`` before they are first published retained."""
-        new = set(topics) - self._retained
-        if new:
-            self._retained |= new
-            self._record()
-
-    async def _clear_old_topics(self, client: aiomqtt.Client) -> None:
-        """Clear the retained topics of the ids this box ran under before, but not those of an id another box
-        is online under now; then say online."""
-        for topic in sorted(self._own_stale):
-            await client.publish(topic, b"", qos=1, retain=True)
-        if self._own_stale:
-            log.info("mqtt: cleared %d retained topics this box published no more", len(self._own_stale))
-            self._own_stale.clear()
-            self._record()
-        olds = sorted(self._old_ids)
-        if not olds:
-            await client.publish(self.topic_availability, b"online", qos=1, retain=True)
-            return
-        online: set[str] = set()
-        await client.subscribe([(a, 0) for a in olds] + [(self.topic_availability, 0)])
-        # the broker sends the retained messages at the subscription, before this box's own "online" comes back
-        await client.publish(self.topic_availability, b"online", qos=1, retain=True)
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                async for m in client.messages:
-                    if m.topic.value == self.topic_availability and not m.retain:
-                        break
-                    if m.topic.value in self._old_ids and m.payload == b"online":
-                        online.add(m.topic.value)
-        except TimeoutError:
-            log.warning("mqtt: cannot tell whether another box uses %s; its topics are left for now", ", ".join(olds))
-            return
-        finally:
-            await client.unsubscribe(olds)
-        for availability in olds:
-            topics = self._old_ids.pop(availability)
-            if availability in online:
-                log.warning(
-                    "mqtt: another box is online under %s, which this box used before: its topics are left to it",
-                    availability.rpartition("/")[0],
-                )
-            else:
-                for topic in sorted(topics):
-                    await client.publish(topic, b"", qos=1, retain=True)
-                log.info(
-                    "mqtt: cleared the %d retained topics of %s, which this box used before",
-                    len(topics),
-                    availability.rpartition("/")[0],
-                )
-            self._record()
-
+    # -- the desired config ----------------------------------------------------------------------
     async def handle_desired(self, payload: bytes) -> dict[str, Any]:
         """Validate and apply one desired-config message; the acknowledgement to send."""
         digest = hashlib.sha256(payload).hexdigest()
@@ -706,7 +469,8 @@ class FleetClient:
         request_id: Any = None
         try:
             doc, request_id = decode_desired(payload)
-            if digest == self._applied:  # applied before (then a reconnection or a restart): not over a local change
+            # applied before (then a reconnection or a restart): not over a local change
+            if digest == self._applied.digest:
                 log.info("mqtt: the desired config applied before came again; the config in force is kept")
                 return {
                     "id": request_id,
@@ -732,7 +496,7 @@ class FleetClient:
                 restart = getattr(result, "restart", None)
                 if restart:  # applied at the next start, as the API's reply says too
                     ack["restart_required"] = list(restart)
-            self._remember(digest)
+            self._applied.remember(digest)
             self.config_error = None
             log.info("mqtt: desired config applied, revision %s", ack["revision"])
         except ValueError as e:  # ConfigError, FleetError and the decoding errors are ValueErrors
@@ -745,58 +509,16 @@ class FleetClient:
             log.exception("mqtt: applying the desired config failed")
         return ack
 
-    def _remember(self, digest: str) -> None:
-        self._applied = digest
-        if self.applied_path is not None:
-            try:
-                write_atomic(self.applied_path, digest + "\n")
-            except (OSError, ValueError) as e:
-                log.warning("mqtt: cannot keep the applied message's hash in %s: %s", self.applied_path, e)
-
     # -- Home Assistant ------------------------------------------------------------------------------
     def discovery(self) -> dict[str, dict[str, Any]]:
         """Home Assistant MQTT discovery: topic -> config payload, one sensor per figure."""
-        device = {
-            "identifiers": [f"roombox_{self.box_id}"],
-            "name": f"Roombox {self.box_id}",
-            "manufacturer": "Roombox",
-            "model": "Meeting-room box",
-            "sw_version": self.version,
-        }
-        sensors: dict[str, tuple[str, str, dict[str, Any]]] = {
-            "shot_mode": ("Shot", "{{ value_json.shot.mode }}", {"icon": "mdi:camera-switch"}),
-            "faces": ("Faces", "{{ value_json.faces }}", {"state_class": "measurement", "icon": "mdi:account-group"}),
-            "config_revision": (
-                "Config revision",
-                "{{ value_json.config.revision }}",
-                {"entity_category": "diagnostic"},
-            ),
-        }
-        for name in sorted(self._devices):
-            sensors[f"device_{name}"] = (
-                f"{name} state",
-                f"{{{{ value_json.devices['{name}'] }}}}",
-                {"entity_category": "diagnostic"},
-            )
-        out: dict[str, dict[str, Any]] = {}
-        for key, (title, template, extra) in sensors.items():
-            uid = f"roombox_{self.box_id}_{key}"
-            out[f"{self.cfg.ha_prefix}/sensor/roombox_{self.box_id}/{key}/config"] = {
-                "name": title,
-                "unique_id": uid,
-                "state_topic": self.topic_status,
-                "value_template": template,
-                "availability_topic": self.topic_availability,
-                "payload_available": "online",
-                "payload_not_available": "offline",
-                "device": device,
-                **extra,
-            }
-        return out
+        return discovery_entries(
+            self.cfg.ha_prefix, self.box_id, self.version, self._devices, self.topic_status, self.topic_availability
+        )
 
     async def _announce(self, client: aiomqtt.Client) -> None:
         entries = self.discovery()
-        self._note_retained(entries)
+        self._retained.note(entries)
         for topic, payload in entries.items():
             if topic not in self._announced:
                 await client.publish(topic, json.dumps(payload), qos=1, retain=True)
