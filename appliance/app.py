@@ -21,14 +21,15 @@ from drivers.registry import DriverContext, open_device
 log = logging.getLogger(__name__)
 
 
-def run_demo(scenario: Path, cfg: Config, config_path: Path | None = None) -> int:
+def run_demo(scenario: Path, cfg: Config, config_path: Path | None = None, refused: str | None = None) -> int:
     """``roombox demo``: the box on the simulated room, with the panel served at cfg.panel.
 
     The camera and the mic array it starts with are the scenario's (:func:`demo_config`); every other section
     comes from ``cfg``. Changes made through the config API are written to ``config_path`` (default
-    ``$ROOMBOX_HOME/config.toml``, which ``roombox demo`` reads at its next start).
+    ``$ROOMBOX_HOME/config.toml``, which ``roombox demo`` reads at its next start). ``refused``: why the saved
+    config was refused at start, when ``cfg`` is the last good revision instead (health says so).
     """
-    return asyncio.run(_serve(demo_config(scenario, cfg), SYSTEM_CLOCK, config_path, demo_kiosk=True))
+    return asyncio.run(_serve(demo_config(scenario, cfg), SYSTEM_CLOCK, config_path, demo_kiosk=True, refused=refused))
 
 
 def demo_config(scenario: Path, cfg: Config) -> Config:
@@ -55,13 +56,28 @@ def meeting_check(connector: Any) -> Callable[[], tuple[Literal["degraded"], str
     return check
 
 
-def serve(cfg: Config, config_path: Path | None = None, clock: Clock = SYSTEM_CLOCK) -> int:
+def serve(cfg: Config, config_path: Path | None = None, clock: Clock = SYSTEM_CLOCK, refused: str | None = None) -> int:
     """Run the box on the devices of ``cfg`` until SIGINT or SIGTERM; returns the exit code. Changes made
     through the config API are written to ``config_path`` (default ``$ROOMBOX_HOME/config.toml``)."""
-    return asyncio.run(_serve(cfg, clock, config_path))
+    return asyncio.run(_serve(cfg, clock, config_path, refused=refused))
 
 
-async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk: bool = False) -> int:
+def refused_check(store: Any, reason: str) -> Callable[[], tuple[Literal["degraded"], str] | None]:
+    """Health while the box runs on its last good config because the saved one was refused at start:
+    degraded with the reason, until a config is written (the panel, the API, the fleet), which mends it."""
+    started_at = store.latest_id() if store is not None else 0
+
+    def check() -> tuple[Literal["degraded"], str] | None:
+        if store is not None and store.latest_id() != started_at:
+            return None
+        return "degraded", reason
+
+    return check
+
+
+async def _serve(
+    cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk: bool = False, refused: str | None = None
+) -> int:
     from appliance.logs import setup_from_config
 
     setup_from_config(cfg.log)  # first: mediapipe's and aiortc's chatter stays out of the box's log
@@ -141,6 +157,9 @@ async def _serve(cfg: Config, clock: Clock, config_path: Path | None, demo_kiosk
             calibration=box.calibrator,
         )
         health = HealthCheck(events, frames)
+        if refused is not None:
+            log.error("%s", refused)
+            health.add_check("config", refused_check(control.store, refused))
         for connector in connectors:  # a meeting the box should be in and is not: degraded, with the reason
             health.add_check(f"meeting {connector.kind}", meeting_check(connector))
         add_metrics_routes(app, Metrics(events=events, frames=frames, audio=audio), health)

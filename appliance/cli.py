@@ -44,11 +44,30 @@ def demo_config_path(given: str | None) -> Path | None:
     return saved if saved.exists() else None  # one that is no file is refused when it is read
 
 
+def load_or_last_good(path: Path | None) -> tuple[Config, str | None]:
+    """The box's config at ``path``; when it is refused, the last good revision (and why, for the box's log and
+    health), so that a config mended wrong by hand, or one a new version refuses, does not keep the box (its
+    camera, panel and fleet link) from starting: the service would only restart into the same error."""
+    try:
+        return load_config(path), None
+    except ConfigError as e:
+        if path is None or not path.is_file():
+            raise
+        from appliance.control.store import last_good
+        from common.paths import home_dir
+
+        found = last_good(path, home_dir() / "config-revisions", e)
+        if found is None:
+            raise
+        return found.config, found.reason(path)  # logged by the box, and said by its health
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from appliance.app import run_demo
 
     path = demo_config_path(a.config)
-    cfg = _with_panel(load_config(path), a)
+    saved, refused = load_or_last_good(path)
+    cfg = _with_panel(saved, a)
     if a.whip is not None or a.whip_token is not None:
         if a.whip is not None and not a.whip.startswith(("http://", "https://")):
             raise ValueError(f"--whip {a.whip!r}: expected the WHIP endpoint's http:// or https:// URL")
@@ -56,13 +75,14 @@ def cmd_demo(a: argparse.Namespace) -> int:
         cfg = cfg.model_copy(update={"whip": type(cfg.whip).model_validate({**cfg.whip.model_dump(), **whip})})
     from drivers.simroom.devices import scenario_path
 
-    return run_demo(scenario_path(a.scenario), cfg, path)
+    return run_demo(scenario_path(a.scenario), cfg, path, refused=refused)
 
 
 def cmd_run(a: argparse.Namespace) -> int:
     from appliance.app import serve
 
-    return serve(_with_panel(load_config(a.config), a), Path(a.config))
+    saved, refused = load_or_last_good(Path(a.config))
+    return serve(_with_panel(saved, a), Path(a.config), refused=refused)
 
 
 def cmd_token(a: argparse.Namespace) -> int:

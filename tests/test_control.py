@@ -1381,3 +1381,75 @@ def test_roombox_demo_starts_with_what_the_api_saved(tmp_path: Path, monkeypatch
     path = demo_config_path(None)
     assert path == tmp_path / "config.toml" and load_config(path).director.min_hold_s == 2.2
     assert demo_config_path("room.toml") == Path("room.toml")  # --config: that file, read and written
+
+
+def test_a_saved_config_refused_at_start_leaves_the_box_on_its_last_good_revision(tmp_path: Path) -> None:
+    """A config.toml mended wrong by hand (or one a new version refuses) made ``roombox demo`` exit 2, and the
+    service restarted into the same error until it gave up: no camera, no panel, no fleet link. Now the box
+    starts on the newest revision that is good, keeps the refused file beside it, and says so in its health
+    until a config is saved; with no good revision it still refuses to start, naming the key."""
+    from tests.test_demo_e2e import SHORT, free_port
+
+    bad = "[director]\nmanual_resume_s = true\n"
+    empty_home = tmp_path / "fresh"
+    empty_home.mkdir()
+    (empty_home / "config.toml").write_text(bad)
+    fresh = _roombox(empty_home, "demo", "--port", str(free_port()), "--scenario", str(SHORT))
+    assert fresh.returncode == 2 and "[director.manual_resume_s] a number, not true" in fresh.stderr, fresh.stderr
+
+    home = tmp_path / "home"
+    ConfigStore(home / "config.toml", home / "config-revisions", Config(director={"min_hold_s": 2.5}))
+    (home / "config.toml").write_text(bad)
+    token = _roombox(home, "token", "create", "--scope", "admin").stdout.strip()
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance.cli", "demo", "--port", str(port), "--scenario", str(SHORT)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "ROOMBOX_HOME": str(home)},
+    )
+    out: list[str] = []
+
+    def call(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}{path}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json", **(headers or {})},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return json.loads(r.read()), r.headers
+        except urllib.error.HTTPError as e:
+            return json.loads(e.read()), e.headers
+
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.append(line)
+            if "panel at" in line:
+                break
+        else:
+            raise AssertionError("the box did not start:\n" + "".join(out[-40:]))
+        health, _ = call("GET", "/api/health")
+        why = next((r for r in health["reasons"] if r.startswith("degraded: config: ")), "")
+        assert health["status"] == "degraded" and "runs on revision 1" in why and "config.toml.refused" in why, health
+        assert "[director.manual_resume_s] a number, not true" in why
+        doc, headers = call("GET", "/api/config")
+        assert doc["director"]["min_hold_s"] == 2.5
+        assert (home / "config.toml.refused").read_text() == bad  # nothing is lost when the file is written
+        doc["director"]["manual_resume_s"] = 45.0
+        saved, _ = call("PUT", "/api/config", doc, {"If-Match": headers["ETag"]})
+        assert saved.get("revision") is not None, saved
+        health, _ = call("GET", "/api/health")
+        assert not any(r.startswith("degraded: config: ") for r in health["reasons"]), health
+        assert load_config(home / "config.toml").director.manual_resume_s == 45.0
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        finally:
+            if proc.stdout is not None:
+                proc.stdout.close()

@@ -120,6 +120,51 @@ def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
+@dataclass(frozen=True)
+class LastGood:
+    """The config a box starts on when its saved config is refused: the newest revision that validates."""
+
+    revision: int
+    config: Config
+    refused: str  # why the file was refused
+    kept_as: Path  # where the refused file was copied, for its author to mend
+
+    def reason(self, path: Path) -> str:
+        return (
+            f"{path} was refused at start ({self.refused}); the box runs on revision {self.revision}, the last "
+            f"config that was good; the refused file is kept as {self.kept_as}: mend it, or save a config "
+            "from the panel or the API"
+        )
+
+
+def last_good(path: Path, revisions_dir: Path, refused: Exception) -> LastGood | None:
+    """When the box's saved config at ``path`` cannot be used (hand-edited wrong, or written by a version that
+    took what this one refuses), the newest revision in ``revisions_dir`` that this version validates, and the
+    refused file copied beside it (``NAME.refused``, atomically) so that nothing is lost when the next change
+    writes the file; None when no revision validates (then the box cannot start, and says why)."""
+    ids = sorted(int(m.group(1)) for p in _listing(revisions_dir) if (m := _REV.match(p.name)))
+    for rid in reversed(ids):
+        try:
+            data = json.loads((revisions_dir / f"{rid:06d}.json").read_text(encoding="utf-8"))
+            cfg = Config.model_validate(data["config"])
+        except (OSError, ValueError, TypeError, KeyError, RecursionError):
+            continue  # damaged, or refused by this version too
+        kept = path.with_name(path.name + ".refused")
+        try:
+            write_atomic(kept, path.read_bytes(), mode=0o600)
+        except OSError as e:
+            log.warning("%s: cannot keep a copy of the refused config: %s", kept, e.strerror)
+        return LastGood(rid, cfg, str(refused), kept)
+    return None
+
+
+def _listing(d: Path) -> list[Path]:
+    try:
+        return list(d.iterdir())
+    except OSError:
+        return []
+
+
 class ConfigStore:
     """The config file at ``path`` and its revisions in ``revisions_dir``.
 
