@@ -1388,6 +1388,7 @@ def test_a_saved_config_refused_at_start_leaves_the_box_on_its_last_good_revisio
     service restarted into the same error until it gave up: no camera, no panel, no fleet link. Now the box
     starts on the newest revision that is good, keeps the refused file beside it, and says so in its health
     until a config is saved; with no good revision it still refuses to start, naming the key."""
+    from tests.helpers.boxproc import BoxProcess
     from tests.test_demo_e2e import SHORT, free_port
 
     bad = "[director]\nmanual_resume_s = true\n"
@@ -1402,15 +1403,7 @@ def test_a_saved_config_refused_at_start_leaves_the_box_on_its_last_good_revisio
     (home / "config.toml").write_text(bad)
     token = _roombox(home, "token", "create", "--scope", "admin").stdout.strip()
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "appliance.cli", "demo", "--port", str(port), "--scenario", str(SHORT)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "ROOMBOX_HOME": str(home)},
-    )
-    out: list[str] = []
+    demo = BoxProcess(["demo", "--port", str(port), "--scenario", str(SHORT)], home)
 
     def call(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
         req = urllib.request.Request(
@@ -1425,14 +1418,8 @@ def test_a_saved_config_refused_at_start_leaves_the_box_on_its_last_good_revisio
         except urllib.error.HTTPError as e:
             return json.loads(e.read()), e.headers
 
+    demo.start()
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            out.append(line)
-            if "panel at" in line:
-                break
-        else:
-            raise AssertionError("the box did not start:\n" + "".join(out[-40:]))
         health, _ = call("GET", "/api/health")
         why = next((r for r in health["reasons"] if r.startswith("degraded: config: ")), "")
         assert health["status"] == "degraded" and "runs on revision 1" in why and "config.toml.refused" in why, health
@@ -1447,9 +1434,4 @@ def test_a_saved_config_refused_at_start_leaves_the_box_on_its_last_good_revisio
         assert not any(r.startswith("degraded: config: ") for r in health["reasons"]), health
         assert load_config(home / "config.toml").director.manual_resume_s == 45.0
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        finally:
-            if proc.stdout is not None:
-                proc.stdout.close()
+        assert demo.stop() == 0, demo.tail()

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
-import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -17,6 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
+from tests.helpers.boxproc import BoxProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 SHORT = ROOT / "drivers" / "simroom" / "scenarios" / "short.toml"
@@ -39,44 +37,14 @@ def free_port() -> int:
 @pytest.fixture()
 def demo(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "appliance.cli", "demo", "--port", str(port), "--scenario", str(SHORT)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "ROOMBOX_HOME": str(tmp_path)},
-    )
-    out: list[str] = []
-    ready = threading.Event()
-    kiosk: list[str] = []
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            out.append(line)
-            if "kiosk link" in line:
-                kiosk.append(line.split()[-1])
-            if "panel at" in line:
-                ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
+    box = BoxProcess(["demo", "--port", str(port), "--scenario", str(SHORT)], tmp_path)
+    box.start()
     try:
-        if not ready.wait(180):
-            raise AssertionError("roombox demo did not start:\n" + "".join(out[-40:]))
-        assert kiosk and kiosk[0].startswith(f"http://127.0.0.1:{port}/#token=rbx_"), "".join(out[-40:])
-        yield kiosk[0], out
+        assert box.kiosk and box.kiosk[0].startswith(f"http://127.0.0.1:{port}/#token=rbx_"), box.tail()
+        yield box.kiosk[0], box.out
     finally:
-        proc.terminate()
-        try:
-            code = proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            code = -1
-        assert proc.stdout is not None
-        proc.stdout.close()
-    assert code == 0, "roombox demo did not stop cleanly on SIGTERM:\n" + "".join(out[-40:])
+        code = box.stop()
+    assert code == 0, "roombox demo did not stop cleanly on SIGTERM:\n" + box.tail()
 
 
 def state(link: str) -> dict:

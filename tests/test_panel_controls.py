@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import tomllib
 import urllib.request
@@ -20,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.helpers.boxproc import BoxProcess
 from tests.janus_fixture import ROOM, Janus, free_port
 from tests.test_streaming import run_async
 
@@ -90,28 +90,9 @@ class RunningBox:
         roombox(self.home, "pin", "set", stdin=PIN + "\n")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.out: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "appliance.cli", "run", "--config", str(self.config), "--port", str(self.port)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "ROOMBOX_HOME": str(self.home)},
-        )
-        ready = threading.Event()
-
-        def pump() -> None:
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
-                self.out.append(line)
-                if "panel at" in line:
-                    ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(180):
-            self.close()
-            raise AssertionError("roombox run did not start:\n" + "".join(self.out[-40:]))
+        self.process = BoxProcess(["run", "--config", str(self.config), "--port", str(self.port)], self.home)
+        self.out = self.process.out
+        self.process.start()
 
     def state(self) -> dict[str, Any]:
         req = urllib.request.Request(self.url + "/api/state", headers={"Authorization": f"Bearer {self.token}"})
@@ -127,16 +108,7 @@ class RunningBox:
         return next(m for m in self.room()["meetings"] if m["name"] == name)
 
     def close(self) -> int:
-        self.proc.terminate()
-        try:
-            code = self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            code = -1
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-        return code
+        return self.process.stop()
 
 
 def until(check: Callable[[], Any], what: str, bound_s: float = 60.0) -> Any:
