@@ -21,7 +21,10 @@ const state = (window.roombox = {
   devices: {},
   camera: { width: 1920, height: 1080, hfov_deg: 90 },  // replaced by a "camera" event if the box sends one
   lastReply: null,
-  signedIn: null,        // true/false once a #token= link was traded for a session
+  signedIn: null,        // true once a session is known good, false when the box takes none (sign-in needed)
+  roomStale: true,       // the room's state on screen is not known to be true (the socket is down)
+  wsCloseCode: null,     // why the socket last closed (4401: its credentials ended)
+  pending: {},           // what was last sent and not yet confirmed: muted, volume, ptz
   stats: {},             // the box's counters, from "stats" events
   policy: null,          // the framing mode the box runs (speaker, group, gallery, manual, off)
   why: [],               // the latest cuts, newest first: {t, mode, reason}
@@ -56,18 +59,29 @@ function waitForIce(conn, timeoutMs) {
   });
 }
 
+const SIGN_IN_NEEDED = "sign-in needed (the kiosk link, or the PIN)";
+
 function scheduleReconnect(why) {
   if (retryTimer) return;
   state.connected = false;
   state.lastDrop = why;
-  setConn("bad", why + " – reconnecting…");
+  setConn("bad", state.signedIn === false ? SIGN_IN_NEEDED : why + " – reconnecting…");
   if (pc) { try { pc.close(); } catch (e) { /* already closed */ } pc = null; }
   retryTimer = setTimeout(() => { retryTimer = null; state.reconnects += 1; connectVideo(); }, retryDelay);
   retryDelay = Math.min(retryDelay * 2, 10000);
 }
 
+// Start the video again now (after a sign-in), instead of at the end of the retry's back-off.
+function restartVideo() {
+  if (retryTimer) { clearTimeout(retryTimer); retryTimer = null; }
+  retryDelay = 1000;
+  connectVideo();
+}
+
 async function connectVideo() {
-  setConn("wait", "connecting…");
+  if (state.signedIn !== false) setConn("wait", "connecting…");
+  if (pc) { try { pc.close(); } catch (e) { /* already closed */ } }
+  state.connected = false;
   const conn = new RTCPeerConnection({ iceServers: [] });
   pc = conn;
   conn.addTransceiver("video", { direction: "recvonly" });
@@ -103,7 +117,15 @@ async function connectVideo() {
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ sdp: conn.localDescription.sdp, type: conn.localDescription.type }),
     });
-    if (res.status === 401) throw new Error("sign-in needed (the kiosk link, or the PIN)");
+    if (res.status === 401) {
+      // the box does not know this page's session (it restarted, or the session ended): sign in again with the
+      // token this tab was opened with, then try again at once; without one that the box takes, sign-in is needed
+      const how = await ensureSession(false);
+      if (conn !== pc) return;
+      const again = how === "ok" || how === "renewed";
+      if (how === "renewed") retryDelay = 250;
+      throw new Error(again ? "signed in again" : how === "signed-out" ? SIGN_IN_NEEDED : "box unreachable");
+    }
     if (!res.ok) throw new Error("offer refused: " + res.status);
     const answer = await res.json();
     if (conn !== pc) return;
@@ -178,20 +200,42 @@ $("sound").addEventListener("click", () => {
 
 // ---------- events over the WebSocket ----------
 let ws = null;
+let wsTimer = null;
+let wsDelay = 1000;
 let nextId = 1;
 const pending = new Map();
 
+function dropSocket(sock, why) {
+  if (ws === sock) ws = null;
+  state.wsConnected = false;
+  for (const [, p] of pending) p.reject(new Error(why));
+  pending.clear();
+  setStale(true);  // what the screen shows of the room is no longer known to be true
+}
+
 function connectEvents() {
+  if (wsTimer) { clearTimeout(wsTimer); wsTimer = null; }
+  if (ws) { const old = ws; dropSocket(old, "reconnecting"); old.close(1000); }
   const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
-  ws = new WebSocket(url);
-  ws.onopen = () => { state.wsConnected = true; };
-  ws.onclose = () => {
-    state.wsConnected = false;
-    for (const [, p] of pending) p.reject(new Error("connection closed"));
-    pending.clear();
-    setTimeout(connectEvents, 1500);
+  const sock = new WebSocket(url);
+  ws = sock;
+  sock.onopen = () => { if (sock === ws) { state.wsConnected = true; wsDelay = 1000; } };
+  sock.onclose = (ev) => {
+    if (sock !== ws) return;  // replaced on purpose (a new sign-in)
+    state.wsCloseCode = ev.code;
+    dropSocket(sock, "connection closed");
+    // A refused handshake (401: the box restarted and forgot the session) looks like any failure here (1006);
+    // 4401: the session or its token ended. Either way, ask the box, and sign in again with the stored token.
+    ensureSession(ev.code === 4401).then((how) => {
+      if (how === "renewed" && !state.connected) restartVideo();
+      if (how === "signed-out") setConn("bad", SIGN_IN_NEEDED);
+      const delay = how === "renewed" ? 100 : wsDelay;
+      if (how !== "renewed") wsDelay = Math.min(wsDelay * 2, 8000);
+      if (!wsTimer && ws === null) wsTimer = setTimeout(connectEvents, delay);
+    });
   };
-  ws.onmessage = (ev) => {
+  sock.onmessage = (ev) => {
+    if (sock !== ws) return;
     let msg;
     try { msg = JSON.parse(ev.data); } catch (e) { return; }
     handleEvent(msg.kind, msg.data || {});
@@ -218,19 +262,20 @@ function handleEvent(kind, data) {
         state.why.unshift({ t: data.t, mode: data.mode, reason: data.reason });
         state.why.length = Math.min(state.why.length, 10);
         drawWhy();
+        if (data.policy === "manual") ptzShown(data);
       }
       drawMap();
+      break;
+    case "decisions":  // the latest cuts, newest first: sent on connect, and after each cut
+      state.why = (data.cuts || []).slice(0, 10).map((c) => ({ t: c.t, mode: c.mode, reason: c.reason }));
+      drawWhy();
       break;
     case "faces": state.lastFaces = data; drawMap(); break;
     case "doa": state.lastDoa = data; drawMap(); break;
     case "camera": state.camera = { ...state.camera, ...data }; drawMap(); break;
     case "stats": state.stats = data; drawStats(); break;
     case "calibration": state.calibration = { ...(state.calibration || {}), ...data }; drawCalibration(); break;
-    case "room":
-      state.room = data;
-      if (data.policy && data.policy !== state.policy) { state.policy = data.policy; drawModes(); }
-      drawRoom();
-      break;
+    case "room": takeRoom(data); break;
     case "meeting":  // one connector's state: the next "room" event has all of them
       if (state.room) {
         state.room.meetings = state.room.meetings.map((m) => (m.name === data.name ? data : m));
@@ -251,6 +296,16 @@ function handleEvent(kind, data) {
       }
       break;
   }
+}
+
+// The room's state, from a "room" event or a command's reply (the reply can overtake the event: an older state,
+// by the box's clock, is not shown over a newer one).
+function takeRoom(data) {
+  const old = state.room;
+  if (!state.roomStale && old && typeof old.t === "number" && typeof data.t === "number" && data.t < old.t) return;
+  state.room = data;
+  if (data.policy && data.policy !== state.policy) state.policy = data.policy;
+  if (state.roomStale) setStale(false); else { drawModes(); drawRoom(); }
 }
 
 function drawStats() {
@@ -346,37 +401,139 @@ window.addEventListener("pagehide", () => { if (pc) pc.close(); });
 
 // ---------- sign-in ----------
 // A kiosk link carries its token in the fragment (http://box/#token=...: a fragment is never sent in a
-// request nor logged); it is traded once for an HttpOnly session cookie and taken out of the address bar.
-async function signIn() {
-  const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
-  if (!m) return;
-  history.replaceState(null, "", location.pathname + location.search);
-  try {
-    const res = await fetch("/api/session", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ token: decodeURIComponent(m[1]) }),
-    });
-    state.signedIn = res.ok;
-    if (!res.ok) state.lastDrop = "sign-in refused: " + res.status;
-  } catch (e) {
-    state.lastDrop = "sign-in failed: " + String(e.message || e);
-  }
+// request nor logged). The page trades it for an HttpOnly session cookie and takes it out of the address bar,
+// and keeps it in this tab's sessionStorage: the box keeps sessions in memory, so after it restarts (or when
+// the session ends) the panel signs in again with it by itself, where it used to say "sign-in needed" until
+// someone opened a new link. sessionStorage is this tab's and this origin's alone, survives a reload and goes
+// with the tab; a script running on the page could read it, which is acceptable because the panel loads no
+// third-party script (only /static/panel.js, served by the box; no CDN, no analytics, no inline code from
+// elsewhere). A token the box refuses (revoked, expired, the demo's token of an earlier run) is forgotten.
+const TOKEN_KEY = "roombox.token";
+
+function storedToken() {
+  try { return sessionStorage.getItem(TOKEN_KEY); } catch (e) { return null; }
 }
 
-drawMap();
-signIn().finally(() => { connectEvents(); connectVideo(); });
+function storeToken(token) {
+  try {
+    if (token) sessionStorage.setItem(TOKEN_KEY, token); else sessionStorage.removeItem(TOKEN_KEY);
+  } catch (e) { /* storage refused (a private mode): the panel then signs in once, as before */ }
+}
+
+function tokenInLink() {  // the token of a #token= link, taken out of the address bar
+  const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+  if (!m) return null;
+  history.replaceState(null, "", location.pathname + location.search);  // fires no hashchange
+  try { return decodeURIComponent(m[1]); } catch (e) { return null; }
+}
+
+function signedOut(why) {
+  state.signedIn = false;
+  state.lastDrop = why;
+  setConn("bad", SIGN_IN_NEEDED);
+}
+
+// -> "renewed" (a new session), "signed-out" (the token was refused: forgotten), "unreachable" (try later)
+async function signInWith(token) {
+  let res;
+  try {
+    res = await fetch("/api/session", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ token }),
+    });
+  } catch (e) {
+    state.lastDrop = "sign-in failed: " + String(e.message || e);
+    return "unreachable";
+  }
+  if (res.ok) { state.signedIn = true; signIns += 1; return "renewed"; }
+  if (res.status >= 500 || res.status === 429) { state.lastDrop = "sign-in failed: " + res.status; return "unreachable"; }
+  if (res.status === 401) storeToken(null);  // unknown, revoked or expired: it will not come back
+  signedOut("sign-in refused: " + (await errorText(res)));
+  return "signed-out";
+}
+
+// Whether the box knows this page's session; when it does not (or `ended`: the socket was closed because its
+// credentials ended), sign in again with the stored token. -> "ok", "renewed", "signed-out" or "unreachable".
+// The socket and the video may both find out at once: one check serves both.
+let checking = null;
+let signIns = 0;  // sessions signed in so far: a check that began before the latest one does not undo it
+function ensureSession(ended) {
+  if (!checking) checking = checkSession(ended).finally(() => { checking = null; });
+  return checking;
+}
+
+async function checkSession(ended) {
+  const before = signIns;
+  if (!ended) {
+    let res;
+    try {
+      res = await fetch("/api/session", { headers: { Accept: "application/json" } });
+    } catch (e) {
+      return "unreachable";  // the box is down or restarting
+    }
+    if (res.ok) { if (state.signedIn === false) state.signedIn = true; return "ok"; }
+    if (res.status !== 401) return res.status >= 500 || res.status === 429 ? "unreachable" : "ok";
+  }
+  const token = storedToken();
+  if (signIns !== before) return "renewed";  // signed in meanwhile (a new link, the PIN)
+  if (!token) { signedOut("no session"); return "signed-out"; }
+  return signInWith(token);
+}
+
+// A new kiosk link pasted into an open panel (only the fragment changes: the page does not reload).
+async function useLink() {
+  const token = tokenInLink();
+  if (!token) return;
+  storeToken(token);
+  if ((await signInWith(token)) === "renewed") reconnect();
+}
+window.addEventListener("hashchange", () => { useLink().catch(() => {}); });
+
+// The socket and the video again, at once, on the session just signed in.
+function reconnect() {
+  wsDelay = 1000;
+  connectEvents();
+  restartVideo();
+}
+
+async function start() {
+  const token = tokenInLink();
+  if (token) {
+    storeToken(token);
+    await signInWith(token);
+  } else if (storedToken()) {
+    await ensureSession(false);  // a reload: the session may still be good, else the stored token signs in
+  }
+  connectEvents();
+  connectVideo();
+}
 
 // ---------- framing controls ----------
 function drawModes() {
   for (const b of document.querySelectorAll("#modes [data-mode]")) {
-    b.setAttribute("aria-pressed", String(b.dataset.mode === state.policy));
+    b.setAttribute("aria-pressed", String(!state.roomStale && b.dataset.mode === state.policy));
   }
+}
+
+// While the socket is down the box may have changed (or restarted: unmuted, volume back at its start), so the
+// room's state on screen is shown as unknown, greyed, until the box sends it again.
+function setStale(stale) {
+  state.roomStale = stale;
+  document.body.classList.toggle("stale", stale);
+  if (stale) {
+    state.pending = {};
+    $("shot-mode").textContent = "–";
+    $("shot-reason").textContent = "";
+  }
+  drawModes();
+  drawRoom();
 }
 
 function drawWhy() {
   const list = $("why");
   list.textContent = "";
+  if (!state.why.length) list.append(el("li", "muted", "no cut yet"));
   for (const w of state.why) {
     const li = document.createElement("li");
     const when = document.createElement("small");
@@ -390,29 +547,97 @@ function showError(e) {
   $("panel-error").textContent = e ? String(e.message || e) : "";
 }
 
-async function command(cmd) {
+// `show(error)` says what went wrong where the user looks (the Framing card's line unless told otherwise).
+async function command(cmd, show = showError) {
   try {
     const reply = await sendCommand(cmd);
-    showError(null);
+    show(null);
+    if (reply.result && Array.isArray(reply.result.meetings)) takeRoom(reply.result);  // the room's state after it
     if (reply.result && reply.result.mode) { state.policy = reply.result.mode; drawModes(); }
     return reply;
   } catch (e) {
-    showError(e);
+    show(e);
     return null;
   }
 }
 
+// Taps faster than the box's replies: the next value is computed from what was last sent and not yet confirmed
+// (state.pending[key]), not from the last state the box confirmed; two mute taps in one tick then leave the room
+// as it was, and five "−" taps go five steps down.
+let pendingSeq = 0;
+function sendPending(key, value, cmd) {
+  const seq = ++pendingSeq;
+  state.pending[key] = { value, seq, confirmed: false };
+  drawRoom();
+  return command(cmd).then((reply) => {
+    const p = state.pending[key];
+    if (p && p.seq === seq) {
+      // the latest one sent is answered: the box's state is the truth again (for ptz: once the shot shows it)
+      if (key === "ptz" && reply) { p.confirmed = performance.now(); } else { delete state.pending[key]; }
+      drawRoom();
+    }
+    return reply;
+  });
+}
+
+function pendingValue(key, confirmed) {
+  const p = state.pending[key];
+  return p ? p.value : confirmed;
+}
+
+// Manual pan-tilt-zoom starts from the box's current shot (whoever framed it: another panel, the director),
+// read back from its crop, or from what this panel last sent and the box has not shown yet.
 const PTZ_STEP = 0.25;
+function streamAspect() {
+  if (state.videoWidth > 0 && state.videoHeight > 0) return state.videoWidth / state.videoHeight;
+  const c = state.lastShot && state.lastShot.crop;
+  return c && c[3] > 0 && !(state.lastShot.tiles || []).length ? c[2] / c[3] : 16 / 9;
+}
+
+function ptzGeometry() {
+  const W = state.camera.width, H = state.camera.height, aspect = streamAspect();
+  return { W, H, aspect, fullW: Math.min(W, H * aspect) };
+}
+
+function ptzFromShot(shot) {
+  if (!shot || !shot.crop) return { pan: 0, tilt: 0, zoom: 1 };
+  const { W, H, aspect, fullW } = ptzGeometry();
+  const [x, y, w, h] = shot.crop;
+  const cw = Math.min(fullW, Math.max(w, h * aspect, 1)), ch = cw / aspect;
+  const zoom = Math.min(4, Math.max(1, fullW / cw));
+  const clamp = (v) => Math.max(-1, Math.min(1, v));
+  const pan = W - cw > 1 ? clamp((2 * (x + w / 2 - cw / 2)) / (W - cw) - 1) : 0;
+  const tilt = H - ch > 1 ? clamp((2 * (y + h / 2 - ch / 2)) / (H - ch) - 1) : 0;
+  return { pan, tilt, zoom };
+}
+
+function ptzShown(shot) {  // a manual shot arrived: once it shows what this panel sent, the shot is the truth
+  const p = state.pending.ptz;
+  if (!p || !p.confirmed) return;
+  const seen = ptzFromShot(shot), want = p.value;
+  const near = Math.abs(seen.pan - want.pan) < 0.03 && Math.abs(seen.tilt - want.tilt) < 0.03 &&
+    Math.abs(seen.zoom / want.zoom - 1) < 0.03;
+  if (near || performance.now() - p.confirmed > 1000) delete state.pending.ptz;
+}
+
 function ptz(action) {
-  const p = state.ptz;
-  if (action === "home") Object.assign(p, { pan: 0, tilt: 0, zoom: 1 });
-  if (action === "left") p.pan = Math.max(-1, p.pan - PTZ_STEP);
-  if (action === "right") p.pan = Math.min(1, p.pan + PTZ_STEP);
-  if (action === "up") p.tilt = Math.max(-1, p.tilt - PTZ_STEP);
-  if (action === "down") p.tilt = Math.min(1, p.tilt + PTZ_STEP);
-  if (action === "in") p.zoom = Math.min(4, p.zoom * 1.25);
-  if (action === "out") p.zoom = Math.max(1, p.zoom / 1.25);
-  return command({ cmd: "ptz", pan: p.pan, tilt: p.tilt, zoom: p.zoom });
+  const p = state.pending.ptz;
+  if (p && p.confirmed && performance.now() - p.confirmed > 1000) delete state.pending.ptz;  // shown by now
+  const from = state.pending.ptz ? state.pending.ptz.value : ptzFromShot(state.lastShot);
+  const v = { ...from };
+  if (action === "home") Object.assign(v, { pan: 0, tilt: 0, zoom: 1 });
+  if (action === "left") v.pan = Math.max(-1, v.pan - PTZ_STEP);
+  if (action === "right") v.pan = Math.min(1, v.pan + PTZ_STEP);
+  if (action === "up") v.tilt = Math.max(-1, v.tilt - PTZ_STEP);
+  if (action === "down") v.tilt = Math.min(1, v.tilt + PTZ_STEP);
+  if (action === "in") v.zoom = Math.min(4, v.zoom * 1.25);
+  if (action === "out") v.zoom = Math.max(1, v.zoom / 1.25);
+  // a crop as wide (or tall) as the picture cannot pan (tilt): no travel builds up that a later zoom would jump to
+  const { W, H, aspect, fullW } = ptzGeometry();
+  if (W - fullW / v.zoom < 1) v.pan = 0;
+  if (H - fullW / v.zoom / aspect < 1) v.tilt = 0;
+  state.ptz = v;
+  return sendPending("ptz", v, { cmd: "ptz", pan: v.pan, tilt: v.tilt, zoom: v.zoom });
 }
 
 for (const b of document.querySelectorAll("#modes [data-mode]")) {
@@ -442,6 +667,10 @@ function drawMeetings() {
   const list = $("meetings");
   const meetings = (state.room && state.room.meetings) || [];
   list.textContent = "";
+  if (!state.room) {
+    list.append(el("li", "muted", "not known yet (no connection to the box)"));
+    return;
+  }
   if (!meetings.length) {
     list.append(el("li", "muted", "no meeting configured ([whip] or [janus] in the config)"));
     return;
@@ -467,8 +696,19 @@ function drawMeetings() {
 }
 
 function drawMute() {
-  const muted = !!(state.room && state.room.muted);
   const b = $("mute");
+  if (state.roomStale || !state.room) {  // not known: neither "muted" nor "on" is claimed
+    b.dataset.state = "unknown";
+    b.setAttribute("aria-pressed", "false");
+    b.textContent = "Microphones: not known (no connection to the box)";
+    b.classList.remove("alert");
+    $("muted-badge").classList.add("hidden");
+    $("muted-banner").classList.add("hidden");
+    document.body.classList.remove("is-muted");
+    return;
+  }
+  const muted = !!pendingValue("muted", state.room.muted);
+  b.dataset.state = muted ? "muted" : "on";
   b.setAttribute("aria-pressed", String(muted));
   b.textContent = muted ? "Microphones muted – tap to unmute" : "Mute microphones";
   b.classList.toggle("alert", muted);
@@ -478,9 +718,16 @@ function drawMute() {
 }
 
 function drawVolume() {
-  if (!state.room) return;
-  $("volume").value = String(state.room.volume);
-  $("volume-value").textContent = String(state.room.volume);
+  if (state.roomStale || !state.room) { $("volume-value").textContent = "–"; return; }
+  const v = pendingValue("volume", state.room.volume);
+  $("volume").value = String(v);
+  $("volume-value").textContent = String(v);
+}
+
+let sourcesError = null;  // a camera or mic refused: said beside the choice, until the next choice
+function showSourcesError(e) {
+  sourcesError = e ? String(e.message || e) : null;
+  drawSources();
 }
 
 function drawChoices(box, names, running, chosen, kind) {
@@ -491,28 +738,48 @@ function drawChoices(box, names, running, chosen, kind) {
     b.dataset.name = name;
     b.setAttribute("aria-pressed", String(name === chosen));
     if (name === running) b.append(el("small", "tag", " in use"));
-    b.addEventListener("click", () => command({ cmd: "choose_source", kind, name }));
+    b.addEventListener("click", () => {
+      showSourcesError(null);
+      command({ cmd: "choose_source", kind, name }, showSourcesError);
+    });
     box.append(b);
   }
 }
 
 function drawSources() {
   const r = state.room;
-  if (!r) return;
-  drawChoices($("cameras"), r.cameras, r.camera, r.camera_chosen, "camera");
-  drawChoices($("mic-arrays"), r.mic_arrays, r.mic_array, r.mic_array_chosen, "mic_array");
+  const note = $("sources-note");
+  if (r) {
+    drawChoices($("cameras"), r.cameras, r.camera, r.camera_chosen, "camera");
+    drawChoices($("mic-arrays"), r.mic_arrays, r.mic_array, r.mic_array_chosen, "mic_array");
+  }
   const waiting = [];
-  if (r.camera_chosen !== r.camera) waiting.push(`camera ${r.camera_chosen}`);
-  if (r.mic_array_chosen !== r.mic_array) waiting.push(`microphones ${r.mic_array_chosen}`);
-  $("sources-note").textContent = waiting.length ? `restart needed to use ${waiting.join(" and ")}` : "";
+  if (r && r.camera_chosen !== r.camera) waiting.push(`camera ${r.camera_chosen}`);
+  if (r && r.mic_array_chosen !== r.mic_array) waiting.push(`microphones ${r.mic_array_chosen}`);
+  const lines = [];
+  if (sourcesError) lines.push(sourcesError);
+  if (waiting.length) lines.push(`restart needed to use ${waiting.join(" and ")}`);
+  note.textContent = lines.join("; ");
+  note.className = "note" + (sourcesError ? " bad" : "");
 }
 
 function drawRoom() { drawMeetings(); drawMute(); drawVolume(); drawSources(); }
 
-$("mute").addEventListener("click", () => command({ cmd: "set_mute", muted: !(state.room && state.room.muted) }));
-function setVolume(v) { return command({ cmd: "set_volume", volume: Math.max(0, Math.min(100, v)) }); }
-$("vol-down").addEventListener("click", () => setVolume(((state.room && state.room.volume) || 0) - 10));
-$("vol-up").addEventListener("click", () => setVolume(((state.room && state.room.volume) || 0) + 10));
+$("mute").addEventListener("click", () => {
+  if (state.roomStale || !state.room) { showError("not connected to the box"); return; }
+  const muted = !pendingValue("muted", state.room.muted);
+  sendPending("muted", muted, { cmd: "set_mute", muted });
+});
+function setVolume(v) {
+  const volume = Math.max(0, Math.min(100, v));
+  return sendPending("volume", volume, { cmd: "set_volume", volume });
+}
+function stepVolume(by) {
+  if (state.roomStale || !state.room) { showError("not connected to the box"); return; }
+  setVolume(pendingValue("volume", state.room.volume) + by);
+}
+$("vol-down").addEventListener("click", () => stepVolume(-10));
+$("vol-up").addEventListener("click", () => stepVolume(10));
 $("volume").addEventListener("change", () => setVolume(Number($("volume").value)));
 
 // ---------- settings behind the admin PIN ----------
@@ -556,24 +823,100 @@ async function openSettings() {
   refreshCalibration().catch(() => {});
 }
 
+// After too many wrong PINs the box makes the next try wait (429, retry_after_s): the pad counts down and sends
+// nothing until then (before, every tap in the wait only brought another refusal).
+let pinWaitUntil = 0;
+let pinTimer = null;
+let pinBusy = false;
+
+function pinWaitLeft() { return Math.max(0, Math.ceil((pinWaitUntil - performance.now()) / 1000)); }
+
+function drawPinWait() {
+  const left = pinWaitLeft();
+  $("keys").querySelector("[data-key=enter]").disabled = left > 0;
+  if (left > 0) {
+    settingsMessage(false, `too many wrong PINs: try again in ${left} s`);
+    return;
+  }
+  clearInterval(pinTimer);
+  pinTimer = null;
+  if (state.settings && !state.settings.ok && state.settings.text.startsWith("too many wrong PINs")) {
+    settingsMessage(true, "you may try the PIN again");
+  }
+}
+
+function pinBackOff(seconds) {
+  pinWaitUntil = performance.now() + seconds * 1000;
+  clearInterval(pinTimer);
+  pinTimer = setInterval(drawPinWait, 250);
+  drawPinWait();
+}
+
 async function signInWithPin() {
-  const res = await fetch("/api/session", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ pin }),
-  });
-  pin = "";
-  drawPin();
+  if (pinWaitLeft() > 0 || pinBusy) { drawPinWait(); return; }
+  pinBusy = true;
+  let res;
+  try {
+    res = await fetch("/api/session", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ pin }),
+    });
+  } finally {
+    pinBusy = false;
+    pin = "";
+    drawPin();
+  }
+  if (res.status === 429) {
+    let wait = Number(res.headers.get("Retry-After")) || 1;
+    try { const body = await res.json(); if (Number.isFinite(body.retry_after_s)) wait = body.retry_after_s; } catch (e) { /* header */ }
+    pinBackOff(wait);
+    return;
+  }
   if (!res.ok) { settingsMessage(false, await errorText(res)); return; }
+  // a PIN session also carries the panel's socket and video: bring them back now if they were refused
+  signIns += 1;
+  state.signedIn = true;
+  if (!state.wsConnected) { wsDelay = 1000; connectEvents(); }
+  if (!state.connected) restartVideo();
   await openSettings();
 }
 
+function pinKey(k) {
+  if (k === "clear") pin = pin.slice(0, -1);
+  else if (k === "enter") { signInWithPin().catch((e) => settingsMessage(false, String(e))); return; }
+  else if (pin.length < 12) pin += k;
+  drawPin();
+}
+
+// The form's fields are read here, with messages that name the field in plain words; what the panel cannot
+// judge (bounds, order) goes to the box, which says what is wrong.
+const RESUME_FIELD = "Automatic framing resumes after manual";
+const EXCLUDE_FIELD = "Nobody framed in these azimuth ranges";
+
+// "30", "1.5", "1,5" (a decimal comma, as many touch keyboards offer) -> a number; anything else -> null
+function parseSeconds(text) {
+  const t = text.trim();
+  if (!/^[+-]?(\d+([.,]\d*)?|[.,]\d+)$/.test(t)) return null;
+  const n = Number(t.replace(",", "."));
+  return Number.isFinite(n) ? n : null;
+}
+
+// "from,to; from,to" -> [[from, to], ...], or {error} saying what is wrong in plain words
 function parseRanges(text) {
-  // "from,to; from,to" -> [[from, to], ...]; what is not a number goes as null: the box says what is wrong
-  return text.split(";").map((r) => r.trim()).filter((r) => r).map((r) => r.split(/[ ,]+/).map((x) => {
-    const n = Number(x);
-    return x !== "" && Number.isFinite(n) ? n : null;
-  }));
+  const how = "give ranges as from,to; from,to in degrees (for example -90,-60; 40,55)";
+  const out = [];
+  const seen = new Set();
+  for (const r of text.split(";").map((x) => x.trim()).filter((x) => x)) {
+    const parts = r.split(/[\s,]+/).filter((x) => x !== "");
+    const nums = parts.map((x) => (/^[+-]?(\d+(\.\d*)?|\.\d+)$/.test(x) ? Number(x) : NaN));
+    if (nums.length !== 2 || !nums.every(Number.isFinite)) return { error: `${EXCLUDE_FIELD}: ${how}: "${r}" is not one` };
+    const key = nums.join(",");
+    if (seen.has(key)) return { error: `${EXCLUDE_FIELD}: the range ${key} is given twice: give it once` };
+    seen.add(key);
+    out.push(nums);
+  }
+  return { ranges: out };
 }
 
 let saving = false;  // a save in flight: a second tap on Save waits for it (its 412 hid the first one's "saved")
@@ -586,11 +929,17 @@ async function saveSettings(ev) {
 }
 
 async function saveSettingsNow() {
-  const resume = $("set-resume").value.trim();
+  const resume = parseSeconds($("set-resume").value);
+  if (resume === null) {
+    settingsMessage(false, `${RESUME_FIELD}: give a number of seconds (0: never), for example 30 or 1.5; nothing was saved`);
+    return;
+  }
+  const ranges = parseRanges($("set-exclude").value);
+  if (ranges.error) { settingsMessage(false, `${ranges.error}; nothing was saved`); return; }
   const doc = JSON.parse(JSON.stringify(configDoc));
   doc.director.mode = $("set-mode").value;
-  doc.director.manual_resume_s = resume !== "" && Number.isFinite(Number(resume)) ? Number(resume) : resume;
-  doc.director.exclude_deg = parseRanges($("set-exclude").value);
+  doc.director.manual_resume_s = resume;
+  doc.director.exclude_deg = ranges.ranges;
   const headers = { "Content-Type": "application/json" };
   if (configTag) headers["If-Match"] = configTag;
   const res = await fetch("/api/config", { method: "PUT", headers, body: JSON.stringify(doc) });
@@ -621,15 +970,37 @@ $("settings-close").addEventListener("click", () => {
   showPinPad(false);
 });
 $("settings").addEventListener("submit", (ev) => { saveSettings(ev).catch((e) => settingsMessage(false, String(e))); });
+$("settings").addEventListener("input", () => {  // an edited form: "saved" no longer describes what it shows
+  if (state.settings && state.settings.ok && state.settings.text) settingsMessage(true, "");
+});
 for (const b of document.querySelectorAll("#keys [data-key]")) {
-  b.addEventListener("click", () => {
-    const k = b.dataset.key;
-    if (k === "clear") pin = pin.slice(0, -1);
-    else if (k === "enter") { signInWithPin().catch((e) => settingsMessage(false, String(e))); return; }
-    else if (pin.length < 12) pin += k;
-    drawPin();
-  });
+  b.addEventListener("click", () => pinKey(b.dataset.key));
 }
+// a hardware keyboard (digits, Backspace, Enter) and a pasted PIN, while the pad is shown
+function padShown() { return !$("pin-pad").classList.contains("hidden"); }
+document.addEventListener("keydown", (ev) => {
+  if (!padShown() || ev.ctrlKey || ev.altKey || ev.metaKey) return;
+  const t = ev.target;
+  if (t && (t.tagName === "INPUT" || t.tagName === "SELECT" || t.tagName === "TEXTAREA")) return;
+  let k = null;
+  if (/^[0-9]$/.test(ev.key)) k = ev.key;
+  else if (ev.key === "Backspace") k = "clear";
+  // Enter signs in, except on another focused button (a pad key's Enter types that key, as a click would)
+  else if (ev.key === "Enter" && !(t && t.tagName === "BUTTON" && t.id !== "settings-open" && t.dataset.key !== "enter")) {
+    k = "enter";
+  }
+  if (k === null) return;
+  ev.preventDefault();  // else the focused button clicks too: OK twice, or Settings showing the pad afresh
+  pinKey(k);
+});
+document.addEventListener("paste", (ev) => {
+  if (!padShown()) return;
+  const digits = ((ev.clipboardData && ev.clipboardData.getData("text")) || "").replace(/\D/g, "");
+  if (!digits) return;
+  ev.preventDefault();
+  pin = (pin + digits).slice(0, 12);
+  drawPin();
+});
 
 // ---------- the mic array's guided calibration (behind the admin PIN, /api/calibration) ----------
 // left end, right end, then an optional centre point; each: a prompt, a few seconds of listening, the point
@@ -746,3 +1117,8 @@ $("calib-remove").addEventListener("click", () => calibStep(async () => {
   const r = await calibCall("DELETE", "/api/calibration");
   calibMessage(r.ok, r.ok ? `calibration removed (revision ${r.data.revision})` : r.data.error || String(r.status));
 }));
+
+// ---------- start ----------
+drawMap();
+setStale(true);
+start();
