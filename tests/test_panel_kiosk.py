@@ -411,6 +411,11 @@ FRESH = """(frames) => { const r = window.roombox; return r.wsConnected && !r.ro
 @pytest.mark.e2e
 def test_kiosk_signs_in_again_after_a_box_restart(box: Box, chromium: Any, artifacts_dir: Path) -> None:
     page = _panel(chromium, box)
+    # the room display (the TV) on a token of its own: it too signs in again after the restart
+    tv_token = roombox(box.home, "token", "create", "--scope", "read", "--name", "tv").strip().split()[-1]
+    tv = chromium.new_page()
+    tv.goto(box.url + "/display#token=" + tv_token)
+    tv.wait_for_function("window.roomboxDisplay.state === 'connected'", timeout=60_000)
     try:
         assert page.evaluate("sessionStorage.getItem('roombox.token')") == box.token
         assert "#token" not in page.url
@@ -432,6 +437,10 @@ def test_kiosk_signs_in_again_after_a_box_restart(box: Box, chromium: Any, artif
         page.wait_for_function(FRESH, arg=frames, timeout=90_000)
         assert page.evaluate("window.roombox.signedIn") is True
         assert box.state()["stream"]["viewers"] >= 1
+        tv.wait_for_function(
+            "window.roomboxDisplay.reconnects > 0 && window.roomboxDisplay.state === 'connected'", timeout=120_000
+        )
+        assert tv.evaluate("window.roomboxDisplay.signedIn") is True and "#token" not in tv.url
 
         # the token revoked: the box ends the session, the panel cannot sign in again, forgets it and says so
         roombox(box.home, "token", "revoke", "kiosk")
@@ -448,4 +457,5 @@ def test_kiosk_signs_in_again_after_a_box_restart(box: Box, chromium: Any, artif
         assert page.evaluate("window.roombox.signedIn") is False and not page.evaluate("window.roombox.wsConnected")
         assert not page.errors, page.errors
     finally:
+        tv.close()
         page.close()
