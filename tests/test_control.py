@@ -406,6 +406,51 @@ def test_a_socket_is_closed_when_its_token_is_revoked(box: Box, monkeypatch: pyt
     assert code == 4401 and seconds < 10
 
 
+def test_a_socket_dropped_while_events_are_sent_leaves_no_task_behind(box: Box) -> None:
+    """A panel that loses the network drops its socket while the box sends it events. The send failed, the
+    gather of the socket's two tasks ended with that error, and its cancel did not reach the other: the
+    credentials' recheck ran on, every 5 s, until the token ended (a soak: about 1 in 5-10 dropped sockets,
+    and a kiosk's token never ends). Now no task of a closed socket is left."""
+    from appliance.messages import DeviceStatus
+
+    async def start_flood() -> asyncio.Task[None]:
+        async def flood() -> None:
+            i = 0
+            while True:
+                box.events.publish(DeviceStatus(name=f"d{i % 50}", state="running", detail=str(i)))
+                i += 1
+                await asyncio.sleep(0.0005)
+
+        return asyncio.create_task(flood())
+
+    async def sockets_tasks() -> tuple[int, list[str]]:
+        names = [t.get_coro().__qualname__ for t in asyncio.all_tasks()]  # type: ignore[union-attr]
+        return len(box.parts.sockets), [n for n in names if n.startswith("_ws.<locals>")]
+
+    async def drop(n: int) -> None:
+        headers = {"Authorization": f"Bearer {box.tokens['read']}"}
+        async with aiohttp.ClientSession() as s:
+            for _ in range(n):
+                ws = await s.ws_connect(box.url + "/ws", headers=headers)
+                for _ in range(3):
+                    await ws.receive(timeout=15)
+                ws._response.connection.transport.abort()  # type: ignore[union-attr]  # the network is gone
+                ws._response.close()
+                await asyncio.sleep(0.02)
+
+    flooding = box.lt.run(start_flood())
+    try:
+        run_async(drop(60))
+        deadline = time.monotonic() + 60  # a bound for a socket never noticed closed, not a figure
+        while (left := box.lt.run(sockets_tasks()))[0] > 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        sockets, tasks = box.lt.run(sockets_tasks())
+    finally:
+        box.lt.call(flooding.cancel)
+    assert sockets == 0 and tasks == [], (left, tasks)
+
+
 def test_sockets_are_bounded_live_from_the_config(box: Box) -> None:
     """At most max_sockets panel sockets, and at most max_sockets_per_client for one token (before, one read
     token could take all 64 and lock the room's own panel out)."""

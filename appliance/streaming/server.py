@@ -360,7 +360,14 @@ async def _ws(request: web.Request) -> web.WebSocketResponse:
                 await ws.close(code=4401, message=b"credentials no longer valid")
                 return
 
-    sender = asyncio.gather(forward(), recheck())
+    def ended(task: asyncio.Task[None]) -> None:  # a send that failed: the socket goes, the panel reconnects
+        if not task.cancelled() and task.exception() is not None and not ws.closed:
+            asyncio.ensure_future(ws.close(code=1011, message=b"events could not be sent"))
+
+    # two tasks, each cancelled at the end: a gather that ended with one's error did not cancel the other, and
+    # the credentials' recheck of a socket dropped mid-send ran (every 5 s) until its token ended
+    senders = [asyncio.ensure_future(forward()), asyncio.ensure_future(recheck())]
+    senders[0].add_done_callback(ended)
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
@@ -370,8 +377,9 @@ async def _ws(request: web.Request) -> web.WebSocketResponse:
     except ConnectionError:
         pass
     finally:
-        sender.cancel()
-        await asyncio.gather(sender, return_exceptions=True)
+        for task in senders:
+            task.cancel()
+        await asyncio.gather(*senders, return_exceptions=True)
         p.events.unsubscribe(queue)
         p.sockets.discard(ws)
         p.socket_owners.pop(ws, None)
@@ -455,7 +463,8 @@ class PanelServer:
 
     async def start(self) -> int:
         """Bind and serve; returns the port (useful with ``port=0``)."""
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
+        # an idle keep-alive connection is closed after 75 s (aiohttp's default holds it, and a timer, an hour)
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0, keepalive_timeout=75.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
