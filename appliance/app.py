@@ -162,7 +162,9 @@ async def _serve(
             health.add_check("config", refused_check(control.store, refused))
         for connector in connectors:  # a meeting the box should be in and is not: degraded, with the reason
             health.add_check(f"meeting {connector.kind}", meeting_check(connector))
-        add_metrics_routes(app, Metrics(events=events, frames=frames, audio=audio), health)
+        metrics = Metrics(events=events, frames=frames, audio=audio)
+        box.timings = metrics  # the face detection's and the hearing's histograms
+        add_metrics_routes(app, metrics, health)
         fleet = _fleet(cfg, events, control, box.on_config, health)
         async with run_server(app, cfg.panel.host, cfg.panel.port):
             if demo_kiosk:  # a token for this machine's browser only, never stored, gone with the demo

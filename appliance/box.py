@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -50,6 +50,13 @@ class Counters:
     detection_ms: float = 0.0  # smoothed
     audio_blocks: int = 0
     doa_blocks: int = 0
+
+
+class Timings(Protocol):
+    """Where the box reports how long its work took (:class:`appliance.control.metrics.Metrics`)."""
+
+    def observe_detection(self, seconds: float) -> None: ...
+    def observe_doa(self, seconds: float) -> None: ...
 
 
 class RoomBox:
@@ -88,6 +95,8 @@ class RoomBox:
         # set to end the supervisor's pause after a failed device when another is put in its place
         self._wake = {"camera": Wake(), "mic_array": Wake(), "speaker": Wake()}
         self.calibrator: Calibrator | None = None  # the guided mic-array calibration, fed while it captures
+        # told how long each face detection and each audio block's hearing took (``/metrics``' histograms)
+        self.timings: Timings | None = None
 
     # -- devices ---------------------------------------------------------------------------------
     async def _camera_loop(self, started: Callable[[], None]) -> None:
@@ -163,7 +172,10 @@ class RoomBox:
         reference = block.reference
         if reference is None and self.playback is not None:
             reference = self.playback.reference.reference_for(block.t, block.samples.shape[0])
+        began = time.perf_counter()
         doas = self.hearing.feed(block.samples, block.t, reference=reference)
+        if self.timings is not None:
+            self.timings.observe_doa(time.perf_counter() - began)
         self.counters.audio_blocks += 1
         self.counters.doa_blocks += len(doas)
         if self.calibrator is not None:
@@ -208,6 +220,8 @@ class RoomBox:
         c = self.counters
         c.detections += 1
         c.detection_ms = ms if c.detections == 1 else 0.8 * c.detection_ms + 0.2 * ms
+        if self.timings is not None:
+            self.timings.observe_detection(ms / 1000.0)
         self.events.publish(faces)
         if self.calibrator is not None:
             self.calibrator.feed_faces(faces)

@@ -49,6 +49,7 @@ async def run_box(
     until: Callable[[list[Event]], bool],
     on_event: Callable[[Event], None] = lambda e: None,
     retry_s: float = 0.2,
+    timings: Any = None,
 ) -> list[Event]:
     """Run the box on a virtual clock until ``until(events)``; the wall clock only bounds a box that hangs."""
     clock = VirtualClock(1000.0, tick_s=0.002)
@@ -67,6 +68,7 @@ async def run_box(
             clock=clock,
             retry_s=retry_s,
         )
+        box.timings = timings
         task = asyncio.create_task(box.run())
         try:
             while not until(out):
@@ -264,3 +266,25 @@ def test_a_camera_plugged_in_is_tried_at_once_not_after_its_back_off(tmp_path: P
     states = box_test.run(act)
     assert ("retrying", "a device was plugged in or removed") in states, states  # not "after 60.0 s"
     assert states[-1][0] == "running"
+
+
+def test_the_box_reports_how_long_detection_and_hearing_take(tmp_path: Path) -> None:
+    """``/metrics`` has histograms of the face detection's and the hearing's times, which the live box never
+    fed (their counts stayed 0 while detections ran). Now the box reports each detection and each audio
+    block."""
+    from appliance.control.metrics import Metrics
+
+    write_noise(tmp_path / "a.wav", 10.0, 5)
+    write_video(tmp_path / "v.mp4", 90)
+    metrics = Metrics(process=False)
+
+    def enough(events: list[Event]) -> bool:
+        return sum(k == "faces" for k, _ in events) >= 3
+
+    cfg = Config(detector=DetectorConfig(tiles=(1, 1)))
+    events = asyncio.run(run_box(tmp_path / "v.mp4", tmp_path / "a.wav", cfg, enough, timings=metrics))
+    faces = sum(k == "faces" for k, _ in events)
+    samples = [s for h in (metrics.detection_seconds, metrics.doa_seconds) for m in h.collect() for s in m.samples]
+    count = {s.name: s.value for s in samples if s.name.endswith("_count")}
+    assert count["roombox_detection_seconds_count"] >= faces >= 3, count
+    assert count["roombox_doa_seconds_count"] > 10, count
