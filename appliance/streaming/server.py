@@ -11,6 +11,7 @@ Origin, viewers and sockets are bounded, and a viewer that has not connected in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -360,9 +361,17 @@ async def _ws(request: web.Request) -> web.WebSocketResponse:
                 await ws.close(code=4401, message=b"credentials no longer valid")
                 return
 
+    async def close_after_failed_send() -> None:
+        with contextlib.suppress(Exception):  # the transport may be gone already
+            await ws.close(code=1011, message=b"events could not be sent")
+
+    closing: set[asyncio.Future[None]] = set()  # held: the loop keeps only a weak reference to a task
+
     def ended(task: asyncio.Task[None]) -> None:  # a send that failed: the socket goes, the panel reconnects
         if not task.cancelled() and task.exception() is not None and not ws.closed:
-            asyncio.ensure_future(ws.close(code=1011, message=b"events could not be sent"))
+            closer = asyncio.ensure_future(close_after_failed_send())
+            closing.add(closer)
+            closer.add_done_callback(closing.discard)
 
     # two tasks, each cancelled at the end: a gather that ended with one's error did not cancel the other, and
     # the credentials' recheck of a socket dropped mid-send ran (every 5 s) until its token ended
