@@ -51,6 +51,9 @@ def meeting_check(connector: Any) -> Callable[[], tuple[Literal["degraded"], str
     def check() -> tuple[Literal["degraded"], str] | None:
         if connector.state in ("retrying", "failed"):
             return "degraded", f"{connector.state}: {connector.detail}".rstrip(": ")
+        last = getattr(connector, "last_error", "")
+        if connector.state == "connecting" and last:  # an attempt after a failed one: not in the meeting yet
+            return "degraded", f"connecting ({connector.detail}); the last attempt: {last}"
         return None
 
     return check

@@ -269,3 +269,68 @@ def test_whip_config_is_checked() -> None:
     assert ok.ice_servers[0].urls == ("stun:127.0.0.1:3478",)
     with pytest.raises(ValueError, match="empty"):
         WhipPublisher.from_config(WhipConfig(), EncodedVideo(LatestFrame(), StreamConfig()), None)
+
+
+def test_whip_endpoints_that_answer_oddly_are_named_and_bounded() -> None:
+    """A sweep's WHIP servers that answer, but badly: an unreadable Retry-After crashed the attempt (and a
+    refused token was then retried for ever); a Location that is no URL crashed it too, and every retry left a
+    session at the far end; 10 MB of SDP stalled the box while it was parsed; Retry-After: 999999 was waited
+    out (11 days); a server that never answers read "unreachable: " with no reason, and health said "ok"
+    while each attempt hung."""
+    from aiohttp import web
+
+    hits: dict[str, int] = {}
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        case = request.match_info["case"]
+        hits[case] = hits.get(case, 0) + 1
+        if case == "ra-garbage":
+            return web.Response(status=401, text="no", headers={"Retry-After": "soon-ish"})
+        if case == "loc-garbage":
+            sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+            return web.Response(
+                status=201, text=sdp, content_type="application/sdp", headers={"Location": "http://[::zz/%%%bad"}
+            )
+        if case == "huge":
+            body = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n" + "a=x-pad:" + "x" * (2 * 1024 * 1024)
+            return web.Response(status=201, text=body, content_type="application/sdp", headers={"Location": "/r/1"})
+        if case == "ra-huge":
+            return web.Response(status=429, text="busy", headers={"Retry-After": "999999"})
+        await asyncio.sleep(5)  # "slow": never answers in time (1 s)
+        return web.Response(status=503)
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{case}", answer)
+        runner = web.AppRunner(app, shutdown_timeout=0.5)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        room = Room()
+        try:
+            for case, state, message in (
+                ("ra-garbage", "failed", "the token was refused (401 Unauthorized): no"),
+                ("loc-garbage", "failed", "the answer's Location is not a URL: 'http://[::zz/%%%bad'"),
+                ("huge", "failed", "the answer is larger than 256 kB: not an SDP answer"),
+                ("ra-huge", "retrying", "429 Too Many Requests: busy; next attempt in 300.0 s"),
+            ):
+                pub = _publisher(room, f"http://127.0.0.1:{port}/{case}")
+                await pub.start()
+                await wait_for(lambda pub=pub, state=state: pub.state == state, 30, f"{case}: {state}")
+                await asyncio.sleep(0.7)  # past the first back-off (0.5 s): a retry would show
+                print(f"\n{case}: {pub.detail}")
+                assert message in pub.detail and hits[case] == 1, (case, pub.detail, hits)
+                await pub.stop()
+            pub = _publisher(room, f"http://127.0.0.1:{port}/slow", connect_timeout_s=1.0)
+            await pub.start()
+            await wait_for(lambda: pub.state == "retrying", 30, "slow: retrying")
+            assert f"WHIP http://127.0.0.1:{port}/slow did not answer within 1 s" in pub.detail, pub.detail
+            await wait_for(lambda: pub.state == "connecting", 30, "slow: the next attempt")
+            health = meeting_check(pub)()  # the next attempt hangs too: not "ok"
+            assert health is not None and health[0] == "degraded" and "did not answer within 1 s" in health[1], health
+            await pub.stop()
+        finally:
+            await room.close()
+            await runner.cleanup()
+
+    run_async(main())

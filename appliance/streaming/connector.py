@@ -38,6 +38,15 @@ log = logging.getLogger(__name__)
 
 StateCallback = Callable[[str, str], None]
 STABLE_S = 10.0  # connected this long: the next loss starts the back-off from retry_min_s again
+MAX_RETRY_AFTER_S = 300.0  # a far end's Retry-After is honoured up to this (999999 s would be 11 days)
+FIRST_RTCP_S = 10.0  # the far end's first report may take this long (it reports once media reaches it)
+
+
+def describe_error(e: BaseException) -> str:
+    """An exception in words: its message, or what it is when it has none (a timeout says nothing)."""
+    if isinstance(e, TimeoutError) and not str(e):
+        return "no answer in time"
+    return str(e) or type(e).__name__
 
 
 class ConnectError(RoomboxError):
@@ -85,6 +94,7 @@ class Connector(ABC):
         self.detail = ""
         self.attempts = 0
         self.connections = 0
+        self.last_error = ""  # why the last attempt failed, while the next one connects
         self.pc: RTCPeerConnection | None = None
         self.video_track: EncodedVideoTrack | None = None
         self.http: aiohttp.ClientSession | None = None
@@ -108,7 +118,7 @@ class Connector(ABC):
             return
         if self.http is None:
             self.http = aiohttp.ClientSession()
-        self.attempts = 0  # a join afresh counts its attempts afresh
+        self.attempts, self.last_error = 0, ""  # a join afresh counts its attempts afresh
         self._set("connecting", "attempt 1")  # at once: the panel's reply to "join" says so, not "stopped"
         self._task = asyncio.create_task(self._run(), name=f"{self.kind}-connector")
 
@@ -149,7 +159,8 @@ class Connector(ABC):
             await self._teardown()
             if began is not None and time.monotonic() - began >= STABLE_S:
                 delay = self.retry_min_s
-            wait = max(delay, error.retry_after_s or 0.0)
+            wait = max(delay, min(error.retry_after_s or 0.0, MAX_RETRY_AFTER_S))
+            self.last_error = str(error)
             self._set("retrying", f"{error}; next attempt in {wait:.1f} s")
             await asyncio.sleep(wait)
             delay = min(delay * 2, self.retry_max_s)
@@ -174,6 +185,7 @@ class Connector(ABC):
             await asyncio.sleep(0.1)
         began = time.monotonic()
         self.connections += 1
+        self.last_error = ""
         self._set("connected", self._describe())
         track = self.video_track
         while True:
@@ -182,7 +194,9 @@ class Connector(ABC):
             if track.readyState != "live":  # the shared encoder failed: a new session gets a new one
                 raise ConnectError(f"{self.kind}: the video stopped (the encoder failed)")
             silent = time.monotonic() - max(track.last_rtcp, began)
-            if silent > self.media_timeout_s:
+            # before the far end's first report, longer: it reports once the first pictures reach it
+            limit = self.media_timeout_s if track.last_rtcp >= began else max(self.media_timeout_s, FIRST_RTCP_S)
+            if silent > limit:
                 raise ConnectError(f"{self.kind}: the far end went silent (no RTCP for {silent:.1f} s)")
             await self._watch()
             await asyncio.sleep(0.25)
@@ -195,7 +209,7 @@ class Connector(ABC):
         try:
             await asyncio.wait_for(self._leave(), 5.0)
         except Exception as e:  # the far end may be gone already: leaving is best effort
-            log.warning("%s: leaving failed: %s", self.kind, e or type(e).__name__)
+            log.warning("%s: leaving failed: %s", self.kind, describe_error(e))
         if self.pc is not None:
             pc, self.pc = self.pc, None
             await self._close(pc.close())

@@ -21,21 +21,27 @@ import aiohttp
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from appliance.config import WhipConfig
-from appliance.streaming.connector import ConnectError, Connector, StateCallback
+from appliance.streaming.connector import ConnectError, Connector, StateCallback, describe_error
 from appliance.streaming.encoder import EncodedVideo
 from appliance.streaming.hub import AudioHub
 
 _RETRY_STATUS = {408, 425, 429}
+MAX_ANSWER_BYTES = 256 * 1024  # an SDP answer is a few kB; a bigger one is refused before it is read whole
 
 
 def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in seconds (a number or an HTTP date); None when absent or unreadable (ignored)."""
     if not value:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
-        when = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, when.timestamp() - time.time()) if when is not None else None
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (ValueError, TypeError, IndexError, OverflowError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _snippet(text: str) -> str:
@@ -94,15 +100,32 @@ class WhipPublisher(Connector):
                 headers=self._headers("application/sdp"),
                 timeout=aiohttp.ClientTimeout(total=self.connect_timeout_s),
             ) as r:
-                body = await r.text(errors="replace")
                 status, reason = r.status, r.reason or ""
                 location = r.headers.get("Location")
                 retry_after = _retry_after(r.headers.get("Retry-After"))
                 ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
                 if location:  # even on an error: a resource that exists must be deleted
-                    self.resource = urljoin(str(r.url), location)
-        except (aiohttp.ClientError, OSError, TimeoutError) as e:
-            raise ConnectError(f"{where} unreachable: {e or type(e).__name__}") from None
+                    try:
+                        self.resource = urljoin(str(r.url), location)
+                    except ValueError:
+                        raise ConnectError(
+                            f"{where}: the answer's Location is not a URL: {location[:160]!r}", retry=False
+                        ) from None
+                raw = bytearray()
+                async for chunk in r.content.iter_chunked(64 * 1024):
+                    raw += chunk
+                    if len(raw) > MAX_ANSWER_BYTES:
+                        raise ConnectError(
+                            f"{where}: the answer is larger than {MAX_ANSWER_BYTES // 1024} kB: not an SDP answer",
+                            retry=False,
+                        )
+                body = raw.decode("utf-8", errors="replace")  # SDP is UTF-8 (RFC 8866)
+        except TimeoutError:
+            raise ConnectError(f"{where} did not answer within {self.connect_timeout_s:.0f} s") from None
+        except aiohttp.TooManyRedirects:
+            raise ConnectError(f"{where}: too many redirects (a redirect loop?)") from None
+        except (aiohttp.ClientError, OSError) as e:
+            raise ConnectError(f"{where} unreachable: {describe_error(e)}") from None
         if status in (401, 403):
             raise ConnectError(f"{where}: the token was refused ({status} {reason}){_snippet(body)}", retry=False)
         if status >= 500 or status in _RETRY_STATUS:
@@ -120,7 +143,7 @@ class WhipPublisher(Connector):
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
         except Exception as e:  # aiortc raises ValueError and others for an SDP it cannot use
-            raise ConnectError(f"{where}: cannot use the SDP answer: {e}", retry=False) from None
+            raise ConnectError(f"{where}: cannot use the SDP answer: {describe_error(e)}", retry=False) from None
 
     async def _leave(self) -> None:
         if self.resource is None or self.http is None:
