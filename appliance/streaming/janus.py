@@ -27,6 +27,10 @@ from common.errors import RoomboxError
 
 log = logging.getLogger(__name__)
 
+POLL_TIMEOUT_S = 45.0  # Janus holds a long poll up to 30 s, then answers a keepalive
+POLL_QUICK_S = 1.0  # a poll answered sooner than this with no events was not held
+POLL_PAUSE_MIN_S, POLL_PAUSE_MAX_S = 0.5, 5.0  # the pause after such a poll, doubling
+
 
 class JanusError(RoomboxError):
     """Janus refused a request or could not be reached; the message says which and why."""
@@ -47,12 +51,14 @@ class JanusSession:
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()  # events no request waits for
         self._lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._poll_warned = False
+        self._gone = False  # Janus said the session no longer exists, or did not answer: no point in destroying it
         self._poller = asyncio.create_task(self._poll(), name=f"janus-poll-{session_id}")
 
     @classmethod
     async def create(cls, http: aiohttp.ClientSession, base_url: str, timeout_s: float = 10.0) -> JanusSession:
         reply = await _post(http, base_url.rstrip("/"), {"janus": "create"}, timeout_s)
-        return cls(http, base_url, int(reply["data"]["id"]), timeout_s)
+        return cls(http, base_url, _reply_id(reply, "create"), timeout_s)
 
     @property
     def url(self) -> str:
@@ -61,7 +67,7 @@ class JanusSession:
     async def attach(self, plugin: str) -> int:
         """A handle on ``plugin`` (e.g. ``janus.plugin.videoroom``)."""
         reply = await _post(self.http, self.url, {"janus": "attach", "plugin": plugin}, self.timeout_s)
-        return int(reply["data"]["id"])
+        return _reply_id(reply, "attach")
 
     async def message(
         self,
@@ -70,7 +76,11 @@ class JanusSession:
         jsep: dict[str, Any] | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """A plugin request: returns (plugin data, jsep or None), waiting for the asynchronous event if Janus
-        acks first. A plugin error (``error_code``) raises :class:`JanusError` with the plugin's reason."""
+        acks first. A plugin error (``error_code``) raises :class:`JanusError` with the plugin's reason; so
+        does a session already lost. Plugin data or a jsep that is not a JSON object is logged and ignored."""
+        request = body.get("request")
+        if self._lost.done():
+            raise JanusError(self._lost.result())
         transaction = secrets.token_hex(8)
         msg: dict[str, Any] = {"janus": "message", "body": body, "transaction": transaction}
         if jsep is not None:
@@ -82,18 +92,34 @@ class JanusSession:
             if reply.get("janus") == "ack":
                 reply = await asyncio.wait_for(asyncio.shield(waiter), self.timeout_s)
         except TimeoutError:
-            raise JanusError(
-                f"Janus {self.base_url}: no answer to {body.get('request')!r} within {self.timeout_s:.0f} s"
-            ) from None
+            raise JanusError(f"Janus {self.base_url}: no answer to {request!r} within {self.timeout_s:.0f} s") from None
         finally:
             self._pending.pop(transaction, None)
-        data = reply.get("plugindata", {}).get("data", {})
-        if "error_code" in data or "error" in data:
-            raise JanusError(
-                f"Janus {body.get('request')!r}: {data.get('error', 'error')} (code {data.get('error_code')})",
-                data.get("error_code"),
+            if waiter.done() and not waiter.cancelled():
+                waiter.exception()  # a loss that came with a direct answer: seen, not "never retrieved"
+        plugindata = reply.get("plugindata", {})
+        data = plugindata.get("data", {}) if isinstance(plugindata, dict) else plugindata
+        if not isinstance(data, dict):
+            log.warning(
+                "Janus %s: the answer to %r has plugin data that is not a JSON object, ignored: %.80r",
+                self.base_url,
+                request,
+                data,
             )
-        return data, reply.get("jsep")
+            data = {}
+        if "error_code" in data or "error" in data:
+            code = _as_int(data.get("error_code"))
+            raise JanusError(f"Janus {request!r}: {data.get('error', 'error')} (code {code})", code)
+        jsep = reply.get("jsep")
+        if jsep is not None and not isinstance(jsep, dict):
+            log.warning(
+                "Janus %s: the answer to %r has an SDP (jsep) that is not a JSON object, ignored: %.80r",
+                self.base_url,
+                request,
+                jsep,
+            )
+            jsep = None
+        return data, jsep
 
     async def detach(self, handle: int) -> None:
         await _post(self.http, f"{self.url}/{handle}", {"janus": "detach"}, self.timeout_s)
@@ -107,45 +133,88 @@ class JanusSession:
         return self._lost.done()
 
     async def destroy(self) -> None:
-        """Destroy the session on Janus (best effort) and stop polling."""
+        """Destroy the session on Janus (best effort) and stop polling. The ``destroy`` request goes out even
+        when the poller stopped on an answer it could not read; not when Janus said the session is gone."""
         self._poller.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._poller
-        if not self._lost.done():
+        if not self._gone:
+            self._gone = True
             with contextlib.suppress(JanusError):
                 await _post(self.http, self.url, {"janus": "destroy"}, self.timeout_s)
-            self._lost.set_result("destroyed")
+        self._fail("destroyed")
+
+    def _fail(self, reason: str) -> None:
+        """The session is lost: ``wait_lost`` returns ``reason``, and every request waiting fails with it."""
+        if not self._lost.done():
+            self._lost.set_result(reason)
+        for waiter in self._pending.values():
+            if not waiter.done():
+                waiter.set_exception(JanusError(self._lost.result()))
 
     async def _poll(self) -> None:
+        loop = asyncio.get_running_loop()
+        pause = 0.0  # the wait before the next poll, when Janus answers polls at once with nothing
         try:
             while True:
+                began = loop.time()
                 try:
                     async with self.http.get(
-                        self.url, params={"maxev": "10"}, timeout=aiohttp.ClientTimeout(total=45)
+                        self.url, params={"maxev": "10"}, timeout=aiohttp.ClientTimeout(total=POLL_TIMEOUT_S)
                     ) as r:
                         if r.status != 200:
-                            raise JanusError(f"Janus {self.base_url}: long poll answered {r.status}")
+                            raise JanusError(f"Janus {self.base_url}: the long poll answered HTTP {r.status}")
                         events = await r.json(content_type=None)
-                except (aiohttp.ClientError, OSError, TimeoutError) as e:
-                    raise JanusError(f"Janus {self.base_url} unreachable: {e or type(e).__name__}") from None
+                except TimeoutError:
+                    self._gone = True
+                    raise JanusError(
+                        f"Janus {self.base_url} did not answer the long poll within {POLL_TIMEOUT_S:.0f} s"
+                    ) from None
+                except (aiohttp.ClientError, OSError) as e:
+                    self._gone = True
+                    raise JanusError(f"Janus {self.base_url} unreachable: {str(e) or type(e).__name__}") from None
                 except ValueError:
                     raise JanusError(f"Janus {self.base_url}: the long poll's answer is not JSON") from None
+                taken = 0
                 for ev in events if isinstance(events, list) else [events]:
-                    if ev.get("janus") == "error" and ev.get("error", {}).get("code") == 458:
+                    if not isinstance(ev, dict):
+                        log.warning("Janus %s: skipped an event that is not a JSON object: %.80r", self.base_url, ev)
+                        continue
+                    error = ev.get("error")
+                    if ev.get("janus") == "error" and isinstance(error, dict) and error.get("code") == 458:
+                        self._gone = True
                         raise JanusError(f"Janus {self.base_url}: session {self.id} no longer exists")
                     if ev.get("janus") == "keepalive":
                         continue
+                    taken += 1
                     waiter = self._pending.get(str(ev.get("transaction")))
                     if waiter is not None and not waiter.done() and ev.get("janus") == "event":
                         waiter.set_result(ev)
                     else:
                         self.events.put_nowait(ev)
+                if taken or loop.time() - began >= POLL_QUICK_S:
+                    pause = 0.0
+                    continue
+                # answered at once with nothing (a proxy in front of Janus that does not hold the long poll,
+                # say): without a pause this is a tight loop of requests
+                if not self._poll_warned:
+                    self._poll_warned = True
+                    log.warning(
+                        "Janus %s does not hold the long poll (it answers at once with no events): "
+                        "the box now waits up to %.0f s between polls, so events may arrive late",
+                        self.base_url,
+                        POLL_PAUSE_MAX_S,
+                    )
+                pause = min(max(2 * pause, POLL_PAUSE_MIN_S), POLL_PAUSE_MAX_S)
+                await asyncio.sleep(pause)
         except JanusError as e:
-            if not self._lost.done():
-                self._lost.set_result(str(e))
-            for waiter in self._pending.values():
-                if not waiter.done():
-                    waiter.set_exception(JanusError(str(e)))
+            self._fail(str(e))
+        except Exception as e:  # a Janus (or a proxy) can answer anything: the session is lost, not the box
+            log.exception("Janus %s: the long poll stopped", self.base_url)
+            self._fail(
+                f"Janus {self.base_url}: the long poll stopped on an answer the box cannot read "
+                f"({type(e).__name__}: {e})"
+            )
 
 
 async def _post(http: aiohttp.ClientSession, url: str, msg: dict[str, Any], timeout_s: float) -> dict[str, Any]:
@@ -154,23 +223,48 @@ async def _post(http: aiohttp.ClientSession, url: str, msg: dict[str, Any], time
         async with http.post(url, json=msg, timeout=aiohttp.ClientTimeout(total=timeout_s)) as r:
             if r.status != 200:
                 raise JanusError(f"Janus {url}: HTTP {r.status} {r.reason}")
-            reply: dict[str, Any] = await r.json(content_type=None)
-    except (aiohttp.ClientError, OSError, TimeoutError) as e:
-        raise JanusError(f"Janus {url} unreachable: {e or type(e).__name__}") from None
+            reply: Any = await r.json(content_type=None)
+    except TimeoutError:
+        raise JanusError(f"Janus {url} did not answer {msg['janus']!r} within {timeout_s:.0f} s") from None
+    except (aiohttp.ClientError, OSError) as e:
+        raise JanusError(f"Janus {url} unreachable: {str(e) or type(e).__name__}") from None
     except ValueError:
         raise JanusError(f"Janus {url}: the answer is not JSON") from None
+    if not isinstance(reply, dict):
+        raise JanusError(f"Janus {msg['janus']!r}: the answer is not a JSON object: {str(reply)[:80]}")
     if reply.get("janus") == "error":
-        err = reply.get("error", {})
-        raise JanusError(
-            f"Janus {msg['janus']!r}: {err.get('reason', 'error')} (code {err.get('code')})", err.get("code")
-        )
+        err = reply.get("error")
+        err = err if isinstance(err, dict) else {}
+        code = _as_int(err.get("code"))
+        raise JanusError(f"Janus {msg['janus']!r}: {err.get('reason', 'error')} (code {code})", code)
     return reply
+
+
+def _as_int(value: Any) -> int | None:
+    """An id or code as Janus sends it (a number, or digits in a string), else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def _reply_id(reply: dict[str, Any], what: str) -> int:
+    """``data.id`` of Janus's answer to ``create`` or ``attach``."""
+    data = reply.get("data")
+    if not isinstance(data, dict) or "id" not in data:
+        raise JanusError(f"Janus {what!r} answered without data.id")
+    ident = _as_int(data["id"])
+    if ident is None:
+        raise JanusError(f"Janus {what!r} answered with a data.id that is not a number: {str(data['id'])[:40]!r}")
+    return ident
 
 
 # ---------- publishing into a VideoRoom ----------
 
-# Janus errors retrying cannot fix: unauthorized (core 403), no such room (426), wrong pin (433)
-_FATAL_CODES = {403, 426, 433}
+# Janus errors retrying cannot fix: unauthorized (core 403), no such plugin (core 460: Janus runs without the
+# VideoRoom plugin), no such room (426), wrong pin (433)
+_FATAL_CODES = {403, 460, 426, 433}
 
 
 class FarEnd:
@@ -268,7 +362,10 @@ class JanusPublisher(Connector):
         )
 
     def _error(self, e: JanusError) -> ConnectError:
-        return ConnectError(f"Janus {self.url} room {self.room}: {e}", retry=e.code not in _FATAL_CODES)
+        hint = (
+            " (Janus runs without its VideoRoom plugin: enable janus.plugin.videoroom there)" if e.code == 460 else ""
+        )
+        return ConnectError(f"Janus {self.url} room {self.room}: {e}{hint}", retry=e.code not in _FATAL_CODES)
 
     async def _negotiate(self, pc: RTCPeerConnection) -> None:
         assert self.http is not None
@@ -289,7 +386,7 @@ class JanusPublisher(Connector):
             )
         except JanusError as e:
             raise self._error(e) from None
-        if not jsep or jsep.get("type") != "answer":
+        if not jsep or jsep.get("type") != "answer" or not isinstance(jsep.get("sdp"), str):
             raise ConnectError(f"Janus {self.url} room {self.room}: no SDP answer to the publish request", retry=False)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=jsep["sdp"], type="answer"))
@@ -299,16 +396,38 @@ class JanusPublisher(Connector):
             ) from None
 
     def _note_publishers(self, data: dict[str, Any]) -> None:
-        for p in data.get("publishers", []) or []:
-            if isinstance(p, dict) and "id" in p:
-                self.others[int(p["id"])] = {
-                    "id": p["id"],
-                    "display": p.get("display", ""),
-                    "streams": p.get("streams", []),
-                }
+        """Note the room's publishers from a VideoRoom event; a participant that cannot be read is logged and
+        skipped (one bad entry must not drop the meeting)."""
+        publishers = data.get("publishers") or []
+        if not isinstance(publishers, list):
+            log.warning(
+                "Janus room %d: skipped a list of participants that is not a list: %.80r", self.room, publishers
+            )
+            publishers = []
+        for p in publishers:
+            feed = _as_int(p.get("id")) if isinstance(p, dict) else None
+            if not isinstance(p, dict) or feed is None:
+                log.warning("Janus room %d: skipped a participant without a numeric id: %.80r", self.room, p)
+                continue
+            display = p.get("display", "")
+            if not isinstance(display, str):
+                log.warning(
+                    "Janus room %d: participant %d's name is not text (%.40r): shown by number",
+                    self.room,
+                    feed,
+                    display,
+                )
+                display = ""
+            streams = p.get("streams", [])
+            if not isinstance(streams, list):
+                log.warning(
+                    "Janus room %d: participant %d's streams are not a list, ignored: %.80r", self.room, feed, streams
+                )
+                streams = []
+            self.others[feed] = {"id": feed, "display": display, "streams": streams}
         for key in ("leaving", "unpublished"):
-            gone = data.get(key)
-            if isinstance(gone, int):
+            gone = _as_int(data.get(key))
+            if gone is not None:
                 self.others.pop(gone, None)
 
     async def _watch(self) -> None:
@@ -318,7 +437,16 @@ class JanusPublisher(Connector):
             ev = self.session.events.get_nowait()
             if ev.get("janus") in ("hangup", "detached") and ev.get("sender") == self.handle:
                 raise ConnectError(f"Janus {self.url} room {self.room}: {ev.get('janus')} ({ev.get('reason', '')})")
-            self._note_publishers(ev.get("plugindata", {}).get("data", {}))
+            plugindata = ev.get("plugindata")
+            if plugindata is None:  # webrtcup, media, slowlink...: nothing about the room's participants
+                continue
+            data = plugindata.get("data") if isinstance(plugindata, dict) else plugindata
+            if not isinstance(data, dict):
+                log.warning(
+                    "Janus room %d: skipped an event whose plugin data is not a JSON object: %.80r", self.room, data
+                )
+                continue
+            self._note_publishers(data)
         if self.session.lost:
             raise ConnectError(f"Janus {self.url} room {self.room}: {await self.session.wait_lost()}")
         if self.subscribe:
@@ -328,8 +456,13 @@ class JanusPublisher(Connector):
                 if feed not in self.far_ends and other.get("streams"):
                     try:
                         self.far_ends[feed] = await self._subscribe(feed, str(other.get("display", "")))
-                    except (JanusError, ValueError) as e:  # one participant we cannot take: say so, stay
-                        log.warning("Janus room %d: cannot subscribe to %s: %s", self.room, other.get("display"), e)
+                    except Exception as e:  # one participant we cannot take: say so, stay
+                        log.warning(
+                            "Janus room %d: cannot subscribe to %s: %s",
+                            self.room,
+                            other.get("display") or feed,
+                            str(e) or type(e).__name__,
+                        )
                         self.others[feed]["streams"] = []
 
     async def _subscribe(self, feed: int, display: str) -> FarEnd:
@@ -350,8 +483,8 @@ class JanusPublisher(Connector):
         _, jsep = await self.session.message(
             far.handle, {"request": "join", "ptype": "subscriber", "room": self.room, "streams": [{"feed": feed}]}
         )
-        if not jsep or jsep.get("type") != "offer":
-            raise JanusError(f"Janus sent no offer for participant {feed}")
+        if not isinstance(jsep, dict) or jsep.get("type") != "offer" or not isinstance(jsep.get("sdp"), str):
+            raise JanusError(f"Janus sent no offer for participant {display or feed}")
         pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers(self.ice)))
         far.pc = pc
 
