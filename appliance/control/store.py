@@ -142,10 +142,13 @@ def last_good(path: Path, revisions_dir: Path, refused: Exception) -> LastGood |
     took what this one refuses), the newest revision in ``revisions_dir`` that this version validates, and the
     refused file copied beside it (``NAME.refused``, atomically) so that nothing is lost when the next change
     writes the file; None when no revision validates (then the box cannot start, and says why)."""
-    ids = sorted(int(m.group(1)) for p in _listing(revisions_dir) if (m := _REV.match(p.name)))
+    try:
+        ids = revision_ids(revisions_dir)
+    except OSError:
+        return None  # no history to fall back on
     for rid in reversed(ids):
         try:
-            data = json.loads((revisions_dir / f"{rid:06d}.json").read_text(encoding="utf-8"))
+            data = json.loads(revision_file(revisions_dir, rid).read_text(encoding="utf-8"))
             cfg = Config.model_validate(data["config"])
         except (OSError, ValueError, TypeError, KeyError, RecursionError):
             continue  # damaged, or refused by this version too
@@ -158,11 +161,13 @@ def last_good(path: Path, revisions_dir: Path, refused: Exception) -> LastGood |
     return None
 
 
-def _listing(d: Path) -> list[Path]:
-    try:
-        return list(d.iterdir())
-    except OSError:
-        return []
+def revision_ids(revisions_dir: Path) -> list[int]:
+    """The ids of the revisions kept in ``revisions_dir``, oldest first (OSError when it cannot be listed)."""
+    return sorted(int(m.group(1)) for p in revisions_dir.iterdir() if (m := _REV.match(p.name)))
+
+
+def revision_file(revisions_dir: Path, rid: int) -> Path:
+    return revisions_dir / f"{rid:06d}.json"
 
 
 class ConfigStore:
@@ -226,14 +231,14 @@ class ConfigStore:
 
     # -- history -----------------------------------------------------------------------------------
     def _ids(self) -> list[int]:
-        return sorted(int(m.group(1)) for p in self.revisions_dir.iterdir() if (m := _REV.match(p.name)))
+        return revision_ids(self.revisions_dir)
 
     def latest_id(self) -> int:
         ids = self._ids()
         return ids[-1] if ids else 0
 
     def _file(self, rid: int) -> Path:
-        return self.revisions_dir / f"{rid:06d}.json"
+        return revision_file(self.revisions_dir, rid)
 
     def _read(self, rid: int) -> dict[str, Any]:
         """Revision ``rid``'s record; KeyError if there is none, RevisionDamaged if it cannot be read."""

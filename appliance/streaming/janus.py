@@ -20,7 +20,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError
 
 from appliance.config import JanusConfig
-from appliance.streaming.connector import ConnectError, Connector, StateCallback, ice_servers
+from appliance.streaming.connector import ConnectError, Connector, StateCallback, describe_error, ice_servers
 from appliance.streaming.encoder import EncodedVideo
 from appliance.streaming.hub import AudioHub, LatestFrame
 from common.errors import RoomboxError
@@ -172,7 +172,7 @@ class JanusSession:
                     ) from None
                 except (aiohttp.ClientError, OSError) as e:
                     self._gone = True
-                    raise JanusError(f"Janus {self.base_url} unreachable: {str(e) or type(e).__name__}") from None
+                    raise JanusError(f"Janus {self.base_url} unreachable: {describe_error(e)}") from None
                 except ValueError:
                     raise JanusError(f"Janus {self.base_url}: the long poll's answer is not JSON") from None
                 taken = 0
@@ -227,7 +227,7 @@ async def _post(http: aiohttp.ClientSession, url: str, msg: dict[str, Any], time
     except TimeoutError:
         raise JanusError(f"Janus {url} did not answer {msg['janus']!r} within {timeout_s:.0f} s") from None
     except (aiohttp.ClientError, OSError) as e:
-        raise JanusError(f"Janus {url} unreachable: {str(e) or type(e).__name__}") from None
+        raise JanusError(f"Janus {url} unreachable: {describe_error(e)}") from None
     except ValueError:
         raise JanusError(f"Janus {url}: the answer is not JSON") from None
     if not isinstance(reply, dict):
@@ -461,7 +461,7 @@ class JanusPublisher(Connector):
                             "Janus room %d: cannot subscribe to %s: %s",
                             self.room,
                             other.get("display") or feed,
-                            str(e) or type(e).__name__,
+                            describe_error(e),
                         )
                         self.others[feed]["streams"] = []
 
