@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 StateCallback = Callable[[str, str], None]
 STABLE_S = 10.0  # connected this long: the next loss starts the back-off from retry_min_s again
 MAX_RETRY_AFTER_S = 300.0  # a far end's Retry-After is honoured up to this (999999 s would be 11 days)
-FIRST_RTCP_S = 10.0  # the far end's first report may take this long (it reports once media reaches it)
 
 
 def describe_error(e: BaseException) -> str:
@@ -194,9 +193,7 @@ class Connector(ABC):
             if track.readyState != "live":  # the shared encoder failed: a new session gets a new one
                 raise ConnectError(f"{self.kind}: the video stopped (the encoder failed)")
             silent = time.monotonic() - max(track.last_rtcp, began)
-            # before the far end's first report, longer: it reports once the first pictures reach it
-            limit = self.media_timeout_s if track.last_rtcp >= began else max(self.media_timeout_s, FIRST_RTCP_S)
-            if silent > limit:
+            if silent > self.media_timeout_s:
                 raise ConnectError(f"{self.kind}: the far end went silent (no RTCP for {silent:.1f} s)")
             await self._watch()
             await asyncio.sleep(0.25)
