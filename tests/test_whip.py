@@ -294,6 +294,8 @@ def test_whip_endpoints_that_answer_oddly_are_named_and_bounded() -> None:
         if case == "huge":
             body = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n" + "a=x-pad:" + "x" * (2 * 1024 * 1024)
             return web.Response(status=201, text=body, content_type="application/sdp", headers={"Location": "/r/1"})
+        if case == "ctl":  # a terminal's escape sequence in the error page: shown escaped, never raw
+            return web.Response(status=403, text="bad\x1b[2Jtoken\x07 <b>no</b>")
         if case == "ra-huge":
             return web.Response(status=429, text="busy", headers={"Retry-After": "999999"})
         await asyncio.sleep(5)  # "slow": never answers in time (1 s)
@@ -313,6 +315,7 @@ def test_whip_endpoints_that_answer_oddly_are_named_and_bounded() -> None:
                 ("loc-garbage", "failed", "the answer's Location is not a URL: 'http://[::zz/%%%bad'"),
                 ("huge", "failed", "the answer is larger than 256 kB: not an SDP answer"),
                 ("ra-huge", "retrying", "429 Too Many Requests: busy; next attempt in 300.0 s"),
+                ("ctl", "failed", "the token was refused (403 Forbidden): bad\\x1b[2Jtoken\\x07 <b>no</b>"),
             ):
                 pub = _publisher(room, f"http://127.0.0.1:{port}/{case}")
                 await pub.start()
@@ -329,6 +332,45 @@ def test_whip_endpoints_that_answer_oddly_are_named_and_bounded() -> None:
             health = meeting_check(pub)()  # the next attempt hangs too: not "ok"
             assert health is not None and health[0] == "degraded" and "did not answer within 1 s" in health[1], health
             await pub.stop()
+        finally:
+            await room.close()
+            await runner.cleanup()
+
+    run_async(main())
+
+
+def test_the_token_never_travels_in_clear_to_a_session_location_on_plain_http() -> None:
+    """An https endpoint may put its session anywhere (RFC 9725 allows another host), but a Location on
+    plain http:// would carry the bearer token in clear on the DELETE: it is left out there (and said);
+    a session Location that keeps TLS, or an endpoint that is plain http already, gets it."""
+    from aiohttp import ClientSession, web
+
+    seen: list[str | None] = []
+
+    async def delete(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.Response(status=200)
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_delete("/r/{n}", delete)
+        runner = web.AppRunner(app, shutdown_timeout=0.5)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        room = Room()
+        try:
+            for endpoint in ("https://whip.invalid/whip", f"http://127.0.0.1:{port}/whip"):
+                pub = _publisher(room, endpoint)
+                pub.http = ClientSession()
+                pub.resource = f"http://127.0.0.1:{port}/r/1"  # what the endpoint's answer would have said
+                try:
+                    await pub._leave()
+                finally:
+                    await pub.http.close()
+            assert seen == [None, f"Bearer {TOKEN}"], seen
+            https = _publisher(room, "https://whip.invalid/whip")
+            assert https._headers(url="https://other.invalid/r/1")["Authorization"] == f"Bearer {TOKEN}"
         finally:
             await room.close()
             await runner.cleanup()

@@ -14,6 +14,7 @@ Wiring (the live box): ``WhipPublisher.from_config(cfg.whip, video, audio, on_st
 from __future__ import annotations
 
 import email.utils
+import logging
 import time
 from urllib.parse import urljoin
 
@@ -24,7 +25,9 @@ from appliance.config import WhipConfig
 from appliance.streaming.connector import ConnectError, Connector, StateCallback, describe_error
 from appliance.streaming.encoder import EncodedVideo
 from appliance.streaming.hub import AudioHub
+from common.text import excerpt
 
+log = logging.getLogger(__name__)
 _RETRY_STATUS = {408, 425, 429}
 MAX_ANSWER_BYTES = 256 * 1024  # an SDP answer is a few kB; a bigger one is refused before it is read whole
 
@@ -45,8 +48,8 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _snippet(text: str) -> str:
-    text = " ".join(text.split())
-    return (": " + (text[:160] + "..." if len(text) > 160 else text)) if text else ""
+    text = excerpt(text)
+    return ": " + text if text else ""
 
 
 class WhipPublisher(Connector):
@@ -83,8 +86,12 @@ class WhipPublisher(Connector):
             on_state=on_state,
         )
 
-    def _headers(self, content_type: str | None = None) -> dict[str, str]:
-        h = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+    def _headers(self, content_type: str | None = None, url: str | None = None) -> dict[str, str]:
+        """The request's headers; the token goes to ``url`` (default the endpoint) unless it would travel
+        in clear: an https endpoint whose session Location is plain http:// does not get it there."""
+        to = url or self.url
+        clear = to.lower().startswith("http://") and self.url.lower().startswith("https://")
+        h = {"Authorization": f"Bearer {self.token}"} if self.token and not clear else {}
         if content_type:
             h["Content-Type"] = content_type
         return h
@@ -100,7 +107,7 @@ class WhipPublisher(Connector):
                 headers=self._headers("application/sdp"),
                 timeout=aiohttp.ClientTimeout(total=self.connect_timeout_s),
             ) as r:
-                status, reason = r.status, r.reason or ""
+                status, reason = r.status, excerpt(r.reason or "", 80)
                 location = r.headers.get("Location")
                 retry_after = _retry_after(r.headers.get("Retry-After"))
                 ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -149,6 +156,9 @@ class WhipPublisher(Connector):
         if self.resource is None or self.http is None:
             return
         resource, self.resource = self.resource, None
-        async with self.http.delete(resource, headers=self._headers(), timeout=aiohttp.ClientTimeout(total=5.0)) as r:
+        headers = self._headers(url=resource)
+        if self.token and "Authorization" not in headers:
+            log.warning("WHIP %s: the session's Location %s is plain http: left without the token", self.url, resource)
+        async with self.http.delete(resource, headers=headers, timeout=aiohttp.ClientTimeout(total=5.0)) as r:
             if r.status >= 400 and r.status != 404:
-                raise ConnectError(f"WHIP {resource}: DELETE answered {r.status} {r.reason}")
+                raise ConnectError(f"WHIP {resource}: DELETE answered {r.status} {excerpt(r.reason or '', 80)}")
