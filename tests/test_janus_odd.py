@@ -160,6 +160,9 @@ def test_a_long_poll_answered_at_once_is_paced_not_a_tight_loop(answer: str, cap
                 assert not session.lost
                 await session.destroy()
                 assert server.count("POST", "destroy") == 1
+                again = await JanusSession.create(http, url)  # a reconnect: the same server, not said again
+                await asyncio.sleep(1.5)
+                await again.destroy()
         finally:
             await server.stop()
 

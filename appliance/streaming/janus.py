@@ -24,6 +24,7 @@ from appliance.streaming.connector import ConnectError, Connector, StateCallback
 from appliance.streaming.encoder import EncodedVideo
 from appliance.streaming.hub import AudioHub, LatestFrame
 from common.errors import RoomboxError
+from common.text import excerpt
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ class JanusError(RoomboxError):
         self.code = code
 
 
+_SAID_NOT_HOLDING: set[str] = set()  # the Janus URLs already said not to hold the long poll
+
+
 class JanusSession:
     """One Janus session over HTTP: ``await JanusSession.create(http, url)``; ``await s.destroy()``."""
 
@@ -51,7 +55,6 @@ class JanusSession:
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()  # events no request waits for
         self._lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._poll_warned = False
         self._gone = False  # Janus said the session no longer exists, or did not answer: no point in destroying it
         self._poller = asyncio.create_task(self._poll(), name=f"janus-poll-{session_id}")
 
@@ -197,8 +200,8 @@ class JanusSession:
                     continue
                 # answered at once with nothing (a proxy in front of Janus that does not hold the long poll,
                 # say): without a pause this is a tight loop of requests
-                if not self._poll_warned:
-                    self._poll_warned = True
+                if self.base_url not in _SAID_NOT_HOLDING:  # once per run: not again at each reconnect
+                    _SAID_NOT_HOLDING.add(self.base_url)
                     log.warning(
                         "Janus %s does not hold the long poll (it answers at once with no events): "
                         "the box now waits up to %.0f s between polls, so events may arrive late",
@@ -222,7 +225,7 @@ async def _post(http: aiohttp.ClientSession, url: str, msg: dict[str, Any], time
     try:
         async with http.post(url, json=msg, timeout=aiohttp.ClientTimeout(total=timeout_s)) as r:
             if r.status != 200:
-                raise JanusError(f"Janus {url}: HTTP {r.status} {r.reason}")
+                raise JanusError(f"Janus {url}: HTTP {r.status} {excerpt(r.reason or '', 80)}")
             reply: Any = await r.json(content_type=None)
     except TimeoutError:
         raise JanusError(f"Janus {url} did not answer {msg['janus']!r} within {timeout_s:.0f} s") from None
@@ -231,12 +234,12 @@ async def _post(http: aiohttp.ClientSession, url: str, msg: dict[str, Any], time
     except ValueError:
         raise JanusError(f"Janus {url}: the answer is not JSON") from None
     if not isinstance(reply, dict):
-        raise JanusError(f"Janus {msg['janus']!r}: the answer is not a JSON object: {str(reply)[:80]}")
+        raise JanusError(f"Janus {msg['janus']!r}: the answer is not a JSON object: {excerpt(str(reply), 80)}")
     if reply.get("janus") == "error":
         err = reply.get("error")
         err = err if isinstance(err, dict) else {}
         code = _as_int(err.get("code"))
-        raise JanusError(f"Janus {msg['janus']!r}: {err.get('reason', 'error')} (code {code})", code)
+        raise JanusError(f"Janus {msg['janus']!r}: {excerpt(str(err.get('reason', 'error')))} (code {code})", code)
     return reply
 
 
@@ -436,7 +439,9 @@ class JanusPublisher(Connector):
         while not self.session.events.empty():
             ev = self.session.events.get_nowait()
             if ev.get("janus") in ("hangup", "detached") and ev.get("sender") == self.handle:
-                raise ConnectError(f"Janus {self.url} room {self.room}: {ev.get('janus')} ({ev.get('reason', '')})")
+                raise ConnectError(
+                    f"Janus {self.url} room {self.room}: {ev.get('janus')} ({excerpt(str(ev.get('reason', '')))})"
+                )
             plugindata = ev.get("plugindata")
             if plugindata is None:  # webrtcup, media, slowlink...: nothing about the room's participants
                 continue
