@@ -813,7 +813,10 @@ def test_pin_sessions_back_off_and_are_logged(box: Box, caplog: pytest.LogCaptur
     box.control.auth.pin.set("2468")
     assert box.call("POST", "/api/session", {"pin": "2468"}, headers={"Origin": "http://evil.example"})[0] == 403
     assert box.call("POST", "/api/session", {"pin": 2468}, headers=same)[0] == 400
-    assert [box.call("POST", "/api/session", {"pin": "0000"}, headers=same)[0] for _ in range(3)] == [401] * 3
+    wrong = [box.call("POST", "/api/session", {"pin": "0000"}, headers=same) for _ in range(3)]
+    assert [status for status, _, _ in wrong] == [401] * 3
+    # the failure that starts the back-off says how long it is (the free tries before it say 0)
+    assert [err["retry_after_s"] for _, _, err in wrong] == [0.0, 0.0, 1.0], wrong
     status, headers, err = box.call("POST", "/api/session", {"pin": "2468"}, headers=same)  # right, but too soon
     assert status == 429 and int(headers["Retry-After"]) >= 1 and "try again" in err["error"]
     time.sleep(1.1)

@@ -99,7 +99,9 @@ async def _session_post(request: web.Request) -> web.Response:
         if not ok:
             n = c.auth.throttle.failed(client)
             log.warning("wrong PIN from %s (%d in a row)", remote, n)
-            fail(401, "wrong PIN", failures=n)
+            # the wait this failure starts, said now: a panel need not send its next try only to learn it
+            wait = c.auth.throttle.wait_s(client, access.pin_free_tries, access.pin_max_backoff_s)
+            fail(401, "wrong PIN", failures=n, retry_after_s=round(wait, 1))
         c.auth.throttle.succeeded(client)
         existing = request.cookies.get(SESSION_COOKIE)
         if existing is not None and (origin is None or c.auth.from_session(existing, request.remote) is None):
@@ -403,7 +405,7 @@ def openapi_document() -> dict[str, Any]:
                 {
                     "200": _ok("signed in", {"$ref": "#/components/schemas/Who"}),
                     "400": _err("not a sign-in request"),
-                    "401": _err("wrong token or PIN"),
+                    "401": _err("wrong token or PIN (a wrong PIN's retry_after_s: the wait it starts, 0 for none)"),
                     "403": _err("refused Origin"),
                     "409": _err("no PIN set"),
                     "415": _err("not JSON"),

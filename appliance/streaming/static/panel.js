@@ -543,9 +543,14 @@ function drawWhy() {
   }
 }
 
-function showError(e) {
-  $("panel-error").textContent = e ? String(e.message || e) : "";
+// Each card says what went wrong with its own controls, on its own line: a refused mute under Sound, not
+// under Framing.
+function errorLine(id) {
+  return (e) => { $(id).textContent = e ? String(e.message || e) : ""; };
 }
+const showError = errorLine("panel-error");
+const showSoundError = errorLine("sound-error");
+const showMeetingError = errorLine("meeting-error");
 
 // `show(error)` says what went wrong where the user looks (the Framing card's line unless told otherwise).
 async function command(cmd, show = showError) {
@@ -565,11 +570,11 @@ async function command(cmd, show = showError) {
 // (state.pending[key]), not from the last state the box confirmed; two mute taps in one tick then leave the room
 // as it was, and five "−" taps go five steps down.
 let pendingSeq = 0;
-function sendPending(key, value, cmd) {
+function sendPending(key, value, cmd, show = showError) {
   const seq = ++pendingSeq;
   state.pending[key] = { value, seq, confirmed: false };
   drawRoom();
-  return command(cmd).then((reply) => {
+  return command(cmd, show).then((reply) => {
     const p = state.pending[key];
     if (p && p.seq === seq) {
       // the latest one sent is answered: the box's state is the truth again (for ptz: once the shot shows it)
@@ -689,7 +694,7 @@ function drawMeetings() {
     const b = el("button", "button " + (joined ? "leave" : "join"), joined ? "Leave" : "Join");
     b.type = "button";
     b.dataset.action = joined ? "leave" : "join";
-    b.addEventListener("click", () => command({ cmd: b.dataset.action, meeting: m.name }));
+    b.addEventListener("click", () => command({ cmd: b.dataset.action, meeting: m.name }, showMeetingError));
     li.append(text, b);
     list.append(li);
   }
@@ -766,16 +771,16 @@ function drawSources() {
 function drawRoom() { drawMeetings(); drawMute(); drawVolume(); drawSources(); }
 
 $("mute").addEventListener("click", () => {
-  if (state.roomStale || !state.room) { showError("not connected to the box"); return; }
+  if (state.roomStale || !state.room) { showSoundError("not connected to the box"); return; }
   const muted = !pendingValue("muted", state.room.muted);
-  sendPending("muted", muted, { cmd: "set_mute", muted });
+  sendPending("muted", muted, { cmd: "set_mute", muted }, showSoundError);
 });
 function setVolume(v) {
   const volume = Math.max(0, Math.min(100, v));
-  return sendPending("volume", volume, { cmd: "set_volume", volume });
+  return sendPending("volume", volume, { cmd: "set_volume", volume }, showSoundError);
 }
 function stepVolume(by) {
-  if (state.roomStale || !state.room) { showError("not connected to the box"); return; }
+  if (state.roomStale || !state.room) { showSoundError("not connected to the box"); return; }
   setVolume(pendingValue("volume", state.room.volume) + by);
 }
 $("vol-down").addEventListener("click", () => stepVolume(-10));
@@ -823,9 +828,11 @@ async function openSettings() {
   refreshCalibration().catch(() => {});
 }
 
-// After too many wrong PINs the box makes the next try wait (429, retry_after_s): the pad counts down and sends
-// nothing until then (before, every tap in the wait only brought another refusal).
+// After too many wrong PINs the box makes the next try wait (retry_after_s, said with the wrong PIN that starts
+// the wait, or a 429): the pad counts down and sends nothing until then (before, every tap in the wait only
+// brought another refusal).
 let pinWaitUntil = 0;
+let pinWaitSaid = "";  // what the countdown says before "try again in N s"
 let pinTimer = null;
 let pinBusy = false;
 
@@ -835,18 +842,19 @@ function drawPinWait() {
   const left = pinWaitLeft();
   $("keys").querySelector("[data-key=enter]").disabled = left > 0;
   if (left > 0) {
-    settingsMessage(false, `too many wrong PINs: try again in ${left} s`);
+    settingsMessage(false, `${pinWaitSaid}: try again in ${left} s`);
     return;
   }
   clearInterval(pinTimer);
   pinTimer = null;
-  if (state.settings && !state.settings.ok && state.settings.text.startsWith("too many wrong PINs")) {
+  if (state.settings && !state.settings.ok && pinWaitSaid && state.settings.text.startsWith(pinWaitSaid)) {
     settingsMessage(true, "you may try the PIN again");
   }
 }
 
-function pinBackOff(seconds) {
+function pinBackOff(seconds, said) {
   pinWaitUntil = performance.now() + seconds * 1000;
+  pinWaitSaid = said;
   clearInterval(pinTimer);
   pinTimer = setInterval(drawPinWait, 250);
   drawPinWait();
@@ -870,7 +878,14 @@ async function signInWithPin() {
   if (res.status === 429) {
     let wait = Number(res.headers.get("Retry-After")) || 1;
     try { const body = await res.json(); if (Number.isFinite(body.retry_after_s)) wait = body.retry_after_s; } catch (e) { /* header */ }
-    pinBackOff(wait);
+    pinBackOff(wait, "too many wrong PINs");
+    return;
+  }
+  if (res.status === 401) {  // wrong; the box says when the failure that starts its back-off lets the next try go
+    let body = {};
+    try { body = await res.json(); } catch (e) { /* no body: no wait known */ }
+    if (Number(body.retry_after_s) > 0) { pinBackOff(Number(body.retry_after_s), "wrong PIN"); return; }
+    settingsMessage(false, body.error || "wrong PIN");
     return;
   }
   if (!res.ok) { settingsMessage(false, await errorText(res)); return; }
