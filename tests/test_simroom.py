@@ -257,6 +257,35 @@ def test_sources_pace_on_the_capture_clock_and_loop() -> None:
     assert dropped == 4 and late == pytest.approx(100.0 + 13 / 15)  # frames 9-12 skipped: 13 is the newest
 
 
+def test_the_camera_delivers_while_the_sound_is_rendered() -> None:
+    """``roombox demo`` renders the room's sound (seconds) in a thread while its camera already runs. The
+    camera took the room's one lock on the event loop for each picture, and so froze the whole box for the
+    rest of the render (a sweep: 11-16 s under load, and the first meeting session dropped for "no RTCP")."""
+    room = SimulatedRoom(builtin_scenario("default"), lazy=True)
+
+    async def run() -> tuple[float, float, int]:
+        loop = asyncio.get_running_loop()
+        cam = room.camera()
+        await cam.start()
+        began = loop.time()
+        render = asyncio.ensure_future(asyncio.to_thread(room.audio))  # what the mic array's start does
+        await asyncio.sleep(0.05)  # the render has the sound's lock
+        gap, frames, last = 0.0, 0, loop.time()
+        while not render.done():
+            await asyncio.wait_for(cam.recv(), 60)
+            frames += 1
+            now = loop.time()
+            gap, last = max(gap, now - last), now
+        await render
+        await cam.stop()
+        return loop.time() - began, gap, frames
+
+    render_s, gap, frames = asyncio.run(run())
+    print(f"\nsound rendered in {render_s:.1f} s; {frames} pictures meanwhile, the longest wait {gap:.2f} s")
+    assert render_s > 1.0  # long enough to tell
+    assert gap < 0.5 * render_s and frames >= 0.3 * render_s * room.scenario.camera.fps, (gap, frames)
+
+
 def test_impulse_responses_decay_at_the_scenario_rt60() -> None:
     import pyroomacoustics as pra
 

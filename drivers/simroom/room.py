@@ -43,7 +43,10 @@ class SimulatedRoom:
         self._speech_root = speech_root
         self._renderer: RoomRenderer | None = None
         self._audio: RenderedAudio | None = None
-        self._lock = threading.Lock()
+        # one lock each: the picture must not wait while the sound renders (seconds), and neither lock is
+        # ever taken on the event loop (a camera that did froze the whole box for the sound's render)
+        self._renderer_lock = threading.Lock()
+        self._audio_lock = threading.Lock()
         self._epoch: float | None = None
         if not lazy:
             _ = self.renderer
@@ -51,14 +54,14 @@ class SimulatedRoom:
 
     @property
     def renderer(self) -> RoomRenderer:
-        with self._lock:
+        with self._renderer_lock:
             if self._renderer is None:
                 self._renderer = RoomRenderer(self.scenario)
             return self._renderer
 
     def audio(self) -> RenderedAudio:
         """The whole scenario at the mic array (rendered on the first call, a few seconds)."""
-        with self._lock:
+        with self._audio_lock:
             if self._audio is None:
                 self._audio = render_audio(self.scenario, self._speech_root)
             return self._audio
@@ -103,7 +106,7 @@ class SimCamera:
         self._next = k + 1
         await clock.sleep_until(self._epoch + k / self.fps)
         scene_t = (k / self.fps) % self.room.scenario.duration_s
-        image = await asyncio.to_thread(self.room.renderer.render_frame, scene_t)
+        image = await asyncio.to_thread(lambda: self.room.renderer.render_frame(scene_t))  # the lock too
         return Frame(t=self._epoch + k / self.fps, image=image)
 
     async def stop(self) -> None:
