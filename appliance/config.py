@@ -528,6 +528,13 @@ class JanusConfig(Section):
     pin: str = Field("", max_length=256, title="VideoRoom PIN")
     display: str = Field("Roombox", min_length=1, max_length=100, title="Name shown to the other participants")
     subscribe: bool = Field(True, title="Receive the other participants (picture for /display, sound)")
+    max_far_ends: int = Field(
+        8,
+        ge=1,
+        le=64,
+        title="Most participants received at once",
+        description="Each one received is a picture decoded: a large room's first ones are received",
+    )
     ice_servers: tuple[IceServerConfig, ...] = Field((), max_length=8, title="ICE servers (STUN/TURN)")
     connect_timeout_s: float = Field(15.0, ge=1.0, le=120.0, title="Time to get connected (s)")
     media_timeout_s: float = Field(4.0, ge=1.0, le=60.0, title="Silence from Janus before reconnecting (s)")

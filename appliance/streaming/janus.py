@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from typing import Any
 
 import aiohttp
@@ -55,6 +56,7 @@ class JanusSession:
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()  # events no request waits for
         self._lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._skipped = 0  # events that were not JSON objects
         self._gone = False  # Janus said the session no longer exists, or did not answer: no point in destroying it
         self._poller = asyncio.create_task(self._poll(), name=f"janus-poll-{session_id}")
 
@@ -181,7 +183,14 @@ class JanusSession:
                 taken = 0
                 for ev in events if isinstance(events, list) else [events]:
                     if not isinstance(ev, dict):
-                        log.warning("Janus %s: skipped an event that is not a JSON object: %.80r", self.base_url, ev)
+                        self._skipped += 1
+                        if str(self._skipped).rstrip("0") == "1":  # the 1st, 10th, 100th...: not a flood
+                            log.warning(
+                                "Janus %s: skipped an event that is not a JSON object (%d so far): %.80r",
+                                self.base_url,
+                                self._skipped,
+                                ev,
+                            )
                         continue
                     error = ev.get("error")
                     if ev.get("janus") == "error" and isinstance(error, dict) and error.get("code") == 458:
@@ -282,6 +291,7 @@ class FarEnd:
         self.codecs: dict[str, str] = {}
         self.pc: RTCPeerConnection | None = None
         self.handle: int | None = None
+        self.since = time.monotonic()  # subscribed at: its media should connect within the connect timeout
         self._readers: list[asyncio.Task[None]] = []
 
     async def _read(self, track: MediaStreamTrack) -> None:
@@ -326,6 +336,7 @@ class JanusPublisher(Connector):
         display: str = "Roombox",
         pin: str = "",
         subscribe: bool = True,
+        max_far_ends: int = 8,
         **kwargs: Any,
     ) -> None:
         if not url.startswith(("http://", "https://")):
@@ -340,7 +351,10 @@ class JanusPublisher(Connector):
         self.handle: int | None = None  # the publisher's VideoRoom handle
         self.others: dict[int, dict[str, Any]] = {}
         self.subscribe = subscribe
+        self.max_far_ends = max_far_ends
         self.far_ends: dict[int, FarEnd] = {}
+        self._far_retry: dict[int, tuple[float, float]] = {}  # feed -> (not before, the next wait): one that failed
+        self._far_capped = 0  # the participants with media last said to be beyond max_far_ends
 
     @classmethod
     def from_config(
@@ -356,6 +370,7 @@ class JanusPublisher(Connector):
             display=cfg.display,
             pin=cfg.pin,
             subscribe=cfg.subscribe,
+            max_far_ends=cfg.max_far_ends,
             ice=cfg.ice_servers,
             connect_timeout_s=cfg.connect_timeout_s,
             media_timeout_s=cfg.media_timeout_s,
@@ -455,28 +470,79 @@ class JanusPublisher(Connector):
         if self.session.lost:
             raise ConnectError(f"Janus {self.url} room {self.room}: {await self.session.wait_lost()}")
         if self.subscribe:
-            for feed in [f for f in self.far_ends if f not in self.others]:
-                await self._close(self.far_ends.pop(feed).close())
-            for feed, other in list(self.others.items()):
-                if feed not in self.far_ends and other.get("streams"):
-                    try:
-                        self.far_ends[feed] = await self._subscribe(feed, str(other.get("display", "")))
-                    except Exception as e:  # one participant we cannot take: say so, stay
-                        log.warning(
-                            "Janus room %d: cannot subscribe to %s: %s",
-                            self.room,
-                            other.get("display") or feed,
-                            describe_error(e),
-                        )
-                        self.others[feed]["streams"] = []
+            await self._follow_far_ends()
+
+    async def _follow_far_ends(self) -> None:
+        """Receive the room's other participants: a subscription per participant with media, up to
+        ``max_far_ends`` (each one decodes a picture); one that left is dropped, one whose media never
+        connects (within ``connect_timeout_s``) or fails is dropped and tried again later, with back-off.
+        Each subscription dropped is detached at Janus (its handle would stay there until the session ends)."""
+        now = time.monotonic()
+        for feed, far in list(self.far_ends.items()):
+            state = far.pc.connectionState if far.pc is not None else "new"
+            dead = state in ("failed", "closed") or (state != "connected" and now - far.since > self.connect_timeout_s)
+            if feed in self.others and not dead:
+                continue
+            del self.far_ends[feed]
+            if dead and feed in self.others:
+                wait = self._far_retry.get(feed, (0.0, self.retry_min_s))[1]
+                self._far_retry[feed] = (now + wait, min(2 * wait, self.retry_max_s))
+                log.warning(
+                    "Janus room %d: %s's media did not connect (%s after %.0f s); tried again in %.1f s",
+                    self.room,
+                    far.display or feed,
+                    state,
+                    now - far.since,
+                    wait,
+                )
+            await self._drop(far)
+        for feed in [f for f in self._far_retry if f not in self.others]:
+            del self._far_retry[feed]
+        wanted = [feed for feed, other in self.others.items() if other.get("streams")]
+        if len(wanted) > self.max_far_ends and len(wanted) != self._far_capped:
+            log.warning(
+                "Janus room %d: %d participants send media; the box receives %d of them ([janus] max_far_ends)",
+                self.room,
+                len(wanted),
+                self.max_far_ends,
+            )
+        self._far_capped = len(wanted) if len(wanted) > self.max_far_ends else 0
+        for feed in wanted:
+            if len(self.far_ends) >= self.max_far_ends:
+                break
+            if feed in self.far_ends or self._far_retry.get(feed, (0.0, 0.0))[0] > now:
+                continue
+            other = self.others[feed]
+            try:
+                self.far_ends[feed] = await self._subscribe(feed, str(other.get("display", "")))
+            except Exception as e:  # one participant we cannot take: say so, stay
+                log.warning(
+                    "Janus room %d: cannot subscribe to %s: %s",
+                    self.room,
+                    other.get("display") or feed,
+                    describe_error(e),
+                )
+                other["streams"] = []  # not again, until it publishes anew
+
+    async def _drop(self, far: FarEnd) -> None:
+        """Stop receiving ``far``: its connection closed, its handle detached at Janus (best effort)."""
+        await self._close(far.close())
+        if far.handle is not None and self.session is not None and not self.session.lost:
+            try:
+                await self.session.detach(far.handle)
+            except Exception as e:  # Janus will drop it with the session at the latest
+                log.warning("Janus room %d: detaching %s failed: %s", self.room, far.display or far.feed, e)
 
     async def _subscribe(self, feed: int, display: str) -> FarEnd:
         """Subscribe to participant ``feed``: its media decoded into a :class:`FarEnd`'s hubs."""
         far = FarEnd(feed, display)
         try:
             await self._take(far)
-        except BaseException:  # refused, Janus gone, or stop(): its connection must not stay open
+        except asyncio.CancelledError:  # stop(): its connection must not stay open (the session goes too)
             await self._close(far.close())
+            raise
+        except BaseException:  # refused, or Janus gone: nothing of it may stay open, here or at Janus
+            await self._drop(far)
             raise
         log.info("Janus room %d: subscribed to %s (%s)", self.room, display or feed, far.codecs)
         return far
@@ -501,7 +567,7 @@ class JanusPublisher(Connector):
             await pc.setRemoteDescription(RTCSessionDescription(sdp=jsep["sdp"], type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as e:  # an unsupported codec, say: reported, not fatal for the meeting
-            raise ValueError(f"cannot take {display or feed}'s media: {e}") from None
+            raise ValueError(f"cannot take {display or feed}'s media: {describe_error(e)}") from None
         for t in pc.getTransceivers():
             codecs = [c.mimeType for c in t._codecs if not c.mimeType.endswith("/rtx")]
             if codecs:
@@ -512,6 +578,8 @@ class JanusPublisher(Connector):
         session, self.session = self.session, None
         self.publisher_id = None
         self.others.clear()
+        self._far_retry.clear()
+        self._far_capped = 0
         fars, self.far_ends = list(self.far_ends.values()), {}
         await self._close(*(far.close() for far in fars))
         if session is not None:
