@@ -28,7 +28,7 @@ from appliance.messages import CameraInfo, Decisions, DeviceStatus, Faces, Shot,
 from appliance.perception.hearing import make_ears
 from appliance.ports import AudioSink, Detector, EventSink, FrameSink
 from appliance.step import FrameStep, gain_of
-from appliance.supervisor import Wake, supervise
+from appliance.supervisor import Wake, stop_task, supervise
 from common.clock import SYSTEM_CLOCK, Clock
 from drivers.base import AudioBlock, AudioSource, Frame, VideoSource
 from drivers.hotplug import Watch, signature, watches_of
@@ -125,9 +125,7 @@ class RoomBox:
             finally:
                 waiting.cancel()
                 if not running.done():
-                    running.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await running
+                    await stop_task(running)
             if not switched.is_set():
                 running.result()  # the device stopped or failed: the supervisor reports it and retries
                 return

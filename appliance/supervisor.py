@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from appliance.messages import DeviceState, DeviceStatus
 from common.clock import Clock
@@ -85,6 +86,18 @@ async def supervise(
             say("retrying", getattr(wake, "reason", "another device was chosen"))
         else:  # stamped when it was due: the task may run a little later on a busy machine
             say("retrying", f"after {pause:.1f} s", t=min(due, clock.now()))
+
+
+async def stop_task(task: asyncio.Future[Any], again_s: float = 0.1) -> None:
+    """Cancel ``task`` and wait until it has ended, cancelling it again every ``again_s`` while it runs on:
+    on Python 3.11 ``asyncio.wait_for`` swallows a cancel that comes just as what it waits for arrives (a
+    frame, a block), and a device's pump then read on (a camera switched away from ran on until it failed).
+    An error the task ended with, other than the cancel, is raised."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=again_s)
+    if not task.cancelled():
+        task.result()
 
 
 async def _pause(clock: Clock, seconds: float, wake: asyncio.Event | None) -> bool:

@@ -163,8 +163,9 @@ class LatestFrameCamera:
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 raise SourceLost(f"{self.name}: no picture for {self.stall_s:g} s")
-            try:
-                await asyncio.wait_for(self._ready.wait(), left)
+            try:  # not wait_for: on Python 3.11 it swallows a cancel that comes with the frame (stop() lost)
+                async with asyncio.timeout(left):
+                    await self._ready.wait()
             except TimeoutError:
                 continue
             self._ready.clear()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from appliance.perception.faces import FaceDetector
 from appliance.perception.hearing import Gained
 from appliance.streaming.hub import EventBus, LatestFrame
 from common.clock import VirtualClock
+from drivers.base import Frame
 from drivers.files import FileCamera, VideoFileWriter, WavMicArray
 
 
@@ -288,3 +291,75 @@ def test_the_box_reports_how_long_detection_and_hearing_take(tmp_path: Path) -> 
     count = {s.name: s.value for s in samples if s.name.endswith("_count")}
     assert count["roombox_detection_seconds_count"] >= faces >= 3, count
     assert count["roombox_doa_seconds_count"] > 10, count
+
+
+class _ThreadFed:
+    """A camera as a capture thread feeds one: the thread tells the loop of each new picture (every 2 ms),
+    and ``recv`` waits for that with ``asyncio.wait_for``, as the drivers did."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.calls = 0
+        self._ready = asyncio.Event()
+        self._stop = threading.Event()
+        self._image = np.full((180, 320, 3), 90, np.uint8)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._stop.clear()
+
+        def feed() -> None:
+            while not self._stop.is_set():
+                loop.call_soon_threadsafe(self._ready.set)
+                time.sleep(0.002)
+
+        threading.Thread(target=feed, daemon=True).start()
+
+    async def recv(self) -> Frame:
+        self.calls += 1
+        self._ready.clear()
+        await asyncio.wait_for(self._ready.wait(), 5.0)
+        return Frame(t=time.monotonic(), image=self._image)
+
+    async def stop(self) -> None:
+        self._stop.set()
+
+
+def test_a_camera_switched_away_from_stops_even_when_the_cancel_comes_with_a_picture(tmp_path: Path) -> None:
+    """A sweep switched cameras on the panel: from the second switch on, the old camera ran on until it
+    failed, while the panel, the config and the framing took the new one. On Python 3.11 ``asyncio.wait_for``
+    swallows a cancel that comes just as the picture it waits for arrives, and the box cancelled the old
+    camera's pump once. Switched here 150 times between two cameras fed every 2 ms: each new camera must be
+    read, which the box does only once the old one's pump has ended."""
+    box_test = _Watching(tmp_path, 5)
+    cams = [_ThreadFed("a"), _ThreadFed("b")]
+
+    async def act(box: RoomBox) -> None:
+        try:
+            for i in range(150):
+                cam = cams[i % 2]
+                before = cam.calls
+                box.use_source("camera", cam.name, cam, box_test.cfg)
+                deadline = time.monotonic() + 10.0
+                while cam.calls == before:
+                    assert time.monotonic() < deadline, f"switch {i + 1}: the old camera's pump did not end"
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.02)
+        finally:  # no picture comes any more: a pump that swallowed its cancel ends on its 5 s timeout
+            for cam in cams:
+                cam._stop.set()
+
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            box_test.run(act)
+        except BaseException as e:  # raised below, in the test's thread
+            failed.append(e)
+
+    runner = threading.Thread(target=run, daemon=True)  # a pump that never ends hung asyncio.run's clean-up
+    runner.start()
+    runner.join(180.0)
+    assert not runner.is_alive(), "the box did not stop: a camera's pump outlived every cancel"
+    if failed:
+        raise failed[0]

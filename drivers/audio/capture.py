@@ -474,8 +474,9 @@ class PortAudioMicArray:
                 raise SourceLost(f"{self._describe()}: no audio for {waited:.1f} s (device gone?)")
             self._ready.clear()
             step = min(0.25, self.stall_s - waited)
-            try:
-                await asyncio.wait_for(self._ready.wait(), step)
+            try:  # not wait_for: on Python 3.11 it swallows a cancel that comes with a block (stop() lost)
+                async with asyncio.timeout(step):
+                    await self._ready.wait()
             except TimeoutError:
                 waited += step
         return self._queue.popleft()
