@@ -7,7 +7,8 @@ leaves cleanly.
 :class:`~appliance.streaming.janus.JanusPublisher` are the two kinds. States:
 
 - ``connecting``: negotiating, then waiting for ICE/DTLS;
-- ``connected``: media flows; the far end's RTCP is watched: none for ``media_timeout_s`` counts as lost;
+- ``connected``: media flows; the far end's RTCP is watched: none for ``media_timeout_s`` after the first
+  picture was sent counts as lost, and so does no picture sent within ``FIRST_PICTURE_S``;
 - ``retrying``: the last attempt failed or the connection was lost (the detail says why and when the
   next attempt is); attempts back off from ``retry_min_s`` doubling to ``retry_max_s``;
 - ``failed``: the far end refused in a way retrying cannot fix (a refused token, a bad URL, an answer
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 StateCallback = Callable[[str, str], None]
 STABLE_S = 10.0  # connected this long: the next loss starts the back-off from retry_min_s again
 MAX_RETRY_AFTER_S = 300.0  # a far end's Retry-After is honoured up to this (999999 s would be 11 days)
+# connected this long without a picture sent: the encoder is stuck (its first keyframe takes seconds at most)
+FIRST_PICTURE_S = 10.0
 
 
 def describe_error(e: BaseException) -> str:
@@ -192,9 +195,17 @@ class Connector(ABC):
                 raise ConnectError(f"{self.kind}: connection {pc.connectionState}")
             if track.readyState != "live":  # the shared encoder failed: a new session gets a new one
                 raise ConnectError(f"{self.kind}: the video stopped (the encoder failed)")
-            silent = time.monotonic() - max(track.last_rtcp, began)
-            if silent > self.media_timeout_s:
-                raise ConnectError(f"{self.kind}: the far end went silent (no RTCP for {silent:.1f} s)")
+            # the far end reports once media reaches it, so its silence counts from the first picture sent, not
+            # from connecting: the codec's encoder starts with the first connection that pulls, and on a loaded
+            # box its first keyframe can take longer than media_timeout_s
+            now = time.monotonic()
+            if track.first_sent is None:
+                if now - began > FIRST_PICTURE_S:
+                    raise ConnectError(f"{self.kind}: no picture was sent within {FIRST_PICTURE_S:.0f} s")
+            else:
+                silent = now - max(track.last_rtcp, track.first_sent)
+                if silent > self.media_timeout_s:
+                    raise ConnectError(f"{self.kind}: the far end went silent (no RTCP for {silent:.1f} s)")
             await self._watch()
             await asyncio.sleep(0.25)
 

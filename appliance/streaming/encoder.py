@@ -494,6 +494,7 @@ class EncodedVideoTrack(MediaStreamTrack):
         self._waiting_for_keyframe = True
         self.estimate_bps: int | None = None
         self.last_rtcp = 0.0  # time.monotonic() of the last RTCP from this connection's receiver
+        self.first_sent: float | None = None  # time.monotonic() when the first packet was handed to the sender
         self.sent = 0
         self.skipped = 0
         self.keyframe_requests = 0
@@ -580,6 +581,8 @@ class EncodedVideoTrack(MediaStreamTrack):
         frame = await self._queue.get()
         if frame is None or self.readyState != "live":
             raise MediaStreamError
+        if self.first_sent is None:
+            self.first_sent = time.monotonic()
         self.sent += 1
         pts = frame.packet.pts
         if trace is not None and pts is not None:
