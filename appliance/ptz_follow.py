@@ -35,7 +35,7 @@ from appliance.messages import CameraInfo, DeviceStatus, Shot
 from appliance.supervisor import supervise
 from common.clock import SYSTEM_CLOCK, Clock
 from common.geometry import PinholeCamera
-from drivers.ptz.base import PtzControl, PtzError, PtzPosition, PtzSection
+from drivers.ptz.base import PtzControl, PtzError, PtzPosition, PtzRefused, PtzSection
 from drivers.registry import DriverContext, open_device
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,9 @@ class PtzFollower:
     move in flight and sends the newest target when it is done. Every move is bounded by ``move_timeout_s``
     on top of the driver's own timeout; a :class:`PtzError` (or any failure) ends the run: ``DeviceStatus``
     ``lost`` with the reason, a retry after ``retry_s`` (doubling while it keeps failing), and on return the
-    latest target at once."""
+    latest target at once. A move the head refuses (:class:`PtzRefused`: it answered, e.g. "command not
+    executable" beyond its travel) is not a loss: it is logged and reported (``running``, the refusal as the
+    detail, counter ``refused``), the connection kept, and the next target sent."""
 
     def __init__(
         self,
@@ -231,6 +233,8 @@ class PtzFollower:
         self.position: PtzPosition | None = None  # the last move the head accepted
         self.connected = False
         self._moving = False
+        self.refused = 0  # moves the head refused (it answered, it did not move)
+        self.refusal = ""  # the last refusal, until a move is accepted again
 
     @classmethod
     def from_config(
@@ -297,6 +301,12 @@ class PtzFollower:
         except TimeoutError:
             raise PtzError(f"[ptz.{self.ptz.name}]: {what} took longer than {self.move_timeout_s:g} s") from None
 
+    def _say(self, detail: str) -> None:
+        """Report the head running, with ``detail`` (a refused move, or "" once moves are taken again)."""
+        self.report(
+            DeviceStatus(self.name, "running", detail=detail, t=self.clock.now(), counters={"refused": self.refused})
+        )
+
     async def _drive(self, started: Callable[[], None]) -> None:
         try:
             await self._bounded("opening", self.ptz.open())
@@ -313,10 +323,21 @@ class PtzFollower:
                 if target is None or same_position(target, self.position):
                     continue
                 self._moving = True
-                pos = await self._bounded("a move", self.ptz.move_to(target.pan_deg, target.tilt_deg, target.zoom))
+                try:
+                    pos = await self._bounded("a move", self.ptz.move_to(target.pan_deg, target.tilt_deg, target.zoom))
+                except PtzRefused as e:  # the head answered: keep it, try the next target
+                    self._moving = False
+                    self.refused += 1
+                    self.refusal = str(e)
+                    log.warning("%s: %s; the head stays, the next move is tried", self.name, e)
+                    self._say(f"refused a move: {e}")
+                    continue
                 self._moving = False
                 self.position = pos
                 self.sent += 1
+                if self.refusal:  # a move taken again: the status says so
+                    self.refusal = ""
+                    self._say("")
         except BaseException:
             self.connected = self._moving = False
             self.planner.forget()  # where the head is is not known: move it at once when it is back

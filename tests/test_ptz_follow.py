@@ -27,7 +27,7 @@ from appliance.streaming.hub import EventBus
 from common.errors import RoomboxError
 from common.geometry import PinholeCamera
 from drivers.ptz import visca
-from drivers.ptz.base import PtzPosition
+from drivers.ptz.base import PtzLimits, PtzPosition
 from drivers.ptz.simulator import ViscaCameraSim
 from drivers.ptz.visca_client import ViscaIpConfig
 
@@ -272,6 +272,31 @@ async def _stops_answering() -> None:
         await until(lambda: r.state() == "running", timeout=40.0)
         assert newest is not None
         await until(lambda: view_error_deg(r.sim.position(), newest) < 0.1)
+
+
+def test_a_refused_move_is_reported_and_the_head_kept() -> None:
+    asyncio.run(_refused())
+
+
+async def _refused() -> None:
+    """A sweep: "the camera refused pan-tilt to (-15.2, -1.7) deg: command not executable" disconnected the head
+    (the meeting fell back to the wide camera's crop) though the camera answered. A refusal is reported, the
+    head kept, and the next move tried."""
+    async with rig(min_interval_s=0.0) as r:
+        r.follower.offer(shot(0.0, crop_at(1000, 540, 500), cut=True))
+        await until(lambda: r.follower.sent == 1)
+        r.sim.limits = PtzLimits((-10.0, 10.0), (-30.0, 90.0))  # a head with less travel than the config says
+        r.follower.offer(shot(1.0, crop_at(400, 540, 500), cut=True))  # about 30 degrees left: not executable
+        await until(lambda: r.state() == "running" and "refused" in r.statuses[-1].detail)
+        refusal = r.statuses[-1]
+        assert "[ptz.head]" in refusal.detail and "command not executable" in refusal.detail
+        assert refusal.counters["refused"] == 1 and r.follower.connected
+        back = r.follower.offer(shot(2.0, crop_at(1100, 540, 500), cut=True))  # within its travel: taken
+        assert back is not None
+        await until(lambda: r.follower.sent == 2)
+        await until(lambda: view_error_deg(r.sim.position(), back) < 0.1)
+        assert r.statuses[-1].state == "running" and r.statuses[-1].detail == ""
+        assert not any(s.state in ("lost", "retrying") for s in r.statuses)
 
 
 def test_a_glide_costs_few_commands_and_stays_close() -> None:

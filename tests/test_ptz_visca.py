@@ -13,7 +13,7 @@ import pytest
 from common.clock import VirtualClock
 from drivers.base import Frame
 from drivers.ptz import visca
-from drivers.ptz.base import PtzControl, PtzError, PtzPosition, room_direction
+from drivers.ptz.base import PtzControl, PtzError, PtzPosition, PtzRefused, room_direction
 from drivers.ptz.simulator import ViscaCameraSim
 from drivers.ptz.visca_client import ViscaIpConfig, ViscaPtz, ViscaSerialConfig, ViscaTcpConfig
 from drivers.registry import open_device
@@ -127,16 +127,100 @@ def test_refusals_and_nobody_there() -> None:
         sim = ViscaCameraSim(limits=None)
         ptz = await _connect(sim, "visca-ip", timeout_s=1.0, pan_min_deg=-180.0, pan_max_deg=180.0)
         try:  # the config allows more travel than the head has: the camera says not executable
-            with pytest.raises(PtzError, match="refused pan-tilt to .180.0, 0.0. deg: command not executable"):
+            with pytest.raises(PtzRefused, match="refused pan-tilt to .180.0, 0.0. deg: command not executable"):
                 await ptz.move_to(180.0, 0.0, 0.0)
+            assert await ptz.position() == PtzPosition(0.0, 0.0, 0.0)  # refused one move, still there
         finally:
             await ptz.close()
             await sim.close()
         closed = ViscaTcpConfig(host="127.0.0.1", port=sim_port_closed(), timeout_s=1.0)
-        with pytest.raises(PtzError, match="cannot connect"):
+        with pytest.raises(
+            PtzError, match=r"^\[ptz\.head\] tcp://127\.0\.0\.1:\d+: cannot connect: connection refused$"
+        ):
             await open_device("ptz", "head", closed).position()
-        with pytest.raises(PtzError, match="cannot open the serial line"):
+        with pytest.raises(
+            PtzError, match=r"^\[ptz\.head\] /dev/ttyNOPE .*: cannot open the serial line: no such file"
+        ):
             await open_device("ptz", "head", ViscaSerialConfig(device="/dev/ttyNOPE")).position()
+
+    asyncio.run(run())
+
+
+def test_every_error_names_the_head_its_address_and_why() -> None:
+    """A sweep: a VISCA-over-IP head on a network the box has no route to gave "ptz lost: OSError: [Errno 101]
+    Network is unreachable", no head, no address (the tests run in a network namespace with loopback only)."""
+
+    async def run() -> None:
+        far = ViscaIpConfig(host="192.0.2.1", timeout_s=0.3)
+        with pytest.raises(
+            PtzError, match=r"^\[ptz\.head\] udp://192\.0\.2\.1:52381: cannot reach the camera: network is unreachable$"
+        ):
+            await open_device("ptz", "head", far).position()
+        # nothing on that UDP port: the ICMP "port unreachable" says so beside the timeout
+        nobody = open_device("ptz", "head", ViscaIpConfig(host="127.0.0.1", port=sim_port_closed(), timeout_s=0.3))
+        with pytest.raises(
+            PtzError,
+            match=r"^\[ptz\.head\] udp://127\.0\.0\.1:\d+: no answer to the pan-tilt inquiry within 0\.3 s: "
+            r"connection refused \(is the camera on",
+        ):
+            try:
+                await nobody.position()
+            finally:
+                await nobody.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("kind", ["visca-ip", "visca-tcp"])
+def test_an_answer_after_the_timeout_is_told_from_none(kind: str) -> None:
+    """A camera that answers, but later than timeout_s, is told to raise it, not asked whether it is on."""
+
+    async def run() -> None:
+        sim = ViscaCameraSim()
+        sim.delay_s = 0.7
+        ptz = await _connect(sim, kind, timeout_s=0.3)
+        try:
+            with pytest.raises(
+                PtzError,
+                match=r"^\[ptz\.head\] (udp|tcp)://127\.0\.0\.1:\d+: the camera answered the pan-tilt inquiry "
+                r"after 0\.\d s, after the timeout_s \(0\.3 s\): raise \[ptz\.head\] timeout_s$",
+            ):
+                await ptz.position()
+        finally:
+            await ptz.close()
+            await sim.close()
+
+    asyncio.run(run())
+
+
+def test_a_tcp_camera_that_hangs_up_after_each_answer_is_usable() -> None:
+    """A sweep: a head that closes the TCP connection after each answer was never usable (the zoom inquiry
+    after the pan-tilt one met the closed connection; the head lost, retried, lost again). The client opens
+    a new connection, once and at once; a head that closes a fresh connection too is reported."""
+
+    async def run() -> None:
+        sim = ViscaCameraSim(max_pan_deg_s=400.0, zoom_full_s=0.2)
+        sim.hang_up = "after_answer"
+        ptz = await _connect(sim, "visca-tcp", timeout_s=3.0)
+        try:
+            assert await ptz.position() == PtzPosition(0.0, 0.0, 0.0)
+            await ptz.move_to(10.0, -5.0, 0.25)
+            await ptz.stop()
+            assert await ptz.position() == await ptz.position()
+            assert sim.connections >= 6  # a connection per answer
+            sim.hang_up = "at_once"  # now it closes each connection without answering
+            before = sim.connections
+            with pytest.raises(
+                PtzError,
+                match=r"^\[ptz\.head\] tcp://127\.0\.0\.1:\d+: the camera closed the connection",
+            ):
+                await ptz.position()
+            assert sim.connections == before + 1  # one fresh connection tried, not a loop
+            sim.hang_up = "never"  # back: the next request connects again by itself
+            assert (await ptz.position()).zoom == pytest.approx(0.0, abs=0.3)
+        finally:
+            await ptz.close()
+            await sim.close()
 
     asyncio.run(run())
 

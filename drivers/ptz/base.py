@@ -24,6 +24,12 @@ class PtzError(RoomboxError, RuntimeError):
     its address and what went wrong. The box reports it and keeps running (degraded: no camera moves)."""
 
 
+class PtzRefused(PtzError):
+    """The camera answered but refused one command (VISCA "command not executable", "command buffer full",
+    ...): the connection is fine and the next command may well be taken; the caller reports the refusal and
+    goes on, rather than treating the head as lost."""
+
+
 @dataclass(frozen=True)
 class PtzPosition:
     pan_deg: float

@@ -9,7 +9,9 @@ cameras have; a new pan-tilt or zoom command supersedes the one in progress). It
 where the head looks at that picture's time, through a pinhole model, and scaled to the output size.
 
 ``behaviour`` makes it a bad camera for tests: ``"silent"`` (never answers) or ``"garbage"`` (answers
-bytes that are not VISCA). Everything listens on 127.0.0.1 by default.
+bytes that are not VISCA); ``delay_s`` delays every answer (a slow camera, a congested link); ``hang_up``
+(raw VISCA on TCP) closes the connection after each answer (``"after_answer"``, as some cameras do) or on each
+message without answering (``"at_once"``). Everything listens on 127.0.0.1 by default.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from drivers.ptz.base import PtzLimits, PtzPosition, hfov_at
 
 Reply = Callable[[bytes], None]
 Behaviour = Literal["ok", "silent", "garbage"]
+HangUp = Literal["never", "after_answer", "at_once"]
 
 
 @dataclass
@@ -83,6 +86,9 @@ class ViscaCameraSim:
         self.max_pan_deg_s, self.max_tilt_deg_s, self.zoom_full_s = max_pan_deg_s, max_tilt_deg_s, zoom_full_s
         self.out_size = out_size
         self.behaviour: Behaviour = behaviour
+        self.delay_s = 0.0
+        self.hang_up: HangUp = "never"
+        self.connections = 0  # TCP connections accepted
         self.pan, self.tilt, self.zoom = _Axis(), _Axis(), _Axis()
         self.received: list[bytes] = []  # every VISCA message, for tests
         self._sockets: dict[int, tuple[str, Reply, int]] = {}  # socket -> (what it runs, where to answer, id)
@@ -128,6 +134,13 @@ class ViscaCameraSim:
         self.received.append(msg)
         if self.behaviour == "silent":
             return
+        if self.delay_s > 0:
+            answer, delay = reply, self.delay_s
+            loop = asyncio.get_running_loop()
+
+            def reply(m: bytes) -> None:
+                loop.call_later(delay, answer, m)
+
         if self.behaviour == "garbage":
             reply(b"HTTP/1.1 400 Bad Request\r\n\r\n")
             return
@@ -234,7 +247,9 @@ class ViscaCameraSim:
         self._servers.append(transport)
         return int(transport.get_extra_info("sockname")[1])
 
-    async def _serve_stream(self, reader: asyncio.StreamReader, write: Reply) -> None:
+    async def _serve_stream(
+        self, reader: asyncio.StreamReader, write: Reply, handle: Callable[[bytes], None] | None = None
+    ) -> None:
         split = visca.MessageSplitter()
         while data := await reader.read(256):
             try:
@@ -243,14 +258,28 @@ class ViscaCameraSim:
                 write(visca.error(self.address, 0, 0x01))
                 continue
             for m in messages:
-                self.handle(m, write)
+                if handle is not None:
+                    handle(m)
+                else:
+                    self.handle(m, write)
 
     async def serve_tcp(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Raw VISCA on TCP; returns the port."""
 
         async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+
+            def write(msg: bytes) -> None:
+                writer.write(msg)
+                if self.hang_up == "after_answer":
+                    writer.close()
+
+            def hang_up(msg: bytes) -> None:
+                self.received.append(msg)
+                writer.close()
+
             try:
-                await self._serve_stream(reader, writer.write)
+                await self._serve_stream(reader, write, hang_up if self.hang_up == "at_once" else None)
             except ConnectionError:
                 pass
             finally:

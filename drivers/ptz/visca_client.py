@@ -2,15 +2,21 @@
 TCP (raw VISCA, e.g. port 5678) and over a serial line (RS-232/RS-422, 9600 baud 8N1).
 
 ``[ptz.NAME] type = "visca-ip" | "visca-tcp" | "visca-serial"``. One request is in flight at a time; each
-waits at most ``timeout_s`` for its answer: a camera that does not answer, or answers garbage, raises
-:class:`drivers.ptz.base.PtzError` (never a hang). Positions are converted with ``pan_units_per_deg``,
+waits ``timeout_s`` for its answer: a camera that does not answer, or answers garbage, raises
+:class:`drivers.ptz.base.PtzError` (never a hang; it listens a little longer, 1-2 s, to tell a camera that
+answers late, and says so, from one that does not answer), naming the head (``[ptz.NAME]``), its address and
+what is wrong. A command the camera refuses but could not execute now raises
+:class:`drivers.ptz.base.PtzRefused` (the camera works). A camera that closes a TCP connection after an
+answer is connected again at the next request. Positions are converted with ``pan_units_per_deg``,
 ``tilt_units_per_deg`` and ``zoom_max`` (the camera's manual gives them; the defaults are PTZOptics').
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import socket
 import termios
 from typing import Any, Literal
 
@@ -18,8 +24,19 @@ from pydantic import Field, field_validator
 
 from common.settings import host_or_ip
 from drivers.ptz import visca
-from drivers.ptz.base import PtzError, PtzLimits, PtzPosition, PtzSection
+from drivers.ptz.base import PtzError, PtzLimits, PtzPosition, PtzRefused, PtzSection
 from drivers.registry import DriverContext, register
+
+log = logging.getLogger(__name__)
+
+# VISCA errors that refuse one command of a camera that works: it cannot execute it now or there (beyond its
+# travel, in a mode that forbids it), or it is busy. The next command may well be taken: PtzRefused. A message
+# length or syntax error is not among them: the camera does not understand what this driver sends (a wrong
+# zoom_max, speed or VISCA dialect in the config), which every later command would meet too: a PtzError, the
+# head reported lost with the reason until the config is mended.
+REFUSALS = {0x03, 0x04, 0x05, 0x41}
+# how long past ``timeout_s`` a request still listens, to tell a late answer from none
+LATE_S = (1.0, 2.0)  # at least, at most
 
 
 class ViscaSection(PtzSection):
@@ -61,10 +78,36 @@ class ViscaSerialConfig(ViscaSection):
 # --- transports: send one VISCA message, receive VISCA messages ---
 
 
+class _Fault(Exception):
+    """What went wrong on a transport, in words; :class:`ViscaPtz` names the head and its address.
+    ``closed``: the camera closed the connection (a new one may work)."""
+
+    def __init__(self, reason: str, closed: bool = False) -> None:
+        super().__init__(reason)
+        self.closed = closed
+
+
+def _words(e: OSError) -> str:
+    """An OSError as a reader says it: "network is unreachable", not "[Errno 101] Network is unreachable"."""
+    if isinstance(e, socket.gaierror):
+        return f"no such host name ({(e.strerror or str(e)).lower()})"
+    # (asyncio's "Connect call failed ('10.0.0.9', 5678)" is ECONNREFUSED: the errno says it in words)
+    text = (os.strerror(e.errno) if e.errno else "") or e.strerror or str(e) or type(e).__name__
+    return text[:1].lower() + text[1:]
+
+
 class _Transport:
     where = ""
 
     async def open(self, timeout: float) -> None: ...
+
+    def peer_closed(self) -> bool:
+        """The camera has closed the connection since its last answer."""
+        return False
+
+    def network_error(self) -> str:
+        """An error the network reported while waiting (UDP: ICMP port unreachable), in words, or ""."""
+        return ""
 
     async def send(self, msg: bytes, inquiry: bool) -> None: ...
 
@@ -77,12 +120,13 @@ class _Transport:
 class _Datagrams(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self.error = ""
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.queue.put_nowait(data)
 
     def error_received(self, exc: Exception) -> None:  # e.g. ICMP port unreachable: wait for the timeout
-        pass
+        self.error = _words(exc) if isinstance(exc, OSError) else str(exc)
 
 
 class UdpTransport(_Transport):
@@ -100,12 +144,18 @@ class UdpTransport(_Transport):
         self.close()  # a reopen never leaves the previous endpoint open
         loop = asyncio.get_running_loop()
         self._proto = _Datagrams()
-        self._transport, _ = await loop.create_datagram_endpoint(
-            lambda: self._proto, remote_addr=(self.host, self.port)
-        )
+        try:  # (a host name is looked up here: bounded too)
+            transport, _ = await asyncio.wait_for(
+                loop.create_datagram_endpoint(lambda: self._proto, remote_addr=(self.host, self.port)), timeout
+            )
+        except TimeoutError:
+            raise _Fault(f"cannot reach the camera: no address for {self.host} within {timeout:g} s") from None
+        except OSError as e:
+            raise _Fault(f"cannot reach the camera: {_words(e)}") from None
         # reset the camera's sequence number (cameras that do not answer it are still usable)
         self._seq = 0
-        self._transport.sendto(visca.ip_pack(visca.PT_CONTROL, 0, visca.CONTROL_RESET))
+        self._transport = transport
+        transport.sendto(visca.ip_pack(visca.PT_CONTROL, 0, visca.CONTROL_RESET))
 
     async def send(self, msg: bytes, inquiry: bool) -> None:
         assert self._transport is not None
@@ -122,7 +172,10 @@ class UdpTransport(_Transport):
                     visca.CONTROL_ERROR_SEQUENCE: "an abnormal sequence number",
                     visca.CONTROL_ERROR_MESSAGE: "an abnormal message",
                 }.get(payload, payload.hex(" "))
-                raise PtzError(f"{self.where}: the camera reports {what}")
+                raise _Fault(f"the camera reports {what}")
+
+    def network_error(self) -> str:
+        return self._proto.error
 
     def close(self) -> None:
         if self._transport is not None:
@@ -146,11 +199,17 @@ class _StreamTransport(_Transport):
     async def recv(self) -> bytes:
         assert self._reader is not None
         while not self._ready:
-            data = await self._reader.read(64)
+            try:
+                data = await self._reader.read(64)
+            except OSError as e:  # reset: the camera closed the connection while we wrote to it
+                raise _Fault(f"the camera closed the connection ({_words(e)})", closed=True) from None
             if not data:
-                raise PtzError(f"{self.where}: the camera closed the connection")
+                raise _Fault("the camera closed the connection", closed=True)
             self._ready += self._split.feed(data)
         return self._ready.pop(0)
+
+    def peer_closed(self) -> bool:
+        return self._reader is not None and self._reader.at_eof()
 
     def close(self) -> None:
         if self._writer is not None:
@@ -171,9 +230,9 @@ class TcpTransport(_StreamTransport):
         try:
             self._reader, self._writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), timeout)
         except TimeoutError:
-            raise PtzError(f"{self.where}: no connection within {timeout:g} s") from None
+            raise _Fault(f"cannot connect: no connection within {timeout:g} s") from None
         except OSError as e:
-            raise PtzError(f"{self.where}: cannot connect: {e.strerror or e}") from None
+            raise _Fault(f"cannot connect: {_words(e)}") from None
 
 
 _BAUD = {
@@ -221,7 +280,7 @@ class SerialTransport(_StreamTransport):
         try:
             fd = open_serial(self.device, self.baud)
         except (OSError, termios.error) as e:
-            raise PtzError(f"{self.where}: cannot open the serial line: {e}") from None
+            raise _Fault(f"cannot open the serial line: {_words(e) if isinstance(e, OSError) else e}") from None
         loop = asyncio.get_running_loop()
         reader = self._reader = asyncio.StreamReader()
         read_file = os.fdopen(fd, "rb", buffering=0)
@@ -256,7 +315,12 @@ class ViscaPtz:
     async def open(self) -> None:
         async with self._open_lock:  # two first requests at once open the camera once
             if not self._open:
-                await self._t.open(self.cfg.timeout_s)
+                try:
+                    await self._t.open(self.cfg.timeout_s)
+                except _Fault as e:
+                    raise PtzError(f"{self.where}: {e}") from None
+                except OSError as e:
+                    raise PtzError(f"{self.where}: cannot reach the camera: {_words(e)}") from None
                 self._open = True
 
     async def close(self) -> None:
@@ -265,47 +329,98 @@ class ViscaPtz:
 
     async def _request(self, msg: bytes, what: str, inquiry: bool = False, wait: bool = False) -> bytes:
         """Send one message and wait for its answer: an inquiry's data, or a command's ACK (and its
-        completion with ``wait``). Stale answers to earlier commands are skipped."""
-        await self.open()
+        completion with ``wait``). Stale answers to earlier commands are skipped.
+
+        Some cameras (raw VISCA on TCP) close the connection after each answer: a connection the camera has
+        closed is opened again, once and at once, and the message sent on the new one (every message this
+        driver sends may be sent twice: absolute moves, stops, inquiries). Only when a fresh connection
+        fails too is the camera reported (:class:`PtzError`)."""
         async with self._lock:
-            await self._t.send(msg, inquiry)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.cfg.timeout_s
-            socket = -1
+            retried = False
             while True:
-                left = deadline - loop.time()
+                fresh = not self._open
+                if not fresh and self._t.peer_closed():  # closed after its last answer: a new connection
+                    await self.close()
+                    fresh = retried = True
+                await self.open()
                 try:
-                    raw = await asyncio.wait_for(self._t.recv(), max(left, 0.0))
-                except TimeoutError:
-                    state = "no completion" if socket >= 0 else "no answer"
+                    return await self._exchange(msg, what, inquiry, wait)
+                except _Fault as e:
+                    if e.closed:
+                        await self.close()  # whatever happens, the next request opens a new connection
+                    if not e.closed or fresh or retried:
+                        raise PtzError(f"{self.where}: {e}") from None
+                    log.info("%s: %s: connecting again", self.where, e)
+                    retried = True
+                except OSError as e:
+                    await self.close()
+                    raise PtzError(f"{self.where}: lost the connection: {_words(e)}") from None
+
+    async def _exchange(self, msg: bytes, what: str, inquiry: bool, wait: bool) -> bytes:
+        await self._t.send(msg, inquiry)
+        loop = asyncio.get_running_loop()
+        timeout = self.cfg.timeout_s
+        start = loop.time()
+        deadline = start + timeout
+        late = False  # past timeout_s, still listening a little to tell a late answer from none
+        socket = -1
+        while True:
+            left = deadline - loop.time()
+            try:
+                raw = await asyncio.wait_for(self._t.recv(), max(left, 0.0))
+            except TimeoutError:
+                if socket >= 0:
                     raise PtzError(
-                        f"{self.where}: {state} to {what} within "
-                        f"{(self.cfg.move_timeout_s if socket >= 0 else self.cfg.timeout_s):g} s "
-                        f"(is the camera on, at this address?)"
+                        f"{self.where}: no completion to {what} within {self.cfg.move_timeout_s:g} s "
+                        f"(raise [ptz.{self.name}] move_timeout_s for a slow head)"
                     ) from None
-                except visca.ViscaProtocolError as e:
-                    raise PtzError(f"{self.where}: garbage in answer to {what}: {e}") from None
-                try:
-                    r = visca.parse_reply(raw)
-                except visca.ViscaProtocolError as e:
-                    raise PtzError(f"{self.where}: garbage in answer to {what}: {e}") from None
-                if r.address != self.cfg.address:
+                if not late:
+                    late = True
+                    deadline = loop.time() + min(max(timeout, LATE_S[0]), LATE_S[1])
                     continue
-                if r.kind == "error":
-                    if socket >= 0 and r.socket not in (0, socket):
-                        continue  # about an earlier command
-                    raise PtzError(f"{self.where}: the camera refused {what}: {r.error}")
-                if inquiry:
-                    if r.kind == "completion" and r.socket == 0 and r.data:
-                        return r.data
+                why = self._t.network_error()
+                raise PtzError(
+                    f"{self.where}: no answer to {what} within {timeout:g} s{f': {why}' if why else ''} "
+                    f"(is the camera on, at this address?)"
+                ) from None
+            except visca.ViscaProtocolError as e:
+                raise PtzError(f"{self.where}: garbage in answer to {what}: {e}") from None
+            try:
+                r = visca.parse_reply(raw)
+            except visca.ViscaProtocolError as e:
+                raise PtzError(f"{self.where}: garbage in answer to {what}: {e}") from None
+            if r.address != self.cfg.address:
+                continue
+            answered = False
+            if r.kind == "error":
+                if socket >= 0 and r.socket not in (0, socket):
+                    continue  # about an earlier command
+                answered = True
+            elif inquiry:
+                if not (r.kind == "completion" and r.socket == 0 and r.data):
                     continue  # an ACK or completion of an earlier command
-                if r.kind == "ack" and socket < 0:
-                    socket = r.socket
-                    if not wait:
-                        return b""
-                    deadline = loop.time() + self.cfg.move_timeout_s
-                elif r.kind == "completion" and socket >= 0 and r.socket == socket and not r.data:
+                answered = True
+            elif r.kind == "ack" and socket < 0:
+                answered = True
+            if answered and late:
+                raise PtzError(
+                    f"{self.where}: the camera answered {what} after {loop.time() - start:.1f} s, after the "
+                    f"timeout_s ({timeout:g} s): raise [ptz.{self.name}] timeout_s"
+                )
+            if r.kind == "error":
+                code = r.data[0] if r.data else -1
+                if code in REFUSALS:
+                    raise PtzRefused(f"{self.where}: the camera refused {what}: {r.error}")
+                raise PtzError(f"{self.where}: the camera refused {what}: {r.error}")
+            if inquiry:
+                return r.data
+            if r.kind == "ack" and socket < 0:
+                socket = r.socket
+                if not wait:
                     return b""
+                deadline = loop.time() + self.cfg.move_timeout_s
+            elif r.kind == "completion" and socket >= 0 and r.socket == socket and not r.data:
+                return b""
 
     def _units(self, pos: PtzPosition) -> tuple[int, int, int]:
         c = self.cfg
