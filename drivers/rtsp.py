@@ -74,9 +74,15 @@ class RtspGrabber:
 
         options = {
             "rtsp_transport": self.transport,
-            # FFmpeg's own socket timeout (microseconds), beside PyAV's interrupt timeouts
-            "timeout": str(int(self.read_timeout_s * 1e6)),
-            # start on the first picture rather than after FFmpeg's default 5 s of probing
+            # FFmpeg's own socket timeout (microseconds), beside PyAV's interrupt timeouts. It bounds every wait on
+            # the socket, the RTSP handshake's too, and some servers (GStreamer's) answer DESCRIBE only once their
+            # stream has passed a keyframe: seconds on a slow camera (2 fps, a keyframe every 15 frames: 7.5 s).
+            # So the open is bounded by open_timeout_s (as PyAV bounds it); reads stay bounded by read_timeout_s,
+            # PyAV's read timeout, which fires first.
+            "timeout": str(int(max(self.open_timeout_s, self.read_timeout_s) * 1e6)),
+            # start on the first picture rather than after FFmpeg's default 5 s of probing (a stream whose first
+            # keyframe comes later opens all the same, its size from the SDP or unknown: frames follow once
+            # the keyframe does, bounded by the reads' timeout)
             "analyzeduration": "1000000",
             "probesize": "1000000",
         }
@@ -88,8 +94,10 @@ class RtspGrabber:
             ) from None
         except av.error.InvalidDataError:  # what FFmpeg says of a server that answered nothing it reads
             raise SourceLost(
-                f"{_redact(self.url)}: cannot open the stream: no RTSP answer it can read (a server that stalls, "
-                "has no stream there, or does not speak RTSP)"
+                f"{_redact(self.url)}: cannot open the stream: no RTSP answer it can read within "
+                f"{max(self.open_timeout_s, self.read_timeout_s):g} s (a server that stalls, e.g. one that waits "
+                "for its stream's next keyframe before it answers: raise open_timeout_s; has no stream there; or "
+                "does not speak RTSP)"
             ) from None
         except (av.error.FFmpegError, OSError) as e:  # without FFmpeg's error number and the URL again
             raise SourceLost(f"{_redact(self.url)}: cannot open the stream: {e.strerror or e}") from None

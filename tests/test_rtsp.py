@@ -31,7 +31,9 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 
 class Server:
-    def __init__(self) -> None:
+    """The RTSP server, relaying ffmpeg's test picture at ``rate`` fps with a keyframe every ``gop`` frames."""
+
+    def __init__(self, rate: int = 15, gop: int = 5) -> None:
         self.port = free_port()
         rtp = free_port(socket.SOCK_DGRAM)
         self.url = f"rtsp://127.0.0.1:{self.port}/live"
@@ -56,7 +58,7 @@ class Server:
                 "-f",
                 "lavfi",
                 "-i",
-                "testsrc2=size=320x240:rate=15",
+                f"testsrc2=size=320x240:rate={rate}",
                 "-c:v",
                 "libx264",
                 "-preset",
@@ -64,7 +66,7 @@ class Server:
                 "-tune",
                 "zerolatency",
                 "-g",
-                "5",
+                str(gop),
                 "-f",
                 "rtp",
                 f"rtp://127.0.0.1:{rtp}",
@@ -167,6 +169,33 @@ def test_a_frozen_server_and_a_silent_one_give_source_lost(server: Server) -> No
         with pytest.raises(SourceLost, match="cannot open the stream: no RTSP answer it can read"):
             asyncio.run(opening())  # before: "[Errno 1094995529] Invalid data found when processing input"
         assert time.monotonic() - t0 < 30
+
+
+def test_a_slow_camera_with_keyframes_seconds_apart_opens() -> None:
+    """A sweep: a 2 fps camera with a keyframe every 15 frames (7.5 s apart) never opened ("no RTSP answer it
+    can read" after 5-7 s): the server (GStreamer's, as some cameras') answers DESCRIBE only once its stream
+    has passed a keyframe, and FFmpeg's socket timeout, read_timeout_s, cut the handshake short. The open is
+    bounded by open_timeout_s (generous here: a loaded machine), the reads still by read_timeout_s."""
+    for tool in ("ffmpeg", SYSTEM_PYTHON):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is missing: run scripts/setup")
+    slow = Server(rate=2, gop=20)  # a keyframe every 10 s
+    time.sleep(2.0)  # past the first keyframe: the server answers with the next one, 8 s on
+
+    async def run() -> float:
+        cam = open_rtsp(slow.url, open_timeout_s=20.0, read_timeout_s=5.0, width=320, height=240)
+        t0 = time.monotonic()
+        await cam.start()
+        try:
+            assert (await cam.recv()).image.shape == (240, 320, 3)
+            return time.monotonic() - t0
+        finally:
+            await cam.stop()
+
+    try:
+        assert asyncio.run(run()) < 30
+    finally:
+        slow.close()
 
 
 def test_a_stream_of_another_size_is_refused_and_no_server_is_lost(server: Server) -> None:
