@@ -201,11 +201,22 @@ class RoomControls:
         if switch is not None:
             # the box changes device at once; the other kind stays the one it runs with
             other = ("mic_arrays", running[1]) if kind == "camera" else ("cameras", running[0])
+            self.store.check(new)  # a choice the config cannot keep is refused before the device changes
             done = switch(kind, name, _first(new, *other))  # a device that cannot be opened refuses it here
             if inspect.isawaitable(done):
                 await done
+            try:
+                rev = self.store.write(new, "panel", lambda changed: [], note=f"{kind} {name!r} chosen on the panel")
+            except Exception:  # not saved (a full disk, say): the box goes back to the device the config names
+                was = running[0] if kind == "camera" else running[1]
+                try:
+                    back = switch(kind, was, _first(cfg, *other))
+                    if inspect.isawaitable(back):
+                        await back
+                except Exception as e:
+                    log.warning("%s %r could not be put back after the choice was not saved: %s", kind, was, e)
+                raise
             self.running = (name, running[1]) if kind == "camera" else (running[0], name)
-            rev = self.store.write(new, "panel", lambda changed: [], note=f"{kind} {name!r} chosen on the panel")
             log.info("config revision %d: %s %r chosen on the panel, in use now", rev.id, kind, name)
             return
 

@@ -97,6 +97,46 @@ def test_with_a_live_box_the_choice_switches_at_once_and_a_device_that_fails_is_
     assert list(store.current.cameras)[0] == "door" and controls.running[0] == "door"  # nothing changed
 
 
+def test_a_choice_the_config_cannot_keep_leaves_the_box_on_its_device(tmp_path: Path) -> None:
+    """A sweep: the panel answered "refused" while the box had switched (the device changed first, the write
+    failed after): panel, config and the running device disagreed. Now a choice the file cannot keep is
+    refused before the device changes, and one whose write fails puts the box back on its device."""
+    from appliance.control.store import StoreError
+
+    switched: list[str] = []
+
+    def switch(kind: str, name: str, new: Config) -> None:
+        switched.append(name)
+
+    def box_command(cmd: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError(f"unknown command {cmd.get('cmd')!r}")
+
+    from appliance.app import demo_config
+    from drivers.simroom.scenario import builtin_scenario
+
+    # nine cameras, as roombox demo makes of a file with eight (its simulated room put in as "main"): no file
+    # can say it, so no choice can be written
+    eight = Config.model_validate({**DOC, "cameras": {f"c{i}": {"type": "file", "path": f"{i}.mp4"} for i in range(8)}})
+    crowded = demo_config(builtin_scenario("default"), eight)
+    store = ConfigStore(tmp_path / "crowded.toml", tmp_path / "crowded-revisions", crowded)
+    controls = RoomControls(box_command, EventBus(), crowded, store=store, switch=switch)
+    with pytest.raises(Exception, match="at most 8"):
+        asyncio.run(controls.command({"cmd": "choose_source", "kind": "camera", "name": "c3"}))
+    assert switched == [] and controls.running[0] == "main"
+    # the file cannot be written (a directory in its place): switched, not saved, switched back
+    cfg = Config.model_validate(DOC)
+    path = tmp_path / "room.toml"
+    path.write_text(config_to_toml(cfg))
+    store = ConfigStore(path, tmp_path / "revisions", cfg)
+    controls = RoomControls(box_command, EventBus(), cfg, store=store, switch=switch)
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(StoreError, match="not saved"):
+        asyncio.run(controls.command({"cmd": "choose_source", "kind": "camera", "name": "door"}))
+    assert switched == ["door", "main"] and controls.running[0] == "main"
+    assert list(store.current.cameras)[0] == "main"
+
+
 def test_a_revision_written_elsewhere_reaches_the_panels(tmp_path: Path) -> None:
     """A config written through the API or MQTT (the store, not the panel) is published as the room's state:
     before, the panels kept showing the devices and the pending restart of before the change."""

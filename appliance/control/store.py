@@ -283,6 +283,20 @@ class ConfigStore:
         return rev
 
     # -- changes -----------------------------------------------------------------------------------
+    def check(self, new: Config) -> str:
+        """``new`` as its file would say it; ConfigRejected when the file would not read back as ``new`` (a
+        value TOML cannot carry, or one valid as given but not as its file says it): refused, not written."""
+        text = config_to_toml(new)
+        try:
+            same, why = load_toml_text(text) == new, ""
+        except ConfigRejected as e:
+            same, why = False, f": read back, {e}"
+        if not same:
+            raise ConfigRejected(
+                [{"key": "(top level)", "reason": f"this config does not survive a round trip through TOML{why}"}]
+            )
+        return text
+
     def write(self, new: Config, who: str, on_config: OnConfig | None = None, note: str = "") -> Revision:
         """Persist ``new`` (atomically), apply it, record the revision. ``on_config(new)`` applies what it can
         live and returns the keys (dotted, or section prefixes) that need a restart; without it every
@@ -291,15 +305,7 @@ class ConfigStore:
         changed = changed_keys(old_doc, doc)
         if not changed:  # nothing to apply, write or record: the latest revision stands
             return Revision(self.latest_id(), who, _iso(time.time()), [], [], "no change")
-        text = config_to_toml(new)
-        try:  # e.g. a value TOML cannot carry: refuse rather than write a different file
-            same, why = load_toml_text(text) == new, ""
-        except ConfigRejected as e:  # valid as given, but not as its own file says it
-            same, why = False, f": read back, {e}"
-        if not same:
-            raise ConfigRejected(
-                [{"key": "(top level)", "reason": f"this config does not survive a round trip through TOML{why}"}]
-            )
+        text = self.check(new)
         old = self.current
         restart = [k for k in changed if k.startswith(SERVER_RESTART)]
         rest = [k for k in changed if not k.startswith("access.") and not k.startswith("panel.")]
