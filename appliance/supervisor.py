@@ -14,6 +14,7 @@ from common.clock import Clock
 log = logging.getLogger(__name__)
 
 Report = Callable[[DeviceStatus], None]
+MENDED_S = 10.0  # a device that delivered this long before it failed again starts its back-off over
 
 
 class Wake(asyncio.Event):
@@ -40,23 +41,29 @@ async def supervise(
     """Run ``run(started)`` until cancelled; when it raises or returns, report the loss, wait and start it
     again. ``run`` calls ``started()`` once its device delivers, which reports the device as running.
 
-    The pause doubles after each quick failure, up to ``max_retry_s``, and starts over after a run that
-    lasted longer than the pause. Setting ``wake`` during a pause ends it at once, and the back-off starts
+    The pause doubles after each failure, up to ``max_retry_s``, and starts over after a run that delivered
+    for ``MENDED_S``. Setting ``wake`` during a pause ends it at once, and the back-off starts
     over (another device was put in place of the failed one, or a device was plugged in: a :class:`Wake`
     says which).
     """
     pause = retry_s
     failures = 0
+    lost = ""  # why it was last lost: kept in the details of its retry and of its next start
+    delivered: list[float] = []  # when this start's device reported running
+
+    def started() -> None:
+        delivered.append(clock.now())
+        say("running")
 
     def say(state: DeviceState, detail: str = "", t: float | None = None) -> None:
         at = clock.now() if t is None else t
         report(DeviceStatus(name=name, state=state, detail=detail, t=at, counters={"failures": failures}))
 
     while True:
-        say("starting")
-        began = clock.now()
+        say("starting", f"again; it was lost: {lost}" if lost else "")
+        delivered.clear()
         try:
-            await run(lambda: say("running"))
+            await run(started)
             detail = "ended"
         except asyncio.CancelledError:
             say("stopped")
@@ -68,8 +75,11 @@ async def supervise(
                 raise asyncio.CancelledError from e
             detail = f"{type(e).__name__}: {e}"
             log.warning("%s lost: %s", name, detail)
-        # quick failures in a row wait longer each time; a device that ran a while starts over
-        quick = clock.now() - began <= pause
+        lost = detail
+        # failures in a row wait longer each time: a device that never delivered (however long its opening
+        # took: a camera that fails after 7 s of trying did not start the back-off over), or delivered for less
+        # than MENDED_S; one that delivered that long starts over
+        quick = not delivered or clock.now() - delivered[0] < MENDED_S
         pause = min(pause * 2, max_retry_s) if quick and failures else retry_s
         failures += 1
         say("lost", detail)
@@ -85,7 +95,7 @@ async def supervise(
             pause, failures = retry_s, 0
             say("retrying", getattr(wake, "reason", "another device was chosen"))
         else:  # stamped when it was due: the task may run a little later on a busy machine
-            say("retrying", f"after {pause:.1f} s", t=min(due, clock.now()))
+            say("retrying", f"after {pause:.1f} s; it was lost: {lost}", t=min(due, clock.now()))
 
 
 async def stop_task(task: asyncio.Future[Any], again_s: float = 0.1) -> None:

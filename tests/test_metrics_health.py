@@ -174,7 +174,8 @@ def test_health_tells_ok_from_degraded_from_dead_over_http() -> None:
             fleet_up[0] = False
             status, body = await health_now()
             assert (status, body["status"]) == (200, "degraded")
-            assert body["reasons"] == ["degraded: mic_array is lost", "degraded: mqtt: broker unreachable"]
+            # which device, and why (before: "mic_array is lost", the reason only in the journal)
+            assert body["reasons"] == ["degraded: mic_array is lost: unplugged", "degraded: mqtt: broker unreachable"]
 
             events.publish(DeviceStatus("mic_array", "running"))
             fleet_up[0] = True

@@ -55,10 +55,17 @@ _DOA_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 
 def device_states(events: EventBus) -> dict[str, str]:
     """Each device's latest state as published on the bus (``device:NAME`` payloads)."""
-    out: dict[str, str] = {}
+    return {name: state for name, (state, _) in device_details(events).items()}
+
+
+def device_details(events: EventBus) -> dict[str, tuple[str, str]]:
+    """Each device's latest state and its detail (why it was lost, when it is tried again)."""
+    out: dict[str, tuple[str, str]] = {}
     for key, payload in events.snapshot().items():
         if key.startswith("device:") and isinstance(payload.get("state"), str):
-            out[str(payload.get("name") or key.split(":", 1)[1])] = payload["state"]
+            detail = payload.get("detail")
+            name = str(payload.get("name") or key.split(":", 1)[1])
+            out[name] = (payload["state"], detail if isinstance(detail, str) else "")
     return out
 
 
@@ -300,10 +307,11 @@ class HealthCheck:
             if _RANK[s] > _RANK[status]:
                 status = s
 
-        devices = device_states(self.events)
-        for name, state in sorted(devices.items()):
-            if state != "running":
-                worse("degraded", f"{name} is {state}")
+        details = device_details(self.events)
+        devices = {name: state for name, (state, _) in details.items()}
+        for name, (state, detail) in sorted(details.items()):
+            if state != "running":  # with the reason: what an IT person reads first is what is wrong
+                worse("degraded", f"{name} is {state}: {detail}" if detail else f"{name} is {state}")
         age = self._picture_age()
         out: dict[str, Any] = {}
         if age is not None:
