@@ -324,6 +324,15 @@ def test_whip_endpoints_that_answer_oddly_are_named_and_bounded() -> None:
                 print(f"\n{case}: {pub.detail}")
                 assert message in pub.detail and hits[case] == 1, (case, pub.detail, hits)
                 await pub.stop()
+            # the panel's Join while the box waits out a Retry-After of minutes: it tries now (before, it could
+            # only Leave and Join again)
+            pub = _publisher(room, f"http://127.0.0.1:{port}/ra-huge")
+            await pub.start()
+            await wait_for(lambda: pub.state == "retrying", 30, "ra-huge: retrying")
+            tried = hits["ra-huge"]
+            await pub.start()
+            await wait_for(lambda: hits["ra-huge"] == tried + 1, 10, "ra-huge: tried again at once")
+            await pub.stop()
             pub = _publisher(room, f"http://127.0.0.1:{port}/slow", connect_timeout_s=1.0)
             await pub.start()
             await wait_for(lambda: pub.state == "retrying", 30, "slow: retrying")

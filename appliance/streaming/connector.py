@@ -102,6 +102,7 @@ class Connector(ABC):
         self.http: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()  # closes that a cancelled caller left running
+        self._retry_now = asyncio.Event()  # ends the wait before the next attempt (a join from the panel)
 
     def _set(self, state: str, detail: str = "") -> None:
         if (state, detail) == (self.state, self.detail):
@@ -115,8 +116,12 @@ class Connector(ABC):
                 log.exception("%s: the state callback failed", self.kind)
 
     async def start(self) -> None:
-        """Start joining (returns at once; follow ``state`` or the callback). Idempotent."""
+        """Start joining (returns at once; follow ``state`` or the callback). Idempotent, but a join while
+        the connector waits to retry (a far end's Retry-After may say minutes) tries again now."""
         if self._task is not None and not self._task.done():
+            if self.state == "retrying":
+                log.info("%s: asked to join while waiting to retry: trying now", self.kind)
+                self._retry_now.set()
             return
         if self.http is None:
             self.http = aiohttp.ClientSession()
@@ -164,8 +169,11 @@ class Connector(ABC):
             wait = max(delay, min(error.retry_after_s or 0.0, MAX_RETRY_AFTER_S))
             self.last_error = str(error)
             self._set("retrying", f"{error}; next attempt in {wait:.1f} s")
-            await asyncio.sleep(wait)
-            delay = min(delay * 2, self.retry_max_s)
+            self._retry_now.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._retry_now.wait()
+            delay = self.retry_min_s if self._retry_now.is_set() else min(delay * 2, self.retry_max_s)
 
     async def _session(self) -> float:
         """One connection: negotiate, wait for it, watch it; raises ConnectError when it fails or ends.

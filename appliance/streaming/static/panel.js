@@ -695,7 +695,15 @@ function drawMeetings() {
     b.type = "button";
     b.dataset.action = joined ? "leave" : "join";
     b.addEventListener("click", () => command({ cmd: b.dataset.action, meeting: m.name }, showMeetingError));
-    li.append(text, b);
+    li.append(text);
+    if (m.state === "retrying") {  // waiting to try again (a far end's Retry-After may say minutes): now
+      const now = el("button", "button join", "Try now");
+      now.type = "button";
+      now.dataset.action = "join";
+      now.addEventListener("click", () => command({ cmd: "join", meeting: m.name }, showMeetingError));
+      li.append(now);
+    }
+    li.append(b);
     list.append(li);
   }
 }
