@@ -285,7 +285,9 @@ class _CodecLine:
             target = max(s.min_bitrate_kbps * 1000, min(target, min(estimates)))
         current = self._bitrate
         if abs(target - current) > 0.25 * current and now - self.last_bitrate_change >= self.fanout.bitrate_min_gap_s:
-            log.info("%s encoder: bitrate %d -> %d kbit/s", self.codec, current // 1000, target // 1000)
+            # debug: it follows the viewers' estimates every few seconds while they come and go (a soak: every 4 s
+            # in the journal); /metrics has roombox_stream_bitrate_bps
+            log.debug("%s encoder: bitrate %d -> %d kbit/s", self.codec, current // 1000, target // 1000)
             self._bitrate = target
             self.last_bitrate_change = now
             return target
