@@ -239,6 +239,14 @@ def test_a_refused_camera_is_said_beside_the_choice(box: Box, chromium: Any) -> 
         # a later good choice (the one in use) clears it
         page.click("#cameras [data-name=main]")
         page.wait_for_function("document.getElementById('sources-note').textContent === ''", timeout=30_000)
+        # a device that is down says why in words on the card (before: only in a hover tooltip, which a touch
+        # panel cannot show)
+        why = page.evaluate(
+            """() => { const r = window.roombox;
+            r.devices = {...r.devices, speaker: {state: "retrying", detail: "after 4.0 s; it was lost: gone"}};
+            drawDevices(); return document.getElementById('devices-why').textContent; }"""
+        )
+        assert why == "speaker: after 4.0 s; it was lost: gone", why
         assert not page.errors, page.errors
     finally:
         page.close()

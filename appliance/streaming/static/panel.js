@@ -324,6 +324,12 @@ function drawStats() {
 function drawDevices() {
   const box = $("devices");
   box.textContent = "";
+  const why = $("devices-why");  // a touch panel cannot hover: why a device is down is written out
+  why.textContent = "";
+  for (const name of Object.keys(state.devices).sort()) {
+    const d = state.devices[name];
+    if (d.state !== "running" && d.detail) why.append(el("li", "", `${name}: ${d.detail}`));
+  }
   for (const name of Object.keys(state.devices).sort()) {
     const d = state.devices[name];
     const chip = document.createElement("span");
