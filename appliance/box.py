@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from appliance.config import Config
-from appliance.framing import render_shot
+from appliance.framing import render_card, render_shot
 from appliance.messages import CameraInfo, Decisions, DeviceStatus, Faces, Shot, Stats
 from appliance.perception.hearing import make_ears
 from appliance.ports import AudioSink, Detector, EventSink, FrameSink
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from appliance.streaming.playback import Playback
 
 log = logging.getLogger(__name__)
+CARD_AFTER_S = 2.0  # the camera lost this long: a card goes out in its place
+CARD_LINES = ("Camera unavailable", "the room's box is trying to get it back")
 
 
 @dataclass
@@ -85,6 +87,7 @@ class RoomBox:
         self.playback = playback  # the far end on the room's speaker: its reference goes to the hearing
         self.program = program  # the PTZ camera's picture, what the meeting sees while it is live (or None)
         self._program_live = False
+        self._camera_down: float | None = None  # since when the camera is lost (its supervisor says)
         self.hearing = make_ears(cfg.mic_array, cfg.doa, cfg.tracker, gain_of(cfg))
         self.step = FrameStep(cfg)
         self.counters = Counters()
@@ -305,6 +308,22 @@ class RoomBox:
             "ptz" if self._program_live else "crop",
         )
 
+    async def _card_loop(self, every_s: float = 0.5) -> None:
+        """While the camera has been lost for ``CARD_AFTER_S`` (and no PTZ camera's picture goes out), a card
+        saying so goes out in its place, a few times a second: the far end and the room's display saw the
+        last picture frozen, as if the room had stopped moving."""
+        card: np.ndarray | None = None
+        while True:
+            await self.clock.sleep_until(self.clock.now() + every_s)
+            down = self._camera_down
+            live = self.program is not None and self.program.live()  # the PTZ camera's picture goes out
+            if down is None or self.clock.now() - down < CARD_AFTER_S or live:
+                continue
+            s = self.cfg.stream
+            if card is None or card.shape[:2] != (s.height, s.width):
+                card = render_card(CARD_LINES, s.width, s.height)
+            self.frames.put(card, self.clock.now(), framed=False)
+
     async def _stats_loop(self) -> None:
         while True:
             await self.clock.sleep_until(self.clock.now() + self.stats_every_s)
@@ -333,12 +352,21 @@ class RoomBox:
         """Run until cancelled."""
         c = self.cfg.camera
         self.events.publish(CameraInfo(self.camera.name, c.hfov_deg, c.width, c.height))
-        publish: Callable[[DeviceStatus], None] = self.events.publish
+
+        def publish(status: DeviceStatus) -> None:
+            if status.name == "camera":  # lost since (not merely starting): the card goes out in its place
+                if status.state == "running":
+                    self._camera_down = None
+                elif status.state == "lost" and self._camera_down is None:
+                    self._camera_down = self.clock.now()
+            self.events.publish(status)
+
         try:
             async with asyncio.TaskGroup() as tg:
                 for kind, loop in (("camera", self._camera_loop), ("mic_array", self._mic_loop)):
                     tg.create_task(supervise(kind, loop, publish, self.clock, self.retry_s, wake=self._wake[kind]))
                 tg.create_task(self._stats_loop())
+                tg.create_task(self._card_loop())
                 tg.create_task(self._watch_devices())
                 if self.program is not None:
                     tg.create_task(supervise("program_camera", self._program_loop, publish, self.clock, self.retry_s))

@@ -47,3 +47,22 @@ def render_shot(image: np.ndarray, shot: Shot, out_w: int, out_h: int) -> np.nda
     for crop, (x, y, w, h) in zip(shot.tiles, gallery_layout(len(shot.tiles), out_w, out_h), strict=True):
         out[y : y + h, x : x + w] = render_crop(image, crop, w, h)
     return out
+
+
+CARD_BACKGROUND = (28, 30, 34)
+
+
+def render_card(lines: tuple[str, ...], out_w: int, out_h: int) -> np.ndarray:
+    """A plain card at ``out_w`` x ``out_h`` with ``lines`` of text centred (the first one larger): what goes
+    out in the camera's place while it is lost, so the far end sees a fault, not a frozen room."""
+    out = np.full((out_h, out_w, 3), CARD_BACKGROUND, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    sizes = [out_h / 360 * (1.1 if i == 0 else 0.6) for i in range(len(lines))]
+    heights = [int(30 * k) + 10 for k in sizes]
+    y = (out_h - sum(heights)) // 2
+    for text, k, h in zip(lines, sizes, heights, strict=True):
+        thick = max(1, round(2 * k))
+        (w, _), _ = cv2.getTextSize(text, font, k, thick)
+        y += h
+        cv2.putText(out, text, (max(0, (out_w - w) // 2), y), font, k, (235, 235, 235), thick, cv2.LINE_AA)
+    return out

@@ -19,9 +19,10 @@ class Detector(Protocol):
 
 
 class FrameSink(Protocol):
-    """Takes each framed picture (RGB uint8 at the output size) and its capture time."""
+    """Takes each framed picture (RGB uint8 at the output size) and its capture time; ``framed`` False: a
+    card shown in the camera's place, not a picture of the room."""
 
-    def put(self, image: np.ndarray, t: float) -> None: ...
+    def put(self, image: np.ndarray, t: float, framed: bool = True) -> None: ...
 
 
 class AudioSink(Protocol):

@@ -363,3 +363,33 @@ def test_a_camera_switched_away_from_stops_even_when_the_cancel_comes_with_a_pic
     assert not runner.is_alive(), "the box did not stop: a camera's pump outlived every cancel"
     if failed:
         raise failed[0]
+
+
+def test_a_card_goes_out_in_the_place_of_a_lost_camera(tmp_path: Path) -> None:
+    """A sweep: while the camera was lost nothing was published, so the far end and the room's display kept
+    the last picture, frozen, as if the room had stopped. Now a card says the camera is unavailable; it is not
+    counted as a framed picture (the health still sees none)."""
+    from appliance.box import CARD_AFTER_S
+    from appliance.framing import CARD_BACKGROUND
+
+    box_test = _Watching(tmp_path, 6)
+    seen: dict[str, Any] = {}
+
+    async def act(box: RoomBox) -> None:
+        frames = box.frames
+        assert isinstance(frames, LatestFrame)
+        lost_at = time.monotonic()
+        while frames.latest() is None:
+            assert time.monotonic() - lost_at < CARD_AFTER_S + 20.0, "no card while the camera is lost"
+            await asyncio.sleep(0.05)
+        seen["after_s"] = time.monotonic() - lost_at
+        seen["image"] = frames.latest()[1]  # type: ignore[index]
+        seen["published"], seen["put_at"] = frames.published, frames.put_at
+
+    box_test.run(act)
+    image = seen["image"]
+    assert image.shape == (box_test.cfg.stream.height, box_test.cfg.stream.width, 3)
+    background = (np.abs(image.astype(int) - np.array(CARD_BACKGROUND)).sum(axis=2) < 10).mean()
+    assert 0.9 < background < 1.0, background  # the card's colour, and some text on it
+    assert seen["published"] == 0 and seen["put_at"] is None  # not a framed picture
+    assert seen["after_s"] >= CARD_AFTER_S - 1.0, seen["after_s"]  # not at the first hiccup

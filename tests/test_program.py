@@ -145,7 +145,7 @@ class Watch:
             self.log.append(("stats", m.program))
         self.bus.publish(m)
 
-    def put(self, image: np.ndarray, t: float) -> None:  # the box's FrameSink
+    def put(self, image: np.ndarray, t: float, framed: bool = True) -> None:  # the box's FrameSink
         assert image.shape == (STREAM[1], STREAM[0], 3)
         self.hub.put(image, t)
         pos = self.sim.position(t)

@@ -49,14 +49,17 @@ class LatestFrame:
         """Sequence number of the current picture; 0 before the first."""
         return self._seq
 
-    def put(self, image: np.ndarray, t: float) -> None:
-        """Publish a new picture taken (or composed) at ``t`` seconds."""
+    def put(self, image: np.ndarray, t: float, framed: bool = True) -> None:
+        """Publish a new picture taken (or composed) at ``t`` seconds. ``framed`` False: a card the box shows
+        in the camera's place (it is lost): sent like any picture, but neither counted in ``published`` nor
+        in ``put_at``, so the health still sees that nothing of the room was framed."""
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected RGB uint8 (h, w, 3), got {image.dtype} {image.shape}")
         self._seq += 1
         self._image = image
         self._t = float(t)
-        self.put_at = self._clock()
+        if framed:
+            self.put_at = self._clock()
         self._recent.append((self._seq, image, self._t))
         if len(self._recent) > self.HISTORY:  # out of reach: a drop unless some consumer took it
             gone = self._recent.popleft()[0]
@@ -64,7 +67,8 @@ class LatestFrame:
                 self._handed_out.discard(gone)
             else:
                 self.dropped += 1
-        self.published += 1
+        if framed:
+            self.published += 1
         self._changed.set()
         self._changed = asyncio.Event()
 
