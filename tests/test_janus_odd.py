@@ -351,6 +351,27 @@ def test_a_request_on_a_lost_session_fails_at_once() -> None:
     run_async(main())
 
 
+def test_a_session_janus_says_timed_out_is_lost_at_once() -> None:
+    """Janus tells a session it expires with a ``timeout`` event; the box noticed only at the next request or
+    poll answered 458 (ignoring the event meanwhile)."""
+
+    async def main() -> None:
+        server = OddJanus()
+        url = await server.start()
+        try:
+            async with aiohttp.ClientSession() as http:
+                session = await JanusSession.create(http, url, timeout_s=10)
+                server.polls.put_nowait({"janus": "timeout", "session_id": SESSION})
+                await wait_for(lambda: session.lost, 10, "the session lost")
+                assert "timed out at Janus" in await session.wait_lost()
+                await session.destroy()
+                assert server.count("POST", "destroy") == 0  # Janus dropped it already
+        finally:
+            await server.stop()
+
+    run_async(main())
+
+
 @pytest.mark.parametrize(
     ("create", "attach", "state", "detail"),
     [

@@ -198,6 +198,9 @@ class JanusSession:
                         raise JanusError(f"Janus {self.base_url}: session {self.id} no longer exists")
                     if ev.get("janus") == "keepalive":
                         continue
+                    if ev.get("janus") == "timeout":  # Janus expired the session (it missed its keepalives)
+                        self._gone = True
+                        raise JanusError(f"Janus {self.base_url}: session {self.id} timed out at Janus")
                     taken += 1
                     waiter = self._pending.get(str(ev.get("transaction")))
                     if waiter is not None and not waiter.done() and ev.get("janus") == "event":
