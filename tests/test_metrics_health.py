@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from appliance.config import StreamConfig
 from appliance.control import Auth, Control
 from appliance.control.metrics import HealthCheck, Metrics, add_metrics_routes
-from appliance.messages import DeviceStatus, Shot, Stats
+from appliance.messages import DeviceStatus, RoomState, Shot, Stats
 from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
 from appliance.streaming.server import create_app, run_server
 from common.clock import VirtualClock
@@ -176,6 +176,9 @@ def test_health_tells_ok_from_degraded_from_dead_over_http() -> None:
             assert (status, body["status"]) == (200, "degraded")
             # which device, and why (before: "mic_array is lost", the reason only in the journal)
             assert body["reasons"] == ["degraded: mic_array is lost: unplugged", "degraded: mqtt: broker unreachable"]
+            events.publish(RoomState(t=0.0, mic_arrays=("table", "ceiling"), mic_array="ceiling"))
+            status, body = await health_now()  # which of the configured ones, once the room's state names it
+            assert body["reasons"][0] == "degraded: mic_array 'ceiling' is lost: unplugged", body["reasons"]
 
             events.publish(DeviceStatus("mic_array", "running"))
             fleet_up[0] = True

@@ -309,9 +309,12 @@ class HealthCheck:
 
         details = device_details(self.events)
         devices = {name: state for name, (state, _) in details.items()}
+        room = self.events.snapshot().get("room") or {}
         for name, (state, detail) in sorted(details.items()):
-            if state != "running":  # with the reason: what an IT person reads first is what is wrong
-                worse("degraded", f"{name} is {state}: {detail}" if detail else f"{name} is {state}")
+            if state != "running":  # with the reason, and which of the configured devices it is
+                which = room.get(name) if name in ("camera", "mic_array") else None
+                what = f"{name} {which!r}" if isinstance(which, str) and which else name
+                worse("degraded", f"{what} is {state}: {detail}" if detail else f"{what} is {state}")
         age = self._picture_age()
         out: dict[str, Any] = {}
         if age is not None:
