@@ -20,6 +20,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from appliance.config import JanusConfig
 from appliance.streaming.janus import JanusError, JanusPublisher, JanusSession
+from appliance.streaming.server import PanelServer, run_server
 from tests.janus_fixture import wait_for
 from tests.test_streaming import run_async
 from tests.test_whip import Room
@@ -47,25 +48,21 @@ class OddJanus:
         self.requests: list[tuple[str, str]] = []
         self.pcs: list[RTCPeerConnection] = []
         self.handles = 1000
-        self.runner: web.AppRunner | None = None
+        self.server: PanelServer | None = None
 
     async def start(self) -> str:
         app = web.Application()
         app.router.add_route("*", "/janus{tail:.*}", self._handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = self.runner.addresses[0][1]
-        return f"http://127.0.0.1:{port}/janus"
+        self.server = await run_server(app, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.port}/janus"
 
     async def stop(self) -> None:
         for _ in range(10):  # the long polls still held (of sessions gone) end now, not after 20 s
             self.polls.put_nowait({"janus": "keepalive"})
         for pc in self.pcs:
             await pc.close()
-        if self.runner is not None:
-            await self.runner.cleanup()
+        if self.server is not None:
+            await self.server.stop()
 
     def count(self, method: str, what: str = "") -> int:
         return sum(1 for m, w in self.requests if m == method and w.startswith(what))

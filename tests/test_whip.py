@@ -22,6 +22,7 @@ from appliance.config import StreamConfig, WhipConfig
 from appliance.streaming.encoder import EncodedVideo, PyAvVideoEncoder
 from appliance.streaming.hub import AudioHub, LatestFrame
 from appliance.streaming.ice import offer_loopback
+from appliance.streaming.server import run_server
 from appliance.streaming.whip import WhipPublisher
 from tests.janus_fixture import ROOM, Janus, WhipFront, free_port, wait_for
 from tests.test_streaming import run_async
@@ -304,10 +305,8 @@ def test_whip_endpoints_that_answer_oddly_are_named_and_bounded() -> None:
     async def main() -> None:
         app = web.Application()
         app.router.add_route("*", "/{case}", answer)
-        runner = web.AppRunner(app, shutdown_timeout=0.5)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        server = await run_server(app, "127.0.0.1", 0)
+        port = server.port
         room = Room()
         try:
             for case, state, message in (
@@ -343,7 +342,7 @@ def test_whip_endpoints_that_answer_oddly_are_named_and_bounded() -> None:
             await pub.stop()
         finally:
             await room.close()
-            await runner.cleanup()
+            await server.stop()
 
     run_async(main())
 
@@ -363,10 +362,8 @@ def test_the_token_never_travels_in_clear_to_a_session_location_on_plain_http() 
     async def main() -> None:
         app = web.Application()
         app.router.add_delete("/r/{n}", delete)
-        runner = web.AppRunner(app, shutdown_timeout=0.5)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        server = await run_server(app, "127.0.0.1", 0)
+        port = server.port
         room = Room()
         try:
             for endpoint in ("https://whip.invalid/whip", f"http://127.0.0.1:{port}/whip"):
@@ -382,6 +379,6 @@ def test_the_token_never_travels_in_clear_to_a_session_location_on_plain_http() 
             assert https._headers(url="https://other.invalid/r/1")["Authorization"] == f"Bearer {TOKEN}"
         finally:
             await room.close()
-            await runner.cleanup()
+            await server.stop()
 
     run_async(main())
