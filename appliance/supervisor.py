@@ -49,10 +49,11 @@ async def supervise(
     pause = retry_s
     failures = 0
     lost = ""  # why it was last lost: kept in the details of its retry and of its next start
-    delivered: list[float] = []  # when this start's device reported running
+    delivered: float | None = None  # when this start's device reported running
 
     def started() -> None:
-        delivered.append(clock.now())
+        nonlocal delivered
+        delivered = clock.now()
         say("running")
 
     def say(state: DeviceState, detail: str = "", t: float | None = None) -> None:
@@ -61,7 +62,7 @@ async def supervise(
 
     while True:
         say("starting", f"again; it was lost: {lost}" if lost else "")
-        delivered.clear()
+        delivered = None
         try:
             await run(started)
             detail = "ended"
@@ -79,7 +80,7 @@ async def supervise(
         # failures in a row wait longer each time: a device that never delivered (however long its opening
         # took: a camera that fails after 7 s of trying did not start the back-off over), or delivered for less
         # than MENDED_S; one that delivered that long starts over
-        quick = not delivered or clock.now() - delivered[0] < MENDED_S
+        quick = delivered is None or clock.now() - delivered < MENDED_S
         pause = min(pause * 2, max_retry_s) if quick and failures else retry_s
         failures += 1
         say("lost", detail)

@@ -114,7 +114,7 @@ class JanusSession:
             data = {}
         if "error_code" in data or "error" in data:
             code = _as_int(data.get("error_code"))
-            raise JanusError(f"Janus {request!r}: {data.get('error', 'error')} (code {code})", code)
+            raise JanusError(f"Janus {request!r}: {excerpt(str(data.get('error', 'error')))} (code {code})", code)
         jsep = reply.get("jsep")
         if jsep is not None and not isinstance(jsep, dict):
             log.warning(
@@ -534,7 +534,9 @@ class JanusPublisher(Connector):
             try:
                 await self.session.detach(far.handle)
             except Exception as e:  # Janus will drop it with the session at the latest
-                log.warning("Janus room %d: detaching %s failed: %s", self.room, far.display or far.feed, e)
+                log.warning(
+                    "Janus room %d: detaching %s failed: %s", self.room, far.display or far.feed, describe_error(e)
+                )
 
     async def _subscribe(self, feed: int, display: str) -> FarEnd:
         """Subscribe to participant ``feed``: its media decoded into a :class:`FarEnd`'s hubs."""
@@ -544,7 +546,7 @@ class JanusPublisher(Connector):
         except asyncio.CancelledError:  # stop(): its connection must not stay open (the session goes too)
             await self._close(far.close())
             raise
-        except BaseException:  # refused, or Janus gone: nothing of it may stay open, here or at Janus
+        except Exception:  # refused, or Janus gone: nothing of it may stay open, here or at Janus
             await self._drop(far)
             raise
         log.info("Janus room %d: subscribed to %s (%s)", self.room, display or feed, far.codecs)
