@@ -694,7 +694,7 @@ def test_a_desired_config_applied_before_is_not_applied_again_over_a_local_chang
     running[0] = running[0].model_copy(update={"director": running[0].director.model_copy(update={"min_hold_s": 5.0})})
     fleet.revision = 7  # a local change, as the box's store tells the fleet
     again = asyncio.run(fleet.handle_desired(desired))  # a reconnection
-    assert again == {"id": "d1", "ok": True, "revision": 7, "unchanged": True, "applied_before": True}
+    assert again == {"id": "d1", "ok": True, "revision": 7, "changed_since": True, "applied_before": True}
     restarted = client()  # a restart: the hash was kept
     restarted.revision = 7
     assert asyncio.run(restarted.handle_desired(desired))["applied_before"] is True
@@ -1061,6 +1061,145 @@ def test_an_ack_lost_with_the_broker_is_sent_again_after_the_reconnection(mosqui
             assert fleet.connections == 2 and len(applied) == 1
             async with Watcher(broker.port, "roombox/box1/config/ack") as late:  # retained, for whoever comes later
                 assert _js((await late.retained())["roombox/box1/config/ack"])["id"] == "k62"
+        finally:
+            await _stop(task)
+
+    asyncio.run(scenario())
+
+
+def test_a_fleet_wide_document_keeps_what_is_the_boxs_own() -> None:
+    """A sweep of the fleet link: a document without the box's devices (as one sent to every box is) put the
+    default file camera in their place, acked ok, and the box did not start again; a ``[mqtt]`` of one key put
+    every other key of the link back to its default (enabled = false), and ``enabled = false`` was taken: both
+    cut the fleet off the box for good. Now the box's own sections are kept where the document has none, an
+    ``[mqtt]`` changes the keys it names, and switching the link off from the fleet is refused."""
+    running = [
+        Config.model_validate(
+            {
+                "cameras": {"main": {"type": "rtsp", "url": "rtsp://127.0.0.1:8554/room"}},
+                "mic_arrays": {"main": {"type": "sounddevice", "device": "ReSpeaker", "preset": "respeaker-usb-4mic"}},
+                "calibration": {"points": [[-40.0, -45.0], [0.0, 0.0], [40.0, 44.0]], "gain_db": 4.0},
+                "panel": {"host": "0.0.0.0", "port": 8443},
+                "mqtt": {"enabled": True, "host": "broker.example", "box_id": "room-12", "port": 8883},
+            }
+        )
+    ]
+    calls: list[Config] = []
+
+    def apply(cfg: Config) -> int:
+        calls.append(cfg)
+        running[0] = cfg
+        return len(calls)
+
+    fleet = FleetClient(running[0].mqtt, None, apply, current_config=lambda: running[0])
+    own = running[0]
+    ack = asyncio.run(fleet.handle_desired(b'{"id": "f1", "config": {"director": {"min_hold_s": 2.0}}}'))
+    assert ack == {"id": "f1", "ok": True, "revision": 1}, ack
+    cfg = calls[-1]
+    assert cfg.director.min_hold_s == 2.0
+    for key in ("cameras", "mic_arrays", "calibration", "panel", "mqtt"):
+        assert getattr(cfg, key) == getattr(own, key), key
+    ack = asyncio.run(fleet.handle_desired(b'{"id": "f2", "config": {"mqtt": {"telemetry_s": 30}}}'))
+    assert ack["ok"] and calls[-1].mqtt == own.mqtt.model_copy(update={"telemetry_s": 30.0}), ack
+    assert calls[-1].director.min_hold_s == DirectorDefaults.min_hold_s  # any other section: as the document says
+    ack = asyncio.run(fleet.handle_desired(b'{"id": "f3", "config": {"mqtt": {"enabled": false}}}'))
+    assert ack["ok"] is False and ack["error"].startswith("[mqtt.enabled] a desired config may not switch"), ack
+    assert len(calls) == 2 and running[0].mqtt.enabled
+    given = b'{"id": "f4", "config": {"cameras": {"main": {"type": "rtsp", "url": "rtsp://127.0.0.1/b"}}}}'
+    assert asyncio.run(fleet.handle_desired(given))["ok"] and str(calls[-1].camera.url) == "rtsp://127.0.0.1/b"
+    assert calls[-1].mic_arrays == own.mic_arrays  # the sections not given stay the box's
+
+
+class DirectorDefaults:
+    min_hold_s = Config().director.min_hold_s
+
+
+def test_a_desired_config_applied_before_says_when_a_change_at_the_box_stands_over_it(tmp_path: Path) -> None:
+    """A sweep: the same desired config sent again after a change at the box was acked "unchanged" while
+    another config was in force. It is still not applied again (a retained message comes back at every
+    connection), but the ack says the config in force differs (``changed_since``)."""
+    running = [Config()]
+
+    def apply(cfg: Config) -> int:
+        running[0] = cfg
+        return 5
+
+    fleet = FleetClient(
+        MqttConfig(box_id="box1"), None, apply, current_config=lambda: running[0], applied_path=tmp_path / "a.sha256"
+    )
+    desired = b'{"id": "d1", "config": {"director": {"min_hold_s": 3.0}}}'
+    assert asyncio.run(fleet.handle_desired(desired))["revision"] == 5
+    again = asyncio.run(fleet.handle_desired(desired))
+    assert again == {"id": "d1", "ok": True, "revision": 5, "applied_before": True, "unchanged": True}, again
+    running[0] = Config.model_validate({"director": {"min_hold_s": 9.0}})  # the API, at the box
+    fleet.config_written(6)
+    again = asyncio.run(fleet.handle_desired(desired))
+    assert again == {"id": "d1", "ok": True, "revision": 6, "applied_before": True, "changed_since": True}, again
+    assert running[0].director.min_hold_s == 9.0
+
+
+def test_a_config_saved_at_the_box_clears_the_error_of_a_desired_config_refused_before() -> None:
+    """A sweep: ``status.config.error`` kept a refused desired config's error after a good config was saved
+    through the API, beside the new revision."""
+    fleet = FleetClient(MqttConfig(box_id="box1"), None, _recording([], "r1"), current_config=Config)
+    ack = asyncio.run(fleet.handle_desired(b'{"director": {"min_hold_s": -1}}'))
+    assert ack["ok"] is False and fleet.status()["config"]["error"] == ack["error"]
+    fleet.config_written(61)
+    assert fleet.status()["config"] == {"revision": 61, "error": None}
+
+
+def test_attempts_that_fail_slowly_back_off(caplog: pytest.LogCaptureFixture) -> None:
+    """A sweep: against a broker that takes the connection and never answers, each attempt timed out after
+    ``timeout_s``, longer than the pause, so the pause started over every time and never grew; and the jitter
+    took waits past ``retry_max_s``. Now the back-off starts over only after a connection that held."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)  # takes connections (the kernel's backlog) and never says a word
+
+    async def scenario() -> None:
+        cfg = _mqtt(hole.getsockname()[1], retry_max_s=1.0)
+        fleet = FleetClient(cfg, None, retry_min_s=0.2, timeout_s=0.3)
+        task = asyncio.create_task(fleet.run())
+        try:
+            await _until("four attempts", lambda: _waits(caplog) and len(_waits(caplog)) >= 4, timeout=60)
+        finally:
+            await _stop(task)
+
+    try:
+        with caplog.at_level("INFO", logger="appliance.control.mqtt"):
+            asyncio.run(scenario())
+    finally:
+        hole.close()
+    waits = _waits(caplog)[:4]
+    assert any("the fleet link has no user name: whoever can publish" in r.getMessage() for r in caplog.records)
+    assert waits[1] > waits[0] and waits[2] > waits[1] and waits[2] > 2.5 * waits[0], waits
+    assert max(_waits(caplog)) <= 1.0, waits
+
+
+def _waits(caplog: pytest.LogCaptureFixture) -> list[float]:
+    return [float(r.getMessage().split()[-2]) for r in caplog.records if "reconnecting in" in r.getMessage()]
+
+
+def test_a_password_mended_on_the_box_is_taken_at_the_next_attempt(
+    mosquitto: Callable[..., Broker], tmp_path: Path
+) -> None:
+    """A sweep: the password file was read once, at start, so a box given a wrong password (or a rotated one)
+    kept failing until someone restarted it; the error did not say what to check. Now it is read at every
+    attempt, and a refusal names the keys."""
+    broker = mosquitto(users={"box1": "pw"})
+    pw = tmp_path / "box1.pass"
+    pw.write_text("wrong\n")
+
+    async def scenario() -> None:
+        fleet = FleetClient(_mqtt(broker.port, username="box1", password_file=str(pw)), None, retry_min_s=0.2)
+        task = asyncio.create_task(fleet.run())
+        try:
+            await _until("a refusal", lambda: fleet.last_error is not None)
+            assert "the broker refused the credentials: check [mqtt] username (box1) and password_file" in str(
+                fleet.last_error
+            ), fleet.last_error
+            pw.write_text("pw\n")
+            await _until("connected with the mended password", lambda: fleet.connected)
         finally:
             await _stop(task)
 

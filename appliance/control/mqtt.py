@@ -15,8 +15,10 @@ Topics, under ``<topic_prefix>/<box_id>/``:
 - ``telemetry`` (JSON): the box's counters every ``telemetry_s``.
 - ``config/set`` (subscribed): a desired config, the whole document, as a JSON object or TOML text, or as
   ``{"id": "...", "config": {...}}`` so that the reply carries the id (a string or an integer). It is
-  validated by the same model as the file (``appliance.config.parse_config``). When it has no ``[mqtt]``
-  section the box keeps its own, so a fleet-wide document need not carry each box's id and credentials. An
+  validated by the same model as the file (``appliance.config.parse_config``). The sections that describe the
+  box itself (``OWN_SECTIONS``: its devices, their calibration, its panel's address, its fleet link) are kept
+  where the document has none, so that one fleet-wide document can go to every box; an ``[mqtt]`` given
+  changes only the keys it names, and may not switch the link off (nothing could switch it on again). An
   empty message (how MQTT clears a retained one) asks nothing: the box keeps its config and acknowledges
   ``"cleared": true``; an empty document (``{}``, a TOML file of comments) is refused, since it would put every
   key back to its default.
@@ -78,16 +80,38 @@ import aiomqtt
 from appliance.config import Config, parse_config
 from appliance.control.fleet_state import APPLIED_FILE, RETAINED_FILE, AppliedDesired, RetainedTopics
 from appliance.control.fleet_wire import DEVICE_TEXT_MAX, decode_desired, discovery_entries, discovery_prefix
-from appliance.control.mqtt_link import handshake_hint, honour_cancel, read_password, tls_context
+from appliance.control.mqtt_link import FleetError, handshake_hint, honour_cancel, read_password, tls_context
 from appliance.control.settings import MqttConfig
 from appliance.streaming.hub import EventBus
+from common.errors import RoomboxError
 
 log = logging.getLogger(__name__)
 
+STAYED_S = 10.0  # a connection that held this long starts the reconnection back-off over
 CONFLICT_HOLD_S = 600.0  # health stays degraded this long after another box with this box's id was last seen
 Revision = str | int
 # the new revision, or an object with ``id`` and ``restart`` (the store's), or an awaitable of either
 OnConfig = Callable[[Config], Any]
+
+
+# the sections that describe the box itself, not the fleet's policy: its devices, their calibration against the
+# camera, where its panel listens and its own fleet link. A desired config without one keeps the box's own, so
+# that one document can go to every box; one given replaces the box's (and [mqtt]'s keys go over the box's own)
+OWN_SECTIONS = ("cameras", "mic_arrays", "ptz", "speakers", "ptz_follow", "calibration", "panel", "mqtt")
+
+
+def with_own_sections(doc: dict[str, Any], current: Config) -> dict[str, Any]:
+    """The desired document ``doc`` with the box's own sections where it has none (``OWN_SECTIONS``); an
+    ``[mqtt]`` given changes only the keys it names (the link's id, broker and credentials are the box's)."""
+    own = current.model_dump(mode="json")
+    out = {**doc}
+    given = set(doc) | {new for old, new in (("camera", "cameras"), ("mic_array", "mic_arrays")) if old in doc}
+    for key in OWN_SECTIONS:
+        if key not in given:  # [camera] and [mic_array], as written before named devices, are given devices
+            out[key] = own[key]
+    if isinstance(doc.get("mqtt"), dict):
+        out["mqtt"] = {**own["mqtt"], **doc["mqtt"]}
+    return out
 
 
 def _version() -> str:
@@ -137,6 +161,7 @@ class FleetClient:
         self.config_error: str | None = None
         self.connected = False
         self._link_up = False  # whether the session that just ended had connected (for the log)
+        self._up_since: float | None = None  # when the current session connected (for the back-off)
         self.connections = 0
         self.last_error: str | None = None
         self.subscribe_error: str | None = None  # the broker refused the subscription to config/set
@@ -226,6 +251,13 @@ class FleetClient:
                 log.warning("telemetry callback failed: %s", e)
         return out
 
+    def config_written(self, revision: Revision) -> None:
+        """A config revision was written, by whoever (the store's ``on_change``): the status says it, and an
+        error of a desired config refused before no longer stands for the config in force."""
+        self.revision = revision
+        self.config_error = None
+        self._changed.set()
+
     def conflict(self) -> str | None:
         """Another box using this box's id, when one was seen in the last ``CONFLICT_HOLD_S``."""
         if self._conflict is not None and time.monotonic() - self._conflict_at <= CONFLICT_HOLD_S:
@@ -250,6 +282,9 @@ class FleetClient:
 
     # -- the link --------------------------------------------------------------------------------
     def _client(self) -> aiomqtt.Client:
+        # read at every attempt: a password or a CA rotated on the box is taken without a restart
+        self.password = read_password(self.cfg)
+        self.tls = tls_context(self.cfg)
         return aiomqtt.Client(
             self.cfg.host,
             self.cfg.port,
@@ -266,25 +301,28 @@ class FleetClient:
     async def run(self) -> None:
         """Connect, report and take desired configs; reconnect with back-off after any failure; on
         cancellation say ``offline`` and disconnect."""
+        self._say_exposure()
         queue = self.events.subscribe() if self.events is not None else None
         if self.events is not None:
             for kind, payload in self.events.snapshot_messages():
                 self._take(kind, payload)
         follower = asyncio.create_task(self._follow_events(queue)) if queue is not None else None
-        pause = self.retry_min_s
+        pause = self.retry_min_s / 2
         try:
             while True:
-                began = time.monotonic()
+                self._up_since = None
                 try:
                     await self._session()
-                except (aiomqtt.MqttError, OSError) as e:
+                except (aiomqtt.MqttError, OSError, FleetError) as e:
                     self._lost_link(e)
                 except Exception as e:  # a bug must not end the fleet link for good: logged, retried
                     log.exception("mqtt: session failed")
                     self._lost_link(e)
-                lasted = time.monotonic() - began
-                pause = self.retry_min_s if lasted > pause else min(pause * 2, self.cfg.retry_max_s)
-                wait = pause * random.uniform(0.8, 1.2)
+                # the back-off starts over once a connection held ``STAYED_S``: by whether it connected, not by
+                # how long the attempt took (one that times out after 10 s each time backs off too)
+                stayed = self._up_since is not None and time.monotonic() - self._up_since >= STAYED_S
+                pause = self.retry_min_s if stayed else min(pause * 2, self.cfg.retry_max_s)
+                wait = min(pause * random.uniform(0.8, 1.2), self.cfg.retry_max_s)
                 log.info("mqtt: reconnecting in %.1f s", wait)
                 await asyncio.sleep(wait)
         finally:
@@ -294,6 +332,22 @@ class FleetClient:
                 await asyncio.gather(follower, return_exceptions=True)
             if queue is not None and self.events is not None:
                 self.events.unsubscribe(queue)
+
+    def _say_exposure(self) -> None:
+        """A warning when the link has no user name, or goes in clear to another host: whoever may publish
+        to ``config/set`` has this box's admin scope."""
+        gaps = []
+        if not self.cfg.username:
+            gaps.append("no user name")
+        if not self.cfg.tls and self.cfg.host not in ("localhost", "127.0.0.1", "::1"):
+            gaps.append("no TLS")
+        if gaps:
+            log.warning(
+                "mqtt: the fleet link has %s: whoever can publish to %s can change this box's config (set "
+                "[mqtt] username and tls, and allow each box only its own topics at the broker)",
+                " and ".join(gaps),
+                self.topic_desired,
+            )
 
     def _lost_link(self, e: BaseException) -> None:
         was, self._link_up = self._link_up, False
@@ -311,6 +365,7 @@ class FleetClient:
     async def _session_on(self, client: aiomqtt.Client) -> None:
         async with client:
             self.connected = self._link_up = True
+            self._up_since = time.monotonic()
             self.connections += 1
             self.last_error = None
             log.info("mqtt: connected to %s:%d as %s (%s)", self.cfg.host, self.cfg.port, self.box_id, self.identifier)
@@ -469,20 +524,24 @@ class FleetClient:
         request_id: Any = None
         try:
             doc, request_id = decode_desired(payload)
+            current = self.current_config() if self.current_config is not None else None
+            if current is not None:
+                doc = with_own_sections(doc, current)
+            cfg = parse_config(doc, f"mqtt {self.topic_desired}")
+            if current is not None and current.mqtt.enabled and not cfg.mqtt.enabled:
+                raise ValueError(
+                    "[mqtt.enabled] a desired config may not switch the fleet link off: nothing could reach the "
+                    "box to switch it on again; set it at the box (the panel's settings, the API or its file)"
+                )
             # applied before (then a reconnection or a restart): not over a local change
             if digest == self._applied.digest:
                 log.info("mqtt: the desired config applied before came again; the config in force is kept")
-                return {
-                    "id": request_id,
-                    "ok": True,
-                    "revision": self.revision,
-                    "unchanged": True,
-                    "applied_before": True,
-                }
-            current = self.current_config() if self.current_config is not None else None
-            if "mqtt" not in doc and current is not None:
-                doc = {**doc, "mqtt": current.mqtt.model_dump(mode="json")}
-            cfg = parse_config(doc, f"mqtt {self.topic_desired}")
+                ack = {"id": request_id, "ok": True, "revision": self.revision, "applied_before": True}
+                if current is None or cfg == current:
+                    ack["unchanged"] = True
+                else:  # a change made at the box since stands; the same document with a new id applies it again
+                    ack["changed_since"] = True
+                return ack
             if current is not None and cfg == current:
                 ack = {"id": request_id, "ok": True, "revision": self.revision, "unchanged": True}
             elif self.on_config is None:
@@ -499,8 +558,8 @@ class FleetClient:
             self._applied.remember(digest)
             self.config_error = None
             log.info("mqtt: desired config applied, revision %s", ack["revision"])
-        except ValueError as e:  # ConfigError, FleetError and the decoding errors are ValueErrors
-            self.config_error = str(e) or type(e).__name__
+        except (ValueError, RoomboxError) as e:  # ConfigError, FleetError, the decoding errors, a store's
+            self.config_error = str(e) or type(e).__name__  # StoreError (a full disk): said, not a traceback
             ack = {"id": request_id, "ok": False, "error": self.config_error}
             log.warning("mqtt: desired config refused: %s", self.config_error)
         except Exception as e:

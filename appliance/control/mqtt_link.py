@@ -81,11 +81,20 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
 
 
 def handshake_hint(cfg: MqttConfig, e: BaseException) -> str:
-    """A hint when a TLS connection was cut during its handshake: most often a plain listener on that port."""
-    if not cfg.tls:
-        return ""
+    """A hint for a connection that failed: the broker refused the credentials; no answer in time without TLS
+    (often a TLS listener); a TLS connection cut during its handshake (most often a plain listener)."""
     cause = e.__cause__ or e.__context__
     text = f"{e} {cause or ''}".lower()
+    if "not authorized" in text or "bad user name or password" in text:
+        where = "password_file" if cfg.password_file else f"password_env (${cfg.password_env})"
+        return (
+            f" (the broker refused the credentials: check [mqtt] username ({cfg.username or 'none'}) and {where}; "
+            "they are read again at each attempt)"
+        )
+    if not cfg.tls:
+        if "timed out" in text:
+            return " (no MQTT answer in time: if this port is a TLS listener, usually 8883, set tls = true)"
+        return ""
     if isinstance(cause, ConnectionResetError | ssl.SSLEOFError) or any(
         s in text for s in ("reset by peer", "eof occurred", "wrong version number", "wrong_version_number")
     ):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import socket
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from common.settings import Section
 
@@ -23,7 +23,6 @@ class MqttConfig(Section):
     box_id: str = Field(
         "",
         max_length=64,
-        pattern=r"^[A-Za-z0-9_-]*$",
         title="This box's id in topics",
         description="Empty: the host name.",
     )
@@ -54,6 +53,16 @@ class MqttConfig(Section):
     ha_prefix: str = Field(
         "homeassistant", max_length=100, pattern=_TOPIC_PART, title="Home Assistant discovery prefix"
     )
+
+    @field_validator("box_id")
+    @classmethod
+    def _one_topic_level(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]*", v):
+            raise ValueError(
+                f"{v!r}: letters, digits, '_' and '-' only (it is one level of the box's MQTT topics: no '/', '+', "
+                "'#', '.' or spaces)"
+            )
+        return v
 
     @model_validator(mode="after")
     def _tls_files(self) -> MqttConfig:
