@@ -7,15 +7,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from appliance.box import RoomBox
 from appliance.config import Config
 from common.clock import SYSTEM_CLOCK, Clock
+from common.errors import RoomboxError
 from drivers.registry import DriverContext, open_device
 
 log = logging.getLogger(__name__)
@@ -98,12 +100,13 @@ async def _serve(
     from appliance.streaming.encoder import EncodedVideo
     from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
     from appliance.streaming.janus import JanusPublisher
-    from appliance.streaming.server import create_app, run_server
+    from appliance.streaming.server import create_app
 
     ctx = DriverContext(clock=clock)
     cam_name, mic_name = next(iter(cfg.cameras)), next(iter(cfg.mic_arrays))
-    camera = open_device("camera", cam_name, cfg.camera, ctx)
-    mic_array = open_device("mic_array", mic_name, cfg.mic_array, ctx)
+    with _starting():  # a device its config cannot open: StartFailed (the CLI tries earlier revisions)
+        camera = open_device("camera", cam_name, cfg.camera, ctx)
+        mic_array = open_device("mic_array", mic_name, cfg.mic_array, ctx)
     frames, audio, events, far_end_picture = LatestFrame(), AudioHub(), EventBus(), LatestFrame()
     video = EncodedVideo(frames, cfg.stream)  # encoded once per codec for the panel, WHIP and Janus alike
 
@@ -111,14 +114,16 @@ async def _serve(
         events.publish(MeetingStatus(kind, state, detail, clock.now()))
 
     connectors = connectors_from_config(cfg, video, audio, on_state=meeting_state)
-    playback = _playback(cfg, ctx, connectors)
+    with _starting():
+        playback = _playback(cfg, ctx, connectors)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    follower = follower_from_config(cfg, events, ctx, clock)  # [ptz_follow]: a PTZ head shows the shot
-    # ... and its camera, when its [ptz.NAME] names one, is what the meeting sees while it and the head are live
-    program = program_from_config(cfg, frames, ctx, None if follower is None else lambda: follower.connected, clock)
+    with _starting():
+        follower = follower_from_config(cfg, events, ctx, clock)  # [ptz_follow]: a PTZ head shows the shot
+        # ... and its camera, when its [ptz.NAME] names one, is what the meeting sees while it and the head are live
+        program = program_from_config(cfg, frames, ctx, None if follower is None else lambda: follower.connected, clock)
     with FaceWatcher.from_config(cfg.detector, cfg.camera.hfov_deg) as detector:
         box = RoomBox(
             cfg, camera, mic_array, detector, frames, audio, events, clock=clock, playback=playback, program=program
@@ -169,7 +174,7 @@ async def _serve(
         box.timings = metrics  # the face detection's and the hearing's histograms
         add_metrics_routes(app, metrics, health)
         fleet = _fleet(cfg, events, control, box.on_config, health)
-        async with run_server(app, cfg.panel.host, cfg.panel.port):
+        async with _listening(app, cfg.panel.host, cfg.panel.port):
             if demo_kiosk:  # a token for this machine's browser only, never stored, gone with the demo
                 _, token = control.auth.tokens.create(
                     "control", "demo kiosk", allowed_from=["127.0.0.1", "::1"], persist=False
@@ -186,6 +191,8 @@ async def _serve(
                 tasks.append(asyncio.create_task(fleet.run()))
             sdnotify.notify_ready(f"panel at http://{cfg.panel.host}:{cfg.panel.port}/")
             tasks.append(asyncio.create_task(sdnotify.watchdog_loop(alive=lambda: not health.wedged())))
+            where = f"panel at http://{cfg.panel.host}:{cfg.panel.port}/"
+            tasks.append(asyncio.create_task(sdnotify.status_loop(lambda: _status_line(health.evaluate(), where))))
             for c in connectors:
                 await c.start()
                 if isinstance(c, JanusPublisher):  # the first other participant's picture on /display
@@ -199,6 +206,47 @@ async def _serve(
             await asyncio.gather(*tasks, return_exceptions=True)
     await video.close()
     return 0
+
+
+class StartFailed(RoomboxError):
+    """The box cannot start on its config: a device it names cannot be opened as configured (a file camera
+    without its file, ...), or the panel cannot listen where it says. ``roombox run`` and ``demo`` then try
+    the config's earlier revisions (:func:`appliance.cli.start_or_fall_back`)."""
+
+
+@contextlib.contextmanager
+def _starting() -> Iterator[None]:
+    try:
+        yield
+    except StartFailed:
+        raise
+    except (ValueError, OSError, RoomboxError) as e:
+        raise StartFailed(str(e) or type(e).__name__) from e
+
+
+@contextlib.asynccontextmanager
+async def _listening(app: Any, host: str, port: int) -> AsyncIterator[None]:
+    """Serve ``app`` while the block runs; an address it cannot listen on is StartFailed."""
+    from appliance.streaming.server import run_server
+
+    server = run_server(app, host, port)
+    try:
+        await server.start()
+    except OSError as e:
+        await server.stop()
+        raise StartFailed(f"[panel] cannot listen on {host}:{port}: {e.strerror or e}") from e
+    try:
+        yield
+    finally:
+        await server.stop()
+
+
+def _status_line(report: dict[str, Any], where: str) -> str:
+    """systemd's STATUS= from the health report: ``ok; panel at ...`` or ``degraded: <the reasons>``."""
+    reasons = report.get("reasons") or []
+    if report.get("status") == "ok" or not reasons:
+        return f"{report.get('status', 'ok')}; {where}"
+    return "; ".join(str(r) for r in reasons)
 
 
 def _source_kind(kind: str) -> Literal["camera", "mic_array"]:
@@ -250,5 +298,5 @@ def _fleet(cfg: Config, events: Any, control: Any, on_config: Callable[[Config],
     health.add_check("mqtt", fleet.health)
     if control.store is not None:  # the revision the fleet is told of follows every change, not only its own
         fleet.revision = control.store.latest_id()
-        control.store.on_change.append(lambda rev: setattr(fleet, "revision", rev.id))
+        control.store.on_change.append(lambda rev: fleet.config_written(rev.id))
     return fleet

@@ -9,7 +9,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -62,27 +62,82 @@ def load_or_last_good(path: Path | None) -> tuple[Config, str | None]:
         return found.config, found.reason(path)  # logged by the box, and said by its health
 
 
+FALL_BACK_TRIES = 5  # earlier revisions tried when the box cannot start on its config
+
+
+def start_or_fall_back(
+    start: Callable[[Config, str | None], int],
+    saved: Config,
+    refused: str | None,
+    path: Path | None,
+    prepare: Callable[[Config], Config] = lambda cfg: cfg,
+) -> int:
+    """Run the box (``start(cfg, refused)``) on ``saved``, given ``prepare``'s command-line options. When it
+    cannot start on it (``StartFailed``: a camera of type file without its file, a panel address not on this
+    machine, ... as a config written over the fleet or the API can ask for, valid but not for this box), on
+    the newest earlier revision of the config that starts (``FALL_BACK_TRIES`` at most), with the reason in
+    the box's log and health, as for a saved config that does not validate: the service would only restart
+    into the same error, and the box, its panel and its fleet link would stay down."""
+    from appliance.app import StartFailed
+    from appliance.control.store import good_revisions
+    from common.paths import home_dir
+
+    try:
+        return start(prepare(saved), refused)
+    except StartFailed as e:
+        first = e
+    if path is None or not path.is_file():
+        raise first
+    tried = [saved]
+    for rid, cfg in good_revisions(home_dir() / "config-revisions"):
+        if any(cfg == t for t in tried):
+            continue
+        if len(tried) > FALL_BACK_TRIES:
+            break
+        tried.append(cfg)
+        print(f"roombox: the box cannot start on {path} ({first}); trying revision {rid}", file=sys.stderr, flush=True)
+        reason = (
+            f"{path} cannot start ({first}); the box runs on revision {rid}, the newest earlier config that "
+            "starts: mend the file, or save a config from the panel or the API"
+        )
+        try:
+            return start(prepare(cfg), reason)
+        except StartFailed:
+            continue
+    raise first
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from appliance.app import run_demo
 
+    if a.whip is not None and not a.whip.startswith(("http://", "https://")):
+        raise ValueError(f"--whip {a.whip!r}: expected the WHIP endpoint's http:// or https:// URL")
     path = demo_config_path(a.config)
     saved, refused = load_or_last_good(path)
-    cfg = _with_panel(saved, a)
-    if a.whip is not None or a.whip_token is not None:
-        if a.whip is not None and not a.whip.startswith(("http://", "https://")):
-            raise ValueError(f"--whip {a.whip!r}: expected the WHIP endpoint's http:// or https:// URL")
-        whip = {k: v for k, v in (("url", a.whip), ("token", a.whip_token)) if v is not None}
-        cfg = cfg.model_copy(update={"whip": type(cfg.whip).model_validate({**cfg.whip.model_dump(), **whip})})
+
+    def prepare(cfg: Config) -> Config:
+        cfg = _with_panel(cfg, a)
+        if a.whip is not None or a.whip_token is not None:
+            whip = {k: v for k, v in (("url", a.whip), ("token", a.whip_token)) if v is not None}
+            cfg = cfg.model_copy(update={"whip": type(cfg.whip).model_validate({**cfg.whip.model_dump(), **whip})})
+        return cfg
+
     from drivers.simroom.devices import scenario_path
 
-    return run_demo(scenario_path(a.scenario), cfg, path, refused=refused)
+    scenario = scenario_path(a.scenario)
+    return start_or_fall_back(
+        lambda cfg, why: run_demo(scenario, cfg, path, refused=why), saved, refused, path, prepare
+    )
 
 
 def cmd_run(a: argparse.Namespace) -> int:
     from appliance.app import serve
 
-    saved, refused = load_or_last_good(Path(a.config))
-    return serve(_with_panel(saved, a), Path(a.config), refused=refused)
+    path = Path(a.config)
+    saved, refused = load_or_last_good(path)
+    return start_or_fall_back(
+        lambda cfg, why: serve(cfg, path, refused=why), saved, refused, path, lambda cfg: _with_panel(cfg, a)
+    )
 
 
 def cmd_token(a: argparse.Namespace) -> int:

@@ -1431,6 +1431,52 @@ def test_roombox_demo_starts_with_what_the_api_saved(tmp_path: Path, monkeypatch
     assert demo_config_path("room.toml") == Path("room.toml")  # --config: that file, read and written
 
 
+def test_a_saved_config_the_box_cannot_start_on_leaves_it_on_an_earlier_revision(tmp_path: Path) -> None:
+    """A sweep of the fleet link: a desired config that validated (acked ok) but named a file camera without its
+    file, or a panel address not on the box, was saved, and at the next start ``roombox run`` exited 2, and
+    under systemd stayed down with its panel and its fleet link: nothing could mend it from afar. Now the box
+    starts on the newest earlier revision that starts, says why in its health, and a config saved mends it."""
+    from drivers.simroom.devices import sections_for
+    from tests.helpers.boxproc import BoxProcess
+    from tests.test_demo_e2e import SHORT, free_port
+
+    cam, mics = sections_for(str(SHORT))
+    home = tmp_path / "home"
+    path = home / "config.toml"
+    good = Config.model_validate(
+        {
+            "cameras": {"main": cam.model_dump()},
+            "mic_arrays": {"main": mics.model_dump()},
+            "director": {"min_hold_s": 2.5},
+        }
+    )
+    store = ConfigStore(path, home / "config-revisions", good)  # revision 1
+    for doc in (
+        {"cameras": {"main": {"type": "file"}}},  # valid, but a live file camera needs its file
+        {"panel": {"host": "192.0.2.1"}},  # an address of no interface here (nothing is sent: the bind fails)
+    ):
+        good_id = store.latest_id()
+        bad = Config.model_validate({**good.model_dump(mode="json"), **doc})
+        store.write(bad, "test", lambda cfg: ["cameras", "panel"])
+        token = _roombox(home, "token", "create", "--scope", "admin").stdout.strip()
+        port = free_port()
+        box = BoxProcess(["run", "--config", str(path), "--port", str(port)], home)
+        box.start()
+        try:
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/health", headers={"Authorization": f"Bearer {token}"}
+            )
+            with urllib.request.urlopen(req, timeout=30) as r:
+                health = json.loads(r.read())
+            why = next((r for r in health["reasons"] if r.startswith("degraded: config: ")), "")
+            assert "cannot start" in why and f"runs on revision {good_id}," in why, health
+            assert ("needs the file" in why) if "cameras" in doc else ("192.0.2.1" in why), why
+            assert f"trying revision {good_id}" in box.tail(), box.tail()
+        finally:
+            assert box.stop() == 0, box.tail()
+        store.write(good, "test", lambda cfg: ["cameras", "panel"])  # mended, as a save from the panel would
+
+
 def test_a_saved_config_refused_at_start_leaves_the_box_on_its_last_good_revision(tmp_path: Path) -> None:
     """A config.toml mended wrong by hand (or one a new version refuses) made ``roombox demo`` exit 2, and the
     service restarted into the same error until it gave up: no camera, no panel, no fleet link. Now the box

@@ -99,3 +99,26 @@ def test_watchdog_pings_while_alive_and_withholds_when_not(
     got = _pending(notify_socket)
     assert got and set(got) == {b"WATCHDOG=1"}
     assert len(got) == sum(calls)  # one ping per "alive" verdict, none while not alive
+
+
+def test_the_status_follows_what_the_box_says_of_itself(notify_socket: socket.socket) -> None:
+    """A sweep: ``systemctl status`` kept the STATUS= of the start ("panel at ...") while the camera was lost.
+    Now each change of the health's line is sent, once, on one line."""
+    said = ["ok; panel at http://127.0.0.1:8080/"] * 3 + ["degraded: camera 'main' is lost:\n  no data"] * 3
+
+    def describe() -> str:
+        return said.pop(0) if len(said) > 1 else said[0]
+
+    async def run() -> None:
+        task = asyncio.create_task(sdnotify.status_loop(describe, period_s=0.01))
+        while len(said) > 1:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(run())
+    assert _pending(notify_socket) == [
+        b"STATUS=ok; panel at http://127.0.0.1:8080/",
+        b"STATUS=degraded: camera 'main' is lost: no data",
+    ]

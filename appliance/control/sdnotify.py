@@ -1,7 +1,8 @@
 """systemd's notify protocol without a dependency: one datagram per message to ``$NOTIFY_SOCKET``.
 
 The lead's wiring: ``notify_ready()`` once the panel serves and the devices are started, then
-``asyncio.create_task(watchdog_loop())`` (a no-op when systemd asked for no watchdog), and
+``asyncio.create_task(watchdog_loop())`` (a no-op when systemd asked for no watchdog) and
+``status_loop(describe)`` (STATUS= as the box's health changes), and
 ``notify_stopping()`` on shutdown. Outside systemd (no ``NOTIFY_SOCKET``) every call does nothing and
 returns False.
 """
@@ -15,6 +16,8 @@ import socket
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
+
+STATUS_MAX = 400  # characters of STATUS= (systemctl shows one line)
 
 
 def _address(raw: str) -> str | bytes:
@@ -46,6 +49,24 @@ def notify_ready(status: str = "") -> bool:
 def notify_status(status: str) -> bool:
     """A one-line status shown by ``systemctl status``."""
     return notify(f"STATUS={status}")
+
+
+async def status_loop(describe: Callable[[], str], period_s: float = 5.0) -> None:
+    """Send ``STATUS=describe()`` each time it changes (looked at every ``period_s``) until cancelled, so that
+    ``systemctl status`` says what the box does now (``degraded: camera 'main' is lost: ...``), not what it
+    said at start. Returns at once outside systemd (no ``$NOTIFY_SOCKET``)."""
+    if not os.environ.get("NOTIFY_SOCKET"):
+        return
+    said = None
+    while True:
+        try:
+            text = " ".join(describe().split())[:STATUS_MAX]  # one line
+        except Exception:
+            log.exception("the status for systemd failed")
+            text = None
+        if text is not None and text != said and notify_status(text):
+            said = text
+        await asyncio.sleep(period_s)
 
 
 def notify_stopping() -> bool:

@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,16 +142,7 @@ def last_good(path: Path, revisions_dir: Path, refused: Exception) -> LastGood |
     took what this one refuses), the newest revision in ``revisions_dir`` that this version validates, and the
     refused file copied beside it (``NAME.refused``, atomically) so that nothing is lost when the next change
     writes the file; None when no revision validates (then the box cannot start, and says why)."""
-    try:
-        ids = revision_ids(revisions_dir)
-    except OSError:
-        return None  # no history to fall back on
-    for rid in reversed(ids):
-        try:
-            data = json.loads(revision_file(revisions_dir, rid).read_text(encoding="utf-8"))
-            cfg = Config.model_validate(data["config"])
-        except (OSError, ValueError, TypeError, KeyError, RecursionError):
-            continue  # damaged, or refused by this version too
+    for rid, cfg in good_revisions(revisions_dir):
         kept = path.with_name(path.name + ".refused")
         try:
             write_atomic(kept, path.read_bytes(), mode=0o600)
@@ -159,6 +150,21 @@ def last_good(path: Path, revisions_dir: Path, refused: Exception) -> LastGood |
             log.warning("%s: cannot keep a copy of the refused config: %s", kept, e.strerror)
         return LastGood(rid, cfg, str(refused), kept)
     return None
+
+
+def good_revisions(revisions_dir: Path) -> Iterator[tuple[int, Config]]:
+    """The revisions in ``revisions_dir`` that this version validates, newest first (none without a history)."""
+    try:
+        ids = revision_ids(revisions_dir)
+    except OSError:
+        return  # no history to fall back on
+    for rid in reversed(ids):
+        try:
+            data = json.loads(revision_file(revisions_dir, rid).read_text(encoding="utf-8"))
+            cfg = Config.model_validate(data["config"])
+        except (OSError, ValueError, TypeError, KeyError, RecursionError):
+            continue  # damaged, or refused by this version too
+        yield rid, cfg
 
 
 def revision_ids(revisions_dir: Path) -> list[int]:
