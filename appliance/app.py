@@ -94,13 +94,14 @@ async def _serve(
     from appliance.perception.watch import FaceWatcher
     from appliance.program import program_from_config
     from appliance.ptz_follow import follower_from_config
-    from appliance.room_controls import SOURCE_KINDS, RoomControls
+    from appliance.room_controls import KEPT_FILE, SOURCE_KINDS, RoomControls, read_kept
     from appliance.streaming.connector import connectors_from_config
     from appliance.streaming.display import show_far_end
     from appliance.streaming.encoder import EncodedVideo
     from appliance.streaming.hub import AudioHub, EventBus, LatestFrame
     from appliance.streaming.janus import JanusPublisher
     from appliance.streaming.server import create_app
+    from common.paths import home_dir
 
     ctx = DriverContext(clock=clock)
     cam_name, mic_name = next(iter(cfg.cameras)), next(iter(cfg.mic_arrays))
@@ -129,6 +130,12 @@ async def _serve(
             cfg, camera, mic_array, detector, frames, audio, events, clock=clock, playback=playback, program=program
         )
         control = Control.for_box(cfg, on_config=box.on_config, config_path=config_path)
+        kept = read_kept(home_dir() / KEPT_FILE)  # the mute and the volume before a restart
+        if kept.get("muted"):  # before any meeting is joined: a restart does not open the room's microphones
+            box.command({"cmd": "set_mute", "muted": True})
+            log.info("microphones muted, as they were before the restart")
+        if playback is not None and "volume" in kept:
+            playback.speaker.volume = float(kept["volume"])
         controls = RoomControls(  # the panel's commands: the box's, meetings, mute, volume, sources
             box.command,
             events,
@@ -141,7 +148,8 @@ async def _serve(
             running=(cam_name, mic_name),
             clock=clock,
             on_volume=None if playback is None else lambda gain: setattr(playback.speaker, "volume", 100.0 * gain),
-            volume=100 if playback is None else round(playback.speaker.volume),
+            volume=kept.get("volume", 100) if playback is None else round(playback.speaker.volume),
+            kept_path=home_dir() / KEPT_FILE,
             switch=lambda kind, name, new: box.try_source(
                 kind, name, open_device(_source_kind(kind), name, getattr(new, SOURCE_KINDS[kind])[name], ctx), new
             ),

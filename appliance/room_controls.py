@@ -15,13 +15,18 @@ objects over the panel's WebSocket, which needs the ``control`` scope):
   through the config store (a revision, the device first in its section); with ``switch`` (the live box)
   the box changes to it at once, without it the choice is reported as needing a restart;
 - anything else goes to the box (``set_mode``, ``ptz``).
+
+With ``kept_path`` the mute and the volume are kept there (``read_kept`` at the next start), so that a box
+that restarts (a crash, an update) does not open the room's microphones to the meeting it joins again.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from appliance.config import Config
@@ -29,12 +34,36 @@ from appliance.control.store import ConfigStore, OnConfig
 from appliance.messages import MeetingStatus, RoomState
 from appliance.ports import EventSink
 from appliance.streaming.connector import Connector
+from common.atomic import write_atomic
 from common.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 
 BoxCommand = Callable[[dict[str, Any]], "dict[str, Any] | Awaitable[dict[str, Any]]"]
 SOURCE_KINDS = {"camera": "cameras", "mic_array": "mic_arrays"}
+KEPT_FILE = "room.json"  # in $ROOMBOX_HOME: the microphones' mute and the speaker volume, over a restart
+
+
+def read_kept(path: Path) -> dict[str, Any]:
+    """The mute (``"muted"``) and the volume (``"volume"``) kept at ``path`` by the box before; {} when there is
+    none. A file that cannot be read is said (the microphones then start on, the volume at its default)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        log.warning("%s: the room's mute and volume before the restart cannot be read (%s)", path, e)
+        return {}
+    out: dict[str, Any] = {}
+    if isinstance(data, dict):
+        if isinstance(data.get("muted"), bool):
+            out["muted"] = data["muted"]
+        volume = data.get("volume")
+        if isinstance(volume, int) and not isinstance(volume, bool) and 0 <= volume <= 100:
+            out["volume"] = volume
+    if len(out) < 2:
+        log.warning("%s: the room's mute or volume before the restart is not as written (%.80r)", path, data)
+    return out
 
 
 class RoomControls:
@@ -65,6 +94,7 @@ class RoomControls:
         volume: int = 100,
         switch: Callable[[str, str, Config], Awaitable[None] | None] | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        kept_path: Path | None = None,
     ) -> None:
         self.box_command = box_command
         self.events = events
@@ -82,6 +112,7 @@ class RoomControls:
         if store is not None:  # a revision from the API or MQTT: the panels show its devices and what waits
             store.on_change.append(lambda rev: self.publish())
         self.volume = volume
+        self.kept_path = kept_path
         for c in connectors:
             self._follow(c)
 
@@ -145,8 +176,10 @@ class RoomControls:
             box_reply = await self._box({"cmd": "set_mute", "muted": cmd.get("muted")})
             self._muted_here = bool(box_reply.get("muted", cmd.get("muted")))
             log.info("microphones %s from the panel", "muted" if self.muted else "on")
+            self._keep()
         elif name == "set_volume":
             self.set_volume(cmd.get("volume"))
+            self._keep()
         elif name == "choose_source":
             await self.choose_source(cmd.get("kind"), cmd.get("name"))
         else:
@@ -157,6 +190,15 @@ class RoomControls:
         if isinstance(out.get("policy"), str):
             out["mode"] = out["policy"]
         return out
+
+    def _keep(self) -> None:
+        """The mute and the volume written to ``kept_path`` (atomically); a failure is said, the change stands."""
+        if self.kept_path is None:
+            return
+        try:
+            write_atomic(self.kept_path, json.dumps({"muted": self.muted, "volume": self.volume}) + "\n")
+        except (OSError, ValueError) as e:
+            log.warning("%s: the mute and volume are not kept over a restart: %s", self.kept_path, e)
 
     async def _box(self, cmd: dict[str, Any]) -> dict[str, Any]:
         result = self.box_command(cmd)

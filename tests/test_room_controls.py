@@ -4,6 +4,8 @@ running box keeps its devices), the volume handed to the far end's audio path, t
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +190,40 @@ def test_the_demo_runs_a_ptz_head_with_its_own_camera(tmp_path: Path) -> None:
     saved = parse_config({"cameras": cams, "ptz": {"head": head}, "ptz_follow": {"enabled": True}})
     program = program_from_config(demo_config(builtin_scenario("short"), saved), LatestFrame())
     assert program is not None and program.source.name == "ptzcam"
+
+
+def test_the_mute_and_the_volume_are_kept_over_a_restart(tmp_path: Path) -> None:
+    """A sweep of the panel: after the box restarted (a crash, an update), the room was unmuted and at full volume
+    again, and the meeting it joined at start heard the room; the panel said nothing. Now the mute and the volume
+    are kept in $ROOMBOX_HOME/room.json, and the box starts muted, before it joins a meeting, when it was."""
+    from appliance.room_controls import KEPT_FILE, read_kept
+    from tests.helpers.boxproc import BoxProcess
+    from tests.test_control import _roombox
+    from tests.test_demo_e2e import SHORT, free_port
+
+    home = tmp_path / "home"
+    muted: list[bool] = []
+
+    def box_command(cmd: dict[str, Any]) -> dict[str, Any]:
+        muted.append(bool(cmd["muted"]))
+        return {"muted": muted[-1]}
+
+    controls = RoomControls(box_command, EventBus(), Config(), kept_path=home / KEPT_FILE)
+    asyncio.run(controls.command({"cmd": "set_mute", "muted": True}))
+    asyncio.run(controls.command({"cmd": "set_volume", "volume": 30}))
+    assert read_kept(home / KEPT_FILE) == {"muted": True, "volume": 30}
+    (tmp_path / "damaged.json").write_text('{"muted": "yes"')
+    assert read_kept(tmp_path / "damaged.json") == {} and read_kept(tmp_path / "none.json") == {}
+
+    token = _roombox(home, "token", "create", "--scope", "read").stdout.strip()
+    port = free_port()
+    box = BoxProcess(["demo", "--port", str(port), "--scenario", str(SHORT)], home)
+    box.start()
+    try:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/state", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            room = json.loads(r.read())["room"]
+        assert room["muted"] is True and room["volume"] == 30, room
+        assert "microphones muted, as they were before the restart" in box.tail(), box.tail()
+    finally:
+        assert box.stop() == 0, box.tail()
