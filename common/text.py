@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import html
+import re
+
+_HEAD = re.compile(r"<(head|script|style)\b.*?</\1\s*>", re.I | re.S)
+_TAG = re.compile(r"<[^>]*>")
+
 
 def excerpt(text: str, limit: int = 160) -> str:
     """``text`` on one line, at most ``limit`` characters (then ``...``), its control characters escaped
@@ -16,3 +22,13 @@ def excerpt(text: str, limit: int = 160) -> str:
 def _escape(c: str) -> str:
     n = ord(c)
     return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+
+
+def page_excerpt(body: str, content_type: str = "", limit: int = 160) -> str:
+    """A server's error body as :func:`excerpt` shows it, but an HTML page (by its type, or by how it starts)
+    as its words: tags, head, scripts and styles dropped, entities read (a web server's 404 page shows as
+    "Error response Error code: 404 Message: File not found.", not as its markup)."""
+    start = body.lstrip()[:15].lower()
+    if "html" in content_type.lower() or start.startswith(("<!doctype html", "<html")):
+        body = html.unescape(_TAG.sub(" ", _HEAD.sub(" ", body)))
+    return excerpt(body, limit)

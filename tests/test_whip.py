@@ -113,7 +113,7 @@ def test_whip_endpoints_that_refuse_or_answer_garbage_give_one_clear_error(janus
         cases = [
             (f"{url}/endpoint/{ROOM}", "wrong-token", "the token was refused (401 Unauthorized)"),
             (f"{url}/status/404", TOKEN, "refused the offer (404 Not Found): test says 404"),
-            (f"{url}/garbage", TOKEN, "the answer is not an SDP session description: <html>hello</html>"),
+            (f"{url}/garbage", TOKEN, "the answer is not an SDP session description: hello"),
             (f"{url}/endpoint/999", TOKEN, "refused the offer (404 Not Found)"),  # no such room in Janus
         ]
         try:
@@ -160,6 +160,8 @@ def test_whip_server_errors_and_an_unreachable_endpoint_are_retried_with_back_of
             await wait_for(lambda: pub.state == "retrying", 10, "retrying")
             print(f"\nunreachable: {pub.detail}")
             assert f"WHIP {closed} unreachable: " in pub.detail and "next attempt in" in pub.detail
+            port = closed.split(":")[2].split("/")[0]  # said in words, not as aiohttp's "ssl:default [...]"
+            assert f"cannot connect to 127.0.0.1:{port}: Connection refused" in pub.detail, pub.detail
             # /api/health says so (before, "ok" while the meeting was out of reach)
             health = meeting_check(pub)()
             assert (
@@ -299,6 +301,13 @@ def test_whip_endpoints_that_answer_oddly_are_named_and_bounded() -> None:
             return web.Response(status=403, text="bad\x1b[2Jtoken\x07 <b>no</b>")
         if case == "ra-huge":
             return web.Response(status=429, text="busy", headers={"Retry-After": "999999"})
+        if case == "html":  # a web server's own error page (a sweep: its markup filled the panel's meeting card)
+            page = (
+                '<!DOCTYPE HTML>\n<html lang="en">\n<head><meta charset="utf-8"><title>Error response</title>'
+                "<style>p { color: red }</style></head>\n<body><h1>Error response</h1><p>Error code: 404</p>"
+                "<p>Message: File &amp; path not found.</p></body></html>"
+            )
+            return web.Response(status=404, text=page, content_type="text/html")
         await asyncio.sleep(5)  # "slow": never answers in time (1 s)
         return web.Response(status=503)
 
@@ -315,6 +324,7 @@ def test_whip_endpoints_that_answer_oddly_are_named_and_bounded() -> None:
                 ("huge", "failed", "the answer is larger than 256 kB: not an SDP answer"),
                 ("ra-huge", "retrying", "429 Too Many Requests: busy; next attempt in 300.0 s"),
                 ("ctl", "failed", "the token was refused (403 Forbidden): bad\\x1b[2Jtoken\\x07 <b>no</b>"),
+                ("html", "failed", "(404 Not Found): Error response Error code: 404 Message: File & path not found."),
             ):
                 pub = _publisher(room, f"http://127.0.0.1:{port}/{case}")
                 await pub.start()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
@@ -48,6 +49,11 @@ def describe_error(e: BaseException) -> str:
     """An exception in words: its message, or what it is when it has none (a timeout says nothing)."""
     if isinstance(e, TimeoutError) and not str(e):
         return "no answer in time"
+    if isinstance(e, aiohttp.ClientConnectorError) and not isinstance(e, aiohttp.ClientSSLError):
+        # aiohttp's own text: "Cannot connect to host H:P ssl:default [Connect call failed (...)]"
+        errno = getattr(e.os_error, "errno", None)
+        why = os.strerror(errno) if errno else describe_error(e.os_error)
+        return f"cannot connect to {e.host}:{e.port}: {why}"
     return str(e) or type(e).__name__
 
 

@@ -25,7 +25,7 @@ from appliance.config import WhipConfig
 from appliance.streaming.connector import ConnectError, Connector, StateCallback, describe_error
 from appliance.streaming.encoder import EncodedVideo
 from appliance.streaming.hub import AudioHub
-from common.text import excerpt
+from common.text import excerpt, page_excerpt
 
 log = logging.getLogger(__name__)
 _RETRY_STATUS = {408, 425, 429}
@@ -47,8 +47,8 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _snippet(text: str) -> str:
-    text = excerpt(text)
+def _snippet(text: str, content_type: str = "") -> str:
+    text = page_excerpt(text, content_type)
     return ": " + text if text else ""
 
 
@@ -133,20 +133,19 @@ class WhipPublisher(Connector):
             raise ConnectError(f"{where}: too many redirects (a redirect loop?)") from None
         except (aiohttp.ClientError, OSError) as e:
             raise ConnectError(f"{where} unreachable: {describe_error(e)}") from None
+        said = _snippet(body, ctype)
         if status in (401, 403):
-            raise ConnectError(f"{where}: the token was refused ({status} {reason}){_snippet(body)}", retry=False)
+            raise ConnectError(f"{where}: the token was refused ({status} {reason}){said}", retry=False)
         if status >= 500 or status in _RETRY_STATUS:
-            raise ConnectError(f"{where}: {status} {reason}{_snippet(body)}", retry_after_s=retry_after)
+            raise ConnectError(f"{where}: {status} {reason}{said}", retry_after_s=retry_after)
         if status not in (200, 201):
-            raise ConnectError(f"{where}: refused the offer ({status} {reason}){_snippet(body)}", retry=False)
+            raise ConnectError(f"{where}: refused the offer ({status} {reason}){said}", retry=False)
         if ctype != "application/sdp":
-            raise ConnectError(
-                f"{where}: the answer is {ctype or 'untyped'}, not application/sdp{_snippet(body)}", retry=False
-            )
+            raise ConnectError(f"{where}: the answer is {ctype or 'untyped'}, not application/sdp{said}", retry=False)
         if not location:
             raise ConnectError(f"{where}: the answer has no Location header (no session to leave)", retry=False)
         if not body.lstrip().startswith("v=0") or "\nm=" not in body:
-            raise ConnectError(f"{where}: the answer is not an SDP session description{_snippet(body)}", retry=False)
+            raise ConnectError(f"{where}: the answer is not an SDP session description{said}", retry=False)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
         except Exception as e:  # aiortc raises ValueError and others for an SDP it cannot use
