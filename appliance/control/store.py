@@ -329,7 +329,9 @@ class ConfigStore:
                     except Exception:
                         log.exception("applying the running config again failed")
                     reason = f"the running box cannot apply it: {type(e).__name__}: {e}"
-                    raise ConfigRejected([{"key": "(top level)", "reason": reason}]) from None
+                    # the sections changed, of which one is at fault (``[doa]`` with no FFT bin in its band, say)
+                    key = ", ".join(sorted({k.split(".")[0] for k in rest}))
+                    raise ConfigRejected([{"key": key, "reason": reason}]) from None
                 restart += [k for k in rest if any(k == n or k.startswith(n.rstrip(".") + ".") for n in needs)]
 
         def undo() -> None:
