@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -242,6 +243,8 @@ async def _listening(app: Any, host: str, port: int) -> AsyncIterator[None]:
         await server.start()
     except OSError as e:
         await server.stop()
+        if e.errno == errno.EADDRINUSE:  # another process has it (the box before, still stopping): not the config's
+            raise OSError(f"[panel] cannot listen on {host}:{port}: the address is in use by another process") from e
         raise StartFailed(f"[panel] cannot listen on {host}:{port}: {e.strerror or e}") from e
     try:
         yield

@@ -1479,6 +1479,24 @@ def test_a_saved_config_the_box_cannot_start_on_leaves_it_on_an_earlier_revision
         store.write(good, "test", lambda cfg: ["cameras", "panel"])  # mended, as a save from the panel would
 
 
+def test_a_panel_port_in_use_is_no_reason_to_start_on_an_earlier_config(tmp_path: Path) -> None:
+    """The port taken by another process (the box before, still stopping) is not the config's fault: the box
+    does not fall back to an earlier revision (one with another port would start on an old config), it says
+    so and exits 2, and the service starts it again."""
+    home = tmp_path / "home"
+    path = home / "config.toml"
+    store = ConfigStore(path, home / "config-revisions", Config())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        store.write(Config.model_validate({"panel": {"port": port}}), "test", lambda cfg: ["panel"])
+        done = _roombox(home, "demo", "--scenario", "short")
+    assert done.returncode == 2, done.stderr
+    assert f"[panel] cannot listen on 127.0.0.1:{port}: the address is in use by another process" in done.stderr
+    assert "trying revision" not in done.stderr
+
+
 def test_a_saved_config_refused_at_start_leaves_the_box_on_its_last_good_revision(tmp_path: Path) -> None:
     """A config.toml mended wrong by hand (or one a new version refuses) made ``roombox demo`` exit 2, and the
     service restarted into the same error until it gave up: no camera, no panel, no fleet link. Now the box
