@@ -238,6 +238,19 @@ def test_a_reference_that_is_what_the_mics_hear_is_far_end() -> None:
     assert all(h.farend for h in heard[4:]) and all(h.azimuth_deg is None for h in heard)
 
 
+@pytest.mark.parametrize(("rate", "block_ms"), [(48000, 64.0), (96000, 64.0), (16000, 8.0)])
+def test_the_far_end_is_heard_at_any_rate_and_block(rate: int, block_ms: float) -> None:
+    """A sweep: at 48 or 96 kHz with a playback reference (a ReSpeaker preset at the rate its firmware offers),
+    the hearing failed on the stream's first block ("window of 3072 samples is too short: need at least
+    4096") and the live mic array was lost and retried for ever; so did a short block at 16 kHz."""
+    x = plane_wave(CIRCLE, 140.0, n=rate)  # the noise of seed 0 (its geometry made for 16 kHz: no matter here)
+    ref = np.random.default_rng(0).standard_normal(rate).astype(np.float32)
+    mic = MicArraySection(sample_rate=rate)
+    heard = Listener(mic, doa=DoaConfig(vad="energy", block_ms=block_ms, hop_ms=block_ms / 2)).feed(x, 0.0, 0.1 * ref)
+    late = [h for h in heard if h.t > 0.3]
+    assert late and all(h.farend for h in late) and all(h.azimuth_deg is None for h in heard)
+
+
 def test_a_ceiling_loudspeaker_is_not_a_seated_talker() -> None:
     """6-mic circle, RT60 0.6 s, SNR 10 dB: a voice from a loudspeaker 1.6 m above the array (60 degrees up),
     then a seated talker; no playback reference, so only the geometry tells them apart."""

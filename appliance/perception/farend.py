@@ -78,7 +78,8 @@ class FarendMeter:
             raise ValueError(f"max_delay must be >= 0, got {max_delay}")
         self.sample_rate = sample_rate
         self.max_delay = max_delay
-        self.frame = int(2 ** round(math.log2(frame_s * sample_rate)))
+        # at most frame_s: at 48 kHz 1024 samples, not 2048, so that a block of 64 ms holds two frames
+        self.frame = int(2 ** math.floor(math.log2(frame_s * sample_rate) + 1e-9))
         self.hop = self.frame // 2
         self._window = np.hanning(self.frame + 2)[1:-1]
         freqs = np.fft.rfftfreq(self.frame, 1.0 / sample_rate)

@@ -292,6 +292,10 @@ class Listener:
         if ref.size < need:
             ref = np.concatenate([np.zeros(need - ref.size, np.float32), ref])
         # the room path changes rarely: search its delay again every DELAY_EVERY blocks, or when lost
+        if n < 2 * self.farend_meter.frame:  # the stream's first short blocks: too little of it for a share
+            if self._ref_onset(ref):
+                self._farend_until = t + cfg.farend_hold_s
+            return t <= self._farend_until
         search = self._delay is None or self._blocks % DELAY_EVERY == 0
         est = self.farend_meter.share(
             self._x.view[i_end - n : i_end], ref, block_end - n, delay=None if search else self._delay
