@@ -88,7 +88,16 @@ async def _serve(
 
     setup_from_config(cfg.log)  # first: mediapipe's and aiortc's chatter stays out of the box's log
 
-    from appliance.control import Control, sdnotify
+    from appliance.control import sdnotify
+    from drivers.audio.devices import wait_for_sound_system
+
+    def waiting(why: str) -> None:
+        log.warning("%s", why)
+        sdnotify.notify_status(why)
+
+    wait_for_sound_system(waiting)  # before mediapipe's import, which sets PortAudio up too
+
+    from appliance.control import Control
     from appliance.control.kiosk import kiosk_link
     from appliance.control.metrics import HealthCheck, Metrics, add_metrics_routes
     from appliance.messages import MeetingStatus

@@ -441,6 +441,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # the error line goes to stderr as it is now: sounddevice points stderr at /dev/null while it sets PortAudio
+    # up, and a hung sound server leaves it so (``roombox mics`` said nothing, then)
+    try:
+        stderr = os.fdopen(os.dup(sys.stderr.fileno()), "w", closefd=True)
+    except (AttributeError, OSError, ValueError):  # no file under it (a test's capture): as it is
+        return _run(args, sys.stderr)
+    try:
+        return _run(args, stderr)
+    finally:
+        stderr.close()
+
+
+def _run(args: argparse.Namespace, stderr: Any) -> int:
     try:
         return int(args.func(args))
     except BrokenPipeError:  # the reader stopped (`roombox doa ... | head`): nothing more to say, to anyone
@@ -448,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's last flush does not complain
         return 141  # as a shell reports a process ended by SIGPIPE
     except (ConfigError, ValueError, OSError, RoomboxError) as e:
-        print(f"roombox {args.command}: error: {e}", file=sys.stderr)
+        print(f"roombox {args.command}: error: {e}", file=stderr, flush=True)
         return 2
     except KeyboardInterrupt:
         return 130

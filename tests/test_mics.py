@@ -39,6 +39,7 @@ from drivers.registry import DriverContext, open_device
 RATE = 16000
 CHANNEL_MAP = "front-left,front-right,rear-left,rear-right,front-center,lfe"  # ALSA's order for 6 channels
 SINK = "roomarray"
+ROOT = Path(__file__).resolve().parent.parent
 TALKER_AZ = 35.0
 
 
@@ -575,3 +576,42 @@ def test_a_missing_pyaudio_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
         r"pyaudio",
     ):
         open_device("mic_array", "m", mic, DriverContext())
+
+
+def test_a_hung_sound_server_is_said_not_waited_for_in_silence(pulse: PulseServer) -> None:
+    """A sweep: with the sound server hung (stopped), ``roombox run`` never served its panel and logged nothing,
+    and ``roombox mics`` hung: PortAudio's set-up (sounddevice's import, which mediapipe and pyroomacoustics
+    make too) waits on the server. Now ``mics`` says so and exits 2, and the box says why it waits, then
+    goes on once the server answers."""
+    assert pulse.proc is not None
+    env = {**os.environ, **pulse.env, "PULSE_SOURCE": f"{SINK}.monitor"}
+    pulse.proc.send_signal(signal.SIGSTOP)
+    try:
+        mics = subprocess.run(
+            [sys.executable, "-m", "appliance.cli", "mics"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert mics.returncode == 2 and "the sound system does not answer" in mics.stderr, mics.stderr
+        waiter = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from drivers.audio.devices import wait_for_sound_system as w; w(lambda m: print(m, flush=True), 1.0);"
+                " print('set up', flush=True)",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert waiter.stdout is not None
+        first = waiter.stdout.readline()
+        assert first.startswith("waiting for the sound system: setting PortAudio up has waited"), first
+    finally:
+        pulse.proc.send_signal(signal.SIGCONT)
+    out, _ = waiter.communicate(timeout=120)
+    assert waiter.returncode == 0 and out.rstrip().endswith("set up"), out

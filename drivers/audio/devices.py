@@ -17,11 +17,13 @@ each microphone), ``channels`` (how many the device is opened with) and ``playba
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -217,15 +219,86 @@ def listed_afresh(wanted: str | int, direction: Literal["input", "output"]) -> b
     return any(wanted.lower() in str(d[0]).lower() and d[column] > 0 for d in listing)
 
 
-def _import_sounddevice() -> Any:
-    try:
-        import sounddevice
-    except (ImportError, OSError) as e:
+IMPORT_WAIT_S = 8.0  # how long a caller waits for PortAudio's set-up (sounddevice's import) before saying so
+OPEN_WAIT_S = 2.0  # ... and the driver's open at start, which leaves a longer wait to the device's start
+
+
+class _Import:
+    """One import of a module on a daemon thread of its own. Importing sounddevice sets PortAudio up, which
+    asks the sound server (through ALSA's pulse plugin): a hung PulseAudio or PipeWire blocks it until the
+    server answers, and on the event loop that would hang the whole box, panel and all."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.done = threading.Event()
+        self.module: Any = None
+        self.error: BaseException | None = None
+        threading.Thread(target=self._run, daemon=True, name=f"import {name}").start()
+
+    def _run(self) -> None:
+        try:
+            self.module = importlib.import_module(self.name)
+        except BaseException as e:  # kept for the callers, who say it
+            self.error = e
+        finally:
+            self.done.set()
+
+
+_IMPORTS: dict[str, _Import] = {}
+_IMPORTS_LOCK = threading.Lock()
+
+
+def _import_soon(name: str) -> _Import:
+    """The import of ``name`` under way or done (a failed one is started again)."""
+    with _IMPORTS_LOCK:
+        entry = _IMPORTS.get(name)
+        if entry is None or (entry.done.is_set() and entry.error is not None):
+            entry = _IMPORTS[name] = _Import(name)
+        return entry
+
+
+def _import_sounddevice(wait_s: float = IMPORT_WAIT_S) -> Any:
+    """The sounddevice module, once PortAudio is set up; MicDeviceError when it is missing, or when the sound
+    system has not answered within ``wait_s`` (the set-up goes on: a later call takes it when it is done)."""
+    entry = _import_soon("sounddevice")
+    if not entry.done.wait(wait_s):
+        raise MicDeviceError(
+            f"the sound system does not answer: setting PortAudio up has waited {wait_s:g} s for it (a hung "
+            "PulseAudio or PipeWire server?); it is tried again"
+        )
+    if isinstance(entry.error, ImportError | OSError):
         raise MicDeviceError(
             f"the sounddevice driver needs the Python package sounddevice and the PortAudio "
-            f"library (pip install sounddevice; apt-get install libportaudio2): {e}"
+            f"library (pip install sounddevice; apt-get install libportaudio2): {entry.error}"
         ) from None
-    return sounddevice
+    if entry.error is not None:
+        raise entry.error
+    return entry.module
+
+
+def wait_for_sound_system(say: Callable[[str], object], every_s: float = 10.0) -> None:
+    """Set PortAudio up (sounddevice's import, on a thread of its own) and wait until it is, saying so every
+    ``every_s`` while it waits. The box calls it first at its start: mediapipe and pyroomacoustics import
+    sounddevice too, and a sound server that is hung (a stopped or deadlocked PulseAudio or PipeWire) would
+    otherwise hold the start without a word."""
+    entry = _import_soon("sounddevice")
+    waited = 0.0
+    while not entry.done.wait(every_s):
+        waited += every_s
+        say(
+            f"waiting for the sound system: setting PortAudio up has waited {waited:.0f} s for it (is the "
+            "PulseAudio or PipeWire server hung?)"
+        )
+
+
+def _check_sounddevice() -> None:
+    """At a driver's open: a missing package or library refused at once; a sound system that is slow to answer
+    left to the device's start (on a thread, bounded, reported and retried), never waited for on the loop."""
+    try:
+        _import_sounddevice(OPEN_WAIT_S)
+    except MicDeviceError as e:
+        if "does not answer" not in str(e):
+            raise
 
 
 class _SdStream:
@@ -450,7 +523,7 @@ def open_portaudio(name: str, cfg: PortAudioMicSection, backend: Backend, ctx: D
 
 @register("mic_array", "sounddevice", SoundDeviceMicConfig)
 def open_sounddevice(name: str, cfg: SoundDeviceMicConfig, ctx: DriverContext) -> PortAudioMicArray:
-    _import_sounddevice()
+    _check_sounddevice()
     return open_portaudio(name, cfg, SoundDeviceBackend(), ctx)
 
 

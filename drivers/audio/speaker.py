@@ -449,7 +449,7 @@ def _close(stream: Any) -> None:
 
 @register("speaker", "sounddevice", SoundDeviceSpeakerConfig)
 def open_sounddevice_speaker(name: str, cfg: SoundDeviceSpeakerConfig, ctx: DriverContext) -> PortAudioSpeaker:
-    _devices._import_sounddevice()
+    _devices._check_sounddevice()
     return PortAudioSpeaker(
         name,
         cfg.device,

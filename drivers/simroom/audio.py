@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyroomacoustics as pra
 import scipy.signal
 
 from drivers.simroom.assets import arctic_clip, synthesize
@@ -228,6 +227,10 @@ def render_shoebox(
     Deterministic for ``rng`` (drawn from once per source, in order). No noise, no normalisation.
     """
     size = list(size_m)
+    # imported here: pyroomacoustics imports sounddevice, which sets PortAudio up and waits on the sound server;
+    # the driver registry imports this module at the box's start (a hung PulseAudio would hang the start)
+    import pyroomacoustics as pra
+
     e_abs, order = pra.inverse_sabine(rt60_s, size)
     room = pra.ShoeBox(
         size, fs=rate, materials=pra.Material(e_abs), max_order=min(int(order), MAX_ISM_ORDER), air_absorption=False
