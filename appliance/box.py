@@ -297,6 +297,8 @@ class RoomBox:
     def stats(self) -> Stats:
         """The counters now, as a message."""
         c = self.counters
+        mics = getattr(self.mics, "counters", None)  # a sound card's (drivers.audio.capture): a dict
+        mics = mics if isinstance(mics, dict) else {}
         return Stats(
             self.clock.now(),
             c.frames,
@@ -306,6 +308,9 @@ class RoomBox:
             c.doa_blocks,
             int(getattr(self.camera, "dropped", 0)),
             "ptz" if self._program_live else "crop",
+            int(mics.get("overflows", 0)),
+            int(mics.get("dropped_blocks", 0)),
+            int(mics.get("gaps", 0)),
         )
 
     async def _card_loop(self, every_s: float = 0.5) -> None:

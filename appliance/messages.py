@@ -243,6 +243,11 @@ class Stats:
     doa_blocks: int = 0
     frames_dropped: int = 0
     program: str = "crop"  # the picture the meeting sees: "crop" of the wide camera, or "ptz" (the PTZ camera's)
+    # the mic array's (a sound card's, ``drivers.audio.capture``): the driver's buffer overrun, blocks dropped
+    # because the box did not take them in time, and gaps in the stream (a stall)
+    audio_overflows: int = 0
+    audio_blocks_dropped: int = 0
+    audio_gaps: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -254,6 +259,9 @@ class Stats:
             "doa_blocks": self.doa_blocks,
             "frames_dropped": self.frames_dropped,
             "program": self.program,
+            "audio_overflows": self.audio_overflows,
+            "audio_blocks_dropped": self.audio_blocks_dropped,
+            "audio_gaps": self.audio_gaps,
         }
 
     @classmethod
@@ -267,6 +275,9 @@ class Stats:
             int(d.get("doa_blocks", 0)),
             int(d.get("frames_dropped", 0)),
             str(d.get("program", "crop")),
+            int(d.get("audio_overflows", 0)),
+            int(d.get("audio_blocks_dropped", 0)),
+            int(d.get("audio_gaps", 0)),
         )
 
 

@@ -393,3 +393,23 @@ def test_a_card_goes_out_in_the_place_of_a_lost_camera(tmp_path: Path) -> None:
     assert 0.9 < background < 1.0, background  # the card's colour, and some text on it
     assert seen["published"] == 0 and seen["put_at"] is None  # not a framed picture
     assert seen["after_s"] >= CARD_AFTER_S - 1.0, seen["after_s"]  # not at the first hiccup
+
+
+def test_the_mic_arrays_losses_are_in_the_stats(tmp_path: Path) -> None:
+    """A sweep: a sound card's overruns, the blocks the box did not take in time and the stream's gaps were
+    counted by the driver (``PortAudioMicArray.counters``) and shown nowhere; now in the stats (the panel's
+    Box card, /api/status, /metrics)."""
+    write_noise(tmp_path / "a.wav", 1.0, 2)
+
+    class CountingMics(WavMicArray):  # what a sound card's driver adds to a source
+        counters = {"overflows": 3, "dropped_blocks": 100, "gaps": 2}
+
+    cfg = Config(detector=DetectorConfig(tiles=(1, 1)))
+    with FaceDetector(cfg=cfg.detector) as detector:
+        for mics, want in (
+            (CountingMics(tmp_path / "a.wav"), (3, 100, 2)),
+            (WavMicArray(tmp_path / "a.wav"), (0, 0, 0)),
+        ):
+            box = RoomBox(cfg, FileCamera(tmp_path / "none.mp4"), mics, detector, LatestFrame(), None, EventBus())
+            stats = box.stats().to_json()
+            assert (stats["audio_overflows"], stats["audio_blocks_dropped"], stats["audio_gaps"]) == want

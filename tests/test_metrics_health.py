@@ -77,7 +77,19 @@ def test_metrics_are_scraped_with_frames_devices_timings_cpu_viewers_and_bitrate
         add_metrics_routes(app, metrics)
         events.publish(DeviceStatus("camera", "running"))
         events.publish(DeviceStatus("mic_array", "lost", "unplugged"))
-        events.publish(Stats(1.0, frames=42, detections=5, detection_ms=18.5, audio_blocks=100, doa_blocks=90))
+        events.publish(
+            Stats(
+                1.0,
+                frames=42,
+                detections=5,
+                detection_ms=18.5,
+                audio_blocks=100,
+                doa_blocks=90,
+                audio_overflows=2,
+                audio_blocks_dropped=100,
+                audio_gaps=1,
+            )
+        )
         events.publish(Shot(1.0, (0, 0, 10, 10), "group", None, "r"))
         metrics.observe_detection(0.02)
         metrics.observe_detection(0.05)
@@ -122,6 +134,9 @@ def test_metrics_are_scraped_with_frames_devices_timings_cpu_viewers_and_bitrate
         assert _get(s2, "roombox_viewers") == 1
         assert _get(s2, "roombox_frames_out_total") >= 15 and _get(s2, "roombox_frames_dropped_total") >= 0
         assert _get(s2, "roombox_frames_in_total") == 42 and _get(s2, "roombox_doa_blocks_total") == 90
+        # the mic array's losses (a sweep: counted by the driver, shown nowhere)
+        assert _get(s2, "roombox_audio_overflows_total") == 2 and _get(s2, "roombox_audio_gaps_total") == 1
+        assert _get(s2, "roombox_audio_blocks_dropped_total") == 100
         assert _get(s2, "roombox_detection_recent_seconds") == 0.0185
         assert _get(s2, "roombox_detection_seconds_count") == 2
         assert _get(s2, "roombox_detection_seconds_bucket", le="0.04") == 1

@@ -48,6 +48,9 @@ _STATS_COUNTERS = {
     "detections": ("roombox_detections", "Face detections run"),
     "audio_blocks": ("roombox_audio_blocks_in", "Mic-array audio blocks the box took in"),
     "doa_blocks": ("roombox_doa_blocks", "Direction-of-arrival analysis blocks"),
+    "audio_overflows": ("roombox_audio_overflows", "Mic-array driver buffer overruns (samples lost at the card)"),
+    "audio_blocks_dropped": ("roombox_audio_blocks_dropped", "Mic-array blocks dropped: the box did not take them"),
+    "audio_gaps": ("roombox_audio_gaps", "Gaps in the mic array's stream (a stall or a lost block)"),
 }
 _DETECTION_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 _DOA_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
