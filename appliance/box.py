@@ -24,7 +24,7 @@ import numpy as np
 
 from appliance.config import Config
 from appliance.framing import render_card, render_shot
-from appliance.messages import CameraInfo, Decisions, DeviceStatus, Faces, Shot, Stats
+from appliance.messages import CameraInfo, Decisions, DeviceStatus, Doa, Faces, Shot, Stats
 from appliance.perception.hearing import make_ears
 from appliance.ports import AudioSink, Detector, EventSink, FrameSink
 from appliance.step import FrameStep, gain_of
@@ -115,7 +115,10 @@ class RoomBox:
 
     async def _mic_loop(self, started: Callable[[], None]) -> None:
         self.hearing.reset()
-        await self._until_switched("mic_array", lambda: _pump(self.mics, self._on_audio, started))
+        try:
+            await self._until_switched("mic_array", lambda: _pump(self.mics, self._on_audio, started))
+        finally:  # lost or stopped: nothing is heard now (the panel and /api/state kept the last talker's
+            self.events.publish(Doa(self.clock.now(), None, False))  # direction while the array was lost)
 
     async def _until_switched(self, kind: str, pump: Callable[[], Awaitable[None]]) -> None:
         """Run a device's pump; when :meth:`use_source` swaps the device, stop the old one and pump the new."""

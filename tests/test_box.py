@@ -18,12 +18,12 @@ import scipy.io.wavfile
 
 from appliance.box import RoomBox
 from appliance.config import Config, DetectorConfig
-from appliance.messages import Face, Faces
+from appliance.messages import Doa, Face, Faces
 from appliance.perception.faces import FaceDetector
 from appliance.perception.hearing import Gained
 from appliance.streaming.hub import EventBus, LatestFrame
 from common.clock import VirtualClock
-from drivers.base import Frame
+from drivers.base import Frame, SourceLost
 from drivers.files import FileCamera, VideoFileWriter, WavMicArray
 
 
@@ -413,3 +413,37 @@ def test_the_mic_arrays_losses_are_in_the_stats(tmp_path: Path) -> None:
             box = RoomBox(cfg, FileCamera(tmp_path / "none.mp4"), mics, detector, LatestFrame(), None, EventBus())
             stats = box.stats().to_json()
             assert (stats["audio_overflows"], stats["audio_blocks_dropped"], stats["audio_gaps"]) == want
+
+
+def test_a_lost_mic_array_leaves_no_talker_on_the_panel(tmp_path: Path) -> None:
+    """A sweep: after the mic array was lost, /api/state and the panel kept the last talker's direction
+    ("speech": true) until it came back. Now the loss says nothing is heard."""
+
+    class Unplugged(WavMicArray):  # a sound card pulled out: its next block never comes
+        async def recv(self) -> Any:
+            raise SourceLost("unplugged")
+
+    write_noise(tmp_path / "a.wav", 1.0, 2)
+
+    async def scenario() -> dict[str, Any]:
+        events = EventBus()
+        cfg = Config(detector=DetectorConfig(tiles=(1, 1)))
+        with FaceDetector(cfg=cfg.detector) as detector:
+            mics = Unplugged(tmp_path / "a.wav")
+            box = RoomBox(cfg, FileCamera(tmp_path / "none.mp4"), mics, detector, LatestFrame(), None, events)
+            events.publish(Doa(0.0, 30.0, True))  # the last talker heard before the card went
+            seen = events.subscribe()
+            task = asyncio.create_task(box.run())
+            try:
+                while True:
+                    kind, payload = await asyncio.wait_for(seen.get(), 45.0)
+                    if kind == "device" and payload["name"] == "mic_array" and payload["state"] == "lost":
+                        break
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(task, 30.0)
+        return events.snapshot()["doa"]
+
+    last = asyncio.run(scenario())
+    assert last["azimuth_deg"] is None and last["speech"] is False, last
