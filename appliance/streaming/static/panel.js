@@ -60,12 +60,27 @@ function waitForIce(conn, timeoutMs) {
 }
 
 const SIGN_IN_NEEDED = "sign-in needed (the kiosk link, or the PIN)";
+const BOX_SILENT = "the box does not answer (restarting?)";
+const BOX_LOST = "connection to the box lost – reconnecting…";
+
+// What went wrong, in words for the room: a fetch that could not reach the box rejects with the browser's own
+// TypeError ("Failed to fetch", "NetworkError when attempting to fetch resource.", "Load failed"), never shown raw.
+function errorWords(e) {
+  if (!e) return "";
+  const text = String(e.message || e);
+  if (e instanceof TypeError || /failed to fetch|networkerror|load failed|network error/i.test(text)) return BOX_SILENT;
+  return text.replace(/^(Type)?Error: /, "");
+}
+
+// the panel's socket is closed and waiting to be opened again (not: still opening)
+function socketLost() { return ws === null || ws.readyState > WebSocket.OPEN; }
 
 function scheduleReconnect(why) {
   if (retryTimer) return;
   state.connected = false;
   state.lastDrop = why;
-  setConn("bad", state.signedIn === false ? SIGN_IN_NEEDED : why + " – reconnecting…");
+  setConn("bad", state.signedIn === false ? SIGN_IN_NEEDED : why === BOX_SILENT ? why + " – reconnecting…" :
+    socketLost() ? BOX_LOST : why + " – reconnecting…");
   if (pc) { try { pc.close(); } catch (e) { /* already closed */ } pc = null; }
   retryTimer = setTimeout(() => { retryTimer = null; state.reconnects += 1; connectVideo(); }, retryDelay);
   retryDelay = Math.min(retryDelay * 2, 10000);
@@ -79,7 +94,8 @@ function restartVideo() {
 }
 
 async function connectVideo() {
-  if (state.signedIn !== false) setConn("wait", "connecting…");
+  // (with the socket down too, what the header says of the box stays until the box answers)
+  if (state.signedIn !== false && !socketLost()) setConn("wait", "connecting…");
   if (pc) { try { pc.close(); } catch (e) { /* already closed */ } }
   state.connected = false;
   const conn = new RTCPeerConnection({ iceServers: [] });
@@ -100,11 +116,11 @@ async function connectVideo() {
       state.connected = true;
       retryDelay = 1000;
       lastFrameAt = performance.now();
-      setConn("ok", "live");
+      if (socketLost()) setConn("bad", BOX_LOST); else setConn("ok", "live");
     } else if (conn.connectionState === "failed" || conn.connectionState === "closed") {
       scheduleReconnect("connection " + conn.connectionState);
     } else if (conn.connectionState === "disconnected") {
-      setConn("wait", "interrupted…");
+      if (!socketLost()) setConn("wait", "interrupted…");
       setTimeout(() => { if (conn === pc && conn.connectionState === "disconnected") scheduleReconnect("lost"); },
         4000);
     }
@@ -131,7 +147,7 @@ async function connectVideo() {
     if (conn !== pc) return;
     await conn.setRemoteDescription(answer);
   } catch (e) {
-    if (conn === pc) scheduleReconnect(String(e.message || e));
+    if (conn === pc) scheduleReconnect(errorWords(e));
   }
 }
 
@@ -166,7 +182,7 @@ function onVideoFrame(now, meta) {
   lastFrameAt = performance.now();
   state.videoWidth = video.videoWidth;
   state.videoHeight = video.videoHeight;
-  $("res").textContent = video.videoWidth + "×" + video.videoHeight;
+  if (state.connected) $("res").textContent = video.videoWidth + "×" + video.videoHeight;
   $("overlay").classList.add("hidden");
   video.requestVideoFrameCallback(onVideoFrame);
 }
@@ -180,6 +196,7 @@ setInterval(() => {
   while (frameTimes.length && frameTimes[0] < now - 1000) frameTimes.shift();
   state.fps = frameTimes.length;
   $("fps").textContent = state.connected ? String(state.fps) : "–";
+  if (!state.connected || now - lastFrameAt > 2000) $("res").textContent = "–";
   // The box sends a picture at least every two frame intervals, so a visible page that has shown nothing
   // for 4 s has lost the box (a box that drops the viewer is not noticed by the browser's ICE for long).
   if (state.connected && pc && document.visibilityState === "visible" && now - lastFrameAt > 4000) {
@@ -194,7 +211,7 @@ setInterval(() => {
 $("sound").addEventListener("click", () => {
   video.muted = !video.muted;
   if (!video.muted) video.play().catch(() => {});
-  $("sound").textContent = video.muted ? "Sound off" : "Sound on";
+  $("sound").textContent = video.muted ? "Sound on" : "Sound off";  // what a tap does
   $("sound").setAttribute("aria-pressed", String(!video.muted));
 });
 
@@ -219,11 +236,19 @@ function connectEvents() {
   const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
   const sock = new WebSocket(url);
   ws = sock;
-  sock.onopen = () => { if (sock === ws) { state.wsConnected = true; wsDelay = 1000; } };
+  sock.onopen = () => {
+    if (sock !== ws) return;
+    state.wsConnected = true;
+    wsDelay = 1000;
+    if (state.connected) setConn("ok", "live");
+    else if (state.signedIn !== false) setConn("wait", "video reconnecting…");
+  };
   sock.onclose = (ev) => {
     if (sock !== ws) return;  // replaced on purpose (a new sign-in)
     state.wsCloseCode = ev.code;
     dropSocket(sock, "connection closed");
+    // the panel's link to the box is gone now: "live" is not claimed a moment longer (the video notices later)
+    if (ev.code !== 4401 && state.signedIn !== false) setConn("bad", BOX_LOST);
     // A refused handshake (401: the box restarted and forgot the session) looks like any failure here (1006);
     // 4401: the session or its token ended. Either way, ask the box, and sign in again with the stored token.
     ensureSession(ev.code === 4401).then((how) => {
@@ -257,6 +282,7 @@ function handleEvent(kind, data) {
       state.lastShot = data;
       $("shot-mode").textContent = data.mode || "–";
       $("shot-reason").textContent = data.reason || "";
+      $("shot-reason").title = data.reason || "";
       if (data.policy !== state.policy) { state.policy = data.policy; drawModes(); }
       if (data.cut) {
         state.why.unshift({ t: data.t, mode: data.mode, reason: data.reason });
@@ -277,6 +303,7 @@ function handleEvent(kind, data) {
     case "calibration": state.calibration = { ...(state.calibration || {}), ...data }; drawCalibration(); break;
     case "room": takeRoom(data); break;
     case "meeting":  // one connector's state: the next "room" event has all of them
+      joinTried.delete(data.name);  // news of it: shown as it is
       if (state.room) {
         state.room.meetings = state.room.meetings.map((m) => (m.name === data.name ? data : m));
         drawMeetings();
@@ -312,7 +339,7 @@ function drawStats() {
   const box = $("stats");
   box.textContent = "";
   for (const [k, v] of Object.entries(state.stats || {})) {
-    if (typeof v === "object") continue;
+    if (typeof v === "object" || k === "t") continue;  // t: the box's monotonic clock, meaningless here
     const dt = document.createElement("dt");
     dt.textContent = k.replace(/_/g, " ");
     const dd = document.createElement("dd");
@@ -449,7 +476,7 @@ async function signInWith(token) {
       body: JSON.stringify({ token }),
     });
   } catch (e) {
-    state.lastDrop = "sign-in failed: " + String(e.message || e);
+    state.lastDrop = "sign-in failed: " + errorWords(e);
     return "unreachable";
   }
   if (res.ok) { state.signedIn = true; signIns += 1; return "renewed"; }
@@ -531,6 +558,7 @@ function setStale(stale) {
     state.pending = {};
     $("shot-mode").textContent = "–";
     $("shot-reason").textContent = "";
+    $("shot-reason").title = "";
   }
   drawModes();
   drawRoom();
@@ -662,7 +690,7 @@ for (const b of document.querySelectorAll("#ptz [data-ptz]")) {
 const MEETING_STATES = {
   stopped: ["idle", "idle"],
   connecting: ["connecting", "wait"],
-  retrying: ["connecting", "wait"],
+  retrying: ["retrying", "wait"],
   connected: ["in meeting", "ok"],
   failed: ["failed", "bad"],
 };
@@ -673,6 +701,9 @@ function el(tag, cls, text) {
   if (text !== undefined) e.textContent = text;
   return e;
 }
+
+const joinTried = new Map();   // meeting -> {state, detail, at}: Join tapped on a failed meeting, no news yet
+const openDetails = new Set(); // meetings whose whole error text is shown
 
 function drawMeetings() {
   const list = $("meetings");
@@ -687,7 +718,13 @@ function drawMeetings() {
     return;
   }
   for (const m of meetings) {
-    const [label, cls] = MEETING_STATES[m.state] || [m.state, "wait"];
+    let [label, cls] = MEETING_STATES[m.state] || [m.state, "wait"];
+    const tried = joinTried.get(m.name);
+    if (tried && (m.state !== tried.state || m.detail !== tried.detail || performance.now() - tried.at > 15000)) {
+      joinTried.delete(m.name);  // the next state arrived (or none came): shown as it is
+    } else if (tried) {
+      [label, cls] = ["trying again…", "wait"];
+    }
     const li = el("li", "meeting " + cls);
     li.dataset.meeting = m.name;
     const text = el("div", "meeting-text");
@@ -695,28 +732,69 @@ function drawMeetings() {
     const st = el("span", "meeting-state", label);
     st.dataset.state = label;
     text.append(el("i", "dot"), title, st);
-    if (m.detail && (m.state === "failed" || m.state === "retrying")) text.append(el("small", "meeting-detail", m.detail));
+    if (m.detail && (m.state === "failed" || m.state === "retrying")) {
+      // a far end's error can be a paragraph: three lines, the whole of it on a tap (and in the title)
+      const detail = el("small", "meeting-detail", m.detail);
+      detail.title = m.detail;
+      if (openDetails.has(m.name)) detail.classList.add("open");
+      detail.addEventListener("click", () => {
+        if (openDetails.has(m.name)) openDetails.delete(m.name); else openDetails.add(m.name);
+        detail.classList.toggle("open", openDetails.has(m.name));
+      });
+      text.append(detail);
+    }
     const joined = m.state !== "stopped" && m.state !== "failed";
-    const b = el("button", "button " + (joined ? "leave" : "join"), joined ? "Leave" : "Join");
+    const b = el("button", "button " + (joined ? "leave" : "join"),
+      joined ? (m.state === "retrying" ? "Stop trying" : "Leave") : "Join");
     b.type = "button";
     b.dataset.action = joined ? "leave" : "join";
-    b.addEventListener("click", () => command({ cmd: b.dataset.action, meeting: m.name }, showMeetingError));
-    li.append(text);
+    b.addEventListener("click", () => {
+      if (b.dataset.action === "join" && m.state === "failed") {  // the same words would come back: say it is on
+        joinTried.set(m.name, { state: m.state, detail: m.detail, at: performance.now() });
+        setTimeout(drawMeetings, 15500);
+        drawMeetings();
+      }
+      command({ cmd: b.dataset.action, meeting: m.name }, showMeetingError);
+    });
+    const actions = el("div", "meeting-actions");  // the buttons go under the text when it needs the room
     if (m.state === "retrying") {  // waiting to try again (a far end's Retry-After may say minutes): now
       const now = el("button", "button join", "Try now");
       now.type = "button";
       now.dataset.action = "join";
       now.addEventListener("click", () => command({ cmd: "join", meeting: m.name }, showMeetingError));
-      li.append(now);
+      actions.append(now);
     }
-    li.append(b);
+    actions.append(b);
+    li.append(text, actions);
     list.append(li);
+  }
+}
+
+// A tap means what the button said when the person decided to tap it: when another panel's change relabels the
+// button just before the finger lands (MUTE_SETTLE_MS), the tap means the label shown before (a second "Mute"
+// then mutes again, idempotent, instead of unmuting the room that both people wanted muted).
+const MUTE_SETTLE_MS = 700;
+let muteShown = null;        // the mute state the button shows: true, false, or null (not known)
+let muteShownBefore = null;  // what it showed before the last change that did not come from this panel's tap
+let muteChangedAt = -Infinity;
+let muteByTap = false;       // drawing this panel's own tap: not a change from elsewhere
+
+function noteMuteShown(muted) {
+  if (muted !== muteShown) {
+    if (!muteByTap && muted !== null && muteShown !== null) {
+      muteShownBefore = muteShown;
+      muteChangedAt = performance.now();
+    } else {
+      muteChangedAt = -Infinity;
+    }
+    muteShown = muted;
   }
 }
 
 function drawMute() {
   const b = $("mute");
   if (state.roomStale || !state.room) {  // not known: neither "muted" nor "on" is claimed
+    noteMuteShown(null);
     b.dataset.state = "unknown";
     b.setAttribute("aria-pressed", "false");
     b.textContent = "Microphones: not known (no connection to the box)";
@@ -727,6 +805,7 @@ function drawMute() {
     return;
   }
   const muted = !!pendingValue("muted", state.room.muted);
+  noteMuteShown(muted);
   b.dataset.state = muted ? "muted" : "on";
   b.setAttribute("aria-pressed", String(muted));
   b.textContent = muted ? "Microphones muted – tap to unmute" : "Mute microphones";
@@ -736,11 +815,29 @@ function drawMute() {
   document.body.classList.toggle("is-muted", muted);
 }
 
+// While a finger (or the mouse) holds the slider, the box's events do not move it: the thumb stays under the
+// finger, the number beside it follows the drag, and the value is sent when it is let go ("change").
+let volumeHeld = false;
+let volumeTypedAt = -Infinity;  // the last "input" (a drag, or the keyboard's arrows while it has the focus)
+
+function volumeBusy() {
+  return volumeHeld || (document.activeElement === $("volume") && performance.now() - volumeTypedAt < 1500);
+}
+
+// the number beside the slider, "80 %" on screen (the unit comes from the style sheet: the text is the number)
+function showVolumeNumber(v) {
+  const b = $("volume-value");
+  if (v === null) { b.textContent = "–"; delete b.dataset.unit; return; }
+  b.textContent = String(v);
+  b.dataset.unit = "%";
+}
+
 function drawVolume() {
-  if (state.roomStale || !state.room) { $("volume-value").textContent = "–"; return; }
+  if (state.roomStale || !state.room) { showVolumeNumber(null); return; }
+  if (volumeBusy()) return;
   const v = pendingValue("volume", state.room.volume);
   $("volume").value = String(v);
-  $("volume-value").textContent = String(v);
+  showVolumeNumber(v);
 }
 
 let sourcesError = null;  // a camera or mic refused: said beside the choice, until the next choice
@@ -786,8 +883,15 @@ function drawRoom() { drawMeetings(); drawMute(); drawVolume(); drawSources(); }
 
 $("mute").addEventListener("click", () => {
   if (state.roomStale || !state.room) { showSoundError("not connected to the box"); return; }
-  const muted = !pendingValue("muted", state.room.muted);
-  sendPending("muted", muted, { cmd: "set_mute", muted }, showSoundError);
+  let shown = !!pendingValue("muted", state.room.muted);
+  if (performance.now() - muteChangedAt < MUTE_SETTLE_MS && muteShownBefore !== null) shown = muteShownBefore;
+  const muted = !shown;  // (a second tap in that moment means the same: a double tap on "Mute" mutes)
+  muteByTap = true;
+  try {
+    sendPending("muted", muted, { cmd: "set_mute", muted }, showSoundError);
+  } finally {
+    muteByTap = false;
+  }
 });
 function setVolume(v) {
   const volume = Math.max(0, Math.min(100, v));
@@ -799,10 +903,30 @@ function stepVolume(by) {
 }
 $("vol-down").addEventListener("click", () => stepVolume(-10));
 $("vol-up").addEventListener("click", () => stepVolume(10));
-$("volume").addEventListener("change", () => setVolume(Number($("volume").value)));
+$("volume").addEventListener("pointerdown", () => { volumeHeld = true; });
+function volumeLetGo() {
+  if (!volumeHeld) return;
+  // "change" comes with the release, in the same task: the slider is redrawn after it, from what was sent
+  setTimeout(() => { volumeHeld = false; volumeTypedAt = -Infinity; drawVolume(); }, 0);
+}
+for (const type of ["pointerup", "pointercancel"]) window.addEventListener(type, volumeLetGo, true);
+$("volume").addEventListener("lostpointercapture", volumeLetGo);
+$("volume").addEventListener("input", () => {
+  volumeTypedAt = performance.now();
+  showVolumeNumber(Number($("volume").value));
+});
+$("volume").addEventListener("change", () => {
+  if (state.roomStale || !state.room) { showSoundError("not connected to the box"); return; }
+  volumeTypedAt = -Infinity;
+  const held = volumeHeld;
+  volumeHeld = false;
+  setVolume(Number($("volume").value));
+  volumeHeld = held;
+});
 
 // ---------- settings behind the admin PIN ----------
 let pin = "";
+let keptEdits = null;  // the form as typed when admin rights ran out at Save: put back after the PIN
 let configDoc = null;
 let configTag = null;
 
@@ -836,6 +960,14 @@ async function openSettings() {
   $("set-mode").value = d.mode;
   $("set-resume").value = String(d.manual_resume_s);
   $("set-exclude").value = (d.exclude_deg || []).map((r) => r.join(",")).join("; ");
+  const kept = keptEdits;
+  keptEdits = null;
+  if (kept) {
+    $("set-mode").value = kept.mode;
+    $("set-resume").value = kept.resume;
+    $("set-exclude").value = kept.exclude;
+    settingsMessage(true, "your changes are kept: tap Save");
+  }
   showPinPad(false);
   $("settings").classList.remove("hidden");
   $("calib").classList.remove("hidden");
@@ -913,7 +1045,7 @@ async function signInWithPin() {
 
 function pinKey(k) {
   if (k === "clear") pin = pin.slice(0, -1);
-  else if (k === "enter") { signInWithPin().catch((e) => settingsMessage(false, String(e))); return; }
+  else if (k === "enter") { signInWithPin().catch((e) => settingsMessage(false, errorWords(e))); return; }
   else if (pin.length < 12) pin += k;
   drawPin();
 }
@@ -973,7 +1105,8 @@ async function saveSettingsNow() {
   if (configTag) headers["If-Match"] = configTag;
   const res = await fetch("/api/config", { method: "PUT", headers, body: JSON.stringify(doc) });
   if (res.status === 401 || res.status === 403) {
-    settingsMessage(false, "admin rights ran out: enter the PIN again");
+    keptEdits = { mode: $("set-mode").value, resume: $("set-resume").value, exclude: $("set-exclude").value };
+    settingsMessage(false, "admin rights ran out: enter the PIN again (your changes are kept)");
     $("settings").classList.add("hidden");
     showPinPad(true);
     return;
@@ -992,13 +1125,15 @@ async function saveSettingsNow() {
   settingsMessage(true, change.changed.length ? `saved as revision ${change.revision}${restart}` : "nothing changed");
 }
 
-$("settings-open").addEventListener("click", () => { openSettings().catch((e) => settingsMessage(false, String(e))); });
+$("settings-open").addEventListener("click", () => { openSettings().catch((e) => settingsMessage(false, errorWords(e))); });
 $("settings-close").addEventListener("click", () => {
+  keptEdits = null;
+  settingsMessage(true, "");
   $("settings").classList.add("hidden");
   $("calib").classList.add("hidden");
   showPinPad(false);
 });
-$("settings").addEventListener("submit", (ev) => { saveSettings(ev).catch((e) => settingsMessage(false, String(e))); });
+$("settings").addEventListener("submit", (ev) => { saveSettings(ev).catch((e) => settingsMessage(false, errorWords(e))); });
 $("settings").addEventListener("input", () => {  // an edited form: "saved" no longer describes what it shows
   if (state.settings && state.settings.ok && state.settings.text) settingsMessage(true, "");
 });
@@ -1037,9 +1172,19 @@ document.addEventListener("paste", (ev) => {
 const CALIB_ORDER = ["left", "right", "centre"];
 let calibBusy = false;
 
-function fmtDeg(v) { return (v >= 0 ? "+" : "−") + Math.abs(v).toFixed(1) + "°"; }
+function fmtDeg(v) {
+  const r = Math.round(v * 10) / 10;
+  if (r === 0) return "0.0°";  // no "−0.0°"
+  return (r > 0 ? "+" : "−") + Math.abs(r).toFixed(1) + "°";
+}
+
+// the box's words about angles: a signed zero ("from -0 deg", "+0.0 deg") reads 0
+function tidyDegrees(text) {
+  return String(text).replace(/(^|[^\d.])[+\-−](0(?:\.0+)?)(?=\s?(?:deg\b|°))/g, "$1$2");
+}
 
 function calibMessage(ok, text) {
+  text = tidyDegrees(text);
   state.calibMessage = { ok, text };
   const m = $("calib-result");
   m.textContent = text;
@@ -1086,7 +1231,7 @@ function drawCalibration() {
       `${p.name}: heard at ${fmtDeg(p.doa_deg)}, face at ${fmtDeg(p.camera_deg)} — ${p.blocks} speech blocks, ` +
       `spread ${p.spread_deg.toFixed(1)}°`));
   }
-  if (c.proposal) list.append(el("li", "calib-fit " + (c.proposal_ok ? "good" : "bad"), `fit: ${c.proposal}`));
+  if (c.proposal) list.append(el("li", "calib-fit " + (c.proposal_ok ? "good" : "bad"), `fit: ${tidyDegrees(c.proposal)}`));
   $("calib-save").disabled = calibBusy || !!c.capturing || !c.proposal_ok;
   $("calib-discard").disabled = calibBusy || !(c.captured || []).length;
 }
@@ -1118,7 +1263,7 @@ async function calibStep(fn) {
   if (calibBusy) return;
   calibBusy = true;
   drawCalibration();
-  try { await fn(); } catch (e) { calibMessage(false, String(e.message || e)); }
+  try { await fn(); } catch (e) { calibMessage(false, errorWords(e)); }
   calibBusy = false;
   drawCalibration();
 }
