@@ -124,6 +124,10 @@ def read_array_wav(path: str | os.PathLike[str], mic: MicArraySection) -> np.nda
     """A mic-array recording as float32 (frames, channels), checked against the array's config: the
     sample rate must be ``mic.sample_rate`` and channel k is microphone k of ``mic.positions``."""
     samples, rate = read_wav(path)
+    # a recording of a sound card's whole stream (a ReSpeaker's 6 channels, say): its channel map picks the mics
+    channel_map, channels = getattr(mic, "channel_map", None), getattr(mic, "channels", None)
+    if channel_map and channels and samples.shape[1] == channels != len(mic.positions):
+        samples = samples[:, list(channel_map)]
     if rate != mic.sample_rate:
         raise MediaFileError(
             f"{path}: sample rate is {rate} Hz but the mic array's sample_rate is {mic.sample_rate} Hz"
@@ -132,6 +136,7 @@ def read_array_wav(path: str | os.PathLike[str], mic: MicArraySection) -> np.nda
         raise MediaFileError(
             f"{path}: has {samples.shape[1]} channel{'s' if samples.shape[1] != 1 else ''} but the mic array's "
             f"positions has {len(mic.positions)} microphones"
+            + (f" (and the device's channels = {channels}, which its channel_map reads)" if channel_map else "")
         )
     return samples
 
@@ -212,6 +217,8 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
             warnings.simplefilter("ignore", scipy.io.wavfile.WavFileWarning)
             rate, data = scipy.io.wavfile.read(p)
     except (ValueError, OSError) as e:
+        if "cannot reshape" in str(e):  # numpy's words for data that ends within a frame
+            raise MediaFileError(f"{p}: cannot read as WAV: the data ends within a frame (a cut file?)") from None
         raise MediaFileError(f"{p}: cannot read as WAV: {e}") from None
     except Exception:  # scipy's parser fails on some damaged headers with errors of its own
         raise MediaFileError(f"{p}: cannot read as WAV: a damaged header (no format or data chunk)") from None
@@ -222,7 +229,11 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     if x.ndim == 1:
         x = x[:, None]
     if x.shape[0] == 0:
-        raise MediaFileError(f"{p}: has no samples")
+        why = ""
+        if p.stat().st_size > 1024:  # a recorder stopped before it wrote its header's sizes
+            size = p.stat().st_size
+            why = f" (its header says its data is empty, but the file has {size} bytes: a recording cut off?)"
+        raise MediaFileError(f"{p}: has no samples{why}")
     bad = int(x.size - np.count_nonzero(np.isfinite(x)))
     if bad:
         raise MediaFileError(f"{p}: {bad} samples are not numbers (NaN or infinite)")

@@ -5,6 +5,7 @@ an input, left a partial rendering or answered with nothing before its mend."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -248,3 +249,50 @@ def test_render_into_an_empty_name_or_a_device_and_faces_every_0_are_named(
     assert "/dev/null: is not a directory (a device or pipe)" in _one_error(capsys, "render")
     assert main(["faces", "--video", "x.mp4", "--every", "0"]) == 2
     assert "--every 0: give 1 (every frame) or more" in _one_error(capsys, "faces")
+
+
+def test_wavs_cut_or_left_without_their_sizes_are_said_so(
+    short: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sweep: a WAV cut within a frame gave numpy's "cannot reshape array of size 719989 into shape (6)", and
+    one whose header says its data is empty (a recorder killed before it wrote the sizes) only "has no samples"."""
+    data = (short / "array.wav").read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) - 3])  # the header's sizes kept, the data ends within a frame
+    assert main(["doa", "--audio", str(cut), "--config", str(short / "config.toml")]) == 2
+    assert "cut.wav: cannot read as WAV: the data ends within a frame (a cut file?)" in _one_error(capsys, "doa")
+    at = data.index(b"data")
+    unsized = tmp_path / "unsized.wav"
+    unsized.write_bytes(data[: at + 4] + (0).to_bytes(4, "little") + data[at + 8 :])
+    assert main(["doa", "--audio", str(unsized), "--config", str(short / "config.toml")]) == 2
+    assert "unsized.wav: has no samples (its header says its data is empty, but the file has" in _one_error(
+        capsys, "doa"
+    )
+
+
+def test_a_recording_of_the_sound_cards_whole_stream_is_read_through_its_channel_map(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sweep: the ReSpeaker's 6-channel stream recorded as the box captures it, analysed with the box's own
+    config (a sounddevice array with the preset's channel map), was refused: "has 6 channels but the mic
+    array's positions has 4 microphones". The channel map now picks the microphones, as live."""
+    import scipy.io.wavfile
+
+    from appliance.config import parse_config
+    from tests.test_doa import plane_wave
+
+    doc = {"mic_arrays": {"main": {"type": "sounddevice", "device": "ReSpeaker", "preset": "respeaker-usb-4mic"}}}
+    doc["doa"] = {"vad": "energy"}
+    cfg_path = tmp_path / "box.toml"
+    cfg_path.write_bytes(tomli_w.dumps(doc).encode())
+    mic = parse_config(doc, "test").mic_array
+    mics = plane_wave(np.asarray(mic.positions), 40.0, n=48000)  # (n, 4): white noise from 40 deg
+    mics *= (np.arange(mics.shape[0]) % 12000 < 4000)[:, None]  # in bursts of 0.25 s, as words (not a fan)
+    stream = np.zeros((mics.shape[0], 6), np.float32)
+    stream[:, 0] = mics.mean(axis=1)  # the firmware's processed channel
+    stream[:, 1:5] = mics  # the raw microphones; 5, the playback, silent
+    scipy.io.wavfile.write(tmp_path / "stream.wav", 16000, stream)
+    assert main(["doa", "--audio", str(tmp_path / "stream.wav"), "--config", str(cfg_path)]) == 0
+    heard = [json.loads(line)["azimuth_deg"] for line in capsys.readouterr().out.splitlines()]
+    found = [a for a in heard if a is not None]
+    assert found and abs(float(np.median(found)) - 40.0) < 5.0, heard

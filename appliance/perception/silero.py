@@ -123,7 +123,7 @@ class SileroVad:
         if model_rate not in MODEL_RATES or self.sample_rate % model_rate != 0:
             raise ValueError(
                 f'[doa] vad = "silero" needs a sample rate of 8000 Hz or a multiple of [doa] vad_rate = '
-                f"{cfg.vad_rate} Hz, got {self.sample_rate} Hz ([mic_array] sample_rate)"
+                f"{cfg.vad_rate} Hz, got {self.sample_rate} Hz ([mic_arrays.NAME] sample_rate)"
             )
         self.model_rate = model_rate
         self._decim = self.sample_rate // model_rate

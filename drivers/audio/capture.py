@@ -405,6 +405,9 @@ class PortAudioMicArray:
         rate = self.device_rate or self.sample_rate
         if latency_s is None or not (0.0 <= latency_s < MAX_ADC_LATENCY_S) or not math.isfinite(latency_s):
             latency_s = frames / rate
+        # the block's first sample is at least a block old when the block is handed over (ALSA's pulse device
+        # reports 0.4 ms for 20-ms blocks: a sweep found every stamp a block late)
+        latency_s = max(latency_s, frames / rate)
         raw = now - latency_s  # the first sample, as this callback sees it
         if overflow:
             self.overflows += 1
@@ -508,5 +511,5 @@ class PortAudioMicArray:
             return
         try:
             await _in_thread(stream.close, 5.0, f"{self.name}: closing")
-        except Exception as e:  # a device that will not close is left to its thread
-            log.warning("%s: %s", self.name, e)
+        except Exception as e:  # a device that will not close is left to its thread (the error names it)
+            log.warning("%s", e)

@@ -125,7 +125,7 @@ class PortAudioMicSection(MicArraySection):
             try:
                 MicArraySection(positions=positions)
             except ValidationError as e:
-                reason = "; ".join(err["msg"] for err in e.errors())
+                reason = "; ".join(str(err["msg"]).removeprefix("Value error, ") for err in e.errors())
                 raise ValueError(f"the placed array: {reason}") from None
             object.__setattr__(self, "positions", positions)
         elif tuple(self.array_position) != PLACED_AT or any(self.rotation_deg):
