@@ -107,18 +107,18 @@ def robust_azimuth(azimuths: Sequence[float], limits: Limits) -> tuple[float, fl
         other, second = _densest(rest, half)
         if len(second) >= 0.2 * n:
             raise CalibrationRefused(
-                f"two voices: {len(main)} blocks from {centre:+.0f} deg and {len(second)} from {other:+.0f} deg "
+                f"two voices: {len(main)} blocks from {centre:+z.0f} deg and {len(second)} from {other:+z.0f} deg "
                 "(one person at a time, please)"
             )
         spread = _MAD_TO_SIGMA * statistics.median(abs(wrap(a - centre)) for a in azimuths)
         raise CalibrationRefused(
-            f"DOA spread too wide: {len(rest)} of {n} blocks more than {half:.0f} deg away "
-            f"(spread {spread:.0f} deg; a noisy or echoing room, or the talker moved)"
+            f"DOA spread too wide: {len(rest)} of {n} blocks more than {half:z.0f} deg away "
+            f"(spread {spread:z.0f} deg; a noisy or echoing room, or the talker moved)"
         )
     spread = _MAD_TO_SIGMA * statistics.median(abs(wrap(a - centre)) for a in main)
     if spread > limits.max_spread_deg:
         raise CalibrationRefused(
-            f"DOA spread too wide: {spread:.1f} deg, at most {limits.max_spread_deg:g} (a noisy or echoing room, "
+            f"DOA spread too wide: {spread:z.1f} deg, at most {limits.max_spread_deg:g} (a noisy or echoing room, "
             "or the talker moved)"
         )
     return centre, spread
@@ -223,8 +223,8 @@ class Calibration:
 
     def describe(self) -> str:
         if len(self.knots) == 1:
-            return f"array turned {self.rotation_deg:+.1f} deg"
-        return f"array turned {self.rotation_deg:+.1f} deg, scale {self.scale:.2f} over {len(self.knots)} points"
+            return f"array turned {self.rotation_deg:+z.1f} deg"
+        return f"array turned {self.rotation_deg:+z.1f} deg, scale {self.scale:.2f} over {len(self.knots)} points"
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -245,7 +245,7 @@ def fit(points: Sequence[tuple[float, float]], limits: Limits = Limits()) -> Cal
         if not (math.isfinite(doa) and math.isfinite(cam)):
             raise CalibrationRefused(f"point ({doa}, {cam}) is not a pair of finite angles")
         if not -90.0 < cam < 90.0:
-            raise CalibrationRefused(f"camera azimuth {cam:+.1f} deg is outside the camera's view (-90..90)")
+            raise CalibrationRefused(f"camera azimuth {cam:+z.1f} deg is outside the camera's view (-90..90)")
         offset = wrap(cam - doa)
         if abs(offset) > limits.max_offset_deg:
             why = (
@@ -254,7 +254,7 @@ def fit(points: Sequence[tuple[float, float]], limits: Limits = Limits()) -> Cal
                 else "more than [calibration] max_offset_deg allows"
             )
             raise CalibrationRefused(
-                f"the array would be turned {offset:+.0f} deg (at most {limits.max_offset_deg:g}): {why}; check the "
+                f"the array would be turned {offset:+z.0f} deg (at most {limits.max_offset_deg:g}): {why}; check the "
                 "mic array's positions or rotation in the config"
             )
         knots.append((cam - offset, cam))
@@ -262,23 +262,23 @@ def fit(points: Sequence[tuple[float, float]], limits: Limits = Limits()) -> Cal
     for (d0, c0), (d1, c1) in zip(knots, knots[1:], strict=False):
         if c1 - c0 < limits.min_separation_deg:
             raise CalibrationRefused(
-                f"two points only {c1 - c0:.1f} deg apart in the picture (at least {limits.min_separation_deg:g}): "
+                f"two points only {c1 - c0:z.1f} deg apart in the picture (at least {limits.min_separation_deg:g}): "
                 "use people further apart"
             )
         if d1 == d0:
             raise CalibrationRefused(
-                f"the faces at {c0:+.0f} and {c1:+.0f} deg were both heard at {d0:+.0f} deg: the array cannot tell "
+                f"the faces at {c0:+z.0f} and {c1:+z.0f} deg were both heard at {d0:+z.0f} deg: the array cannot tell "
                 "them apart (a reflection heard instead of one of them, or the same voice twice)"
             )
         if d1 < d0:
             raise CalibrationRefused(
-                f"the map would decrease: the face at {c0:+.0f} deg was heard at {d0:+.0f} deg, the one at {c1:+.0f} "
-                f"at {d1:+.0f} (left and right swapped: is the array mirrored?)"
+                f"the map would decrease: the face at {c0:+z.0f} deg was heard at {d0:+z.0f} deg, the one at {c1:+z.0f} "
+                f"at {d1:+z.0f} (left and right swapped: is the array mirrored?)"
             )
         scale = (c1 - c0) / (d1 - d0)
         if not limits.min_scale <= scale <= limits.max_scale:
             raise CalibrationRefused(
-                f"the points contradict each other: {c1 - c0:.0f} deg apart in the picture but {d1 - d0:.0f} deg "
+                f"the points contradict each other: {c1 - c0:z.0f} deg apart in the picture but {d1 - d0:z.0f} deg "
                 f"apart to the array (scale {scale:.2f}, plausible {limits.min_scale:g}..{limits.max_scale:g})"
             )
     return Calibration(tuple(knots))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from appliance.calibration import (
+    Calibration,
     CalibrationRefused,
     Limits,
     Point,
@@ -358,3 +359,8 @@ def test_the_hearing_hears_the_array_with_the_calibrations_gain() -> None:
     assert gain_of(gained) == -6.0 and gain_of(cfg) == 0.0
     other = gained.model_copy(update={"calibration": gained.calibration.model_copy(update={"mic_array": "ceiling"})})
     assert gain_of(other) == 0.0  # captured with another array
+
+
+def test_no_minus_zero_in_what_the_calibration_says() -> None:
+    """A sweep of the panel: "-0 deg" in the calibration's messages (a rotation of -0.04 deg)."""
+    assert Calibration(((10.0, 9.96),)).describe() == "array turned +0.0 deg"
