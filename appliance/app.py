@@ -11,9 +11,11 @@ import contextlib
 import errno
 import logging
 import signal
+import socket
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from appliance.box import RoomBox
 from appliance.config import Config
@@ -104,7 +106,7 @@ async def _serve(
     from appliance.perception.watch import FaceWatcher
     from appliance.program import program_from_config
     from appliance.ptz_follow import follower_from_config
-    from appliance.room_controls import KEPT_FILE, SOURCE_KINDS, RoomControls, read_kept
+    from appliance.room_controls import KEPT_FILE, SOURCE_KINDS, RoomControls, kept_volume, read_kept
     from appliance.streaming.connector import connectors_from_config
     from appliance.streaming.display import show_far_end
     from appliance.streaming.encoder import EncodedVideo
@@ -144,8 +146,10 @@ async def _serve(
         if kept.get("muted"):  # before any meeting is joined: a restart does not open the room's microphones
             box.command({"cmd": "set_mute", "muted": True})
             log.info("microphones muted, as they were before the restart")
-        if playback is not None and "volume" in kept:
-            playback.speaker.volume = float(kept["volume"])
+        config_volume = None if playback is None else round(playback.speaker.volume)
+        volume = kept_volume(kept, config_volume)  # the panel's last, unless the config's changed since
+        if playback is not None and volume is not None:
+            playback.speaker.volume = float(volume)
         controls = RoomControls(  # the panel's commands: the box's, meetings, mute, volume, sources
             box.command,
             events,
@@ -160,6 +164,7 @@ async def _serve(
             on_volume=None if playback is None else lambda gain: setattr(playback.speaker, "volume", 100.0 * gain),
             volume=kept.get("volume", 100) if playback is None else round(playback.speaker.volume),
             kept_path=home_dir() / KEPT_FILE,
+            config_volume=config_volume,
             switch=lambda kind, name, new: box.try_source(
                 kind, name, open_device(_source_kind(kind), name, getattr(new, SOURCE_KINDS[kind])[name], ctx), new
             ),
@@ -248,17 +253,41 @@ async def _listening(app: Any, host: str, port: int) -> AsyncIterator[None]:
     from appliance.streaming.server import run_server
 
     server = run_server(app, host, port)
-    try:
-        await server.start()
-    except OSError as e:
-        await server.stop()
-        if e.errno == errno.EADDRINUSE:  # another process has it (the box before, still stopping): not the config's
-            raise OSError(f"[panel] cannot listen on {host}:{port}: the address is in use by another process") from e
-        raise StartFailed(f"[panel] cannot listen on {host}:{port}: {e.strerror or e}") from e
+    deadline = time.monotonic() + (BIND_WAIT_S if _booting() else 0.0)
+    while True:
+        try:
+            await server.start()
+            break
+        except OSError as e:
+            await server.stop()
+            # an address not on any interface yet, a name not resolved yet: at boot the network may come later
+            if (e.errno == errno.EADDRNOTAVAIL or isinstance(e, socket.gaierror)) and time.monotonic() < deadline:
+                log.warning("[panel] %s is not an address of this machine yet: waiting for the network", host)
+                await asyncio.sleep(2.0)
+                continue
+            _bind_failed(e, host, port)
     try:
         yield
     finally:
         await server.stop()
+
+
+BIND_WAIT_S = 60.0  # how long the box waits at boot for its panel's address
+BOOT_S = 300.0  # the machine up for less than this: booting
+
+
+def _booting() -> bool:
+    try:
+        with open("/proc/uptime", encoding="ascii") as f:
+            return float(f.read().split()[0]) < BOOT_S
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def _bind_failed(e: OSError, host: str, port: int) -> NoReturn:
+    if e.errno == errno.EADDRINUSE:  # another process has it (the box before, still stopping): not the config's
+        raise OSError(f"[panel] cannot listen on {host}:{port}: the address is in use by another process") from e
+    raise StartFailed(f"[panel] cannot listen on {host}:{port}: {e.strerror or e}") from e
 
 
 def _status_line(report: dict[str, Any], where: str) -> str:

@@ -272,8 +272,8 @@ def fit(points: Sequence[tuple[float, float]], limits: Limits = Limits()) -> Cal
             )
         if d1 < d0:
             raise CalibrationRefused(
-                f"the map would decrease: the face at {c0:+z.0f} deg was heard at {d0:+z.0f} deg, the one at {c1:+z.0f} "
-                f"at {d1:+z.0f} (left and right swapped: is the array mirrored?)"
+                f"the map would decrease: the face at {c0:+z.0f} deg was heard at {d0:+z.0f} deg, the one at "
+                f"{c1:+z.0f} at {d1:+z.0f} (left and right swapped: is the array mirrored?)"
             )
         scale = (c1 - c0) / (d1 - d0)
         if not limits.min_scale <= scale <= limits.max_scale:

@@ -45,7 +45,8 @@ KEPT_FILE = "room.json"  # in $ROOMBOX_HOME: the microphones' mute and the speak
 
 
 def read_kept(path: Path) -> dict[str, Any]:
-    """The mute (``"muted"``) and the volume (``"volume"``) kept at ``path`` by the box before; {} when there is
+    """The mute (``"muted"``) and the volume (``"volume"``) kept at ``path`` by the box before, and the volume
+    its config gave then (``"config_volume"``: a config changed since has its own say); {} when there is
     none. A file that cannot be read is said (the microphones then start on, the volume at its default)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -61,9 +62,19 @@ def read_kept(path: Path) -> dict[str, Any]:
         volume = data.get("volume")
         if isinstance(volume, int) and not isinstance(volume, bool) and 0 <= volume <= 100:
             out["volume"] = volume
-    if len(out) < 2:
+        if isinstance(data.get("config_volume"), int):
+            out["config_volume"] = data["config_volume"]
+    if "muted" not in out or "volume" not in out:
         log.warning("%s: the room's mute or volume before the restart is not as written (%.80r)", path, data)
     return out
+
+
+def kept_volume(kept: dict[str, Any], config_volume: int | None) -> int | None:
+    """The speaker volume to start with from what :func:`read_kept` found: the panel's last, unless the config's
+    volume (``config_volume``) is not what it was then (changed since: the config's, None)."""
+    if "volume" in kept and kept.get("config_volume") == config_volume and config_volume is not None:
+        return int(kept["volume"])
+    return None
 
 
 class RoomControls:
@@ -95,6 +106,7 @@ class RoomControls:
         switch: Callable[[str, str, Config], Awaitable[None] | None] | None = None,
         clock: Clock = SYSTEM_CLOCK,
         kept_path: Path | None = None,
+        config_volume: int | None = None,
     ) -> None:
         self.box_command = box_command
         self.events = events
@@ -113,6 +125,7 @@ class RoomControls:
             store.on_change.append(lambda rev: self.publish())
         self.volume = volume
         self.kept_path = kept_path
+        self.config_volume = config_volume  # the speaker's volume as the config gave it at start
         for c in connectors:
             self._follow(c)
 
@@ -196,7 +209,8 @@ class RoomControls:
         if self.kept_path is None:
             return
         try:
-            write_atomic(self.kept_path, json.dumps({"muted": self.muted, "volume": self.volume}) + "\n")
+            kept = {"muted": self.muted, "volume": self.volume, "config_volume": self.config_volume}
+            write_atomic(self.kept_path, json.dumps(kept) + "\n")
         except (OSError, ValueError) as e:
             log.warning("%s: the mute and volume are not kept over a restart: %s", self.kept_path, e)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import html
 import re
 
-_HEAD = re.compile(r"<(head|script|style)\b.*?</\1\s*>", re.I | re.S)
-_TAG = re.compile(r"<[^>]*>")
+_BLOCK = re.compile(r"<(head|script|style)\b", re.I)  # whose content is no text
+_TAG = re.compile(r"<[^<>]*>")  # (no "<" inside: linear, however many "<" a page has)
+PAGE_MAX = 65536  # characters of a page read for its words: an error page's are at its start
 
 
 def excerpt(text: str, limit: int = 160) -> str:
@@ -30,5 +31,20 @@ def page_excerpt(body: str, content_type: str = "", limit: int = 160) -> str:
     "Error response Error code: 404 Message: File not found.", not as its markup)."""
     start = body.lstrip()[:15].lower()
     if "html" in content_type.lower() or start.startswith(("<!doctype html", "<html")):
-        body = html.unescape(_TAG.sub(" ", _HEAD.sub(" ", body)))
+        body = html.unescape(_TAG.sub(" ", _without_blocks(body[:PAGE_MAX])))
     return excerpt(body, limit)
+
+
+def _without_blocks(page: str) -> str:
+    """``page`` without its head, scripts and styles (an unclosed one: the rest of the page), in one pass."""
+    lower, out, i = page.lower(), [], 0
+    while (m := _BLOCK.search(page, i)) is not None:
+        out.append(page[i : m.start()])
+        end = lower.find("</" + m.group(1).lower(), m.end())
+        if end < 0:
+            return " ".join(out)
+        close = lower.find(">", end)
+        i = len(page) if close < 0 else close + 1
+        out.append(" ")
+    out.append(page[i:])
+    return "".join(out)

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -281,8 +282,10 @@ def test_a_recording_of_the_sound_cards_whole_stream_is_read_through_its_channel
     from appliance.config import parse_config
     from tests.test_doa import plane_wave
 
-    doc = {"mic_arrays": {"main": {"type": "sounddevice", "device": "ReSpeaker", "preset": "respeaker-usb-4mic"}}}
-    doc["doa"] = {"vad": "energy"}
+    doc: dict[str, Any] = {
+        "mic_arrays": {"main": {"type": "sounddevice", "device": "ReSpeaker", "preset": "respeaker-usb-4mic"}},
+        "doa": {"vad": "energy"},
+    }
     cfg_path = tmp_path / "box.toml"
     cfg_path.write_bytes(tomli_w.dumps(doc).encode())
     mic = parse_config(doc, "test").mic_array

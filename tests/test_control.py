@@ -1549,3 +1549,28 @@ def test_a_saved_config_refused_at_start_leaves_the_box_on_its_last_good_revisio
         assert load_config(home / "config.toml").director.manual_resume_s == 45.0
     finally:
         assert demo.stop() == 0, demo.tail()
+
+
+def test_at_boot_the_panels_address_is_waited_for_before_it_is_the_configs_fault(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A review: at boot, before the network is up, a panel on a fixed LAN address cannot listen yet
+    (EADDRNOTAVAIL), and the box fell back to an earlier config at once. While the machine boots, the box now
+    waits for the address (BIND_WAIT_S) and says so; after that it is the config's."""
+    from aiohttp import web
+
+    from appliance import app as appmod
+
+    monkeypatch.setattr(appmod, "_booting", lambda: True)
+    monkeypatch.setattr(appmod, "BIND_WAIT_S", 3.0)
+
+    async def listen() -> None:
+        async with appmod._listening(web.Application(), "192.0.2.1", 0):  # no interface has it: nothing is sent
+            pass
+
+    began = time.monotonic()
+    with caplog.at_level("WARNING", logger="appliance.app"):
+        with pytest.raises(appmod.StartFailed, match=r"\[panel\] cannot listen on 192.0.2.1:0"):
+            asyncio.run(listen())
+    assert time.monotonic() - began >= 2.5
+    assert any("192.0.2.1 is not an address of this machine yet" in r.getMessage() for r in caplog.records)

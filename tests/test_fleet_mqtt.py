@@ -1106,7 +1106,10 @@ def test_a_fleet_wide_document_keeps_what_is_the_boxs_own() -> None:
     assert ack["ok"] is False and ack["error"].startswith("[mqtt.enabled] a desired config may not switch"), ack
     assert len(calls) == 2 and running[0].mqtt.enabled
     given = b'{"id": "f4", "config": {"cameras": {"main": {"type": "rtsp", "url": "rtsp://127.0.0.1/b"}}}}'
-    assert asyncio.run(fleet.handle_desired(given))["ok"] and str(calls[-1].camera.url) == "rtsp://127.0.0.1/b"
+    assert (
+        asyncio.run(fleet.handle_desired(given))["ok"]
+        and str(getattr(calls[-1].camera, "url", "")) == "rtsp://127.0.0.1/b"
+    )
     assert calls[-1].mic_arrays == own.mic_arrays  # the sections not given stay the box's
 
 

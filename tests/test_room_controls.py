@@ -227,3 +227,14 @@ def test_the_mute_and_the_volume_are_kept_over_a_restart(tmp_path: Path) -> None
         assert "microphones muted, as they were before the restart" in box.tail(), box.tail()
     finally:
         assert box.stop() == 0, box.tail()
+
+
+def test_a_speaker_volume_configured_anew_is_not_overridden_by_the_panels_last() -> None:
+    """A review: the volume kept over a restart replaced the config's speaker volume for good, so a volume set
+    later in the config (the API, the fleet) had no effect after a restart."""
+    from appliance.room_controls import kept_volume
+
+    assert kept_volume({"muted": False, "volume": 30, "config_volume": 80}, 80) == 30  # the panel's, config as then
+    assert kept_volume({"muted": False, "volume": 30, "config_volume": 80}, 40) is None  # the config changed since
+    assert kept_volume({"muted": False, "volume": 30}, 80) is None  # kept before the config's volume was
+    assert kept_volume({}, 80) is None

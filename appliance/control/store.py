@@ -225,8 +225,9 @@ class ConfigStore:
                 "box",
                 changed_keys(before, doc),
                 [],
-                "changed outside the API since the last revision (the file edited, a write interrupted, or "
-                "roombox demo's simulated room put in as the main devices)",
+                "changed outside the API since the last revision (the file edited, a write interrupted, "
+                "roombox demo's simulated room put in as the main devices, or the box started on an earlier "
+                "revision because it could not start on the last)",
             )
 
     @classmethod

@@ -51,8 +51,9 @@ def describe_error(e: BaseException) -> str:
         return "no answer in time"
     if isinstance(e, aiohttp.ClientConnectorError) and not isinstance(e, aiohttp.ClientSSLError):
         # aiohttp's own text: "Cannot connect to host H:P ssl:default [Connect call failed (...)]"
-        errno = getattr(e.os_error, "errno", None)
-        why = os.strerror(errno) if errno else describe_error(e.os_error)
+        errno = getattr(e.os_error, "errno", None)  # a name lookup's (socket.gaierror) is negative: its own words
+        strerror = getattr(e.os_error, "strerror", None)
+        why = os.strerror(errno) if isinstance(errno, int) and errno > 0 else strerror or describe_error(e.os_error)
         return f"cannot connect to {e.host}:{e.port}: {why}"
     return str(e) or type(e).__name__
 

@@ -68,7 +68,8 @@ const BOX_LOST = "connection to the box lost – reconnecting…";
 function errorWords(e) {
   if (!e) return "";
   const text = String(e.message || e);
-  if (e instanceof TypeError || /failed to fetch|networkerror|load failed|network error/i.test(text)) return BOX_SILENT;
+  // (by its words only: a TypeError of the panel's own code is not a network outage)
+  if (/failed to fetch|networkerror|load failed|network error/i.test(text)) return BOX_SILENT;
   return text.replace(/^(Type)?Error: /, "");
 }
 
@@ -613,7 +614,9 @@ function sendPending(key, value, cmd, show = showError) {
     if (p && p.seq === seq) {
       // the latest one sent is answered: the box's state is the truth again (for ptz: once the shot shows it)
       if (key === "ptz" && reply) { p.confirmed = performance.now(); } else { delete state.pending[key]; }
-      drawRoom();
+      // this panel's own tap settling (a refused mute put back): not a change from elsewhere
+      if (key === "muted") muteByTap = true;
+      try { drawRoom(); } finally { if (key === "muted") muteByTap = false; }
     }
     return reply;
   });
