@@ -65,10 +65,10 @@ LIVE = "() => window.roombox.wsConnected && window.roombox.room !== null && wind
 class Box:
     """``roombox run`` that can be stopped and started again on the same home (tokens, PIN, config) and port."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, config: str | None = None) -> None:
         self.home = folder / "home"
         self.config = folder / "room.toml"
-        self.config.write_text(CONFIG.format(folder=folder))
+        self.config.write_text(CONFIG.format(folder=folder) if config is None else config)
         self.token = roombox(self.home, "token", "create", "--scope", "control", "--name", "kiosk").strip().split()[-1]
         self.admin = roombox(self.home, "token", "create", "--scope", "admin", "--name", "test").strip().split()[-1]
         roombox(self.home, "pin", "set", stdin=PIN + "\n")

@@ -9,21 +9,18 @@ form leaves no message behind, no "−0.0°", a paragraph of error clamped to th
 from __future__ import annotations
 
 import http.server
-import json
 import tempfile
 import threading
 import tomllib
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers.boxproc import BoxProcess
-from tests.janus_fixture import free_port
-from tests.test_panel_controls import PIN, roombox, until
-from tests.test_panel_kiosk import RECORD_COMMANDS
+from tests.test_panel_controls import PIN, until
+from tests.test_panel_kiosk import ANSWERED, LIVE, _panel, _send
+from tests.test_panel_kiosk import Box as KioskBox
 
 CONFIG = """
 [cameras.main]
@@ -55,9 +52,6 @@ connect_timeout_s = 3.0
 
 PIN_MINUTES = 0.25  # 15 s of admin rights after the PIN: long enough to save, short enough to wait out
 
-ANSWERED = """() => window.__sent.length > 0 && window.roombox.lastReply !== null
-  && window.roombox.lastReply.id >= window.__sent[window.__sent.length - 1].id"""
-LIVE = "() => window.roombox.wsConnected && window.roombox.room !== null && window.roombox.framesDecoded > 3"
 WHIP_ROW = "#meetings li[data-meeting=whip]"
 # the number beside the volume slider as it is seen: its text and the unit the style sheet puts after it
 SHOWN_VOLUME = """() => { const e = document.getElementById('volume-value');
@@ -93,27 +87,8 @@ class WhipHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class Box:
-    """``roombox run`` (a kiosk token, an admin token, the PIN) that can be stopped and started again."""
-
-    def __init__(self, folder: Path, whip_url: str) -> None:
-        self.home = folder / "home"
-        self.config = folder / "room.toml"
-        self.config.write_text(CONFIG.format(pin_minutes=PIN_MINUTES, whip=whip_url))
-        self.token = roombox(self.home, "token", "create", "--scope", "control", "--name", "kiosk").strip().split()[-1]
-        self.admin = roombox(self.home, "token", "create", "--scope", "admin", "--name", "test").strip().split()[-1]
-        roombox(self.home, "pin", "set", stdin=PIN + "\n")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = BoxProcess(["run", "--config", str(self.config), "--port", str(self.port)], self.home)
-        self.out = self.process.out
-        self.process.start()
-
-    def room(self) -> dict[str, Any]:
-        req = urllib.request.Request(self.url + "/api/state", headers={"Authorization": f"Bearer {self.admin}"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            room: dict[str, Any] = json.loads(r.read())["room"]
-            return room
+class Box(KioskBox):
+    """``roombox run`` (a kiosk token, an admin token, the PIN) on this file's config, with a WHIP endpoint."""
 
     def meeting(self, name: str) -> dict[str, Any]:
         return next(m for m in self.room()["meetings"] if m["name"] == name)
@@ -135,27 +110,14 @@ def whip() -> Iterator[Whip]:
 @pytest.fixture(scope="module")
 def box(chromium: Any, whip: Whip) -> Iterator[Box]:
     with tempfile.TemporaryDirectory(prefix="roombox-touch-") as folder:
-        b = Box(Path(folder), f"http://127.0.0.1:{whip.server_address[1]}/whip")
+        b = Box(
+            Path(folder), CONFIG.format(pin_minutes=PIN_MINUTES, whip=f"http://127.0.0.1:{whip.server_address[1]}/whip")
+        )
         try:
             yield b
         finally:
             code = b.process.stop()
         assert code == 0, "roombox run did not stop cleanly:\n" + b.process.tail()
-
-
-def _panel(chromium: Any, box: Box, width: int = 1280, height: int = 800) -> Any:
-    page = chromium.new_page(viewport={"width": width, "height": height})  # a context of its own: another panel
-    page.add_init_script(RECORD_COMMANDS)
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    page.goto(box.url + "/#token=" + box.token)
-    page.wait_for_function(LIVE, timeout=90_000)
-    return page
-
-
-def _send(page: Any, cmd: dict[str, Any]) -> Any:
-    """A command straight on the page's socket, as another panel would send it."""
-    return page.evaluate("(cmd) => window.roombox.send(cmd)", cmd)
 
 
 def _sign_in_with_pin(page: Any) -> None:
@@ -424,13 +386,7 @@ def test_small_things_sound_label_reason_ellipsis_stats_and_degrees(box: Box, ch
         degrees = page.evaluate("[fmtDeg(-0.01), fmtDeg(0), fmtDeg(-3.26), fmtDeg(12)]")
         if degrees != ["0.0°", "0.0°", "−3.3°", "+12.0°"]:
             wrong.append(f"degrees printed as {degrees}")
-        # the box's own words (a refused calibration point) as the panel shows them
-        said = page.evaluate(
-            """() => { calibMessage(false, 'left: two voices: 44 blocks from -0 deg and 29 from -16 deg');
-              return document.getElementById('calib-result').textContent; }"""
-        )
-        if said != "left: two voices: 44 blocks from 0 deg and 29 from -16 deg":
-            wrong.append(f"a calibration message reads {said!r}")
+        # (the box's own words about angles have no signed zero: tests/test_calibration.py)
         assert not wrong, "\n".join(wrong)
         assert page.errors == []
     finally:

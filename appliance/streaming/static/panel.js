@@ -1181,13 +1181,7 @@ function fmtDeg(v) {
   return (r > 0 ? "+" : "−") + Math.abs(r).toFixed(1) + "°";
 }
 
-// the box's words about angles: a signed zero ("from -0 deg", "+0.0 deg") reads 0
-function tidyDegrees(text) {
-  return String(text).replace(/(^|[^\d.])[+\-−](0(?:\.0+)?)(?=\s?(?:deg\b|°))/g, "$1$2");
-}
-
 function calibMessage(ok, text) {
-  text = tidyDegrees(text);
   state.calibMessage = { ok, text };
   const m = $("calib-result");
   m.textContent = text;
@@ -1234,7 +1228,7 @@ function drawCalibration() {
       `${p.name}: heard at ${fmtDeg(p.doa_deg)}, face at ${fmtDeg(p.camera_deg)} — ${p.blocks} speech blocks, ` +
       `spread ${p.spread_deg.toFixed(1)}°`));
   }
-  if (c.proposal) list.append(el("li", "calib-fit " + (c.proposal_ok ? "good" : "bad"), `fit: ${tidyDegrees(c.proposal)}`));
+  if (c.proposal) list.append(el("li", "calib-fit " + (c.proposal_ok ? "good" : "bad"), `fit: ${c.proposal}`));
   $("calib-save").disabled = calibBusy || !!c.capturing || !c.proposal_ok;
   $("calib-discard").disabled = calibBusy || !(c.captured || []).length;
 }
