@@ -212,9 +212,9 @@ async def _serve(
                 tasks.append(asyncio.create_task(follower.serve(events)))
             if fleet is not None:
                 tasks.append(asyncio.create_task(fleet.run()))
-            sdnotify.notify_ready(f"panel at http://{cfg.panel.host}:{cfg.panel.port}/")
-            tasks.append(asyncio.create_task(sdnotify.watchdog_loop(alive=lambda: not health.wedged())))
             where = f"panel at http://{cfg.panel.host}:{cfg.panel.port}/"
+            sdnotify.notify_ready(where)
+            tasks.append(asyncio.create_task(sdnotify.watchdog_loop(alive=lambda: not health.wedged())))
             tasks.append(asyncio.create_task(sdnotify.status_loop(lambda: _status_line(health.evaluate(), where))))
             for c in connectors:
                 await c.start()
@@ -254,6 +254,7 @@ async def _listening(app: Any, host: str, port: int) -> AsyncIterator[None]:
 
     server = run_server(app, host, port)
     deadline = time.monotonic() + (BIND_WAIT_S if _booting() else 0.0)
+    said = False
     while True:
         try:
             await server.start()
@@ -262,7 +263,9 @@ async def _listening(app: Any, host: str, port: int) -> AsyncIterator[None]:
             await server.stop()
             # an address not on any interface yet, a name not resolved yet: at boot the network may come later
             if (e.errno == errno.EADDRNOTAVAIL or isinstance(e, socket.gaierror)) and time.monotonic() < deadline:
-                log.warning("[panel] %s is not an address of this machine yet: waiting for the network", host)
+                if not said:
+                    log.warning("[panel] %s is not an address of this machine yet: waiting for the network", host)
+                    said = True
                 await asyncio.sleep(2.0)
                 continue
             _bind_failed(e, host, port)

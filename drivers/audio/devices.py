@@ -17,6 +17,7 @@ each microphone), ``channels`` (how many the device is opened with) and ``playba
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -223,6 +224,10 @@ IMPORT_WAIT_S = 8.0  # how long a caller waits for PortAudio's set-up (sounddevi
 OPEN_WAIT_S = 2.0  # ... and the driver's open at start, which leaves a longer wait to the device's start
 
 
+class SoundSystemSilent(MicDeviceError):
+    """PortAudio's set-up waits on a sound server that does not answer (it goes on in the background)."""
+
+
 class _Import:
     """One import of a module on a daemon thread of its own. Importing sounddevice sets PortAudio up, which
     asks the sound server (through ALSA's pulse plugin): a hung PulseAudio or PipeWire blocks it until the
@@ -262,7 +267,7 @@ def _import_sounddevice(wait_s: float = IMPORT_WAIT_S) -> Any:
     system has not answered within ``wait_s`` (the set-up goes on: a later call takes it when it is done)."""
     entry = _import_soon("sounddevice")
     if not entry.done.wait(wait_s):
-        raise MicDeviceError(
+        raise SoundSystemSilent(
             f"the sound system does not answer: setting PortAudio up has waited {wait_s:g} s for it (a hung "
             "PulseAudio or PipeWire server?); it is tried again"
         )
@@ -294,11 +299,8 @@ def wait_for_sound_system(say: Callable[[str], object], every_s: float = 10.0) -
 def _check_sounddevice() -> None:
     """At a driver's open: a missing package or library refused at once; a sound system that is slow to answer
     left to the device's start (on a thread, bounded, reported and retried), never waited for on the loop."""
-    try:
+    with contextlib.suppress(SoundSystemSilent):
         _import_sounddevice(OPEN_WAIT_S)
-    except MicDeviceError as e:
-        if "does not answer" not in str(e):
-            raise
 
 
 class _SdStream:
